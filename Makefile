@@ -1,0 +1,50 @@
+# omni-ledger: `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SNAPSHOT_DIR ?= var/snapshots
+RATE ?= 2000
+PYTEST_ARGS ?=
+
+.PHONY: help venv run test lint typecheck unit integration bench-fold clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -n "$(PYTHON)" || { echo "error: Python 3.11 not found; install python3.11 or set PYTHON=/path/to/python3.11" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' || { echo "error: $(PYTHON) is not Python 3.11; set PYTHON=/path/to/python3.11" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create the virtualenv with pinned dependencies
+
+run: $(STAMP) ## Run the main job: the simulated retailer into snapshots under var/snapshots (Ctrl-C stops)
+	$(BIN)/omni-ledger run --source sim --rate $(RATE) --snapshot-dir $(SNAPSHOT_DIR)
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP) ## mypy (strict on ledger/)
+	$(BIN)/mypy ledger flows adapters omni_ledger
+
+test: lint typecheck ## Lint, type-check and run every test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+unit: $(STAMP) ## Only the pure domain tests
+	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+
+integration: $(STAMP) ## Only the integration and end-to-end tests
+	$(BIN)/python -m pytest -m 'integration or e2e' $(PYTEST_ARGS)
+
+bench-fold: $(STAMP) ## Benchmark the fold alone and a 1M-event file replay end to end
+	$(BIN)/python -m bench.fold $(BENCH_ARGS)
+
+clean: ## Remove the virtualenv, caches and local data
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,235 @@
+"""Validate a decoded record against the `InventoryEvent` contract.
+
+`validate` never raises on bad input: it returns either an `InventoryEvent` or a
+`DeadLetter` that names the field, what was expected and what came. Decoding bytes
+(JSON, Avro) happens at the edge; this module sees plain mappings, so JSON lines and
+Avro records share one set of rules.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+
+from ledger.dead_letter import DeadLetter, Reason
+from ledger.errors import ContractError
+from ledger.events import EventType, InventoryEvent, Millis
+
+__all__ = ["MAX_QTY", "event_to_json_bytes", "event_to_record", "require_event", "validate"]
+
+MAX_QTY = 1_000_000
+"""Largest |qty| one event may carry; a bigger figure is a data-entry error, not a pallet."""
+
+_T = EventType
+_NEEDS_REF = frozenset(
+    {
+        _T.RESERVATION_REQUESTED,
+        _T.RESERVATION_RELEASED,
+        _T.RESERVATION_FULFILLED,
+        _T.TRANSFER_PICKED,
+        _T.SHUTTLE_LOADED,
+        _T.SHUTTLE_ARRIVED,
+        _T.DROPSHIP_SHIPPED,
+        _T.DROPSHIP_RECEIVED,
+    }
+)
+_NEEDS_DESTINATION = frozenset({_T.TRANSFER_PICKED, _T.SHUTTLE_LOADED, _T.DROPSHIP_SHIPPED})
+_NEEDS_ETA = frozenset({_T.SHUTTLE_LOADED, _T.DROPSHIP_SHIPPED})
+_ZERO_ALLOWED = frozenset({_T.COUNTED, _T.OFFER_UPDATED})
+_TYPES = {t.value: t for t in EventType}
+
+
+class _Invalid(Exception):
+    """Internal: carries a reason and detail out of the field checks."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _string(record: Mapping[str, object], name: str, *, required: bool) -> str | None:
+    value = record.get(name)
+    if value is None:
+        if required:
+            raise _Invalid(Reason.MISSING_FIELD, f"field '{name}' is required (a non-empty string)")
+        return None
+    if not isinstance(value, str):
+        raise _Invalid(Reason.WRONG_TYPE, f"field '{name}' must be a string, got {type(value).__name__} {value!r}")
+    if not value.strip():
+        raise _Invalid(Reason.INVALID_FIELD, f"field '{name}' must not be empty")
+    return value
+
+
+def _integer(record: Mapping[str, object], name: str, *, required: bool) -> int | None:
+    value = record.get(name)
+    if value is None:
+        if required:
+            raise _Invalid(Reason.MISSING_FIELD, f"field '{name}' is required (an integer)")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(Reason.WRONG_TYPE, f"field '{name}' must be an integer, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _millis(record: Mapping[str, object], name: str, *, required: bool) -> Millis | None:
+    """Epoch milliseconds from an int, an ISO-8601 string with a UTC offset, or an aware datetime."""
+    value = record.get(name)
+    if value is None:
+        if required:
+            raise _Invalid(Reason.MISSING_FIELD, f"field '{name}' is required (epoch milliseconds or ISO-8601 UTC)")
+        return None
+    if isinstance(value, bool):
+        raise _Invalid(Reason.WRONG_TYPE, f"field '{name}' must be a timestamp, got bool {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+        except ValueError:
+            detail = f"field '{name}' is not an ISO-8601 timestamp: {value!r} (expected e.g. 2026-11-25T08:00:00Z)"
+            raise _Invalid(Reason.WRONG_TYPE, detail) from None
+        value = parsed
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            detail = f"field '{name}' has no time zone: {value.isoformat()!r}; add 'Z' for UTC"
+            raise _Invalid(Reason.INVALID_FIELD, detail)
+        return int(value.timestamp() * 1000)
+    raise _Invalid(Reason.WRONG_TYPE, f"field '{name}' must be a timestamp, got {type(value).__name__} {value!r}")
+
+
+def _check_qty(kind: EventType, qty: int) -> None:
+    if abs(qty) > MAX_QTY:
+        raise _Invalid(Reason.QTY_OUT_OF_RANGE, f"qty {qty} is beyond ±{MAX_QTY} for {kind.value}")
+    if kind is EventType.ADJUSTED:
+        if qty == 0:
+            raise _Invalid(Reason.QTY_OUT_OF_RANGE, "qty must be non-zero for ADJUSTED (use + to add, - to remove)")
+    elif kind in _ZERO_ALLOWED:
+        if qty < 0:
+            raise _Invalid(Reason.QTY_OUT_OF_RANGE, f"qty must be >= 0 for {kind.value} (an absolute level), got {qty}")
+    elif qty <= 0:
+        raise _Invalid(Reason.QTY_OUT_OF_RANGE, f"qty must be > 0 for {kind.value}, got {qty}")
+
+
+def _build(record: Mapping[str, object], origin: str, now: Millis | None, max_skew_ms: int) -> InventoryEvent:
+    event_id = _string(record, "event_id", required=True)
+    raw_type = record.get("type")
+    if raw_type is None:
+        raise _Invalid(Reason.MISSING_FIELD, f"field 'type' is required, one of {', '.join(_TYPES)}")
+    kind = _TYPES.get(raw_type) if isinstance(raw_type, str) else None
+    if kind is None:
+        raise _Invalid(Reason.UNKNOWN_TYPE, f"unknown type {raw_type!r}; expected one of {', '.join(_TYPES)}")
+    occurred_at = _millis(record, "occurred_at", required=True)
+    site_id = _string(record, "site_id", required=True)
+    sku = _string(record, "sku", required=True)
+    qty = _integer(record, "qty", required=True)
+    assert event_id is not None and occurred_at is not None and site_id is not None
+    assert sku is not None and qty is not None
+    _check_qty(kind, qty)
+    ref = _string(record, "ref", required=kind in _NEEDS_REF)
+    if ref is None and kind in _NEEDS_REF:
+        raise _Invalid(Reason.MISSING_REF, f"{kind.value} needs 'ref'")
+    to_site_id = _string(record, "to_site_id", required=kind in _NEEDS_DESTINATION)
+    if to_site_id is not None and to_site_id == site_id:
+        raise _Invalid(Reason.INVALID_FIELD, f"to_site_id equals site_id ({site_id!r}); a move needs two sites")
+    eta = _millis(record, "eta", required=kind in _NEEDS_ETA)
+    expires_at = _millis(record, "expires_at", required=kind is EventType.RESERVATION_REQUESTED)
+    if expires_at is not None and expires_at <= occurred_at:
+        raise _Invalid(Reason.INVALID_FIELD, "expires_at must be after occurred_at: a hold cannot end before it starts")
+    price = record.get("price")
+    if price is not None:
+        if isinstance(price, bool) or not isinstance(price, int | float):
+            raise _Invalid(Reason.WRONG_TYPE, f"field 'price' must be a number, got {type(price).__name__} {price!r}")
+        if price < 0 or price != price:
+            raise _Invalid(Reason.INVALID_FIELD, f"field 'price' must be >= 0, got {price!r}")
+        price = float(price)
+    lead_time_days = _integer(record, "lead_time_days", required=False)
+    if lead_time_days is not None and not 0 <= lead_time_days <= 365:
+        raise _Invalid(Reason.INVALID_FIELD, f"lead_time_days must be within 0..365, got {lead_time_days}")
+    source = _string(record, "source", required=False)
+    if now is not None and occurred_at > now + max_skew_ms:
+        detail = (
+            f"occurred_at is {(occurred_at - now) / 1000:.0f} s ahead of the ledger clock "
+            f"(allowed skew {max_skew_ms / 1000:.0f} s); fix the emitting system's clock"
+        )
+        raise _Invalid(Reason.FUTURE_EVENT, detail)
+    return InventoryEvent(
+        event_id=event_id,
+        type=kind,
+        occurred_at=occurred_at,
+        site_id=site_id,
+        sku=sku,
+        qty=qty,
+        ref=ref,
+        to_site_id=to_site_id,
+        eta=eta,
+        expires_at=expires_at,
+        price=price,
+        lead_time_days=lead_time_days,
+        source=source,
+        origin=origin,
+    )
+
+
+def validate(
+    record: object,
+    *,
+    origin: str,
+    raw: bytes,
+    now: Millis | None = None,
+    max_skew_ms: int = 0,
+) -> InventoryEvent | DeadLetter:
+    """Return the event `record` describes, or a dead letter saying why it is refused.
+
+    Unknown fields are ignored, so a producer may add optional fields without breaking
+    the flow. `now` (the ledger's clock) enables the future-event check.
+    """
+    if not isinstance(record, Mapping):
+        detail = f"expected an object with the InventoryEvent fields, got {type(record).__name__}"
+        return DeadLetter(origin=origin, reason=Reason.MALFORMED, detail=detail, raw=raw)
+    try:
+        return _build(record, origin, now, max_skew_ms)
+    except _Invalid as bad:
+        event_id = record.get("event_id")
+        return DeadLetter(
+            origin=origin,
+            reason=bad.reason,
+            detail=bad.detail,
+            raw=raw,
+            event_id=event_id if isinstance(event_id, str) else None,
+        )
+
+
+def require_event(record: Mapping[str, object], *, origin: str = "test") -> InventoryEvent:
+    """Like `validate` but raise `ContractError` on a bad record (for tools and tests)."""
+    result = validate(record, origin=origin, raw=b"")
+    if isinstance(result, DeadLetter):
+        msg = f"{origin}: {result.reason}: {result.detail}"
+        raise ContractError(msg)
+    return result
+
+
+def event_to_record(event: InventoryEvent) -> dict[str, object]:
+    """The contract's field mapping of an event (times as epoch milliseconds)."""
+    return {
+        "event_id": event.event_id,
+        "type": event.type.value,
+        "occurred_at": event.occurred_at,
+        "site_id": event.site_id,
+        "sku": event.sku,
+        "qty": event.qty,
+        "ref": event.ref,
+        "to_site_id": event.to_site_id,
+        "eta": event.eta,
+        "expires_at": event.expires_at,
+        "price": event.price,
+        "lead_time_days": event.lead_time_days,
+        "source": event.source,
+    }
+
+
+def event_to_json_bytes(event: InventoryEvent) -> bytes:
+    """One JSON line for an event (used to put a refused event on the dead-letter output)."""
+    return json.dumps(event_to_record(event), separators=(",", ":")).encode()
+

@@ -1,0 +1,310 @@
+"""The fold: `(position | None, effects) -> (position, outputs)`, pure and deterministic.
+
+Rules, per (site, sku) position:
+
+- Idempotent: an event id already seen at this position changes nothing. Ids are
+  remembered for the lateness window (memory is bounded by the events of one window).
+- Too late: an event older than `max_at - lateness_window` (max_at: the newest event at
+  this position) is refused as a `too_late` dead letter: it could be a duplicate whose id
+  was forgotten, or a count whose later deltas were settled.
+- Order-tolerant: on hand is the latest count (by occurred_at, then event id) plus every
+  delta dated after it; an arrival before its load, a load before its pick, a release
+  or fulfilment before its request leave tombstones, so the late half changes nothing.
+  Final positions do not depend on arrival order, except through reservation decisions,
+  which are first come, first served.
+- Physical truth wins: on hand may go negative; ATP clamps at zero and the view says
+  `negative`.
+- Time: every effect arrives with `now`, the ledger clock's reading when it was taken
+  in (wall clock in a live run, the input's event time in a replay); holds whose
+  `expires_at <= now` expire before the effect applies. `expire` does the same for a
+  timer with no effect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+
+from ledger.contract import event_to_json_bytes
+from ledger.dead_letter import DeadLetter, Reason
+from ledger.effects import Effect, EffectKind
+from ledger.events import Millis
+from ledger.outputs import DecisionStatus, InboundLine, OfferTerms, PositionChange, ReservationDecision
+from ledger.policy import LedgerPolicy
+from ledger.position import Count, Hold, Position, empty
+
+__all__ = ["Output", "expire", "fold", "next_expiry"]
+
+Output = PositionChange | ReservationDecision | DeadLetter
+
+_K = EffectKind
+_S = DecisionStatus
+_HOLD, _STAGED, _INBOUND = "hold", "staged", "inbound"
+
+
+class _Draft:
+    """A mutable working copy of a `Position` for the length of one batch."""
+
+    __slots__ = (
+        "count",
+        "deltas",
+        "ended",
+        "holds",
+        "inbound",
+        "max_at",
+        "offer",
+        "offer_id",
+        "on_hand",
+        "out",
+        "position",
+        "seen",
+        "settled",
+        "staged",
+    )
+
+    def __init__(self, position: Position) -> None:
+        self.position = position
+        self.on_hand = position.on_hand
+        self.count = position.count
+        self.settled = position.settled
+        self.deltas = list(position.deltas)
+        self.holds = dict(position.holds)
+        self.staged = dict(position.staged)
+        self.inbound = dict(position.inbound)
+        self.ended = dict(position.ended)
+        self.seen = dict(position.seen)
+        self.max_at = position.max_at
+        self.offer = position.offer
+        self.offer_id = position.offer_id
+        self.out: list[Output] = []
+
+    def atp(self, safety_stock: int) -> int:
+        reserved = sum(h.qty for h in self.holds.values())
+        return max(0, self.on_hand - reserved - sum(self.staged.values()) - safety_stock)
+
+    def delta(self, at: Millis, qty: int) -> None:
+        # A delta dated at or before the latest count is already inside that count.
+        if self.count is not None and at <= self.count.at:
+            return
+        self.deltas.append((at, qty))
+        self.on_hand += qty
+
+    def rebase(self, count: Count) -> bool:
+        current = self.count
+        if current is not None and (count.at, count.event_id) <= (current.at, current.event_id):
+            return False
+        self.count = count
+        # Settled deltas are all older than the horizon, hence older than any accepted count.
+        self.settled = 0
+        self.deltas = [(at, qty) for at, qty in self.deltas if at > count.at]
+        self.on_hand = count.qty + sum(qty for _, qty in self.deltas)
+        return True
+
+
+def _decision(
+    draft: _Draft, effect: Effect, status: DecisionStatus, reason: str, now: Millis, atp_before: int, qty: int
+) -> ReservationDecision:
+    event = effect.event
+    assert event.ref is not None
+    return ReservationDecision(
+        reservation_id=event.ref,
+        site_id=effect.site_id,
+        sku=effect.sku,
+        qty=qty,
+        status=status,
+        reason=reason,
+        expires_at=event.expires_at,
+        decided_at=now,
+        atp_before=atp_before,
+    )
+
+
+def _expire(draft: _Draft, now: Millis, safety_stock: int) -> None:
+    due = [ref for ref, hold in draft.holds.items() if hold.expires_at <= now]
+    for ref in sorted(due, key=lambda r: (draft.holds[r].expires_at, r)):
+        hold = draft.holds.pop(ref)
+        draft.ended[(_HOLD, ref)] = (_S.EXPIRED.value, hold.expires_at)
+        draft.out.append(
+            ReservationDecision(
+                reservation_id=ref,
+                site_id=draft.position.site_id,
+                sku=draft.position.sku,
+                qty=hold.qty,
+                status=_S.EXPIRED,
+                reason="hold_expired",
+                expires_at=hold.expires_at,
+                decided_at=now,
+                atp_before=draft.atp(safety_stock),
+            )
+        )
+
+
+def _apply(draft: _Draft, effect: Effect, now: Millis, policy: LedgerPolicy, safety_stock: int) -> None:
+    event = effect.event
+    at = event.occurred_at
+    if at < draft.max_at - policy.lateness_window_ms:
+        detail = (
+            f"{event.type.value} at {draft.position.site_id}|{draft.position.sku} is "
+            f"{(draft.max_at - at) / 1000:.0f} s older than the newest event there; the lateness "
+            f"window is {policy.lateness_window_ms / 1000:.0f} s. Re-emit it with a correcting "
+            "event (ADJUSTED, or a fresh COUNTED) dated now."
+        )
+        draft.out.append(
+            DeadLetter(event.origin, Reason.TOO_LATE, detail, event_to_json_bytes(event), event.event_id)
+        )
+        return
+    if event.event_id in draft.seen:
+        return
+    draft.seen[event.event_id] = at
+    if at > draft.max_at:
+        draft.max_at = at
+    kind = effect.kind
+    ref = event.ref
+    if kind is _K.DELTA:
+        draft.delta(at, effect.qty)
+    elif kind is _K.COUNT:
+        draft.rebase(Count(at, effect.qty, event.event_id))
+    elif kind is _K.OFFER:
+        if draft.rebase(Count(at, effect.qty, event.event_id)):
+            draft.offer = OfferTerms(effect.qty, event.price, event.lead_time_days, at)
+            draft.offer_id = event.event_id
+    elif kind is _K.HOLD:
+        assert ref is not None and event.expires_at is not None
+        _request(draft, effect, ref, event.expires_at, now, safety_stock)
+    elif kind is _K.RELEASE:
+        assert ref is not None
+        hold = draft.holds.pop(ref, None)
+        if (_HOLD, ref) not in draft.ended:
+            draft.ended[(_HOLD, ref)] = (_S.RELEASED.value, at)
+        if hold is not None:
+            atp = draft.atp(safety_stock)
+            draft.out.append(_decision(draft, effect, _S.RELEASED, "released", now, atp, hold.qty))
+    elif kind is _K.FULFIL:
+        assert ref is not None
+        hold = draft.holds.pop(ref, None)
+        previous = draft.ended.get((_HOLD, ref))
+        draft.ended[(_HOLD, ref)] = (_S.FULFILLED.value, at)
+        draft.delta(at, -effect.qty)
+        if hold is not None:
+            draft.out.append(_decision(draft, effect, _S.FULFILLED, "fulfilled", now, draft.atp(safety_stock), effect.qty))
+        elif previous is not None:
+            reason = f"fulfilled_after_{previous[0].lower()}"
+            draft.out.append(_decision(draft, effect, _S.FULFILLED, reason, now, draft.atp(safety_stock), effect.qty))
+    elif kind is _K.STAGE:
+        assert ref is not None
+        if (_STAGED, ref) not in draft.ended and ref not in draft.staged:
+            draft.staged[ref] = effect.qty
+    elif kind is _K.DISPATCH:
+        assert ref is not None
+        draft.staged.pop(ref, None)
+        draft.ended[(_STAGED, ref)] = ("DISPATCHED", at)
+        draft.delta(at, -effect.qty)
+    elif kind is _K.INBOUND:
+        assert ref is not None and event.eta is not None
+        if (_INBOUND, ref) not in draft.ended:
+            draft.inbound[ref] = InboundLine(ref, effect.qty, event.eta)
+    elif kind is _K.ARRIVE:
+        assert ref is not None
+        draft.inbound.pop(ref, None)
+        draft.ended[(_INBOUND, ref)] = ("ARRIVED", at)
+        draft.delta(at, effect.qty)
+
+
+def _request(draft: _Draft, effect: Effect, ref: str, expires_at: Millis, now: Millis, safety_stock: int) -> None:
+    atp = draft.atp(safety_stock)
+    qty = effect.qty
+    held = draft.holds.get(ref)
+    ended = draft.ended.get((_HOLD, ref))
+    if held is not None:
+        draft.out.append(_decision(draft, effect, _S.ACCEPTED, "already_held", now, atp, held.qty))
+    elif ended is not None:
+        # Its release or fulfilment arrived first: the reservation is over; say how it ended.
+        status = _S(ended[0])
+        draft.out.append(_decision(draft, effect, status, "ended_before_request_arrived", now, atp, qty))
+    elif expires_at <= now:
+        draft.out.append(_decision(draft, effect, _S.REJECTED, "expired_on_arrival", now, atp, qty))
+    elif atp >= qty:
+        draft.holds[ref] = Hold(qty, expires_at, effect.event.occurred_at)
+        draft.out.append(_decision(draft, effect, _S.ACCEPTED, "atp_sufficient", now, atp, qty))
+    else:
+        draft.out.append(_decision(draft, effect, _S.REJECTED, "insufficient_atp", now, atp, qty))
+
+
+def _finish(draft: _Draft, policy: LedgerPolicy, safety_stock: int, now: Millis | None) -> Position:
+    """Forget what the window no longer needs, then freeze; bump the version if the view changed."""
+    horizon = draft.max_at - policy.lateness_window_ms
+    old = draft.position
+    seen = draft.seen
+    if draft.max_at != old.max_at:
+        seen = {eid: at for eid, at in seen.items() if at >= horizon}
+        draft.ended = {key: end for key, end in draft.ended.items() if end[1] >= horizon}
+        if any(at < horizon for at, _ in draft.deltas):
+            draft.settled += sum(qty for at, qty in draft.deltas if at < horizon)
+            draft.deltas = [(at, qty) for at, qty in draft.deltas if at >= horizon]
+    new = Position(
+        site_id=old.site_id,
+        sku=old.sku,
+        safety_stock=safety_stock,
+        on_hand=draft.on_hand,
+        count=draft.count,
+        settled=draft.settled,
+        deltas=tuple(draft.deltas),
+        holds=draft.holds,
+        staged=draft.staged,
+        inbound=draft.inbound,
+        ended=draft.ended,
+        seen=seen,
+        max_at=draft.max_at,
+        offer=draft.offer,
+        offer_id=draft.offer_id,
+        version=old.version,
+        updated_at=old.updated_at,
+    )
+    # A position's first accepted event publishes it even at zero, so readers see it exists.
+    if _visible(new) != _visible(old) or (old.version == 0 and new.max_at != old.max_at):
+        new = replace(new, version=old.version + 1, updated_at=now if now is not None else new.max_at)
+        draft.out.append(new.view())
+    return new
+
+
+def _visible(p: Position) -> tuple[object, ...]:
+    """What a `PositionChange` shows; a batch that leaves it equal publishes nothing."""
+    return (p.on_hand, p.reserved, p.staged_qty, p.safety_stock, p.inbound, p.offer)
+
+
+def fold(
+    position: Position | None,
+    site_id: str,
+    sku: str,
+    batch: Iterable[tuple[Millis, Effect]],
+    policy: LedgerPolicy,
+) -> tuple[Position, list[Output]]:
+    """Fold a batch of `(now, effect)` for one (site, sku) into its position.
+
+    Returns the new position and, in order: reservation decisions and dead letters as
+    they happened, then at most one `PositionChange` (the batch's changes coalesced)
+    if anything visible changed.
+    """
+    safety_stock = policy.safety_stock.for_position(site_id, sku)
+    draft = _Draft(position if position is not None else empty(site_id, sku, safety_stock))
+    now: Millis | None = None
+    for now, effect in batch:
+        if draft.holds:
+            _expire(draft, now, safety_stock)
+        _apply(draft, effect, now, policy, safety_stock)
+    return _finish(draft, policy, safety_stock, now), draft.out
+
+
+def expire(position: Position, now: Millis, policy: LedgerPolicy) -> tuple[Position, list[Output]]:
+    """End the holds due at `now` (a timer fired); returns the decisions and the change."""
+    safety_stock = policy.safety_stock.for_position(position.site_id, position.sku)
+    draft = _Draft(position)
+    _expire(draft, now, safety_stock)
+    if not draft.out and safety_stock == position.safety_stock:
+        return position, []
+    return _finish(draft, policy, safety_stock, now), draft.out
+
+
+def next_expiry(position: Position) -> Millis | None:
+    """When the next hold at this position expires, if any (for the runtime's timer)."""
+    return min((h.expires_at for h in position.holds.values()), default=None)

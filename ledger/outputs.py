@@ -1,0 +1,97 @@
+"""What the fold emits: position changes, reservation decisions (and dead letters).
+
+These are the records the snapshot store and the output topics are built from. A
+`PositionChange` carries the whole visible state of one (site, sku) position with a
+per-key `version`, so a consumer that receives it twice, or out of order, keeps the
+highest version and is right.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from ledger.events import Millis
+
+__all__ = [
+    "DecisionStatus",
+    "InboundLine",
+    "OfferTerms",
+    "PositionChange",
+    "ReservationDecision",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class InboundLine:
+    """Units on their way to a site: a loaded shuttle parcel or a shipped dropship."""
+
+    ref: str
+    qty: int
+    eta: Millis
+
+
+@dataclass(frozen=True, slots=True)
+class OfferTerms:
+    """A marketplace seller's current offer for one sku (the latest by `occurred_at`)."""
+
+    qty: int
+    price: float | None
+    lead_time_days: int | None
+    updated_at: Millis
+
+
+@dataclass(frozen=True, slots=True)
+class PositionChange:
+    """The visible state of one (site, sku) position after a change.
+
+    `atp = max(0, on_hand - reserved - staged - safety_stock)`; `inbound` lists what is
+    due, so availability by a date is `atp` plus the inbound lines due by then.
+    """
+
+    site_id: str
+    sku: str
+    on_hand: int
+    reserved: int
+    staged: int
+    inbound_qty: int
+    safety_stock: int
+    atp: int
+    negative: bool
+    version: int
+    updated_at: Millis
+    max_occurred_at: Millis
+    inbound: tuple[InboundLine, ...] = ()
+    offer: OfferTerms | None = None
+
+    @property
+    def key(self) -> str:
+        """The routing key `site_id|sku`."""
+        return f"{self.site_id}|{self.sku}"
+
+
+class DecisionStatus(str, Enum):
+    """Where a reservation stands after the decision."""
+
+    ACCEPTED = "ACCEPTED"
+    REJECTED = "REJECTED"
+    RELEASED = "RELEASED"
+    FULFILLED = "FULFILLED"
+    EXPIRED = "EXPIRED"
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationDecision:
+    """A reservation's new status: the answer to a request, or the end of a hold."""
+
+    reservation_id: str
+    site_id: str
+    sku: str
+    qty: int
+    status: DecisionStatus
+    reason: str
+    """Why: `atp_sufficient`, `insufficient_atp`, `expired_on_arrival`, `released`, ..."""
+    expires_at: Millis | None
+    decided_at: Millis
+    atp_before: int
+    """ATP at the position when the decision was taken (before the hold)."""

@@ -1,0 +1,110 @@
+"""The state of one (site, sku) position and its public view.
+
+A `Position` is immutable: the fold returns a new one, so the runtime may keep a
+reference as a recovery snapshot while the next batch is folded. Its mappings are
+plain dicts typed as read-only `Mapping`s and are never mutated after construction
+(the fold copies them into a draft first).
+
+On hand is kept as "the latest count plus every delta after it":
+`on_hand = count_qty + settled + sum(qty for at, qty in deltas)`. Deltas older than the
+lateness horizon are summed into `settled`, since no event older than the horizon is
+accepted any more: a late count can only land after them and absorbs them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ledger.events import Millis
+from ledger.outputs import InboundLine, OfferTerms, PositionChange
+
+__all__ = ["NO_TIME", "Count", "Hold", "Position", "empty"]
+
+NO_TIME: Millis = -(2**62)
+"""Earlier than any event: the watermark of a position that has seen nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """The latest cycle count (or seller offer level) by (occurred_at, event_id)."""
+
+    at: Millis
+    qty: int
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Units held for an accepted reservation until `expires_at`."""
+
+    qty: int
+    expires_at: Millis
+    requested_at: Millis
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Everything the fold knows about one (site, sku) position."""
+
+    site_id: str
+    sku: str
+    safety_stock: int = 0
+    on_hand: int = 0
+    count: Count | None = None
+    settled: int = 0
+    deltas: tuple[tuple[Millis, int], ...] = ()
+    """(occurred_at, qty) of on-hand deltas after the count and inside the window."""
+    holds: Mapping[str, Hold] = field(default_factory=dict)
+    staged: Mapping[str, int] = field(default_factory=dict)
+    inbound: Mapping[str, InboundLine] = field(default_factory=dict)
+    ended: Mapping[tuple[str, str], tuple[str, Millis]] = field(default_factory=dict)
+    """Tombstones: ("hold"|"staged"|"inbound", ref) -> (how it ended, when), so a late
+    request, pick or load for a finished story changes nothing."""
+    seen: Mapping[str, Millis] = field(default_factory=dict)
+    """Event ids inside the lateness window -> occurred_at, for deduplication."""
+    max_at: Millis = NO_TIME
+    offer: OfferTerms | None = None
+    offer_id: str = ""
+    version: int = 0
+    updated_at: Millis = NO_TIME
+
+    @property
+    def reserved(self) -> int:
+        """Units held by accepted, unexpired reservations."""
+        return sum(h.qty for h in self.holds.values())
+
+    @property
+    def staged_qty(self) -> int:
+        """Units isolated for shuttles, not loaded yet."""
+        return sum(self.staged.values())
+
+    @property
+    def atp(self) -> int:
+        """Available to promise now: never below zero, whatever on hand says."""
+        return max(0, self.on_hand - self.reserved - self.staged_qty - self.safety_stock)
+
+    def view(self) -> PositionChange:
+        """The public view of this position (what snapshots and `atp.changes` carry)."""
+        inbound = tuple(sorted(self.inbound.values(), key=lambda line: (line.eta, line.ref)))
+        return PositionChange(
+            site_id=self.site_id,
+            sku=self.sku,
+            on_hand=self.on_hand,
+            reserved=self.reserved,
+            staged=self.staged_qty,
+            inbound_qty=sum(line.qty for line in inbound),
+            safety_stock=self.safety_stock,
+            atp=self.atp,
+            negative=self.on_hand < 0,
+            version=self.version,
+            updated_at=self.updated_at,
+            max_occurred_at=self.max_at,
+            inbound=inbound,
+            offer=self.offer,
+        )
+
+
+def empty(site_id: str, sku: str, safety_stock: int = 0) -> Position:
+    """A position that has seen no event."""
+    return Position(site_id=site_id, sku=sku, safety_stock=safety_stock)

@@ -1,0 +1,74 @@
+"""The Bytewax glue around the pure fold: one `PositionLogic` per (site, sku) key.
+
+It only delegates: `ledger.fold.fold` for a batch, `ledger.fold.expire` for a timer or
+the end of a replay. The state it hands Bytewax to snapshot is the immutable
+`Position` itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from bytewax.operators import StatefulBatchLogic
+
+from adapters.clock import Clock
+from ledger.effects import Effect, EffectKind
+from ledger.events import Millis
+from ledger.fold import Output, expire, fold, next_expiry
+from ledger.policy import LedgerPolicy
+from ledger.position import Position
+
+__all__ = ["Applied", "PositionLogic", "Stamped"]
+
+Stamped = tuple[Millis, Effect]
+"""An effect with the ledger clock's reading when its event was admitted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """How many events a fold step took in (each event counted once, on its own site's leg)."""
+
+    events: int
+
+
+class PositionLogic(StatefulBatchLogic[Stamped, "Output | Applied", Position]):
+    """Folds the batches of one key; a live clock arms a timer for the next hold expiry."""
+
+    def __init__(self, resume: Position | None, policy: LedgerPolicy, clock: Clock) -> None:
+        self._position = resume
+        self._policy = policy
+        self._clock = clock
+
+    def on_batch(self, values: list[Stamped]) -> tuple[list[Output | Applied], bool]:
+        first = values[0][1]
+        self._position, out = fold(self._position, first.site_id, first.sku, values, self._policy)
+        taken = sum(1 for _, e in values if e.kind is not EffectKind.INBOUND)
+        result: list[Output | Applied] = list(out)
+        result.append(Applied(taken))
+        return result, StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[Output | Applied], bool]:
+        return self._expire(), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[Output | Applied], bool]:
+        # A finite replay ends with the clock at the input's newest event: expire what is due.
+        if self._clock.live:
+            return [], StatefulBatchLogic.RETAIN
+        return self._expire(), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        if not self._clock.live or self._position is None:
+            return None
+        due = next_expiry(self._position)
+        return None if due is None else datetime.fromtimestamp(due / 1000, tz=timezone.utc)
+
+    def snapshot(self) -> Position:
+        assert self._position is not None
+        return self._position
+
+    def _expire(self) -> list[Output | Applied]:
+        if self._position is None:
+            return []
+        self._position, out = expire(self._position, self._clock.now(), self._policy)
+        return list(out)

@@ -1,0 +1,255 @@
+"""`omni-ledger`: run the ledger, read its snapshots.
+
+    omni-ledger run --source file:PATH|sim [--rate N] [--snapshot-dir DIR] [--follow]
+    omni-ledger atp --sku SKU [--site SITE] [--as-of SNAPSHOT] [--json]
+    omni-ledger reservations [--sku SKU] [--site SITE] [--json]
+    omni-ledger snapshots [--json]
+    omni-ledger sql [-c QUERY]
+    omni-ledger maintain
+
+Exit codes: 0 done, 1 a run or query failed, 2 bad arguments or settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ledger.errors import ConfigError, OmniLedgerError
+from omni_ledger.config import Settings, load_settings, parse_duration
+from omni_ledger.table import render_table
+
+__all__ = ["main"]
+
+_POSITION_COLUMNS = ("site_id", "on_hand", "reserved", "staged", "inbound", "safety_stock", "atp", "negative",
+                     "version", "updated_at")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="omni-ledger", description="Real-time inventory ledger for omnichannel retail.")
+    parser.add_argument("--config", type=Path, help="TOML settings file (see omni_ledger/config.py for keys)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def store_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--snapshot-dir", type=Path, help="snapshot directory (default: var/snapshots)")
+        p.add_argument("--json", action="store_true", help="print JSON for machines instead of a table")
+
+    run = sub.add_parser("run", help="fold events into ATP and publish snapshots")
+    run.add_argument("--source", required=True, help="'sim' or 'file:PATH[,PATH...]' (JSON lines or Avro files)")
+    run.add_argument("--rate", type=int, help="simulator events per second (default 2000)")
+    run.add_argument("--seed", type=int, help="simulator seed")
+    run.add_argument("--limit", type=int, help="simulator: stop after this many events")
+    run.add_argument("--follow", action="store_true", help="file: keep tailing for appended lines")
+    run.add_argument("--clock", choices=("auto", "wall", "event"), help="ledger clock (default: event for files, wall for sim)")
+    run.add_argument("--workers", type=int, help="Bytewax workers in this process")
+    run.add_argument("--snapshot-interval", help="e.g. 500ms, 1s (default 1s)")
+    run.add_argument("--lateness-window", help="e.g. 24h (default 24h)")
+    run.add_argument("--no-recovery", action="store_true", help="do not keep recovery state (a restart starts over)")
+    run.add_argument("--reset", action="store_true", help="delete the snapshot directory's previous state first")
+    run.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+    store_args(run)
+
+    atp = sub.add_parser("atp", help="positions of a sku from the latest (or an earlier) snapshot")
+    atp.add_argument("--sku", required=True)
+    atp.add_argument("--site")
+    atp.add_argument("--as-of", type=int, metavar="SNAPSHOT", help="a snapshot id from `omni-ledger snapshots`")
+    store_args(atp)
+
+    res = sub.add_parser("reservations", help="reservations and their status")
+    res.add_argument("--sku")
+    res.add_argument("--site")
+    res.add_argument("--as-of", type=int, metavar="SNAPSHOT")
+    store_args(res)
+
+    snaps = sub.add_parser("snapshots", help="published snapshots still readable with --as-of")
+    store_args(snaps)
+
+    sql = sub.add_parser("sql", help="SQL on the snapshot tables (interactive without -c)")
+    sql.add_argument("-c", "--command", dest="query", help="run one query and exit")
+    store_args(sql)
+
+    maintain = sub.add_parser("maintain", help="compact small files and expire old snapshots now")
+    maintain.add_argument("--retention", help="keep snapshots this long (default from settings, 7d)")
+    store_args(maintain)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    return settings.with_overrides(snapshot_dir=getattr(args, "snapshot_dir", None))
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    return str(value)
+
+
+def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], columns: Sequence[str], title: str = "") -> None:
+    if args.json:
+        print(json.dumps(rows, default=_json_default, indent=None))
+        return
+    if title:
+        print(title)
+    if not rows:
+        print("(no rows)")
+        return
+    print(render_table(columns, [[row.get(c) for c in columns] for row in rows]))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from omni_ledger.bootstrap import plan_run, reset_store, run
+    from omni_ledger.progress import Progress, ProgressPrinter
+
+    settings = _settings(args).with_overrides(
+        rate=args.rate,
+        seed=args.seed,
+        clock=args.clock,
+        workers=args.workers,
+        recovery=False if args.no_recovery else None,
+        snapshot_interval=parse_duration(args.snapshot_interval, "--snapshot-interval") if args.snapshot_interval else None,
+        lateness_window=parse_duration(args.lateness_window, "--lateness-window") if args.lateness_window else None,
+    )
+    if args.reset:
+        reset_store(settings.snapshot_dir)
+    progress = Progress()
+    plan = plan_run(args.source, settings, progress, follow=args.follow, limit=args.limit)
+    directory = settings.snapshot_dir.resolve()
+    print(f"omni-ledger: reading {plan.description}", file=sys.stderr)
+    print(f"omni-ledger: snapshots in {directory} (query: omni-ledger atp --sku SKU --snapshot-dir {directory})",
+          file=sys.stderr)
+    interrupted = False
+    try:
+        if args.quiet:
+            run(plan)
+        else:
+            with ProgressPrinter(progress):
+                run(plan)
+    except KeyboardInterrupt:
+        interrupted = True
+    summary = {**progress.summary(), "snapshot_dir": str(directory), "interrupted": interrupted}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        rows = [[k, json.dumps(v) if isinstance(v, dict) else v] for k, v in summary.items()]
+        print(render_table(("figure", "value"), rows))
+    return 0
+
+
+def _cmd_atp(args: argparse.Namespace) -> int:
+    from adapters.snapshots import SnapshotReader
+
+    with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
+        info = reader.latest() if args.as_of is None else {"snapshot_id": args.as_of}
+        positions = reader.positions(sku=args.sku, site_id=args.site, as_of=args.as_of)
+        inbound = reader.inbound(sku=args.sku, site_id=args.site, as_of=args.as_of)
+    if args.json:
+        print(json.dumps({"snapshot": info, "positions": positions, "inbound": inbound}, default=_json_default))
+        return 0
+    snap = "no snapshot yet" if not info else f"snapshot {info['snapshot_id']}"
+    if info and "created_at" in info:
+        snap += f" (published {_json_default(info['created_at'])}, {info['events_applied']:,} events applied)"
+    _emit(args, positions, _POSITION_COLUMNS, f"{args.sku}: {snap}")
+    if inbound:
+        print()
+        _emit(args, inbound, ("site_id", "ref", "eta", "qty"), "inbound (availability by date = atp + inbound due)")
+    return 0
+
+
+def _cmd_reservations(args: argparse.Namespace) -> int:
+    from adapters.snapshots import SnapshotReader
+
+    with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
+        rows = reader.reservations(sku=args.sku, site_id=args.site, as_of=args.as_of)
+    _emit(args, rows, ("reservation_id", "site_id", "sku", "qty", "status", "expires_at", "decided_at"))
+    return 0
+
+
+def _cmd_snapshots(args: argparse.Namespace) -> int:
+    from adapters.snapshots import SnapshotReader
+
+    with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
+        rows = reader.snapshots()
+    _emit(args, rows, ("snapshot_id", "created_at", "events_applied", "max_occurred_at"))
+    return 0
+
+
+def _cmd_sql(args: argparse.Namespace) -> int:
+    from adapters.snapshots import SnapshotReader
+
+    with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
+        if args.query:
+            return _run_query(reader, args.query, args.json)
+        print("omni-ledger sql: tables positions, inbound, reservations, offers, snapshot_info. "
+              "End a statement with ';'. \\q or Ctrl-D quits.", file=sys.stderr)
+        buffer = ""
+        while True:
+            try:
+                line = input("sql> " if not buffer else "...> ")
+            except EOFError:
+                print(file=sys.stderr)
+                return 0
+            if line.strip() in {"\\q", "quit", "exit"}:
+                return 0
+            buffer += line + "\n"
+            if buffer.strip().endswith(";"):
+                _run_query(reader, buffer, args.json)
+                buffer = ""
+
+
+def _run_query(reader: Any, query: str, as_json: bool) -> int:
+    try:
+        columns, rows = reader.sql(query)
+    except OmniLedgerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=_json_default))
+    elif columns:
+        print(render_table(columns, rows))
+        print(f"({len(rows):,} rows)")
+    return 0
+
+
+def _cmd_maintain(args: argparse.Namespace) -> int:
+    from adapters.snapshots import SnapshotWriter
+
+    settings = _settings(args)
+    retention = parse_duration(args.retention, "--retention") if args.retention else settings.snapshot_retention
+    with SnapshotWriter.open(settings.snapshot_dir) as writer:
+        report = writer.maintain(keep_snapshots_for=retention)
+    row = {k: v for k, v in vars(report).items()} if hasattr(report, "__dict__") else report.__repr__()
+    print(json.dumps(row, default=_json_default) if args.json else row)
+    return 0
+
+
+_COMMANDS = {
+    "run": _cmd_run,
+    "atp": _cmd_atp,
+    "reservations": _cmd_reservations,
+    "snapshots": _cmd_snapshots,
+    "sql": _cmd_sql,
+    "maintain": _cmd_maintain,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `omni-ledger` command."""
+    args = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"omni-ledger: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except OmniLedgerError as exc:
+        print(f"omni-ledger: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

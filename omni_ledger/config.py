@@ -1,0 +1,279 @@
+"""One typed, frozen settings object: defaults, then a TOML file, then the environment.
+
+Command-line flags override the result (see `Settings.with_overrides`). Everything is
+validated here, before any file or connection is opened, and an error names the key,
+where its value came from, what was expected and what came.
+
+File format (every key optional; durations as "500ms", "2s", "15m", "24h", "7d"):
+
+    [ledger]
+    lateness_window = "24h"     # older events at a position are refused as too_late
+    max_clock_skew = "5m"       # events further ahead of the clock are refused
+    clock = "auto"              # auto | wall | event  (auto: event for files, wall for sim)
+
+    [snapshots]
+    dir = "var/snapshots"
+    interval = "1s"             # at most one snapshot per interval
+    retention = "7d"            # snapshots older than this are expired (as-of reads)
+    maintenance_interval = "10m"
+
+    [runtime]
+    workers = 1                 # Bytewax workers in this process
+    epoch_interval = "1s"       # recovery snapshot cadence
+    recovery = true             # resume after a crash from DIR/recovery
+
+    [safety_stock]              # units held back from ATP; most specific wins: sku, site, kind
+    default = 0
+    by_kind = { STORE = 1 }
+    by_site = { "ST-001" = 2 }
+    by_sku = { "SKU-00001" = 0 }
+
+    [sites]                     # site kinds, for safety stock by kind
+    "DC-01" = "DC"
+
+    [simulator]
+    seed = 7
+    rate = 2000                 # events per second
+    stores = 20
+    skus = 200
+
+Environment: OMNI_LEDGER_<SECTION>_<KEY>, e.g. OMNI_LEDGER_SNAPSHOTS_DIR,
+OMNI_LEDGER_LEDGER_LATENESS_WINDOW, OMNI_LEDGER_SIMULATOR_RATE (scalars only).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from ledger.errors import ConfigError
+from ledger.policy import LedgerPolicy, SafetyStock
+
+__all__ = ["Settings", "SimSettings", "load_settings", "parse_duration"]
+
+ClockChoice = Literal["auto", "wall", "event"]
+_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_KINDS = ("DC", "STORE", "SUPPLIER", "SELLER")
+
+
+def parse_duration(value: object, where: str) -> timedelta:
+    """'500ms', '2s', '15m', '24h', '7d' (or a number of seconds) as a timedelta."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNITS[match.group(2)] / 1000
+    else:
+        msg = f"{where}: expected a duration like '500ms', '2s', '15m', '24h' or '7d', got {value!r}"
+        raise ConfigError(msg)
+    return timedelta(seconds=seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class SimSettings:
+    """The built-in retailer simulator."""
+
+    seed: int = 7
+    rate: int = 2000
+    dcs: int = 2
+    stores: int = 20
+    suppliers: int = 3
+    sellers: int = 5
+    skus: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything `omni-ledger run` needs, validated."""
+
+    snapshot_dir: Path = Path("var/snapshots")
+    snapshot_interval: timedelta = timedelta(seconds=1)
+    snapshot_retention: timedelta = timedelta(days=7)
+    maintenance_interval: timedelta = timedelta(minutes=10)
+    lateness_window: timedelta = timedelta(hours=24)
+    max_clock_skew: timedelta = timedelta(minutes=5)
+    clock: ClockChoice = "auto"
+    workers: int = 1
+    epoch_interval: timedelta = timedelta(seconds=1)
+    recovery: bool = True
+    safety_stock: SafetyStock = field(default_factory=SafetyStock)
+    simulator: SimSettings = field(default_factory=SimSettings)
+
+    def policy(self) -> LedgerPolicy:
+        """The fold's rules from these settings."""
+        return LedgerPolicy(
+            lateness_window_ms=int(self.lateness_window.total_seconds() * 1000),
+            max_clock_skew_ms=int(self.max_clock_skew.total_seconds() * 1000),
+            safety_stock=self.safety_stock,
+        )
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with command-line values applied (None means 'not given') and re-validated."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        sim = {k: given.pop(k) for k in ("rate", "seed") if k in given}
+        out = replace(self, **given)
+        if sim:
+            out = replace(out, simulator=replace(out.simulator, **sim))
+        _check(out, "command line")
+        return out
+
+
+def _check(s: Settings, origin: str) -> None:
+    def fail(key: str, expected: str, got: object) -> None:
+        msg = f"{key} ({origin}): expected {expected}, got {got!r}"
+        raise ConfigError(msg)
+
+    for key, value in (("snapshots.interval", s.snapshot_interval), ("runtime.epoch_interval", s.epoch_interval),
+                       ("ledger.lateness_window", s.lateness_window), ("snapshots.retention", s.snapshot_retention),
+                       ("snapshots.maintenance_interval", s.maintenance_interval)):
+        if value <= timedelta(0):
+            fail(key, "a positive duration", str(value))
+    if s.clock not in ("auto", "wall", "event"):
+        fail("ledger.clock", "one of auto, wall, event", s.clock)
+    if not 1 <= s.workers <= 64:
+        fail("runtime.workers", "an integer within 1..64", s.workers)
+    if not 1 <= s.simulator.rate <= 10_000_000:
+        fail("simulator.rate", "events per second within 1..10,000,000", s.simulator.rate)
+
+
+class _Reader:
+    """Typed access to one TOML table, naming the key and origin in errors."""
+
+    def __init__(self, table: Mapping[str, Any], section: str, origin: str) -> None:
+        self.table, self.section, self.origin = table, section, origin
+
+    def where(self, key: str) -> str:
+        return f"{self.section}.{key} ({self.origin})"
+
+    def get(self, key: str, kind: type, default: Any) -> Any:
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            msg = f"{self.where(key)}: expected an integer, got {value!r}"
+            raise ConfigError(msg)
+        if kind is bool and not isinstance(value, bool):
+            msg = f"{self.where(key)}: expected true or false, got {value!r}"
+            raise ConfigError(msg)
+        if kind is str and not isinstance(value, str):
+            msg = f"{self.where(key)}: expected a string, got {value!r}"
+            raise ConfigError(msg)
+        return value
+
+    def duration(self, key: str, default: timedelta) -> timedelta:
+        return parse_duration(self.table[key], self.where(key)) if key in self.table else default
+
+
+_SECTIONS = {
+    "ledger": {"lateness_window", "max_clock_skew", "clock"},
+    "snapshots": {"dir", "interval", "retention", "maintenance_interval"},
+    "runtime": {"workers", "epoch_interval", "recovery"},
+    "safety_stock": {"default", "by_kind", "by_site", "by_sku"},
+    "sites": None,
+    "simulator": {"seed", "rate", "dcs", "stores", "suppliers", "sellers", "skus"},
+}
+
+
+def _from_tables(doc: Mapping[str, Any], origin: str, base: Settings) -> Settings:
+    for section, value in doc.items():
+        if section not in _SECTIONS:
+            msg = f"unknown section [{section}] ({origin}); expected one of {', '.join(_SECTIONS)}"
+            raise ConfigError(msg)
+        if not isinstance(value, dict):
+            msg = f"[{section}] ({origin}) must be a table"
+            raise ConfigError(msg)
+        allowed = _SECTIONS[section]
+        if allowed is not None and (unknown := sorted(set(value) - allowed)):
+            msg = f"unknown key {section}.{unknown[0]} ({origin}); expected one of {', '.join(sorted(allowed))}"
+            raise ConfigError(msg)
+    led = _Reader(doc.get("ledger", {}), "ledger", origin)
+    snap = _Reader(doc.get("snapshots", {}), "snapshots", origin)
+    run = _Reader(doc.get("runtime", {}), "runtime", origin)
+    ss = _Reader(doc.get("safety_stock", {}), "safety_stock", origin)
+    sim = _Reader(doc.get("simulator", {}), "simulator", origin)
+    sites = doc.get("sites", {})
+    for site, kind in sites.items():
+        if kind not in _KINDS:
+            msg = f"sites.{site} ({origin}): expected one of {', '.join(_KINDS)}, got {kind!r}"
+            raise ConfigError(msg)
+    old_ss = base.safety_stock
+
+    def table(key: str, current: Mapping[str, int]) -> dict[str, int]:
+        value = ss.get(key, dict, None)
+        if value is None:
+            return dict(current)
+        if not isinstance(value, dict):
+            msg = f"{ss.where(key)}: expected a table of units, got {value!r}"
+            raise ConfigError(msg)
+        return dict(value)
+
+    safety = SafetyStock(
+        default=ss.get("default", int, old_ss.default),
+        by_sku=table("by_sku", old_ss.by_sku),
+        by_site=table("by_site", old_ss.by_site),
+        by_kind=table("by_kind", old_ss.by_kind),
+        site_kinds={**old_ss.site_kinds, **sites},
+    )
+    old_sim = base.simulator
+    simulator = SimSettings(**{name: sim.get(name, int, getattr(old_sim, name)) for name in _SECTIONS["simulator"] or ()})
+    out = Settings(
+        snapshot_dir=Path(snap.get("dir", str, str(base.snapshot_dir))),
+        snapshot_interval=snap.duration("interval", base.snapshot_interval),
+        snapshot_retention=snap.duration("retention", base.snapshot_retention),
+        maintenance_interval=snap.duration("maintenance_interval", base.maintenance_interval),
+        lateness_window=led.duration("lateness_window", base.lateness_window),
+        max_clock_skew=led.duration("max_clock_skew", base.max_clock_skew),
+        clock=led.get("clock", str, base.clock),
+        workers=run.get("workers", int, base.workers),
+        epoch_interval=run.duration("epoch_interval", base.epoch_interval),
+        recovery=run.get("recovery", bool, base.recovery),
+        safety_stock=safety,
+        simulator=simulator,
+    )
+    _check(out, origin)
+    return out
+
+
+def _env_tables(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    tables: dict[str, dict[str, Any]] = {}
+    for section, keys in _SECTIONS.items():
+        for key in keys or ():
+            name = f"OMNI_LEDGER_{section}_{key}".upper()
+            if name in environ:
+                raw = environ[name]
+                value: Any = raw
+                if key in {"workers", "seed", "rate", "dcs", "stores", "suppliers", "sellers", "skus", "default"}:
+                    try:
+                        value = int(raw)
+                    except ValueError:
+                        msg = f"{name} (environment): expected an integer, got {raw!r}"
+                        raise ConfigError(msg) from None
+                elif key == "recovery":
+                    value = raw.strip().lower() in {"1", "true", "yes", "on"}
+                tables.setdefault(section, {})[key] = value
+    return tables
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Defaults, then the TOML file at `path` (if given), then OMNI_LEDGER_* variables."""
+    settings = Settings()
+    if path is not None:
+        try:
+            doc = tomllib.loads(path.read_text())
+        except OSError as exc:
+            msg = f"cannot read config file {path}: {exc.strerror}; pass an existing file to --config"
+            raise ConfigError(msg) from exc
+        except tomllib.TOMLDecodeError as exc:
+            msg = f"config file {path} is not valid TOML: {exc}"
+            raise ConfigError(msg) from exc
+        settings = _from_tables(doc, f"file {path}", settings)
+    env = _env_tables(os.environ if environ is None else environ)
+    if env:
+        settings = _from_tables(env, "environment", settings)
+    return settings

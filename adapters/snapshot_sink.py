@@ -18,8 +18,7 @@ from typing import Any
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from adapters.snapshots import SnapshotWriter
-from flows.logic import Applied
-from ledger.outputs import PositionChange, ReservationDecision
+from ledger.outputs import FoldTally, PositionChange, ReservationDecision
 
 __all__ = ["PublishCallback", "SnapshotSink"]
 
@@ -55,8 +54,8 @@ class _Partition(StatefulSinkPartition[list[Any], int]):
                     changes.append(item)
                 elif isinstance(item, ReservationDecision):
                     decisions.append(item)
-                elif isinstance(item, Applied):
-                    self._applied += item.events
+                elif isinstance(item, FoldTally):
+                    self._applied += item.applied
         started = time.perf_counter()
         snapshot_id = self._writer.publish(
             changes, decisions, events_applied=self._applied, now=time.time_ns() // 1_000_000

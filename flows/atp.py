@@ -1,6 +1,6 @@
 """The ATP dataflow: events in, per-site available-to-promise out.
 
-    input ─ admit ─┬─ split ─ key ─ fold ─┬─ changes, decisions, applied ─ collect ─ snapshots
+    input ─ admit ─┬─ split ─ key ─ fold ─┬─ changes, decisions, tallies ─ collect ─ snapshots
                    │                      ├─ decisions ───────────────────────────── decisions
                    └─ dead letters ───────┴─ dead letters (too_late) ─────────────── dead letters
 
@@ -22,11 +22,11 @@ from bytewax.outputs import Sink
 
 from adapters.clock import Clock
 from adapters.codec import admit
-from flows.logic import Applied, PositionLogic, Stamped
+from flows.logic import PositionLogic, Stamped
 from ledger.dead_letter import DeadLetter
 from ledger.effects import split
 from ledger.events import InventoryEvent, Millis
-from ledger.outputs import PositionChange, ReservationDecision
+from ledger.outputs import FoldTally, PositionChange, ReservationDecision
 from ledger.policy import LedgerPolicy
 
 __all__ = ["SNAPSHOT_KEY", "Wiring", "build_flow"]
@@ -63,7 +63,7 @@ def _effect_key(item: Stamped) -> str:
 
 
 def _for_snapshot(item: object) -> bool:
-    return isinstance(item, PositionChange | ReservationDecision | Applied)
+    return isinstance(item, PositionChange | ReservationDecision | FoldTally)
 
 
 def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
@@ -80,13 +80,13 @@ def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
     keyed = op.key_on("key", effects, _effect_key)
     # ("site|sku", (now, Effect))
     folded = op.stateful_batch("fold", keyed, partial(PositionLogic, policy=w.policy, clock=w.clock))
-    # ("site|sku", PositionChange | ReservationDecision | DeadLetter | Applied)
+    # ("site|sku", PositionChange | ReservationDecision | DeadLetter | FoldTally)
     outputs = op.key_rm("unkey", folded)
-    # PositionChange | ReservationDecision | DeadLetter | Applied
+    # PositionChange | ReservationDecision | DeadLetter | FoldTally
     to_snapshot = op.filter("to_snapshot", outputs, _for_snapshot)
     batches = op.collect("batch", op.key_on("one_writer", to_snapshot, lambda _: SNAPSHOT_KEY),
                          timeout=w.snapshot_interval, max_size=w.snapshot_max_items)
-    # ("snapshot", [PositionChange | ReservationDecision | Applied, ...])
+    # ("snapshot", [PositionChange | ReservationDecision | FoldTally, ...])
     op.output("snapshots", batches, w.snapshots)
     decisions = op.filter("decisions", outputs, lambda o: isinstance(o, ReservationDecision))
     op.output("decisions_out", op.key_on("decision_key", decisions, _decision_key), w.decisions)

@@ -7,32 +7,24 @@ the end of a replay. The state it hands Bytewax to snapshot is the immutable
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from bytewax.operators import StatefulBatchLogic
 
 from adapters.clock import Clock
-from ledger.effects import Effect, EffectKind
+from ledger.effects import Effect
 from ledger.events import Millis
 from ledger.fold import Output, expire, fold, next_expiry
 from ledger.policy import LedgerPolicy
 from ledger.position import Position
 
-__all__ = ["Applied", "PositionLogic", "Stamped"]
+__all__ = ["PositionLogic", "Stamped"]
 
 Stamped = tuple[Millis, Effect]
 """An effect with the ledger clock's reading when its event was admitted."""
 
 
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """How many events a fold step took in (each event counted once, on its own site's leg)."""
-
-    events: int
-
-
-class PositionLogic(StatefulBatchLogic[Stamped, "Output | Applied", Position]):
+class PositionLogic(StatefulBatchLogic[Stamped, Output, Position]):
     """Folds the batches of one key; a live clock arms a timer for the next hold expiry."""
 
     def __init__(self, resume: Position | None, policy: LedgerPolicy, clock: Clock) -> None:
@@ -40,18 +32,15 @@ class PositionLogic(StatefulBatchLogic[Stamped, "Output | Applied", Position]):
         self._policy = policy
         self._clock = clock
 
-    def on_batch(self, values: list[Stamped]) -> tuple[list[Output | Applied], bool]:
+    def on_batch(self, values: list[Stamped]) -> tuple[list[Output], bool]:
         first = values[0][1]
         self._position, out = fold(self._position, first.site_id, first.sku, values, self._policy)
-        taken = sum(1 for _, e in values if e.kind is not EffectKind.INBOUND)
-        result: list[Output | Applied] = list(out)
-        result.append(Applied(taken))
-        return result, StatefulBatchLogic.RETAIN
+        return out, StatefulBatchLogic.RETAIN
 
-    def on_notify(self) -> tuple[list[Output | Applied], bool]:
+    def on_notify(self) -> tuple[list[Output], bool]:
         return self._expire(), StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[list[Output | Applied], bool]:
+    def on_eof(self) -> tuple[list[Output], bool]:
         # A finite replay ends with the clock at the input's newest event: expire what is due.
         if self._clock.live:
             return [], StatefulBatchLogic.RETAIN
@@ -67,7 +56,7 @@ class PositionLogic(StatefulBatchLogic[Stamped, "Output | Applied", Position]):
         assert self._position is not None
         return self._position
 
-    def _expire(self) -> list[Output | Applied]:
+    def _expire(self) -> list[Output]:
         if self._position is None:
             return []
         self._position, out = expire(self._position, self._clock.now(), self._policy)

@@ -29,13 +29,20 @@ from ledger.contract import event_to_json_bytes
 from ledger.dead_letter import DeadLetter, Reason
 from ledger.effects import Effect, EffectKind
 from ledger.events import Millis
-from ledger.outputs import DecisionStatus, InboundLine, OfferTerms, PositionChange, ReservationDecision
+from ledger.outputs import (
+    DecisionStatus,
+    FoldTally,
+    InboundLine,
+    OfferTerms,
+    PositionChange,
+    ReservationDecision,
+)
 from ledger.policy import LedgerPolicy
 from ledger.position import Count, Hold, Position, empty
 
 __all__ = ["Output", "expire", "fold", "next_expiry"]
 
-Output = PositionChange | ReservationDecision | DeadLetter
+Output = PositionChange | ReservationDecision | DeadLetter | FoldTally
 
 _K = EffectKind
 _S = DecisionStatus
@@ -46,8 +53,10 @@ class _Draft:
     """A mutable working copy of a `Position` for the length of one batch."""
 
     __slots__ = (
+        "applied",
         "count",
         "deltas",
+        "duplicates",
         "ended",
         "holds",
         "inbound",
@@ -60,6 +69,7 @@ class _Draft:
         "seen",
         "settled",
         "staged",
+        "too_late",
     )
 
     def __init__(self, position: Position) -> None:
@@ -77,6 +87,7 @@ class _Draft:
         self.offer = position.offer
         self.offer_id = position.offer_id
         self.out: list[Output] = []
+        self.applied = self.duplicates = self.too_late = 0
 
     def atp(self, safety_stock: int) -> int:
         reserved = sum(h.qty for h in self.holds.values())
@@ -102,7 +113,14 @@ class _Draft:
 
 
 def _decision(
-    draft: _Draft, effect: Effect, status: DecisionStatus, reason: str, now: Millis, atp_before: int, qty: int
+    draft: _Draft,
+    effect: Effect,
+    status: DecisionStatus,
+    reason: str,
+    now: Millis,
+    atp_before: int,
+    qty: int,
+    expires_at: Millis | None = None,
 ) -> ReservationDecision:
     event = effect.event
     assert event.ref is not None
@@ -113,7 +131,7 @@ def _decision(
         qty=qty,
         status=status,
         reason=reason,
-        expires_at=event.expires_at,
+        expires_at=expires_at if expires_at is not None else event.expires_at,
         decided_at=now,
         atp_before=atp_before,
     )
@@ -142,6 +160,8 @@ def _expire(draft: _Draft, now: Millis, safety_stock: int) -> None:
 def _apply(draft: _Draft, effect: Effect, now: Millis, policy: LedgerPolicy, safety_stock: int) -> None:
     event = effect.event
     at = event.occurred_at
+    # A move's destination leg is the same event: count each event once, at its own site.
+    counted = 0 if effect.kind is _K.INBOUND else 1
     if at < draft.max_at - policy.lateness_window_ms:
         detail = (
             f"{event.type.value} at {draft.position.site_id}|{draft.position.sku} is "
@@ -152,9 +172,12 @@ def _apply(draft: _Draft, effect: Effect, now: Millis, policy: LedgerPolicy, saf
         draft.out.append(
             DeadLetter(event.origin, Reason.TOO_LATE, detail, event_to_json_bytes(event), event.event_id)
         )
+        draft.too_late += counted
         return
     if event.event_id in draft.seen:
+        draft.duplicates += counted
         return
+    draft.applied += counted
     draft.seen[event.event_id] = at
     if at > draft.max_at:
         draft.max_at = at
@@ -178,7 +201,7 @@ def _apply(draft: _Draft, effect: Effect, now: Millis, policy: LedgerPolicy, saf
             draft.ended[(_HOLD, ref)] = (_S.RELEASED.value, at)
         if hold is not None:
             atp = draft.atp(safety_stock)
-            draft.out.append(_decision(draft, effect, _S.RELEASED, "released", now, atp, hold.qty))
+            draft.out.append(_decision(draft, effect, _S.RELEASED, "released", now, atp, hold.qty, hold.expires_at))
     elif kind is _K.FULFIL:
         assert ref is not None
         hold = draft.holds.pop(ref, None)
@@ -186,7 +209,8 @@ def _apply(draft: _Draft, effect: Effect, now: Millis, policy: LedgerPolicy, saf
         draft.ended[(_HOLD, ref)] = (_S.FULFILLED.value, at)
         draft.delta(at, -effect.qty)
         if hold is not None:
-            draft.out.append(_decision(draft, effect, _S.FULFILLED, "fulfilled", now, draft.atp(safety_stock), effect.qty))
+            atp = draft.atp(safety_stock)
+            draft.out.append(_decision(draft, effect, _S.FULFILLED, "fulfilled", now, atp, effect.qty, hold.expires_at))
         elif previous is not None:
             reason = f"fulfilled_after_{previous[0].lower()}"
             draft.out.append(_decision(draft, effect, _S.FULFILLED, reason, now, draft.atp(safety_stock), effect.qty))
@@ -283,7 +307,7 @@ def fold(
 
     Returns the new position and, in order: reservation decisions and dead letters as
     they happened, then at most one `PositionChange` (the batch's changes coalesced)
-    if anything visible changed.
+    if anything visible changed, then a `FoldTally` of the batch.
     """
     safety_stock = policy.safety_stock.for_position(site_id, sku)
     draft = _Draft(position if position is not None else empty(site_id, sku, safety_stock))
@@ -292,7 +316,9 @@ def fold(
         if draft.holds:
             _expire(draft, now, safety_stock)
         _apply(draft, effect, now, policy, safety_stock)
-    return _finish(draft, policy, safety_stock, now), draft.out
+    position = _finish(draft, policy, safety_stock, now)
+    draft.out.append(FoldTally(draft.applied, draft.duplicates, draft.too_late))
+    return position, draft.out
 
 
 def expire(position: Position, now: Millis, policy: LedgerPolicy) -> tuple[Position, list[Output]]:

@@ -15,6 +15,7 @@ from ledger.events import Millis
 
 __all__ = [
     "DecisionStatus",
+    "FoldTally",
     "InboundLine",
     "OfferTerms",
     "PositionChange",
@@ -95,3 +96,15 @@ class ReservationDecision:
     decided_at: Millis
     atp_before: int
     """ATP at the position when the decision was taken (before the hold)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FoldTally:
+    """What one fold call did with its events (each event counted once, on its own site).
+
+    The destination leg of a move is not counted, so sums over keys count events.
+    """
+
+    applied: int
+    duplicates: int
+    too_late: int

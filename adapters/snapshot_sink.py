@@ -1,7 +1,7 @@
 """The Bytewax sink that publishes collected fold outputs as DuckLake snapshots.
 
-One partition, hence one writer on the catalog. Each `write_batch` receives the lists
-that `collect` gathered during one snapshot interval and commits them as one snapshot.
+One partition, hence one writer on the catalog. Each `write_batch` receives the tuples
+that the batching step gathered during one snapshot interval and commits them as one snapshot.
 Its resume state is the cumulative count of events applied, so `snapshot_info` stays
 right after a restart; replayed position changes carry versions the store already has
 and change nothing.
@@ -26,7 +26,7 @@ PublishCallback = Callable[[int | None, int, int, float], None]
 """(snapshot id or None, cumulative events applied, rows written, seconds taken)."""
 
 
-class _Partition(StatefulSinkPartition[list[Any], int]):
+class _Partition(StatefulSinkPartition[tuple[Any, ...], int]):
     def __init__(
         self,
         directory: Path,
@@ -45,7 +45,7 @@ class _Partition(StatefulSinkPartition[list[Any], int]):
         self._last_maintenance = time.monotonic()
         self._on_publish = on_publish
 
-    def write_batch(self, values: list[list[Any]]) -> None:
+    def write_batch(self, values: list[tuple[Any, ...]]) -> None:
         changes: list[PositionChange] = []
         decisions: list[ReservationDecision] = []
         for batch in values:
@@ -74,8 +74,8 @@ class _Partition(StatefulSinkPartition[list[Any], int]):
         self._writer.close()
 
 
-class SnapshotSink(FixedPartitionedSink[list[Any], int]):
-    """Publish `("snapshot", [outputs...])` items into the DuckLake store at `directory`."""
+class SnapshotSink(FixedPartitionedSink[tuple[Any, ...], int]):
+    """Publish `("snapshot", (outputs...))` items into the DuckLake store at `directory`."""
 
     def __init__(
         self,

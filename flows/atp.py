@@ -1,6 +1,6 @@
 """The ATP dataflow: events in, per-site available-to-promise out.
 
-    input ─ admit ─┬─ split ─ key ─ fold ─┬─ changes, decisions, tallies ─ collect ─ snapshots
+    input ─ admit ─┬─ split ─ key ─ fold ─┬─ changes, decisions, tallies ─ batch ─── snapshots
                    │                      ├─ decisions ───────────────────────────── decisions
                    └─ dead letters ───────┴─ dead letters (too_late) ─────────────── dead letters
 
@@ -22,7 +22,7 @@ from bytewax.outputs import Sink
 
 from adapters.clock import Clock
 from adapters.codec import admit
-from flows.logic import PositionLogic, Stamped
+from flows.logic import PositionLogic, SnapshotBatchLogic, Stamped
 from ledger.dead_letter import DeadLetter
 from ledger.effects import split
 from ledger.events import InventoryEvent, Millis
@@ -84,9 +84,10 @@ def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
     outputs = op.key_rm("unkey", folded)
     # PositionChange | ReservationDecision | DeadLetter | FoldTally
     to_snapshot = op.filter("to_snapshot", outputs, _for_snapshot)
-    batches = op.collect("batch", op.key_on("one_writer", to_snapshot, lambda _: SNAPSHOT_KEY),
-                         timeout=w.snapshot_interval, max_size=w.snapshot_max_items)
-    # ("snapshot", [PositionChange | ReservationDecision | FoldTally, ...])
+    one_writer = op.key_on("one_writer", to_snapshot, _snapshot_key)
+    batcher = partial(SnapshotBatchLogic, interval=w.snapshot_interval, max_items=w.snapshot_max_items)
+    batches = op.stateful_batch("batch", one_writer, batcher)
+    # ("snapshot", (PositionChange | ReservationDecision | FoldTally, ...)) once per interval
     op.output("snapshots", batches, w.snapshots)
     decisions = op.filter("decisions", outputs, lambda o: isinstance(o, ReservationDecision))
     op.output("decisions_out", op.key_on("decision_key", decisions, _decision_key), w.decisions)
@@ -95,6 +96,10 @@ def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
     # DeadLetter
     op.output("dead_letters", op.key_on("dlq_key", rejected, _dead_letter_key), w.dead_letters)
     return flow
+
+
+def _snapshot_key(_: object) -> str:
+    return SNAPSHOT_KEY
 
 
 def _decision_key(decision: ReservationDecision) -> str:

@@ -23,7 +23,6 @@ Rules, per (site, sku) position:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 
 from ledger.contract import event_to_json_bytes
 from ledger.dead_letter import DeadLetter, Reason
@@ -47,6 +46,7 @@ Output = PositionChange | ReservationDecision | DeadLetter | FoldTally
 _K = EffectKind
 _S = DecisionStatus
 _HOLD, _STAGED, _INBOUND = "hold", "staged", "inbound"
+_NEVER = 2**62
 
 
 class _Draft:
@@ -63,6 +63,7 @@ class _Draft:
         "max_at",
         "offer",
         "offer_id",
+        "oldest",
         "on_hand",
         "out",
         "position",
@@ -86,6 +87,7 @@ class _Draft:
         self.max_at = position.max_at
         self.offer = position.offer
         self.offer_id = position.offer_id
+        self.oldest = position.oldest_at
         self.out: list[Output] = []
         self.applied = self.duplicates = self.too_late = 0
 
@@ -142,6 +144,7 @@ def _expire(draft: _Draft, now: Millis, safety_stock: int) -> None:
     for ref in sorted(due, key=lambda r: (draft.holds[r].expires_at, r)):
         hold = draft.holds.pop(ref)
         draft.ended[(_HOLD, ref)] = (_S.EXPIRED.value, hold.expires_at)
+        draft.oldest = min(draft.oldest, hold.expires_at)
         draft.out.append(
             ReservationDecision(
                 reservation_id=ref,
@@ -179,6 +182,8 @@ def _apply(draft: _Draft, effect: Effect, now: Millis, policy: LedgerPolicy, saf
         return
     draft.applied += counted
     draft.seen[event.event_id] = at
+    if at < draft.oldest:
+        draft.oldest = at
     if at > draft.max_at:
         draft.max_at = at
     kind = effect.kind
@@ -258,42 +263,51 @@ def _finish(draft: _Draft, policy: LedgerPolicy, safety_stock: int, now: Millis 
     """Forget what the window no longer needs, then freeze; bump the version if the view changed."""
     horizon = draft.max_at - policy.lateness_window_ms
     old = draft.position
-    seen = draft.seen
-    if draft.max_at != old.max_at:
-        seen = {eid: at for eid, at in seen.items() if at >= horizon}
+    oldest = draft.oldest
+    if oldest < horizon:
+        # Rare (once the window passes the oldest memory), so the O(n) pass is amortised.
+        draft.seen = {eid: at for eid, at in draft.seen.items() if at >= horizon}
         draft.ended = {key: end for key, end in draft.ended.items() if end[1] >= horizon}
-        if any(at < horizon for at, _ in draft.deltas):
-            draft.settled += sum(qty for at, qty in draft.deltas if at < horizon)
-            draft.deltas = [(at, qty) for at, qty in draft.deltas if at >= horizon]
-    new = Position(
-        site_id=old.site_id,
-        sku=old.sku,
-        safety_stock=safety_stock,
-        on_hand=draft.on_hand,
-        count=draft.count,
-        settled=draft.settled,
-        deltas=tuple(draft.deltas),
-        holds=draft.holds,
-        staged=draft.staged,
-        inbound=draft.inbound,
-        ended=draft.ended,
-        seen=seen,
-        max_at=draft.max_at,
-        offer=draft.offer,
-        offer_id=draft.offer_id,
-        version=old.version,
-        updated_at=old.updated_at,
+        draft.settled += sum(qty for at, qty in draft.deltas if at < horizon)
+        draft.deltas = [(at, qty) for at, qty in draft.deltas if at >= horizon]
+        oldest = min(
+            min(draft.seen.values(), default=_NEVER),
+            min((end[1] for end in draft.ended.values()), default=_NEVER),
+            min((at for at, _ in draft.deltas), default=_NEVER),
+        )
+    visible_changed = (
+        draft.on_hand != old.on_hand
+        or draft.offer != old.offer
+        or safety_stock != old.safety_stock
+        or draft.inbound != old.inbound
+        or sum(draft.staged.values()) != old.staged_qty
+        or sum(h.qty for h in draft.holds.values()) != old.reserved
+        # A position's first accepted event publishes it even at zero, so readers see it exists.
+        or (old.version == 0 and draft.max_at != old.max_at)
     )
-    # A position's first accepted event publishes it even at zero, so readers see it exists.
-    if _visible(new) != _visible(old) or (old.version == 0 and new.max_at != old.max_at):
-        new = replace(new, version=old.version + 1, updated_at=now if now is not None else new.max_at)
+    new = Position(
+        old.site_id,
+        old.sku,
+        safety_stock,
+        draft.on_hand,
+        draft.count,
+        draft.settled,
+        tuple(draft.deltas),
+        draft.holds,
+        draft.staged,
+        draft.inbound,
+        draft.ended,
+        draft.seen,
+        draft.max_at,
+        oldest,
+        draft.offer,
+        draft.offer_id,
+        old.version + 1 if visible_changed else old.version,
+        (now if now is not None else draft.max_at) if visible_changed else old.updated_at,
+    )
+    if visible_changed:
         draft.out.append(new.view())
     return new
-
-
-def _visible(p: Position) -> tuple[object, ...]:
-    """What a `PositionChange` shows; a batch that leaves it equal publishes nothing."""
-    return (p.on_hand, p.reserved, p.staged_qty, p.safety_stock, p.inbound, p.offer)
 
 
 def fold(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from ledger._pickle import positional_reduce
 from ledger.events import Millis
 
 __all__ = [
@@ -27,6 +28,8 @@ __all__ = [
 class InboundLine:
     """Units on their way to a site: a loaded shuttle parcel or a shipped dropship."""
 
+    __reduce__ = positional_reduce
+
     ref: str
     qty: int
     eta: Millis
@@ -35,6 +38,8 @@ class InboundLine:
 @dataclass(frozen=True, slots=True)
 class OfferTerms:
     """A marketplace seller's current offer for one sku (the latest by `occurred_at`)."""
+
+    __reduce__ = positional_reduce
 
     qty: int
     price: float | None
@@ -49,6 +54,8 @@ class PositionChange:
     `atp = max(0, on_hand - reserved - staged - safety_stock)`; `inbound` lists what is
     due, so availability by a date is `atp` plus the inbound lines due by then.
     """
+
+    __reduce__ = positional_reduce
 
     site_id: str
     sku: str
@@ -85,6 +92,8 @@ class DecisionStatus(str, Enum):
 class ReservationDecision:
     """A reservation's new status: the answer to a request, or the end of a hold."""
 
+    __reduce__ = positional_reduce
+
     reservation_id: str
     site_id: str
     sku: str
@@ -104,6 +113,8 @@ class FoldTally:
 
     The destination leg of a move is not counted, so sums over keys count events.
     """
+
+    __reduce__ = positional_reduce
 
     applied: int
     duplicates: int

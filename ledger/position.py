@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ledger._pickle import positional_reduce
 from ledger.events import Millis
 from ledger.outputs import InboundLine, OfferTerms, PositionChange
 
@@ -29,6 +30,8 @@ NO_TIME: Millis = -(2**62)
 class Count:
     """The latest cycle count (or seller offer level) by (occurred_at, event_id)."""
 
+    __reduce__ = positional_reduce
+
     at: Millis
     qty: int
     event_id: str
@@ -38,6 +41,8 @@ class Count:
 class Hold:
     """Units held for an accepted reservation until `expires_at`."""
 
+    __reduce__ = positional_reduce
+
     qty: int
     expires_at: Millis
     requested_at: Millis
@@ -46,6 +51,8 @@ class Hold:
 @dataclass(frozen=True, slots=True)
 class Position:
     """Everything the fold knows about one (site, sku) position."""
+
+    __reduce__ = positional_reduce
 
     site_id: str
     sku: str
@@ -64,6 +71,8 @@ class Position:
     seen: Mapping[str, Millis] = field(default_factory=dict)
     """Event ids inside the lateness window -> occurred_at, for deduplication."""
     max_at: Millis = NO_TIME
+    oldest_at: Millis = 2**62
+    """The oldest time in `seen`, `ended` and `deltas`: nothing to forget until the horizon passes it."""
     offer: OfferTerms | None = None
     offer_id: str = ""
     version: int = 0

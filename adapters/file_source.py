@@ -1,9 +1,9 @@
 """A resumable Bytewax source over event files: JSON lines or Avro object container files.
 
-One partition per file, so several files are read in parallel by different workers.
-The resume state is where the next read starts (byte offset and line number for JSON
-lines, records read for Avro), so a restarted flow neither skips nor repeats a line
-beyond the last completed epoch.
+The resume state is where the next read starts in each file (byte offset and line
+number for JSON lines, records read for Avro), so a restarted flow neither skips nor
+repeats a line beyond the last completed epoch. Files are a replay and test input;
+parallel reading is what the Kafka source's partitions are for.
 """
 
 from __future__ import annotations
@@ -111,27 +111,86 @@ class _AvroPartition(StatefulSourcePartition[RawInput, FilePosition]):
         self._file.close()
 
 
-class FileSource(FixedPartitionedSource[RawInput, FilePosition]):
-    """Events from files; `follow=True` keeps tailing JSON-lines files for appended lines."""
+class _FilesPartition(StatefulSourcePartition[RawInput, tuple[tuple[str, FilePosition], ...]]):
+    """Reads the files one after the other, remembering where each one stands."""
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        resume: tuple[tuple[str, FilePosition], ...] | None,
+        follow: bool,
+        batch_size: int,
+    ) -> None:
+        self._positions = dict(resume or ())
+        self._paths = list(paths)
+        self._follow = follow
+        self._batch_size = batch_size
+        self._index = 0
+        self._current: StatefulSourcePartition[RawInput, FilePosition] | None = None
+
+    def _open_current(self) -> StatefulSourcePartition[RawInput, FilePosition]:
+        path = self._paths[self._index]
+        resume = self._positions.get(str(path.resolve()))
+        with _open(path) as probe:
+            is_avro = probe.read(4) == _AVRO_MAGIC
+        if is_avro:
+            return _AvroPartition(path, resume, self._batch_size)
+        # Only the last file can grow: earlier ones are read to their end.
+        follow = self._follow and self._index == len(self._paths) - 1
+        return _JsonLinesPartition(path, resume, follow, self._batch_size)
+
+    def next_batch(self) -> list[RawInput]:
+        while self._index < len(self._paths):
+            if self._current is None:
+                self._current = self._open_current()
+            try:
+                batch = list(self._current.next_batch())
+            except StopIteration:
+                self._remember()
+                self._current.close()
+                self._current = None
+                self._index += 1
+                continue
+            self._remember()
+            return batch
+        raise StopIteration
+
+    def next_awake(self) -> datetime | None:
+        return self._current.next_awake() if self._current is not None else None
+
+    def _remember(self) -> None:
+        if self._current is not None:
+            self._positions[str(self._paths[self._index].resolve())] = self._current.snapshot()
+
+    def snapshot(self) -> tuple[tuple[str, FilePosition], ...]:
+        return tuple(sorted(self._positions.items()))
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._current.close()
+
+
+class FileSource(FixedPartitionedSource[RawInput, tuple[tuple[str, FilePosition], ...]]):
+    """Events from files, read in the order given; `follow=True` keeps tailing the last one.
+
+    One partition whatever the files: its resume state maps each file ever read to
+    where it stands, so a later run may name other files on the same snapshot
+    directory (the new ones start at their beginning, finished ones are not re-read).
+    """
 
     def __init__(self, paths: Sequence[Path], *, follow: bool = False, batch_size: int = 1000) -> None:
         for path in paths:
             if not path.is_file():
                 msg = f"event file {path} does not exist or is not a file; check --source file:PATH"
                 raise SourceError(msg)
-        self._paths = {str(p.resolve()): p for p in paths}
+        self._paths = list(paths)
         self._follow = follow
         self._batch_size = batch_size
 
     def list_parts(self) -> list[str]:
-        return sorted(self._paths)
+        return ["files"]
 
     def build_part(
-        self, step_id: str, for_part: str, resume_state: FilePosition | None
-    ) -> StatefulSourcePartition[RawInput, FilePosition]:
-        path = self._paths[for_part]
-        with _open(path) as probe:
-            is_avro = probe.read(4) == _AVRO_MAGIC
-        if is_avro:
-            return _AvroPartition(path, resume_state, self._batch_size)
-        return _JsonLinesPartition(path, resume_state, self._follow, self._batch_size)
+        self, step_id: str, for_part: str, resume_state: tuple[tuple[str, FilePosition], ...] | None
+    ) -> _FilesPartition:
+        return _FilesPartition(self._paths, resume_state, self._follow, self._batch_size)

@@ -40,6 +40,9 @@ class Wiring:
     """What the flow reads and where it writes; sinks take `(key, item)` pairs."""
 
     source: Source[Any]
+    source_kind: str
+    """Names the input step (`input_sim`, `input_files`): recovery state of one kind of
+    source is never offered to another on the same snapshot directory."""
     snapshots: Sink[Any]
     decisions: Sink[Any]
     dead_letters: Sink[Any]
@@ -70,7 +73,7 @@ def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
     """The dataflow, wired to `wiring`'s source and sinks."""
     w = wiring
     flow = Dataflow(flow_id)
-    raw = op.input("input", flow, w.source)
+    raw = op.input(f"input_{w.source_kind}", flow, w.source)
     # RawInput
     admitted = op.map("admit", raw, partial(admit, clock=w.clock, max_skew_ms=w.policy.max_clock_skew_ms))
     # (now, InventoryEvent) | DeadLetter

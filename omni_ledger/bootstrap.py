@@ -48,7 +48,9 @@ class RunPlan:
     description: str
 
 
-def _source(spec: str, settings: Settings, follow: bool, limit: int | None) -> tuple[Source[object], Clock, str]:
+def _source(
+    spec: str, settings: Settings, follow: bool, limit: int | None
+) -> tuple[Source[object], str, Clock, str]:
     clock_choice = settings.clock
     if spec == "sim":
         sim = settings.simulator
@@ -56,7 +58,7 @@ def _source(spec: str, settings: Settings, follow: bool, limit: int | None) -> t
                            sellers=sim.sellers, skus=sim.skus)
         clock: Clock = ReplayClock() if clock_choice == "event" else WallClock()
         limit_text = f", stopping after {limit:,} events" if limit else ""
-        return SimSource(config, rate=sim.rate, limit=limit), clock, f"simulator at {sim.rate:,} events/s{limit_text}"
+        return SimSource(config, rate=sim.rate, limit=limit), "sim", clock, f"simulator at {sim.rate:,} events/s{limit_text}"
     if spec.startswith("file:"):
         paths = [Path(p) for p in spec.removeprefix("file:").split(",") if p]
         if not paths:
@@ -64,7 +66,7 @@ def _source(spec: str, settings: Settings, follow: bool, limit: int | None) -> t
             raise ConfigError(msg)
         clock = WallClock() if clock_choice == "wall" else ReplayClock()
         names = ", ".join(str(p) for p in paths)
-        return FileSource(paths, follow=follow), clock, f"file {names}{' (following)' if follow else ''}"
+        return FileSource(paths, follow=follow), "files", clock, f"file {names}{' (following)' if follow else ''}"
     msg = f"--source {spec!r}: expected 'sim' or 'file:PATH[,PATH...]'"
     raise ConfigError(msg)
 
@@ -94,7 +96,7 @@ def plan_run(
         msg = (f"{directory} already holds snapshots but no recovery state to continue from; "
                f"run with --reset to start over, or keep recovery on (runtime.recovery = true) and reuse the same dir")
         raise ConfigError(msg)
-    src, clock, description = _source(source, settings, follow, limit)
+    src, kind, clock, description = _source(source, settings, follow, limit)
 
     def count_dead(letter: DeadLetter) -> dict[str, object]:
         progress.dead_letters[letter.reason] += 1
@@ -106,6 +108,7 @@ def plan_run(
 
     wiring = Wiring(
         source=src,
+        source_kind=kind,
         snapshots=SnapshotSink(directory, retention=settings.snapshot_retention,
                                maintenance_every=settings.maintenance_interval, on_publish=progress.on_publish),
         decisions=JsonLinesSink(directory / "decisions.jsonl", count_decision),

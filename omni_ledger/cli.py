@@ -189,9 +189,8 @@ def _cmd_sql(args: argparse.Namespace) -> int:
               "End a statement with ';'. \\q or Ctrl-D quits.", file=sys.stderr)
         buffer = ""
         while True:
-            try:
-                line = input("sql> " if not buffer else "...> ")
-            except EOFError:
+            line = _prompt("sql> " if not buffer else "...> ")
+            if line is None:
                 print(file=sys.stderr)
                 return 0
             if line.strip() in {"\\q", "quit", "exit"}:
@@ -200,6 +199,19 @@ def _cmd_sql(args: argparse.Namespace) -> int:
             if buffer.strip().endswith(";"):
                 _run_query(reader, buffer, args.json)
                 buffer = ""
+
+
+def _prompt(text: str) -> str | None:
+    """A line from the user; the prompt goes to stderr when stdin is piped, so stdout stays data."""
+    if sys.stdin.isatty():
+        try:
+            return input(text)
+        except EOFError:
+            return None
+    sys.stderr.write(text)
+    sys.stderr.flush()
+    line = sys.stdin.readline()
+    return line.rstrip("\n") if line else None
 
 
 def _run_query(reader: Any, query: str, as_json: bool) -> int:

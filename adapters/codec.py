@@ -67,8 +67,11 @@ def iter_avro_file(stream: BinaryIO, name: str, skip: int = 0) -> Iterator[tuple
     try:
         reader = fastavro.reader(stream)
         for index, record in enumerate(reader):
-            if index >= skip:
+            if index >= skip and isinstance(record, dict):
                 yield index, record
+            elif index >= skip:
+                msg = f"{name}#{index}: the file's schema is not a record schema; expected InventoryEvent records"
+                raise SourceError(msg)
     except (ValueError, EOFError, fastavro.read.SchemaResolutionError) as exc:
         msg = f"{name}: not a readable Avro object container file ({exc}); check the file or re-export it"
         raise SourceError(msg) from exc

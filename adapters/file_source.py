@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,7 +19,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from adapters.codec import RawInput, iter_avro_file
 from ledger.errors import SourceError
 
-__all__ = ["FileSource", "FilePosition"]
+__all__ = ["FilePosition", "FileSource"]
 
 _AVRO_MAGIC = b"Obj\x01"
 _POLL = timedelta(milliseconds=200)
@@ -72,7 +72,7 @@ class _JsonLinesPartition(StatefulSourcePartition[RawInput, FilePosition]):
             return batch
         if not self._follow:
             raise StopIteration
-        self._awake = datetime.now(timezone.utc) + _POLL
+        self._awake = datetime.now(UTC) + _POLL
         return batch
 
     def next_awake(self) -> datetime | None:

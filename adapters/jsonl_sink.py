@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ __all__ = ["JsonLinesSink", "dead_letter_record", "decision_record"]
 def _iso(ms: int | None) -> str | None:
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def dead_letter_record(letter: DeadLetter) -> dict[str, Any]:
@@ -35,8 +35,13 @@ def dead_letter_record(letter: DeadLetter) -> dict[str, Any]:
         raw: dict[str, str] = {"raw": letter.raw.decode()}
     except UnicodeDecodeError:
         raw = {"raw_base64": base64.b64encode(letter.raw).decode()}
-    return {"origin": letter.origin, "reason": letter.reason, "detail": letter.detail, "event_id": letter.event_id,
-            **raw}
+    return {
+        "origin": letter.origin,
+        "reason": letter.reason,
+        "detail": letter.detail,
+        "event_id": letter.event_id,
+        **raw,
+    }
 
 
 def decision_record(decision: ReservationDecision) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
@@ -50,7 +50,7 @@ class _SimPartition(StatefulSourcePartition[RawInput, SimResume]):
         if self._limit is not None:
             n = min(n, self._limit - self._emitted)
         if n <= 0:
-            self._awake = datetime.now(timezone.utc) + timedelta(seconds=max(0.001, 1 / self._rate))
+            self._awake = datetime.now(UTC) + timedelta(seconds=max(0.001, 1 / self._rate))
             return []
         self._awake = None
         now = time.time_ns() // 1_000_000

@@ -56,7 +56,8 @@ def _is_admitted(item: tuple[Millis, InventoryEvent] | DeadLetter) -> bool:
     return not isinstance(item, DeadLetter)
 
 
-def _stamped_effects(item: tuple[Millis, InventoryEvent]) -> list[Stamped]:
+def _stamped_effects(item: tuple[Millis, InventoryEvent] | DeadLetter) -> list[Stamped]:
+    assert not isinstance(item, DeadLetter)  # routed by the "valid" branch
     now, event = item
     return [(now, effect) for effect in split(event)]
 

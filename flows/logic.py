@@ -7,7 +7,8 @@ the end of a replay. The state it hands Bytewax to snapshot is the immutable
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -50,7 +51,7 @@ class PositionLogic(StatefulBatchLogic[Stamped, Output, Position]):
         if not self._clock.live or self._position is None:
             return None
         due = next_expiry(self._position)
-        return None if due is None else datetime.fromtimestamp(due / 1000, tz=timezone.utc)
+        return None if due is None else datetime.fromtimestamp(due / 1000, tz=UTC)
 
     def snapshot(self) -> Position:
         assert self._position is not None
@@ -63,7 +64,7 @@ class PositionLogic(StatefulBatchLogic[Stamped, Output, Position]):
         return list(out)
 
 
-class SnapshotBatchLogic(StatefulBatchLogic[object, tuple[object, ...], tuple[object, ...]]):
+class SnapshotBatchLogic(StatefulBatchLogic[Any, tuple[Any, ...], tuple[Any, ...]]):
     """Gathers fold outputs for one snapshot interval, then emits them as one tuple.
 
     Bytewax's `collect` deep-copies its buffer at every epoch; the outputs here are
@@ -74,11 +75,11 @@ class SnapshotBatchLogic(StatefulBatchLogic[object, tuple[object, ...], tuple[ob
         self._buffer: list[object] = list(resume or ())
         self._interval = interval
         self._max_items = max_items
-        self._due: datetime | None = datetime.now(timezone.utc) + interval if self._buffer else None
+        self._due: datetime | None = datetime.now(UTC) + interval if self._buffer else None
 
     def on_batch(self, values: list[object]) -> tuple[list[tuple[object, ...]], bool]:
         if not self._buffer:
-            self._due = datetime.now(timezone.utc) + self._interval
+            self._due = datetime.now(UTC) + self._interval
         self._buffer.extend(values)
         if len(self._buffer) >= self._max_items:
             return self._flush(), StatefulBatchLogic.RETAIN

@@ -124,8 +124,11 @@ def _build(record: Mapping[str, object], origin: str, now: Millis | None, max_sk
     site_id = _string(record, "site_id", required=True)
     sku = _string(record, "sku", required=True)
     qty = _integer(record, "qty", required=True)
-    assert event_id is not None and occurred_at is not None and site_id is not None
-    assert sku is not None and qty is not None
+    assert event_id is not None
+    assert occurred_at is not None
+    assert site_id is not None
+    assert sku is not None
+    assert qty is not None
     _check_qty(kind, qty)
     ref = _string(record, "ref", required=kind in _NEEDS_REF)
     if ref is None and kind in _NEEDS_REF:
@@ -232,4 +235,3 @@ def event_to_record(event: InventoryEvent) -> dict[str, object]:
 def event_to_json_bytes(event: InventoryEvent) -> bytes:
     """One JSON line for an event (used to put a refused event on the dead-letter output)."""
     return json.dumps(event_to_record(event), separators=(",", ":")).encode()
-

@@ -8,7 +8,7 @@ exactly that. Conversion to and from `datetime` happens at the edges.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 __all__ = ["EventType", "InventoryEvent", "Millis"]
 
@@ -16,7 +16,7 @@ Millis = int
 """Milliseconds since 1970-01-01T00:00:00Z."""
 
 
-class EventType(str, Enum):
+class EventType(StrEnum):
     """What happened; each type's effect on positions is documented in the README."""
 
     RECEIVED = "RECEIVED"

@@ -172,9 +172,7 @@ def _apply(draft: _Draft, effect: Effect, now: Millis, policy: LedgerPolicy, saf
             f"window is {policy.lateness_window_ms / 1000:.0f} s. Re-emit it with a correcting "
             "event (ADJUSTED, or a fresh COUNTED) dated now."
         )
-        draft.out.append(
-            DeadLetter(event.origin, Reason.TOO_LATE, detail, event_to_json_bytes(event), event.event_id)
-        )
+        draft.out.append(DeadLetter(event.origin, Reason.TOO_LATE, detail, event_to_json_bytes(event), event.event_id))
         draft.too_late += counted
         return
     if event.event_id in draft.seen:
@@ -197,7 +195,8 @@ def _apply(draft: _Draft, effect: Effect, now: Millis, policy: LedgerPolicy, saf
             draft.offer = OfferTerms(effect.qty, event.price, event.lead_time_days, at)
             draft.offer_id = event.event_id
     elif kind is _K.HOLD:
-        assert ref is not None and event.expires_at is not None
+        assert ref is not None
+        assert event.expires_at is not None
         _request(draft, effect, ref, event.expires_at, now, safety_stock)
     elif kind is _K.RELEASE:
         assert ref is not None
@@ -229,7 +228,8 @@ def _apply(draft: _Draft, effect: Effect, now: Millis, policy: LedgerPolicy, saf
         draft.ended[(_STAGED, ref)] = ("DISPATCHED", at)
         draft.delta(at, -effect.qty)
     elif kind is _K.INBOUND:
-        assert ref is not None and event.eta is not None
+        assert ref is not None
+        assert event.eta is not None
         if (_INBOUND, ref) not in draft.ended:
             draft.inbound[ref] = InboundLine(ref, effect.qty, event.eta)
     elif kind is _K.ARRIVE:

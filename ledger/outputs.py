@@ -9,7 +9,7 @@ highest version and is right.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from ledger._pickle import positional_reduce
 from ledger.events import Millis
@@ -78,7 +78,7 @@ class PositionChange:
         return f"{self.site_id}|{self.sku}"
 
 
-class DecisionStatus(str, Enum):
+class DecisionStatus(StrEnum):
     """Where a reservation stands after the decision."""
 
     ACCEPTED = "ACCEPTED"

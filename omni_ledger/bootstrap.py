@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bytewax.inputs import Source
 from bytewax.recovery import RecoveryConfig, init_db_dir
@@ -48,17 +49,21 @@ class RunPlan:
     description: str
 
 
-def _source(
-    spec: str, settings: Settings, follow: bool, limit: int | None
-) -> tuple[Source[object], str, Clock, str]:
+def _source(spec: str, settings: Settings, follow: bool, limit: int | None) -> tuple[Source[Any], str, Clock, str]:
     clock_choice = settings.clock
     if spec == "sim":
         sim = settings.simulator
-        config = SimConfig(seed=sim.seed, dcs=sim.dcs, stores=sim.stores, suppliers=sim.suppliers,
-                           sellers=sim.sellers, skus=sim.skus)
+        config = SimConfig(
+            seed=sim.seed, dcs=sim.dcs, stores=sim.stores, suppliers=sim.suppliers, sellers=sim.sellers, skus=sim.skus
+        )
         clock: Clock = ReplayClock() if clock_choice == "event" else WallClock()
         limit_text = f", stopping after {limit:,} events" if limit else ""
-        return SimSource(config, rate=sim.rate, limit=limit), "sim", clock, f"simulator at {sim.rate:,} events/s{limit_text}"
+        return (
+            SimSource(config, rate=sim.rate, limit=limit),
+            "sim",
+            clock,
+            f"simulator at {sim.rate:,} events/s{limit_text}",
+        )
     if spec.startswith("file:"):
         paths = [Path(p) for p in spec.removeprefix("file:").split(",") if p]
         if not paths:
@@ -73,8 +78,17 @@ def _source(
 
 def reset_store(directory: Path) -> None:
     """Remove what a previous run left in `directory` (snapshots, recovery state, outputs)."""
-    for name in (CATALOG, f"{CATALOG}-wal", f"{CATALOG}-shm", "data", RECOVERY, "decisions.jsonl",
-                 "dead_letters.jsonl", ".writer.lock", ".duckdb_extensions"):
+    for name in (
+        CATALOG,
+        f"{CATALOG}-wal",
+        f"{CATALOG}-shm",
+        "data",
+        RECOVERY,
+        "decisions.jsonl",
+        "dead_letters.jsonl",
+        ".writer.lock",
+        ".duckdb_extensions",
+    ):
         target = directory / name
         if target.is_dir():
             shutil.rmtree(target)
@@ -93,8 +107,10 @@ def plan_run(
     if has_store and (recovery_dir is None or not recovery_dir.exists()):
         # The fold's state would start empty while the store holds higher versions:
         # new changes would be ignored as stale. Refuse rather than publish a wrong view.
-        msg = (f"{directory} already holds snapshots but no recovery state to continue from; "
-               f"run with --reset to start over, or keep recovery on (runtime.recovery = true) and reuse the same dir")
+        msg = (
+            f"{directory} already holds snapshots but no recovery state to continue from; "
+            f"run with --reset to start over, or keep recovery on (runtime.recovery = true) and reuse the same dir"
+        )
         raise ConfigError(msg)
     src, kind, clock, description = _source(source, settings, follow, limit)
 
@@ -109,8 +125,12 @@ def plan_run(
     wiring = Wiring(
         source=src,
         source_kind=kind,
-        snapshots=SnapshotSink(directory, retention=settings.snapshot_retention,
-                               maintenance_every=settings.maintenance_interval, on_publish=progress.on_publish),
+        snapshots=SnapshotSink(
+            directory,
+            retention=settings.snapshot_retention,
+            maintenance_every=settings.maintenance_interval,
+            on_publish=progress.on_publish,
+        ),
         decisions=JsonLinesSink(directory / "decisions.jsonl", count_decision),
         dead_letters=JsonLinesSink(directory / "dead_letters.jsonl", count_dead),
         clock=clock,
@@ -126,9 +146,9 @@ def run(plan: RunPlan) -> None:
     if plan.recovery_dir is not None:
         if not plan.recovery_dir.exists():
             plan.recovery_dir.mkdir(parents=True)
-            init_db_dir(plan.recovery_dir, 1)
-        recovery = RecoveryConfig(str(plan.recovery_dir))
-    cli_main(
+            init_db_dir(plan.recovery_dir, 1)  # type: ignore[no-untyped-call]  # untyped in bytewax 0.21.1
+        recovery = RecoveryConfig(str(plan.recovery_dir))  # type: ignore[no-untyped-call]
+    cli_main(  # type: ignore[no-untyped-call]
         build_flow(plan.wiring),
         workers_per_process=plan.settings.workers,
         epoch_interval=plan.settings.epoch_interval,

@@ -26,12 +26,24 @@ from omni_ledger.table import render_table
 
 __all__ = ["main"]
 
-_POSITION_COLUMNS = ("site_id", "on_hand", "reserved", "staged", "inbound", "safety_stock", "atp", "negative",
-                     "version", "updated_at")
+_POSITION_COLUMNS = (
+    "site_id",
+    "on_hand",
+    "reserved",
+    "staged",
+    "inbound",
+    "safety_stock",
+    "atp",
+    "negative",
+    "version",
+    "updated_at",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="omni-ledger", description="Real-time inventory ledger for omnichannel retail.")
+    parser = argparse.ArgumentParser(
+        prog="omni-ledger", description="Real-time inventory ledger for omnichannel retail."
+    )
     parser.add_argument("--config", type=Path, help="TOML settings file (see omni_ledger/config.py for keys)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -45,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="simulator seed")
     run.add_argument("--limit", type=int, help="simulator: stop after this many events")
     run.add_argument("--follow", action="store_true", help="file: keep tailing for appended lines")
-    run.add_argument("--clock", choices=("auto", "wall", "event"), help="ledger clock (default: event for files, wall for sim)")
+    run.add_argument(
+        "--clock", choices=("auto", "wall", "event"), help="ledger clock (default: event for files, wall for sim)"
+    )
     run.add_argument("--workers", type=int, help="Bytewax workers in this process")
     run.add_argument("--snapshot-interval", help="e.g. 500ms, 1s (default 1s)")
     run.add_argument("--lateness-window", help="e.g. 24h (default 24h)")
@@ -112,7 +126,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         clock=args.clock,
         workers=args.workers,
         recovery=False if args.no_recovery else None,
-        snapshot_interval=parse_duration(args.snapshot_interval, "--snapshot-interval") if args.snapshot_interval else None,
+        snapshot_interval=parse_duration(args.snapshot_interval, "--snapshot-interval")
+        if args.snapshot_interval
+        else None,
         lateness_window=parse_duration(args.lateness_window, "--lateness-window") if args.lateness_window else None,
     )
     if args.reset:
@@ -121,8 +137,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     plan = plan_run(args.source, settings, progress, follow=args.follow, limit=args.limit)
     directory = settings.snapshot_dir.resolve()
     print(f"omni-ledger: reading {plan.description}", file=sys.stderr)
-    print(f"omni-ledger: snapshots in {directory} (query: omni-ledger atp --sku SKU --snapshot-dir {directory})",
-          file=sys.stderr)
+    print(
+        f"omni-ledger: snapshots in {directory} (query: omni-ledger atp --sku SKU --snapshot-dir {directory})",
+        file=sys.stderr,
+    )
     interrupted = False
     try:
         if args.quiet:
@@ -185,8 +203,11 @@ def _cmd_sql(args: argparse.Namespace) -> int:
     with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
         if args.query:
             return _run_query(reader, args.query, args.json)
-        print("omni-ledger sql: tables positions, inbound, reservations, offers, snapshot_info. "
-              "End a statement with ';'. \\q or Ctrl-D quits.", file=sys.stderr)
+        print(
+            "omni-ledger sql: tables positions, inbound, reservations, offers, snapshot_info. "
+            "End a statement with ';'. \\q or Ctrl-D quits.",
+            file=sys.stderr,
+        )
         buffer = ""
         while True:
             line = _prompt("sql> " if not buffer else "...> ")

@@ -129,9 +129,13 @@ def _check(s: Settings, origin: str) -> None:
         msg = f"{key} ({origin}): expected {expected}, got {got!r}"
         raise ConfigError(msg)
 
-    for key, value in (("snapshots.interval", s.snapshot_interval), ("runtime.epoch_interval", s.epoch_interval),
-                       ("ledger.lateness_window", s.lateness_window), ("snapshots.retention", s.snapshot_retention),
-                       ("snapshots.maintenance_interval", s.maintenance_interval)):
+    for key, value in (
+        ("snapshots.interval", s.snapshot_interval),
+        ("runtime.epoch_interval", s.epoch_interval),
+        ("ledger.lateness_window", s.lateness_window),
+        ("snapshots.retention", s.snapshot_retention),
+        ("snapshots.maintenance_interval", s.maintenance_interval),
+    ):
         if value <= timedelta(0):
             fail(key, "a positive duration", str(value))
     if s.clock not in ("auto", "wall", "event"):
@@ -221,7 +225,9 @@ def _from_tables(doc: Mapping[str, Any], origin: str, base: Settings) -> Setting
         site_kinds={**old_ss.site_kinds, **sites},
     )
     old_sim = base.simulator
-    simulator = SimSettings(**{name: sim.get(name, int, getattr(old_sim, name)) for name in _SECTIONS["simulator"] or ()})
+    simulator = SimSettings(
+        **{name: sim.get(name, int, getattr(old_sim, name)) for name in _SECTIONS["simulator"] or ()}
+    )
     out = Settings(
         snapshot_dir=Path(snap.get("dir", str, str(base.snapshot_dir))),
         snapshot_interval=snap.duration("interval", base.snapshot_interval),

@@ -55,10 +55,14 @@ class Progress:
         snap = "no snapshot yet"
         if self.last_snapshot_id is not None and self.last_publish_at is not None:
             age = time.monotonic() - self.last_publish_at
-            snap = f"snapshot {self.last_snapshot_id} ({age:.1f} s ago, published in {self.last_publish_s * 1000:.0f} ms)"
+            snap = (
+                f"snapshot {self.last_snapshot_id} ({age:.1f} s ago, published in {self.last_publish_s * 1000:.0f} ms)"
+            )
         dead = sum(self.dead_letters.values())
-        return (f"[{self.elapsed():6.1f} s] {self.events_applied:>11,} events applied  "
-                f"{self.rate():>9,.0f}/s  {snap}  dead letters {dead:,}")
+        return (
+            f"[{self.elapsed():6.1f} s] {self.events_applied:>11,} events applied  "
+            f"{self.rate():>9,.0f}/s  {snap}  dead letters {dead:,}"
+        )
 
     def summary(self) -> dict[str, Any]:
         """The run's figures, for `--json` and the final table."""

@@ -25,8 +25,10 @@ def _cell(value: object) -> str:
 def render_table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A header, a rule, and one line per row."""
     cells = [[_cell(v) for v in row] for row in rows]
-    numeric = [all(isinstance(row[i], int | float) and not isinstance(row[i], bool) for row in rows if row[i] is not None)
-               for i in range(len(columns))]
+    numeric = [
+        all(isinstance(row[i], int | float) and not isinstance(row[i], bool) for row in rows if row[i] is not None)
+        for i in range(len(columns))
+    ]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
 
     def line(values: Sequence[str]) -> str:

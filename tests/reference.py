@@ -66,7 +66,9 @@ class ReferenceLedger:
                 inbound.setdefault(ref, (e.qty, e.event.eta))
         reserved = sum(q for ref, (q, exp) in self.accepted[key].items() if ref not in ended and exp > now)
         site, sku = key
-        return RefView(on_hand, reserved, sum(staged.values()), inbound, self.policy.safety_stock.for_position(site, sku))
+        return RefView(
+            on_hand, reserved, sum(staged.values()), inbound, self.policy.safety_stock.for_position(site, sku)
+        )
 
     def feed(self, now: int, effect: Effect) -> None:
         key = (effect.site_id, effect.sku)

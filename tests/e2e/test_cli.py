@@ -20,10 +20,23 @@ pytestmark = pytest.mark.e2e
 def test_the_simulator_run_publishes_snapshots_that_advance(snapshot_dir):
     """What `make run` does, interrupted like a user's Ctrl-C after a few snapshots."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "omni_ledger", "run", "--source", "sim", "--rate", "3000",
-         "--snapshot-dir", str(snapshot_dir)],
-        cwd=REPO, env={**os.environ, "OMNI_LEDGER_SNAPSHOTS_INTERVAL": "300ms"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "omni_ledger",
+            "run",
+            "--source",
+            "sim",
+            "--rate",
+            "3000",
+            "--snapshot-dir",
+            str(snapshot_dir),
+        ],
+        cwd=REPO,
+        env={**os.environ, "OMNI_LEDGER_SNAPSHOTS_INTERVAL": "300ms"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     seen: list[int] = []
     deadline = time.monotonic() + 60
@@ -46,13 +59,18 @@ def test_the_simulator_run_publishes_snapshots_that_advance(snapshot_dir):
     assert "events applied" in stderr  # the progress line
     with SnapshotReader.open(snapshot_dir) as reader:
         positions = reader.positions()
-        assert positions and all(p["atp"] >= 0 for p in positions)
+        assert positions
+        assert all(p["atp"] >= 0 for p in positions)
         assert reader.latest()["events_applied"] > 0  # type: ignore[index]
 
 
 def test_atp_prints_a_table_and_json_for_a_sku(cli, snapshot_dir):
-    assert cli("run", "--source", f"file:{EXAMPLES / 'story.jsonl'}", "--snapshot-dir", str(snapshot_dir),
-               "--quiet").returncode == 0
+    assert (
+        cli(
+            "run", "--source", f"file:{EXAMPLES / 'story.jsonl'}", "--snapshot-dir", str(snapshot_dir), "--quiet"
+        ).returncode
+        == 0
+    )
     table = cli("atp", "--sku", "PHONE-C", "--snapshot-dir", str(snapshot_dir))
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
@@ -66,15 +84,18 @@ def test_atp_prints_a_table_and_json_for_a_sku(cli, snapshot_dir):
 def test_atp_as_of_an_earlier_snapshot_shows_the_view_then(cli, tmp_path):
     first = tmp_path / "first.jsonl"
     second = tmp_path / "second.jsonl"
-    first.write_text('{"event_id":"a","type":"RECEIVED","occurred_at":1790000000000,"site_id":"S1","sku":"K","qty":5}\n')
+    first.write_text(
+        '{"event_id":"a","type":"RECEIVED","occurred_at":1790000000000,"site_id":"S1","sku":"K","qty":5}\n'
+    )
     second.write_text('{"event_id":"b","type":"SOLD","occurred_at":1790000060000,"site_id":"S1","sku":"K","qty":2}\n')
     out = tmp_path / "snap"
     assert cli("run", "--source", f"file:{first}", "--snapshot-dir", str(out), "--quiet").returncode == 0
     assert cli("run", "--source", f"file:{second}", "--snapshot-dir", str(out), "--quiet").returncode == 0
     snaps = json.loads(cli("snapshots", "--json", "--snapshot-dir", str(out)).stdout)
     assert len(snaps) == 2
-    old = json.loads(cli("atp", "--sku", "K", "--as-of", str(snaps[0]["snapshot_id"]), "--json",
-                         "--snapshot-dir", str(out)).stdout)
+    old = json.loads(
+        cli("atp", "--sku", "K", "--as-of", str(snaps[0]["snapshot_id"]), "--json", "--snapshot-dir", str(out)).stdout
+    )
     new = json.loads(cli("atp", "--sku", "K", "--json", "--snapshot-dir", str(out)).stdout)
     assert [p["on_hand"] for p in old["positions"]] == [5]
     assert [p["on_hand"] for p in new["positions"]] == [3]
@@ -82,18 +103,31 @@ def test_atp_as_of_an_earlier_snapshot_shows_the_view_then(cli, tmp_path):
 
 def test_sql_runs_a_query_on_the_snapshot_tables(cli, snapshot_dir):
     cli("run", "--source", f"file:{EXAMPLES / 'story.jsonl'}", "--snapshot-dir", str(snapshot_dir), "--quiet")
-    result = cli("sql", "-c", "SELECT sku, sum(on_hand) AS units FROM positions GROUP BY sku ORDER BY sku",
-                 "--json", "--snapshot-dir", str(snapshot_dir))
+    result = cli(
+        "sql",
+        "-c",
+        "SELECT sku, sum(on_hand) AS units FROM positions GROUP BY sku ORDER BY sku",
+        "--json",
+        "--snapshot-dir",
+        str(snapshot_dir),
+    )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == [{"sku": "PHONE-A", "units": 13}, {"sku": "PHONE-B", "units": 1},
-                                         {"sku": "PHONE-C", "units": 50}]
+    assert json.loads(result.stdout) == [
+        {"sku": "PHONE-A", "units": 13},
+        {"sku": "PHONE-B", "units": 1},
+        {"sku": "PHONE-C", "units": 50},
+    ]
 
 
 def test_interactive_sql_prompt_answers_statements_until_quit(snapshot_dir, cli):
     cli("run", "--source", f"file:{EXAMPLES / 'story.jsonl'}", "--snapshot-dir", str(snapshot_dir), "--quiet")
     proc = subprocess.run(
         [sys.executable, "-m", "omni_ledger", "sql", "--snapshot-dir", str(snapshot_dir)],
-        input="SELECT count(*) AS n\nFROM positions;\n\\q\n", capture_output=True, text=True, cwd=REPO, timeout=60,
+        input="SELECT count(*) AS n\nFROM positions;\n\\q\n",
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
@@ -103,12 +137,19 @@ def test_interactive_sql_prompt_answers_statements_until_quit(snapshot_dir, cli)
 def test_reading_a_missing_store_says_how_to_create_it(cli, tmp_path):
     result = cli("atp", "--sku", "X", "--snapshot-dir", str(tmp_path / "nowhere"))
     assert result.returncode == 1
-    assert "no snapshot store" in result.stderr and "omni-ledger run" in result.stderr
+    assert "no snapshot store" in result.stderr
+    assert "omni-ledger run" in result.stderr
 
 
 def test_a_bad_setting_names_the_key_and_exits_2(cli, snapshot_dir):
-    result = cli("run", "--source", "sim", "--snapshot-dir", str(snapshot_dir),
-                 env={"OMNI_LEDGER_LEDGER_LATENESS_WINDOW": "soon"})
+    result = cli(
+        "run",
+        "--source",
+        "sim",
+        "--snapshot-dir",
+        str(snapshot_dir),
+        env={"OMNI_LEDGER_LEDGER_LATENESS_WINDOW": "soon"},
+    )
     assert result.returncode == 2
     assert "ledger.lateness_window (environment)" in result.stderr
 

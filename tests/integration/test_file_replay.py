@@ -23,9 +23,9 @@ pytestmark = pytest.mark.integration
 STORY = EXAMPLES / "story.jsonl"
 
 
-def reference_for(path: Path, policy: LedgerPolicy = LedgerPolicy()) -> ReferenceLedger:
+def reference_for(path: Path, policy: LedgerPolicy | None = None) -> ReferenceLedger:
     """The naive model fed the file's valid events in file order, on the replay clock."""
-    model = ReferenceLedger(policy)
+    model = ReferenceLedger(policy or LedgerPolicy())
     now = -(2**62)
     for number, line in enumerate(path.read_bytes().splitlines(), start=1):
         if not line.strip():
@@ -54,7 +54,12 @@ def assert_store_matches(snapshot_dir: Path, model: ReferenceLedger) -> None:
         want = model.view(key, model.final_now)  # type: ignore[attr-defined]
         got = positions[key]
         assert (got["on_hand"], got["reserved"], got["staged"], got["atp"], got["negative"]) == (
-            want.on_hand, want.reserved, want.staged, want.atp, want.on_hand < 0), key
+            want.on_hand,
+            want.reserved,
+            want.staged,
+            want.atp,
+            want.on_hand < 0,
+        ), key
         assert got["inbound"] == sum(q for q, _ in want.inbound.values()), key
         assert inbound.get(key, {}) == want.inbound, key
 
@@ -68,8 +73,11 @@ def test_story_replay_yields_the_reference_models_positions(cli, snapshot_dir):
 def test_exactly_one_of_two_requests_racing_for_the_last_unit_is_accepted(cli, snapshot_dir):
     assert cli("run", "--source", f"file:{STORY}", "--snapshot-dir", str(snapshot_dir), "--quiet").returncode == 0
     decisions = read_jsonl(snapshot_dir / "decisions.jsonl")
-    racing = {d["reservation_id"]: d for d in decisions if d["reservation_id"] in {"R-DUPONT-A", "R-LEROY-A"}
-              and d["status"] in {"ACCEPTED", "REJECTED"}}
+    racing = {
+        d["reservation_id"]: d
+        for d in decisions
+        if d["reservation_id"] in {"R-DUPONT-A", "R-LEROY-A"} and d["status"] in {"ACCEPTED", "REJECTED"}
+    }
     assert sorted(d["status"] for d in racing.values()) == ["ACCEPTED", "REJECTED"]
     assert racing["R-LEROY-A"]["reason"] == "insufficient_atp"
     # The accepted hold was short; it expired on the replay clock, and the table says so.
@@ -95,7 +103,8 @@ def test_bad_lines_become_dead_letters_and_the_rest_of_the_file_still_applies(cl
         info = reader.latest()
     # The late count (12:30) rebased on hand under the sale after it (13:00); the load took one out.
     assert meaux["on_hand"] == 0
-    assert info is not None and info["events_applied"] == 17
+    assert info is not None
+    assert info["events_applied"] == 17
 
 
 def test_an_avro_file_yields_the_same_positions_as_json_lines(cli, tmp_path):

@@ -35,9 +35,22 @@ def write_day(path: Path, events: int) -> None:
 
 def start(source: Path, out: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "omni_ledger", "run", "--source", f"file:{source}", "--snapshot-dir", str(out),
-         "--quiet", "--json"],
-        cwd=REPO, env={**os.environ, **FAST_EPOCHS}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "omni_ledger",
+            "run",
+            "--source",
+            f"file:{source}",
+            "--snapshot-dir",
+            str(out),
+            "--quiet",
+            "--json",
+        ],
+        cwd=REPO,
+        env={**os.environ, **FAST_EPOCHS},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -72,7 +85,7 @@ def test_kill_during_a_replay_then_restart_gives_the_positions_of_a_clean_run(tm
     assert 0 < killed_at < 120_000
 
     restarted = start(source, crashed)
-    stdout, stderr = restarted.communicate(timeout=300)
+    _stdout, stderr = restarted.communicate(timeout=300)
     assert restarted.returncode == 0, stderr.decode()
 
     with SnapshotReader.open(clean) as a, SnapshotReader.open(crashed) as b:

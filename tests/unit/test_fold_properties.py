@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -13,8 +14,6 @@ from ledger.policy import HOUR_MS, LedgerPolicy, SafetyStock
 from ledger.position import Position
 from tests.reference import ReferenceLedger
 from tests.stories import MIN, deliveries, stories
-
-import pytest
 
 pytestmark = pytest.mark.unit
 
@@ -66,8 +65,14 @@ def run_reference(order, policy):
 
 def summary(position: Position):
     view = position.view()
-    return (view.on_hand, view.reserved, view.staged, {l.ref: (l.qty, l.eta) for l in view.inbound}, view.atp,
-            view.negative)
+    return (
+        view.on_hand,
+        view.reserved,
+        view.staged,
+        {line.ref: (line.qty, line.eta) for line in view.inbound},
+        view.atp,
+        view.negative,
+    )
 
 
 def reference_summary(model, key, final_now):
@@ -76,14 +81,20 @@ def reference_summary(model, key, final_now):
 
 
 def request_decisions(outputs):
-    return [(o.reservation_id, o.status.value) for o in outputs
-            if isinstance(o, ReservationDecision) and o.reason in {
-                "atp_sufficient", "insufficient_atp", "expired_on_arrival", "ended_before_request_arrived"}]
+    return [
+        (o.reservation_id, o.status.value)
+        for o in outputs
+        if isinstance(o, ReservationDecision)
+        and o.reason in {"atp_sufficient", "insufficient_atp", "expired_on_arrival", "ended_before_request_arrived"}
+    ]
 
 
 def per_key(outputs, key):
-    return [(o.reservation_id, o.status.value) for o in outputs
-            if isinstance(o, ReservationDecision) and (o.site_id, o.sku) == key]
+    return [
+        (o.reservation_id, o.status.value)
+        for o in outputs
+        if isinstance(o, ReservationDecision) and (o.site_id, o.sku) == key
+    ]
 
 
 @SETTINGS
@@ -163,8 +174,11 @@ def test_crash_and_replay_from_last_snapshot_converges_to_the_same_view(data, po
 @given(data=st.data())
 def test_no_unit_is_lost_or_doubled_by_moves_between_sites(data):
     """Transfers and dropships only move units: network on hand + inbound + staged is conserved."""
-    events = [e for e in data.draw(stories(with_requests=False)) if e.type.value not in {
-        "RECEIVED", "SOLD", "RETURNED", "ADJUSTED", "COUNTED", "OFFER_UPDATED"}]
+    events = [
+        e
+        for e in data.draw(stories(with_requests=False))
+        if e.type.value not in {"RECEIVED", "SOLD", "RETURNED", "ADJUSTED", "COUNTED", "OFFER_UPDATED"}
+    ]
     positions, _, _ = run_fold(data.draw(deliveries(events)), WIDE)
     shipped = sum(e.qty for e in events if e.type.value in {"SHUTTLE_LOADED", "DROPSHIP_SHIPPED"})
     arrived = sum(e.qty for e in events if e.type.value in {"SHUTTLE_ARRIVED", "DROPSHIP_RECEIVED"})

@@ -1,0 +1,1 @@
+"""Bytewax dataflows: wiring of sources, the pure fold and sinks."""

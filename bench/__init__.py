@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench-fold`); not tests: nothing here asserts a timing."""

@@ -32,7 +32,7 @@ lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP) ## mypy (strict on ledger/)
-	$(BIN)/mypy ledger flows adapters omni_ledger
+	$(BIN)/mypy ledger flows adapters omni_ledger bench
 
 test: lint typecheck ## Lint, type-check and run every test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,69 @@
+"""Settings: defaults, then a TOML file, then the environment; errors name the key and its origin."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from ledger.errors import ConfigError
+from omni_ledger.config import load_settings, parse_duration
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_need_no_file_and_no_environment():
+    settings = load_settings(environ={})
+    assert settings.snapshot_dir == Path("var/snapshots")
+    assert settings.policy().lateness_window_ms == 24 * 3_600_000
+
+
+def test_a_file_then_the_environment_override_the_defaults(tmp_path):
+    config = tmp_path / "ledger.toml"
+    config.write_text(
+        '[ledger]\nlateness_window = "2h"\n[snapshots]\ndir = "/data/snap"\ninterval = "500ms"\n'
+        '[safety_stock]\nby_kind = { STORE = 2 }\n[sites]\n"ST-1" = "STORE"\n[simulator]\nrate = 50\n'
+    )
+    settings = load_settings(config, environ={"OMNI_LEDGER_SIMULATOR_RATE": "75"})
+    assert settings.lateness_window == timedelta(hours=2)
+    assert settings.snapshot_interval == timedelta(milliseconds=500)
+    assert settings.snapshot_dir == Path("/data/snap")
+    assert settings.simulator.rate == 75
+    assert settings.policy().safety_stock.for_position("ST-1", "SKU") == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[ledger]\nlateness_window = "soon"\n', "ledger.lateness_window (file"),
+        ("[ledger]\nwindow = 3\n", "unknown key ledger.window"),
+        ("[kafka]\nbrokers = 1\n", "unknown section [kafka]"),
+        ('[runtime]\nworkers = "two"\n', "runtime.workers (file"),
+        ("[safety_stock]\nby_kind = { STORE = -1 }\n", "safety_stock.by_kind['STORE']"),
+        ('[sites]\n"X" = "WAREHOUSE"\n', "sites.X"),
+        ("[ledger\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_file_is_refused_naming_the_key_and_the_file(tmp_path, text, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_settings(config, environ={})
+
+
+def test_a_bad_environment_value_names_the_variable():
+    with pytest.raises(ConfigError, match="OMNI_LEDGER_SIMULATOR_RATE"):
+        load_settings(environ={"OMNI_LEDGER_SIMULATOR_RATE": "fast"})
+
+
+def test_a_missing_config_file_says_which():
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(Path("/nonexistent/omni.toml"), environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("500ms", 0.5), ("2s", 2), ("15m", 900), ("24h", 86_400), ("7d", 604_800)]
+)
+def test_durations_read_as_humans_write_them(text, seconds):
+    assert parse_duration(text, "x") == timedelta(seconds=seconds)

@@ -1,0 +1,55 @@
+"""Each package exports what its users import, and every exported name exists."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+import adapters
+import flows
+import ledger
+import omni_ledger
+
+pytestmark = pytest.mark.unit
+
+
+def modules():
+    for package in (ledger, flows, adapters, omni_ledger):
+        yield package.__name__
+        for info in pkgutil.iter_modules(package.__path__):
+            if info.name != "__main__":
+                yield f"{package.__name__}.{info.name}"
+
+
+@pytest.mark.parametrize("name", list(modules()))
+def test_every_name_in_all_exists(name):
+    module = importlib.import_module(name)
+    for exported in getattr(module, "__all__", ()):
+        assert hasattr(module, exported), f"{name}.__all__ names {exported!r}, which it does not define"
+
+
+def test_the_ledger_package_exports_the_fold_and_its_types():
+    assert {
+        "fold",
+        "expire",
+        "next_expiry",
+        "validate",
+        "split",
+        "Position",
+        "PositionChange",
+        "DeadLetter",
+        "OmniLedgerError",
+        "LedgerPolicy",
+    } <= set(ledger.__all__)
+
+
+def test_the_domain_imports_no_runtime_or_io_library():
+    forbidden = ("bytewax", "confluent_kafka", "duckdb", "fastavro", "adapters", "flows", "omni_ledger")
+    for info in pkgutil.iter_modules(ledger.__path__):
+        text = Path(ledger.__path__[0], f"{info.name}.py").read_text()
+        for name in forbidden:
+            assert f"import {name}" not in text, (info.name, name)
+            assert f"from {name}" not in text, (info.name, name)

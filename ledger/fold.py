@@ -28,6 +28,7 @@ from ledger.contract import event_to_json_bytes
 from ledger.dead_letter import DeadLetter, Reason
 from ledger.effects import Effect, EffectKind
 from ledger.events import Millis
+from ledger.memory import NEVER, DeltaLogDraft, EventIdsDraft
 from ledger.outputs import (
     DecisionStatus,
     FoldTally,
@@ -46,7 +47,6 @@ Output = PositionChange | ReservationDecision | DeadLetter | FoldTally
 _K = EffectKind
 _S = DecisionStatus
 _HOLD, _STAGED, _INBOUND = "hold", "staged", "inbound"
-_NEVER = 2**62
 
 
 class _Draft:
@@ -58,12 +58,12 @@ class _Draft:
         "deltas",
         "duplicates",
         "ended",
+        "forget_at",
         "holds",
         "inbound",
         "max_at",
         "offer",
         "offer_id",
-        "oldest",
         "on_hand",
         "out",
         "position",
@@ -78,16 +78,16 @@ class _Draft:
         self.on_hand = position.on_hand
         self.count = position.count
         self.settled = position.settled
-        self.deltas = list(position.deltas)
+        self.deltas = DeltaLogDraft(position.deltas)
         self.holds = dict(position.holds)
         self.staged = dict(position.staged)
         self.inbound = dict(position.inbound)
         self.ended = dict(position.ended)
-        self.seen = dict(position.seen)
+        self.seen = EventIdsDraft(position.seen)
         self.max_at = position.max_at
         self.offer = position.offer
         self.offer_id = position.offer_id
-        self.oldest = position.oldest_at
+        self.forget_at = position.forget_at
         self.out: list[Output] = []
         self.applied = self.duplicates = self.too_late = 0
 
@@ -99,7 +99,7 @@ class _Draft:
         # A delta dated at or before the latest count is already inside that count.
         if self.count is not None and at <= self.count.at:
             return
-        self.deltas.append((at, qty))
+        self.deltas.add(at, qty)
         self.on_hand += qty
 
     def rebase(self, count: Count) -> bool:
@@ -109,8 +109,7 @@ class _Draft:
         self.count = count
         # Settled deltas are all older than the horizon, hence older than any accepted count.
         self.settled = 0
-        self.deltas = [(at, qty) for at, qty in self.deltas if at > count.at]
-        self.on_hand = count.qty + sum(qty for _, qty in self.deltas)
+        self.on_hand = count.qty + self.deltas.drop_through(count.at)
         return True
 
 
@@ -144,7 +143,7 @@ def _expire(draft: _Draft, now: Millis, safety_stock: int) -> None:
     for ref in sorted(due, key=lambda r: (draft.holds[r].expires_at, r)):
         hold = draft.holds.pop(ref)
         draft.ended[(_HOLD, ref)] = (_S.EXPIRED.value, hold.expires_at)
-        draft.oldest = min(draft.oldest, hold.expires_at)
+        draft.forget_at = min(draft.forget_at, hold.expires_at)
         draft.out.append(
             ReservationDecision(
                 reservation_id=ref,
@@ -179,9 +178,9 @@ def _apply(draft: _Draft, effect: Effect, now: Millis, policy: LedgerPolicy, saf
         draft.duplicates += counted
         return
     draft.applied += counted
-    draft.seen[event.event_id] = at
-    if at < draft.oldest:
-        draft.oldest = at
+    draft.seen.add(event.event_id, at)
+    if at < draft.forget_at:
+        draft.forget_at = at
     if at > draft.max_at:
         draft.max_at = at
     kind = effect.kind
@@ -263,17 +262,17 @@ def _finish(draft: _Draft, policy: LedgerPolicy, safety_stock: int, now: Millis 
     """Forget what the window no longer needs, then freeze; bump the version if the view changed."""
     horizon = draft.max_at - policy.lateness_window_ms
     old = draft.position
-    oldest = draft.oldest
-    if oldest < horizon:
-        # Rare (once the window passes the oldest memory), so the O(n) pass is amortised.
-        draft.seen = {eid: at for eid, at in draft.seen.items() if at >= horizon}
+    forget_at = draft.forget_at
+    # Forget only once the horizon is well past the oldest memory, so each pass frees
+    # a good share of the window and its cost is spread over many batches.
+    if forget_at < horizon - policy.lateness_window_ms // 8:
+        draft.seen.forget_before(horizon)
         draft.ended = {key: end for key, end in draft.ended.items() if end[1] >= horizon}
-        draft.settled += sum(qty for at, qty in draft.deltas if at < horizon)
-        draft.deltas = [(at, qty) for at, qty in draft.deltas if at >= horizon]
-        oldest = min(
-            min(draft.seen.values(), default=_NEVER),
-            min((end[1] for end in draft.ended.values()), default=_NEVER),
-            min((at for at, _ in draft.deltas), default=_NEVER),
+        draft.settled += draft.deltas.settle_before(horizon)
+        forget_at = min(
+            draft.seen.forget_at(),
+            draft.deltas.forget_at(),
+            min((end[1] for end in draft.ended.values()), default=NEVER),
         )
     visible_changed = (
         draft.on_hand != old.on_hand
@@ -292,14 +291,14 @@ def _finish(draft: _Draft, policy: LedgerPolicy, safety_stock: int, now: Millis 
         draft.on_hand,
         draft.count,
         draft.settled,
-        tuple(draft.deltas),
+        draft.deltas.freeze(),
         draft.holds,
         draft.staged,
         draft.inbound,
         draft.ended,
-        draft.seen,
+        draft.seen.freeze(),
         draft.max_at,
-        oldest,
+        forget_at,
         draft.offer,
         draft.offer_id,
         old.version + 1 if visible_changed else old.version,

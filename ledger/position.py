@@ -6,7 +6,7 @@ plain dicts typed as read-only `Mapping`s and are never mutated after constructi
 (the fold copies them into a draft first).
 
 On hand is kept as "the latest count plus every delta after it":
-`on_hand = count_qty + settled + sum(qty for at, qty in deltas)`. Deltas older than the
+`on_hand = count_qty + settled + deltas.total()`. Deltas older than the
 lateness horizon are summed into `settled`, since no event older than the horizon is
 accepted any more: a late count can only land after them and absorbs them all.
 """
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from ledger._pickle import positional_reduce
 from ledger.events import Millis
+from ledger.memory import NEVER, DeltaLog, EventIds
 from ledger.outputs import InboundLine, OfferTerms, PositionChange
 
 __all__ = ["NO_TIME", "Count", "Hold", "Position", "empty"]
@@ -60,7 +61,7 @@ class Position:
     on_hand: int = 0
     count: Count | None = None
     settled: int = 0
-    deltas: tuple[tuple[Millis, int], ...] = ()
+    deltas: DeltaLog = field(default_factory=DeltaLog)
     """(occurred_at, qty) of on-hand deltas after the count and inside the window."""
     holds: Mapping[str, Hold] = field(default_factory=dict)
     staged: Mapping[str, int] = field(default_factory=dict)
@@ -68,11 +69,11 @@ class Position:
     ended: Mapping[tuple[str, str], tuple[str, Millis]] = field(default_factory=dict)
     """Tombstones: ("hold"|"staged"|"inbound", ref) -> (how it ended, when), so a late
     request, pick or load for a finished story changes nothing."""
-    seen: Mapping[str, Millis] = field(default_factory=dict)
-    """Event ids inside the lateness window -> occurred_at, for deduplication."""
+    seen: EventIds = field(default_factory=EventIds)
+    """Event ids inside the lateness window, for deduplication."""
     max_at: Millis = NO_TIME
-    oldest_at: Millis = 2**62
-    """The oldest time in `seen`, `ended` and `deltas`: nothing to forget until the horizon passes it."""
+    forget_at: Millis = NEVER
+    """The earliest horizon past which something remembered could be forgotten."""
     offer: OfferTerms | None = None
     offer_id: str = ""
     version: int = 0

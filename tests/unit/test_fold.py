@@ -6,6 +6,7 @@ import copy
 
 import pytest
 
+from ledger import memory
 from ledger.contract import require_event
 from ledger.dead_letter import DeadLetter, Reason
 from ledger.effects import split
@@ -244,15 +245,26 @@ def test_versions_rise_only_when_the_visible_position_changes():
     assert [c.version for c in changes] == [1, 2]
 
 
-def test_memory_of_event_ids_is_bounded_by_the_lateness_window():
+@pytest.mark.parametrize("chunk", [4, 256])
+def test_memory_of_event_ids_and_deltas_is_bounded_by_the_lateness_window(chunk, monkeypatch):
+    monkeypatch.setattr(memory, "CHUNK", chunk)
     ledger = Ledger()
-    for i in range(200):
+    for i in range(300):
         ledger.apply(ev("RECEIVED", at=i * 10 * MIN))
     position = ledger.positions["ST-1"]
-    window_events = POLICY.lateness_window_ms // (10 * MIN) + 1
-    assert len(position.seen) <= window_events
-    assert len(position.deltas) <= window_events
-    assert position.on_hand == 200
+    # Forgetting lags the horizon by an eighth of the window, and goes by whole chunks.
+    bound = (POLICY.lateness_window_ms * 9 // 8) // (10 * MIN) + 2 * chunk
+    assert len(position.seen) <= bound
+    assert len(position.deltas) <= bound
+    assert position.on_hand == 300
+    assert position.settled + position.deltas.total() == 300
+
+
+def test_a_late_count_rebases_across_sealed_chunks_of_deltas(monkeypatch):
+    monkeypatch.setattr(memory, "CHUNK", 3)
+    ledger = Ledger().apply(*(ev("RECEIVED", at=i * MIN) for i in range(10)))
+    ledger.apply(ev("COUNTED", qty=100, at=4 * MIN + 30_000))  # after the 5th receipt, before the 6th
+    assert ledger.at("ST-1").on_hand == 105
 
 
 def test_the_fold_never_mutates_the_position_it_was_given():

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ledger import memory
 from ledger.dead_letter import DeadLetter, Reason
 from ledger.effects import split
 from ledger.fold import expire, fold
@@ -98,11 +101,12 @@ def per_key(outputs, key):
 
 
 @SETTINGS
-@given(data=st.data(), policy=st.sampled_from([WIDE, NARROW]))
-def test_fold_matches_reference_model_under_shuffles_duplicates_and_lateness(data, policy):
+@given(data=st.data(), policy=st.sampled_from([WIDE, NARROW]), chunk=st.sampled_from([2, 3, 256]))
+def test_fold_matches_reference_model_under_shuffles_duplicates_and_lateness(data, policy, chunk):
     events = data.draw(stories())
     order = data.draw(deliveries(events))
-    positions, outputs, final_now = run_fold(order, policy)
+    with patch.object(memory, "CHUNK", chunk):  # small chunks: sealing, splitting and settling all happen
+        positions, outputs, final_now = run_fold(order, policy)
     model = run_reference(order, policy)
     assert set(positions) == {k for k, h in model.history.items() if h}
     for key, position in positions.items():

@@ -1,0 +1,166 @@
+"""What a position remembers inside the lateness window, in chunks, so a batch costs O(chunk).
+
+A position folds each batch into a *new* value (the runtime may still hold the old one
+as a recovery snapshot). Copying every remembered event id and on-hand delta per batch
+would cost O(events in the window) per batch, which for a busy distribution-centre
+position is thousands. Instead, recent entries sit in a small open chunk that is copied,
+and full chunks are sealed into immutable values that new positions share.
+
+Forgetting is by whole chunks and lags the horizon a little; remembering an id or a
+delta a while longer is always safe (the `too_late` check comes first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from ledger._pickle import positional_reduce
+from ledger.events import Millis
+
+__all__ = ["CHUNK", "DeltaChunk", "DeltaLog", "DeltaLogDraft", "EventIds", "EventIdsDraft", "IdChunk"]
+
+CHUNK = 256
+"""Entries in an open chunk before it is sealed."""
+
+NEVER: Millis = 2**62
+
+
+@dataclass(frozen=True, slots=True)
+class IdChunk:
+    """A sealed set of event ids and the newest occurred_at among them."""
+
+    __reduce__ = positional_reduce
+
+    newest: Millis
+    ids: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class EventIds:
+    """Event ids seen inside the window (sealed chunks, then the open chunk with times)."""
+
+    __reduce__ = positional_reduce
+
+    sealed: tuple[IdChunk, ...] = ()
+    open: Mapping[str, Millis] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return sum(len(c.ids) for c in self.sealed) + len(self.open)
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self.open or any(event_id in c.ids for c in self.sealed)
+
+
+class EventIdsDraft:
+    """A working copy of `EventIds` for one batch."""
+
+    __slots__ = ("open", "sealed")
+
+    def __init__(self, ids: EventIds) -> None:
+        self.sealed = ids.sealed
+        self.open = dict(ids.open)
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self.open or any(event_id in c.ids for c in self.sealed)
+
+    def add(self, event_id: str, at: Millis) -> None:
+        self.open[event_id] = at
+        if len(self.open) >= CHUNK:
+            self.sealed = (*self.sealed, IdChunk(max(self.open.values()), frozenset(self.open)))
+            self.open = {}
+
+    def forget_before(self, horizon: Millis) -> None:
+        self.sealed = tuple(c for c in self.sealed if c.newest >= horizon)
+        self.open = {eid: at for eid, at in self.open.items() if at >= horizon}
+
+    def forget_at(self) -> Millis:
+        """The earliest horizon past which something here could be forgotten."""
+        return min(min((c.newest for c in self.sealed), default=NEVER), min(self.open.values(), default=NEVER))
+
+    def freeze(self) -> EventIds:
+        return EventIds(self.sealed, self.open)
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaChunk:
+    """Sealed on-hand deltas: (occurred_at, qty) with their time range and sum."""
+
+    __reduce__ = positional_reduce
+
+    oldest: Millis
+    newest: Millis
+    total: int
+    items: tuple[tuple[Millis, int], ...]
+
+
+def _chunk(items: Iterable[tuple[Millis, int]]) -> DeltaChunk | None:
+    kept = tuple(items)
+    if not kept:
+        return None
+    times = [at for at, _ in kept]
+    return DeltaChunk(min(times), max(times), sum(q for _, q in kept), kept)
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaLog:
+    """On-hand deltas after the latest count and not yet settled."""
+
+    __reduce__ = positional_reduce
+
+    sealed: tuple[DeltaChunk, ...] = ()
+    open: tuple[tuple[Millis, int], ...] = ()
+
+    def __len__(self) -> int:
+        return sum(len(c.items) for c in self.sealed) + len(self.open)
+
+    def total(self) -> int:
+        """Sum of the deltas."""
+        return sum(c.total for c in self.sealed) + sum(q for _, q in self.open)
+
+
+class DeltaLogDraft:
+    """A working copy of `DeltaLog` for one batch."""
+
+    __slots__ = ("open", "sealed")
+
+    def __init__(self, log: DeltaLog) -> None:
+        self.sealed = log.sealed
+        self.open = list(log.open)
+
+    def add(self, at: Millis, qty: int) -> None:
+        self.open.append((at, qty))
+        if len(self.open) >= CHUNK:
+            chunk = _chunk(self.open)
+            assert chunk is not None
+            self.sealed = (*self.sealed, chunk)
+            self.open = []
+
+    def drop_through(self, at: Millis) -> int:
+        """Forget every delta dated at or before `at` (a count absorbed them); the sum left."""
+        kept: list[DeltaChunk] = []
+        for c in self.sealed:
+            if c.oldest > at:
+                kept.append(c)
+            elif c.newest > at:
+                part = _chunk(item for item in c.items if item[0] > at)
+                if part is not None:
+                    kept.append(part)
+        self.sealed = tuple(kept)
+        self.open = [item for item in self.open if item[0] > at]
+        return sum(c.total for c in self.sealed) + sum(q for _, q in self.open)
+
+    def settle_before(self, horizon: Millis) -> int:
+        """Drop whole chunks (and open deltas) older than `horizon`; returns their sum."""
+        settled = sum(c.total for c in self.sealed if c.newest < horizon)
+        self.sealed = tuple(c for c in self.sealed if c.newest >= horizon)
+        settled += sum(q for at, q in self.open if at < horizon)
+        self.open = [item for item in self.open if item[0] >= horizon]
+        return settled
+
+    def forget_at(self) -> Millis:
+        """The earliest horizon past which something here could be settled."""
+        return min(min((c.newest for c in self.sealed), default=NEVER), min((a for a, _ in self.open), default=NEVER))
+
+    def freeze(self) -> DeltaLog:
+        return DeltaLog(self.sealed, tuple(self.open))

@@ -62,7 +62,9 @@ class EventIdsDraft:
         self.open = dict(ids.open)
 
     def __contains__(self, event_id: str) -> bool:
-        return event_id in self.open or any(event_id in c.ids for c in self.sealed)
+        if event_id in self.open:
+            return True
+        return bool(self.sealed) and any(event_id in c.ids for c in self.sealed)
 
     def add(self, event_id: str, at: Millis) -> None:
         self.open[event_id] = at

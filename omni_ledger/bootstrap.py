@@ -54,7 +54,14 @@ def _source(spec: str, settings: Settings, follow: bool, limit: int | None) -> t
     if spec == "sim":
         sim = settings.simulator
         config = SimConfig(
-            seed=sim.seed, dcs=sim.dcs, stores=sim.stores, suppliers=sim.suppliers, sellers=sim.sellers, skus=sim.skus
+            seed=sim.seed,
+            dcs=sim.dcs,
+            stores=sim.stores,
+            suppliers=sim.suppliers,
+            sellers=sim.sellers,
+            skus=sim.skus,
+            # Shelves are stocked for a day of demand at this rate, not learnt over hours.
+            expected_rate=sim.rate,
         )
         clock: Clock = ReplayClock() if clock_choice == "event" else WallClock()
         limit_text = f", stopping after {limit:,} events" if limit else ""

@@ -1,0 +1,1 @@
+"""omni-ledger: a real-time inventory ledger for omnichannel retail."""

@@ -1,0 +1,566 @@
+"""The retailer simulator: deterministic, resumable, and true to the event contract."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import pickle
+import re
+import sys
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import omni_ledger.simulator as simulator
+from ledger.contract import event_to_record, validate
+from ledger.dead_letter import DeadLetter
+from ledger.errors import ConfigError
+from ledger.events import EventType, InventoryEvent
+from omni_ledger.simulator import EventMix, RetailerSimulator, SimConfig, SimState, Site, SiteKind
+
+pytestmark = pytest.mark.unit
+
+T = EventType
+MINUTE = 60_000
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+T0 = SimConfig().start_at
+
+Call = tuple[int, list[InventoryEvent]]
+"""One call to `next_events`: the clock it was given and what it returned."""
+
+NEEDS_REF = {
+    T.RESERVATION_REQUESTED,
+    T.RESERVATION_RELEASED,
+    T.RESERVATION_FULFILLED,
+    T.TRANSFER_PICKED,
+    T.SHUTTLE_LOADED,
+    T.SHUTTLE_ARRIVED,
+    T.DROPSHIP_SHIPPED,
+    T.DROPSHIP_RECEIVED,
+}
+NEEDS_DESTINATION = {T.TRANSFER_PICKED, T.SHUTTLE_LOADED, T.DROPSHIP_SHIPPED}
+NEEDS_ETA = {T.SHUTTLE_LOADED, T.DROPSHIP_SHIPPED}
+SOURCES = {"POS", "WMS", "TMS", "ERP", "SUPPLIER", "MARKETPLACE", "OMS"}
+_D, _S, _SUP, _SEL = SiteKind.DC, SiteKind.STORE, SiteKind.SUPPLIER, SiteKind.SELLER
+SITE_KINDS = {
+    T.RECEIVED: {_D, _S, _SUP},
+    T.RETURNED: {_S},
+    T.ADJUSTED: {_D, _S},
+    T.SOLD: {_S},
+    T.COUNTED: {_D, _S},
+    T.RESERVATION_REQUESTED: {_S},
+    T.RESERVATION_RELEASED: {_S},
+    T.RESERVATION_FULFILLED: {_S},
+    T.TRANSFER_PICKED: {_D, _S},
+    T.SHUTTLE_LOADED: {_D, _S},
+    T.SHUTTLE_ARRIVED: {_S},
+    T.DROPSHIP_SHIPPED: {_SUP},
+    T.DROPSHIP_RECEIVED: {_S},
+    T.OFFER_UPDATED: {_SEL},
+}
+
+
+def drive(sim: RetailerSimulator, *, calls: int, per_call: int, step_ms: int, start: int = T0) -> list[Call]:
+    """Call the simulator `calls` times for `per_call` events, moving the clock `step_ms` after each."""
+    out = []
+    for i in range(calls):
+        now = start + i * step_ms
+        out.append((now, sim.next_events(now, per_call)))
+    return out
+
+
+def flat(calls: Iterable[Call]) -> list[InventoryEvent]:
+    return [event for _, events in calls for event in events]
+
+
+def contract_problems(event: InventoryEvent, kinds: dict[str, SiteKind]) -> list[str]:
+    """What is wrong with one event against the contract (an empty list when nothing is)."""
+    problems = []
+    t = event.type
+    if t is T.ADJUSTED:
+        if event.qty == 0:
+            problems.append("ADJUSTED with qty 0")
+    elif t in (T.COUNTED, T.OFFER_UPDATED):
+        if event.qty < 0:
+            problems.append(f"negative qty {event.qty}")
+    elif event.qty <= 0:
+        problems.append(f"qty {event.qty} not > 0")
+    if event.ref is None and t in NEEDS_REF:
+        problems.append("no ref")
+    if (event.to_site_id is not None) != (t in NEEDS_DESTINATION):
+        problems.append(f"to_site_id {event.to_site_id!r}")
+    if event.to_site_id is not None:
+        if event.to_site_id == event.site_id:
+            problems.append("to_site_id == site_id")
+        if kinds.get(event.to_site_id) is not SiteKind.STORE:
+            problems.append(f"destination {event.to_site_id} is not a store")
+    if (event.eta is not None) != (t in NEEDS_ETA) or (event.eta is not None and event.eta <= event.occurred_at):
+        problems.append(f"eta {event.eta}")
+    if t is T.RESERVATION_REQUESTED:
+        if event.expires_at is None or event.expires_at <= event.occurred_at:
+            problems.append(f"expires_at {event.expires_at}")
+    elif event.expires_at is not None:
+        problems.append("expires_at on a non-request")
+    if t is T.OFFER_UPDATED:
+        if (
+            event.price is None
+            or event.price < 0
+            or event.lead_time_days is None
+            or not 0 <= event.lead_time_days <= 365
+        ):
+            problems.append(f"offer terms {event.price} / {event.lead_time_days}")
+    elif event.price is not None or event.lead_time_days is not None:
+        problems.append("offer terms on a non-offer")
+    if kinds.get(event.site_id) not in SITE_KINDS[t]:
+        problems.append(f"{t.value} at {event.site_id}")
+    if not re.fullmatch(r"SKU-\d{5}", event.sku):
+        problems.append(f"sku {event.sku!r}")
+    if event.source not in SOURCES:
+        problems.append(f"source {event.source!r}")
+    if event.origin != "sim":
+        problems.append(f"origin {event.origin!r}")
+    return [f"{event.event_id} {t.value}: {p}" for p in problems]
+
+
+def site_kinds(sim: RetailerSimulator) -> dict[str, SiteKind]:
+    return {site.site_id: site.kind for site in sim.sites()}
+
+
+# -- a long shared stream --------------------------------------------------------------------------------------------
+
+STREAM_CONFIG = SimConfig(seed=42)
+SIXTEEN_HOURS = {"calls": 200, "per_call": 500, "step_ms": 5 * MINUTE}  # 100,000 events
+FOUR_DAYS = {"calls": 96, "per_call": 200, "step_ms": HOUR}  # longer than any story (a dropship: < 3.25 days)
+
+
+@pytest.fixture(scope="module")
+def stream() -> tuple[list[Call], list[Call], RetailerSimulator]:
+    """100,000 events over 16 h of clock, then four days of a slow trickle so open stories end."""
+    sim = RetailerSimulator(STREAM_CONFIG)
+    busy = drive(sim, **SIXTEEN_HOURS)
+    calm = drive(sim, **FOUR_DAYS, start=busy[-1][0] + HOUR)
+    return busy, calm, sim
+
+
+@pytest.fixture(scope="module")
+def events(stream: tuple[list[Call], list[Call], RetailerSimulator]) -> list[InventoryEvent]:
+    busy, calm, _ = stream
+    return flat(busy) + flat(calm)
+
+
+def by_ref(events: Sequence[InventoryEvent]) -> dict[str, list[tuple[int, InventoryEvent]]]:
+    """Each ref's events with their positions in the stream."""
+    out: dict[str, list[tuple[int, InventoryEvent]]] = {}
+    for i, event in enumerate(events):
+        if event.ref is not None:
+            out.setdefault(event.ref, []).append((i, event))
+    return out
+
+
+# -- determinism and resumption --------------------------------------------------------------------------------------
+
+# Uneven batches, a call for nothing, a clock that stalls, then jumps by hours.
+CALLS = [(T0 + i * 7 * MINUTE + (3 * HOUR if i > 40 else 0), 0 if i == 5 else 150 + 37 * (i % 5)) for i in range(80)]
+CALLS[20] = (CALLS[19][0], 300)
+
+
+def run_calls(sim: RetailerSimulator, calls: Sequence[tuple[int, int]]) -> list[InventoryEvent]:
+    return [event for now, n in calls for event in sim.next_events(now, n)]
+
+
+def test_the_same_seed_gives_the_same_stream() -> None:
+    first = run_calls(RetailerSimulator(SimConfig(seed=7)), CALLS)
+    second = run_calls(RetailerSimulator(SimConfig(seed=7)), CALLS)
+
+    assert len(first) == sum(n for _, n in CALLS)
+    assert first == second
+
+
+def test_another_seed_gives_another_stream() -> None:
+    first = run_calls(RetailerSimulator(SimConfig(seed=7)), CALLS)
+    second = run_calls(RetailerSimulator(SimConfig(seed=8)), CALLS)
+
+    assert [(e.type, e.site_id, e.sku, e.qty) for e in first] != [(e.type, e.site_id, e.sku, e.qty) for e in second]
+
+
+@pytest.mark.parametrize("cut", [1, 12, 33, 41, 60, 79])
+def test_a_resumed_simulator_continues_the_uninterrupted_stream(cut: int) -> None:
+    config = SimConfig(seed=11, stores=6, skus=40)
+    uninterrupted = run_calls(RetailerSimulator(config), CALLS)
+
+    before = RetailerSimulator(config)
+    head = run_calls(before, CALLS[:cut])
+    state = pickle.loads(pickle.dumps(before.state()))  # as a Bytewax snapshot travels
+    tail = run_calls(RetailerSimulator.resume(config, state), CALLS[cut:])
+
+    assert head + tail == uninterrupted
+    if cut >= 33:
+        assert state.pending, "the cut should fall while stories are open"
+
+
+def test_taking_a_state_does_not_change_the_stream() -> None:
+    config = SimConfig(seed=5)
+    plain = run_calls(RetailerSimulator(config), CALLS)
+    observed = RetailerSimulator(config)
+    with_states = []
+    for now, n in CALLS:
+        observed.state()
+        with_states.extend(observed.next_events(now, n))
+
+    assert with_states == plain
+
+
+def test_a_state_is_an_immutable_value_that_survives_pickling() -> None:
+    sim = RetailerSimulator(SimConfig(seed=3))
+    run_calls(sim, CALLS[:50])
+    state = sim.state()
+    frozen_copy = pickle.loads(pickle.dumps(state))
+    run_calls(sim, CALLS[50:])  # the simulator runs on; the state it gave must not move
+
+    assert state == frozen_copy
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        state.counter = 0  # type: ignore[misc]
+
+    def deeply_immutable(value: object) -> bool:
+        if isinstance(value, tuple):
+            return all(deeply_immutable(v) for v in value)
+        return value is None or isinstance(value, int | float | str)
+
+    assert all(deeply_immutable(getattr(state, f.name)) for f in dataclasses.fields(SimState))
+
+
+def test_resuming_with_another_network_raises_config_error_naming_the_field() -> None:
+    state = RetailerSimulator(SimConfig(seed=3, stores=20)).state()
+
+    with pytest.raises(
+        ConfigError, match=r"SimConfig\.stores: the state was taken with stores=20, the config has stores=21"
+    ):
+        RetailerSimulator.resume(SimConfig(seed=3, stores=21), state)
+    with pytest.raises(ConfigError, match=r"SimConfig\.seed"):
+        RetailerSimulator.resume(SimConfig(seed=4, stores=20), state)
+
+
+# -- stories ---------------------------------------------------------------------------------------------------------
+
+
+def test_every_shuttle_arrival_follows_its_load_which_follows_its_pick_with_the_same_ref_and_qty(
+    events: list[InventoryEvent],
+) -> None:
+    stories = by_ref(events)
+    arrivals = [e for e in events if e.type is T.SHUTTLE_ARRIVED]
+
+    assert len(arrivals) > 500
+    for arrival in arrivals:
+        story = stories[arrival.ref or ""]
+        assert [e.type for _, e in story] == [T.TRANSFER_PICKED, T.SHUTTLE_LOADED, T.SHUTTLE_ARRIVED], arrival
+        (_, pick), (_, load), _ = story
+        assert pick.qty == load.qty == arrival.qty
+        assert pick.sku == load.sku == arrival.sku
+        assert pick.site_id == load.site_id
+        assert pick.to_site_id == load.to_site_id == arrival.site_id
+        assert pick.occurred_at < load.occurred_at < arrival.occurred_at
+        assert load.eta is not None
+        assert load.eta > load.occurred_at
+
+
+def test_every_picked_transfer_is_eventually_loaded_then_arrives(
+    stream: tuple[list[Call], list[Call], RetailerSimulator], events: list[InventoryEvent]
+) -> None:
+    busy, _, _ = stream
+    stories = by_ref(events)
+    picks = [e for e in flat(busy) if e.type is T.TRANSFER_PICKED]
+
+    assert len(picks) > 500
+    for pick in picks:
+        kinds = [e.type for _, e in stories[pick.ref or ""]]
+        assert kinds == [T.TRANSFER_PICKED, T.SHUTTLE_LOADED, T.SHUTTLE_ARRIVED], pick
+
+
+def test_every_reservation_ends_once_after_its_request_and_before_it_expires(
+    stream: tuple[list[Call], list[Call], RetailerSimulator], events: list[InventoryEvent]
+) -> None:
+    busy, _, _ = stream
+    stories = by_ref(events)
+    requests = [e for e in flat(busy) if e.type is T.RESERVATION_REQUESTED]
+    outcomes: Counter[str] = Counter()
+
+    for request in requests:
+        story = [e for _, e in stories[request.ref or ""]]
+        assert story[0] == request
+        assert len(story) <= 2, story
+        if len(story) == 1:
+            outcomes["left to expire"] += 1
+            continue
+        ending = story[1]
+        assert ending.type in (T.RESERVATION_FULFILLED, T.RESERVATION_RELEASED)
+        assert (ending.site_id, ending.sku, ending.qty) == (request.site_id, request.sku, request.qty)
+        assert request.expires_at is not None
+        assert request.occurred_at < ending.occurred_at < request.expires_at
+        outcomes[ending.type.value] += 1
+
+    # Most are collected, some released, some left to expire.
+    assert outcomes["RESERVATION_FULFILLED"] > 0.6 * len(requests)
+    assert 0 < outcomes["RESERVATION_RELEASED"] < outcomes["RESERVATION_FULFILLED"]
+    assert outcomes["left to expire"] > 0
+
+
+def test_every_dropship_is_received_at_its_store_after_it_ships(
+    stream: tuple[list[Call], list[Call], RetailerSimulator], events: list[InventoryEvent]
+) -> None:
+    busy, _, _ = stream
+    stories = by_ref(events)
+    shipments = [e for e in flat(busy) if e.type is T.DROPSHIP_SHIPPED]
+
+    assert len(shipments) > 100
+    for shipment in shipments:
+        story = [e for _, e in stories[shipment.ref or ""]]
+        assert [e.type for e in story] == [T.DROPSHIP_SHIPPED, T.DROPSHIP_RECEIVED], story
+        received = story[1]
+        assert (received.site_id, received.sku, received.qty) == (shipment.to_site_id, shipment.sku, shipment.qty)
+        assert received.occurred_at > shipment.occurred_at
+
+
+def test_a_story_continues_only_in_a_later_call_once_the_clock_has_moved() -> None:
+    sim = RetailerSimulator(SimConfig(seed=9))
+    frozen = drive(sim, calls=100, per_call=1_000, step_ms=0)  # the clock never moves
+    continuing = {
+        T.SHUTTLE_LOADED,
+        T.SHUTTLE_ARRIVED,
+        T.RESERVATION_FULFILLED,
+        T.RESERVATION_RELEASED,
+        T.DROPSHIP_RECEIVED,
+    }
+
+    assert not [e for e in flat(frozen) if e.type in continuing]
+
+    moving = drive(sim, calls=300, per_call=300, step_ms=10 * MINUTE, start=T0 + MINUTE)
+    for _, batch in moving:
+        started_here = {
+            e.ref for e in batch if e.type in (T.TRANSFER_PICKED, T.RESERVATION_REQUESTED, T.DROPSHIP_SHIPPED)
+        }
+        assert not [e for e in batch if e.type in continuing and e.ref in started_here]
+    assert {e.type for e in flat(moving)} >= continuing
+
+
+# -- the contract ----------------------------------------------------------------------------------------------------
+
+
+def test_every_event_follows_the_contract_rules(
+    stream: tuple[list[Call], list[Call], RetailerSimulator], events: list[InventoryEvent]
+) -> None:
+    _, _, sim = stream
+    kinds = site_kinds(sim)
+    problems = [p for event in events for p in contract_problems(event, kinds)]
+
+    assert problems == []
+    assert {e.type for e in events} == set(EventType)
+
+
+def test_every_event_passes_the_ledgers_own_validation(events: list[InventoryEvent]) -> None:
+    refused = []
+    for event in events[::7]:
+        result = validate(event_to_record(event), origin="sim", raw=b"")
+        if isinstance(result, DeadLetter):
+            refused.append(result)
+
+    assert refused == []
+
+
+def test_events_occur_at_most_jitter_before_the_callers_clock(
+    stream: tuple[list[Call], list[Call], RetailerSimulator],
+) -> None:
+    busy, calm, _ = stream
+
+    for now, batch in busy + calm:
+        assert all(now - STREAM_CONFIG.jitter_ms <= e.occurred_at <= now for e in batch)
+
+
+def test_a_clock_going_back_is_read_as_the_last_one() -> None:
+    sim = RetailerSimulator(SimConfig(seed=1, jitter_ms=0))
+    sim.next_events(T0 + HOUR, 10)
+
+    assert {e.occurred_at for e in sim.next_events(T0, 10)} == {T0 + HOUR}
+    assert sim.state().clock == T0 + HOUR
+
+
+def test_event_ids_are_unique_over_100000_events(events: list[InventoryEvent]) -> None:
+    ids = [e.event_id for e in events[:100_000]]
+
+    assert len(ids) == 100_000
+    assert len(set(ids)) == 100_000
+    assert ids[0] == "sim-42-1"
+    assert ids[-1] == "sim-42-100000"
+
+
+def test_a_next_events_call_for_nothing_returns_nothing_and_a_negative_count_is_refused() -> None:
+    sim = RetailerSimulator(SimConfig())
+
+    assert sim.next_events(T0, 0) == []
+    with pytest.raises(ValueError, match="n >= 0"):
+        sim.next_events(T0, -1)
+
+
+# -- realism ---------------------------------------------------------------------------------------------------------
+
+
+def fold_on_hand(events: Iterable[InventoryEvent]) -> Iterable[tuple[InventoryEvent, int, int]]:
+    """Each stock-moving event with on hand at its position before and after, as the contract defines it."""
+    on_hand: Counter[tuple[str, str]] = Counter()
+    for e in events:
+        t = e.type
+        if t in (T.RECEIVED, T.RETURNED, T.ADJUSTED, T.SHUTTLE_ARRIVED, T.DROPSHIP_RECEIVED):
+            delta = e.qty
+        elif t in (T.SOLD, T.RESERVATION_FULFILLED, T.SHUTTLE_LOADED, T.DROPSHIP_SHIPPED):
+            delta = -e.qty
+        elif t is T.COUNTED:
+            delta = e.qty - on_hand[e.site_id, e.sku]
+        else:
+            continue
+        before = on_hand[e.site_id, e.sku]
+        on_hand[e.site_id, e.sku] = before + delta
+        yield e, before, before + delta
+
+
+def test_stores_open_with_stock_and_sales_rarely_exceed_it(events: list[InventoryEvent]) -> None:
+    sales = [(before, after) for e, before, after in fold_on_hand(events) if e.type is T.SOLD]
+    oversold = [1 for before, after in sales if after < 0]
+
+    assert events[0].type is T.RECEIVED
+    assert events[0].source == "ERP"
+    assert len(sales) > 40_000
+    assert len(oversold) < 0.01 * len(sales)
+
+
+def test_counts_are_close_to_the_stock_the_stream_shows(events: list[InventoryEvent]) -> None:
+    drifts = [after - before for e, before, after in fold_on_hand(events) if e.type is T.COUNTED]
+
+    assert len(drifts) > 1_000
+    assert all(abs(d) <= 2 for d in drifts)
+    assert Counter(drifts)[0] > 0.5 * len(drifts)
+
+
+def test_a_mix_of_only_offers_gives_only_offers_once_the_opening_stock_is_out() -> None:
+    only_offers = SimConfig(
+        seed=2, mix=EventMix(**{f.name: 0.0 for f in dataclasses.fields(EventMix)} | {"offers": 1.0})
+    )
+    sim = RetailerSimulator(only_offers)
+    drive(sim, calls=10, per_call=1_000, step_ms=MINUTE)  # the opening stock comes first
+    offers = sim.next_events(T0 + HOUR, 1_000)
+
+    assert {e.type for e in offers} == {T.OFFER_UPDATED}
+    assert all(
+        e.qty >= 0 and e.price is not None and e.price > 0 and 1 <= (e.lead_time_days or 0) <= 14 for e in offers
+    )
+
+
+def test_open_stories_stay_within_max_pending_at_a_high_rate() -> None:
+    config = SimConfig(seed=4, max_pending=1_000)
+    sim = RetailerSimulator(config)
+    for i in range(100):
+        sim.next_events(T0 + i * 1_000, 2_000)  # 2,000 events per second of clock
+        state = sim.state()
+        holds, dropships = state.open_stories
+        assert holds <= 500
+        assert dropships <= 250
+
+    assert len(state.pending) < 2_000 + 3 * config.stores * config.skus
+
+
+def test_sites_describe_the_network(events: list[InventoryEvent]) -> None:
+    sim = RetailerSimulator(SimConfig(dcs=2, stores=20, suppliers=3, sellers=5))
+    sites = sim.sites()
+
+    assert Counter(s.kind for s in sites) == {
+        SiteKind.DC: 2,
+        SiteKind.STORE: 20,
+        SiteKind.SUPPLIER: 3,
+        SiteKind.SELLER: 5,
+    }
+    assert sites[0] == Site("DC-01", SiteKind.DC)
+    assert {s.site_id for s in sites} >= {"DC-02", "ST-001", "ST-020", "SUP-01", "SUP-03", "SEL-01", "SEL-05"}
+    assert {e.site_id for e in events} | {e.to_site_id for e in events if e.to_site_id} <= {s.site_id for s in sites}
+
+
+# -- configuration ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"seed": -1}, "seed"),
+        ({"seed": "7"}, "seed"),
+        ({"dcs": 0}, "dcs"),
+        ({"dcs": True}, "dcs"),
+        ({"stores": 1_000}, "stores"),
+        ({"suppliers": -1}, "suppliers"),
+        ({"sellers": 100}, "sellers"),
+        ({"skus": 0}, "skus"),
+        ({"skus": 2.5}, "skus"),
+        ({"stores": 999, "skus": 50_000}, "skus"),
+        ({"start_at": -1}, "start_at"),
+        ({"jitter_ms": 60_001}, "jitter_ms"),
+        ({"max_pending": 10}, "max_pending"),
+        ({"expected_rate": -5}, "expected_rate"),
+        ({"mix": {"sales": 1.0}}, "mix"),
+        ({"mix": EventMix(**dict.fromkeys((f.name for f in dataclasses.fields(EventMix)), 0.0))}, "mix"),
+        (
+            {"sellers": 0, "mix": EventMix(**{f.name: 0.0 for f in dataclasses.fields(EventMix)} | {"offers": 1.0})},
+            "mix",
+        ),
+    ],
+)
+def test_an_invalid_config_raises_config_error_naming_the_field(changes: dict[str, object], field: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^SimConfig\.{field}: expected .+, got "):
+        SimConfig(**changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("weight", [-0.1, float("nan"), float("inf"), True, "1"])
+def test_an_invalid_mix_weight_raises_config_error_naming_the_field(weight: object) -> None:
+    with pytest.raises(ConfigError, match=r"^SimConfig\.mix\.returns: expected a finite weight >= 0, got "):
+        EventMix(returns=weight)  # type: ignore[arg-type]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32),
+    network=st.tuples(st.integers(1, 3), st.integers(1, 6), st.integers(0, 2), st.integers(0, 2), st.integers(1, 12)),
+    weights=st.lists(st.floats(0, 5), min_size=10, max_size=10).filter(lambda w: w[0] > 0),
+    expected_rate=st.sampled_from([0, 1, 5_000]),
+)
+def test_any_network_and_mix_gives_a_stream_that_follows_the_contract(
+    seed: int, network: tuple[int, int, int, int, int], weights: list[float], expected_rate: int
+) -> None:
+    dcs, stores, suppliers, sellers, skus = network
+    mix = EventMix(**dict(zip((f.name for f in dataclasses.fields(EventMix)), weights, strict=True)))
+    config = SimConfig(seed, dcs, stores, suppliers, sellers, skus, mix=mix, expected_rate=expected_rate)
+    sim = RetailerSimulator(config)
+    events = flat(drive(sim, calls=60, per_call=100, step_ms=30 * MINUTE))
+    kinds = site_kinds(sim)
+
+    assert [p for e in events for p in contract_problems(e, kinds)] == []
+    assert len({e.event_id for e in events}) == len(events) == 6_000
+    for story in by_ref(events).values():
+        assert len({(e.sku, e.qty) for _, e in story}) == 1, story  # one story, one sku, one quantity
+
+
+# -- the module's surface --------------------------------------------------------------------------------------------
+
+
+def test_the_module_exports_its_public_api() -> None:
+    assert sorted(simulator.__all__) == ["EventMix", "RetailerSimulator", "SimConfig", "SimState", "Site", "SiteKind"]
+    assert all(hasattr(simulator, name) for name in simulator.__all__)
+
+
+def test_the_simulator_imports_only_the_stdlib_and_ledger() -> None:
+    tree = ast.parse(Path(simulator.__file__).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    roots = {name.split(".")[0] for name in imported}
+
+    assert roots - {"__future__", "ledger"} <= set(sys.stdlib_module_names)
+    assert "bytewax" not in roots

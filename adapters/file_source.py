@@ -17,6 +17,7 @@ from typing import BinaryIO
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from adapters.codec import RawInput, iter_avro_file
+from adapters.shutdown import StopFlag
 from ledger.errors import SourceError
 
 __all__ = ["FilePosition", "FileSource"]
@@ -42,7 +43,10 @@ def _open(path: Path) -> BinaryIO:
 
 
 class _JsonLinesPartition(StatefulSourcePartition[RawInput, FilePosition]):
-    def __init__(self, path: Path, resume: FilePosition | None, follow: bool, batch_size: int) -> None:
+    def __init__(
+        self, path: Path, resume: FilePosition | None, follow: bool, batch_size: int, stop: StopFlag | None = None
+    ) -> None:
+        self._stop = stop
         self._path = path
         self._file = _open(path)
         self._pos = resume or FilePosition()
@@ -70,7 +74,7 @@ class _JsonLinesPartition(StatefulSourcePartition[RawInput, FilePosition]):
         if batch:
             self._awake = None
             return batch
-        if not self._follow:
+        if not self._follow or (self._stop is not None and self._stop.is_set()):
             raise StopIteration
         self._awake = datetime.now(UTC) + _POLL
         return batch
@@ -120,7 +124,9 @@ class _FilesPartition(StatefulSourcePartition[RawInput, tuple[tuple[str, FilePos
         resume: tuple[tuple[str, FilePosition], ...] | None,
         follow: bool,
         batch_size: int,
+        stop: StopFlag | None,
     ) -> None:
+        self._stop = stop
         self._positions = dict(resume or ())
         self._paths = list(paths)
         self._follow = follow
@@ -137,7 +143,7 @@ class _FilesPartition(StatefulSourcePartition[RawInput, tuple[tuple[str, FilePos
             return _AvroPartition(path, resume, self._batch_size)
         # Only the last file can grow: earlier ones are read to their end.
         follow = self._follow and self._index == len(self._paths) - 1
-        return _JsonLinesPartition(path, resume, follow, self._batch_size)
+        return _JsonLinesPartition(path, resume, follow, self._batch_size, self._stop)
 
     def next_batch(self) -> list[RawInput]:
         while self._index < len(self._paths):
@@ -178,7 +184,10 @@ class FileSource(FixedPartitionedSource[RawInput, tuple[tuple[str, FilePosition]
     directory (the new ones start at their beginning, finished ones are not re-read).
     """
 
-    def __init__(self, paths: Sequence[Path], *, follow: bool = False, batch_size: int = 1000) -> None:
+    def __init__(
+        self, paths: Sequence[Path], *, follow: bool = False, batch_size: int = 1000, stop: StopFlag | None = None
+    ) -> None:
+        self._stop = stop
         for path in paths:
             if not path.is_file():
                 msg = f"event file {path} does not exist or is not a file; check --source file:PATH"
@@ -193,4 +202,4 @@ class FileSource(FixedPartitionedSource[RawInput, tuple[tuple[str, FilePosition]
     def build_part(
         self, step_id: str, for_part: str, resume_state: tuple[tuple[str, FilePosition], ...] | None
     ) -> _FilesPartition:
-        return _FilesPartition(self._paths, resume_state, self._follow, self._batch_size)
+        return _FilesPartition(self._paths, resume_state, self._follow, self._batch_size, self._stop)

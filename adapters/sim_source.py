@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from adapters.codec import RawInput
+from adapters.shutdown import StopFlag
 from omni_ledger.simulator import RetailerSimulator, SimConfig, SimState
 
 __all__ = ["SimResume", "SimSource"]
@@ -29,7 +30,9 @@ class SimResume:
 
 
 class _SimPartition(StatefulSourcePartition[RawInput, SimResume]):
-    def __init__(self, config: SimConfig, rate: int, limit: int | None, resume: SimResume | None) -> None:
+    def __init__(
+        self, config: SimConfig, rate: int, limit: int | None, resume: SimResume | None, stop: StopFlag | None
+    ) -> None:
         if resume is None:
             self._sim = RetailerSimulator(config)
             self._emitted = 0
@@ -41,9 +44,12 @@ class _SimPartition(StatefulSourcePartition[RawInput, SimResume]):
         self._started = time.monotonic()
         self._emitted_here = 0
         self._awake: datetime | None = None
+        self._stop = stop
 
     def next_batch(self) -> list[RawInput]:
         if self._limit is not None and self._emitted >= self._limit:
+            raise StopIteration
+        if self._stop is not None and self._stop.is_set():
             raise StopIteration
         due = int((time.monotonic() - self._started) * self._rate) - self._emitted_here
         n = min(due, _MAX_BATCH)
@@ -67,15 +73,16 @@ class _SimPartition(StatefulSourcePartition[RawInput, SimResume]):
 
 
 class SimSource(FixedPartitionedSource[RawInput, SimResume]):
-    """`rate` simulated events per second of wall time; stops after `limit` events if given."""
+    """`rate` simulated events per second of wall time; ends after `limit` events or when `stop` is set."""
 
-    def __init__(self, config: SimConfig, *, rate: int, limit: int | None = None) -> None:
+    def __init__(self, config: SimConfig, *, rate: int, limit: int | None = None, stop: StopFlag | None = None) -> None:
         self._config = config
         self._rate = rate
         self._limit = limit
+        self._stop = stop
 
     def list_parts(self) -> list[str]:
         return ["sim"]
 
     def build_part(self, step_id: str, for_part: str, resume_state: SimResume | None) -> _SimPartition:
-        return _SimPartition(self._config, self._rate, self._limit, resume_state)
+        return _SimPartition(self._config, self._rate, self._limit, resume_state, self._stop)

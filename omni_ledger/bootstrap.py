@@ -23,6 +23,7 @@ from bytewax.run import cli_main
 from adapters.clock import Clock, ReplayClock, WallClock
 from adapters.file_source import FileSource
 from adapters.jsonl_sink import JsonLinesSink, dead_letter_record, decision_record
+from adapters.shutdown import StopFlag
 from adapters.sim_source import SimSource
 from adapters.snapshot_sink import SnapshotSink
 from flows.atp import Wiring, build_flow
@@ -49,7 +50,9 @@ class RunPlan:
     description: str
 
 
-def _source(spec: str, settings: Settings, follow: bool, limit: int | None) -> tuple[Source[Any], str, Clock, str]:
+def _source(
+    spec: str, settings: Settings, follow: bool, limit: int | None, stop: StopFlag | None
+) -> tuple[Source[Any], str, Clock, str]:
     clock_choice = settings.clock
     if spec == "sim":
         sim = settings.simulator
@@ -66,7 +69,7 @@ def _source(spec: str, settings: Settings, follow: bool, limit: int | None) -> t
         clock: Clock = ReplayClock() if clock_choice == "event" else WallClock()
         limit_text = f", stopping after {limit:,} events" if limit else ""
         return (
-            SimSource(config, rate=sim.rate, limit=limit),
+            SimSource(config, rate=sim.rate, limit=limit, stop=stop),
             "sim",
             clock,
             f"simulator at {sim.rate:,} events/s{limit_text}",
@@ -78,7 +81,12 @@ def _source(spec: str, settings: Settings, follow: bool, limit: int | None) -> t
             raise ConfigError(msg)
         clock = WallClock() if clock_choice == "wall" else ReplayClock()
         names = ", ".join(str(p) for p in paths)
-        return FileSource(paths, follow=follow), "files", clock, f"file {names}{' (following)' if follow else ''}"
+        return (
+            FileSource(paths, follow=follow, stop=stop),
+            "files",
+            clock,
+            f"file {names}{' (following)' if follow else ''}",
+        )
     msg = f"--source {spec!r}: expected 'sim' or 'file:PATH[,PATH...]'"
     raise ConfigError(msg)
 
@@ -104,7 +112,13 @@ def reset_store(directory: Path) -> None:
 
 
 def plan_run(
-    source: str, settings: Settings, progress: Progress, *, follow: bool = False, limit: int | None = None
+    source: str,
+    settings: Settings,
+    progress: Progress,
+    *,
+    follow: bool = False,
+    limit: int | None = None,
+    stop: StopFlag | None = None,
 ) -> RunPlan:
     """Validate the settings against the snapshot directory and build the wiring."""
     directory = settings.snapshot_dir
@@ -119,7 +133,7 @@ def plan_run(
             f"run with --reset to start over, or keep recovery on (runtime.recovery = true) and reuse the same dir"
         )
         raise ConfigError(msg)
-    src, kind, clock, description = _source(source, settings, follow, limit)
+    src, kind, clock, description = _source(source, settings, follow, limit, stop)
 
     def count_dead(letter: DeadLetter) -> dict[str, object]:
         progress.dead_letters[letter.reason] += 1

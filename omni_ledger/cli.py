@@ -117,6 +117,7 @@ def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], columns: Sequenc
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from adapters.shutdown import StopFlag, install_interrupt_handler
     from omni_ledger.bootstrap import plan_run, reset_store, run
     from omni_ledger.progress import Progress, ProgressPrinter
 
@@ -134,9 +135,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.reset:
         reset_store(settings.snapshot_dir)
     progress = Progress()
-    plan = plan_run(args.source, settings, progress, follow=args.follow, limit=args.limit)
+    stop = StopFlag()
+    plan = plan_run(args.source, settings, progress, follow=args.follow, limit=args.limit, stop=stop)
+    install_interrupt_handler(stop)
     directory = settings.snapshot_dir.resolve()
-    print(f"omni-ledger: reading {plan.description}", file=sys.stderr)
+    print(
+        f"omni-ledger: reading {plan.description} (Ctrl-C ends the input and publishes a last snapshot)",
+        file=sys.stderr,
+    )
     print(
         f"omni-ledger: snapshots in {directory} (query: omni-ledger atp --sku SKU --snapshot-dir {directory})",
         file=sys.stderr,
@@ -150,7 +156,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 run(plan)
     except KeyboardInterrupt:
         interrupted = True
-    summary = {**progress.summary(), "snapshot_dir": str(directory), "interrupted": interrupted}
+    summary = {
+        **progress.summary(),
+        "snapshot_dir": str(directory),
+        "stopped_by_signal": stop.is_set(),
+        "interrupted": interrupted,
+    }
     if args.json:
         print(json.dumps(summary))
     else:

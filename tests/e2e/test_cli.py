@@ -57,6 +57,8 @@ def test_the_simulator_run_publishes_snapshots_that_advance(snapshot_dir):
     assert len(set(seen)) >= 3, stderr
     assert seen == sorted(seen)
     assert "events applied" in stderr  # the progress line
+    assert proc.returncode == 0, stderr  # Ctrl-C ends the input; the flow drains and exits cleanly
+    assert "panicked" not in stderr
     with SnapshotReader.open(snapshot_dir) as reader:
         positions = reader.positions()
         assert positions

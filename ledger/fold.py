@@ -279,8 +279,8 @@ def _finish(draft: _Draft, policy: LedgerPolicy, safety_stock: int, now: Millis 
         or draft.offer != old.offer
         or safety_stock != old.safety_stock
         or draft.inbound != old.inbound
-        or sum(draft.staged.values()) != old.staged_qty
-        or sum(h.qty for h in draft.holds.values()) != old.reserved
+        or (bool(draft.staged or old.staged) and sum(draft.staged.values()) != old.staged_qty)
+        or (bool(draft.holds or old.holds) and sum(h.qty for h in draft.holds.values()) != old.reserved)
         # A position's first accepted event publishes it even at zero, so readers see it exists.
         or (old.version == 0 and draft.max_at != old.max_at)
     )

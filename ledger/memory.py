@@ -20,8 +20,9 @@ from ledger.events import Millis
 
 __all__ = ["CHUNK", "DeltaChunk", "DeltaLog", "DeltaLogDraft", "EventIds", "EventIdsDraft", "IdChunk"]
 
-CHUNK = 256
-"""Entries in an open chunk before it is sealed."""
+CHUNK = 64
+"""Entries in an open chunk before it is sealed: the most a batch copies; a position with
+N entries in its window scans N / CHUNK sealed chunks per lookup."""
 
 NEVER: Millis = 2**62
 

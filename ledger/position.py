@@ -96,23 +96,29 @@ class Position:
 
     def view(self) -> PositionChange:
         """The public view of this position (what snapshots and `atp.changes` carry)."""
-        inbound = tuple(sorted(self.inbound.values(), key=lambda line: (line.eta, line.ref)))
+        inbound = tuple(sorted(self.inbound.values(), key=_due)) if self.inbound else ()
+        reserved = sum(h.qty for h in self.holds.values()) if self.holds else 0
+        staged = sum(self.staged.values()) if self.staged else 0
         return PositionChange(
-            site_id=self.site_id,
-            sku=self.sku,
-            on_hand=self.on_hand,
-            reserved=self.reserved,
-            staged=self.staged_qty,
-            inbound_qty=sum(line.qty for line in inbound),
-            safety_stock=self.safety_stock,
-            atp=self.atp,
-            negative=self.on_hand < 0,
-            version=self.version,
-            updated_at=self.updated_at,
-            max_occurred_at=self.max_at,
-            inbound=inbound,
-            offer=self.offer,
+            self.site_id,
+            self.sku,
+            self.on_hand,
+            reserved,
+            staged,
+            sum(line.qty for line in inbound),
+            self.safety_stock,
+            max(0, self.on_hand - reserved - staged - self.safety_stock),
+            self.on_hand < 0,
+            self.version,
+            self.updated_at,
+            self.max_at,
+            inbound,
+            self.offer,
         )
+
+
+def _due(line: InboundLine) -> tuple[Millis, str]:
+    return line.eta, line.ref
 
 
 def empty(site_id: str, sku: str, safety_stock: int = 0) -> Position:

@@ -13,6 +13,7 @@ Exit codes: 0 done, 1 a run or query failed, 2 bad arguments or settings.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -266,9 +267,11 @@ def _cmd_maintain(args: argparse.Namespace) -> int:
     settings = _settings(args)
     retention = parse_duration(args.retention, "--retention") if args.retention else settings.snapshot_retention
     with SnapshotWriter.open(settings.snapshot_dir) as writer:
-        report = writer.maintain(keep_snapshots_for=retention)
-    row = {k: v for k, v in vars(report).items()} if hasattr(report, "__dict__") else report.__repr__()
-    print(json.dumps(row, default=_json_default) if args.json else row)
+        report = dataclasses.asdict(writer.maintain(keep_snapshots_for=retention))
+    if args.json:
+        print(json.dumps(report, default=_json_default))
+    else:
+        print(render_table(("figure", "value"), list(report.items())))
     return 0
 
 

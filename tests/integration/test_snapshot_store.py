@@ -1,0 +1,464 @@
+"""The DuckLake snapshot store on real files: what the writer publishes, what readers see."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from adapters.snapshots import SnapshotReader, SnapshotWriter
+from ledger.errors import SnapshotError
+from ledger.outputs import DecisionStatus, InboundLine, OfferTerms, PositionChange, ReservationDecision
+
+REPO = Path(__file__).resolve().parents[2]
+T0 = 1_764_000_000_000  # 2025-11-24T16:00:00Z
+
+
+def change(
+    site: str,
+    sku: str,
+    version: int,
+    *,
+    on_hand: int = 10,
+    inbound: tuple[InboundLine, ...] = (),
+    offer: OfferTerms | None = None,
+    occurred: int | None = None,
+) -> PositionChange:
+    inbound_qty = sum(line.qty for line in inbound)
+    return PositionChange(
+        site_id=site,
+        sku=sku,
+        on_hand=on_hand,
+        reserved=0,
+        staged=0,
+        inbound_qty=inbound_qty,
+        safety_stock=0,
+        atp=max(0, on_hand),
+        negative=on_hand < 0,
+        version=version,
+        updated_at=T0 + version,
+        max_occurred_at=T0 + version if occurred is None else occurred,
+        inbound=inbound,
+        offer=offer,
+    )
+
+
+def decision(rid: str, status: DecisionStatus, decided_at: int, qty: int = 2) -> ReservationDecision:
+    return ReservationDecision(
+        reservation_id=rid,
+        site_id="S1",
+        sku="A",
+        qty=qty,
+        status=status,
+        reason="test",
+        expires_at=decided_at + 60_000 if status is DecisionStatus.ACCEPTED else None,
+        decided_at=decided_at,
+        atp_before=10,
+    )
+
+
+def as_int(value: object) -> int:
+    assert isinstance(value, int), value
+    return value
+
+
+def at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    return tmp_path / "snapshots"
+
+
+@pytest.fixture
+def writer(store: Path) -> Iterator[SnapshotWriter]:
+    w = SnapshotWriter.open(store)
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def reader(writer: SnapshotWriter, store: Path) -> Iterator[SnapshotReader]:
+    r = SnapshotReader.open(store)
+    yield r
+    r.close()
+
+
+def on_hand_by_key(reader: SnapshotReader, as_of: int | None = None) -> dict[tuple[object, object], object]:
+    return {(p["site_id"], p["sku"]): p["on_hand"] for p in reader.positions(as_of=as_of)}
+
+
+@pytest.mark.integration
+def test_published_positions_inbound_offers_and_reservations_read_back(
+    writer: SnapshotWriter, reader: SnapshotReader
+) -> None:
+    line = InboundLine(ref="shuttle-7", qty=5, eta=T0 + 3_600_000)
+    offer = OfferTerms(qty=3, price=9.5, lead_time_days=2, updated_at=T0)
+    snapshot_id = writer.publish(
+        [change("S1", "A", 1, inbound=(line,)), change("M9", "A", 1, on_hand=0, offer=offer)],
+        [decision("r1", DecisionStatus.ACCEPTED, T0)],
+        events_applied=3,
+        now=T0 + 10,
+    )
+
+    assert snapshot_id is not None
+    assert reader.positions(sku="A", site_id="S1") == [
+        {
+            "site_id": "S1",
+            "sku": "A",
+            "on_hand": 10,
+            "reserved": 0,
+            "staged": 0,
+            "inbound": 5,
+            "safety_stock": 0,
+            "atp": 10,
+            "negative": False,
+            "version": 1,
+            "updated_at": at(T0 + 1),
+        }
+    ]
+    assert reader.inbound(sku="A") == [
+        {"site_id": "S1", "sku": "A", "ref": "shuttle-7", "eta": at(T0 + 3_600_000), "qty": 5}
+    ]
+    assert reader.offers(sku="A") == [
+        {"seller_id": "M9", "sku": "A", "qty": 3, "price": 9.5, "lead_time_days": 2, "updated_at": at(T0)}
+    ]
+    [reservation] = reader.reservations(reservation_id="r1")
+    assert reservation["status"] == "ACCEPTED"
+    assert reservation["expires_at"] == at(T0 + 60_000)
+    assert reader.latest() == {
+        "snapshot_id": snapshot_id,
+        "created_at": at(T0 + 10),
+        "events_applied": 3,
+        "max_occurred_at": at(T0 + 1),
+    }
+    assert writer.last_snapshot_info() == reader.latest()
+    updated_at = reader.positions(site_id="S1")[0]["updated_at"]
+    assert isinstance(updated_at, datetime)
+    assert updated_at.tzinfo is UTC
+
+
+@pytest.mark.integration
+def test_publishing_nothing_writes_no_snapshot(writer: SnapshotWriter, reader: SnapshotReader) -> None:
+    assert writer.publish([], [], events_applied=0, now=T0) is None
+    assert reader.latest() is None
+    assert reader.snapshots() == []
+
+
+@pytest.mark.integration
+def test_within_one_publish_the_highest_version_per_key_wins(writer: SnapshotWriter, reader: SnapshotReader) -> None:
+    writer.publish(
+        [change("S1", "A", 3, on_hand=30), change("S1", "A", 5, on_hand=50), change("S1", "A", 4, on_hand=40)],
+        [],
+        events_applied=3,
+        now=T0,
+    )
+
+    assert on_hand_by_key(reader) == {("S1", "A"): 50}
+
+
+@pytest.mark.integration
+def test_a_replayed_older_version_changes_nothing(writer: SnapshotWriter, reader: SnapshotReader) -> None:
+    current = InboundLine(ref="new", qty=4, eta=T0 + 1_000)
+    writer.publish([change("S1", "A", 7, on_hand=70, inbound=(current,))], [], events_applied=7, now=T0)
+    stale = InboundLine(ref="old", qty=9, eta=T0 + 2_000)
+
+    # At-least-once delivery after a crash: versions 6 and 7 arrive again, 6 with other values.
+    replayed = writer.publish(
+        [change("S1", "A", 6, on_hand=60, inbound=(stale,)), change("S1", "A", 7, on_hand=71)],
+        [],
+        events_applied=9,
+        now=T0 + 1,
+    )
+
+    assert replayed is not None
+    [position] = reader.positions()
+    assert (position["on_hand"], position["version"], position["inbound"]) == (70, 7, 4)
+    assert [line["ref"] for line in reader.inbound()] == ["new"]
+    assert reader.latest() == {
+        "snapshot_id": replayed,
+        "created_at": at(T0 + 1),
+        "events_applied": 9,
+        # max_occurred_at never goes back, even when a replay brings older events.
+        "max_occurred_at": at(T0 + 7),
+    }
+
+
+@pytest.mark.integration
+def test_inbound_lines_are_replaced_per_key_and_only_for_the_keys_published(
+    writer: SnapshotWriter, reader: SnapshotReader
+) -> None:
+    a1, a2 = InboundLine("a1", 1, T0 + 10), InboundLine("a2", 2, T0 + 20)
+    b1 = InboundLine("b1", 3, T0 + 30)
+    writer.publish(
+        [change("S1", "A", 1, inbound=(a1, a2)), change("S2", "A", 1, inbound=(b1,))], [], events_applied=2, now=T0
+    )
+    a3 = InboundLine("a3", 6, T0 + 40)
+
+    writer.publish([change("S1", "A", 2, inbound=(a3,))], [], events_applied=3, now=T0 + 1)
+    assert [(line["site_id"], line["ref"]) for line in reader.inbound()] == [("S1", "a3"), ("S2", "b1")]
+
+    writer.publish([change("S1", "A", 3)], [], events_applied=4, now=T0 + 2)  # the shuttle arrived
+    assert [(line["site_id"], line["ref"]) for line in reader.inbound()] == [("S2", "b1")]
+
+
+@pytest.mark.integration
+def test_the_newest_offer_per_seller_and_sku_wins(writer: SnapshotWriter, reader: SnapshotReader) -> None:
+    first = OfferTerms(qty=5, price=10.0, lead_time_days=3, updated_at=T0 + 100)
+    writer.publish([change("M1", "A", 1, offer=first)], [], events_applied=1, now=T0)
+
+    newer = OfferTerms(qty=8, price=None, lead_time_days=None, updated_at=T0 + 200)
+    writer.publish([change("M1", "A", 2, offer=newer)], [], events_applied=2, now=T0 + 1)
+    older = OfferTerms(qty=1, price=1.0, lead_time_days=1, updated_at=T0 + 150)
+    writer.publish([change("M1", "A", 3, offer=older), change("M2", "A", 1, offer=first)], [], events_applied=3, now=T0)
+
+    assert [(o["seller_id"], o["qty"], o["price"], o["updated_at"]) for o in reader.offers(sku="A")] == [
+        ("M1", 8, None, at(T0 + 200)),
+        ("M2", 5, 10.0, at(T0 + 100)),
+    ]
+    assert [o["seller_id"] for o in reader.offers(seller_id="M2")] == ["M2"]
+
+
+@pytest.mark.integration
+def test_reservations_take_the_last_decision_unless_a_newer_terminal_one_is_stored(
+    writer: SnapshotWriter, reader: SnapshotReader
+) -> None:
+    writer.publish([], [decision("r1", DecisionStatus.ACCEPTED, T0)], events_applied=1, now=T0)
+    writer.publish([], [decision("r1", DecisionStatus.FULFILLED, T0 + 50)], events_applied=2, now=T0)
+
+    # A replayed acceptance is older than the stored terminal status: ignored.
+    writer.publish([], [decision("r1", DecisionStatus.ACCEPTED, T0)], events_applied=3, now=T0)
+    assert [r["status"] for r in reader.reservations(reservation_id="r1")] == ["FULFILLED"]
+
+    # Within one call the last decision wins; a non-terminal stored one is always replaced.
+    writer.publish(
+        [],
+        [
+            decision("r2", DecisionStatus.ACCEPTED, T0 + 10),
+            decision("r2", DecisionStatus.RELEASED, T0 + 20),
+            decision("r3", DecisionStatus.ACCEPTED, T0 + 10),
+        ],
+        events_applied=6,
+        now=T0,
+    )
+    writer.publish([], [decision("r3", DecisionStatus.EXPIRED, T0 + 60_010)], events_applied=7, now=T0)
+
+    assert {r["reservation_id"]: r["status"] for r in reader.reservations(sku="A")} == {
+        "r1": "FULFILLED",
+        "r2": "RELEASED",
+        "r3": "EXPIRED",
+    }
+
+
+@pytest.mark.integration
+def test_as_of_an_earlier_snapshot_returns_the_old_values(writer: SnapshotWriter, reader: SnapshotReader) -> None:
+    line = InboundLine("a1", 4, T0 + 10)
+    first = writer.publish([change("S1", "A", 1, on_hand=10, inbound=(line,))], [], events_applied=1, now=T0)
+    second = writer.publish([change("S1", "A", 2, on_hand=20)], [], events_applied=2, now=T0 + 1)
+    assert first is not None
+    assert second is not None
+
+    assert on_hand_by_key(reader, as_of=first) == {("S1", "A"): 10}
+    assert [row["ref"] for row in reader.inbound(as_of=first)] == ["a1"]
+    assert on_hand_by_key(reader, as_of=second) == {("S1", "A"): 20}
+    assert on_hand_by_key(reader) == {("S1", "A"): 20}
+    assert reader.inbound() == []
+
+
+@pytest.mark.integration
+def test_an_unknown_snapshot_is_refused_naming_the_readable_range(
+    writer: SnapshotWriter, reader: SnapshotReader
+) -> None:
+    last = writer.publish([change("S1", "A", 1)], [], events_applied=1, now=T0)
+    assert last is not None
+
+    with pytest.raises(SnapshotError, match=rf"snapshot 999 is unknown or expired.*snapshots are 0\.\.{last}"):
+        reader.positions(as_of=999)
+
+
+@pytest.mark.integration
+def test_snapshot_info_ids_are_the_ducklake_snapshot_ids_and_consecutive(
+    writer: SnapshotWriter, reader: SnapshotReader
+) -> None:
+    returned = [
+        writer.publish([change("S1", "A", v, on_hand=v)], [], events_applied=v, now=T0 + v) for v in range(1, 6)
+    ]
+
+    _, lake_rows = reader.sql("SELECT snapshot_id FROM ducklake_snapshots('lake') ORDER BY snapshot_id")
+    lake_ids = [row[0] for row in lake_rows]
+    info_ids = [as_int(row["snapshot_id"]) for row in reader.snapshots()]
+    assert info_ids == returned
+    assert info_ids == lake_ids[-5:]
+    assert info_ids == list(range(info_ids[0], info_ids[0] + 5))
+    # Each snapshot_info row is visible exactly from the snapshot it names.
+    for snapshot_id in info_ids:
+        _, rows = reader.sql(f"SELECT max(snapshot_id) FROM snapshot_info AT (VERSION => {snapshot_id})")
+        assert rows == [(snapshot_id,)]
+
+
+@pytest.mark.integration
+def test_a_second_writer_is_refused(writer: SnapshotWriter, store: Path) -> None:
+    with pytest.raises(SnapshotError, match="takes one writer"):
+        SnapshotWriter.open(store)
+
+
+@pytest.mark.integration
+def test_reopening_the_store_keeps_the_data_and_the_last_snapshot_info(store: Path) -> None:
+    with SnapshotWriter.open(store) as first:
+        first.publish([change("S1", "A", 1)], [], events_applied=1, now=T0)
+        info = first.last_snapshot_info()
+
+    with SnapshotWriter.open(store) as again:
+        assert again.last_snapshot_info() == info
+        next_id = again.publish([change("S1", "A", 2)], [], events_applied=2, now=T0 + 1)
+
+    assert info is not None
+    assert next_id == as_int(info["snapshot_id"]) + 1
+
+
+@pytest.mark.integration
+def test_one_reader_serves_several_threads_at_once(writer: SnapshotWriter, reader: SnapshotReader) -> None:
+    writer.publish([change(f"S{i}", "A", 1, on_hand=i) for i in range(50)], [], events_applied=50, now=T0)
+
+    def read_many(_: int) -> set[int]:
+        return {sum(as_int(p["on_hand"]) for p in reader.positions(sku="A")) for _ in range(20)}
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        totals = set().union(*pool.map(read_many, range(4)))
+
+    assert totals == {sum(range(50))}
+
+
+_READER_LOOP = textwrap.dedent(
+    """
+    import json, sys, time
+    from adapters.snapshots import SnapshotReader
+
+    store, final_id, deadline = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+    seen = []
+    with SnapshotReader.open(store) as reader:
+        print("ready", flush=True)
+        while time.monotonic() < deadline:
+            # One query: one snapshot. Every table must agree with that snapshot's info row.
+            _, [row] = reader.sql(
+                "SELECT (SELECT max(snapshot_id) FROM snapshot_info), "
+                "(SELECT sum(on_hand) FROM positions), (SELECT count(*) FROM positions), "
+                "(SELECT sum(inbound) FROM positions), (SELECT coalesce(sum(qty), 0) FROM inbound), "
+                "(SELECT max(version) FROM positions)"
+            )
+            typed = reader.positions(sku="A")
+            seen.append([*(int(v) for v in row), sum(int(p["on_hand"]) for p in typed)])
+            if row[0] >= final_id:
+                break
+    print(json.dumps(seen), flush=True)
+    """
+)
+
+
+@pytest.mark.integration
+def test_a_reader_in_another_process_sees_only_whole_snapshots_while_the_writer_publishes(
+    writer: SnapshotWriter, store: Path
+) -> None:
+    sites = [f"S{i:02d}" for i in range(20)]
+    total = 1_000
+
+    def moves(version: int) -> list[PositionChange]:
+        # Shift units between sites; the total on hand and inbound stay constant.
+        changes = []
+        for i, site in enumerate(sites):
+            on_hand = total // len(sites) + ((i + version) % 5 - 2) * 3
+            qty = (i + version) % 4 + 1
+            lines = (InboundLine(f"in-{version}-{i}-a", qty, T0 + 10_000), InboundLine(f"in-{version}-{i}-b", qty, T0))
+            changes.append(change(site, "A", version, on_hand=on_hand, inbound=lines))
+        return changes
+
+    def expected_inbound(version: int) -> int:
+        return sum(2 * ((i + version) % 4 + 1) for i in range(len(sites)))
+
+    # Version 0 makes every sum balance: 20 sites, offsets -6..+6 cancel over each 5 sites.
+    first = writer.publish(moves(0), [], events_applied=20, now=T0)
+    assert first is not None
+    with SnapshotReader.open(store) as check:
+        assert sum(as_int(p["on_hand"]) for p in check.positions()) == total
+    publishes = 30
+    final_id = first + publishes
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _READER_LOOP, str(store), str(final_id), "90"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready", child.stderr.read() if child.stderr else ""
+        ids = [writer.publish(moves(v), [], events_applied=20 * (v + 1), now=T0 + v) for v in range(1, publishes + 1)]
+        out, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+    assert child.returncode == 0, err
+    assert ids == list(range(first + 1, final_id + 1))
+    seen = json.loads(out.strip().splitlines()[-1])
+    for snapshot_id, on_hand, count, inbound_col, inbound_rows, version, typed_on_hand in seen:
+        assert (on_hand, count, typed_on_hand) == (total, len(sites), total), snapshot_id
+        assert inbound_col == inbound_rows == expected_inbound(version), snapshot_id
+        assert version == snapshot_id - first  # positions belong to the snapshot the info row names
+    observed = [row[0] for row in seen]
+    assert observed == sorted(observed)
+    assert observed[-1] == final_id
+    assert len(set(observed)) > 1, "the reader never saw the snapshot id advance"
+
+
+@pytest.mark.integration
+def test_maintenance_keeps_reads_correct_and_reduces_the_file_count(
+    writer: SnapshotWriter, reader: SnapshotReader
+) -> None:
+    # 25 rows per publish: above DuckLake's inlining limit (10), so every publish writes
+    # Parquet files, and updates add delete files.
+    skus = [f"K{i:03d}" for i in range(25)]
+    for version in range(1, 41):
+        writer.publish(
+            [change("S1", sku, version, on_hand=version * 100 + i) for i, sku in enumerate(skus)],
+            [],
+            events_applied=version * 25,
+            now=T0 + version,
+        )
+    before = reader.positions()
+    latest_before = reader.latest()
+
+    report = writer.maintain(keep_snapshots_for=timedelta(0))
+
+    assert report.files_after < report.files_before
+    assert report.snapshots_expired > 0
+    assert reader.positions() == before
+    assert [row["on_hand"] for row in reader.positions(site_id="S1")] == [4000 + i for i in range(25)]
+    assert reader.latest() == latest_before
+    # Expired snapshots are refused with the range that is left; publishing goes on.
+    with pytest.raises(SnapshotError, match="unknown or expired"):
+        reader.positions(as_of=3)
+    after = writer.publish([change("S1", "K000", 41, on_hand=1)], [], events_applied=1_001, now=T0 + 41)
+    assert after is not None
+    assert reader.positions(sku="K000")[0]["on_hand"] == 1
+    assert reader.snapshots()[-1]["snapshot_id"] == after
+
+
+@pytest.mark.integration
+def test_opening_a_missing_store_says_how_to_create_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+
+    with pytest.raises(SnapshotError, match=r"no snapshot store at .*nowhere: run `omni-ledger run .* --snapshot-dir"):
+        SnapshotReader.open(missing)

@@ -8,7 +8,6 @@ Layout of a store directory `DIR`:
 
     DIR/catalog.sqlite        DuckLake catalog: a SQLite database in WAL mode
     DIR/data/                 Parquet data and delete files written by DuckLake
-    DIR/.duckdb_extensions/   ducklake and sqlite_scanner, installed from the PyPI packages
     DIR/.writer.lock          held (flock) by the one open SnapshotWriter
 
 Why a SQLite catalog in WAL mode (measured with DuckDB 1.5.5, see the stack facts sheet):
@@ -40,6 +39,7 @@ import fcntl
 import importlib.resources
 import json
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -59,7 +59,6 @@ __all__ = ["MaintenanceReport", "SnapshotReader", "SnapshotWriter"]
 
 CATALOG_FILE = "catalog.sqlite"
 DATA_DIR = "data"
-EXTENSION_DIR = ".duckdb_extensions"
 LOCK_FILE = ".writer.lock"
 LAKE = "lake"
 
@@ -226,22 +225,55 @@ def _extension_file(package: str, filename: str) -> Path:
     return path
 
 
+def _loadable(name: str) -> Path:
+    """A file `LOAD '<file>'` accepts for extension `name`, without copying 35 MB per store.
+
+    DuckDB wants the file named after the extension's entry point: ducklake's file already
+    is; the sqlite one must be called `sqlite_scanner.duckdb_extension`. That name is made
+    once per installation as a hard link beside the original (same file system, no copy),
+    or, where site-packages is read-only, as a copy in the user's cache.
+    """
+    package, filename = _EXTENSIONS[name]
+    source = _extension_file(package, filename)
+    wanted = f"{name}.duckdb_extension"
+    if source.name == wanted:
+        return source
+    candidates = [
+        source.with_name(wanted),
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        / "omni-ledger"
+        / f"duckdb-{duckdb.__version__}"
+        / wanted,
+    ]
+    for target in candidates:
+        if target.is_file() and target.stat().st_size == source.stat().st_size:
+            return target
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{wanted}.{os.getpid()}")
+            try:
+                os.link(source, partial)
+            except OSError:
+                shutil.copyfile(source, partial)
+            os.replace(partial, target)  # atomic: concurrent first uses never see half a file
+            return target
+        except OSError:
+            continue
+    msg = f"cannot place {wanted} beside {source} nor in the user cache; make one of them writable"
+    raise SnapshotError(msg)
+
+
 def _connect(directory: Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with ducklake and sqlite_scanner loaded, never from the network.
 
-    The extensions come from the installed PyPI packages: INSTALL '<file>' copies them into
-    a store-local extension directory (the sqlite one under its LOAD name sqlite_scanner),
-    then LOAD by name. Autoinstall stays off so nothing reaches for extensions.duckdb.org.
+    The extensions are LOADed straight from the installed PyPI packages' files (see
+    `_loadable`); autoinstall and autoload stay off so nothing reaches for
+    extensions.duckdb.org.
     """
-    ext_dir = directory / EXTENSION_DIR
     try:
         con = duckdb.connect(
             ":memory:",
-            config={
-                "extension_directory": str(ext_dir),
-                "autoinstall_known_extensions": False,
-                "autoload_known_extensions": False,
-            },
+            config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
         )
     except duckdb.Error as exc:
         msg = f"cannot start DuckDB for the snapshot store at {directory}: {exc}"
@@ -249,20 +281,11 @@ def _connect(directory: Path) -> duckdb.DuckDBPyConnection:
     try:
         # Results come back in UTC; stored values never depend on it (see _from_millis).
         con.execute("SET TimeZone = 'UTC'")
-        for name, (package, filename) in _EXTENSIONS.items():
-            try:
-                con.execute(f"LOAD {name}")
-            except duckdb.Error:
-                # Not installed in this store yet (or for this duckdb version).
-                source = _extension_file(package, filename)
-                con.execute(f"INSTALL {_sql_literal(str(source))}")
-                con.execute(f"LOAD {name}")
+        for name in _EXTENSIONS:
+            con.execute(f"LOAD {_sql_literal(str(_loadable(name)))}")
     except duckdb.Error as exc:
         con.close()
-        msg = (
-            f"cannot load the DuckDB extensions for the snapshot store at {directory} "
-            f"(extension directory {ext_dir}): {exc}"
-        )
+        msg = f"cannot load the DuckDB extensions for the snapshot store at {directory}: {exc}"
         raise SnapshotError(msg) from exc
     except SnapshotError:
         con.close()

@@ -79,7 +79,9 @@ def _source(
         if not paths:
             msg = "--source file: needs at least one path, e.g. --source file:events.jsonl"
             raise ConfigError(msg)
-        clock = WallClock() if clock_choice == "wall" else ReplayClock()
+        # A followed file is a live feed: its holds must expire on time, not when the next line comes.
+        live = clock_choice == "wall" or (clock_choice == "auto" and follow)
+        clock = WallClock() if live else ReplayClock()
         names = ", ".join(str(p) for p in paths)
         return (
             FileSource(paths, follow=follow, stop=stop),

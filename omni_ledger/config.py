@@ -9,7 +9,7 @@ File format (every key optional; durations as "500ms", "2s", "15m", "24h", "7d")
     [ledger]
     lateness_window = "24h"     # older events at a position are refused as too_late
     max_clock_skew = "5m"       # events further ahead of the clock are refused
-    clock = "auto"              # auto | wall | event  (auto: event for files, wall for sim)
+    clock = "auto"              # auto | wall | event  (auto: event for a file replay, wall for sim and --follow)
 
     [snapshots]
     dir = "var/snapshots"

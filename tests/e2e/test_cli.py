@@ -163,3 +163,57 @@ def test_reusing_a_store_without_its_recovery_state_is_refused(cli, snapshot_dir
     assert result.returncode == 2
     assert "--reset" in result.stderr
     assert cli("run", "--source", story, "--snapshot-dir", str(snapshot_dir), "--reset", "--quiet").returncode == 0
+
+
+def test_follow_picks_up_appended_lines_until_interrupted(tmp_path):
+    source = tmp_path / "live.jsonl"
+    source.write_text(
+        '{"event_id":"a","type":"RECEIVED","occurred_at":1790000000000,"site_id":"S1","sku":"K","qty":5}\n'
+    )
+    out = tmp_path / "snap"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "omni_ledger",
+            "run",
+            "--source",
+            f"file:{source}",
+            "--follow",
+            "--quiet",
+            "--snapshot-dir",
+            str(out),
+        ],
+        cwd=REPO,
+        env={**os.environ, "OMNI_LEDGER_SNAPSHOTS_INTERVAL": "200ms"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert _wait_for_on_hand(out, 5), "the first line was not published"
+        with source.open("a") as live:
+            live.write('{"event_id":"b","type":"SOLD","occurred_at":1790000060000,"site_id":"S1",')
+            live.flush()
+            time.sleep(0.5)  # half a line: the source must wait for the rest
+            live.write('"sku":"K","qty":2}\n')
+        assert _wait_for_on_hand(out, 3), "the appended line was not published"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert not (out / "dead_letters.jsonl").exists()
+
+
+def _wait_for_on_hand(out, units: int, seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:
+            with SnapshotReader.open(out) as reader:
+                rows = reader.positions(sku="K")
+        except Exception:  # the writer may be creating the store
+            continue
+        if rows and rows[0]["on_hand"] == units:
+            return True
+    return False

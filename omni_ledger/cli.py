@@ -59,7 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=int, help="simulator: stop after this many events")
     run.add_argument("--follow", action="store_true", help="file: keep tailing for appended lines")
     run.add_argument(
-        "--clock", choices=("auto", "wall", "event"), help="ledger clock (default: event for a file replay, wall for sim and --follow)"
+        "--clock",
+        choices=("auto", "wall", "event"),
+        help="ledger clock (default: event for a file replay, wall for sim and --follow)",
     )
     run.add_argument("--workers", type=int, help="Bytewax workers in this process")
     run.add_argument("--snapshot-interval", help="e.g. 500ms, 1s (default 1s)")

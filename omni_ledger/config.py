@@ -37,6 +37,19 @@ File format (every key optional; durations as "500ms", "2s", "15m", "24h", "7d")
     stores = 20
     skus = 200
 
+    [kafka]                     # for --source kafka, `topics`, `produce`
+    bootstrap = "127.0.0.1:19092"
+    topic_prefix = ""           # prepended to inventory.events, inventory.events.dlq, atp.changes, ...
+    partitions = 6              # for `omni-ledger topics create`
+    replication = 1
+    security_protocol = "PLAINTEXT"   # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    sasl_mechanism = "SCRAM-SHA-256"  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    sasl_username = ""
+    sasl_password = ""          # never printed; prefer OMNI_LEDGER_KAFKA_SASL_PASSWORD
+    ssl_ca_location = ""
+    framing = "single-object"   # single-object | confluent (needs schema_registry_url)
+    schema_registry_url = ""
+
 Environment: OMNI_LEDGER_<SECTION>_<KEY>, e.g. OMNI_LEDGER_SNAPSHOTS_DIR,
 OMNI_LEDGER_LEDGER_LATENESS_WINDOW, OMNI_LEDGER_SIMULATOR_RATE (scalars only).
 """
@@ -55,7 +68,7 @@ from typing import Any, Literal
 from ledger.errors import ConfigError
 from ledger.policy import LedgerPolicy, SafetyStock
 
-__all__ = ["Settings", "SimSettings", "load_settings", "parse_duration"]
+__all__ = ["KafkaSettings", "Secret", "Settings", "SimSettings", "load_settings", "parse_duration"]
 
 ClockChoice = Literal["auto", "wall", "event"]
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -88,6 +101,70 @@ class SimSettings:
     skus: int = 200
 
 
+class Secret:
+    """A value that never shows in `repr` or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The value itself, for the one client that needs it."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+
+_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_FRAMINGS = ("single-object", "confluent")
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    """How to reach the Kafka cluster, and the topics' names and shapes."""
+
+    bootstrap: str = "127.0.0.1:19092"
+    topic_prefix: str = ""
+    partitions: int = 6
+    replication: int = 1
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-256"
+    sasl_username: str = ""
+    sasl_password: Secret = field(default_factory=lambda: Secret(""))
+    ssl_ca_location: str = ""
+    framing: str = "single-object"
+    schema_registry_url: str = ""
+
+    def topic(self, name: str) -> str:
+        """A topic's full name with the configured prefix."""
+        return f"{self.topic_prefix}{name}"
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka settings every client gets (connection and security)."""
+        config = {"bootstrap.servers": self.bootstrap, "security.protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL"):
+            config |= {
+                "sasl.mechanism": self.sasl_mechanism,
+                "sasl.username": self.sasl_username,
+                "sasl.password": self.sasl_password.reveal(),
+            }
+        if self.ssl_ca_location:
+            config["ssl.ca.location"] = self.ssl_ca_location
+        return config
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything `omni-ledger run` needs, validated."""
@@ -104,6 +181,7 @@ class Settings:
     recovery: bool = True
     safety_stock: SafetyStock = field(default_factory=SafetyStock)
     simulator: SimSettings = field(default_factory=SimSettings)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
 
     def policy(self) -> LedgerPolicy:
         """The fold's rules from these settings."""
@@ -117,9 +195,12 @@ class Settings:
         """A copy with command-line values applied (None means 'not given') and re-validated."""
         given = {k: v for k, v in changes.items() if v is not None}
         sim = {k: given.pop(k) for k in ("rate", "seed") if k in given}
+        kafka = {k: given.pop(k) for k in ("bootstrap",) if k in given}
         out = replace(self, **given)
         if sim:
             out = replace(out, simulator=replace(out.simulator, **sim))
+        if kafka:
+            out = replace(out, kafka=replace(out.kafka, **kafka))
         _check(out, "command line")
         return out
 
@@ -144,6 +225,24 @@ def _check(s: Settings, origin: str) -> None:
         fail("runtime.workers", "an integer within 1..64", s.workers)
     if not 1 <= s.simulator.rate <= 10_000_000:
         fail("simulator.rate", "events per second within 1..10,000,000", s.simulator.rate)
+    k = s.kafka
+    if not k.bootstrap.strip():
+        fail("kafka.bootstrap", "host:port[,host:port...]", k.bootstrap)
+    if k.security_protocol not in _PROTOCOLS:
+        fail("kafka.security_protocol", f"one of {', '.join(_PROTOCOLS)}", k.security_protocol)
+    if k.security_protocol.startswith("SASL"):
+        if k.sasl_mechanism not in _MECHANISMS:
+            fail("kafka.sasl_mechanism", f"one of {', '.join(_MECHANISMS)}", k.sasl_mechanism)
+        if not k.sasl_username or not k.sasl_password:
+            fail("kafka.sasl_username / kafka.sasl_password", f"both set for {k.security_protocol}", k.sasl_username)
+    if k.framing not in _FRAMINGS:
+        fail("kafka.framing", f"one of {', '.join(_FRAMINGS)}", k.framing)
+    if k.framing == "confluent" and not k.schema_registry_url:
+        fail("kafka.schema_registry_url", "a URL when kafka.framing is 'confluent'", k.schema_registry_url)
+    if not 1 <= k.partitions <= 10_000:
+        fail("kafka.partitions", "an integer within 1..10,000", k.partitions)
+    if not 1 <= k.replication <= 10:
+        fail("kafka.replication", "an integer within 1..10", k.replication)
 
 
 class _Reader:
@@ -181,6 +280,19 @@ _SECTIONS = {
     "safety_stock": {"default", "by_kind", "by_site", "by_sku"},
     "sites": None,
     "simulator": {"seed", "rate", "dcs", "stores", "suppliers", "sellers", "skus"},
+    "kafka": {
+        "bootstrap",
+        "topic_prefix",
+        "partitions",
+        "replication",
+        "security_protocol",
+        "sasl_mechanism",
+        "sasl_username",
+        "sasl_password",
+        "ssl_ca_location",
+        "framing",
+        "schema_registry_url",
+    },
 }
 
 
@@ -201,6 +313,7 @@ def _from_tables(doc: Mapping[str, Any], origin: str, base: Settings) -> Setting
     run = _Reader(doc.get("runtime", {}), "runtime", origin)
     ss = _Reader(doc.get("safety_stock", {}), "safety_stock", origin)
     sim = _Reader(doc.get("simulator", {}), "simulator", origin)
+    kaf = _Reader(doc.get("kafka", {}), "kafka", origin)
     sites = doc.get("sites", {})
     for site, kind in sites.items():
         if kind not in _KINDS:
@@ -228,6 +341,21 @@ def _from_tables(doc: Mapping[str, Any], origin: str, base: Settings) -> Setting
     simulator = SimSettings(
         **{name: sim.get(name, int, getattr(old_sim, name)) for name in _SECTIONS["simulator"] or ()}
     )
+    old_k = base.kafka
+    password = kaf.get("sasl_password", str, None)
+    kafka = KafkaSettings(
+        bootstrap=kaf.get("bootstrap", str, old_k.bootstrap),
+        topic_prefix=kaf.get("topic_prefix", str, old_k.topic_prefix),
+        partitions=kaf.get("partitions", int, old_k.partitions),
+        replication=kaf.get("replication", int, old_k.replication),
+        security_protocol=kaf.get("security_protocol", str, old_k.security_protocol),
+        sasl_mechanism=kaf.get("sasl_mechanism", str, old_k.sasl_mechanism),
+        sasl_username=kaf.get("sasl_username", str, old_k.sasl_username),
+        sasl_password=Secret(password) if password is not None else old_k.sasl_password,
+        ssl_ca_location=kaf.get("ssl_ca_location", str, old_k.ssl_ca_location),
+        framing=kaf.get("framing", str, old_k.framing),
+        schema_registry_url=kaf.get("schema_registry_url", str, old_k.schema_registry_url),
+    )
     out = Settings(
         snapshot_dir=Path(snap.get("dir", str, str(base.snapshot_dir))),
         snapshot_interval=snap.duration("interval", base.snapshot_interval),
@@ -241,6 +369,7 @@ def _from_tables(doc: Mapping[str, Any], origin: str, base: Settings) -> Setting
         recovery=run.get("recovery", bool, base.recovery),
         safety_stock=safety,
         simulator=simulator,
+        kafka=kafka,
     )
     _check(out, origin)
     return out
@@ -254,7 +383,19 @@ def _env_tables(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             if name in environ:
                 raw = environ[name]
                 value: Any = raw
-                if key in {"workers", "seed", "rate", "dcs", "stores", "suppliers", "sellers", "skus", "default"}:
+                if key in {
+                    "workers",
+                    "seed",
+                    "rate",
+                    "dcs",
+                    "stores",
+                    "suppliers",
+                    "sellers",
+                    "skus",
+                    "default",
+                    "partitions",
+                    "replication",
+                }:
                     try:
                         value = int(raw)
                     except ValueError:

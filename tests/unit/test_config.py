@@ -38,7 +38,8 @@ def test_a_file_then_the_environment_override_the_defaults(tmp_path):
     [
         ('[ledger]\nlateness_window = "soon"\n', "ledger.lateness_window (file"),
         ("[ledger]\nwindow = 3\n", "unknown key ledger.window"),
-        ("[kafka]\nbrokers = 1\n", "unknown section [kafka]"),
+        ("[broker]\nhost = 1\n", "unknown section [broker]"),
+        ("[kafka]\nbrokers = 1\n", "unknown key kafka.brokers"),
         ('[runtime]\nworkers = "two"\n', "runtime.workers (file"),
         ("[safety_stock]\nby_kind = { STORE = -1 }\n", "safety_stock.by_kind['STORE']"),
         ('[sites]\n"X" = "WAREHOUSE"\n', "sites.X"),

@@ -7,7 +7,7 @@ the raw input, so the flow can route it and go on. Only this module imports fast
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -24,6 +24,7 @@ from ledger.events import InventoryEvent, Millis
 
 __all__ = [
     "SCHEMA_PATH",
+    "Decoder",
     "RawInput",
     "admit",
     "decode_json",
@@ -92,7 +93,13 @@ class RawInput:
     payload: bytes | dict[str, Any] | InventoryEvent
 
 
-def admit(item: RawInput, clock: Clock, max_skew_ms: int) -> tuple[Millis, InventoryEvent] | DeadLetter:
+Decoder = Callable[[bytes, str], "dict[str, Any] | DeadLetter"]
+"""Turns a message's bytes into a record, or a dead letter: `decode_json`, or a wire codec."""
+
+
+def admit(
+    item: RawInput, clock: Clock, max_skew_ms: int, decode: Decoder | None = None
+) -> tuple[Millis, InventoryEvent] | DeadLetter:
     """Decode and validate one input; stamp the accepted event with the ledger clock's reading."""
     payload = item.payload
     if isinstance(payload, InventoryEvent):
@@ -100,7 +107,7 @@ def admit(item: RawInput, clock: Clock, max_skew_ms: int) -> tuple[Millis, Inven
     else:
         if isinstance(payload, bytes):
             raw = payload
-            record: dict[str, Any] | DeadLetter = decode_json(payload, item.origin)
+            record: dict[str, Any] | DeadLetter = (decode or decode_json)(payload, item.origin)
         else:
             record = payload
             raw = _avro_record_bytes(payload)

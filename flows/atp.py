@@ -1,6 +1,7 @@
 """The ATP dataflow: events in, per-site available-to-promise out.
 
     input ─ admit ─┬─ split ─ key ─ fold ─┬─ changes, decisions, tallies ─ batch ─── snapshots
+                   │                      ├─ changes ─────────────────────────────── atp.changes (optional)
                    │                      ├─ decisions ───────────────────────────── decisions
                    └─ dead letters ───────┴─ dead letters (too_late) ─────────────── dead letters
 
@@ -21,7 +22,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from adapters.clock import Clock
-from adapters.codec import admit
+from adapters.codec import Decoder, admit
 from flows.logic import PositionLogic, SnapshotBatchLogic, Stamped
 from ledger.dead_letter import DeadLetter
 from ledger.effects import split
@@ -50,6 +51,10 @@ class Wiring:
     policy: LedgerPolicy
     snapshot_interval: timedelta = timedelta(seconds=1)
     snapshot_max_items: int = 200_000
+    decode: Decoder | None = None
+    """How message bytes become records (default: JSON lines)."""
+    changes: Sink[Any] | None = None
+    """Where every position change also goes, keyed `site|sku` (the `atp.changes` topic)."""
 
 
 def _is_admitted(item: tuple[Millis, InventoryEvent] | DeadLetter) -> bool:
@@ -76,7 +81,9 @@ def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
     flow = Dataflow(flow_id)
     raw = op.input(f"input_{w.source_kind}", flow, w.source)
     # RawInput
-    admitted = op.map("admit", raw, partial(admit, clock=w.clock, max_skew_ms=w.policy.max_clock_skew_ms))
+    admitted = op.map(
+        "admit", raw, partial(admit, clock=w.clock, max_skew_ms=w.policy.max_clock_skew_ms, decode=w.decode)
+    )
     # (now, InventoryEvent) | DeadLetter
     valid = op.branch("valid", admitted, _is_admitted)
     effects = op.flat_map("split", valid.trues, _stamped_effects)
@@ -93,6 +100,9 @@ def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
     batches = op.stateful_batch("batch", one_writer, batcher)
     # ("snapshot", (PositionChange | ReservationDecision | FoldTally, ...)) once per interval
     op.output("snapshots", batches, w.snapshots)
+    if w.changes is not None:
+        changes = op.filter("changes", outputs, _is_change)
+        op.output("changes_out", op.key_on("change_key", changes, _change_key), w.changes)
     decisions = op.filter("decisions", outputs, lambda o: isinstance(o, ReservationDecision))
     op.output("decisions_out", op.key_on("decision_key", decisions, _decision_key), w.decisions)
     late = op.filter("too_late", outputs, lambda o: isinstance(o, DeadLetter))
@@ -100,6 +110,14 @@ def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
     # DeadLetter
     op.output("dead_letters", op.key_on("dlq_key", rejected, _dead_letter_key), w.dead_letters)
     return flow
+
+
+def _is_change(item: object) -> bool:
+    return isinstance(item, PositionChange)
+
+
+def _change_key(change: PositionChange) -> str:
+    return change.key
 
 
 def _snapshot_key(_: object) -> str:

@@ -1,0 +1,339 @@
+"""Kafka in and out: the admin checks, a resumable source, an at-least-once sink.
+
+The only module that imports confluent_kafka. Its errors become `SourceError` with a
+message that says what to do; a wrong password or an unreachable cluster fails within
+seconds instead of hanging.
+
+- `KafkaEventSource`: one Bytewax partition per topic partition, read with `assign()`
+  at an explicit offset (no consumer group: the resume offset lives in Bytewax's
+  recovery state, committed with the epoch it belongs to). Transient errors (a broker
+  restarting) are waited out by librdkafka; fatal ones stop the flow with a message.
+- `KafkaOutSink`: produces asynchronously with bounded buffering (librdkafka's queue),
+  and blocks only when an epoch ends (`snapshot`), until every message of the epoch is
+  acknowledged. Bytewax's own KafkaSink flushes after every batch instead, a round trip
+  per ~1,000 messages; here a crash can only replay an epoch (at-least-once), and every
+  consumer of our topics applies by key and version.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from adapters.codec import RawInput
+from adapters.shutdown import StopFlag
+from ledger.errors import SourceError
+
+__all__ = [
+    "TOPICS",
+    "KafkaAdmin",
+    "KafkaEventSource",
+    "KafkaOutSink",
+    "OutMessage",
+]
+
+TOPICS = {
+    "inventory.events": {},
+    "inventory.events.dlq": {"retention.ms": str(30 * 24 * 3_600_000)},
+    # Compacted: the latest change per site|sku is kept, so a snapshot can be rebuilt from it.
+    "atp.changes": {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "3600000"},
+    "reservation.decisions": {},
+}
+"""Topic names (before the configured prefix) and their configs."""
+
+_FATAL = {
+    KafkaError._AUTHENTICATION,
+    KafkaError._SSL,
+    KafkaError._FATAL,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
+_POLL_IDLE = timedelta(milliseconds=50)
+
+
+def _advice(error: KafkaError | str, bootstrap: str) -> str:
+    text = str(error)
+    if "Authentication" in text or "SASL" in text or "authentication" in text:
+        return f"{text}: check kafka.sasl_username / kafka.sasl_password and kafka.sasl_mechanism"
+    if "SSL" in text:
+        return f"{text}: check kafka.security_protocol and kafka.ssl_ca_location"
+    return f"{text}: is a broker listening at {bootstrap}? (`make kafka-up` starts a local one)"
+
+
+class _ErrorTrap:
+    """Remembers the first fatal client error reported through librdkafka's error callback."""
+
+    def __init__(self) -> None:
+        self.error: KafkaError | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, error: KafkaError) -> None:
+        if error.fatal() or error.code() in _FATAL:
+            with self._lock:
+                self.error = self.error or error
+
+
+class KafkaAdmin:
+    """Topic administration and a connection check, with errors that say what to do."""
+
+    def __init__(self, config: dict[str, str], *, timeout: float = 10.0) -> None:
+        self._config = config
+        self._timeout = timeout
+        self._trap = _ErrorTrap()
+        settings: dict[str, Any] = {**config, "error_cb": self._trap, "socket.timeout.ms": str(int(timeout * 1000))}
+        self._client = AdminClient(settings)
+
+    def topics(self) -> dict[str, int]:
+        """Topic name -> partition count; raises `SourceError` when the cluster cannot be reached."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                metadata = self._client.list_topics(timeout=min(2.0, self._timeout))
+                return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
+            except KafkaException as exc:
+                failure = self._trap.error or exc.args[0]
+                if self._trap.error is not None or time.monotonic() >= deadline:
+                    msg = f"cannot reach Kafka at {self._config['bootstrap.servers']}: " + _advice(
+                        failure, self._config["bootstrap.servers"]
+                    )
+                    raise SourceError(msg) from exc
+
+    def partitions(self, topic: str) -> int:
+        """How many partitions `topic` has; `SourceError` naming the fix when it does not exist."""
+        count = self.topics().get(topic)
+        if count is None:
+            where = self._config["bootstrap.servers"]
+            msg = f"Kafka topic {topic!r} does not exist at {where}: run `omni-ledger topics create`"
+            raise SourceError(msg)
+        return count
+
+    def create(
+        self, names: Sequence[str], configs: dict[str, dict[str, str]], partitions: int, replication: int
+    ) -> dict[str, str]:
+        """Create the missing topics; returns name -> 'created' | 'exists'."""
+        existing = self.topics()
+        wanted = [n for n in names if n not in existing]
+        result = {n: "exists" for n in names if n in existing}
+        if not wanted:
+            return result
+        futures = self._client.create_topics(
+            [
+                NewTopic(n, num_partitions=partitions, replication_factor=replication, config=configs.get(n, {}))
+                for n in wanted
+            ],
+            request_timeout=self._timeout,
+        )
+        for name, future in futures.items():
+            try:
+                future.result(timeout=self._timeout)
+                result[name] = "created"
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    result[name] = "exists"
+                    continue
+                msg = f"cannot create Kafka topic {name!r}: " + _advice(error, self._config["bootstrap.servers"])
+                raise SourceError(msg) from exc
+        return result
+
+
+class _SourcePartition(StatefulSourcePartition[RawInput, int]):
+    def __init__(
+        self,
+        config: dict[str, str],
+        topic: str,
+        index: int,
+        resume: int | None,
+        tail: bool,
+        batch_size: int,
+        stop: StopFlag | None,
+    ) -> None:
+        self._trap = _ErrorTrap()
+        self._consumer = Consumer(
+            {
+                **config,
+                # No group membership: Bytewax's recovery state holds the offsets.
+                "group.id": "omni-ledger-unused",
+                "enable.auto.commit": "false",
+                "enable.partition.eof": "true",
+                "error_cb": self._trap,
+            }
+        )
+        self._topic, self._index = topic, index
+        self._next = resume if resume is not None else OFFSET_BEGINNING
+        self._consumer.assign([TopicPartition(topic, index, self._next)])
+        self._tail = tail
+        self._batch_size = batch_size
+        self._stop = stop
+        self._awake: datetime | None = None
+        self._bootstrap = config["bootstrap.servers"]
+
+    def next_batch(self) -> list[RawInput]:
+        if self._trap.error is not None:
+            msg = f"Kafka source {self._topic}[{self._index}] stopped: " + _advice(self._trap.error, self._bootstrap)
+            raise SourceError(msg)
+        if self._stop is not None and self._stop.is_set():
+            raise StopIteration
+        batch: list[RawInput] = []
+        at_end = False
+        for message in self._consumer.consume(self._batch_size, 0.001):
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    at_end = True
+                    continue
+                if error.fatal() or error.code() in _FATAL:
+                    msg = f"Kafka source {self._topic}[{self._index}]: " + _advice(error, self._bootstrap)
+                    raise SourceError(msg)
+                continue  # transient (a broker restarting): librdkafka retries
+            offset = message.offset()
+            assert offset is not None  # a message without error has an offset
+            batch.append(RawInput(f"{self._topic}[{self._index}]@{offset}", message.value() or b""))
+            self._next = offset + 1
+        if at_end and not batch and not self._tail:
+            raise StopIteration
+        self._awake = None if batch else datetime.now(UTC) + _POLL_IDLE
+        return batch
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> int:
+        return self._next
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaEventSource(FixedPartitionedSource[RawInput, int]):
+    """Raw messages of `topic` as `RawInput` (origin `topic[partition]@offset`).
+
+    `tail=False` ends at the end of every partition (a replay); `stop` ends a tailing run.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, str],
+        topic: str,
+        *,
+        tail: bool = True,
+        batch_size: int = 1000,
+        stop: StopFlag | None = None,
+    ) -> None:
+        self._config = config
+        self._topic = topic
+        self._tail = tail
+        self._batch_size = batch_size
+        self._stop = stop
+
+    def list_parts(self) -> list[str]:
+        count = KafkaAdmin(self._config).partitions(self._topic)
+        return [f"{self._topic}[{i}]" for i in range(count)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _SourcePartition:
+        index = int(for_part.rsplit("[", 1)[1].rstrip("]"))
+        return _SourcePartition(
+            self._config, self._topic, index, resume_state, self._tail, self._batch_size, self._stop
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OutMessage:
+    """What a sink produces for one item."""
+
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class _SinkPartition(StatefulSinkPartition[Any, None]):
+    def __init__(
+        self, config: dict[str, str], topic: str, render: Callable[[Any], OutMessage], flush_timeout: float
+    ) -> None:
+        self._producer = Producer(
+            {
+                **config,
+                "enable.idempotence": "true",  # retries never duplicate within a session
+                "acks": "all",
+                "linger.ms": "5",
+                "queue.buffering.max.messages": "200000",
+            }
+        )
+        self._topic = topic
+        self._render = render
+        self._flush_timeout = flush_timeout
+        self._failed: KafkaError | None = None
+        self._bootstrap = config["bootstrap.servers"]
+
+    def _delivered(self, error: KafkaError | None, message: object) -> None:
+        if error is not None and self._failed is None:
+            self._failed = error
+
+    def write_batch(self, values: list[Any]) -> None:
+        produce, poll = self._producer.produce, self._producer.poll
+        for item in values:
+            out = self._render(item)
+            while True:
+                try:
+                    produce(
+                        self._topic, out.value, out.key, headers=list(out.headers) or None, on_delivery=self._delivered
+                    )
+                    break
+                except BufferError:
+                    poll(0.05)  # the queue is full: wait for acknowledgements, bounded by the broker
+        poll(0)
+        self._raise_if_failed()
+
+    def snapshot(self) -> None:
+        # The epoch ends: everything it produced must be acknowledged before Bytewax
+        # records that the input behind it need not be read again.
+        remaining = self._producer.flush(self._flush_timeout)
+        if remaining:
+            msg = (
+                f"{remaining} messages to Kafka topic {self._topic!r} not acknowledged within "
+                f"{self._flush_timeout:.0f} s: " + _advice("delivery timed out", self._bootstrap)
+            )
+            raise SourceError(msg)
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self._failed is not None:
+            msg = f"producing to Kafka topic {self._topic!r} failed: " + _advice(self._failed, self._bootstrap)
+            raise SourceError(msg)
+
+    def close(self) -> None:
+        self.snapshot()
+
+
+class KafkaOutSink(FixedPartitionedSink[Any, None]):
+    """Produce `render(item)` for each `(key, item)` to `topic`."""
+
+    def __init__(
+        self, config: dict[str, str], topic: str, render: Callable[[Any], OutMessage], *, flush_timeout: float = 30.0
+    ) -> None:
+        self._config = config
+        self._topic = topic
+        self._render = render
+        self._flush_timeout = flush_timeout
+
+    def list_parts(self) -> list[str]:
+        return [f"{self._topic}-out"]
+
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _SinkPartition:
+        return _SinkPartition(self._config, self._topic, self._render, self._flush_timeout)

@@ -1,0 +1,140 @@
+"""The ledger's outputs as Kafka messages: Avro single-object values, keys by entity.
+
+- `atp.changes`: key `site_id|sku`, value `omniledger.v1.PositionChange`
+  (schemas/position_change.avsc). Compacted; keep the highest `version` per key.
+- `reservation.decisions`: key `reservation_id`, value `omniledger.v1.ReservationDecision`.
+- `inventory.events.dlq`: key the origin (`topic[partition]@offset`), value the original
+  bytes untouched, and headers `omni.reason`, `omni.detail`, `omni.origin`,
+  `omni.event_id`, `omni.source.topic`, `omni.source.partition`, `omni.source.offset`.
+
+Values use Avro single-object encoding (marker C3 01, the writer schema's CRC-64-AVRO
+fingerprint, then the binary body), so a consumer needs no registry: it knows the
+schema from the fingerprint.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import struct
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+from fastavro.types import Schema
+
+from adapters.kafka_io import OutMessage
+from ledger.dead_letter import DeadLetter
+from ledger.errors import ContractError
+from ledger.outputs import PositionChange, ReservationDecision
+
+__all__ = ["SingleObjectWriter", "render_change", "render_dead_letter", "render_decision"]
+
+_SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+_MARKER = b"\xc3\x01"
+_ORIGIN = re.compile(r"^(?P<topic>.+)\[(?P<partition>\d+)\]@(?P<offset>\d+)$")
+
+
+class SingleObjectWriter:
+    """Avro single-object encoding of records of one schema file."""
+
+    def __init__(self, schema_file: str) -> None:
+        path = _SCHEMAS / schema_file
+        try:
+            raw = json.loads(path.read_text())
+            self.schema: Schema = fastavro.parse_schema(raw)
+        except (OSError, ValueError, fastavro.schema.SchemaParseException) as exc:
+            msg = f"cannot load the schema {path}: {exc}; reinstall omni-ledger from its source tree"
+            raise ContractError(msg) from exc
+        self.name = str(raw["name"])
+        canonical = to_parsing_canonical_form(raw)
+        self.header = _MARKER + bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+        self.fingerprint = self.header[2:]
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        """Header, then the Avro binary body."""
+        out = io.BytesIO()
+        out.write(self.header)
+        fastavro.schemaless_writer(out, self.schema, record)
+        return out.getvalue()
+
+    def decode(self, value: bytes) -> dict[str, Any]:
+        """The record of a value this writer encoded (for tests and tools)."""
+        if value[:10] != self.header:
+            msg = f"not a single-object {self.name} value (header {value[:10].hex()})"
+            raise ContractError(msg)
+        record = fastavro.schemaless_reader(io.BytesIO(value[10:]), self.schema, None)
+        assert isinstance(record, dict)
+        return record
+
+
+@cache
+def _writer(schema_file: str) -> SingleObjectWriter:
+    return SingleObjectWriter(schema_file)
+
+
+def render_change(change: PositionChange) -> OutMessage:
+    """`atp.changes` message for one position change."""
+    offer = change.offer
+    record = {
+        "site_id": change.site_id,
+        "sku": change.sku,
+        "on_hand": change.on_hand,
+        "reserved": change.reserved,
+        "staged": change.staged,
+        "inbound_qty": change.inbound_qty,
+        "safety_stock": change.safety_stock,
+        "atp": change.atp,
+        "negative": change.negative,
+        "version": change.version,
+        "updated_at": change.updated_at,
+        "max_occurred_at": change.max_occurred_at,
+        "inbound": [{"ref": line.ref, "qty": line.qty, "eta": line.eta} for line in change.inbound],
+        "offer": None
+        if offer is None
+        else {
+            "qty": offer.qty,
+            "price": offer.price,
+            "lead_time_days": offer.lead_time_days,
+            "updated_at": offer.updated_at,
+        },
+    }
+    return OutMessage(change.key.encode(), _writer("position_change.avsc").encode(record))
+
+
+def render_decision(decision: ReservationDecision) -> OutMessage:
+    """`reservation.decisions` message for one decision."""
+    record = {
+        "reservation_id": decision.reservation_id,
+        "site_id": decision.site_id,
+        "sku": decision.sku,
+        "qty": decision.qty,
+        "status": decision.status.value,
+        "reason": decision.reason,
+        "expires_at": decision.expires_at,
+        "decided_at": decision.decided_at,
+        "atp_before": decision.atp_before,
+    }
+    return OutMessage(decision.reservation_id.encode(), _writer("reservation_decision.avsc").encode(record))
+
+
+def render_dead_letter(letter: DeadLetter) -> OutMessage:
+    """`inventory.events.dlq` message: the original bytes, the why in headers."""
+    headers = [
+        ("omni.reason", letter.reason.encode()),
+        ("omni.detail", letter.detail.encode()),
+        ("omni.origin", letter.origin.encode()),
+    ]
+    if letter.event_id is not None:
+        headers.append(("omni.event_id", letter.event_id.encode()))
+    where = _ORIGIN.match(letter.origin)
+    if where is not None:
+        headers += [
+            ("omni.source.topic", where["topic"].encode()),
+            ("omni.source.partition", struct.pack(">i", int(where["partition"]))),
+            ("omni.source.offset", struct.pack(">q", int(where["offset"]))),
+        ]
+    return OutMessage(letter.origin.encode(), letter.raw, tuple(headers))

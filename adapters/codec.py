@@ -1,7 +1,8 @@
 """Bytes in, records out: JSON lines and Avro, the two spellings of the event contract.
 
 Decoding never raises on bad bytes: it returns a `DeadLetter` (reason `malformed`) with
-the raw input, so the flow can route it and go on. Only this module imports fastavro.
+the raw input, so the flow can route it and go on. Files are this module's; Kafka
+message values are `adapters.avro_wire`'s.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from ledger.errors import SourceError
 
 __all__ = [
     "TOPICS",
+    "EventProducer",
     "KafkaAdmin",
     "KafkaEventSource",
     "KafkaOutSink",
@@ -337,3 +338,54 @@ class KafkaOutSink(FixedPartitionedSink[Any, None]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _SinkPartition:
         return _SinkPartition(self._config, self._topic, self._render, self._flush_timeout)
+
+
+class EventProducer:
+    """A plain producer for tools (`omni-ledger produce`, tests, benchmarks): send, then flush."""
+
+    def __init__(self, config: dict[str, str], topic: str) -> None:
+        self._trap = _ErrorTrap()
+        settings: dict[str, Any] = {
+            **config,
+            "enable.idempotence": "true",
+            "linger.ms": "20",
+            "queue.buffering.max.messages": "500000",
+            "error_cb": self._trap,
+        }
+        self._producer = Producer(settings)
+        self._topic = topic
+        self._bootstrap = config["bootstrap.servers"]
+        self.delivered = 0
+        self.failed = 0
+        self._first_failure: KafkaError | None = None
+
+    def _on_delivery(self, error: KafkaError | None, message: object) -> None:
+        if error is None:
+            self.delivered += 1
+        else:
+            self.failed += 1
+            self._first_failure = self._first_failure or error
+
+    def send(self, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None:
+        """Queue one message (waits while librdkafka's queue is full)."""
+        if self._trap.error is not None:
+            msg = f"producing to {self._topic!r} failed: " + _advice(self._trap.error, self._bootstrap)
+            raise SourceError(msg)
+        while True:
+            try:
+                self._producer.produce(
+                    self._topic, value, key, headers=list(headers) or None, on_delivery=self._on_delivery
+                )
+                break
+            except BufferError:
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait until every queued message is acknowledged; `SourceError` if some never were."""
+        remaining = self._producer.flush(timeout)
+        failure = self._trap.error or self._first_failure
+        if remaining or failure is not None:
+            what = f"{remaining} unacknowledged, {self.failed} failed"
+            msg = f"producing to {self._topic!r}: {what}: " + _advice(failure or "delivery timed out", self._bootstrap)
+            raise SourceError(msg)

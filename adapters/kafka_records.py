@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
-from fastavro.schema import fingerprint, to_parsing_canonical_form
 from fastavro.types import Schema
 
+from adapters.avro_wire import schema_fingerprint
 from adapters.kafka_io import OutMessage
 from ledger.dead_letter import DeadLetter
 from ledger.errors import ContractError
@@ -50,8 +50,7 @@ class SingleObjectWriter:
             msg = f"cannot load the schema {path}: {exc}; reinstall omni-ledger from its source tree"
             raise ContractError(msg) from exc
         self.name = str(raw["name"])
-        canonical = to_parsing_canonical_form(raw)
-        self.header = _MARKER + bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+        self.header = _MARKER + schema_fingerprint(raw)
         self.fingerprint = self.header[2:]
 
     def encode(self, record: dict[str, Any]) -> bytes:

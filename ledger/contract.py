@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from ledger.dead_letter import DeadLetter, Reason
 from ledger.errors import ContractError
@@ -38,6 +38,7 @@ _NEEDS_DESTINATION = frozenset({_T.TRANSFER_PICKED, _T.SHUTTLE_LOADED, _T.DROPSH
 _NEEDS_ETA = frozenset({_T.SHUTTLE_LOADED, _T.DROPSHIP_SHIPPED})
 _ZERO_ALLOWED = frozenset({_T.COUNTED, _T.OFFER_UPDATED})
 _TYPES = {t.value: t for t in EventType}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class _Invalid(Exception):
@@ -95,7 +96,8 @@ def _millis(record: Mapping[str, object], name: str, *, required: bool) -> Milli
         if value.tzinfo is None or value.utcoffset() is None:
             detail = f"field '{name}' has no time zone: {value.isoformat()!r}; add 'Z' for UTC"
             raise _Invalid(Reason.INVALID_FIELD, detail)
-        return int(value.timestamp() * 1000)
+        # Integer arithmetic: `timestamp() * 1000` is a float and lands 1 ms low for ~0.6% of values.
+        return (value - _EPOCH) // timedelta(milliseconds=1)
     raise _Invalid(Reason.WRONG_TYPE, f"field '{name}' must be a timestamp, got {type(value).__name__} {value!r}")
 
 

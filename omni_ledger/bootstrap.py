@@ -12,17 +12,21 @@ Layout of a snapshot directory:
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bytewax.inputs import Source
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
+from adapters.avro_wire import WireCodec
 from adapters.clock import Clock, ReplayClock, WallClock
 from adapters.file_source import FileSource
 from adapters.jsonl_sink import JsonLinesSink, dead_letter_record, decision_record
+from adapters.kafka_io import KafkaAdmin, KafkaEventSource, KafkaOutSink
+from adapters.kafka_records import render_change, render_dead_letter, render_decision
 from adapters.shutdown import StopFlag
 from adapters.sim_source import SimSource
 from adapters.snapshot_sink import SnapshotSink
@@ -30,7 +34,7 @@ from flows.atp import Wiring, build_flow
 from ledger.dead_letter import DeadLetter
 from ledger.errors import ConfigError
 from ledger.outputs import ReservationDecision
-from omni_ledger.config import Settings
+from omni_ledger.config import KafkaSettings, Settings
 from omni_ledger.progress import Progress
 from omni_ledger.simulator import SimConfig
 
@@ -51,7 +55,7 @@ class RunPlan:
 
 
 def _source(
-    spec: str, settings: Settings, follow: bool, limit: int | None, stop: StopFlag | None
+    spec: str, settings: Settings, follow: bool, limit: int | None, stop: StopFlag | None, until_end: bool
 ) -> tuple[Source[Any], str, Clock, str]:
     clock_choice = settings.clock
     if spec == "sim":
@@ -89,8 +93,43 @@ def _source(
             clock,
             f"file {names}{' (following)' if follow else ''}",
         )
-    msg = f"--source {spec!r}: expected 'sim' or 'file:PATH[,PATH...]'"
+    if spec == "kafka":
+        kafka = settings.kafka
+        topic = kafka.topic("inventory.events")
+        # Fail now, with advice, if the cluster is unreachable, the password wrong or the topic missing.
+        KafkaAdmin(kafka.client_config()).partitions(topic)
+        live = clock_choice == "wall" or (clock_choice == "auto" and not until_end)
+        source = KafkaEventSource(kafka.client_config(), topic, tail=not until_end, stop=stop)
+        description = f"Kafka topic {topic} at {kafka.bootstrap}" + (" until its end" if until_end else "")
+        return source, "kafka", WallClock() if live else ReplayClock(), description
+    msg = f"--source {spec!r}: expected 'sim', 'kafka' or 'file:PATH[,PATH...]'"
     raise ConfigError(msg)
+
+
+_R = TypeVar("_R")
+
+
+def _counted(progress: Progress, render: Callable[[Any], _R]) -> Callable[[Any], _R]:
+    """`render`, counting decisions by status and dead letters by reason on the way."""
+
+    def counting(item: Any) -> _R:
+        if isinstance(item, DeadLetter):
+            progress.dead_letters[item.reason] += 1
+        elif isinstance(item, ReservationDecision):
+            progress.decisions[item.status.value] += 1
+        return render(item)
+
+    return counting
+
+
+def wire_codec(kafka: KafkaSettings) -> WireCodec:
+    """The Avro wire codec the settings ask for (single-object, or Confluent with a registry)."""
+    if kafka.framing == "confluent":
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
+        registry = SchemaRegistryClient({"url": kafka.schema_registry_url})
+        return WireCodec(schema_registry=registry, topic=kafka.topic("inventory.events"))
+    return WireCodec()
 
 
 def reset_store(directory: Path) -> None:
@@ -121,6 +160,7 @@ def plan_run(
     follow: bool = False,
     limit: int | None = None,
     stop: StopFlag | None = None,
+    until_end: bool = False,
 ) -> RunPlan:
     """Validate the settings against the snapshot directory and build the wiring."""
     directory = settings.snapshot_dir
@@ -135,31 +175,43 @@ def plan_run(
             f"run with --reset to start over, or keep recovery on (runtime.recovery = true) and reuse the same dir"
         )
         raise ConfigError(msg)
-    src, kind, clock, description = _source(source, settings, follow, limit, stop)
+    src, kind, clock, description = _source(source, settings, follow, limit, stop, until_end)
 
-    def count_dead(letter: DeadLetter) -> dict[str, object]:
-        progress.dead_letters[letter.reason] += 1
-        return dead_letter_record(letter)
-
-    def count_decision(decision: ReservationDecision) -> dict[str, object]:
-        progress.decisions[decision.status.value] += 1
-        return decision_record(decision)
-
-    wiring = Wiring(
-        source=src,
-        source_kind=kind,
-        snapshots=SnapshotSink(
-            directory,
-            retention=settings.snapshot_retention,
-            maintenance_every=settings.maintenance_interval,
-            on_publish=progress.on_publish,
-        ),
-        decisions=JsonLinesSink(directory / "decisions.jsonl", count_decision),
-        dead_letters=JsonLinesSink(directory / "dead_letters.jsonl", count_dead),
-        clock=clock,
-        policy=settings.policy(),
-        snapshot_interval=settings.snapshot_interval,
+    snapshots = SnapshotSink(
+        directory,
+        retention=settings.snapshot_retention,
+        maintenance_every=settings.maintenance_interval,
+        on_publish=progress.on_publish,
     )
+    if kind == "kafka":
+        # On Kafka, the outputs are topics: decisions, dead letters and every position change.
+        kafka = settings.kafka
+        client = kafka.client_config()
+        wiring = Wiring(
+            source=src,
+            source_kind=kind,
+            snapshots=snapshots,
+            decisions=KafkaOutSink(client, kafka.topic("reservation.decisions"), _counted(progress, render_decision)),
+            dead_letters=KafkaOutSink(
+                client, kafka.topic("inventory.events.dlq"), _counted(progress, render_dead_letter)
+            ),
+            changes=KafkaOutSink(client, kafka.topic("atp.changes"), render_change),
+            clock=clock,
+            policy=settings.policy(),
+            snapshot_interval=settings.snapshot_interval,
+            decode=wire_codec(kafka).decode,
+        )
+    else:
+        wiring = Wiring(
+            source=src,
+            source_kind=kind,
+            snapshots=snapshots,
+            decisions=JsonLinesSink(directory / "decisions.jsonl", _counted(progress, decision_record)),
+            dead_letters=JsonLinesSink(directory / "dead_letters.jsonl", _counted(progress, dead_letter_record)),
+            clock=clock,
+            policy=settings.policy(),
+            snapshot_interval=settings.snapshot_interval,
+        )
     return RunPlan(wiring, settings, recovery_dir, description)
 
 

@@ -53,7 +53,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print JSON for machines instead of a table")
 
     run = sub.add_parser("run", help="fold events into ATP and publish snapshots")
-    run.add_argument("--source", required=True, help="'sim' or 'file:PATH[,PATH...]' (JSON lines or Avro files)")
+    run.add_argument(
+        "--source", required=True, help="'sim', 'kafka', or 'file:PATH[,PATH...]' (JSON lines or Avro files)"
+    )
+    run.add_argument("--bootstrap", help="Kafka bootstrap servers (default from kafka.bootstrap)")
+    run.add_argument("--until-end", action="store_true", help="kafka: stop at the end of every partition")
     run.add_argument("--rate", type=int, help="simulator events per second (default 2000)")
     run.add_argument("--seed", type=int, help="simulator seed")
     run.add_argument("--limit", type=int, help="simulator: stop after this many events")
@@ -90,6 +94,22 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("-c", "--command", dest="query", help="run one query and exit")
     store_args(sql)
 
+    topics = sub.add_parser("topics", help="create or list the Kafka topics")
+    topics.add_argument("action", choices=("create", "list"))
+    topics.add_argument("--bootstrap")
+    topics.add_argument("--partitions", type=int, help="partitions of each new topic (default kafka.partitions)")
+    topics.add_argument("--json", action="store_true")
+
+    produce = sub.add_parser("produce", help="load events into the Kafka input topic")
+    what = produce.add_mutually_exclusive_group(required=True)
+    what.add_argument("--file", type=Path, help="JSON lines: each valid event is sent as Avro, keyed site_id|sku")
+    what.add_argument("--sim", action="store_true", help="the built-in simulator, at --rate for --limit events")
+    produce.add_argument("--raw", action="store_true", help="--file: send each line's bytes as they are")
+    produce.add_argument("--rate", type=int, help="--sim: events per second (default simulator.rate)")
+    produce.add_argument("--limit", type=int, help="--sim: stop after this many events (default: until Ctrl-C)")
+    produce.add_argument("--bootstrap")
+    produce.add_argument("--json", action="store_true")
+
     maintain = sub.add_parser("maintain", help="compact small files and expire old snapshots now")
     maintain.add_argument("--retention", help="keep snapshots this long (default from settings, 7d)")
     store_args(maintain)
@@ -125,6 +145,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from omni_ledger.progress import Progress, ProgressPrinter
 
     settings = _settings(args).with_overrides(
+        bootstrap=args.bootstrap,
         rate=args.rate,
         seed=args.seed,
         clock=args.clock,
@@ -139,7 +160,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         reset_store(settings.snapshot_dir)
     progress = Progress()
     stop = StopFlag()
-    plan = plan_run(args.source, settings, progress, follow=args.follow, limit=args.limit, stop=stop)
+    plan = plan_run(
+        args.source, settings, progress, follow=args.follow, limit=args.limit, stop=stop, until_end=args.until_end
+    )
     install_interrupt_handler(stop)
     directory = settings.snapshot_dir.resolve()
     print(
@@ -277,6 +300,46 @@ def _cmd_maintain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_topics(args: argparse.Namespace) -> int:
+    from adapters.kafka_io import TOPICS, KafkaAdmin
+
+    kafka = _settings(args).with_overrides(bootstrap=args.bootstrap).kafka
+    admin = KafkaAdmin(kafka.client_config())
+    names = [kafka.topic(name) for name in TOPICS]
+    if args.action == "create":
+        configs = {kafka.topic(name): config for name, config in TOPICS.items()}
+        outcome = admin.create(names, configs, args.partitions or kafka.partitions, kafka.replication)
+        existing = admin.topics()
+        rows = [{"topic": n, "outcome": outcome[n], "partitions": existing.get(n)} for n in names]
+    else:
+        existing = admin.topics()
+        rows = [
+            {"topic": n, "partitions": existing.get(n), "outcome": "present" if n in existing else "missing"}
+            for n in names
+        ]
+    _emit(args, rows, ("topic", "partitions", "outcome"), f"Kafka at {kafka.bootstrap}")
+    return 0
+
+
+def _cmd_produce(args: argparse.Namespace) -> int:
+    from omni_ledger.producing import produce_file, produce_simulator
+
+    settings = _settings(args).with_overrides(bootstrap=args.bootstrap, rate=args.rate)
+    if args.file is not None:
+        report = produce_file(settings.kafka, args.file, raw=args.raw)
+    else:
+        from adapters.shutdown import StopFlag, install_interrupt_handler
+
+        stop = StopFlag()
+        install_interrupt_handler(stop)
+        report = produce_simulator(settings, limit=args.limit, stop=stop)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(render_table(("figure", "value"), list(report.items())))
+    return 0
+
+
 _COMMANDS = {
     "run": _cmd_run,
     "atp": _cmd_atp,
@@ -284,6 +347,8 @@ _COMMANDS = {
     "snapshots": _cmd_snapshots,
     "sql": _cmd_sql,
     "maintain": _cmd_maintain,
+    "topics": _cmd_topics,
+    "produce": _cmd_produce,
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -44,6 +44,15 @@ def test_a_valid_record_becomes_an_event_with_its_origin():
 )
 def test_timestamps_are_accepted_as_epoch_millis_iso_utc_or_aware_datetimes(value, millis):
     event = check({**BASE, "occurred_at": value})
+    assert isinstance(event, InventoryEvent)
+    assert event.occurred_at == millis
+
+
+def test_aware_datetimes_convert_to_exact_milliseconds():
+    # A float product (timestamp() * 1000) lands 1 ms low on this one.
+    millis = 2_198_698_592_950
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=millis)
+    event = check({**BASE, "occurred_at": moment})
     assert isinstance(event, InventoryEvent)
     assert event.occurred_at == millis
 

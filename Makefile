@@ -48,3 +48,21 @@ bench-fold: $(STAMP) ## Benchmark the fold alone and a 1M-event file replay end 
 
 clean: ## Remove the virtualenv, caches and local data
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# A local Apache Kafka broker (infra/kafka/broker.py, stdlib Python: no virtualenv needed).
+# KAFKA_DIR=path picks the data directory (default var/kafka); KAFKA_ARGS adds `up` options,
+# e.g. make kafka-up KAFKA_ARGS="--free-ports --json".
+.PHONY: kafka-up kafka-down kafka-status
+
+kafka-up: ## Start a local Kafka broker (jars from Maven Central; needs Java 17+ and Maven)
+	@python3 infra/kafka/broker.py up $(if $(KAFKA_DIR),--dir $(KAFKA_DIR)) $(KAFKA_ARGS)
+
+kafka-down: ## Stop the local Kafka broker
+	@python3 infra/kafka/broker.py down $(if $(KAFKA_DIR),--dir $(KAFKA_DIR))
+
+kafka-status: ## Whether the local Kafka broker runs, and its ports
+	@python3 infra/kafka/broker.py status $(if $(KAFKA_DIR),--dir $(KAFKA_DIR)) || test $$? -eq 3
+
+.PHONY: stack
+stack: $(STAMP) ## The whole system: local Kafka, topics, simulator producing, the flow into snapshots (Ctrl-C stops all)
+	RATE=$(RATE) bash infra/stack.sh

@@ -107,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     produce.add_argument("--raw", action="store_true", help="--file: send each line's bytes as they are")
     produce.add_argument("--rate", type=int, help="--sim: events per second (default simulator.rate)")
     produce.add_argument("--limit", type=int, help="--sim: stop after this many events (default: until Ctrl-C)")
+    produce.add_argument("--seed", type=int, help="--sim: simulator seed (default: a new one each run, so ids differ)")
     produce.add_argument("--bootstrap")
     produce.add_argument("--json", action="store_true")
 
@@ -332,7 +333,7 @@ def _cmd_produce(args: argparse.Namespace) -> int:
 
         stop = StopFlag()
         install_interrupt_handler(stop)
-        report = produce_simulator(settings, limit=args.limit, stop=stop)
+        report = produce_simulator(settings, limit=args.limit, stop=stop, seed=args.seed)
     if args.json:
         print(json.dumps(report))
     else:
@@ -363,6 +364,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OmniLedgerError as exc:
         print(f"omni-ledger: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("omni-ledger: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

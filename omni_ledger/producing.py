@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 
@@ -61,12 +62,17 @@ def produce_file(kafka: KafkaSettings, path: Path, *, raw: bool = False) -> dict
     }
 
 
-def produce_simulator(settings: Settings, *, limit: int | None, stop: StopFlag) -> dict[str, object]:
+def produce_simulator(
+    settings: Settings, *, limit: int | None, stop: StopFlag, seed: int | None = None
+) -> dict[str, object]:
     """Run the simulator at `simulator.rate` into the input topic until `limit` or Ctrl-C."""
     sim_settings = settings.simulator
+    # Event ids are `sim-<seed>-<n>`: a fixed seed would resend the ids of an earlier run, and
+    # the ledger would rightly ignore them as duplicates. Each run gets a seed of its own.
+    seed = seed if seed is not None else secrets.randbelow(2**31)
     sim = RetailerSimulator(
         SimConfig(
-            seed=sim_settings.seed,
+            seed=seed,
             dcs=sim_settings.dcs,
             stores=sim_settings.stores,
             suppliers=sim_settings.suppliers,

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# The `kafka` and `topic_factory` fixtures: a real broker for the session (see the module).
+pytest_plugins = ["tests.kafka_broker"]
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 

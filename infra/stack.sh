@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `make stack`: the whole system on one machine — a local Kafka broker, the topics, the
+# simulator producing into Kafka, the flow folding from Kafka into snapshots.
+# Ctrl-C stops the producer and the flow cleanly (each publishes/flushes what it has),
+# then the broker.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin}
+RATE=${RATE:-2000}
+SNAPSHOT_DIR=${SNAPSHOT_DIR:-var/stack/snapshots}
+KAFKA_DIR=${KAFKA_DIR:-var/kafka}
+
+python3 infra/kafka/broker.py up --dir "$KAFKA_DIR"
+eval "$(python3 infra/kafka/broker.py env --dir "$KAFKA_DIR")"
+export OMNI_LEDGER_KAFKA_BOOTSTRAP="$KAFKA_BOOTSTRAP_SERVERS"
+"$BIN/omni-ledger" topics create
+
+pids=()
+stopped=0
+stop() {
+  trap - INT TERM
+  [ "$stopped" = 1 ] && return
+  stopped=1
+  echo "stack: stopping the producer and the flow..." >&2
+  for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  python3 infra/kafka/broker.py down --dir "$KAFKA_DIR"
+}
+trap stop INT TERM
+
+# Each child in its own session: Ctrl-C reaches only this script, which asks each child once.
+setsid "$BIN/omni-ledger" produce --sim --rate "$RATE" > /dev/null &
+pids+=($!)
+setsid "$BIN/omni-ledger" run --source kafka --snapshot-dir "$SNAPSHOT_DIR" &
+pids+=($!)
+echo "stack: broker $KAFKA_BOOTSTRAP_SERVERS, snapshots in $SNAPSHOT_DIR" >&2
+echo "stack: try  $BIN/omni-ledger atp --sku SKU-00042 --snapshot-dir $SNAPSHOT_DIR   (Ctrl-C stops everything)" >&2
+wait "${pids[@]}" || true
+stop

@@ -1,0 +1,256 @@
+"""The flow on a real Kafka broker: Avro in, snapshots and output topics out, dead letters, crashes."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from adapters.avro_wire import WireCodec
+from adapters.kafka_io import EventProducer
+from adapters.kafka_records import SingleObjectWriter
+from adapters.snapshots import SnapshotReader
+from ledger.effects import split
+from ledger.events import InventoryEvent
+from ledger.policy import LedgerPolicy
+from omni_ledger.simulator import RetailerSimulator, SimConfig
+from tests.conftest import EXAMPLES, REPO, run_cli
+from tests.integration.test_file_replay import assert_store_matches, reference_for
+from tests.reference import ReferenceLedger
+
+pytestmark = pytest.mark.integration
+
+
+class Cluster:
+    """The broker plus a topic prefix of this test's own, so tests never share topics."""
+
+    def __init__(self, kafka, partitions: int) -> None:
+        self.bootstrap = kafka.bootstrap
+        self.prefix = f"t{uuid.uuid4().hex[:10]}."
+        self.env = {
+            "OMNI_LEDGER_KAFKA_BOOTSTRAP": kafka.bootstrap,
+            "OMNI_LEDGER_KAFKA_TOPIC_PREFIX": self.prefix,
+            "OMNI_LEDGER_KAFKA_PARTITIONS": str(partitions),
+        }
+        created = run_cli("topics", "create", "--json", env=self.env)
+        assert created.returncode == 0, created.stderr
+
+    def cli(self, *args: str, **kw) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, env={**self.env, **kw.pop("env", {})}, **kw)
+
+    def topic(self, name: str) -> str:
+        return self.prefix + name
+
+    def read_all(self, name: str, *, seconds: float = 20) -> list:
+        """Every message of a topic, from the beginning to its end (bounded wait)."""
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"test-{uuid.uuid4()}",
+                "enable.partition.eof": True,
+                "auto.offset.reset": "earliest",
+            }
+        )
+        metadata = consumer.list_topics(self.topic(name), timeout=10)
+        parts = list(metadata.topics[self.topic(name)].partitions)
+        consumer.assign([TopicPartition(self.topic(name), p, 0) for p in parts])
+        done: set[int] = set()
+        out = []
+        deadline = time.monotonic() + seconds
+        while len(done) < len(parts) and time.monotonic() < deadline:
+            for message in consumer.consume(500, 0.2):
+                if message.error() is None:
+                    out.append(message)
+                elif message.error().code() == message.error()._PARTITION_EOF:
+                    done.add(message.partition())
+        consumer.close()
+        assert len(done) == len(parts), f"{name}: did not reach the end of every partition"
+        return out
+
+
+def test_events_produced_as_avro_fold_into_snapshots_and_the_output_topics(kafka, tmp_path):
+    cluster = Cluster(kafka, partitions=1)
+    story = EXAMPLES / "story.jsonl"
+    produced = cluster.cli("produce", "--file", str(story), "--json")
+    assert produced.returncode == 0, produced.stderr
+    out = tmp_path / "snap"
+    run = cluster.cli(
+        "run", "--source", "kafka", "--until-end", "--clock", "event", "--quiet", "--snapshot-dir", str(out)
+    )
+    assert run.returncode == 0, run.stderr
+    # `produce` skipped the three invalid lines; the rest is the story as a replay would see it.
+    assert_store_matches(out, reference_for(story))
+
+    changes = cluster.read_all("atp.changes")
+    writer = SingleObjectWriter("position_change.avsc")
+    latest: dict[bytes, dict] = {}
+    for message in changes:
+        record = writer.decode(message.value())
+        if message.key() not in latest or record["version"] > latest[message.key()]["version"]:
+            latest[message.key()] = record
+    with SnapshotReader.open(out) as reader:
+        positions = {f"{p['site_id']}|{p['sku']}".encode(): p for p in reader.positions()}
+    assert set(latest) == set(positions)
+    for key, record in latest.items():
+        assert (record["on_hand"], record["atp"], record["version"]) == (
+            positions[key]["on_hand"],
+            positions[key]["atp"],
+            positions[key]["version"],
+        )
+
+    decisions = SingleObjectWriter("reservation_decision.avsc")
+    statuses = {
+        (m.key().decode(), decisions.decode(m.value())["status"]) for m in cluster.read_all("reservation.decisions")
+    }
+    assert ("R-LEROY-A", "REJECTED") in statuses
+    assert ("R-MARTIN-A", "FULFILLED") in statuses
+    # The too-late count is the only dead letter: produce --file skipped the invalid lines.
+    dlq = cluster.read_all("inventory.events.dlq")
+    assert [dict(m.headers())["omni.reason"] for m in dlq] == [b"too_late"]
+
+
+def test_garbage_another_schema_and_a_missing_field_go_to_the_dlq_and_the_rest_applies(kafka, tmp_path):
+    cluster = Cluster(kafka, partitions=1)
+    codec = WireCodec()
+    producer = EventProducer({"bootstrap.servers": kafka.bootstrap}, cluster.topic("inventory.events"))
+    good = [_event("g1", qty=5), _event("g2", qty=2, type_="SOLD")]
+    other_schema = SingleObjectWriter("reservation_decision.avsc").encode(
+        {
+            "reservation_id": "x",
+            "site_id": "S",
+            "sku": "K",
+            "qty": 1,
+            "status": "ACCEPTED",
+            "reason": "r",
+            "expires_at": None,
+            "decided_at": 0,
+            "atp_before": 0,
+        }
+    )
+    missing_field = b'{"event_id":"m1","type":"SOLD","occurred_at":1790000000000,"site_id":"ST-1","qty":1}'
+    producer.send(b"ST-1|K", codec.encode(good[0]))
+    producer.send(None, b"\x00\xffgarbage\x13")
+    producer.send(None, other_schema)
+    producer.send(None, missing_field)
+    producer.send(b"ST-1|K", codec.encode(good[1]))
+    producer.flush()
+
+    out = tmp_path / "snap"
+    run = cluster.cli("run", "--source", "kafka", "--until-end", "--quiet", "--snapshot-dir", str(out))
+    assert run.returncode == 0, run.stderr
+    with SnapshotReader.open(out) as reader:
+        assert [p["on_hand"] for p in reader.positions(sku="K")] == [3]
+    letters = cluster.read_all("inventory.events.dlq")
+    by_offset = {int.from_bytes(dict(m.headers())["omni.source.offset"], "big"): m for m in letters}
+    assert sorted(by_offset) == [1, 2, 3]
+    reasons = {offset: dict(m.headers())["omni.reason"].decode() for offset, m in by_offset.items()}
+    assert reasons == {1: "malformed", 2: "malformed", 3: "missing_field"}
+    assert by_offset[1].value() == b"\x00\xffgarbage\x13"  # the original bytes, untouched
+    assert b"fingerprint" in dict(by_offset[2].headers())["omni.detail"]
+    assert dict(by_offset[3].headers())["omni.source.topic"] == cluster.topic("inventory.events").encode()
+
+
+def test_kill_minus_nine_at_random_moments_loses_and_doubles_nothing(kafka, tmp_path):
+    cluster = Cluster(kafka, partitions=3)
+    events = _simulated(120_000)
+    producer = EventProducer({"bootstrap.servers": kafka.bootstrap}, cluster.topic("inventory.events"))
+    codec = WireCodec()
+    for event in events:
+        producer.send(f"{event.site_id}|{event.sku}".encode(), codec.encode(event))
+    producer.flush()
+
+    out = tmp_path / "snap"
+    command = [
+        sys.executable,
+        "-m",
+        "omni_ledger",
+        "run",
+        "--source",
+        "kafka",
+        "--until-end",
+        "--clock",
+        "wall",
+        "--quiet",
+        "--snapshot-dir",
+        str(out),
+    ]
+    env = {
+        **os.environ,
+        **cluster.env,
+        "OMNI_LEDGER_RUNTIME_EPOCH_INTERVAL": "300ms",
+        "OMNI_LEDGER_SNAPSHOTS_INTERVAL": "300ms",
+    }
+    rng = random.Random(2026)
+    kills = 0
+    for _ in range(5):
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(2.0, 3.5))
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        kills += 1
+    assert kills >= 3, "the flow finished before it could be killed several times; make the input larger"
+    final = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert final.returncode == 0, final.stderr
+
+    # The reference: the same events in produce order (each key's order is its partition's),
+    # on the wall clock of this test (no hold is due yet).
+    model = ReferenceLedger(LedgerPolicy())
+    now = time.time_ns() // 1_000_000
+    for event in events:
+        for effect in split(event):
+            model.feed(now, effect)
+    model.final_now = now  # type: ignore[attr-defined]
+    assert_store_matches(out, model)
+
+    decided: dict[str, set[str]] = defaultdict(set)
+    decisions = SingleObjectWriter("reservation_decision.avsc")
+    for message in cluster.read_all("reservation.decisions", seconds=60):
+        record = decisions.decode(message.value())
+        if record["reason"] in {
+            "atp_sufficient",
+            "insufficient_atp",
+            "expired_on_arrival",
+            "ended_before_request_arrived",
+        }:
+            decided[record["reservation_id"]].add(record["status"])
+    expected = dict(model.request_decisions)
+    assert {rid: statuses for rid, statuses in decided.items()} == {rid: {s} for rid, s in expected.items()}
+    print(
+        f"\ncrash test: {kills} kills, {len(events):,} events, {len(model.history):,} positions equal to the "
+        f"reference model, {len(expected):,} reservations each decided once"
+    )
+
+
+def _event(event_id: str, qty: int, type_: str = "RECEIVED") -> InventoryEvent:
+    from ledger.contract import require_event
+
+    return require_event(
+        {
+            "event_id": event_id,
+            "type": type_,
+            "occurred_at": 1_790_000_000_000,
+            "site_id": "ST-1",
+            "sku": "K",
+            "qty": qty,
+        }
+    )
+
+
+def _simulated(count: int) -> list[InventoryEvent]:
+    sim = RetailerSimulator(SimConfig(seed=5, stores=8, skus=60, expected_rate=2000))
+    now = time.time_ns() // 1_000_000 - 120_000
+    events: list[InventoryEvent] = []
+    while len(events) < count:
+        now += 100
+        events.extend(sim.next_events(now, 200))
+    return events[:count]

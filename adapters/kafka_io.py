@@ -17,6 +17,7 @@ seconds instead of hanging.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -63,6 +64,8 @@ _FATAL = {
     KafkaError.UNKNOWN_TOPIC_OR_PART,
 }
 _POLL_IDLE = timedelta(milliseconds=50)
+_LOG = logging.getLogger("omni_ledger.kafka")
+"""librdkafka's own log lines go here instead of raw to stderr; our errors say what matters."""
 
 
 def _advice(error: KafkaError | str, bootstrap: str) -> str:
@@ -94,7 +97,12 @@ class KafkaAdmin:
         self._config = config
         self._timeout = timeout
         self._trap = _ErrorTrap()
-        settings: dict[str, Any] = {**config, "error_cb": self._trap, "socket.timeout.ms": str(int(timeout * 1000))}
+        settings: dict[str, Any] = {
+            **config,
+            "error_cb": self._trap,
+            "logger": _LOG,
+            "socket.timeout.ms": str(int(timeout * 1000)),
+        }
         self._client = AdminClient(settings)
 
     def topics(self) -> dict[str, int]:
@@ -102,14 +110,16 @@ class KafkaAdmin:
         deadline = time.monotonic() + self._timeout
         while True:
             try:
-                metadata = self._client.list_topics(timeout=min(2.0, self._timeout))
+                metadata = self._client.list_topics(timeout=1.0)
                 return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
             except KafkaException as exc:
+                # An authentication failure surfaces only through the error callback, which
+                # librdkafka serves during poll(): poll, so a wrong password fails in seconds.
+                self._client.poll(0.5)
                 failure = self._trap.error or exc.args[0]
                 if self._trap.error is not None or time.monotonic() >= deadline:
-                    msg = f"cannot reach Kafka at {self._config['bootstrap.servers']}: " + _advice(
-                        failure, self._config["bootstrap.servers"]
-                    )
+                    where = self._config["bootstrap.servers"]
+                    msg = f"cannot reach Kafka at {where}: " + _advice(failure, where)
                     raise SourceError(msg) from exc
 
     def partitions(self, topic: str) -> int:
@@ -171,6 +181,7 @@ class _SourcePartition(StatefulSourcePartition[RawInput, int]):
                 "enable.auto.commit": "false",
                 "enable.partition.eof": "true",
                 "error_cb": self._trap,
+                "logger": _LOG,
             }
         )
         self._topic, self._index = topic, index
@@ -271,6 +282,7 @@ class _SinkPartition(StatefulSinkPartition[Any, None]):
                 "acks": "all",
                 "linger.ms": "5",
                 "queue.buffering.max.messages": "200000",
+                "logger": _LOG,
             }
         )
         self._topic = topic
@@ -351,6 +363,7 @@ class EventProducer:
             "linger.ms": "20",
             "queue.buffering.max.messages": "500000",
             "error_cb": self._trap,
+            "logger": _LOG,
         }
         self._producer = Producer(settings)
         self._topic = topic

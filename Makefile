@@ -66,3 +66,7 @@ kafka-status: ## Whether the local Kafka broker runs, and its ports
 .PHONY: stack
 stack: $(STAMP) ## The whole system: local Kafka, topics, simulator producing, the flow into snapshots (Ctrl-C stops all)
 	RATE=$(RATE) bash infra/stack.sh
+
+.PHONY: bench-kafka
+bench-kafka: $(STAMP) ## Benchmark the flow on a local Kafka broker: events/s, the raw ceiling, their ratio, p50/p99 latency
+	$(BIN)/python -m bench.kafka $(BENCH_ARGS)

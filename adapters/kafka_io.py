@@ -191,6 +191,7 @@ class _SourcePartition(StatefulSourcePartition[RawInput, int]):
         self._batch_size = batch_size
         self._stop = stop
         self._awake: datetime | None = None
+        self._at_end = False
         self._bootstrap = config["bootstrap.servers"]
 
     def next_batch(self) -> list[RawInput]:
@@ -200,12 +201,13 @@ class _SourcePartition(StatefulSourcePartition[RawInput, int]):
         if self._stop is not None and self._stop.is_set():
             raise StopIteration
         batch: list[RawInput] = []
-        at_end = False
         for message in self._consumer.consume(self._batch_size, 0.001):
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
-                    at_end = True
+                    # Reported once per reach of the end, possibly with the last messages
+                    # in the same call: remember it until a newer message arrives.
+                    self._at_end = True
                     continue
                 if error.fatal() or error.code() in _FATAL:
                     msg = f"Kafka source {self._topic}[{self._index}]: " + _advice(error, self._bootstrap)
@@ -215,7 +217,8 @@ class _SourcePartition(StatefulSourcePartition[RawInput, int]):
             assert offset is not None  # a message without error has an offset
             batch.append(RawInput(f"{self._topic}[{self._index}]@{offset}", message.value() or b""))
             self._next = offset + 1
-        if at_end and not batch and not self._tail:
+            self._at_end = False
+        if self._at_end and not batch and not self._tail:
             raise StopIteration
         self._awake = None if batch else datetime.now(UTC) + _POLL_IDLE
         return batch

@@ -129,7 +129,14 @@ def wire_codec(kafka: KafkaSettings) -> WireCodec:
 
         registry = SchemaRegistryClient({"url": kafka.schema_registry_url})
         return WireCodec(schema_registry=registry, topic=kafka.topic("inventory.events"))
-    return WireCodec()
+    schemas = []
+    for path in kafka.writer_schemas:
+        try:
+            schemas.append(path.read_text())
+        except OSError as exc:
+            msg = f"kafka.writer_schemas: cannot read {path}: {exc.strerror}"
+            raise ConfigError(msg) from exc
+    return WireCodec(writer_schemas=schemas)
 
 
 def reset_store(directory: Path) -> None:

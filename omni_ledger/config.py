@@ -49,6 +49,7 @@ File format (every key optional; durations as "500ms", "2s", "15m", "24h", "7d")
     ssl_ca_location = ""
     framing = "single-object"   # single-object | confluent (needs schema_registry_url)
     schema_registry_url = ""
+    writer_schemas = ""         # comma-separated .avsc files: newer producer versions of InventoryEvent
 
 Environment: OMNI_LEDGER_<SECTION>_<KEY>, e.g. OMNI_LEDGER_SNAPSHOTS_DIR,
 OMNI_LEDGER_LEDGER_LATENESS_WINDOW, OMNI_LEDGER_SIMULATOR_RATE (scalars only).
@@ -146,6 +147,9 @@ class KafkaSettings:
     ssl_ca_location: str = ""
     framing: str = "single-object"
     schema_registry_url: str = ""
+    writer_schemas: tuple[Path, ...] = ()
+    """Schemas other producers write single-object values with (say, one more optional field):
+    their fingerprints are accepted and their values resolved to ours."""
 
     def topic(self, name: str) -> str:
         """A topic's full name with the configured prefix."""
@@ -239,6 +243,9 @@ def _check(s: Settings, origin: str) -> None:
         fail("kafka.framing", f"one of {', '.join(_FRAMINGS)}", k.framing)
     if k.framing == "confluent" and not k.schema_registry_url:
         fail("kafka.schema_registry_url", "a URL when kafka.framing is 'confluent'", k.schema_registry_url)
+    for schema in k.writer_schemas:
+        if not schema.is_file():
+            fail("kafka.writer_schemas", "paths of existing .avsc files", str(schema))
     if not 1 <= k.partitions <= 10_000:
         fail("kafka.partitions", "an integer within 1..10,000", k.partitions)
     if not 1 <= k.replication <= 10:
@@ -292,6 +299,7 @@ _SECTIONS = {
         "ssl_ca_location",
         "framing",
         "schema_registry_url",
+        "writer_schemas",
     },
 }
 
@@ -355,6 +363,7 @@ def _from_tables(doc: Mapping[str, Any], origin: str, base: Settings) -> Setting
         ssl_ca_location=kaf.get("ssl_ca_location", str, old_k.ssl_ca_location),
         framing=kaf.get("framing", str, old_k.framing),
         schema_registry_url=kaf.get("schema_registry_url", str, old_k.schema_registry_url),
+        writer_schemas=_paths(kaf.get("writer_schemas", str, None), old_k.writer_schemas),
     )
     out = Settings(
         snapshot_dir=Path(snap.get("dir", str, str(base.snapshot_dir))),
@@ -373,6 +382,12 @@ def _from_tables(doc: Mapping[str, Any], origin: str, base: Settings) -> Setting
     )
     _check(out, origin)
     return out
+
+
+def _paths(value: str | None, current: tuple[Path, ...]) -> tuple[Path, ...]:
+    if value is None:
+        return current
+    return tuple(Path(p.strip()) for p in value.split(",") if p.strip())
 
 
 def _env_tables(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:

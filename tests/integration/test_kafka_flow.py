@@ -386,3 +386,46 @@ def test_a_broker_restart_while_the_flow_runs_loses_nothing(kafka, tmp_path):
             timeout=60,
             check=False,
         )
+
+
+def test_a_producer_that_adds_an_optional_field_does_not_break_the_flow(kafka, tmp_path):
+    """v2 of the event schema adds `carrier`. Unknown, its values are dead letters naming the
+    fingerprint and the flow goes on; listed in kafka.writer_schemas, they apply."""
+    import io
+    import json as _json
+
+    import fastavro
+
+    from adapters.avro_wire import schema_fingerprint
+    from adapters.codec import SCHEMA_PATH
+    from ledger.contract import event_to_record
+
+    v2 = _json.loads(SCHEMA_PATH.read_text())
+    v2["fields"].append({"name": "carrier", "type": ["null", "string"], "default": None})
+    v2_file = tmp_path / "inventory_event_v2.avsc"
+    v2_file.write_text(_json.dumps(v2))
+    parsed = fastavro.parse_schema(v2)
+
+    def v2_value(event: InventoryEvent) -> bytes:
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, parsed, {**event_to_record(event), "carrier": "DHL"})
+        return b"\xc3\x01" + schema_fingerprint(v2) + body.getvalue()
+
+    for listed, expected_on_hand in ((False, 5), (True, 12)):
+        cluster = Cluster(kafka, partitions=1)
+        producer = EventProducer({"bootstrap.servers": kafka.bootstrap}, cluster.topic("inventory.events"))
+        producer.send(b"ST-1|K", WireCodec().encode(_event("v1", qty=5)))
+        producer.send(b"ST-1|K", v2_value(_event("v2", qty=7)))
+        producer.flush()
+        out = tmp_path / f"snap-{listed}"
+        env = {"OMNI_LEDGER_KAFKA_WRITER_SCHEMAS": str(v2_file)} if listed else {}
+        run = cluster.cli("run", "--source", "kafka", "--until-end", "--quiet", "--snapshot-dir", str(out), env=env)
+        assert run.returncode == 0, run.stderr
+        with SnapshotReader.open(out) as reader:
+            assert [p["on_hand"] for p in reader.positions(sku="K")] == [expected_on_hand]
+        letters = cluster.read_all("inventory.events.dlq")
+        if listed:
+            assert letters == []
+        else:
+            (letter,) = letters
+            assert schema_fingerprint(v2).hex() in dict(letter.headers())["omni.detail"].decode()

@@ -190,8 +190,12 @@ def run(args: argparse.Namespace, bootstrap: str, work: Path) -> tuple[list[list
     flow_rate = args.events / wall
     say(f"latency: {args.latency_rate:,} events/s for {args.latency_seconds:.0f} s through a tailing flow...")
     latency = measure_latency(args, bootstrap, work)
+    say("sinks: Bytewax's KafkaSink against ours, the same messages through a bare dataflow...")
+    sinks = compare_sinks(bootstrap, prefix, 200_000)
     rows: list[list[object]] = [
         ["producer (Avro encode + produce)", round(produce_rate), "events/s"],
+        ["sink: bytewax KafkaSink (flush per batch)", round(sinks["bytewax"]), "messages/s"],
+        ["sink: KafkaOutSink (flush per epoch)", round(sinks["ours"]), "messages/s"],
         ["raw ceiling (consume + fastavro decode)", round(ceiling), "events/s"],
         ["flow end to end (wall, incl. start-up)", round(flow_rate), "events/s"],
         ["flow / raw ceiling", f"{flow_rate / ceiling:.1%}", "ratio"],
@@ -210,8 +214,47 @@ def run(args: argparse.Namespace, bootstrap: str, work: Path) -> tuple[list[list
         "ratio": flow_rate / ceiling,
         "flow_summary": summary,
         "latency": latency,
+        "sinks_per_s": sinks,
     }
     return rows, result
+
+
+def compare_sinks(bootstrap: str, prefix: str, count: int) -> dict[str, float]:
+    """Messages/s through a dataflow that only writes to Kafka, batches of 1,000 as after a keyed step."""
+    import bytewax.operators as op
+    from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSource, run_main
+
+    from adapters.kafka_io import KafkaAdmin, KafkaOutSink, OutMessage
+
+    admin = KafkaAdmin({"bootstrap.servers": bootstrap})
+    topics = [prefix + "sink.bytewax", prefix + "sink.ours"]
+    admin.create(topics, {}, partitions=2, replication=1)
+    payload = b"x" * 120  # about an atp.changes value
+    items = [
+        (f"ST-{i % 500}|SKU-{i % 2000}", OutMessage(f"ST-{i % 500}|SKU-{i % 2000}".encode(), payload))
+        for i in range(count)
+    ]
+
+    def to_bytewax(item: tuple[str, OutMessage]) -> KafkaSinkMessage[bytes | None, bytes]:
+        return KafkaSinkMessage(item[1].key, item[1].value)
+
+    def identity(message: OutMessage) -> OutMessage:
+        return message
+
+    rates: dict[str, float] = {}
+    for name, topic in zip(("bytewax", "ours"), topics, strict=True):
+        flow = Dataflow(f"sink_{name}")
+        stream = op.input("in", flow, TestingSource(items, batch_size=1000))
+        if name == "bytewax":
+            op.output("out", op.map("msg", stream, to_bytewax), KafkaSink([bootstrap], topic))
+        else:
+            op.output("out", stream, KafkaOutSink({"bootstrap.servers": bootstrap}, topic, identity))
+        started = time.perf_counter()
+        run_main(flow)  # type: ignore[no-untyped-call]
+        rates[name] = count / (time.perf_counter() - started)
+    return rates
 
 
 def measure_latency(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str, float]:

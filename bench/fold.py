@@ -36,10 +36,10 @@ REPO = Path(__file__).resolve().parents[1]
 def event_file(count: int, seed: int) -> Path:
     """A JSON-lines file of `count` simulated events (cached under bench/results/)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"events-{count}-seed{seed}.jsonl"
+    path = RESULTS / f"events-{count}-seed{seed}-v2.jsonl"
     if path.exists():
         return path
-    sim = RetailerSimulator(SimConfig(seed=seed))
+    sim = RetailerSimulator(SimConfig(seed=seed, expected_rate=2_000))  # stocked for the pace below
     now = 1_790_000_000_000
     tmp = path.with_suffix(".tmp")
     with tmp.open("wb") as out:

@@ -49,7 +49,8 @@ def event_file(count: int, seed: int) -> Path:
             batch = sim.next_events(now, min(1000, count - written))
             out.write(b"".join(event_to_json_bytes(e) + b"\n" for e in batch))
             written += len(batch)
-            print(f"\rgenerating {path.name}: {written:,}/{count:,}", end="", file=sys.stderr)
+            if written % 100_000 == 0 or written == count:
+                print(f"\rgenerating {path.name}: {written:,}/{count:,}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     tmp.rename(path)
     return path

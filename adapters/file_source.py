@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from adapters.clock import Clock
 from adapters.codec import RawInput, iter_avro_file
 from adapters.shutdown import StopFlag
 from ledger.errors import SourceError
@@ -115,19 +116,33 @@ class _AvroPartition(StatefulSourcePartition[RawInput, FilePosition]):
         self._file.close()
 
 
-class _FilesPartition(StatefulSourcePartition[RawInput, tuple[tuple[str, FilePosition], ...]]):
+@dataclass(frozen=True, slots=True)
+class FilesResume:
+    """Where each file ever read stands, and the replay clock's reading at that point."""
+
+    positions: tuple[tuple[str, FilePosition], ...]
+    clock: int | None
+
+
+class _FilesPartition(StatefulSourcePartition[RawInput, FilesResume]):
     """Reads the files one after the other, remembering where each one stands."""
 
     def __init__(
         self,
         paths: Sequence[Path],
-        resume: tuple[tuple[str, FilePosition], ...] | None,
+        resume: FilesResume | None,
         follow: bool,
         batch_size: int,
         stop: StopFlag | None,
+        clock: Clock | None,
     ) -> None:
         self._stop = stop
-        self._positions = dict(resume or ())
+        self._clock = clock
+        self._positions = dict(resume.positions if resume else ())
+        if resume is not None and resume.clock is not None and clock is not None:
+            # An event-time clock restarts where the input stood, not at the dawn of time:
+            # a request read after a restart is judged as it would have been without one.
+            clock.observe(resume.clock)
         self._paths = list(paths)
         self._follow = follow
         self._batch_size = batch_size
@@ -168,15 +183,16 @@ class _FilesPartition(StatefulSourcePartition[RawInput, tuple[tuple[str, FilePos
         if self._current is not None:
             self._positions[str(self._paths[self._index].resolve())] = self._current.snapshot()
 
-    def snapshot(self) -> tuple[tuple[str, FilePosition], ...]:
-        return tuple(sorted(self._positions.items()))
+    def snapshot(self) -> FilesResume:
+        reading = self._clock.now() if self._clock is not None and not self._clock.live else None
+        return FilesResume(tuple(sorted(self._positions.items())), reading)
 
     def close(self) -> None:
         if self._current is not None:
             self._current.close()
 
 
-class FileSource(FixedPartitionedSource[RawInput, tuple[tuple[str, FilePosition], ...]]):
+class FileSource(FixedPartitionedSource[RawInput, FilesResume]):
     """Events from files, read in the order given; `follow=True` keeps tailing the last one.
 
     One partition whatever the files: its resume state maps each file ever read to
@@ -185,9 +201,16 @@ class FileSource(FixedPartitionedSource[RawInput, tuple[tuple[str, FilePosition]
     """
 
     def __init__(
-        self, paths: Sequence[Path], *, follow: bool = False, batch_size: int = 1000, stop: StopFlag | None = None
+        self,
+        paths: Sequence[Path],
+        *,
+        follow: bool = False,
+        batch_size: int = 1000,
+        stop: StopFlag | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._stop = stop
+        self._clock = clock
         for path in paths:
             if not path.is_file():
                 msg = f"event file {path} does not exist or is not a file; check --source file:PATH"
@@ -199,7 +222,5 @@ class FileSource(FixedPartitionedSource[RawInput, tuple[tuple[str, FilePosition]
     def list_parts(self) -> list[str]:
         return ["files"]
 
-    def build_part(
-        self, step_id: str, for_part: str, resume_state: tuple[tuple[str, FilePosition], ...] | None
-    ) -> _FilesPartition:
-        return _FilesPartition(self._paths, resume_state, self._follow, self._batch_size, self._stop)
+    def build_part(self, step_id: str, for_part: str, resume_state: FilesResume | None) -> _FilesPartition:
+        return _FilesPartition(self._paths, resume_state, self._follow, self._batch_size, self._stop, self._clock)

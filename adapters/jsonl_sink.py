@@ -67,9 +67,10 @@ class _Partition(StatefulSinkPartition[Any, int]):
         except OSError as exc:
             msg = f"cannot write {path}: {exc.strerror}"
             raise SourceError(msg) from exc
-        if resume is not None:
-            # Drop what an epoch that never completed wrote; Bytewax replays it.
-            self._file.truncate(resume)
+        # Drop what an epoch that never completed wrote; Bytewax replays it. With no resume
+        # state the flow starts from nothing (a directory is never reused without its
+        # recovery state), so whatever the file holds is from a crash before the first epoch.
+        self._file.truncate(resume or 0)
         self._file.seek(0, 2)
         self._render = render
 

@@ -30,6 +30,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from adapters.clock import Clock
 from adapters.codec import RawInput
 from adapters.shutdown import StopFlag
 from ledger.errors import SourceError
@@ -40,6 +41,7 @@ __all__ = [
     "KafkaAdmin",
     "KafkaEventSource",
     "KafkaOutSink",
+    "KafkaResume",
     "OutMessage",
 ]
 
@@ -62,6 +64,7 @@ _FATAL = {
     KafkaError.SASL_AUTHENTICATION_FAILED,
     KafkaError._UNKNOWN_TOPIC,
     KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._AUTO_OFFSET_RESET,
 }
 _POLL_IDLE = timedelta(milliseconds=50)
 _LOG = logging.getLogger("omni_ledger.kafka")
@@ -70,6 +73,11 @@ _LOG = logging.getLogger("omni_ledger.kafka")
 
 def _advice(error: KafkaError | str, bootstrap: str) -> str:
     text = str(error)
+    if "offset reset" in text.lower() or "OFFSET_OUT_OF_RANGE" in text:
+        return (
+            f"{text}: the resume offset is no longer in the topic (retention deleted it); events were lost "
+            "upstream of the ledger: rebuild with --reset from a full source, or raise the topic's retention"
+        )
     if "Authentication" in text or "SASL" in text or "authentication" in text:
         return f"{text}: check kafka.sasl_username / kafka.sasl_password and kafka.sasl_mechanism"
     if "SSL" in text:
@@ -161,16 +169,25 @@ class KafkaAdmin:
         return result
 
 
-class _SourcePartition(StatefulSourcePartition[RawInput, int]):
+@dataclass(frozen=True, slots=True)
+class KafkaResume:
+    """The next offset to read, and the event-time clock's reading (None on the wall clock)."""
+
+    offset: int
+    clock: int | None
+
+
+class _SourcePartition(StatefulSourcePartition[RawInput, KafkaResume]):
     def __init__(
         self,
         config: dict[str, str],
         topic: str,
         index: int,
-        resume: int | None,
+        resume: KafkaResume | None,
         tail: bool,
         batch_size: int,
         stop: StopFlag | None,
+        clock: Clock | None = None,
     ) -> None:
         self._trap = _ErrorTrap()
         self._consumer = Consumer(
@@ -180,12 +197,18 @@ class _SourcePartition(StatefulSourcePartition[RawInput, int]):
                 "group.id": "omni-ledger-unused",
                 "enable.auto.commit": "false",
                 "enable.partition.eof": "true",
+                # A resume offset already deleted by retention must stop the flow, not
+                # silently jump to the end and skip the events in between.
+                "auto.offset.reset": "error",
                 "error_cb": self._trap,
                 "logger": _LOG,
             }
         )
         self._topic, self._index = topic, index
-        self._next = resume if resume is not None else OFFSET_BEGINNING
+        self._next = resume.offset if resume is not None else OFFSET_BEGINNING
+        self._clock = clock
+        if resume is not None and resume.clock is not None and clock is not None:
+            clock.observe(resume.clock)  # event time restarts where the input stood
         self._consumer.assign([TopicPartition(topic, index, self._next)])
         self._tail = tail
         self._batch_size = batch_size
@@ -226,14 +249,15 @@ class _SourcePartition(StatefulSourcePartition[RawInput, int]):
     def next_awake(self) -> datetime | None:
         return self._awake
 
-    def snapshot(self) -> int:
-        return self._next
+    def snapshot(self) -> KafkaResume:
+        reading = self._clock.now() if self._clock is not None and not self._clock.live else None
+        return KafkaResume(self._next, reading)
 
     def close(self) -> None:
         self._consumer.close()
 
 
-class KafkaEventSource(FixedPartitionedSource[RawInput, int]):
+class KafkaEventSource(FixedPartitionedSource[RawInput, KafkaResume]):
     """Raw messages of `topic` as `RawInput` (origin `topic[partition]@offset`).
 
     `tail=False` ends at the end of every partition (a replay); `stop` ends a tailing run.
@@ -247,21 +271,23 @@ class KafkaEventSource(FixedPartitionedSource[RawInput, int]):
         tail: bool = True,
         batch_size: int = 1000,
         stop: StopFlag | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._config = config
         self._topic = topic
         self._tail = tail
         self._batch_size = batch_size
         self._stop = stop
+        self._clock = clock
 
     def list_parts(self) -> list[str]:
         count = KafkaAdmin(self._config).partitions(self._topic)
         return [f"{self._topic}[{i}]" for i in range(count)]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _SourcePartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: KafkaResume | None) -> _SourcePartition:
         index = int(for_part.rsplit("[", 1)[1].rstrip("]"))
         return _SourcePartition(
-            self._config, self._topic, index, resume_state, self._tail, self._batch_size, self._stop
+            self._config, self._topic, index, resume_state, self._tail, self._batch_size, self._stop, self._clock
         )
 
 

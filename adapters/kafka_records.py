@@ -35,6 +35,8 @@ __all__ = ["SingleObjectWriter", "render_change", "render_dead_letter", "render_
 
 _SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 _MARKER = b"\xc3\x01"
+_MAX_DLQ_VALUE = 512 * 1024
+"""Well under Kafka's default 1 MiB message size, headers included."""
 _ORIGIN = re.compile(r"^(?P<topic>.+)\[(?P<partition>\d+)\]@(?P<offset>\d+)$")
 
 
@@ -124,7 +126,7 @@ def render_dead_letter(letter: DeadLetter) -> OutMessage:
     """`inventory.events.dlq` message: the original bytes, the why in headers."""
     headers = [
         ("omni.reason", letter.reason.encode()),
-        ("omni.detail", letter.detail.encode()),
+        ("omni.detail", letter.detail.encode()[:16_384]),
         ("omni.origin", letter.origin.encode()),
     ]
     if letter.event_id is not None:
@@ -136,4 +138,10 @@ def render_dead_letter(letter: DeadLetter) -> OutMessage:
             ("omni.source.partition", struct.pack(">i", int(where["partition"]))),
             ("omni.source.offset", struct.pack(">q", int(where["offset"]))),
         ]
-    return OutMessage(letter.origin.encode(), letter.raw, tuple(headers))
+    raw = letter.raw
+    if len(raw) > _MAX_DLQ_VALUE:
+        # Past the broker's message size the produce would fail and stop the flow: keep the
+        # head of the input, and say how long it was.
+        headers.append(("omni.raw_truncated_from", str(len(raw)).encode()))
+        raw = raw[:_MAX_DLQ_VALUE]
+    return OutMessage(letter.origin.encode(), raw, tuple(headers))

@@ -36,10 +36,9 @@ class _Partition(StatefulSinkPartition[tuple[Any, ...], int]):
         on_publish: PublishCallback | None,
     ) -> None:
         self._writer = SnapshotWriter.open(directory)
-        if resume is None:
-            last = self._writer.last_snapshot_info()
-            resume = int(last["events_applied"]) if last else 0  # type: ignore[call-overload]
-        self._applied = resume
+        # No resume state means the flow starts from nothing: a store with rows here can
+        # only come from a crash before the first epoch, whose events are read again.
+        self._applied = resume or 0
         self._retention = retention
         self._maintenance_every = maintenance_every.total_seconds()
         self._last_maintenance = time.monotonic()

@@ -505,7 +505,10 @@ class SnapshotWriter:
                     "CREATE OR REPLACE TEMP TABLE accepted AS "
                     "SELECT s.* FROM stage_positions s "
                     f"LEFT JOIN {LAKE}.positions p ON p.site_id = s.site_id AND p.sku = s.sku "
-                    "WHERE p.version IS NULL OR s.version > p.version"
+                    # >=: after a crash the replayed epoch may re-derive a version with other
+                    # content (live clock, partitions interleaving anew); the fold continues
+                    # from the replay, so the replay's row is the true one.
+                    "WHERE p.version IS NULL OR s.version >= p.version"
                 )
                 if _scalar(con, "SELECT count(*) FROM accepted"):
                     # 5. Inbound lines of accepted keys: delete, then insert the new ones.
@@ -520,7 +523,7 @@ class SnapshotWriter:
                             "ON i.site_id = a.site_id AND i.sku = a.sku"
                         )
                     # 6. Positions.
-                    _merge(con, "positions", "accepted", "s.version > t.version")
+                    _merge(con, "positions", "accepted", "s.version >= t.version")
             # 7. Offers and reservations.
             if offers:
                 _merge(con, "offers", "stage_offers", "s.updated_at > t.updated_at")

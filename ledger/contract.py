@@ -39,6 +39,8 @@ _NEEDS_ETA = frozenset({_T.SHUTTLE_LOADED, _T.DROPSHIP_SHIPPED})
 _ZERO_ALLOWED = frozenset({_T.COUNTED, _T.OFFER_UPDATED})
 _TYPES = {t.value: t for t in EventType}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MIN_MILLIS = 0
+_MAX_MILLIS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
 class _Invalid(Exception):
@@ -60,6 +62,10 @@ def _string(record: Mapping[str, object], name: str, *, required: bool) -> str |
         raise _Invalid(Reason.WRONG_TYPE, f"field '{name}' must be a string, got {type(value).__name__} {value!r}")
     if not value.strip():
         raise _Invalid(Reason.INVALID_FIELD, f"field '{name}' must not be empty")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Invalid(Reason.INVALID_FIELD, f"field '{name}' is not valid UTF-8 text (a lone surrogate?)") from None
     return value
 
 
@@ -84,7 +90,7 @@ def _millis(record: Mapping[str, object], name: str, *, required: bool) -> Milli
     if isinstance(value, bool):
         raise _Invalid(Reason.WRONG_TYPE, f"field '{name}' must be a timestamp, got bool {value!r}")
     if isinstance(value, int):
-        return value
+        return _in_range(name, value)
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
@@ -97,8 +103,16 @@ def _millis(record: Mapping[str, object], name: str, *, required: bool) -> Milli
             detail = f"field '{name}' has no time zone: {value.isoformat()!r}; add 'Z' for UTC"
             raise _Invalid(Reason.INVALID_FIELD, detail)
         # Integer arithmetic: `timestamp() * 1000` is a float and lands 1 ms low for ~0.6% of values.
-        return (value - _EPOCH) // timedelta(milliseconds=1)
+        return _in_range(name, (value - _EPOCH) // timedelta(milliseconds=1))
     raise _Invalid(Reason.WRONG_TYPE, f"field '{name}' must be a timestamp, got {type(value).__name__} {value!r}")
+
+
+def _in_range(name: str, millis: int) -> Millis:
+    # Beyond these, dates cannot be shown, stored or timed; a typo, not an event.
+    if not _MIN_MILLIS <= millis <= _MAX_MILLIS:
+        detail = f"field '{name}' = {millis} ms is outside 1970..9999; timestamps are epoch milliseconds"
+        raise _Invalid(Reason.INVALID_FIELD, detail)
+    return millis
 
 
 def _check_qty(kind: EventType, qty: int) -> None:

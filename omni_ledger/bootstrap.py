@@ -32,7 +32,7 @@ from adapters.sim_source import SimSource
 from adapters.snapshot_sink import SnapshotSink
 from flows.atp import Wiring, build_flow
 from ledger.dead_letter import DeadLetter
-from ledger.errors import ConfigError
+from ledger.errors import ConfigError, OmniLedgerError
 from ledger.outputs import ReservationDecision
 from omni_ledger.config import KafkaSettings, Settings
 from omni_ledger.progress import Progress
@@ -88,7 +88,7 @@ def _source(
         clock = WallClock() if live else ReplayClock()
         names = ", ".join(str(p) for p in paths)
         return (
-            FileSource(paths, follow=follow, stop=stop),
+            FileSource(paths, follow=follow, stop=stop, clock=clock),
             "files",
             clock,
             f"file {names}{' (following)' if follow else ''}",
@@ -99,9 +99,10 @@ def _source(
         # Fail now, with advice, if the cluster is unreachable, the password wrong or the topic missing.
         KafkaAdmin(kafka.client_config()).partitions(topic)
         live = clock_choice == "wall" or (clock_choice == "auto" and not until_end)
-        source = KafkaEventSource(kafka.client_config(), topic, tail=not until_end, stop=stop)
+        kafka_clock: Clock = WallClock() if live else ReplayClock()
+        source = KafkaEventSource(kafka.client_config(), topic, tail=not until_end, stop=stop, clock=kafka_clock)
         description = f"Kafka topic {topic} at {kafka.bootstrap}" + (" until its end" if until_end else "")
-        return source, "kafka", WallClock() if live else ReplayClock(), description
+        return source, "kafka", kafka_clock, description
     msg = f"--source {spec!r}: expected 'sim', 'kafka' or 'file:PATH[,PATH...]'"
     raise ConfigError(msg)
 
@@ -230,9 +231,22 @@ def run(plan: RunPlan) -> None:
             plan.recovery_dir.mkdir(parents=True)
             init_db_dir(plan.recovery_dir, 1)  # type: ignore[no-untyped-call]  # untyped in bytewax 0.21.1
         recovery = RecoveryConfig(str(plan.recovery_dir))  # type: ignore[no-untyped-call]
-    cli_main(  # type: ignore[no-untyped-call]
-        build_flow(plan.wiring),
-        workers_per_process=plan.settings.workers,
-        epoch_interval=plan.settings.epoch_interval,
-        recovery_config=recovery,
-    )
+    try:
+        cli_main(  # type: ignore[no-untyped-call]
+            build_flow(plan.wiring),
+            workers_per_process=plan.settings.workers,
+            epoch_interval=plan.settings.epoch_interval,
+            recovery_config=recovery,
+        )
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        # Bytewax wraps what a step raised in its own runtime error; the user needs ours,
+        # which says what was wrong and what to do.
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, OmniLedgerError):
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, OmniLedgerError):
+            raise cause from exc
+        msg = f"the dataflow stopped: {exc}"
+        raise OmniLedgerError(msg) from exc

@@ -46,13 +46,16 @@ def _parser() -> argparse.ArgumentParser:
         prog="omni-ledger", description="Real-time inventory ledger for omnichannel retail."
     )
     parser.add_argument("--config", type=Path, help="TOML settings file (see omni_ledger/config.py for keys)")
+    # --config is accepted after the command too: `omni-ledger run --config f.toml ...`.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML settings file")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def store_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--snapshot-dir", type=Path, help="snapshot directory (default: var/snapshots)")
         p.add_argument("--json", action="store_true", help="print JSON for machines instead of a table")
 
-    run = sub.add_parser("run", help="fold events into ATP and publish snapshots")
+    run = _sub(sub, common, "run", help="fold events into ATP and publish snapshots")
     run.add_argument(
         "--source", required=True, help="'sim', 'kafka', or 'file:PATH[,PATH...]' (JSON lines or Avro files)"
     )
@@ -75,32 +78,32 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     store_args(run)
 
-    atp = sub.add_parser("atp", help="positions of a sku from the latest (or an earlier) snapshot")
+    atp = _sub(sub, common, "atp", help="positions of a sku from the latest (or an earlier) snapshot")
     atp.add_argument("--sku", required=True)
     atp.add_argument("--site")
     atp.add_argument("--as-of", type=int, metavar="SNAPSHOT", help="a snapshot id from `omni-ledger snapshots`")
     store_args(atp)
 
-    res = sub.add_parser("reservations", help="reservations and their status")
+    res = _sub(sub, common, "reservations", help="reservations and their status")
     res.add_argument("--sku")
     res.add_argument("--site")
     res.add_argument("--as-of", type=int, metavar="SNAPSHOT")
     store_args(res)
 
-    snaps = sub.add_parser("snapshots", help="published snapshots still readable with --as-of")
+    snaps = _sub(sub, common, "snapshots", help="published snapshots still readable with --as-of")
     store_args(snaps)
 
-    sql = sub.add_parser("sql", help="SQL on the snapshot tables (interactive without -c)")
+    sql = _sub(sub, common, "sql", help="SQL on the snapshot tables (interactive without -c)")
     sql.add_argument("-c", "--command", dest="query", help="run one query and exit")
     store_args(sql)
 
-    topics = sub.add_parser("topics", help="create or list the Kafka topics")
+    topics = _sub(sub, common, "topics", help="create or list the Kafka topics")
     topics.add_argument("action", choices=("create", "list"))
     topics.add_argument("--bootstrap")
     topics.add_argument("--partitions", type=int, help="partitions of each new topic (default kafka.partitions)")
     topics.add_argument("--json", action="store_true")
 
-    produce = sub.add_parser("produce", help="load events into the Kafka input topic")
+    produce = _sub(sub, common, "produce", help="load events into the Kafka input topic")
     what = produce.add_mutually_exclusive_group(required=True)
     what.add_argument("--file", type=Path, help="JSON lines: each valid event is sent as Avro, keyed site_id|sku")
     what.add_argument("--sim", action="store_true", help="the built-in simulator, at --rate for --limit events")
@@ -111,9 +114,14 @@ def _parser() -> argparse.ArgumentParser:
     produce.add_argument("--bootstrap")
     produce.add_argument("--json", action="store_true")
 
-    maintain = sub.add_parser("maintain", help="compact small files and expire old snapshots now")
+    maintain = _sub(sub, common, "maintain", help="compact small files and expire old snapshots now")
     maintain.add_argument("--retention", help="keep snapshots this long (default from settings, 7d)")
     store_args(maintain)
+    return parser
+
+
+def _sub(sub: Any, common: argparse.ArgumentParser, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, parents=[common], **kwargs)
     return parser
 
 

@@ -167,14 +167,17 @@ def test_within_one_publish_the_highest_version_per_key_wins(writer: SnapshotWri
 
 
 @pytest.mark.integration
-def test_a_replayed_older_version_changes_nothing(writer: SnapshotWriter, reader: SnapshotReader) -> None:
+def test_a_replayed_older_version_changes_nothing_and_an_equal_one_replaces(
+    writer: SnapshotWriter, reader: SnapshotReader
+) -> None:
     current = InboundLine(ref="new", qty=4, eta=T0 + 1_000)
     writer.publish([change("S1", "A", 7, on_hand=70, inbound=(current,))], [], events_applied=7, now=T0)
     stale = InboundLine(ref="old", qty=9, eta=T0 + 2_000)
 
-    # At-least-once delivery after a crash: versions 6 and 7 arrive again, 6 with other values.
+    # At-least-once delivery after a crash: versions 6 and 7 arrive again with other values.
+    # The fold goes on from the replay, so its version 7 is the true one; 6 is stale.
     replayed = writer.publish(
-        [change("S1", "A", 6, on_hand=60, inbound=(stale,)), change("S1", "A", 7, on_hand=71)],
+        [change("S1", "A", 6, on_hand=60, inbound=(stale,)), change("S1", "A", 7, on_hand=71, inbound=(current,))],
         [],
         events_applied=9,
         now=T0 + 1,
@@ -182,7 +185,7 @@ def test_a_replayed_older_version_changes_nothing(writer: SnapshotWriter, reader
 
     assert replayed is not None
     [position] = reader.positions()
-    assert (position["on_hand"], position["version"], position["inbound"]) == (70, 7, 4)
+    assert (position["on_hand"], position["version"], position["inbound"]) == (71, 7, 4)
     assert [line["ref"] for line in reader.inbound()] == ["new"]
     assert reader.latest() == {
         "snapshot_id": replayed,

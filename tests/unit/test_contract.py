@@ -123,3 +123,19 @@ def test_a_line_that_is_not_json_is_malformed_and_keeps_its_bytes():
 def test_require_event_raises_a_contract_error_naming_the_problem():
     with pytest.raises(ContractError, match="qty must be > 0"):
         require_event({**BASE, "qty": 0})
+
+
+@pytest.mark.parametrize("line", [b'{"qty": ' + b"9" * 5000 + b"}", b"[" * 100_000])
+def test_json_a_parser_refuses_is_malformed_not_a_crash(line):
+    result = decode_json(line, "f.jsonl:9")
+    assert isinstance(result, DeadLetter)
+    assert result.reason == Reason.MALFORMED
+
+
+@pytest.mark.parametrize("value", [-1, 10**17, "0001-01-01T00:00:00Z"])
+def test_a_timestamp_outside_1970_to_9999_is_refused(value):
+    assert reason({**BASE, "occurred_at": value}) == Reason.INVALID_FIELD
+
+
+def test_text_that_is_not_valid_utf8_is_refused():
+    assert reason({**BASE, "sku": "A\ud800"}) == Reason.INVALID_FIELD

@@ -351,14 +351,18 @@ _READER_LOOP = textwrap.dedent(
     with SnapshotReader.open(store) as reader:
         print("ready", flush=True)
         while time.monotonic() < deadline:
-            # One query: one snapshot. Every table must agree with that snapshot's info row.
+            # Pin one snapshot, then read every table at it: each must agree with that
+            # snapshot's info row. (One statement over several tables without a pin was
+            # seen mixing two snapshots under load: see the README.)
+            _, [[pin]] = reader.sql("SELECT max(snapshot_id) FROM snapshot_info")
+            at = f"AT (VERSION => {int(pin)})"
             _, [row] = reader.sql(
-                "SELECT (SELECT max(snapshot_id) FROM snapshot_info), "
-                "(SELECT sum(on_hand) FROM positions), (SELECT count(*) FROM positions), "
-                "(SELECT sum(inbound) FROM positions), (SELECT coalesce(sum(qty), 0) FROM inbound), "
-                "(SELECT max(version) FROM positions)"
+                f"SELECT (SELECT max(snapshot_id) FROM snapshot_info {at}), "
+                f"(SELECT sum(on_hand) FROM positions {at}), (SELECT count(*) FROM positions {at}), "
+                f"(SELECT sum(inbound) FROM positions {at}), (SELECT coalesce(sum(qty), 0) FROM inbound {at}), "
+                f"(SELECT max(version) FROM positions {at})"
             )
-            typed = reader.positions(sku="A")
+            typed = reader.positions(sku="A", as_of=int(pin))
             seen.append([*(int(v) for v in row), sum(int(p["on_hand"]) for p in typed)])
             if row[0] >= final_id:
                 break

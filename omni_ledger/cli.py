@@ -211,7 +211,7 @@ def _cmd_atp(args: argparse.Namespace) -> int:
     with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
         info = reader.latest() if args.as_of is None else {"snapshot_id": args.as_of}
         # Both tables at one pinned snapshot: two reads could otherwise straddle a publish.
-        pinned = args.as_of if args.as_of is not None else (int(info["snapshot_id"]) if info else None)  # type: ignore[call-overload]
+        pinned = args.as_of if args.as_of is not None else (int(info["snapshot_id"]) if info else None)  # type: ignore[arg-type]
         positions = reader.positions(sku=args.sku, site_id=args.site, as_of=pinned)
         inbound = reader.inbound(sku=args.sku, site_id=args.site, as_of=pinned)
     if args.json:

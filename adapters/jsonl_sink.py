@@ -18,7 +18,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from ledger.dead_letter import DeadLetter
 from ledger.errors import SourceError
-from ledger.outputs import ReservationDecision
+from ledger.outputs import ReservationDecision, decision_fields
 
 __all__ = ["JsonLinesSink", "dead_letter_record", "decision_record"]
 
@@ -46,17 +46,8 @@ def dead_letter_record(letter: DeadLetter) -> dict[str, Any]:
 
 def decision_record(decision: ReservationDecision) -> dict[str, Any]:
     """A reservation decision as JSON, times in ISO-8601 UTC."""
-    return {
-        "reservation_id": decision.reservation_id,
-        "site_id": decision.site_id,
-        "sku": decision.sku,
-        "qty": decision.qty,
-        "status": decision.status.value,
-        "reason": decision.reason,
-        "expires_at": _iso(decision.expires_at),
-        "decided_at": _iso(decision.decided_at),
-        "atp_before": decision.atp_before,
-    }
+    fields = decision_fields(decision)
+    return {**fields, "expires_at": _iso(decision.expires_at), "decided_at": _iso(decision.decided_at)}
 
 
 class _Partition(StatefulSinkPartition[Any, int]):

@@ -29,7 +29,7 @@ from adapters.avro_wire import schema_fingerprint
 from adapters.kafka_io import OutMessage
 from ledger.dead_letter import DeadLetter
 from ledger.errors import ContractError
-from ledger.outputs import PositionChange, ReservationDecision
+from ledger.outputs import PositionChange, ReservationDecision, decision_fields
 
 __all__ = ["SingleObjectWriter", "render_change", "render_dead_letter", "render_decision"]
 
@@ -108,17 +108,7 @@ def render_change(change: PositionChange) -> OutMessage:
 
 def render_decision(decision: ReservationDecision) -> OutMessage:
     """`reservation.decisions` message for one decision."""
-    record = {
-        "reservation_id": decision.reservation_id,
-        "site_id": decision.site_id,
-        "sku": decision.sku,
-        "qty": decision.qty,
-        "status": decision.status.value,
-        "reason": decision.reason,
-        "expires_at": decision.expires_at,
-        "decided_at": decision.decided_at,
-        "atp_before": decision.atp_before,
-    }
+    record = decision_fields(decision)
     return OutMessage(decision.reservation_id.encode(), _writer("reservation_decision.avsc").encode(record))
 
 

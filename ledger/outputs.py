@@ -21,6 +21,7 @@ __all__ = [
     "OfferTerms",
     "PositionChange",
     "ReservationDecision",
+    "decision_fields",
 ]
 
 
@@ -119,3 +120,18 @@ class FoldTally:
     applied: int
     duplicates: int
     too_late: int
+
+
+def decision_fields(decision: ReservationDecision) -> dict[str, object]:
+    """A decision as a flat record (times in epoch milliseconds), for the output formats."""
+    return {
+        "reservation_id": decision.reservation_id,
+        "site_id": decision.site_id,
+        "sku": decision.sku,
+        "qty": decision.qty,
+        "status": decision.status.value,
+        "reason": decision.reason,
+        "expires_at": decision.expires_at,
+        "decided_at": decision.decided_at,
+        "atp_before": decision.atp_before,
+    }

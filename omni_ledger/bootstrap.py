@@ -36,7 +36,6 @@ from ledger.errors import ConfigError, OmniLedgerError
 from ledger.outputs import ReservationDecision
 from omni_ledger.config import KafkaSettings, Settings
 from omni_ledger.progress import Progress
-from omni_ledger.simulator import SimConfig
 
 __all__ = ["RunPlan", "plan_run", "reset_store", "run"]
 
@@ -60,16 +59,7 @@ def _source(
     clock_choice = settings.clock
     if spec == "sim":
         sim = settings.simulator
-        config = SimConfig(
-            seed=sim.seed,
-            dcs=sim.dcs,
-            stores=sim.stores,
-            suppliers=sim.suppliers,
-            sellers=sim.sellers,
-            skus=sim.skus,
-            # Shelves are stocked for a day of demand at this rate, not learnt over hours.
-            expected_rate=sim.rate,
-        )
+        config = sim.sim_config()
         clock: Clock = ReplayClock() if clock_choice == "event" else WallClock()
         limit_text = f", stopping after {limit:,} events" if limit else ""
         return (

@@ -68,6 +68,7 @@ from typing import Any, Literal
 
 from ledger.errors import ConfigError
 from ledger.policy import LedgerPolicy, SafetyStock
+from omni_ledger.simulator import SimConfig
 
 __all__ = ["KafkaSettings", "Secret", "Settings", "SimSettings", "load_settings", "parse_duration"]
 
@@ -100,6 +101,19 @@ class SimSettings:
     suppliers: int = 3
     sellers: int = 5
     skus: int = 200
+
+    def sim_config(self, seed: int | None = None) -> SimConfig:
+        """The simulator's config: this network, stocked for a day of demand at `rate`."""
+        return SimConfig(
+            seed=self.seed if seed is None else seed,
+            dcs=self.dcs,
+            stores=self.stores,
+            suppliers=self.suppliers,
+            sellers=self.sellers,
+            skus=self.skus,
+            # Shelves are stocked for a day of demand at this rate, not learnt over hours.
+            expected_rate=self.rate,
+        )
 
 
 class Secret:

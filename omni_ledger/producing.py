@@ -14,7 +14,7 @@ from ledger.contract import validate
 from ledger.dead_letter import DeadLetter
 from ledger.errors import SourceError
 from omni_ledger.config import KafkaSettings, Settings
-from omni_ledger.simulator import RetailerSimulator, SimConfig
+from omni_ledger.simulator import RetailerSimulator
 
 __all__ = ["produce_file", "produce_simulator"]
 
@@ -70,17 +70,7 @@ def produce_simulator(
     # Event ids are `sim-<seed>-<n>`: a fixed seed would resend the ids of an earlier run, and
     # the ledger would rightly ignore them as duplicates. Each run gets a seed of its own.
     seed = seed if seed is not None else secrets.randbelow(2**31)
-    sim = RetailerSimulator(
-        SimConfig(
-            seed=seed,
-            dcs=sim_settings.dcs,
-            stores=sim_settings.stores,
-            suppliers=sim_settings.suppliers,
-            sellers=sim_settings.sellers,
-            skus=sim_settings.skus,
-            expected_rate=sim_settings.rate,
-        )
-    )
+    sim = RetailerSimulator(sim_settings.sim_config(seed))
     producer = _producer(settings.kafka)
     codec = WireCodec()
     started = time.monotonic()

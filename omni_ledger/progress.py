@@ -94,6 +94,8 @@ class ProgressPrinter:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=self._every + 1)
+        # A last line, so even a run shorter than one period shows where it ended.
+        print(self._progress.line(), file=self._stream, flush=True)
 
     def _loop(self) -> None:
         while not self._stop.wait(self._every):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 
@@ -11,63 +10,20 @@ from adapters.codec import decode_json, write_avro_file
 from adapters.snapshots import SnapshotReader
 from ledger.contract import event_to_json_bytes, validate
 from ledger.dead_letter import DeadLetter
-from ledger.effects import split
 from ledger.events import InventoryEvent
-from ledger.policy import LedgerPolicy
 from omni_ledger.simulator import RetailerSimulator, SimConfig
 from tests.conftest import EXAMPLES, read_jsonl
-from tests.reference import ReferenceLedger
+from tests.store_checks import assert_store_matches, reference_for
 
 pytestmark = pytest.mark.integration
 
 STORY = EXAMPLES / "story.jsonl"
 
 
-def reference_for(path: Path, policy: LedgerPolicy | None = None) -> ReferenceLedger:
-    """The naive model fed the file's valid events in file order, on the replay clock."""
-    model = ReferenceLedger(policy or LedgerPolicy())
-    now = -(2**62)
-    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
-        if not line.strip():
-            continue
-        record = decode_json(line, f"{path.name}:{number}")
-        event = record if isinstance(record, DeadLetter) else validate(record, origin="", raw=line)
-        if isinstance(event, DeadLetter):
-            continue
-        now = max(now, event.occurred_at)
-        for effect in split(event):
-            model.feed(now, effect)
-    model.final_now = now  # type: ignore[attr-defined]
-    return model
-
-
-def assert_store_matches(snapshot_dir: Path, model: ReferenceLedger) -> None:
-    with SnapshotReader.open(snapshot_dir) as reader:
-        positions = {(p["site_id"], p["sku"]): p for p in reader.positions()}
-        inbound: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
-        for line in reader.inbound():
-            eta = int(line["eta"].timestamp() * 1000)  # type: ignore[union-attr]
-            inbound.setdefault((line["site_id"], line["sku"]), {})[line["ref"]] = (line["qty"], eta)
-    expected_keys = {key for key, history in model.history.items() if history}
-    assert set(positions) == expected_keys
-    for key in expected_keys:
-        want = model.view(key, model.final_now)  # type: ignore[attr-defined]
-        got = positions[key]
-        assert (got["on_hand"], got["reserved"], got["staged"], got["atp"], got["negative"]) == (
-            want.on_hand,
-            want.reserved,
-            want.staged,
-            want.atp,
-            want.on_hand < 0,
-        ), key
-        assert got["inbound"] == sum(q for q, _ in want.inbound.values()), key
-        assert inbound.get(key, {}) == want.inbound, key
-
-
 def test_story_replay_yields_the_reference_models_positions(cli, snapshot_dir):
     result = cli("run", "--source", f"file:{STORY}", "--snapshot-dir", str(snapshot_dir), "--quiet", "--json")
     assert result.returncode == 0, result.stderr
-    assert_store_matches(snapshot_dir, reference_for(STORY))
+    assert_store_matches(snapshot_dir, *reference_for(STORY))
 
 
 def test_exactly_one_of_two_requests_racing_for_the_last_unit_is_accepted(cli, snapshot_dir):
@@ -138,7 +94,7 @@ def test_a_shuffled_simulated_day_with_duplicates_matches_the_reference_model(cl
     out = tmp_path / "out"
     result = cli("run", "--source", f"file:{path}", "--snapshot-dir", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
-    assert_store_matches(out, reference_for(path))
+    assert_store_matches(out, *reference_for(path))
 
 
 def _story_events() -> list[InventoryEvent]:

@@ -18,13 +18,10 @@ from adapters.avro_wire import WireCodec
 from adapters.kafka_io import EventProducer
 from adapters.kafka_records import SingleObjectWriter
 from adapters.snapshots import SnapshotReader
-from ledger.effects import split
 from ledger.events import InventoryEvent
-from ledger.policy import LedgerPolicy
 from omni_ledger.simulator import RetailerSimulator, SimConfig
 from tests.conftest import EXAMPLES, REPO, run_cli
-from tests.integration.test_file_replay import assert_store_matches, reference_for
-from tests.reference import ReferenceLedger
+from tests.store_checks import assert_store_matches, events_applied, reference_for, reference_live
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +84,7 @@ def test_events_produced_as_avro_fold_into_snapshots_and_the_output_topics(kafka
     )
     assert run.returncode == 0, run.stderr
     # `produce` skipped the three invalid lines; the rest is the story as a replay would see it.
-    assert_store_matches(out, reference_for(story))
+    assert_store_matches(out, *reference_for(story))
 
     changes = cluster.read_all("atp.changes")
     writer = SingleObjectWriter("position_change.avsc")
@@ -204,13 +201,9 @@ def test_kill_minus_nine_at_random_moments_loses_and_doubles_nothing(kafka, tmp_
 
     # The reference: the same events in produce order (each key's order is its partition's),
     # on the wall clock of this test (no hold is due yet).
-    model = ReferenceLedger(LedgerPolicy())
     now = time.time_ns() // 1_000_000
-    for event in events:
-        for effect in split(event):
-            model.feed(now, effect)
-    model.final_now = now  # type: ignore[attr-defined]
-    assert_store_matches(out, model)
+    model = reference_live(events, now)
+    assert_store_matches(out, model, now)
 
     decided: dict[str, set[str]] = defaultdict(set)
     decisions = SingleObjectWriter("reservation_decision.avsc")
@@ -305,15 +298,6 @@ def _broker(*args: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1]) if "--json" in args else {}
 
 
-def _applied(out) -> int:
-    try:
-        with SnapshotReader.open(out) as reader:
-            info = reader.latest()
-    except Exception:  # the store may not exist yet
-        return 0
-    return int(info["events_applied"]) if info else 0
-
-
 def test_a_broker_restart_while_the_flow_runs_loses_nothing(kafka, tmp_path):
     """A broker of this test's own: stop it under a running flow, start it again, go on."""
     home = tmp_path / "broker"
@@ -352,9 +336,9 @@ def test_a_broker_restart_while_the_flow_runs_loses_nothing(kafka, tmp_path):
         )
         try:
             deadline = time.monotonic() + 60
-            while _applied(out) < 3_000 and time.monotonic() < deadline:
+            while events_applied(out) < 3_000 and time.monotonic() < deadline:
                 time.sleep(0.2)
-            assert _applied(out) == 3_000
+            assert events_applied(out) == 3_000
             _broker("down", "--dir", str(home))
             time.sleep(4)  # the flow keeps running against no broker
             assert flow.poll() is None, "the flow died when the broker went away"
@@ -365,20 +349,16 @@ def test_a_broker_restart_while_the_flow_runs_loses_nothing(kafka, tmp_path):
             # Bounded, and generous: after a restart the broker reloads its coordinators
             # before idempotent producers get an id again, slower on a loaded machine.
             deadline = time.monotonic() + 180
-            while _applied(out) < 6_000 and time.monotonic() < deadline:
+            while events_applied(out) < 6_000 and time.monotonic() < deadline:
                 time.sleep(0.2)
         finally:
             flow.send_signal(signal.SIGINT)
             _, stderr = flow.communicate(timeout=120)
         assert flow.returncode == 0, stderr
-        assert _applied(out) == 6_000
-        model = ReferenceLedger(LedgerPolicy())
+        assert events_applied(out) == 6_000
         now = time.time_ns() // 1_000_000
-        for event in events:
-            for effect in split(event):
-                model.feed(now, effect)
-        model.final_now = now  # type: ignore[attr-defined]
-        assert_store_matches(out, model)
+        model = reference_live(events, now)
+        assert_store_matches(out, model, now)
     finally:
         subprocess.run(
             [sys.executable, str(REPO / "infra" / "kafka" / "broker.py"), "down", "--dir", str(home)],

@@ -15,6 +15,7 @@ from adapters.snapshots import SnapshotReader
 from ledger.contract import event_to_json_bytes
 from omni_ledger.simulator import RetailerSimulator, SimConfig
 from tests.conftest import REPO
+from tests.store_checks import events_applied
 
 pytestmark = pytest.mark.integration
 
@@ -54,15 +55,6 @@ def start(source: Path, out: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def applied(out: Path) -> int:
-    try:
-        with SnapshotReader.open(out) as reader:
-            info = reader.latest()
-    except Exception:  # the store may not exist yet while the writer creates it
-        return 0
-    return int(info["events_applied"]) if info else 0  # type: ignore[call-overload]
-
-
 def stable(rows: list[dict[str, object]]) -> list[dict[str, object]]:
     # Versions count published changes, which depend on batch boundaries; the values must not.
     return [{k: v for k, v in r.items() if k not in {"version", "updated_at"}} for r in rows]
@@ -76,10 +68,10 @@ def test_kill_during_a_replay_then_restart_gives_the_positions_of_a_clean_run(tm
 
     victim = start(source, crashed)
     deadline = time.monotonic() + 120
-    while applied(crashed) < 20_000 and time.monotonic() < deadline and victim.poll() is None:
+    while events_applied(crashed) < 20_000 and time.monotonic() < deadline and victim.poll() is None:
         time.sleep(0.1)
     assert victim.poll() is None, "the run ended before it could be killed; make the input larger"
-    killed_at = applied(crashed)
+    killed_at = events_applied(crashed)
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)
     assert 0 < killed_at < 120_000

@@ -17,6 +17,7 @@ Prints one table; JSON under bench/results/. Not a test: nothing asserts a timin
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -295,7 +296,7 @@ def measure_latency(args: argparse.Namespace, bootstrap: str, work: Path) -> dic
         now = time.time_ns() // 1_000_000
         for event in sim.next_events(now, due):
             # occurred_at := the produce time, so a change's max_occurred_at says what it includes.
-            event = InventoryEvent(**{**{f: getattr(event, f) for f in event.__slots__}, "occurred_at": now})
+            event = dataclasses.replace(event, occurred_at=now)
             key = f"{event.site_id}|{event.sku}".encode()
             producer.send(key, codec.encode(event))
             sent[key].append(now)

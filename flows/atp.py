@@ -103,13 +103,21 @@ def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
     if w.changes is not None:
         changes = op.filter("changes", outputs, _is_change)
         op.output("changes_out", op.key_on("change_key", changes, _change_key), w.changes)
-    decisions = op.filter("decisions", outputs, lambda o: isinstance(o, ReservationDecision))
+    decisions = op.filter("decisions", outputs, _is_decision)
     op.output("decisions_out", op.key_on("decision_key", decisions, _decision_key), w.decisions)
-    late = op.filter("too_late", outputs, lambda o: isinstance(o, DeadLetter))
+    late = op.filter("too_late", outputs, _is_dead_letter)
     rejected = op.merge("rejected", valid.falses, late)
     # DeadLetter
     op.output("dead_letters", op.key_on("dlq_key", rejected, _dead_letter_key), w.dead_letters)
     return flow
+
+
+def _is_decision(item: object) -> bool:
+    return isinstance(item, ReservationDecision)
+
+
+def _is_dead_letter(item: object) -> bool:
+    return isinstance(item, DeadLetter)
 
 
 def _is_change(item: object) -> bool:

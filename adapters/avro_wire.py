@@ -20,9 +20,11 @@ Write each Kafka message value as Avro single-object encoding of
 
 1. the two marker bytes ``0xC3 0x01``;
 2. the 8-byte CRC-64-AVRO (Rabin) fingerprint of the schema's Parsing Canonical Form,
-   little-endian. For the current schema these bytes are ``d7 0e 89 cb f5 82 22 33``
+   little-endian. For the current schema these bytes are ``da 59 06 02 24 fb 6c aa``
    (Java's ``SchemaNormalization.parsingFingerprint64`` returns it as the long
-   ``0x332282f5cb890ed7``); `WireCodec.fingerprint` gives them for the schema in use;
+   ``0xaa6cfb24020659da``); `WireCodec.fingerprint` gives them for the schema in use (the
+   previous version, `schemas/history/inventory_event.1.avsc`, fingerprint
+   ``d7 0e 89 cb f5 82 22 33``, is still read);
 3. the record in Avro binary encoding (no container file, no sync marker). Timestamps are
    ``long`` epoch milliseconds (``timestamp-millis``); optional fields are unions with
    ``null`` first (branch 0 = absent).
@@ -223,6 +225,9 @@ class WireCodec:
         self._schema_class: Any = None
         if schema_registry is not None:
             self._load_registry_types()
+        # Earlier versions of our own contract stay readable: producers upgrade one by one.
+        for earlier in sorted(SCHEMA_PATH.parent.glob("history/inventory_event.*.avsc")):
+            self.register_writer_schema(earlier.read_text())
         for schema in writer_schemas:
             self.register_writer_schema(schema)
 

@@ -11,12 +11,21 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from ledger.dead_letter import DeadLetter, Reason
 from ledger.errors import ContractError
 from ledger.events import EventType, InventoryEvent, Millis
+from ledger.fulfilment import Fulfilment, FulfilmentMode, SourceKind
 
-__all__ = ["MAX_QTY", "event_to_json_bytes", "event_to_record", "require_event", "validate"]
+__all__ = [
+    "MAX_QTY",
+    "event_to_json_bytes",
+    "event_to_record",
+    "fulfilment_to_record",
+    "require_event",
+    "validate",
+]
 
 MAX_QTY = 1_000_000
 """Largest |qty| one event may carry; a bigger figure is a data-entry error, not a pallet."""
@@ -37,6 +46,11 @@ _NEEDS_REF = frozenset(
 _NEEDS_DESTINATION = frozenset({_T.TRANSFER_PICKED, _T.SHUTTLE_LOADED, _T.DROPSHIP_SHIPPED})
 _NEEDS_ETA = frozenset({_T.SHUTTLE_LOADED, _T.DROPSHIP_SHIPPED})
 _ZERO_ALLOWED = frozenset({_T.COUNTED, _T.OFFER_UPDATED})
+# A plan rides on the request that starts a promise and on the move that carries its parcel.
+_MAY_CARRY_PLAN = frozenset({_T.RESERVATION_REQUESTED, _T.SHUTTLE_LOADED, _T.DROPSHIP_SHIPPED})
+_E = TypeVar("_E")
+_MODES = {m.value: m for m in FulfilmentMode}
+_SOURCE_KINDS = {k.value: k for k in SourceKind}
 _TYPES = {t.value: t for t in EventType}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MIN_MILLIS = 0
@@ -128,6 +142,60 @@ def _check_qty(kind: EventType, qty: int) -> None:
         raise _Invalid(Reason.QTY_OUT_OF_RANGE, f"qty must be > 0 for {kind.value}, got {qty}")
 
 
+def _choice(record: Mapping[str, object], name: str, choices: Mapping[str, _E]) -> _E:
+    value = _string(record, name, required=True)
+    assert value is not None
+    if value not in choices:
+        raise _Invalid(Reason.INVALID_FIELD, f"field '{name}' is {value!r}; expected one of {', '.join(choices)}")
+    return choices[value]
+
+
+def _fulfilment(record: Mapping[str, object], kind: EventType) -> Fulfilment | None:
+    value = record.get("fulfilment")
+    if value is None:
+        return None
+    if kind not in _MAY_CARRY_PLAN:
+        allowed = ", ".join(sorted(t.value for t in _MAY_CARRY_PLAN))
+        raise _Invalid(Reason.INVALID_FIELD, f"{kind.value} cannot carry a 'fulfilment' plan (only {allowed})")
+    if not isinstance(value, Mapping):
+        raise _Invalid(Reason.WRONG_TYPE, f"field 'fulfilment' must be an object, got {type(value).__name__}")
+    try:
+        mode = _choice(value, "mode", _MODES)
+        source_kind = _choice(value, "source_kind", _SOURCE_KINDS)
+        order_id = _string(value, "order_id", required=True)
+        deliver_to = _string(value, "deliver_to", required=True)
+        ready_at = _millis(value, "ready_at", required=True)
+        hold_until = _millis(value, "hold_until", required=True)
+        assert order_id is not None
+        assert deliver_to is not None
+        assert ready_at is not None
+        assert hold_until is not None
+        transfer = mode is FulfilmentMode.TRANSFER_TO_STORE
+        plan = Fulfilment(
+            mode=mode,
+            source_kind=source_kind,
+            order_id=order_id,
+            deliver_to=deliver_to,
+            ready_at=ready_at,
+            hold_until=hold_until,
+            zone=_string(value, "zone", required=False),
+            parcel_id=_string(value, "parcel_id", required=transfer),
+            run_id=_string(value, "run_id", required=transfer),
+            departs_at=_millis(value, "departs_at", required=transfer),
+            arrives_at=_millis(value, "arrives_at", required=transfer),
+            appointment_at=_millis(value, "appointment_at", required=False),
+            customer=_string(value, "customer", required=False),
+            source_site=_string(value, "source_site", required=False),
+        )
+    except _Invalid as bad:
+        raise _Invalid(bad.reason, f"fulfilment: {bad.detail}") from None
+    if plan.hold_until <= plan.ready_at:
+        raise _Invalid(Reason.INVALID_FIELD, "fulfilment: hold_until must be after ready_at")
+    if plan.departs_at is not None and plan.arrives_at is not None and plan.arrives_at < plan.departs_at:
+        raise _Invalid(Reason.INVALID_FIELD, "fulfilment: arrives_at must not be before departs_at")
+    return plan
+
+
 def _build(record: Mapping[str, object], origin: str, now: Millis | None, max_skew_ms: int) -> InventoryEvent:
     event_id = _string(record, "event_id", required=True)
     raw_type = record.get("type")
@@ -167,6 +235,7 @@ def _build(record: Mapping[str, object], origin: str, now: Millis | None, max_sk
     if lead_time_days is not None and not 0 <= lead_time_days <= 365:
         raise _Invalid(Reason.INVALID_FIELD, f"lead_time_days must be within 0..365, got {lead_time_days}")
     source = _string(record, "source", required=False)
+    fulfilment = _fulfilment(record, kind)
     if now is not None and occurred_at > now + max_skew_ms:
         detail = (
             f"occurred_at is {(occurred_at - now) / 1000:.0f} s ahead of the ledger clock "
@@ -187,6 +256,7 @@ def _build(record: Mapping[str, object], origin: str, now: Millis | None, max_sk
         price=price,
         lead_time_days=lead_time_days,
         source=source,
+        fulfilment=fulfilment,
         origin=origin,
     )
 
@@ -245,6 +315,27 @@ def event_to_record(event: InventoryEvent) -> dict[str, object]:
         "price": event.price,
         "lead_time_days": event.lead_time_days,
         "source": event.source,
+        "fulfilment": None if event.fulfilment is None else fulfilment_to_record(event.fulfilment),
+    }
+
+
+def fulfilment_to_record(plan: Fulfilment) -> dict[str, object]:
+    """The contract's field mapping of a fulfilment plan (times as epoch milliseconds)."""
+    return {
+        "mode": plan.mode.value,
+        "source_kind": plan.source_kind.value,
+        "order_id": plan.order_id,
+        "deliver_to": plan.deliver_to,
+        "ready_at": plan.ready_at,
+        "hold_until": plan.hold_until,
+        "zone": plan.zone,
+        "parcel_id": plan.parcel_id,
+        "run_id": plan.run_id,
+        "departs_at": plan.departs_at,
+        "arrives_at": plan.arrives_at,
+        "appointment_at": plan.appointment_at,
+        "customer": plan.customer,
+        "source_site": plan.source_site,
     }
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from ledger.fulfilment import Fulfilment
+
 __all__ = ["EventType", "InventoryEvent", "Millis"]
 
 Millis = int
@@ -52,5 +54,7 @@ class InventoryEvent:
     price: float | None = None
     lead_time_days: int | None = None
     source: str | None = None
+    fulfilment: Fulfilment | None = None
+    """The plan of a confirmed promise, on its reservation request and on the parcel's move."""
     origin: str = ""
     """Where the event was read (`file.jsonl:12`, `topic[3]@1042`); not part of the contract."""

@@ -22,12 +22,14 @@ Rules, per (site, sku) position:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ledger.contract import event_to_json_bytes
 from ledger.dead_letter import DeadLetter, Reason
 from ledger.effects import Effect, EffectKind
 from ledger.events import Millis
+from ledger.execution import Work, on_accepted, on_arrived, on_dispatched, on_ended, on_fulfilled, on_picked
+from ledger.fulfilment import Fulfilment
 from ledger.memory import NEVER, DeltaLogDraft, EventIdsDraft
 from ledger.outputs import (
     DecisionStatus,
@@ -42,11 +44,15 @@ from ledger.position import Count, Hold, Position, empty
 
 __all__ = ["Output", "expire", "fold", "next_expiry"]
 
-Output = PositionChange | ReservationDecision | DeadLetter | FoldTally
+_Stage = Callable[[str, str, int, str, Fulfilment, Millis], list[Work]]
+
+Output = PositionChange | ReservationDecision | DeadLetter | FoldTally | Work
 
 _K = EffectKind
 _S = DecisionStatus
 _HOLD, _STAGED, _INBOUND = "hold", "staged", "inbound"
+# How a hold ends when its units move on rather than free up (tombstone values).
+_PICKED, _DISPATCHED = "PICKED", "DISPATCHED"
 
 
 class _Draft:
@@ -66,6 +72,7 @@ class _Draft:
         "offer_id",
         "on_hand",
         "out",
+        "plans",
         "position",
         "seen",
         "settled",
@@ -88,6 +95,7 @@ class _Draft:
         self.offer = position.offer
         self.offer_id = position.offer_id
         self.forget_at = position.forget_at
+        self.plans = dict(position.plans)
         self.out: list[Output] = []
         self.applied = self.duplicates = self.too_late = 0
 
@@ -138,12 +146,57 @@ def _decision(
     )
 
 
+def _work(draft: _Draft, ref: str, stage: _Stage, qty: int, now: Millis, *, keep: bool = True) -> None:
+    """Emit the work of a promise's next stage, if `ref` carries a plan here."""
+    entry = draft.plans.get(ref) if keep else draft.plans.pop(ref, None)
+    if entry is None:
+        return
+    draft.out.extend(stage(draft.position.site_id, draft.position.sku, qty, ref, entry[0], now))
+
+
+def _cancel(draft: _Draft, ref: str, qty: int, now: Millis) -> None:
+    """A promise's hold ended without its units moving on: cancel its open work."""
+    entry = draft.plans.pop(ref, None)
+    if entry is not None:
+        plan, at_destination = entry
+        site, sku = draft.position.site_id, draft.position.sku
+        draft.out.extend(on_ended(site, sku, qty, ref, plan, now, at_destination=at_destination))
+
+
+def _hold_on_arrival(draft: _Draft, ref: str, qty: int, at: Millis, now: Millis, safety_stock: int) -> None:
+    """Units that arrive for a customer are held for them at once, never offered to others."""
+    entry = draft.plans.get(ref)
+    if entry is None or (_HOLD, ref) in draft.ended or ref in draft.holds:
+        return
+    plan, _ = entry
+    draft.plans[ref] = (plan, True)
+    if plan.hold_until <= now:
+        return
+    atp = draft.atp(safety_stock)
+    draft.holds[ref] = Hold(qty, plan.hold_until, at)
+    draft.out.append(
+        ReservationDecision(
+            ref,
+            draft.position.site_id,
+            draft.position.sku,
+            qty,
+            _S.ACCEPTED,
+            "arrived_for_customer",
+            plan.hold_until,
+            now,
+            atp,
+        )
+    )
+    _work(draft, ref, on_arrived, qty, now)
+
+
 def _expire(draft: _Draft, now: Millis, safety_stock: int) -> None:
     due = [ref for ref, hold in draft.holds.items() if hold.expires_at <= now]
     for ref in sorted(due, key=lambda r: (draft.holds[r].expires_at, r)):
         hold = draft.holds.pop(ref)
         draft.ended[(_HOLD, ref)] = (_S.EXPIRED.value, hold.expires_at)
         draft.forget_at = min(draft.forget_at, hold.expires_at)
+        _cancel(draft, ref, hold.qty, now)
         draft.out.append(
             ReservationDecision(
                 reservation_id=ref,
@@ -205,6 +258,7 @@ def _apply(draft: _Draft, effect: Effect, now: Millis, policy: LedgerPolicy, saf
         if hold is not None:
             atp = draft.atp(safety_stock)
             draft.out.append(_decision(draft, effect, _S.RELEASED, "released", now, atp, hold.qty, hold.expires_at))
+            _cancel(draft, ref, hold.qty, now)
     elif kind is _K.FULFIL:
         assert ref is not None
         hold = draft.holds.pop(ref, None)
@@ -214,28 +268,45 @@ def _apply(draft: _Draft, effect: Effect, now: Millis, policy: LedgerPolicy, saf
         if hold is not None:
             atp = draft.atp(safety_stock)
             draft.out.append(_decision(draft, effect, _S.FULFILLED, "fulfilled", now, atp, effect.qty, hold.expires_at))
+            _work(draft, ref, on_fulfilled, effect.qty, now, keep=False)
         elif previous is not None:
             reason = f"fulfilled_after_{previous[0].lower()}"
             draft.out.append(_decision(draft, effect, _S.FULFILLED, reason, now, draft.atp(safety_stock), effect.qty))
     elif kind is _K.STAGE:
         assert ref is not None
+        # A pick for a held reservation moves its units from the hold into the parcel.
+        if draft.holds.pop(ref, None) is not None:
+            draft.ended[(_HOLD, ref)] = (_PICKED, at)
+            _work(draft, ref, on_picked, effect.qty, now)
         if (_STAGED, ref) not in draft.ended and ref not in draft.staged:
             draft.staged[ref] = effect.qty
     elif kind is _K.DISPATCH:
         assert ref is not None
+        # Shipped straight from a hold (a supplier's dropship), or from the parcel.
+        if draft.holds.pop(ref, None) is not None:
+            draft.ended[(_HOLD, ref)] = (_DISPATCHED, at)
         draft.staged.pop(ref, None)
-        draft.ended[(_STAGED, ref)] = ("DISPATCHED", at)
+        draft.ended[(_STAGED, ref)] = (_DISPATCHED, at)
         draft.delta(at, -effect.qty)
+        _work(draft, ref, on_dispatched, effect.qty, now, keep=False)
     elif kind is _K.INBOUND:
         assert ref is not None
         assert event.eta is not None
-        if (_INBOUND, ref) not in draft.ended:
-            draft.inbound[ref] = InboundLine(ref, effect.qty, event.eta)
+        plan = event.fulfilment
+        if plan is not None and plan.deliver_to == draft.position.site_id:
+            draft.plans.setdefault(ref, (plan, True))
+        arrived = draft.ended.get((_INBOUND, ref))
+        if arrived is None:
+            draft.inbound[ref] = InboundLine(ref, effect.qty, event.eta, plan is not None)
+        elif plan is not None:
+            # The arrival was folded first: hold the units for the customer now.
+            _hold_on_arrival(draft, ref, effect.qty, arrived[1], now, safety_stock)
     elif kind is _K.ARRIVE:
         assert ref is not None
         draft.inbound.pop(ref, None)
         draft.ended[(_INBOUND, ref)] = ("ARRIVED", at)
         draft.delta(at, effect.qty)
+        _hold_on_arrival(draft, ref, effect.qty, at, now, safety_stock)
 
 
 def _request(draft: _Draft, effect: Effect, ref: str, expires_at: Millis, now: Millis, safety_stock: int) -> None:
@@ -245,6 +316,11 @@ def _request(draft: _Draft, effect: Effect, ref: str, expires_at: Millis, now: M
     ended = draft.ended.get((_HOLD, ref))
     if held is not None:
         draft.out.append(_decision(draft, effect, _S.ACCEPTED, "already_held", now, atp, held.qty))
+    elif ended is not None and ended[0] in (_PICKED, _DISPATCHED):
+        draft.out.append(_decision(draft, effect, _S.ACCEPTED, f"already_{ended[0].lower()}", now, atp, qty))
+    elif ref in draft.staged or (_STAGED, ref) in draft.ended:
+        # Its pick arrived first: the units are in the parcel already.
+        draft.out.append(_decision(draft, effect, _S.ACCEPTED, "already_picked", now, atp, qty))
     elif ended is not None:
         # Its release or fulfilment arrived first: the reservation is over; say how it ended.
         status = _S(ended[0])
@@ -254,6 +330,11 @@ def _request(draft: _Draft, effect: Effect, ref: str, expires_at: Millis, now: M
     elif atp >= qty:
         draft.holds[ref] = Hold(qty, expires_at, effect.event.occurred_at)
         draft.out.append(_decision(draft, effect, _S.ACCEPTED, "atp_sufficient", now, atp, qty))
+        plan = effect.event.fulfilment
+        if plan is not None:
+            draft.plans[ref] = (plan, False)
+            site, sku = draft.position.site_id, draft.position.sku
+            draft.out.extend(on_accepted(site, sku, qty, ref, plan, now))
     else:
         draft.out.append(_decision(draft, effect, _S.REJECTED, "insufficient_atp", now, atp, qty))
 
@@ -303,6 +384,7 @@ def _finish(draft: _Draft, policy: LedgerPolicy, safety_stock: int, now: Millis 
         draft.offer_id,
         old.version + 1 if visible_changed else old.version,
         (now if now is not None else draft.max_at) if visible_changed else old.updated_at,
+        draft.plans,
     )
     if visible_changed:
         draft.out.append(new.view())

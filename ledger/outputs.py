@@ -34,6 +34,8 @@ class InboundLine:
     ref: str
     qty: int
     eta: Millis
+    promised: bool = False
+    """Already promised to a customer (a confirmed transfer or dropship): not for sale."""
 
 
 @dataclass(frozen=True, slots=True)

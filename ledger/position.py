@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from ledger._pickle import positional_reduce
 from ledger.events import Millis
+from ledger.fulfilment import Fulfilment
 from ledger.memory import NEVER, DeltaLog, EventIds
 from ledger.outputs import InboundLine, OfferTerms, PositionChange
 
@@ -78,6 +79,9 @@ class Position:
     offer_id: str = ""
     version: int = 0
     updated_at: Millis = NO_TIME
+    plans: Mapping[str, tuple[Fulfilment, bool]] = field(default_factory=dict)
+    """ref -> (the promise's plan, whether this site is its pickup store rather than its
+    source), while the ref's units are held, staged or inbound here."""
 
     @property
     def reserved(self) -> int:

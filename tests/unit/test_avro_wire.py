@@ -172,11 +172,20 @@ def test_the_single_object_frame_is_marker_then_fingerprint_then_the_avro_body_b
         + b"\x02S"  # site_id
         + b"\x02K"  # sku
         + b"\x02"  # qty: int 1
-        + b"\x00" * 7  # ref .. source: union branch 0, null
+        + b"\x00" * 8  # ref .. fulfilment: union branch 0, null
     )
     assert value == expected
     assert value[:2] == bytes([0xC3, 0x01])
     assert value[2:10] == schema_fingerprint(SCHEMA)
+
+
+def test_an_event_written_with_the_previous_contract_version_is_still_read():
+    earlier = (SCHEMA_PATH.parent / "history" / "inventory_event.1.avsc").read_text()
+    record = {k: v for k, v in event_to_record(SAMPLE).items() if k != "fulfilment"}
+    decoded = WireCodec().decode(single_object(json.loads(earlier), record), "t[0]@0")
+    assert isinstance(decoded, dict)
+    assert decoded["event_id"] == SAMPLE.event_id
+    assert decoded["fulfilment"] is None
 
 
 def test_the_body_is_what_any_avro_library_writes_for_the_schema_file():
@@ -288,7 +297,11 @@ def test_a_writer_schema_with_an_added_optional_field_decodes_once_registered():
     assert isinstance(record, dict)
     assert "channel" not in record  # resolved to our schema: the unknown field is dropped
     assert validate(record, origin="", raw=value) == SAMPLE
-    assert codec.known_writer_schemas() == {codec.fingerprint.hex(): "ours", value[2:10].hex(): "registered"}
+    assert codec.known_writer_schemas() == {
+        codec.fingerprint.hex(): "ours",
+        "d70e89cbf5822233": "registered",  # schemas/history/inventory_event.1.avsc
+        value[2:10].hex(): "registered",
+    }
 
 
 def test_a_writer_schema_without_an_optional_field_reads_it_as_its_default():

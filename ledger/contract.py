@@ -9,6 +9,7 @@ Avro records share one set of rules.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -49,6 +50,7 @@ _ZERO_ALLOWED = frozenset({_T.COUNTED, _T.OFFER_UPDATED})
 # A plan rides on the request that starts a promise and on the move that carries its parcel.
 _MAY_CARRY_PLAN = frozenset({_T.RESERVATION_REQUESTED, _T.SHUTTLE_LOADED, _T.DROPSHIP_SHIPPED})
 _E = TypeVar("_E")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MODES = {m.value: m for m in FulfilmentMode}
 _SOURCE_KINDS = {k.value: k for k in SourceKind}
 _TYPES = {t.value: t for t in EventType}
@@ -80,6 +82,9 @@ def _string(record: Mapping[str, object], name: str, *, required: bool) -> str |
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise _Invalid(Reason.INVALID_FIELD, f"field '{name}' is not valid UTF-8 text (a lone surrogate?)") from None
+    if _CONTROL.search(value):
+        # A NUL in a key breaks DuckLake's catalog queries on it; no id needs a control character.
+        raise _Invalid(Reason.INVALID_FIELD, f"field '{name}' contains a control character: {value!r}")
     return value
 
 

@@ -51,6 +51,20 @@ File format (every key optional; durations as "500ms", "2s", "15m", "24h", "7d")
     schema_registry_url = ""
     writer_schemas = ""         # comma-separated .avsc files: newer producer versions of InventoryEvent
 
+    [serve]                     # `omni-ledger serve`: the HTTP API (and `demo`)
+    host = "127.0.0.1"
+    port = 8080
+    network = "examples/network.toml"  # sites, lanes, routes, appointments (docs/network.md)
+    bus = "file"                # file: confirms append to DIR/inbox.jsonl, which `run --follow` folds;
+                                # kafka: confirms go to the inventory.events topic
+    max_snapshot_age = "30s"    # older than this, reads answer 503
+    confirm_timeout = "5s"      # how long a confirm waits for the fold's decision
+    write_tokens = ""           # comma-separated bearer tokens that may confirm and act; prefer
+                                # OMNI_LEDGER_SERVE_WRITE_TOKENS. Empty: writes are refused.
+    read_tokens = ""            # tokens that may only read
+    open_reads = true           # read endpoints need no token
+    hold_days = 3               # how long a unit is held for the customer once it is ready
+
 Environment: OMNI_LEDGER_<SECTION>_<KEY>, e.g. OMNI_LEDGER_SNAPSHOTS_DIR,
 OMNI_LEDGER_LEDGER_LATENESS_WINDOW, OMNI_LEDGER_SIMULATOR_RATE (scalars only).
 """
@@ -70,7 +84,7 @@ from ledger.errors import ConfigError
 from ledger.policy import LedgerPolicy, SafetyStock
 from omni_ledger.simulator import SimConfig
 
-__all__ = ["KafkaSettings", "Secret", "Settings", "SimSettings", "load_settings", "parse_duration"]
+__all__ = ["KafkaSettings", "Secret", "ServeSettings", "Settings", "SimSettings", "load_settings", "parse_duration"]
 
 ClockChoice = Literal["auto", "wall", "event"]
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -183,6 +197,25 @@ class KafkaSettings:
         return config
 
 
+_BUSES = ("file", "kafka")
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    """The HTTP API and the promise it makes."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    network: Path = Path("examples/network.toml")
+    bus: str = "file"
+    max_snapshot_age: timedelta = timedelta(seconds=30)
+    confirm_timeout: timedelta = timedelta(seconds=5)
+    write_tokens: tuple[Secret, ...] = ()
+    read_tokens: tuple[Secret, ...] = ()
+    open_reads: bool = True
+    hold_days: int = 3
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything `omni-ledger run` needs, validated."""
@@ -200,6 +233,7 @@ class Settings:
     safety_stock: SafetyStock = field(default_factory=SafetyStock)
     simulator: SimSettings = field(default_factory=SimSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
 
     def policy(self) -> LedgerPolicy:
         """The fold's rules from these settings."""
@@ -214,7 +248,10 @@ class Settings:
         given = {k: v for k, v in changes.items() if v is not None}
         sim = {k: given.pop(k) for k in ("rate", "seed") if k in given}
         kafka = {k: given.pop(k) for k in ("bootstrap",) if k in given}
+        serve = {k: given.pop(k) for k in ("host", "port", "network", "bus") if k in given}
         out = replace(self, **given)
+        if serve:
+            out = replace(out, serve=replace(out.serve, **serve))
         if sim:
             out = replace(out, simulator=replace(out.simulator, **sim))
         if kafka:
@@ -264,6 +301,21 @@ def _check(s: Settings, origin: str) -> None:
         fail("kafka.partitions", "an integer within 1..10,000", k.partitions)
     if not 1 <= k.replication <= 10:
         fail("kafka.replication", "an integer within 1..10", k.replication)
+    v = s.serve
+    if not 0 <= v.port <= 65_535:
+        fail("serve.port", "a TCP port within 0..65535 (0: any free port)", v.port)
+    if v.bus not in _BUSES:
+        fail("serve.bus", f"one of {', '.join(_BUSES)}", v.bus)
+    for key, value in (("serve.max_snapshot_age", v.max_snapshot_age), ("serve.confirm_timeout", v.confirm_timeout)):
+        if value <= timedelta(0):
+            fail(key, "a positive duration", str(value))
+    if not 1 <= v.hold_days <= 60:
+        fail("serve.hold_days", "an integer within 1..60", v.hold_days)
+    if {t.reveal() for t in v.write_tokens} & {t.reveal() for t in v.read_tokens}:
+        fail("serve.read_tokens", "tokens distinct from serve.write_tokens", "a token in both")
+    for token in (*v.write_tokens, *v.read_tokens):
+        if len(token.reveal()) < 16:
+            fail("serve.write_tokens / serve.read_tokens", "tokens of at least 16 characters", "a shorter token")
 
 
 class _Reader:
@@ -314,6 +366,18 @@ _SECTIONS = {
         "framing",
         "schema_registry_url",
         "writer_schemas",
+    },
+    "serve": {
+        "host",
+        "port",
+        "network",
+        "bus",
+        "max_snapshot_age",
+        "confirm_timeout",
+        "write_tokens",
+        "read_tokens",
+        "open_reads",
+        "hold_days",
     },
 }
 
@@ -379,6 +443,20 @@ def _from_tables(doc: Mapping[str, Any], origin: str, base: Settings) -> Setting
         schema_registry_url=kaf.get("schema_registry_url", str, old_k.schema_registry_url),
         writer_schemas=_paths(kaf.get("writer_schemas", str, None), old_k.writer_schemas),
     )
+    srv = _Reader(doc.get("serve", {}), "serve", origin)
+    old_v = base.serve
+    serve = ServeSettings(
+        host=srv.get("host", str, old_v.host),
+        port=srv.get("port", int, old_v.port),
+        network=Path(srv.get("network", str, str(old_v.network))),
+        bus=srv.get("bus", str, old_v.bus),
+        max_snapshot_age=srv.duration("max_snapshot_age", old_v.max_snapshot_age),
+        confirm_timeout=srv.duration("confirm_timeout", old_v.confirm_timeout),
+        write_tokens=_secrets(srv.get("write_tokens", str, None), old_v.write_tokens),
+        read_tokens=_secrets(srv.get("read_tokens", str, None), old_v.read_tokens),
+        open_reads=srv.get("open_reads", bool, old_v.open_reads),
+        hold_days=srv.get("hold_days", int, old_v.hold_days),
+    )
     out = Settings(
         snapshot_dir=Path(snap.get("dir", str, str(base.snapshot_dir))),
         snapshot_interval=snap.duration("interval", base.snapshot_interval),
@@ -393,9 +471,16 @@ def _from_tables(doc: Mapping[str, Any], origin: str, base: Settings) -> Setting
         safety_stock=safety,
         simulator=simulator,
         kafka=kafka,
+        serve=serve,
     )
     _check(out, origin)
     return out
+
+
+def _secrets(value: str | None, current: tuple[Secret, ...]) -> tuple[Secret, ...]:
+    if value is None:
+        return current
+    return tuple(Secret(t.strip()) for t in value.split(",") if t.strip())
 
 
 def _paths(value: str | None, current: tuple[Path, ...]) -> tuple[Path, ...]:
@@ -424,13 +509,15 @@ def _env_tables(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                     "default",
                     "partitions",
                     "replication",
+                    "port",
+                    "hold_days",
                 }:
                     try:
                         value = int(raw)
                     except ValueError:
                         msg = f"{name} (environment): expected an integer, got {raw!r}"
                         raise ConfigError(msg) from None
-                elif key == "recovery":
+                elif key in ("recovery", "open_reads"):
                     value = raw.strip().lower() in {"1", "true", "yes", "on"}
                 tables.setdefault(section, {})[key] = value
     return tables

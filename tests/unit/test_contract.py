@@ -139,3 +139,12 @@ def test_a_timestamp_outside_1970_to_9999_is_refused(value):
 
 def test_text_that_is_not_valid_utf8_is_refused():
     assert reason({**BASE, "sku": "A\ud800"}) == Reason.INVALID_FIELD
+
+
+@pytest.mark.parametrize("field", ["event_id", "site_id", "sku"])
+def test_an_id_with_a_control_character_is_refused(field):
+    # A NUL inside a key makes DuckLake's catalog query fail on every read of that key.
+    letter = check({**BASE, field: "A\x00B"})
+    assert isinstance(letter, DeadLetter)
+    assert letter.reason == Reason.INVALID_FIELD
+    assert "control character" in letter.detail

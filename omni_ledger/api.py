@@ -1,0 +1,391 @@
+"""The HTTP API (FastAPI): availability, promise, confirm, and the store and transport reads.
+
+FastAPI generates the OpenAPI spec (`/openapi.json`, docs at `/docs`) from the models
+below, and validates bodies and query parameters against them: that is why we use it
+rather than code of our own. Every error is JSON `{"error": code, "message": ...}`
+with its status: 401/403 auth, 404 unknown sku/site/run, 409 option gone, 413 body
+too large, 422 malformed, 503 stale snapshot, 504 decision timeout.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+from ledger.contract import MAX_QTY
+from ledger.errors import SnapshotError, SourceError
+from ledger.events import Millis
+from ledger.promise import MAX_BASKET, Exclusion, Option, Promise, Together
+from omni_ledger.config import Secret
+from omni_ledger.service import ConfirmResult, InvalidRequest, LedgerService, ServiceError
+
+__all__ = ["MAX_BODY_BYTES", "create_app"]
+
+MAX_BODY_BYTES = 64 * 1024
+"""Largest request body accepted: a full basket is well under 4 KiB."""
+
+_LOG = logging.getLogger("omni_ledger.api")
+# No '|' (the key separator) and no control characters (the contract refuses them in ids).
+_SKU_PATTERN = r"^[^|\s\x00-\x1f\x7f][^|\x00-\x1f\x7f]*$"
+_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+_SKU = Field(min_length=1, max_length=64, pattern=_SKU_PATTERN)
+_ID = Path(min_length=1, max_length=100, pattern=_ID_PATTERN)
+
+
+def _iso(ms: Millis | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# -- request models ------------------------------------------------------------------------
+
+
+class Item(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sku: Annotated[str, _SKU]
+    qty: Annotated[int, Field(ge=1, le=MAX_QTY)] = 1
+
+
+class PromiseBody(BaseModel):
+    """A basket (1 to 20 skus), where the customer is, and whether an appointment is wanted."""
+
+    model_config = ConfigDict(extra="forbid")
+    items: Annotated[list[Item], Field(min_length=1, max_length=MAX_BASKET)]
+    lat: Annotated[float, Field(ge=-90, le=90)]
+    lon: Annotated[float, Field(ge=-180, le=180)]
+    radius_km: Annotated[float | None, Field(gt=0, le=2000)] = None
+    appointment: bool = False
+
+
+class ConfirmBody(PromiseBody):
+    """The same request as the promise, and the `option_id` the customer chose from it."""
+
+    option_id: Annotated[str, _ID]
+    customer: Annotated[str | None, Field(max_length=100, pattern=_ID_PATTERN)] = None
+    order_id: Annotated[str | None, Field(min_length=1, max_length=64, pattern=r"^[^|\x00-\x1f\x7f]+$")] = None
+
+
+# -- response models -----------------------------------------------------------------------
+
+
+class OptionOut(BaseModel):
+    option_id: str
+    mode: str
+    sku: str
+    qty: int
+    source_id: str
+    source_kind: str
+    deliver_to: str
+    available_at: str
+    distance_km: float
+    price: float | None = None
+    run_id: str | None = None
+    pick_by: str | None = None
+    departs_at: str | None = None
+    arrives_at: str | None = None
+    appointment_at: str | None = None
+
+    @classmethod
+    def of(cls, o: Option) -> OptionOut:
+        return cls(
+            option_id=o.option_id, mode=o.mode.value, sku=o.sku, qty=o.qty, source_id=o.source_id,
+            source_kind=o.source_kind.value, deliver_to=o.deliver_to, available_at=_iso(o.available_at) or "",
+            distance_km=o.distance_km, price=o.price, run_id=o.run_id, pick_by=_iso(o.pick_by),
+            departs_at=_iso(o.departs_at), arrives_at=_iso(o.arrives_at), appointment_at=_iso(o.appointment_at),
+        )  # fmt: skip
+
+
+class TogetherOut(BaseModel):
+    store_id: str
+    distance_km: float
+    ready_at: str
+    appointment_at: str | None
+    legs: list[OptionOut]
+
+    @classmethod
+    def of(cls, t: Together) -> TogetherOut:
+        return cls(
+            store_id=t.store_id, distance_km=t.distance_km, ready_at=_iso(t.ready_at) or "",
+            appointment_at=_iso(t.appointment_at), legs=[OptionOut.of(leg) for leg in t.legs],
+        )  # fmt: skip
+
+
+class ExclusionOut(BaseModel):
+    site_id: str
+    sku: str
+    reason: str
+    detail: str
+
+    @classmethod
+    def of(cls, e: Exclusion) -> ExclusionOut:
+        return cls(site_id=e.site_id, sku=e.sku, reason=e.reason.value, detail=e.detail)
+
+
+class PromiseOut(BaseModel):
+    """Options ranked best first; `together`: stores where the whole basket can be collected at once."""
+
+    snapshot_id: int
+    now: str
+    options: list[OptionOut]
+    together: list[TogetherOut]
+    excluded: list[ExclusionOut]
+
+    @classmethod
+    def of(cls, p: Promise) -> PromiseOut:
+        return cls(
+            snapshot_id=p.snapshot_id, now=_iso(p.now) or "", options=[OptionOut.of(o) for o in p.options],
+            together=[TogetherOut.of(t) for t in p.together], excluded=[ExclusionOut.of(e) for e in p.excluded],
+        )  # fmt: skip
+
+
+class ConfirmOut(BaseModel):
+    """The fold's decision on the reservation; when rejected, the next best option to offer."""
+
+    reservation_id: str
+    order_id: str
+    status: str
+    reason: str
+    snapshot_id: int
+    option: OptionOut
+    appointment_status: str | None
+    next_best: OptionOut | None
+
+    @classmethod
+    def of(cls, r: ConfirmResult) -> ConfirmOut:
+        return cls(
+            reservation_id=r.reservation_id, order_id=r.order_id, status=r.status, reason=r.reason,
+            snapshot_id=r.snapshot_id, option=OptionOut.of(r.option), appointment_status=r.appointment_status,
+            next_best=None if r.next_best is None else OptionOut.of(r.next_best),
+        )  # fmt: skip
+
+
+class ErrorOut(BaseModel):
+    error: str
+    message: str
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": text}
+    for status, text in (
+        (401, "missing or unknown bearer token"),
+        (403, "a read-only token cannot do this"),
+        (404, "unknown sku, site, run or reservation"),
+        (413, "request body too large"),
+        (422, "malformed body or parameters"),
+        (503, "no snapshot, or the newest is older than serve.max_snapshot_age"),
+    )
+}
+
+
+# -- auth and limits -----------------------------------------------------------------------
+
+
+class _BodyLimit:
+    """Refuses bodies over `limit` bytes (declared or streamed) with 413, before any parsing."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _too_large(self.limit)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _too_large(self.limit)(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"error": "body_too_large", "message": f"request body over {limit} bytes"}, status_code=413)
+
+
+class _Auth:
+    """Bearer tokens, compared in constant time against every configured token."""
+
+    def __init__(self, write: tuple[Secret, ...], read: tuple[Secret, ...], open_reads: bool) -> None:
+        self._write = [t.reveal().encode() for t in write]
+        self._read = [t.reveal().encode() for t in read]
+        self.open_reads = open_reads
+
+    def role(self, token: str | None) -> str | None:
+        if not token:
+            return None
+        given = token.encode()
+        # No early exit: the time taken does not say which list, or how far, it matched.
+        write = any([hmac.compare_digest(given, t) for t in self._write])
+        read = any([hmac.compare_digest(given, t) for t in self._read])
+        return "write" if write else "read" if read else None
+
+
+class AuthError(ServiceError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status, code = 403, "forbidden"
+
+
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>` (serve.write_tokens / read_tokens)")
+
+
+# -- the app -------------------------------------------------------------------------------
+
+
+def create_app(service: LedgerService) -> FastAPI:
+    """The API over `service`."""
+    settings = service.settings
+    auth = _Auth(settings.write_tokens, settings.read_tokens, settings.open_reads)
+    app = FastAPI(
+        title="omni-ledger",
+        version="1",
+        summary="Real-time available-to-promise: where every unit is, and what can be promised by when.",
+        responses=_ERRORS,
+    )
+
+    def reader(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+        if auth.open_reads:
+            return
+        if auth.role(credentials.credentials if credentials else None) is None:
+            msg = "this endpoint needs a bearer token (serve.read_tokens or serve.write_tokens)"
+            raise AuthError(msg)
+
+    def writer(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+        role = auth.role(credentials.credentials if credentials else None)
+        if role is None:
+            msg = "confirming changes stock: send `Authorization: Bearer <token>` with a token from serve.write_tokens"
+            raise AuthError(msg)
+        if role != "write":
+            msg = "this token is read-only: it cannot confirm or act; use a token from serve.write_tokens"
+            raise Forbidden(msg)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse({"error": exc.code, "message": str(exc)}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error.get('loc', ()))}: {error.get('msg')}" for error in exc.errors()[:10]
+        )
+        return JSONResponse({"error": "invalid_request", "message": problems or "malformed request"}, status_code=422)
+
+    @app.exception_handler(SnapshotError)
+    async def store_error(request: Request, exc: SnapshotError) -> JSONResponse:
+        _LOG.warning("snapshot read failed: %s", exc)
+        return JSONResponse({"error": "snapshot_unavailable", "message": str(exc)}, status_code=503)
+
+    @app.exception_handler(SourceError)
+    async def bus_error(request: Request, exc: SourceError) -> JSONResponse:
+        _LOG.error("sending to the flow failed: %s", exc)
+        return JSONResponse({"error": "ledger_unreachable", "message": str(exc)}, status_code=503)
+
+    read = [Depends(reader)]
+    write = [Depends(writer)]
+
+    @app.get("/health", tags=["ops"], summary="Snapshot id and age; 503 when stale")
+    def health() -> JSONResponse:
+        body = service.health()
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+
+    @app.get("/v1/skus/{sku}/availability", dependencies=read, tags=["availability"])
+    def availability(
+        sku: Annotated[str, Path(min_length=1, max_length=64, pattern=_SKU_PATTERN)],
+        lat: Annotated[float | None, Query(ge=-90, le=90)] = None,
+        lon: Annotated[float | None, Query(ge=-180, le=180)] = None,
+        radius_km: Annotated[float | None, Query(gt=0, le=2000)] = None,
+        by: Annotated[
+            datetime | None, Query(description="ATP by this date: ATP plus unpromised inbound due by then")
+        ] = None,
+    ) -> dict[str, Any]:
+        """Every site's position of a sku: by site, nearest first from a point, and by a date."""
+        by_ms = None
+        if by is not None:
+            if by.tzinfo is None:
+                msg = "by: give a time zone, e.g. 2026-11-26T18:00:00Z"
+                raise InvalidRequest(msg)
+            by_ms = int(by.timestamp() * 1000)
+        return service.availability(sku, lat=lat, lon=lon, radius_km=radius_km, by=by_ms)
+
+    @app.post("/v1/promise", dependencies=read, tags=["promise"])
+    def make_promise(body: PromiseBody) -> PromiseOut:
+        """Every feasible option for a sku or a basket, ranked, with why other sources were excluded."""
+        items = [(item.sku, item.qty) for item in body.items]
+        result = service.promise(
+            items, lat=body.lat, lon=body.lon, radius_km=body.radius_km, appointment=body.appointment
+        )
+        return PromiseOut.of(result)
+
+    @app.post("/v1/confirm", dependencies=write, tags=["promise"])
+    def confirm(body: ConfirmBody, request: Request) -> ConfirmOut:
+        """Reserve the chosen option through the ledger; answers with the fold's decision."""
+        items = [(item.sku, item.qty) for item in body.items]
+        key = request.headers.get("idempotency-key")
+        result = service.confirm(
+            items, body.option_id, lat=body.lat, lon=body.lon, radius_km=body.radius_km,
+            appointment=body.appointment, customer=body.customer, order_id=body.order_id,
+            idempotency_key=key[:200] if key else None,
+        )  # fmt: skip
+        return ConfirmOut.of(result)
+
+    @app.get("/v1/reservations/{reservation_id}", dependencies=read, tags=["promise"])
+    def reservation(reservation_id: Annotated[str, _ID]) -> dict[str, Any]:
+        """A reservation's latest status."""
+        return service.reservation(reservation_id)
+
+    @app.get("/v1/sites/{site_id}/positions", dependencies=read, tags=["sites"])
+    def positions(site_id: Annotated[str, _ID]) -> dict[str, Any]:
+        """Every position of a site, and its appointment slots."""
+        return service.positions(site_id)
+
+    @app.get("/v1/stores/{site_id}/tasks", dependencies=read, tags=["execution"])
+    def tasks(
+        site_id: Annotated[str, _ID],
+        status: Annotated[str | None, Query(pattern="^(OPEN|DONE|CANCELLED)$")] = None,
+    ) -> dict[str, Any]:
+        """A store's tasks: isolate units for a shuttle, prepare a pickup."""
+        return service.tasks(site_id, status)
+
+    @app.get("/v1/runs/{run_id}/loads", dependencies=read, tags=["execution"])
+    def load_plan(run_id: Annotated[str, _ID]) -> dict[str, Any]:
+        """The load plan of one shuttle run."""
+        return service.load_plan(run_id)
+
+    @app.get("/v1/dropship-orders", dependencies=read, tags=["execution"])
+    def orders(supplier_id: Annotated[str | None, Query(max_length=64, pattern=_ID_PATTERN)] = None) -> dict[str, Any]:
+        """Dropship and marketplace orders."""
+        return service.orders(supplier_id)
+
+    app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
+    return app

@@ -1,0 +1,77 @@
+"""Builds the promise service from settings and runs the HTTP server (`omni-ledger serve`).
+
+With `serve.bus = "file"` (embedded, no broker) a confirm appends to `DIR/inbox.jsonl`
+and waits on `DIR/decisions.jsonl`: run the flow beside it with
+`omni-ledger run --source file:DIR/inbox.jsonl --follow`. With `serve.bus = "kafka"`
+it produces to `inventory.events` and follows `reservation.decisions`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from adapters.atp_view import ServingStore
+from adapters.decision_feed import DecisionFeed, JsonLinesDecisionFeed, KafkaDecisionFeed
+from adapters.inbox import EventInbox, JsonLinesInbox, KafkaInbox
+from ledger.network import Network, load_network
+from omni_ledger.config import Settings
+from omni_ledger.service import LedgerService
+
+__all__ = ["INBOX", "inbox_path", "open_service", "serve"]
+
+INBOX = "inbox.jsonl"
+
+
+def inbox_path(settings: Settings) -> Path:
+    """The events file an embedded flow follows and the service appends to."""
+    return settings.snapshot_dir / INBOX
+
+
+@contextlib.contextmanager
+def open_service(settings: Settings, network: Network | None = None) -> Iterator[LedgerService]:
+    """The service over the snapshot store and the bus the settings name; closed on exit."""
+    network = network or load_network(settings.serve.network)
+    store = ServingStore(settings.snapshot_dir)
+    inbox: EventInbox
+    decisions: DecisionFeed
+    try:
+        if settings.serve.bus == "kafka":
+            from omni_ledger.bootstrap import wire_codec
+
+            kafka = settings.kafka
+            inbox = KafkaInbox(kafka.client_config(), kafka.topic("inventory.events"), wire_codec(kafka))
+            decisions = KafkaDecisionFeed(kafka.client_config(), kafka.topic("reservation.decisions"))
+        else:
+            inbox = JsonLinesInbox(inbox_path(settings))
+            decisions = JsonLinesDecisionFeed(settings.snapshot_dir / "decisions.jsonl")
+    except BaseException:
+        store.close()
+        raise
+    try:
+        yield LedgerService(network, store, inbox, decisions, settings.serve)
+    finally:
+        decisions.close()
+        inbox.close()
+        store.close()
+
+
+def serve(settings: Settings) -> None:
+    """Run the HTTP API until interrupted."""
+    import uvicorn
+
+    from omni_ledger.api import create_app
+
+    with open_service(settings) as service:
+        app = create_app(service)
+        config = uvicorn.Config(
+            app,
+            host=settings.serve.host,
+            port=settings.serve.port,
+            log_level="info",
+            # Bounded: a slow client cannot hold the server's threads forever.
+            timeout_keep_alive=5,
+            limit_concurrency=256,
+        )
+        uvicorn.Server(config).run()

@@ -23,13 +23,26 @@ Public tables (a contract for other processes; `omni-ledger` readers rely on it)
 
     positions(site_id, sku, on_hand, reserved, staged, inbound, safety_stock, atp,
               negative, version, updated_at)
-    inbound(site_id, sku, ref, eta, qty)
+    inbound(site_id, sku, ref, eta, qty, promised)
     reservations(reservation_id, site_id, sku, qty, status, expires_at, decided_at)
     offers(seller_id, sku, qty, price, lead_time_days, updated_at)
+    store_tasks(task_id, site_id, sku, qty, kind, status, rank, reservation_id, order_id,
+                customer, zone, parcel_id, run_id, deliver_to, departs_at, due_at,
+                appointment_at, plan, updated_at)
+    transport_loads(parcel_id, run_id, origin, destination, sku, qty, departs_at,
+                    arrives_at, status, rank, reservation_id, order_id, customer, plan,
+                    updated_at)
+    dropship_orders(order_ref, supplier_id, deliver_to, sku, qty, due_at, status, rank,
+                    order_id, customer, plan, updated_at)
     snapshot_info(snapshot_id, created_at, events_applied, max_occurred_at)
 
-Integers are BIGINT, times TIMESTAMPTZ (UTC), `negative` BOOLEAN, `price` DOUBLE.
-Every datetime this module returns is timezone-aware UTC.
+Integers are BIGINT, times TIMESTAMPTZ (UTC), `negative` and `promised` BOOLEAN, `price`
+DOUBLE, `plan` VARCHAR (the fulfilment plan as JSON, times in epoch milliseconds; the
+typed readers return it decoded). Every datetime this module returns is timezone-aware UTC.
+
+A store written by an earlier version gets the tables and columns it lacks when a
+writer opens it (one snapshot); rows written before a column existed hold its
+`_ADDED_COLUMN_DEFAULTS` value, or NULL.
 """
 
 from __future__ import annotations
@@ -51,8 +64,10 @@ from typing import IO, Any
 
 import duckdb
 
+from ledger.contract import fulfilment_to_record
 from ledger.errors import SnapshotError
 from ledger.events import Millis
+from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask, Work
 from ledger.outputs import DecisionStatus, OfferTerms, PositionChange, ReservationDecision
 
 __all__ = ["MaintenanceReport", "SnapshotReader", "SnapshotWriter"]
@@ -93,6 +108,7 @@ _INBOUND: _Columns = (
     ("ref", "VARCHAR"),
     ("eta", "MILLIS"),
     ("qty", "BIGINT"),
+    ("promised", "BOOLEAN"),
 )
 _RESERVATIONS: _Columns = (
     ("reservation_id", "VARCHAR"),
@@ -111,6 +127,58 @@ _OFFERS: _Columns = (
     ("lead_time_days", "BIGINT"),
     ("updated_at", "MILLIS"),
 )
+_STORE_TASKS: _Columns = (
+    ("task_id", "VARCHAR"),
+    ("site_id", "VARCHAR"),
+    ("sku", "VARCHAR"),
+    ("qty", "BIGINT"),
+    ("kind", "VARCHAR"),
+    ("status", "VARCHAR"),
+    ("rank", "BIGINT"),
+    ("reservation_id", "VARCHAR"),
+    ("order_id", "VARCHAR"),
+    ("customer", "VARCHAR"),
+    ("zone", "VARCHAR"),
+    ("parcel_id", "VARCHAR"),
+    ("run_id", "VARCHAR"),
+    ("deliver_to", "VARCHAR"),
+    ("departs_at", "MILLIS"),
+    ("due_at", "MILLIS"),
+    ("appointment_at", "MILLIS"),
+    ("plan", "VARCHAR"),
+    ("updated_at", "MILLIS"),
+)
+_TRANSPORT_LOADS: _Columns = (
+    ("parcel_id", "VARCHAR"),
+    ("run_id", "VARCHAR"),
+    ("origin", "VARCHAR"),
+    ("destination", "VARCHAR"),
+    ("sku", "VARCHAR"),
+    ("qty", "BIGINT"),
+    ("departs_at", "MILLIS"),
+    ("arrives_at", "MILLIS"),
+    ("status", "VARCHAR"),
+    ("rank", "BIGINT"),
+    ("reservation_id", "VARCHAR"),
+    ("order_id", "VARCHAR"),
+    ("customer", "VARCHAR"),
+    ("plan", "VARCHAR"),
+    ("updated_at", "MILLIS"),
+)
+_DROPSHIP_ORDERS: _Columns = (
+    ("order_ref", "VARCHAR"),
+    ("supplier_id", "VARCHAR"),
+    ("deliver_to", "VARCHAR"),
+    ("sku", "VARCHAR"),
+    ("qty", "BIGINT"),
+    ("due_at", "MILLIS"),
+    ("status", "VARCHAR"),
+    ("rank", "BIGINT"),
+    ("order_id", "VARCHAR"),
+    ("customer", "VARCHAR"),
+    ("plan", "VARCHAR"),
+    ("updated_at", "MILLIS"),
+)
 _SNAPSHOT_INFO: _Columns = (
     ("snapshot_id", "BIGINT"),
     ("created_at", "MILLIS"),
@@ -123,8 +191,15 @@ _TABLES: dict[str, tuple[_Columns, tuple[str, ...]]] = {
     "inbound": (_INBOUND, ("site_id", "sku")),
     "reservations": (_RESERVATIONS, ("reservation_id",)),
     "offers": (_OFFERS, ("seller_id", "sku")),
+    "store_tasks": (_STORE_TASKS, ("task_id",)),
+    "transport_loads": (_TRANSPORT_LOADS, ("parcel_id",)),
+    "dropship_orders": (_DROPSHIP_ORDERS, ("order_ref",)),
     "snapshot_info": (_SNAPSHOT_INFO, ("snapshot_id",)),
 }
+# (table, column) -> what rows written before the column existed hold (a SQL literal:
+# DuckLake adds columns with literal defaults only). Stores from before fulfilment plans
+# had no promised inbound lines.
+_ADDED_COLUMN_DEFAULTS = {("inbound", "promised"): "'false'"}
 
 # maintain() rewrites every data file that has deleted rows (threshold 0). Positions are
 # updated in place, so most files carry delete files, and merge_adjacent_files skips
@@ -140,7 +215,12 @@ _ORDER = {
     "inbound": "site_id, sku, eta, ref",
     "reservations": "reservation_id",
     "offers": "sku, seller_id",
+    "store_tasks": "site_id, due_at, task_id",
+    "transport_loads": "departs_at, run_id, parcel_id",
+    "dropship_orders": "supplier_id, due_at, order_ref",
 }
+# Tables whose `plan` column the typed readers decode from JSON.
+_WITH_PLAN = frozenset({"store_tasks", "transport_loads", "dropship_orders"})
 
 _TERMINAL = tuple(
     s.value
@@ -398,17 +478,28 @@ class SnapshotWriter:
 
     @staticmethod
     def _create_tables(con: duckdb.DuckDBPyConnection) -> None:
+        """Create the missing tables and add the missing columns, in one snapshot.
+
+        A store written by an earlier version lacks what was added since; nothing is
+        dropped or retyped, so its readers keep working.
+        """
         try:
-            existing = {
-                row[0]
-                for row in con.execute(
-                    "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [LAKE]
-                ).fetchall()
-            }
+            existing: dict[str, set[str]] = {}
+            for table, column in con.execute(
+                "SELECT table_name, column_name FROM duckdb_columns() WHERE database_name = ?", [LAKE]
+            ).fetchall():
+                existing.setdefault(table, set()).add(column)
             missing = [name for name in _TABLES if name not in existing]
-            if not missing:
+            added = [
+                (name, col, typ)
+                for name, (columns, _) in _TABLES.items()
+                if name in existing
+                for col, typ in columns
+                if col not in existing[name]
+            ]
+            if not missing and not added:
                 return  # no empty snapshot for a re-open
-            # One transaction, so the tables appear in one snapshot.
+            # One transaction, so the tables and columns appear in one snapshot.
             con.execute("BEGIN")
             for name in missing:
                 columns, key = _TABLES[name]
@@ -416,10 +507,16 @@ class SnapshotWriter:
                     f"{col} {_storage_type(typ)}" + (" NOT NULL" if col in key else "") for col, typ in columns
                 )
                 con.execute(f"CREATE TABLE {LAKE}.{name} ({cols})")
+            for name, col, typ in added:
+                default = _ADDED_COLUMN_DEFAULTS.get((name, col))
+                con.execute(
+                    f"ALTER TABLE {LAKE}.{name} ADD COLUMN {col} {_storage_type(typ)}"
+                    + (f" DEFAULT {default}" if default is not None else "")
+                )
             con.execute("COMMIT")
         except duckdb.Error as exc:
             _rollback(con)
-            msg = f"cannot create the snapshot store tables: {exc}"
+            msg = f"cannot create or upgrade the snapshot store tables: {exc}"
             raise SnapshotError(msg) from exc
 
     def close(self) -> None:
@@ -446,20 +543,23 @@ class SnapshotWriter:
         self,
         changes: Sequence[PositionChange],
         decisions: Sequence[ReservationDecision],
+        work: Sequence[Work] = (),
         *,
         events_applied: int,
         now: Millis,
     ) -> int | None:
-        """Write one DuckLake snapshot holding `changes` and `decisions`; return its id.
+        """Write one DuckLake snapshot holding `changes`, `decisions` and `work`; return its id.
 
-        Returns None, writing nothing, when both are empty. Safe to call again with what
-        was already published (at-least-once delivery): an older or equal position
-        version changes nothing. `events_applied` is the caller's running total.
+        Returns None, writing nothing, when all three are empty. Safe to call again with
+        what was already published (at-least-once delivery): an older position version
+        changes nothing, nor does work of a rank already stored. `events_applied` is the
+        caller's running total.
 
         Commit order (one transaction, so readers see all of it or none of it):
 
         1. Coalesce in memory: the highest version per (site, sku), the newest offer per
-           (seller, sku), the winning decision per reservation.
+           (seller, sku), the winning decision per reservation, the highest rank per
+           piece of work (equal ranks: the later one).
         2. Stage the rows in temp tables (one JSON parameter per table: cost grows with
            the change, not with the store).
         3. BEGIN; read the current snapshot id: this commit will create id + 1.
@@ -467,18 +567,21 @@ class SnapshotWriter:
         5. Replace the inbound lines of the accepted keys (before 6, which changes the
            versions that 4 compared).
         6. MERGE the accepted positions (the version guard is repeated in the MERGE).
-        7. MERGE offers (newer updated_at wins) and reservations (last decision wins
-           unless the stored one is terminal and newer).
+        7. MERGE offers (newer updated_at wins), reservations (last decision wins
+           unless the stored one is terminal and newer) and work (store tasks, transport
+           loads, dropship orders: a higher rank replaces, new keys are inserted; statuses
+           only move forward, so a replayed or redelivered record changes nothing).
         8. INSERT the snapshot_info row (id, events_applied, max_occurred_at).
         9. COMMIT, then check DuckLake created the id written in 8; only now may the
            caller advance its input position.
         """
-        if not changes and not decisions:
+        if not changes and not decisions and not work:
             return None
         # 1. Coalesce.
         positions = _latest_versions(changes)
         offers = _latest_offers(changes)
         reservations = _winning_decisions(decisions)
+        tasks, loads, orders = _highest_ranks(work)
         max_occurred = max((c.max_occurred_at for c in changes), default=None)
         previous = self._last_info.get("max_occurred_at_ms")
         if isinstance(previous, int) and (max_occurred is None or previous > max_occurred):
@@ -496,6 +599,12 @@ class SnapshotWriter:
                 _stage(con, "stage_offers", _OFFERS, _offer_rows(offers))
             if reservations:
                 _stage(con, "stage_reservations", _RESERVATIONS, _reservation_rows(reservations))
+            if tasks:
+                _stage(con, "stage_store_tasks", _STORE_TASKS, _task_rows(tasks))
+            if loads:
+                _stage(con, "stage_transport_loads", _TRANSPORT_LOADS, _load_rows(loads))
+            if orders:
+                _stage(con, "stage_dropship_orders", _DROPSHIP_ORDERS, _order_rows(orders))
             # 3. Begin; predict the snapshot id (single writer: nobody else commits).
             con.execute("BEGIN")
             snapshot_id = _scalar(con, f"SELECT * FROM {LAKE}.current_snapshot()") + 1
@@ -517,14 +626,16 @@ class SnapshotWriter:
                         "WHERE inbound.site_id = a.site_id AND inbound.sku = a.sku"
                     )
                     if has_inbound:
+                        # Columns by name: a store upgraded in place has them in another order.
+                        inbound_columns = ", ".join(c for c, _ in _INBOUND)
                         con.execute(
-                            f"INSERT INTO {LAKE}.inbound "
-                            "SELECT i.* FROM stage_inbound i SEMI JOIN accepted a "
+                            f"INSERT INTO {LAKE}.inbound ({inbound_columns}) "
+                            f"SELECT {inbound_columns} FROM stage_inbound i SEMI JOIN accepted a "
                             "ON i.site_id = a.site_id AND i.sku = a.sku"
                         )
                     # 6. Positions.
                     _merge(con, "positions", "accepted", "s.version >= t.version")
-            # 7. Offers and reservations.
+            # 7. Offers, reservations and work.
             if offers:
                 _merge(con, "offers", "stage_offers", "s.updated_at > t.updated_at")
             if reservations:
@@ -537,6 +648,9 @@ class SnapshotWriter:
                     f"NOT (t.status IN ({_TERMINAL_SQL}) AND (t.decided_at > s.decided_at "
                     f"OR (t.decided_at = s.decided_at AND s.status NOT IN ({_TERMINAL_SQL}))))",
                 )
+            for table, rows in (("store_tasks", tasks), ("transport_loads", loads), ("dropship_orders", orders)):
+                if rows:
+                    _merge(con, table, f"stage_{table}", "s.rank > t.rank")
             # 8. The snapshot_info row.
             con.execute(
                 f"INSERT INTO {LAKE}.snapshot_info VALUES "
@@ -552,8 +666,9 @@ class SnapshotWriter:
         except duckdb.Error as exc:
             _rollback(con)
             msg = (
-                f"cannot publish {len(positions)} positions and {len(reservations)} "
-                f"reservation decisions to the snapshot store {self._dir}: {exc}"
+                f"cannot publish {len(positions)} positions, {len(reservations)} reservation "
+                f"decisions, {len(tasks)} store tasks, {len(loads)} transport loads and "
+                f"{len(orders)} dropship orders to the snapshot store {self._dir}: {exc}"
             )
             raise SnapshotError(msg) from exc
         if committed != snapshot_id:
@@ -752,6 +867,32 @@ def _winning_decisions(decisions: Iterable[ReservationDecision]) -> list[Reserva
     return list(best.values())
 
 
+def _highest_ranks(work: Iterable[Work]) -> tuple[list[StoreTask], list[ShuttleLoad], list[DropshipOrder]]:
+    # The same rule as the MERGE in publish step 7, except that within one batch an equal
+    # rank replaces: the later record is the fold's newer word on it.
+    tasks: dict[str, StoreTask] = {}
+    loads: dict[str, ShuttleLoad] = {}
+    orders: dict[str, DropshipOrder] = {}
+    for item in work:
+        if isinstance(item, StoreTask):
+            kept_task = tasks.get(item.task_id)
+            if kept_task is None or item.rank >= kept_task.rank:
+                tasks[item.task_id] = item
+        elif isinstance(item, ShuttleLoad):
+            kept_load = loads.get(item.parcel_id)
+            if kept_load is None or item.rank >= kept_load.rank:
+                loads[item.parcel_id] = item
+        else:
+            kept_order = orders.get(item.order_ref)
+            if kept_order is None or item.rank >= kept_order.rank:
+                orders[item.order_ref] = item
+    return list(tasks.values()), list(loads.values()), list(orders.values())
+
+
+def _plan_json(item: Work) -> str:
+    return json.dumps(fulfilment_to_record(item.plan), separators=(",", ":"))
+
+
 def _position_rows(positions: Sequence[PositionChange]) -> dict[str, list[Any]]:
     return {
         "site_id": [c.site_id for c in positions],
@@ -776,6 +917,7 @@ def _inbound_rows(positions: Sequence[PositionChange]) -> dict[str, list[Any]]:
         "ref": [line.ref for _, _, line in lines],
         "eta": [line.eta for _, _, line in lines],
         "qty": [line.qty for _, _, line in lines],
+        "promised": [line.promised for _, _, line in lines],
     }
 
 
@@ -799,6 +941,67 @@ def _reservation_rows(decisions: Sequence[ReservationDecision]) -> dict[str, lis
         "status": [d.status.value for d in decisions],
         "expires_at": [d.expires_at for d in decisions],
         "decided_at": [d.decided_at for d in decisions],
+    }
+
+
+def _task_rows(tasks: Sequence[StoreTask]) -> dict[str, list[Any]]:
+    return {
+        "task_id": [t.task_id for t in tasks],
+        "site_id": [t.site_id for t in tasks],
+        "sku": [t.sku for t in tasks],
+        "qty": [t.qty for t in tasks],
+        "kind": [t.kind.value for t in tasks],
+        "status": [t.status.value for t in tasks],
+        "rank": [t.rank for t in tasks],
+        "reservation_id": [t.reservation_id for t in tasks],
+        "order_id": [t.plan.order_id for t in tasks],
+        "customer": [t.plan.customer for t in tasks],
+        "zone": [t.plan.zone for t in tasks],
+        "parcel_id": [t.plan.parcel_id for t in tasks],
+        "run_id": [t.plan.run_id for t in tasks],
+        "deliver_to": [t.plan.deliver_to for t in tasks],
+        "departs_at": [t.plan.departs_at for t in tasks],
+        "due_at": [t.due_at for t in tasks],
+        "appointment_at": [t.plan.appointment_at for t in tasks],
+        "plan": [_plan_json(t) for t in tasks],
+        "updated_at": [t.updated_at for t in tasks],
+    }
+
+
+def _load_rows(loads: Sequence[ShuttleLoad]) -> dict[str, list[Any]]:
+    return {
+        "parcel_id": [x.parcel_id for x in loads],
+        "run_id": [x.run_id for x in loads],
+        "origin": [x.origin for x in loads],
+        "destination": [x.destination for x in loads],
+        "sku": [x.sku for x in loads],
+        "qty": [x.qty for x in loads],
+        "departs_at": [x.departs_at for x in loads],
+        "arrives_at": [x.arrives_at for x in loads],
+        "status": [x.status.value for x in loads],
+        "rank": [x.rank for x in loads],
+        "reservation_id": [x.reservation_id for x in loads],
+        "order_id": [x.plan.order_id for x in loads],
+        "customer": [x.plan.customer for x in loads],
+        "plan": [_plan_json(x) for x in loads],
+        "updated_at": [x.updated_at for x in loads],
+    }
+
+
+def _order_rows(orders: Sequence[DropshipOrder]) -> dict[str, list[Any]]:
+    return {
+        "order_ref": [o.order_ref for o in orders],
+        "supplier_id": [o.supplier_id for o in orders],
+        "deliver_to": [o.deliver_to for o in orders],
+        "sku": [o.sku for o in orders],
+        "qty": [o.qty for o in orders],
+        "due_at": [o.due_at for o in orders],
+        "status": [o.status.value for o in orders],
+        "rank": [o.rank for o in orders],
+        "order_id": [o.plan.order_id for o in orders],
+        "customer": [o.plan.customer for o in orders],
+        "plan": [_plan_json(o) for o in orders],
+        "updated_at": [o.updated_at for o in orders],
     }
 
 
@@ -880,6 +1083,20 @@ class SnapshotReader:
         """Marketplace sellers' current offers."""
         return self._select("offers", {"sku": sku, "seller_id": seller_id}, as_of)
 
+    def store_tasks(
+        self, site_id: str | None = None, status: str | None = None, as_of: int | None = None
+    ) -> list[dict[str, object]]:
+        """Store tasks (latest status of each), optionally of one site and/or status; `plan` decoded."""
+        return self._select("store_tasks", {"site_id": site_id, "status": status}, as_of)
+
+    def transport_loads(self, run_id: str | None = None, as_of: int | None = None) -> list[dict[str, object]]:
+        """Parcels on shuttle runs (latest status of each), optionally of one run; `plan` decoded."""
+        return self._select("transport_loads", {"run_id": run_id}, as_of)
+
+    def dropship_orders(self, supplier_id: str | None = None, as_of: int | None = None) -> list[dict[str, object]]:
+        """Orders to suppliers and sellers (latest status of each), optionally of one; `plan` decoded."""
+        return self._select("dropship_orders", {"supplier_id": supplier_id}, as_of)
+
     def snapshots(self) -> list[dict[str, object]]:
         """The published snapshots still readable with `as_of`, oldest first.
 
@@ -934,13 +1151,18 @@ class SnapshotReader:
         query += f" ORDER BY {_ORDER[table]}"
         try:
             with self._cursor() as cursor:
-                return _dicts(cursor.execute(query, [value for _, value in where]))
+                rows = _dicts(cursor.execute(query, [value for _, value in where]))
         except duckdb.Error as exc:
             if as_of is None:
                 msg = f"cannot read {table} from the snapshot store {self._dir}: {exc}"
             else:
                 msg = f"cannot read {table} at snapshot {as_of} from {self._dir}: {exc}; {self._available()}"
             raise SnapshotError(msg) from exc
+        if table in _WITH_PLAN:
+            for row in rows:
+                plan = row["plan"]
+                row["plan"] = json.loads(plan) if isinstance(plan, str) else plan
+        return rows
 
     def _query(self, query: str, params: list[object]) -> list[dict[str, object]]:
         try:

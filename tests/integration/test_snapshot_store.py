@@ -14,8 +14,20 @@ from pathlib import Path
 
 import pytest
 
+from adapters import snapshots
 from adapters.snapshots import SnapshotReader, SnapshotWriter
+from ledger.contract import fulfilment_to_record
 from ledger.errors import SnapshotError
+from ledger.execution import (
+    DropshipOrder,
+    LoadStatus,
+    OrderStatus,
+    ShuttleLoad,
+    StoreTask,
+    TaskKind,
+    TaskStatus,
+)
+from ledger.fulfilment import Fulfilment, FulfilmentMode, SourceKind
 from ledger.outputs import DecisionStatus, InboundLine, OfferTerms, PositionChange, ReservationDecision
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,7 +139,7 @@ def test_published_positions_inbound_offers_and_reservations_read_back(
         }
     ]
     assert reader.inbound(sku="A") == [
-        {"site_id": "S1", "sku": "A", "ref": "shuttle-7", "eta": at(T0 + 3_600_000), "qty": 5}
+        {"site_id": "S1", "sku": "A", "ref": "shuttle-7", "eta": at(T0 + 3_600_000), "qty": 5, "promised": False}
     ]
     assert reader.offers(sku="A") == [
         {"seller_id": "M9", "sku": "A", "qty": 3, "price": 9.5, "lead_time_days": 2, "updated_at": at(T0)}
@@ -469,3 +481,256 @@ def test_opening_a_missing_store_says_how_to_create_it(tmp_path: Path) -> None:
 
     with pytest.raises(SnapshotError, match=r"no snapshot store at .*nowhere: run `omni-ledger run .* --snapshot-dir"):
         SnapshotReader.open(missing)
+
+
+# ------------------------------------------------------------------------ work and upgrades
+
+HOUR = 3_600_000
+
+
+def plan(ref: str = "R1", mode: FulfilmentMode = FulfilmentMode.TRANSFER_TO_STORE) -> Fulfilment:
+    transfer = mode is FulfilmentMode.TRANSFER_TO_STORE
+    return Fulfilment(
+        mode=mode,
+        source_kind=SourceKind.STORE if transfer else SourceKind.SUPPLIER,
+        order_id=f"O-{ref}",
+        deliver_to="NEAR",
+        ready_at=T0 + 12 * HOUR,
+        hold_until=T0 + 72 * HOUR,
+        zone="E-COM" if transfer else None,
+        parcel_id=f"P-{ref}" if transfer else None,
+        run_id="FAR-NEAR@07:00" if transfer else None,
+        departs_at=T0 + 8 * HOUR if transfer else None,
+        arrives_at=T0 + 10 * HOUR,
+        appointment_at=T0 + 12 * HOUR if transfer else None,
+        customer="Martin" if transfer else None,
+        source_site="FAR" if transfer else "SUP-1",
+    )
+
+
+def task(status: TaskStatus, ref: str = "R1", site: str = "FAR", updated: int = 0) -> StoreTask:
+    p = plan(ref)
+    kind = TaskKind.PICK_FOR_SHUTTLE
+    return StoreTask(f"{ref}/{kind.value}", site, "A", 1, kind, status, ref, T0 + 8 * HOUR, p, T0 + updated)
+
+
+def load(status: LoadStatus, ref: str = "R1", updated: int = 0) -> ShuttleLoad:
+    p = plan(ref)
+    assert p.parcel_id is not None
+    assert p.run_id is not None
+    return ShuttleLoad(
+        p.parcel_id, p.run_id, "FAR", "NEAR", "A", 1, T0 + 8 * HOUR, T0 + 10 * HOUR, status, ref, p, T0 + updated
+    )
+
+
+def order(status: OrderStatus, ref: str = "R3", supplier: str = "SUP-1", updated: int = 0) -> DropshipOrder:
+    p = plan(ref, FulfilmentMode.DROPSHIP_TO_STORE)
+    return DropshipOrder(ref, supplier, "NEAR", "B", 2, T0 + 10 * HOUR, status, p, T0 + updated)
+
+
+def statuses(reader: SnapshotReader) -> dict[str, object]:
+    out: dict[str, object] = {}
+    out.update({str(r["task_id"]): r["status"] for r in reader.store_tasks()})
+    out.update({str(r["parcel_id"]): r["status"] for r in reader.transport_loads()})
+    out.update({str(r["order_ref"]): r["status"] for r in reader.dropship_orders()})
+    return out
+
+
+@pytest.mark.integration
+def test_store_tasks_loads_and_orders_read_back_with_their_plan(writer: SnapshotWriter, reader: SnapshotReader) -> None:
+    snapshot_id = writer.publish(
+        [], [], [task(TaskStatus.OPEN), load(LoadStatus.PLANNED), order(OrderStatus.ORDERED)], events_applied=2, now=T0
+    )
+
+    assert snapshot_id is not None  # work alone is worth a snapshot
+    assert reader.store_tasks() == [
+        {
+            "task_id": "R1/PICK_FOR_SHUTTLE",
+            "site_id": "FAR",
+            "sku": "A",
+            "qty": 1,
+            "kind": "PICK_FOR_SHUTTLE",
+            "status": "OPEN",
+            "rank": 1,
+            "reservation_id": "R1",
+            "order_id": "O-R1",
+            "customer": "Martin",
+            "zone": "E-COM",
+            "parcel_id": "P-R1",
+            "run_id": "FAR-NEAR@07:00",
+            "deliver_to": "NEAR",
+            "departs_at": at(T0 + 8 * HOUR),
+            "due_at": at(T0 + 8 * HOUR),
+            "appointment_at": at(T0 + 12 * HOUR),
+            "plan": fulfilment_to_record(plan("R1")),
+            "updated_at": at(T0),
+        }
+    ]
+    assert reader.transport_loads() == [
+        {
+            "parcel_id": "P-R1",
+            "run_id": "FAR-NEAR@07:00",
+            "origin": "FAR",
+            "destination": "NEAR",
+            "sku": "A",
+            "qty": 1,
+            "departs_at": at(T0 + 8 * HOUR),
+            "arrives_at": at(T0 + 10 * HOUR),
+            "status": "PLANNED",
+            "rank": 1,
+            "reservation_id": "R1",
+            "order_id": "O-R1",
+            "customer": "Martin",
+            "plan": fulfilment_to_record(plan("R1")),
+            "updated_at": at(T0),
+        }
+    ]
+    assert reader.dropship_orders() == [
+        {
+            "order_ref": "R3",
+            "supplier_id": "SUP-1",
+            "deliver_to": "NEAR",
+            "sku": "B",
+            "qty": 2,
+            "due_at": at(T0 + 10 * HOUR),
+            "status": "ORDERED",
+            "rank": 1,
+            "order_id": "O-R3",
+            "customer": None,
+            "plan": fulfilment_to_record(plan("R3", FulfilmentMode.DROPSHIP_TO_STORE)),
+            "updated_at": at(T0),
+        }
+    ]
+
+
+@pytest.mark.integration
+def test_within_one_publish_the_highest_rank_per_work_key_wins_and_an_equal_rank_takes_the_later(
+    writer: SnapshotWriter, reader: SnapshotReader
+) -> None:
+    writer.publish(
+        [],
+        [],
+        [
+            task(TaskStatus.DONE),
+            task(TaskStatus.OPEN),  # done first: the pick and the request came out of order
+            load(LoadStatus.ARRIVED),
+            load(LoadStatus.LOADED),  # the destination's fold ran before the origin's
+            order(OrderStatus.ORDERED),
+            order(OrderStatus.SHIPPED),
+            order(OrderStatus.RECEIVED),
+            order(OrderStatus.CANCELLED),  # the same rank as RECEIVED, and later
+        ],
+        events_applied=7,
+        now=T0,
+    )
+
+    assert statuses(reader) == {"R1/PICK_FOR_SHUTTLE": "DONE", "P-R1": "ARRIVED", "R3": "CANCELLED"}
+
+
+@pytest.mark.integration
+def test_a_stored_work_record_is_replaced_only_by_a_higher_rank(writer: SnapshotWriter, reader: SnapshotReader) -> None:
+    writer.publish([], [], [task(TaskStatus.OPEN), load(LoadStatus.LOADED)], events_applied=1, now=T0)
+    writer.publish([], [], [task(TaskStatus.DONE, updated=5), load(LoadStatus.PLANNED)], events_applied=2, now=T0 + 1)
+    assert statuses(reader) == {"R1/PICK_FOR_SHUTTLE": "DONE", "P-R1": "LOADED"}
+    done = reader.store_tasks()[0]
+
+    # Redelivered and replayed records: the same rank with other content, lower ranks.
+    replayed = writer.publish(
+        [],
+        [],
+        [task(TaskStatus.DONE, updated=9), task(TaskStatus.OPEN), load(LoadStatus.LOADED, updated=9)],
+        events_applied=2,
+        now=T0 + 2,
+    )
+
+    assert replayed is not None
+    assert reader.store_tasks() == [done]
+    assert statuses(reader) == {"R1/PICK_FOR_SHUTTLE": "DONE", "P-R1": "LOADED"}
+    writer.publish([], [], [load(LoadStatus.ARRIVED, updated=7)], events_applied=3, now=T0 + 3)
+    [arrived] = reader.transport_loads()
+    assert (arrived["status"], arrived["rank"], arrived["updated_at"]) == ("ARRIVED", 3, at(T0 + 7))
+    # CANCELLED has ARRIVED's rank: the stored record stays.
+    writer.publish([], [], [load(LoadStatus.CANCELLED, updated=8)], events_applied=4, now=T0 + 4)
+    assert reader.transport_loads() == [arrived]
+
+
+@pytest.mark.integration
+def test_work_readers_filter_by_site_status_run_and_supplier_at_a_pinned_snapshot(
+    writer: SnapshotWriter, reader: SnapshotReader
+) -> None:
+    first = writer.publish(
+        [],
+        [],
+        [task(TaskStatus.OPEN, "R1"), task(TaskStatus.OPEN, "R2", site="OTHER"), order(OrderStatus.ORDERED)],
+        events_applied=3,
+        now=T0,
+    )
+    writer.publish(
+        [],
+        [],
+        [task(TaskStatus.DONE, "R1"), load(LoadStatus.PLANNED), order(OrderStatus.ORDERED, "R4", "SEL-9")],
+        events_applied=4,
+        now=T0 + 1,
+    )
+
+    assert [r["task_id"] for r in reader.store_tasks(site_id="FAR")] == ["R1/PICK_FOR_SHUTTLE"]
+    assert [r["task_id"] for r in reader.store_tasks(status="OPEN")] == ["R2/PICK_FOR_SHUTTLE"]
+    assert [r["status"] for r in reader.store_tasks(site_id="FAR", as_of=first)] == ["OPEN"]
+    assert [r["parcel_id"] for r in reader.transport_loads(run_id="FAR-NEAR@07:00")] == ["P-R1"]
+    assert reader.transport_loads(run_id="elsewhere") == []
+    assert reader.transport_loads(as_of=first) == []
+    assert [r["order_ref"] for r in reader.dropship_orders(supplier_id="SEL-9")] == ["R4"]
+    assert [r["order_ref"] for r in reader.dropship_orders(as_of=first)] == ["R3"]
+
+
+@pytest.mark.integration
+def test_promised_inbound_lines_read_back_flagged(writer: SnapshotWriter, reader: SnapshotReader) -> None:
+    lines = (InboundLine("P-R1", 1, T0 + 10, promised=True), InboundLine("shuttle-8", 4, T0 + 20))
+    writer.publish([change("NEAR", "A", 1, inbound=lines)], [], events_applied=1, now=T0)
+
+    assert [(r["ref"], r["promised"]) for r in reader.inbound()] == [("P-R1", True), ("shuttle-8", False)]
+
+
+# The column lists of the version before fulfilment plans: no work tables, no inbound.promised.
+_PREVIOUS_TABLES = {
+    name: (tuple(c for c in columns if (name, c[0]) != ("inbound", "promised")), key)
+    for name, (columns, key) in snapshots._TABLES.items()
+    if name not in {"store_tasks", "transport_loads", "dropship_orders"}
+}
+
+
+@pytest.mark.integration
+def test_a_store_from_the_previous_version_gains_the_new_tables_and_columns_in_one_snapshot(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as patched:
+        patched.setattr(snapshots, "_TABLES", _PREVIOUS_TABLES)
+        old = SnapshotWriter.open(store)
+        # What the previous version's publish left: a position with an inbound line.
+        old._con.execute(
+            "INSERT INTO lake.inbound VALUES ('NEAR', 'A', 'shuttle-7', TIMESTAMPTZ '2025-11-24 17:00:00+00', 5)"
+        )
+        old.close()
+    with SnapshotReader.open(store) as before:
+        assert "promised" not in before.inbound()[0]
+        snapshots_before = len(before.sql("FROM ducklake_snapshots('lake')")[1])
+
+    with SnapshotWriter.open(store) as upgraded:
+        upgraded.publish(
+            [change("FAR", "A", 1, inbound=(InboundLine("P-R1", 1, T0, promised=True),))],
+            [],
+            [task(TaskStatus.OPEN), load(LoadStatus.PLANNED), order(OrderStatus.ORDERED)],
+            events_applied=1,
+            now=T0,
+        )
+    with SnapshotWriter.open(store):
+        pass  # a re-open of an up-to-date store changes nothing
+
+    with SnapshotReader.open(store) as reader:
+        # One snapshot for the upgrade, one for the publish.
+        assert len(reader.sql("FROM ducklake_snapshots('lake')")[1]) == snapshots_before + 2
+        assert [(r["site_id"], r["ref"], r["promised"]) for r in reader.inbound()] == [
+            ("FAR", "P-R1", True),
+            ("NEAR", "shuttle-7", False),  # written before the column existed: never promised
+        ]
+        assert statuses(reader) == {"R1/PICK_FOR_SHUTTLE": "OPEN", "P-R1": "PLANNED", "R3": "ORDERED"}

@@ -1,4 +1,4 @@
-"""Exactly-once JSON-lines output files (dead letters, reservation decisions).
+"""Exactly-once JSON-lines output files (dead letters, reservation decisions, work).
 
 A single-partition `FixedPartitionedSink` whose resume state is the file length after
 the last completed epoch: on restart it truncates what a crashed epoch wrote, so each
@@ -16,11 +16,23 @@ from typing import Any
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from ledger.contract import fulfilment_to_record
 from ledger.dead_letter import DeadLetter
 from ledger.errors import SourceError
+from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask
+from ledger.fulfilment import Fulfilment
 from ledger.outputs import ReservationDecision, decision_fields
 
-__all__ = ["JsonLinesSink", "dead_letter_record", "decision_record"]
+__all__ = [
+    "JsonLinesSink",
+    "dead_letter_record",
+    "decision_record",
+    "load_record",
+    "order_record",
+    "task_record",
+]
+
+_PLAN_TIMES = ("ready_at", "hold_until", "departs_at", "arrives_at", "appointment_at")
 
 
 def _iso(ms: int | None) -> str | None:
@@ -48,6 +60,66 @@ def decision_record(decision: ReservationDecision) -> dict[str, Any]:
     """A reservation decision as JSON, times in ISO-8601 UTC."""
     fields = decision_fields(decision)
     return {**fields, "expires_at": _iso(decision.expires_at), "decided_at": _iso(decision.decided_at)}
+
+
+def _plan_record(plan: Fulfilment) -> dict[str, Any]:
+    record = fulfilment_to_record(plan)
+    for name in _PLAN_TIMES:
+        value = record[name]
+        record[name] = _iso(value if isinstance(value, int) else None)
+    return record
+
+
+def task_record(task: StoreTask) -> dict[str, Any]:
+    """A store task as JSON (the `store.tasks` record), times in ISO-8601 UTC."""
+    return {
+        "task_id": task.task_id,
+        "site_id": task.site_id,
+        "sku": task.sku,
+        "qty": task.qty,
+        "kind": task.kind.value,
+        "status": task.status.value,
+        "rank": task.rank,
+        "reservation_id": task.reservation_id,
+        "due_at": _iso(task.due_at),
+        "plan": _plan_record(task.plan),
+        "updated_at": _iso(task.updated_at),
+    }
+
+
+def load_record(load: ShuttleLoad) -> dict[str, Any]:
+    """A parcel on a shuttle run as JSON (the `transport.loads` record), times in ISO-8601 UTC."""
+    return {
+        "parcel_id": load.parcel_id,
+        "run_id": load.run_id,
+        "origin": load.origin,
+        "destination": load.destination,
+        "sku": load.sku,
+        "qty": load.qty,
+        "departs_at": _iso(load.departs_at),
+        "arrives_at": _iso(load.arrives_at),
+        "status": load.status.value,
+        "rank": load.rank,
+        "reservation_id": load.reservation_id,
+        "plan": _plan_record(load.plan),
+        "updated_at": _iso(load.updated_at),
+    }
+
+
+def order_record(order: DropshipOrder) -> dict[str, Any]:
+    """A dropship order as JSON (the `dropship.orders` record), times in ISO-8601 UTC."""
+    return {
+        "order_ref": order.order_ref,
+        "supplier_id": order.supplier_id,
+        "deliver_to": order.deliver_to,
+        "sku": order.sku,
+        "qty": order.qty,
+        "due_at": _iso(order.due_at),
+        "status": order.status.value,
+        "rank": order.rank,
+        "plan": _plan_record(order.plan),
+        "updated_at": _iso(order.updated_at),
+    }
 
 
 class _Partition(StatefulSinkPartition[Any, int]):

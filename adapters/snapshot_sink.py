@@ -3,8 +3,8 @@
 One partition, hence one writer on the catalog. Each `write_batch` receives the tuples
 that the batching step gathered during one snapshot interval and commits them as one snapshot.
 Its resume state is the cumulative count of events applied, so `snapshot_info` stays
-right after a restart; replayed position changes carry versions the store already has
-and change nothing.
+right after a restart; replayed position changes carry versions the store already has,
+replayed work ranks it already has, and change nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from adapters.snapshots import SnapshotWriter
+from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask, Work
 from ledger.outputs import FoldTally, PositionChange, ReservationDecision
 
 __all__ = ["PublishCallback", "SnapshotSink"]
@@ -47,20 +48,24 @@ class _Partition(StatefulSinkPartition[tuple[Any, ...], int]):
     def write_batch(self, values: list[tuple[Any, ...]]) -> None:
         changes: list[PositionChange] = []
         decisions: list[ReservationDecision] = []
+        work: list[Work] = []
         for batch in values:
             for item in batch:
                 if isinstance(item, PositionChange):
                     changes.append(item)
                 elif isinstance(item, ReservationDecision):
                     decisions.append(item)
+                elif isinstance(item, StoreTask | ShuttleLoad | DropshipOrder):
+                    work.append(item)
                 elif isinstance(item, FoldTally):
                     self._applied += item.applied
         started = time.perf_counter()
         snapshot_id = self._writer.publish(
-            changes, decisions, events_applied=self._applied, now=time.time_ns() // 1_000_000
+            changes, decisions, work, events_applied=self._applied, now=time.time_ns() // 1_000_000
         )
         if self._on_publish is not None:
-            self._on_publish(snapshot_id, self._applied, len(changes) + len(decisions), time.perf_counter() - started)
+            rows = len(changes) + len(decisions) + len(work)
+            self._on_publish(snapshot_id, self._applied, rows, time.perf_counter() - started)
         if time.monotonic() - self._last_maintenance >= self._maintenance_every:
             # Between publishes, on the writer's own thread: maintenance never races a commit.
             self._writer.maintain(keep_snapshots_for=self._retention)

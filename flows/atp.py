@@ -1,8 +1,11 @@
 """The ATP dataflow: events in, per-site available-to-promise out.
 
-    input ─ admit ─┬─ split ─ key ─ fold ─┬─ changes, decisions, tallies ─ batch ─── snapshots
+    input ─ admit ─┬─ split ─ key ─ fold ─┬─ changes, decisions, work, tallies ─ batch ─ snapshots
                    │                      ├─ changes ─────────────────────────────── atp.changes (optional)
                    │                      ├─ decisions ───────────────────────────── decisions
+                   │                      ├─ store tasks ─────────────────────────── tasks (optional)
+                   │                      ├─ shuttle loads ───────────────────────── loads (optional)
+                   │                      ├─ dropship orders ─────────────────────── orders (optional)
                    └─ dead letters ───────┴─ dead letters (too_late) ─────────────── dead letters
 
 Sources and sinks are injected (`Wiring`), so the same flow runs on files, the
@@ -27,6 +30,7 @@ from flows.logic import PositionLogic, SnapshotBatchLogic, Stamped
 from ledger.dead_letter import DeadLetter
 from ledger.effects import split
 from ledger.events import InventoryEvent, Millis
+from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask
 from ledger.outputs import FoldTally, PositionChange, ReservationDecision
 from ledger.policy import LedgerPolicy
 
@@ -55,6 +59,12 @@ class Wiring:
     """How message bytes become records (default: JSON lines)."""
     changes: Sink[Any] | None = None
     """Where every position change also goes, keyed `site|sku` (the `atp.changes` topic)."""
+    tasks: Sink[Any] | None = None
+    """Where every store task goes, keyed `task_id` (the `store.tasks` topic, or a file)."""
+    loads: Sink[Any] | None = None
+    """Where every shuttle load goes, keyed `parcel_id` (`transport.loads`)."""
+    orders: Sink[Any] | None = None
+    """Where every dropship order goes, keyed `order_ref` (`dropship.orders`)."""
 
 
 def _is_admitted(item: tuple[Millis, InventoryEvent] | DeadLetter) -> bool:
@@ -72,7 +82,7 @@ def _effect_key(item: Stamped) -> str:
 
 
 def _for_snapshot(item: object) -> bool:
-    return isinstance(item, PositionChange | ReservationDecision | FoldTally)
+    return isinstance(item, PositionChange | ReservationDecision | FoldTally | StoreTask | ShuttleLoad | DropshipOrder)
 
 
 def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
@@ -91,20 +101,34 @@ def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
     keyed = op.key_on("key", effects, _effect_key)
     # ("site|sku", (now, Effect))
     folded = op.stateful_batch("fold", keyed, partial(PositionLogic, policy=w.policy, clock=w.clock))
-    # ("site|sku", PositionChange | ReservationDecision | DeadLetter | FoldTally)
+    # ("site|sku", PositionChange | ReservationDecision | DeadLetter | FoldTally | Work)
     outputs = op.key_rm("unkey", folded)
-    # PositionChange | ReservationDecision | DeadLetter | FoldTally
+    # PositionChange | ReservationDecision | DeadLetter | FoldTally | Work
     to_snapshot = op.filter("to_snapshot", outputs, _for_snapshot)
     one_writer = op.key_on("one_writer", to_snapshot, _snapshot_key)
     batcher = partial(SnapshotBatchLogic, interval=w.snapshot_interval, max_items=w.snapshot_max_items)
     batches = op.stateful_batch("batch", one_writer, batcher)
-    # ("snapshot", (PositionChange | ReservationDecision | FoldTally, ...)) once per interval
+    # ("snapshot", (PositionChange | ReservationDecision | FoldTally | Work, ...)) once per interval
     op.output("snapshots", batches, w.snapshots)
     if w.changes is not None:
         changes = op.filter("changes", outputs, _is_change)
+        # PositionChange
         op.output("changes_out", op.key_on("change_key", changes, _change_key), w.changes)
     decisions = op.filter("decisions", outputs, _is_decision)
+    # ReservationDecision
     op.output("decisions_out", op.key_on("decision_key", decisions, _decision_key), w.decisions)
+    if w.tasks is not None:
+        tasks = op.filter("tasks", outputs, _is_task)
+        # StoreTask
+        op.output("tasks_out", op.key_on("task_key", tasks, _task_key), w.tasks)
+    if w.loads is not None:
+        loads = op.filter("loads", outputs, _is_load)
+        # ShuttleLoad
+        op.output("loads_out", op.key_on("load_key", loads, _load_key), w.loads)
+    if w.orders is not None:
+        orders = op.filter("orders", outputs, _is_order)
+        # DropshipOrder
+        op.output("orders_out", op.key_on("order_key", orders, _order_key), w.orders)
     late = op.filter("too_late", outputs, _is_dead_letter)
     rejected = op.merge("rejected", valid.falses, late)
     # DeadLetter
@@ -138,3 +162,27 @@ def _decision_key(decision: ReservationDecision) -> str:
 
 def _dead_letter_key(letter: DeadLetter) -> str:
     return letter.origin
+
+
+def _is_task(item: object) -> bool:
+    return isinstance(item, StoreTask)
+
+
+def _is_load(item: object) -> bool:
+    return isinstance(item, ShuttleLoad)
+
+
+def _is_order(item: object) -> bool:
+    return isinstance(item, DropshipOrder)
+
+
+def _task_key(task: StoreTask) -> str:
+    return task.task_id
+
+
+def _load_key(load: ShuttleLoad) -> str:
+    return load.parcel_id
+
+
+def _order_key(order: DropshipOrder) -> str:
+    return order.order_ref

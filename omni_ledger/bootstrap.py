@@ -7,6 +7,8 @@ Layout of a snapshot directory:
     DIR/recovery/           Bytewax recovery state (input offsets, positions)
     DIR/decisions.jsonl     every reservation decision, one JSON object a line
     DIR/dead_letters.jsonl  every refused input with its reason
+    DIR/store_tasks.jsonl, DIR/transport_loads.jsonl, DIR/dropship_orders.jsonl
+                            every state of each piece of work (embedded mode)
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from bytewax.run import cli_main
 from adapters.avro_wire import WireCodec
 from adapters.clock import Clock, ReplayClock, WallClock
 from adapters.file_source import FileSource
-from adapters.jsonl_sink import JsonLinesSink, dead_letter_record, decision_record
+from adapters.jsonl_sink import (
+    JsonLinesSink,
+    dead_letter_record,
+    decision_record,
+    load_record,
+    order_record,
+    task_record,
+)
 from adapters.kafka_io import KafkaAdmin, KafkaEventSource, KafkaOutSink
 from adapters.kafka_records import render_change, render_dead_letter, render_decision
 from adapters.shutdown import StopFlag
@@ -41,6 +50,9 @@ __all__ = ["RunPlan", "plan_run", "reset_store", "run"]
 
 CATALOG = "catalog.sqlite"
 RECOVERY = "recovery"
+TASKS_FILE = "store_tasks.jsonl"
+LOADS_FILE = "transport_loads.jsonl"
+ORDERS_FILE = "dropship_orders.jsonl"
 
 
 @dataclass(frozen=True)
@@ -140,6 +152,9 @@ def reset_store(directory: Path) -> None:
         RECOVERY,
         "decisions.jsonl",
         "dead_letters.jsonl",
+        TASKS_FILE,
+        LOADS_FILE,
+        ORDERS_FILE,
         ".writer.lock",
         ".duckdb_extensions",
     ):
@@ -206,6 +221,9 @@ def plan_run(
             snapshots=snapshots,
             decisions=JsonLinesSink(directory / "decisions.jsonl", _counted(progress, decision_record)),
             dead_letters=JsonLinesSink(directory / "dead_letters.jsonl", _counted(progress, dead_letter_record)),
+            tasks=JsonLinesSink(directory / TASKS_FILE, task_record),
+            loads=JsonLinesSink(directory / LOADS_FILE, load_record),
+            orders=JsonLinesSink(directory / ORDERS_FILE, order_record),
             clock=clock,
             policy=settings.policy(),
             snapshot_interval=settings.snapshot_interval,

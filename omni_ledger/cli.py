@@ -3,6 +3,9 @@
     omni-ledger run --source file:PATH|sim [--rate N] [--snapshot-dir DIR] [--follow]
     omni-ledger atp --sku SKU [--site SITE] [--as-of SNAPSHOT] [--json]
     omni-ledger reservations [--sku SKU] [--site SITE] [--json]
+    omni-ledger tasks [--site SITE] [--status OPEN|DONE|CANCELLED] [--json]
+    omni-ledger loads [--run RUN] [--json]
+    omni-ledger orders [--supplier SUPPLIER] [--json]
     omni-ledger snapshots [--json]
     omni-ledger sql [-c QUERY]
     omni-ledger maintain
@@ -39,6 +42,10 @@ _POSITION_COLUMNS = (
     "version",
     "updated_at",
 )
+_TASK_COLUMNS = ("task_id", "site_id", "sku", "qty", "kind", "status", "due_at", "zone", "parcel_id", "customer")
+_LOAD_COLUMNS = ("parcel_id", "run_id", "origin", "destination", "sku", "qty", "departs_at", "arrives_at", "status")
+_ORDER_COLUMNS = ("order_ref", "supplier_id", "deliver_to", "sku", "qty", "due_at", "status", "order_id")
+_TASK_STATUSES = ("OPEN", "DONE", "CANCELLED")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -89,6 +96,22 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("--site")
     res.add_argument("--as-of", type=int, metavar="SNAPSHOT")
     store_args(res)
+
+    tasks = _sub(sub, common, "tasks", help="store tasks (pick, prepare a pickup) and their status")
+    tasks.add_argument("--site")
+    tasks.add_argument("--status", type=str.upper, choices=_TASK_STATUSES, help="OPEN, DONE or CANCELLED")
+    tasks.add_argument("--as-of", type=int, metavar="SNAPSHOT")
+    store_args(tasks)
+
+    loads = _sub(sub, common, "loads", help="parcels on shuttle runs and their status")
+    loads.add_argument("--run", help="one shuttle run id")
+    loads.add_argument("--as-of", type=int, metavar="SNAPSHOT")
+    store_args(loads)
+
+    orders = _sub(sub, common, "orders", help="dropship orders to suppliers and sellers, and their status")
+    orders.add_argument("--supplier", help="one supplier or seller site id")
+    orders.add_argument("--as-of", type=int, metavar="SNAPSHOT")
+    store_args(orders)
 
     snaps = _sub(sub, common, "snapshots", help="published snapshots still readable with --as-of")
     store_args(snaps)
@@ -236,6 +259,33 @@ def _cmd_reservations(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tasks(args: argparse.Namespace) -> int:
+    from adapters.snapshots import SnapshotReader
+
+    with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
+        rows = reader.store_tasks(site_id=args.site, status=args.status, as_of=args.as_of)
+    _emit(args, rows, _TASK_COLUMNS)
+    return 0
+
+
+def _cmd_loads(args: argparse.Namespace) -> int:
+    from adapters.snapshots import SnapshotReader
+
+    with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
+        rows = reader.transport_loads(run_id=args.run, as_of=args.as_of)
+    _emit(args, rows, _LOAD_COLUMNS)
+    return 0
+
+
+def _cmd_orders(args: argparse.Namespace) -> int:
+    from adapters.snapshots import SnapshotReader
+
+    with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
+        rows = reader.dropship_orders(supplier_id=args.supplier, as_of=args.as_of)
+    _emit(args, rows, _ORDER_COLUMNS)
+    return 0
+
+
 def _cmd_snapshots(args: argparse.Namespace) -> int:
     from adapters.snapshots import SnapshotReader
 
@@ -252,7 +302,8 @@ def _cmd_sql(args: argparse.Namespace) -> int:
         if args.query:
             return _run_query(reader, args.query, args.json)
         print(
-            "omni-ledger sql: tables positions, inbound, reservations, offers, snapshot_info. "
+            "omni-ledger sql: tables positions, inbound, reservations, offers, store_tasks, transport_loads, "
+            "dropship_orders, snapshot_info. "
             "End a statement with ';'. \\q or Ctrl-D quits.",
             file=sys.stderr,
         )
@@ -355,6 +406,9 @@ _COMMANDS = {
     "run": _cmd_run,
     "atp": _cmd_atp,
     "reservations": _cmd_reservations,
+    "tasks": _cmd_tasks,
+    "loads": _cmd_loads,
+    "orders": _cmd_orders,
     "snapshots": _cmd_snapshots,
     "sql": _cmd_sql,
     "maintain": _cmd_maintain,

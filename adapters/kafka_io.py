@@ -51,6 +51,13 @@ TOPICS = {
     # Compacted: the latest change per site|sku is kept, so a snapshot can be rebuilt from it.
     "atp.changes": {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "3600000"},
     "reservation.decisions": {},
+    # Compacted too: each record is the whole state of one piece of work (key task_id,
+    # parcel_id, order_ref). Caution: compaction keeps a key's last record, and a key's
+    # records come from two sites' folds (a load's LOADED from its origin, ARRIVED from
+    # its destination) in either order; consumers keep the highest rank.
+    "store.tasks": {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "3600000"},
+    "transport.loads": {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "3600000"},
+    "dropship.orders": {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "3600000"},
 }
 """Topic names (before the configured prefix) and their configs."""
 

@@ -3,6 +3,11 @@
 - `atp.changes`: key `site_id|sku`, value `omniledger.v1.PositionChange`
   (schemas/position_change.avsc). Compacted; keep the highest `version` per key.
 - `reservation.decisions`: key `reservation_id`, value `omniledger.v1.ReservationDecision`.
+- `store.tasks`: key `task_id`, value `omniledger.v1.StoreTask` (schemas/store_task.avsc).
+- `transport.loads`: key `parcel_id`, value `omniledger.v1.ShuttleLoad` (schemas/shuttle_load.avsc).
+- `dropship.orders`: key `order_ref`, value `omniledger.v1.DropshipOrder`
+  (schemas/dropship_order.avsc). These three are compacted; each record is the whole
+  state of its work and statuses only move forward: keep the highest `rank` per key.
 - `inventory.events.dlq`: key the origin (`topic[partition]@offset`), value the original
   bytes untouched, and headers `omni.reason`, `omni.detail`, `omni.origin`,
   `omni.event_id`, `omni.source.topic`, `omni.source.partition`, `omni.source.offset`.
@@ -27,11 +32,21 @@ from fastavro.types import Schema
 
 from adapters.avro_wire import schema_fingerprint
 from adapters.kafka_io import OutMessage
+from ledger.contract import fulfilment_to_record
 from ledger.dead_letter import DeadLetter
 from ledger.errors import ContractError
+from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask
 from ledger.outputs import PositionChange, ReservationDecision, decision_fields
 
-__all__ = ["SingleObjectWriter", "render_change", "render_dead_letter", "render_decision"]
+__all__ = [
+    "SingleObjectWriter",
+    "render_change",
+    "render_dead_letter",
+    "render_decision",
+    "render_load",
+    "render_order",
+    "render_task",
+]
 
 _SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 _MARKER = b"\xc3\x01"
@@ -110,6 +125,61 @@ def render_decision(decision: ReservationDecision) -> OutMessage:
     """`reservation.decisions` message for one decision."""
     record = decision_fields(decision)
     return OutMessage(decision.reservation_id.encode(), _writer("reservation_decision.avsc").encode(record))
+
+
+def render_task(task: StoreTask) -> OutMessage:
+    """`store.tasks` message for one store task."""
+    record = {
+        "task_id": task.task_id,
+        "site_id": task.site_id,
+        "sku": task.sku,
+        "qty": task.qty,
+        "kind": task.kind.value,
+        "status": task.status.value,
+        "rank": task.rank,
+        "reservation_id": task.reservation_id,
+        "due_at": task.due_at,
+        "plan": fulfilment_to_record(task.plan),
+        "updated_at": task.updated_at,
+    }
+    return OutMessage(task.task_id.encode(), _writer("store_task.avsc").encode(record))
+
+
+def render_load(load: ShuttleLoad) -> OutMessage:
+    """`transport.loads` message for one parcel on a shuttle run."""
+    record = {
+        "parcel_id": load.parcel_id,
+        "run_id": load.run_id,
+        "origin": load.origin,
+        "destination": load.destination,
+        "sku": load.sku,
+        "qty": load.qty,
+        "departs_at": load.departs_at,
+        "arrives_at": load.arrives_at,
+        "status": load.status.value,
+        "rank": load.rank,
+        "reservation_id": load.reservation_id,
+        "plan": fulfilment_to_record(load.plan),
+        "updated_at": load.updated_at,
+    }
+    return OutMessage(load.parcel_id.encode(), _writer("shuttle_load.avsc").encode(record))
+
+
+def render_order(order: DropshipOrder) -> OutMessage:
+    """`dropship.orders` message for one order to a supplier or seller."""
+    record = {
+        "order_ref": order.order_ref,
+        "supplier_id": order.supplier_id,
+        "deliver_to": order.deliver_to,
+        "sku": order.sku,
+        "qty": order.qty,
+        "due_at": order.due_at,
+        "status": order.status.value,
+        "rank": order.rank,
+        "plan": fulfilment_to_record(order.plan),
+        "updated_at": order.updated_at,
+    }
+    return OutMessage(order.order_ref.encode(), _writer("dropship_order.avsc").encode(record))
 
 
 def render_dead_letter(letter: DeadLetter) -> OutMessage:

@@ -8,7 +8,8 @@ Layout of a snapshot directory:
     DIR/decisions.jsonl     every reservation decision, one JSON object a line
     DIR/dead_letters.jsonl  every refused input with its reason
     DIR/store_tasks.jsonl, DIR/transport_loads.jsonl, DIR/dropship_orders.jsonl
-                            every state of each piece of work (embedded mode)
+                            every state of each piece of work (embedded mode; on Kafka,
+                            the topics store.tasks, transport.loads, dropship.orders)
 """
 
 from __future__ import annotations
@@ -35,7 +36,14 @@ from adapters.jsonl_sink import (
     task_record,
 )
 from adapters.kafka_io import KafkaAdmin, KafkaEventSource, KafkaOutSink
-from adapters.kafka_records import render_change, render_dead_letter, render_decision
+from adapters.kafka_records import (
+    render_change,
+    render_dead_letter,
+    render_decision,
+    render_load,
+    render_order,
+    render_task,
+)
 from adapters.shutdown import StopFlag
 from adapters.sim_source import SimSource
 from adapters.snapshot_sink import SnapshotSink
@@ -197,7 +205,8 @@ def plan_run(
         on_publish=progress.on_publish,
     )
     if kind == "kafka":
-        # On Kafka, the outputs are topics: decisions, dead letters and every position change.
+        # On Kafka, the outputs are topics: decisions, dead letters, every position change and
+        # every state of each piece of work.
         kafka = settings.kafka
         client = kafka.client_config()
         wiring = Wiring(
@@ -209,6 +218,9 @@ def plan_run(
                 client, kafka.topic("inventory.events.dlq"), _counted(progress, render_dead_letter)
             ),
             changes=KafkaOutSink(client, kafka.topic("atp.changes"), render_change),
+            tasks=KafkaOutSink(client, kafka.topic("store.tasks"), render_task),
+            loads=KafkaOutSink(client, kafka.topic("transport.loads"), render_load),
+            orders=KafkaOutSink(client, kafka.topic("dropship.orders"), render_order),
             clock=clock,
             policy=settings.policy(),
             snapshot_interval=settings.snapshot_interval,

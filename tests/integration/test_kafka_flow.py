@@ -13,14 +13,17 @@ from collections import defaultdict
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 from adapters.avro_wire import WireCodec
 from adapters.kafka_io import EventProducer
 from adapters.kafka_records import SingleObjectWriter
 from adapters.snapshots import SnapshotReader
+from ledger.contract import fulfilment_to_record
 from ledger.events import InventoryEvent
 from omni_ledger.simulator import RetailerSimulator, SimConfig
 from tests.conftest import EXAMPLES, REPO, run_cli
+from tests.integration.fulfilment_story import FAR, FINAL_STATUSES, NEAR, PART_1, PART_2, R1, R3, RUN, SUP
 from tests.store_checks import assert_store_matches, events_applied, reference_for, reference_live
 
 pytestmark = pytest.mark.integration
@@ -112,6 +115,66 @@ def test_events_produced_as_avro_fold_into_snapshots_and_the_output_topics(kafka
     # The too-late count is the only dead letter: produce --file skipped the invalid lines.
     dlq = cluster.read_all("inventory.events.dlq")
     assert [dict(m.headers())["omni.reason"] for m in dlq] == [b"too_late"]
+
+
+def test_a_confirmed_transfer_and_a_dropship_produce_their_work_on_the_three_topics(kafka, tmp_path):
+    # One partition: on the event-time clock, a second one read ahead would move time past
+    # the requests' expiry before they are read (the story is about outputs, not that).
+    cluster = Cluster(kafka, partitions=1)
+    codec = WireCodec()
+    producer = EventProducer({"bootstrap.servers": kafka.bootstrap}, cluster.topic("inventory.events"))
+    for event in PART_1 + PART_2:
+        producer.send(f"{event.site_id}|{event.sku}".encode(), codec.encode(event))  # the plans travel as Avro
+    producer.flush()
+    out = tmp_path / "snap"
+    run = cluster.cli(
+        "run", "--source", "kafka", "--until-end", "--clock", "event", "--quiet", "--snapshot-dir", str(out)
+    )
+    assert run.returncode == 0, run.stderr
+
+    latest: dict[str, dict] = {}
+    for topic, schema, key in (
+        ("store.tasks", "store_task.avsc", "task_id"),
+        ("transport.loads", "shuttle_load.avsc", "parcel_id"),
+        ("dropship.orders", "dropship_order.avsc", "order_ref"),
+    ):
+        writer = SingleObjectWriter(schema)
+        messages = cluster.read_all(topic)
+        assert messages, f"nothing on {topic}"
+        for message in messages:
+            record = writer.decode(message.value())
+            assert message.key().decode() == record[key]
+            # Statuses only move forward: a consumer keeps the highest rank per key.
+            kept = latest.get(record[key])
+            if kept is None or record["rank"] > kept["rank"]:
+                latest[record[key]] = record
+    assert {key: record["status"] for key, record in latest.items()} == FINAL_STATUSES
+
+    pick, load, order = latest["R1/PICK_FOR_SHUTTLE"], latest["P-R1"], latest["R3"]
+    assert (pick["site_id"], pick["kind"], pick["reservation_id"]) == (FAR, "PICK_FOR_SHUTTLE", "R1")
+    assert (load["run_id"], load["origin"], load["destination"]) == (RUN, FAR, NEAR)
+    assert (order["supplier_id"], order["deliver_to"]) == (SUP, NEAR)
+    # The nested Fulfilment record: the plan as confirmed (timestamps decode as UTC datetimes).
+    assert _millis(load["plan"]) == fulfilment_to_record(R1)
+    assert _millis(order["plan"]) == fulfilment_to_record(R3)
+    with SnapshotReader.open(out) as reader:
+        stored = {r["parcel_id"]: r["status"] for r in reader.transport_loads()}
+        assert stored == {"P-R1": "ARRIVED", "P-R2": "CANCELLED"}
+    # `topics create` made them compacted, like atp.changes.
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    names = ("store.tasks", "transport.loads", "dropship.orders")
+    described = admin.describe_configs([ConfigResource("topic", cluster.topic(name)) for name in names])
+    assert {r.name: f.result(timeout=10)["cleanup.policy"].value for r, f in described.items()} == {
+        cluster.topic(name): "compact" for name in names
+    }
+
+
+def _millis(record: dict) -> dict:
+    """A decoded Avro record with its datetimes back to epoch milliseconds."""
+    return {
+        k: int(v.timestamp() * 1000) if hasattr(v, "timestamp") else v  # whole seconds here: exact
+        for k, v in record.items()
+    }
 
 
 def test_garbage_another_schema_and_a_missing_field_go_to_the_dlq_and_the_rest_applies(kafka, tmp_path):

@@ -190,7 +190,8 @@ def _fulfilment(record: Mapping[str, object], kind: EventType) -> Fulfilment | N
             arrives_at=_millis(value, "arrives_at", required=transfer),
             appointment_at=_millis(value, "appointment_at", required=False),
             customer=_string(value, "customer", required=False),
-            source_site=_string(value, "source_site", required=False),
+            # The load and order records name their origin from it, at both ends of the move.
+            source_site=_string(value, "source_site", required=True),
         )
     except _Invalid as bad:
         raise _Invalid(bad.reason, f"fulfilment: {bad.detail}") from None

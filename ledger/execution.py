@@ -64,19 +64,11 @@ class OrderStatus(StrEnum):
     CANCELLED = "CANCELLED"
 
 
-_RANK = {
-    TaskStatus.OPEN: 1,
-    TaskStatus.DONE: 2,
-    TaskStatus.CANCELLED: 2,
-    LoadStatus.PLANNED: 1,
-    LoadStatus.LOADED: 2,
-    LoadStatus.ARRIVED: 3,
-    LoadStatus.CANCELLED: 3,
-    OrderStatus.ORDERED: 1,
-    OrderStatus.SHIPPED: 2,
-    OrderStatus.RECEIVED: 3,
-    OrderStatus.CANCELLED: 3,
-}
+# One table per status type: the three CANCELLED members are equal strings, so a single
+# dict keyed by status would merge them.
+_TASK_RANK = {TaskStatus.OPEN: 1, TaskStatus.DONE: 2, TaskStatus.CANCELLED: 2}
+_LOAD_RANK = {LoadStatus.PLANNED: 1, LoadStatus.LOADED: 2, LoadStatus.ARRIVED: 3, LoadStatus.CANCELLED: 3}
+_ORDER_RANK = {OrderStatus.ORDERED: 1, OrderStatus.SHIPPED: 2, OrderStatus.RECEIVED: 3, OrderStatus.CANCELLED: 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +91,7 @@ class StoreTask:
 
     @property
     def rank(self) -> int:
-        return _RANK[self.status]
+        return _TASK_RANK[self.status]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +115,7 @@ class ShuttleLoad:
 
     @property
     def rank(self) -> int:
-        return _RANK[self.status]
+        return _LOAD_RANK[self.status]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +137,7 @@ class DropshipOrder:
 
     @property
     def rank(self) -> int:
-        return _RANK[self.status]
+        return _ORDER_RANK[self.status]
 
 
 Work = StoreTask | ShuttleLoad | DropshipOrder

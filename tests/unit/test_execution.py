@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -220,3 +222,13 @@ def test_no_unit_is_lost_or_doubled_whatever_order_and_duplicates_the_transfer_s
     assert far.atp + near.atp == 0
     # Work is never left open at the far store once its unit is gone.
     assert all(status != "OPEN" or key.endswith("PREPARE_PICKUP") for key, status in latest(ledger).items())
+
+
+def test_a_done_task_and_a_cancelled_task_have_the_same_rank_and_a_cancelled_load_outranks_a_loaded_one():
+    plan = transfer_plan()
+    done = StoreTask("t", FAR, "A", 1, TaskKind.PICK_FOR_SHUTTLE, TaskStatus.DONE, "R1", 0, plan, 0)
+    cancelled = StoreTask("t", FAR, "A", 1, TaskKind.PICK_FOR_SHUTTLE, TaskStatus.CANCELLED, "R1", 0, plan, 0)
+    assert done.rank == cancelled.rank == 2
+    loaded = ShuttleLoad("p", "r", FAR, NEAR, "A", 1, 0, 0, LoadStatus.LOADED, "R1", plan, 0)
+    assert loaded.rank == 2
+    assert replace(loaded, status=LoadStatus.CANCELLED).rank == 3

@@ -137,6 +137,24 @@ def _parser() -> argparse.ArgumentParser:
     produce.add_argument("--bootstrap")
     produce.add_argument("--json", action="store_true")
 
+    serve = _sub(sub, common, "serve", help="the HTTP API: availability, promise, confirm, tasks, loads")
+    serve.add_argument("--host", help="listen address (default serve.host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="TCP port (default serve.port, 8080)")
+    serve.add_argument("--network", type=Path, help="network file (default serve.network, examples/network.toml)")
+    serve.add_argument("--bus", choices=("file", "kafka"), help="where confirms go (default serve.bus, file)")
+    serve.add_argument("--snapshot-dir", type=Path, help="snapshot directory (default: var/snapshots)")
+
+    demo = _sub(sub, common, "demo", help="Mme Martin's visit, end to end through the real fold")
+    demo.add_argument("--dir", type=Path, default=Path("var/demo"), help="a scratch directory (emptied first)")
+    demo.add_argument("--network", type=Path, default=Path("examples/network.toml"), help="the demo network")
+    demo.add_argument("--json", action="store_true", help="print the steps as JSON")
+
+    slots = _sub(sub, common, "open-slots", help="open stores' appointment capacity for the coming days")
+    slots.add_argument("--days", type=int, default=7, help="how many days ahead, from today (default 7)")
+    slots.add_argument("--network", type=Path, help="network file (default serve.network)")
+    slots.add_argument("--bus", choices=("file", "kafka"), help="where the events go (default serve.bus, file)")
+    store_args(slots)
+
     maintain = _sub(sub, common, "maintain", help="compact small files and expire old snapshots now")
     maintain.add_argument("--retention", help="keep snapshots this long (default from settings, 7d)")
     store_args(maintain)
@@ -402,6 +420,55 @@ def _cmd_produce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from omni_ledger.serving import serve
+
+    settings = _settings(args).with_overrides(host=args.host, port=args.port, network=args.network, bus=args.bus)
+    print(
+        f"omni-ledger: serving {settings.snapshot_dir.resolve()} on http://{settings.serve.host}:{settings.serve.port} "
+        f"(OpenAPI at /docs; confirms go to the {settings.serve.bus} bus)",
+        file=sys.stderr,
+    )
+    try:
+        serve(settings)
+    except KeyboardInterrupt:
+        # uvicorn shut down cleanly, then re-raised the signal: a Ctrl-C is the normal way to stop.
+        print("omni-ledger: server stopped", file=sys.stderr)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from omni_ledger.demo import run_demo
+
+    run_demo(args.dir, args.network, as_json=args.json)
+    return 0
+
+
+def _cmd_open_slots(args: argparse.Namespace) -> int:
+    import time
+
+    from ledger.confirm import open_slots_events
+    from ledger.network import DAY_MS, load_network
+    from omni_ledger.serving import open_inbox
+
+    if not 1 <= args.days <= 60:
+        msg = f"--days must be within 1..60, got {args.days}"
+        raise ConfigError(msg)
+    settings = _settings(args).with_overrides(network=args.network, bus=args.bus)
+    network = load_network(settings.serve.network)
+    now = time.time_ns() // 1_000_000
+    events = open_slots_events(network, now, now + args.days * DAY_MS, now)
+    inbox = open_inbox(settings)
+    try:
+        inbox.send(events)
+    finally:
+        inbox.close()
+    stores = len({e.site_id for e in events})
+    rows = [{"events": len(events), "stores": stores, "days": args.days, "sent_to": inbox.description}]
+    _emit(args, rows, ("events", "stores", "days", "sent_to"))
+    return 0
+
+
 _COMMANDS = {
     "run": _cmd_run,
     "atp": _cmd_atp,
@@ -414,6 +481,9 @@ _COMMANDS = {
     "maintain": _cmd_maintain,
     "topics": _cmd_topics,
     "produce": _cmd_produce,
+    "serve": _cmd_serve,
+    "demo": _cmd_demo,
+    "open-slots": _cmd_open_slots,
 }
 
 

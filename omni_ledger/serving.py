@@ -19,7 +19,7 @@ from ledger.network import Network, load_network
 from omni_ledger.config import Settings
 from omni_ledger.service import LedgerService
 
-__all__ = ["INBOX", "inbox_path", "open_service", "serve"]
+__all__ = ["INBOX", "inbox_path", "open_inbox", "open_service", "serve"]
 
 INBOX = "inbox.jsonl"
 
@@ -27,6 +27,16 @@ INBOX = "inbox.jsonl"
 def inbox_path(settings: Settings) -> Path:
     """The events file an embedded flow follows and the service appends to."""
     return settings.snapshot_dir / INBOX
+
+
+def open_inbox(settings: Settings) -> EventInbox:
+    """Where events for the flow go: the followed inbox file, or the Kafka input topic."""
+    if settings.serve.bus == "kafka":
+        from omni_ledger.bootstrap import wire_codec
+
+        kafka = settings.kafka
+        return KafkaInbox(kafka.client_config(), kafka.topic("inventory.events"), wire_codec(kafka))
+    return JsonLinesInbox(inbox_path(settings))
 
 
 @contextlib.contextmanager
@@ -37,14 +47,11 @@ def open_service(settings: Settings, network: Network | None = None) -> Iterator
     inbox: EventInbox
     decisions: DecisionFeed
     try:
+        inbox = open_inbox(settings)
         if settings.serve.bus == "kafka":
-            from omni_ledger.bootstrap import wire_codec
-
             kafka = settings.kafka
-            inbox = KafkaInbox(kafka.client_config(), kafka.topic("inventory.events"), wire_codec(kafka))
             decisions = KafkaDecisionFeed(kafka.client_config(), kafka.topic("reservation.decisions"))
         else:
-            inbox = JsonLinesInbox(inbox_path(settings))
             decisions = JsonLinesDecisionFeed(settings.snapshot_dir / "decisions.jsonl")
     except BaseException:
         store.close()

@@ -24,6 +24,7 @@ __all__ = [
     "event_to_json_bytes",
     "event_to_record",
     "fulfilment_to_record",
+    "plan_from_record",
     "require_event",
     "validate",
 ]
@@ -323,6 +324,14 @@ def event_to_record(event: InventoryEvent) -> dict[str, object]:
         "source": event.source,
         "fulfilment": None if event.fulfilment is None else fulfilment_to_record(event.fulfilment),
     }
+
+
+def plan_from_record(record: Mapping[str, object]) -> Fulfilment | None:
+    """The plan a `fulfilment_to_record` mapping describes, or None if it does not validate."""
+    try:
+        return _fulfilment({"fulfilment": record}, EventType.RESERVATION_REQUESTED)
+    except _Invalid:
+        return None
 
 
 def fulfilment_to_record(plan: Fulfilment) -> dict[str, object]:

@@ -17,15 +17,16 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.contract import MAX_QTY
 from ledger.errors import SnapshotError, SourceError
-from ledger.events import Millis
+from ledger.events import InventoryEvent, Millis
 from ledger.promise import MAX_BASKET, Exclusion, Option, Promise, Together
 from omni_ledger.config import Secret
+from omni_ledger.console import code128_svg, mount_console
 from omni_ledger.service import ConfirmResult, InvalidRequest, LedgerService, ServiceError
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
@@ -359,7 +360,7 @@ def create_app(service: LedgerService) -> FastAPI:
         )  # fmt: skip
         return ConfirmOut.of(result)
 
-    @app.get("/v1/reservations/{reservation_id}", dependencies=read, tags=["promise"])
+    @app.get("/v1/reservations/{reservation_id:path}", dependencies=read, tags=["promise"])
     def reservation(reservation_id: Annotated[str, _ID]) -> dict[str, Any]:
         """A reservation's latest status."""
         return service.reservation(reservation_id)
@@ -387,5 +388,58 @@ def create_app(service: LedgerService) -> FastAPI:
         """Dropship and marketplace orders."""
         return service.orders(supplier_id)
 
+    @app.get("/v1/whoami", tags=["console"], summary="What the presented token may do")
+    def whoami(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> dict[str, Any]:
+        """`write`, `read` or `anonymous`, and whether reads need a token: the console greys out what it may not do."""
+        role = auth.role(credentials.credentials if credentials else None)
+        return {"role": role or "anonymous", "open_reads": auth.open_reads}
+
+    @app.get("/v1/network/sites", dependencies=read, tags=["console"])
+    def sites() -> dict[str, Any]:
+        """The sites of the network: id, name, kind, coordinates."""
+        return {
+            "sites": [
+                {"site_id": x.id, "name": x.name, "kind": x.kind.value, "lat": x.lat, "lon": x.lon}
+                for x in service.network.sites
+            ]
+        }
+
+    @app.get("/v1/loads", dependencies=read, tags=["execution"])
+    def all_loads() -> dict[str, Any]:
+        """Every parcel on every shuttle run, by departure: the transport planner's board."""
+        return service.runs()
+
+    @app.post("/v1/tasks/{task_id:path}/picked", dependencies=write, tags=["execution"], status_code=202)
+    def picked(task_id: Annotated[str, _ID]) -> dict[str, Any]:
+        """The clerk isolated the units in their labelled parcel (emits TRANSFER_PICKED)."""
+        return _sent(service.mark_picked(task_id))
+
+    @app.post("/v1/loads/{parcel_id}/loaded", dependencies=write, tags=["execution"], status_code=202)
+    def loaded(parcel_id: Annotated[str, _ID]) -> dict[str, Any]:
+        """The driver scanned the parcel onto its shuttle (emits SHUTTLE_LOADED)."""
+        return _sent(service.mark_loaded(parcel_id))
+
+    @app.post("/v1/loads/{parcel_id}/arrived", dependencies=write, tags=["execution"], status_code=202)
+    def arrived(parcel_id: Annotated[str, _ID]) -> dict[str, Any]:
+        """The parcel was scanned in at its destination (emits SHUTTLE_ARRIVED)."""
+        return _sent(service.mark_arrived(parcel_id))
+
+    @app.get(
+        "/v1/parcels/{parcel_id}/barcode.svg",
+        dependencies=read,
+        tags=["execution"],
+        response_class=Response,
+        responses={200: {"content": {"image/svg+xml": {}}}},
+    )
+    def barcode(parcel_id: Annotated[str, _ID]) -> Response:
+        """A Code 128 barcode of the parcel id, for its printed label."""
+        return Response(code128_svg(parcel_id), media_type="image/svg+xml")
+
+    mount_console(app)
     app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
     return app
+
+
+def _sent(event: InventoryEvent) -> dict[str, Any]:
+    """The answer to an action: the event is on its way to the fold (202), not yet applied."""
+    return {"event_id": event.event_id, "type": event.type.value, "site_id": event.site_id, "ref": event.ref}

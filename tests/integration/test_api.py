@@ -2,116 +2,28 @@
 
 from __future__ import annotations
 
-import json
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
-from ledger.confirm import open_slots_events
-from ledger.contract import event_to_record
-from ledger.events import EventType, InventoryEvent
-from ledger.network import load_network
-from omni_ledger.api import create_app
-from omni_ledger.config import Secret, ServeSettings, Settings
-from omni_ledger.embedded import EmbeddedFlow, embedded_flow
-from omni_ledger.service import LedgerService
 from omni_ledger.serving import open_service
+from tests.api_stack import LYON, READ, WRITE, Server, Stack, running_stack
 
 pytestmark = pytest.mark.integration
-
-NETWORK = Path(__file__).resolve().parents[2] / "examples" / "network.toml"
-WRITE = "write-token-0123456789abcdef"
-READ = "read-token-0123456789abcdef"
-LYON = {"lat": 45.7606, "lon": 4.8598}  # Mme Martin, next to STORE-LYON-PART-DIEU
-DAY_MS = 86_400_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """uvicorn serving an app on loopback in a thread, for real HTTP requests."""
-
-    def __init__(self, service: LedgerService) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(service), host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
-def seed_events(now: int) -> list[InventoryEvent]:
-    def stock(site: str, sku: str, qty: int, kind: EventType = EventType.COUNTED, **extra: object) -> InventoryEvent:
-        return InventoryEvent(
-            event_id=f"seed:{site}:{sku}", type=kind, occurred_at=now - 60_000, site_id=site, sku=sku, qty=qty,
-            source="TEST", **extra,  # type: ignore[arg-type]
-        )  # fmt: skip
-
-    network = load_network(NETWORK)
-    return [
-        stock("STORE-LYON-PART-DIEU", "PHONE-A", 2),
-        stock("STORE-VIENNE", "PHONE-B", 1),  # the last unit two customers race for
-        stock("DC-LYON-EST", "PHONE-B", 3),  # the next best source
-        stock("SUP-ACME", "PHONE-C", 5),
-        stock("SELLER-PHONEHUB", "PHONE-A", 4, EventType.OFFER_UPDATED, price=449.0, lead_time_days=3),
-        *open_slots_events(network, now, now + 3 * DAY_MS, now - 60_000),
-    ]
-
-
-@dataclass
-class Stack:
-    url: str
-    service: LedgerService
-    flow: EmbeddedFlow
-    directory: Path
-    settings: Settings
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    directory = tmp_path_factory.mktemp("api")
-    now = time.time_ns() // 1_000_000
-    seed = seed_events(now)
-    (directory / "inbox.jsonl").write_text("".join(json.dumps(event_to_record(e)) + "\n" for e in seed))
-    settings = Settings(
-        snapshot_dir=directory,
-        serve=ServeSettings(
-            network=NETWORK,
-            write_tokens=(Secret(WRITE),),
-            read_tokens=(Secret(READ),),
-            confirm_timeout=timedelta(seconds=20),
-        ),
-    )
-    with embedded_flow(directory) as flow:
-        flow.wait_applied(len(seed))
-        with open_service(settings) as service:
-            server = Server(service)
-            try:
-                yield Stack(server.url, service, flow, directory, settings)
-            finally:
-                server.stop()
+    with running_stack(tmp_path_factory.mktemp("api")) as running:
+        yield running
 
 
 def post(stack: Stack, path: str, body: object, token: str | None = WRITE, **headers: str) -> httpx.Response:

@@ -19,8 +19,8 @@ from adapters.snapshots import SnapshotReader
 from ledger.errors import SnapshotError
 from omni_ledger.config import KafkaSettings, ServeSettings, Settings
 from omni_ledger.serving import open_service
+from tests.api_stack import LYON, NETWORK, seed_events
 from tests.conftest import REPO, run_cli
-from tests.integration.test_api import LYON, NETWORK, seed_events
 
 pytestmark = pytest.mark.integration
 

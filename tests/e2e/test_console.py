@@ -1,0 +1,173 @@
+"""The web console in a real browser (Debian's Chromium driven by Playwright): the transfer story, by its people."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.api_stack import READ, WRITE, Stack, running_stack
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path(os.environ.get("OMNI_LEDGER_CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = Path(os.environ.get("OMNI_LEDGER_TEST_ARTIFACTS", REPO / "var" / "test-artifacts")) / "console"
+WAIT_MS = 20_000
+
+
+def chromium() -> Path:
+    """Debian's Chromium (Playwright's own download cannot work here); installed when missing and we may."""
+    if CHROMIUM.exists():
+        return CHROMIUM
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=600)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "chromium"],
+            check=True,
+            timeout=1200,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+    if CHROMIUM.exists():
+        return CHROMIUM
+    message = f"no Chromium at {CHROMIUM}: run `apt-get install chromium` (as root) or set OMNI_LEDGER_CHROMIUM"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("console")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = chromium()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(executable), headless=True, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page: Page, stack: Stack, token: str) -> None:
+    page.goto(f"{stack.url}/console/#explorer")
+    page.get_by_label("Access token").fill(token)
+    page.get_by_role("button", name="Use token").click()
+
+
+def test_the_transfer_story_through_the_console(stack: Stack, browser: Browser) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    sign_in(page, stack, WRITE)
+    expect(page.get_by_role("note")).to_contain_text("Signed in", timeout=WAIT_MS)
+    expect(page.locator("#snapshot")).to_contain_text("snapshot ", timeout=WAIT_MS)
+
+    # The associate at Lyon Part-Dieu looks for phone B: only the store 27 km away has it.
+    page.get_by_label("SKU", exact=True).fill("PHONE-B")
+    page.get_by_label("Distances from").select_option("STORE-LYON-PART-DIEU")
+    page.get_by_role("button", name="Search").click()
+    vienne = page.locator("#availability tr", has_text="Vienne Centre")
+    expect(vienne).to_contain_text("1", timeout=WAIT_MS)
+    shot(page, "01-explorer-phone-b")
+
+    # She confirms a reservation with a transfer to her store.
+    page.get_by_label("SKUs (comma-separated)").fill("PHONE-B")
+    page.get_by_label("Customer near").select_option("STORE-LYON-PART-DIEU")
+    page.get_by_label("Customer name").fill("Martin")
+    page.get_by_role("button", name="Find options").click()
+    reserve = page.get_by_role("button", name=re.compile(r"Reserve PHONE-B: transfer to store from Vienne Centre"))
+    expect(reserve).to_be_enabled(timeout=WAIT_MS)
+    shot(page, "02-options")
+    reserve.click()
+    expect(page.locator("#confirm-result")).to_contain_text("Reserved: R-", timeout=WAIT_MS)
+    shot(page, "03-reserved")
+
+    # The clerk at Vienne sees the task, and marks it picked.
+    page.get_by_role("link", name="Store tasks").click()
+    page.get_by_label("Store", exact=True).select_option("STORE-VIENNE")
+    task = page.locator("#task-list tr", has_text="pick for shuttle")
+    expect(task).to_contain_text("PHONE-B", timeout=WAIT_MS)
+    expect(task).to_contain_text("E-COM")
+    shot(page, "04-clerk-task")
+    with page.expect_popup() as popup:
+        task.get_by_role("link", name="Print label").click()
+    label = popup.value
+    expect(label.locator("#barcode svg")).to_be_visible(timeout=WAIT_MS)
+    expect(label.locator("#to")).to_have_text("STORE-LYON-PART-DIEU", timeout=WAIT_MS)
+    shot(label, "05-parcel-label")
+    label.close()
+    task.get_by_role("button", name=re.compile("Mark PHONE-B picked")).click()
+    expect(page.locator("#task-result")).to_contain_text("sent to the ledger", timeout=WAIT_MS)
+    page.get_by_label("Show").select_option("")
+    expect(page.locator("#task-list tr", has_text="pick for shuttle")).to_contain_text("DONE", timeout=WAIT_MS)
+    shot(page, "06-task-done")
+
+    # The planner sees the parcel on its run, marks it loaded, then arrived.
+    page.get_by_role("link", name="Shuttle board").click()
+    parcel = page.locator("#board tr", has_text="PHONE-B")
+    expect(parcel).to_contain_text("PLANNED", timeout=WAIT_MS)
+    shot(page, "07-board-planned")
+    parcel.get_by_role("button", name=re.compile("loaded")).click()
+    expect(parcel).to_contain_text("LOADED", timeout=WAIT_MS)
+    parcel.get_by_role("button", name=re.compile("arrived")).click()
+    expect(parcel).to_contain_text("ARRIVED", timeout=WAIT_MS)
+    shot(page, "08-board-arrived")
+
+    # Back in the explorer, the unit is on hand at her store, held for her.
+    page.get_by_role("link", name="Availability").click()
+    page.get_by_role("button", name="Search").click()
+    here = page.locator("#availability tr", has_text="Lyon Part-Dieu")
+    expect(here.locator("td").nth(3)).to_have_text("1", timeout=WAIT_MS)  # on hand
+    expect(here.locator("td").nth(4)).to_have_text("1")  # reserved for Mme Martin
+    shot(page, "09-explorer-arrived")
+    page.close()
+
+
+def test_the_main_actions_work_from_the_keyboard_and_on_a_phone(stack: Stack, browser: Browser) -> None:
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    sign_in(page, stack, WRITE)
+    expect(page.get_by_role("note")).to_contain_text("Signed in", timeout=WAIT_MS)
+    page.get_by_role("link", name="Store tasks").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#tasks")).to_be_visible()
+    page.get_by_label("Store", exact=True).focus()
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Show")).to_be_focused()
+    page.get_by_role("link", name="Availability").focus()
+    page.keyboard.press("Enter")
+    page.get_by_label("SKU", exact=True).focus()
+    page.keyboard.type("PHONE-A")
+    page.keyboard.press("Enter")  # submits the search form
+    expect(page.locator("#availability tr", has_text="Lyon Part-Dieu")).to_be_visible(timeout=WAIT_MS)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page scrolls sideways on a phone ({width} px); only tables may"
+    shot(page, "10-phone-390x844")
+    page.close()
+
+
+def test_a_read_only_token_sees_the_pages_but_cannot_act_and_is_told_so(stack: Stack, browser: Browser) -> None:
+    page = browser.new_page()
+    sign_in(page, stack, READ)
+    expect(page.get_by_role("note")).to_contain_text("Read-only", timeout=WAIT_MS)
+    page.get_by_label("SKUs (comma-separated)").fill("PHONE-A")
+    page.get_by_role("button", name="Find options").click()
+    first = page.get_by_role("button", name=re.compile("^Reserve PHONE-A")).first
+    expect(first).to_be_disabled(timeout=WAIT_MS)
+    page.get_by_role("link", name="Shuttle board").click()
+    expect(page.locator("#shuttles")).to_be_visible()
+    for button in page.locator("#board button").all():
+        expect(button).to_be_disabled()
+    shot(page, "11-read-only")
+    page.close()

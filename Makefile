@@ -25,6 +25,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP) ## Create the virtualenv with pinned dependencies
 
+.PHONY: demo serve
+demo: $(STAMP) ## Mme Martin's visit, end to end through the real fold (embedded, under var/demo)
+	$(BIN)/omni-ledger demo --dir var/demo
+
+serve: $(STAMP) ## The HTTP API and web console over var/snapshots (http://127.0.0.1:8080/console/)
+	$(BIN)/omni-ledger serve --snapshot-dir $(SNAPSHOT_DIR)
+
 run: $(STAMP) ## Run the main job: the simulated retailer into snapshots under var/snapshots (Ctrl-C stops)
 	$(BIN)/omni-ledger run --source sim --rate $(RATE) --snapshot-dir $(SNAPSHOT_DIR)
 
@@ -64,7 +71,7 @@ kafka-status: ## Whether the local Kafka broker runs, and its ports
 	@python3 infra/kafka/broker.py status $(if $(KAFKA_DIR),--dir $(KAFKA_DIR)) || test $$? -eq 3
 
 .PHONY: stack
-stack: $(STAMP) ## The whole system: local Kafka, topics, simulator producing, the flow into snapshots (Ctrl-C stops all)
+stack: $(STAMP) ## The whole system: local Kafka, topics, simulator producing, the flow into snapshots, the API and console (Ctrl-C stops all)
 	RATE=$(RATE) bash infra/stack.sh
 
 .PHONY: bench-kafka

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make stack`: the whole system on one machine — a local Kafka broker, the topics, the
-# simulator producing into Kafka, the flow folding from Kafka into snapshots.
+# simulator producing into Kafka, the flow folding from Kafka into snapshots, and the
+# HTTP API and web console over them (confirms produced to Kafka).
 # Ctrl-C stops the producer and the flow cleanly (each publishes/flushes what it has),
 # then the broker.
 set -euo pipefail
@@ -33,7 +34,13 @@ setsid "$BIN/omni-ledger" produce --sim --rate "$RATE" > /dev/null &
 pids+=($!)
 setsid "$BIN/omni-ledger" run --source kafka --snapshot-dir "$SNAPSHOT_DIR" &
 pids+=($!)
+# The API: a write token for this session only, printed so the console can be used.
+export OMNI_LEDGER_SERVE_WRITE_TOKENS=${OMNI_LEDGER_SERVE_WRITE_TOKENS:-stack-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')}
+PORT=${PORT:-8080}
+setsid "$BIN/omni-ledger" serve --bus kafka --snapshot-dir "$SNAPSHOT_DIR" --port "$PORT" &
+pids+=($!)
 echo "stack: broker $KAFKA_BOOTSTRAP_SERVERS, snapshots in $SNAPSHOT_DIR" >&2
+echo "stack: API and console at http://127.0.0.1:$PORT/console/ (write token: $OMNI_LEDGER_SERVE_WRITE_TOKENS)" >&2
 echo "stack: try  $BIN/omni-ledger atp --sku SKU-00042 --snapshot-dir $SNAPSHOT_DIR   (Ctrl-C stops everything)" >&2
 wait "${pids[@]}" || true
 stop

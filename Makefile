@@ -77,3 +77,7 @@ stack: $(STAMP) ## The whole system: local Kafka, topics, simulator producing, t
 .PHONY: bench-kafka
 bench-kafka: $(STAMP) ## Benchmark the flow on a local Kafka broker: events/s, the raw ceiling, their ratio, p50/p99 latency
 	$(BIN)/python -m bench.kafka $(BENCH_ARGS)
+
+.PHONY: bench-serve
+bench-serve: $(STAMP) ## Benchmark the HTTP API over 1,000 sites x 20,000 skus: req/s, p50/p90/p99 per scenario
+	$(BIN)/python -m bench.serve $(BENCH_ARGS)

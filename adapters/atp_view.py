@@ -9,14 +9,15 @@ and a publish never waits for a reader nor a reader for a publish (SQLite WAL).
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from adapters.snapshots import CATALOG_FILE, SnapshotReader
+from adapters.snapshots import CATALOG_FILE, HEARTBEAT_FILE, SnapshotReader
 from ledger.errors import SnapshotError
 from ledger.events import Millis
 from ledger.network import appointment_slot
@@ -36,6 +37,8 @@ class SnapshotMeta:
     created_at: Millis
     events_applied: int
     max_occurred_at: Millis | None
+    current_at: Millis = 0
+    """When the flow last confirmed this is its newest snapshot (its heartbeat): the age counts from here."""
 
 
 def _ms(value: object) -> Millis | None:
@@ -83,9 +86,21 @@ class ServingStore:
                 _ms(row["max_occurred_at"]),
             )
             current = self._current
-            if current is None or meta.snapshot_id > current.snapshot_id:
-                self._current = meta
+            if current is not None and meta.snapshot_id < current.snapshot_id:
+                meta = current
+            beat = self._heartbeat()
+            # A heartbeat naming an older snapshot than ours says nothing about ours.
+            alive = beat[0] if beat is not None and beat[1] in (None, meta.snapshot_id) else meta.created_at
+            # One new immutable object, swapped in one assignment: a request sees it whole.
+            self._current = replace(meta, current_at=max(alive, meta.created_at))
         return self._current
+
+    def _heartbeat(self) -> tuple[Millis, int | None] | None:
+        try:
+            record = json.loads((Path(self._directory) / HEARTBEAT_FILE).read_text())
+            return int(record["at"]), record.get("snapshot_id")
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def _follow(self) -> None:
         while not self._stop.wait(self._poll):

@@ -75,6 +75,7 @@ __all__ = ["MaintenanceReport", "SnapshotReader", "SnapshotWriter"]
 CATALOG_FILE = "catalog.sqlite"
 DATA_DIR = "data"
 LOCK_FILE = ".writer.lock"
+HEARTBEAT_FILE = "heartbeat.json"
 LAKE = "lake"
 
 # Extension name as LOAD knows it -> (PyPI package holding the file, file name in it).
@@ -686,6 +687,23 @@ class SnapshotWriter:
             "max_occurred_at_ms": max_occurred,
         }
         return snapshot_id
+
+    def heartbeat(self, now: Millis) -> None:
+        """Record that the newest snapshot is current as of `now` (DIR/heartbeat.json, replaced atomically).
+
+        Readers take a snapshot's age from this, not from its creation: a ledger with
+        nothing new to publish is not stale; one whose flow stopped is.
+        """
+        info = self._last_info
+        record = {"at": now, "snapshot_id": info.get("snapshot_id") if info else None}
+        target = self._dir / HEARTBEAT_FILE
+        scratch = target.with_suffix(".tmp")
+        try:
+            scratch.write_text(json.dumps(record))
+            os.replace(scratch, target)
+        except OSError as exc:
+            msg = f"cannot write the heartbeat {target}: {exc.strerror}"
+            raise SnapshotError(msg) from exc
 
     def last_snapshot_info(self) -> dict[str, object] | None:
         """The snapshot_info row of the last publish (None for a store never published)."""

@@ -7,8 +7,9 @@ the end of a replay. The state it hands Bytewax to snapshot is the immutable
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -19,23 +20,41 @@ from ledger.fold import Output, expire, fold, next_expiry
 from ledger.policy import LedgerPolicy
 from ledger.position import Position
 
-__all__ = ["PositionLogic", "SnapshotBatchLogic", "Stamped"]
+__all__ = ["FoldObserver", "PositionLogic", "SnapshotBatchLogic", "Stamped"]
 
 Stamped = tuple[Millis, Effect]
 """An effect with the ledger clock's reading when its event was admitted."""
 
 
+class FoldObserver(Protocol):
+    """Told what each fold call did (metrics); runs on the worker thread, so it must be cheap."""
+
+    def resumed(self, position: Position) -> None: ...
+
+    def folded(
+        self, before: Position | None, values: Sequence[Stamped], after: Position, out: Sequence[Output]
+    ) -> None: ...
+
+
 class PositionLogic(StatefulBatchLogic[Stamped, Output, Position]):
     """Folds the batches of one key; a live clock arms a timer for the next hold expiry."""
 
-    def __init__(self, resume: Position | None, policy: LedgerPolicy, clock: Clock) -> None:
+    def __init__(
+        self, resume: Position | None, policy: LedgerPolicy, clock: Clock, observer: FoldObserver | None = None
+    ) -> None:
         self._position = resume
         self._policy = policy
         self._clock = clock
+        self._observer = observer
+        if observer is not None and resume is not None:
+            observer.resumed(resume)
 
     def on_batch(self, values: list[Stamped]) -> tuple[list[Output], bool]:
         first = values[0][1]
-        self._position, out = fold(self._position, first.site_id, first.sku, values, self._policy)
+        before = self._position
+        self._position, out = fold(before, first.site_id, first.sku, values, self._policy)
+        if self._observer is not None:
+            self._observer.folded(before, values, self._position, out)
         return out, StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[Output], bool]:
@@ -75,7 +94,10 @@ class SnapshotBatchLogic(StatefulBatchLogic[Any, tuple[Any, ...], tuple[Any, ...
         self._buffer: list[object] = list(resume or ())
         self._interval = interval
         self._max_items = max_items
-        self._due: datetime | None = datetime.now(UTC) + interval if self._buffer else None
+        # Idle, it still ticks every heartbeat: the sink then tells readers the newest
+        # snapshot is still current (a quiet night is not a stale ledger).
+        self._heartbeat = min(max(interval, timedelta(seconds=1)), timedelta(seconds=5))
+        self._due: datetime = datetime.now(UTC) + (interval if self._buffer else self._heartbeat)
 
     def on_batch(self, values: list[object]) -> tuple[list[tuple[object, ...]], bool]:
         if not self._buffer:
@@ -98,9 +120,8 @@ class SnapshotBatchLogic(StatefulBatchLogic[Any, tuple[Any, ...], tuple[Any, ...
         return tuple(self._buffer)
 
     def _flush(self) -> list[tuple[object, ...]]:
-        self._due = None
-        if not self._buffer:
-            return []
+        self._due = datetime.now(UTC) + self._heartbeat
+        # An empty tuple is a heartbeat: nothing to publish, but the flow is alive.
         out = tuple(self._buffer)
         self._buffer = []
         return [out]

@@ -432,8 +432,14 @@ def create_app(service: LedgerService) -> FastAPI:
         responses={200: {"content": {"image/svg+xml": {}}}},
     )
     def barcode(parcel_id: Annotated[str, _ID]) -> Response:
-        """A Code 128 barcode of the parcel id, for its printed label."""
-        return Response(code128_svg(parcel_id), media_type="image/svg+xml")
+        """A Code 128 barcode of a planned parcel's id, for its printed label."""
+        service.parcel(parcel_id)  # 404 for a parcel on no load plan
+        try:
+            svg = code128_svg(parcel_id)
+        except ValueError as exc:
+            msg = f"parcel id {parcel_id!r} cannot be printed as Code 128: {exc}"
+            raise InvalidRequest(msg) from exc
+        return Response(svg, media_type="image/svg+xml")
 
     mount_console(app)
     app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)

@@ -160,6 +160,7 @@ def reset_store(directory: Path) -> None:
         RECOVERY,
         "decisions.jsonl",
         "dead_letters.jsonl",
+        "heartbeat.json",
         TASKS_FILE,
         LOADS_FILE,
         ORDERS_FILE,

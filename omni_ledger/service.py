@@ -137,7 +137,8 @@ class LedgerService:
         return meta
 
     def snapshot_age(self, meta: SnapshotMeta) -> float:
-        return max(0.0, (_wall_ms() - meta.created_at) / 1000)
+        """Seconds since the flow last confirmed this snapshot is its newest (heartbeat or publish)."""
+        return max(0.0, (_wall_ms() - max(meta.current_at, meta.created_at)) / 1000)
 
     def health(self) -> dict[str, Any]:
         meta = self.store.current
@@ -424,6 +425,10 @@ class LedgerService:
             msg = f"no {table.replace('_', ' ')[:-1]} {value!r} in snapshot {meta.snapshot_id}"
             raise NotFound(msg)
         return rows[0]
+
+    def parcel(self, parcel_id: str) -> dict[str, Any]:
+        """The load plan entry of one parcel."""
+        return self._one("transport_loads", "parcel_id", parcel_id, "parcel_id")
 
     def mark_picked(self, task_id: str, now: Millis | None = None) -> InventoryEvent:
         """The clerk isolated the units of a shuttle task in their labelled parcel: TRANSFER_PICKED."""

@@ -14,6 +14,7 @@ import io
 from pathlib import Path
 
 import barcode
+from barcode.errors import BarcodeError
 from barcode.writer import SVGWriter
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
@@ -34,8 +35,15 @@ def mount_console(app: FastAPI) -> None:
 
 
 def code128_svg(text: str) -> bytes:
-    """A Code 128 barcode of `text` as SVG (python-barcode: a well-kept encoder beats our own tables)."""
+    """A Code 128 barcode of `text` as SVG; `ValueError` if it cannot be encoded.
+
+    python-barcode: a well-kept encoder beats our own tables.
+    """
     out = io.BytesIO()
-    code = barcode.get("code128", text, writer=SVGWriter())
+    try:
+        code = barcode.get("code128", text, writer=SVGWriter())
+    except BarcodeError as exc:
+        # Code 128 carries ASCII only; our parcel ids are ASCII, a typed-in one may not be.
+        raise ValueError(str(exc)) from exc
     code.write(out, options={"module_height": 18.0, "font_size": 0, "text_distance": 1.0, "quiet_zone": 4.0})
     return out.getvalue()

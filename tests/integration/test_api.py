@@ -167,6 +167,20 @@ def test_malformed_and_oversized_bodies_are_refused(stack: Stack) -> None:
     assert huge.status_code == 413
 
 
+def test_a_quiet_ledger_stays_fresh_through_its_heartbeat(stack: Stack) -> None:
+    # No event for longer than the limit: the flow's heartbeat says the newest snapshot is still current.
+    quick = replace(stack.settings, serve=replace(stack.settings.serve, max_snapshot_age=timedelta(seconds=3)))
+    with open_service(quick) as service:
+        server = Server(service)
+        try:
+            time.sleep(4.5)
+            health = httpx.get(server.url + "/health", timeout=10).json()
+            assert health["status"] == "ok", health
+            assert health["snapshot_age_s"] < 3
+        finally:
+            server.stop()
+
+
 def test_a_snapshot_older_than_the_limit_answers_503(stack: Stack) -> None:
     strict = replace(stack.settings, serve=replace(stack.settings.serve, max_snapshot_age=timedelta(milliseconds=1)))
     with open_service(strict) as service:

@@ -163,7 +163,8 @@ class ServingStore:
             return {}
         rows = self._rows(
             f"SELECT site_id, sku, atp FROM positions AT (VERSION => {int(snapshot_id)}) "
-            f"WHERE site_id IN ({_in(ids)}) AND starts_with(sku, 'appt:')",
+            # A range on sku, not starts_with: Parquet min/max statistics can prune it.
+            f"WHERE site_id IN ({_in(ids)}) AND sku >= 'appt:' AND sku < 'appt;'",
             [*ids],
         )
         free: dict[tuple[str, Millis], int] = {}

@@ -269,8 +269,10 @@ def promise(network: Network, view: SnapshotView, request: PromiseRequest) -> Pr
     bound: dict[tuple[str, str], list[Option]] = {}
     for sku, qty in request.items:
         rows = {row.site_id: row for row in view.stock(sku)}
-        # Every site is considered, with a position or not, so `excluded` answers "why not there?".
-        for site_id in sorted(rows.keys() | {site.id for site in network.sites}):
+        # The sources are the sites with a position of the sku; a site that never held
+        # it is no source, and listing every site of a national network would bury the
+        # answer under a thousand exclusions.
+        for site_id in sorted(rows):
             found = ctx.from_source(site_id, sku, rows.get(site_id), qty)
             for option in found:
                 if option.deliver_to != HOME:

@@ -370,12 +370,11 @@ def test_every_excluded_source_is_explained_with_a_reason():
     assert "km away (radius 50 km)" in far.detail
 
 
-def test_every_site_without_a_position_is_explained_as_atp_zero():
-    result = ask([Stock("NEAR", "A", 1)], at("2026-11-24T15:00"))
-    others = {site.id for site in NETWORK.sites} - {"NEAR"}
-    assert {(e.site_id, e.reason) for e in result.excluded} == {(site, Reason.INSUFFICIENT_ATP) for site in others}
+def test_only_sites_holding_a_position_are_sources_the_others_are_not_listed():
+    result = ask([Stock("NEAR", "A", 1), Stock("FAR", "A", 0)], at("2026-11-24T15:00"))
+    assert {e.site_id for e in result.excluded} == {"FAR"}
     far = next(e for e in result.excluded if e.site_id == "FAR")
-    assert far.detail == "no A position at FAR in snapshot 7 (ATP 0 < 1 asked)"
+    assert far.reason is Reason.INSUFFICIENT_ATP
 
 
 def test_a_dc_with_no_lane_into_the_radius_and_no_carrier_is_explained():
@@ -675,10 +674,10 @@ def test_every_promise_keeps_to_the_view_and_the_schedule(scenario):
         assert plan.ready_at == max(leg.available_at for leg in plan.legs)
         if request.appointment:
             assert plan.appointment_at >= plan.ready_at
-    # Every source that offers nothing says why.
+    # Every source (a site with a position of the sku) that offers nothing says why.
     offered = {(o.source_id, o.sku) for o in result.options}
     explained = {(e.site_id, e.sku) for e in result.excluded}
     for sku in wanted:
-        for site in network.sites:
-            assert (site.id, sku) in offered | explained, (site.id, sku)
+        for stock in view.stock(sku):
+            assert (stock.site_id, sku) in offered | explained, (stock.site_id, sku)
     assert all(e.detail for e in result.excluded)

@@ -65,6 +65,14 @@ File format (every key optional; durations as "500ms", "2s", "15m", "24h", "7d")
     open_reads = true           # read endpoints need no token
     hold_days = 3               # how long a unit is held for the customer once it is ready
 
+    [metrics]                   # Prometheus /metrics of `run` and `serve` (README: Operating it)
+    host = "127.0.0.1"          # listen address; 0.0.0.0 to be scraped from another host
+    port = 0                    # 0: no metrics server; else its TCP port (--metrics-port)
+
+    [logging]
+    format = "auto"             # auto | json | text  (auto: text on a terminal, else one JSON object a line)
+    level = "INFO"              # DEBUG | INFO | WARNING | ERROR
+
 Environment: OMNI_LEDGER_<SECTION>_<KEY>, e.g. OMNI_LEDGER_SNAPSHOTS_DIR,
 OMNI_LEDGER_LEDGER_LATENESS_WINDOW, OMNI_LEDGER_SIMULATOR_RATE (scalars only).
 """
@@ -82,9 +90,20 @@ from typing import Any, Literal
 
 from ledger.errors import ConfigError
 from ledger.policy import LedgerPolicy, SafetyStock
+from omni_ledger.logs import FORMATS, LEVELS
 from omni_ledger.simulator import SimConfig
 
-__all__ = ["KafkaSettings", "Secret", "ServeSettings", "Settings", "SimSettings", "load_settings", "parse_duration"]
+__all__ = [
+    "KafkaSettings",
+    "LoggingSettings",
+    "MetricsSettings",
+    "Secret",
+    "ServeSettings",
+    "Settings",
+    "SimSettings",
+    "load_settings",
+    "parse_duration",
+]
 
 ClockChoice = Literal["auto", "wall", "event"]
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -217,6 +236,24 @@ class ServeSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """Where a long-running command (`run`, `serve`) serves Prometheus `/metrics`."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    """0: no metrics server."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    """How log records are written to stderr."""
+
+    format: str = "auto"
+    """auto (text on a terminal, else json), json or text."""
+    level: str = "INFO"
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything `omni-ledger run` needs, validated."""
 
@@ -234,6 +271,8 @@ class Settings:
     simulator: SimSettings = field(default_factory=SimSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
 
     def policy(self) -> LedgerPolicy:
         """The fold's rules from these settings."""
@@ -249,7 +288,13 @@ class Settings:
         sim = {k: given.pop(k) for k in ("rate", "seed") if k in given}
         kafka = {k: given.pop(k) for k in ("bootstrap",) if k in given}
         serve = {k: given.pop(k) for k in ("host", "port", "network", "bus") if k in given}
+        metrics = {k.removeprefix("metrics_"): given.pop(k) for k in ("metrics_host", "metrics_port") if k in given}
+        logs = {k.removeprefix("log_"): given.pop(k) for k in ("log_format", "log_level") if k in given}
         out = replace(self, **given)
+        if metrics:
+            out = replace(out, metrics=replace(out.metrics, **metrics))
+        if logs:
+            out = replace(out, logging=replace(out.logging, **logs))
         if serve:
             out = replace(out, serve=replace(out.serve, **serve))
         if sim:
@@ -311,6 +356,14 @@ def _check(s: Settings, origin: str) -> None:
             fail(key, "a positive duration", str(value))
     if not 1 <= v.hold_days <= 60:
         fail("serve.hold_days", "an integer within 1..60", v.hold_days)
+    if not 0 <= s.metrics.port <= 65_535:
+        fail("metrics.port", "a TCP port within 0..65535 (0: no metrics server)", s.metrics.port)
+    if not s.metrics.host.strip():
+        fail("metrics.host", "a listen address such as 127.0.0.1", s.metrics.host)
+    if s.logging.format not in FORMATS:
+        fail("logging.format", f"one of {', '.join(FORMATS)}", s.logging.format)
+    if s.logging.level.upper() not in LEVELS:
+        fail("logging.level", f"one of {', '.join(LEVELS)}", s.logging.level)
     if {t.reveal() for t in v.write_tokens} & {t.reveal() for t in v.read_tokens}:
         fail("serve.read_tokens", "tokens distinct from serve.write_tokens", "a token in both")
     for token in (*v.write_tokens, *v.read_tokens):
@@ -379,6 +432,8 @@ _SECTIONS = {
         "open_reads",
         "hold_days",
     },
+    "metrics": {"host", "port"},
+    "logging": {"format", "level"},
 }
 
 
@@ -457,6 +512,8 @@ def _from_tables(doc: Mapping[str, Any], origin: str, base: Settings) -> Setting
         open_reads=srv.get("open_reads", bool, old_v.open_reads),
         hold_days=srv.get("hold_days", int, old_v.hold_days),
     )
+    met = _Reader(doc.get("metrics", {}), "metrics", origin)
+    logs = _Reader(doc.get("logging", {}), "logging", origin)
     out = Settings(
         snapshot_dir=Path(snap.get("dir", str, str(base.snapshot_dir))),
         snapshot_interval=snap.duration("interval", base.snapshot_interval),
@@ -472,6 +529,12 @@ def _from_tables(doc: Mapping[str, Any], origin: str, base: Settings) -> Setting
         simulator=simulator,
         kafka=kafka,
         serve=serve,
+        metrics=MetricsSettings(
+            host=met.get("host", str, base.metrics.host), port=met.get("port", int, base.metrics.port)
+        ),
+        logging=LoggingSettings(
+            format=logs.get("format", str, base.logging.format), level=logs.get("level", str, base.logging.level)
+        ),
     )
     _check(out, origin)
     return out

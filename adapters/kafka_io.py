@@ -42,6 +42,7 @@ __all__ = [
     "KafkaEventSource",
     "KafkaOutSink",
     "KafkaResume",
+    "LagCallback",
     "OutMessage",
 ]
 
@@ -74,6 +75,8 @@ _FATAL = {
     KafkaError._AUTO_OFFSET_RESET,
 }
 _POLL_IDLE = timedelta(milliseconds=50)
+LagCallback = Callable[[str, int, int], None]
+"""(topic, partition, messages not read yet)."""
 _LOG = logging.getLogger("omni_ledger.kafka")
 """librdkafka's own log lines go here instead of raw to stderr; our errors say what matters."""
 
@@ -195,6 +198,7 @@ class _SourcePartition(StatefulSourcePartition[RawInput, KafkaResume]):
         batch_size: int,
         stop: StopFlag | None,
         clock: Clock | None = None,
+        on_lag: LagCallback | None = None,
     ) -> None:
         self._trap = _ErrorTrap()
         self._consumer = Consumer(
@@ -223,6 +227,7 @@ class _SourcePartition(StatefulSourcePartition[RawInput, KafkaResume]):
         self._awake: datetime | None = None
         self._at_end = False
         self._bootstrap = config["bootstrap.servers"]
+        self._on_lag = on_lag
 
     def next_batch(self) -> list[RawInput]:
         if self._trap.error is not None:
@@ -251,6 +256,11 @@ class _SourcePartition(StatefulSourcePartition[RawInput, KafkaResume]):
         if self._at_end and not batch and not self._tail:
             raise StopIteration
         self._awake = None if batch else datetime.now(UTC) + _POLL_IDLE
+        if self._on_lag is not None and self._next >= 0:
+            # The high watermark librdkafka cached from its last fetch: no broker round trip.
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(self._topic, self._index), cached=True)
+            if high >= 0:
+                self._on_lag(self._topic, self._index, max(0, high - self._next))
         return batch
 
     def next_awake(self) -> datetime | None:
@@ -267,7 +277,8 @@ class _SourcePartition(StatefulSourcePartition[RawInput, KafkaResume]):
 class KafkaEventSource(FixedPartitionedSource[RawInput, KafkaResume]):
     """Raw messages of `topic` as `RawInput` (origin `topic[partition]@offset`).
 
-    `tail=False` ends at the end of every partition (a replay); `stop` ends a tailing run.
+    `tail=False` ends at the end of every partition (a replay); `stop` ends a tailing run;
+    `on_lag(topic, partition, messages)` hears each partition's lag after every poll.
     """
 
     def __init__(
@@ -279,6 +290,7 @@ class KafkaEventSource(FixedPartitionedSource[RawInput, KafkaResume]):
         batch_size: int = 1000,
         stop: StopFlag | None = None,
         clock: Clock | None = None,
+        on_lag: LagCallback | None = None,
     ) -> None:
         self._config = config
         self._topic = topic
@@ -286,6 +298,7 @@ class KafkaEventSource(FixedPartitionedSource[RawInput, KafkaResume]):
         self._batch_size = batch_size
         self._stop = stop
         self._clock = clock
+        self._on_lag = on_lag
 
     def list_parts(self) -> list[str]:
         count = KafkaAdmin(self._config).partitions(self._topic)
@@ -294,7 +307,15 @@ class KafkaEventSource(FixedPartitionedSource[RawInput, KafkaResume]):
     def build_part(self, step_id: str, for_part: str, resume_state: KafkaResume | None) -> _SourcePartition:
         index = int(for_part.rsplit("[", 1)[1].rstrip("]"))
         return _SourcePartition(
-            self._config, self._topic, index, resume_state, self._tail, self._batch_size, self._stop, self._clock
+            self._config,
+            self._topic,
+            index,
+            resume_state,
+            self._tail,
+            self._batch_size,
+            self._stop,
+            self._clock,
+            self._on_lag,
         )
 
 

@@ -26,7 +26,7 @@ from bytewax.outputs import Sink
 
 from adapters.clock import Clock
 from adapters.codec import Decoder, admit
-from flows.logic import PositionLogic, SnapshotBatchLogic, Stamped
+from flows.logic import FoldObserver, PositionLogic, SnapshotBatchLogic, Stamped
 from ledger.dead_letter import DeadLetter
 from ledger.effects import split
 from ledger.events import InventoryEvent, Millis
@@ -65,6 +65,8 @@ class Wiring:
     """Where every shuttle load goes, keyed `parcel_id` (`transport.loads`)."""
     orders: Sink[Any] | None = None
     """Where every dropship order goes, keyed `order_ref` (`dropship.orders`)."""
+    fold_observer: FoldObserver | None = None
+    """Told what each fold call did (the metrics), on the worker thread."""
 
 
 def _is_admitted(item: tuple[Millis, InventoryEvent] | DeadLetter) -> bool:
@@ -100,7 +102,8 @@ def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
     # (now, Effect), one per site the event touches
     keyed = op.key_on("key", effects, _effect_key)
     # ("site|sku", (now, Effect))
-    folded = op.stateful_batch("fold", keyed, partial(PositionLogic, policy=w.policy, clock=w.clock))
+    fold_logic = partial(PositionLogic, policy=w.policy, clock=w.clock, observer=w.fold_observer)
+    folded = op.stateful_batch("fold", keyed, fold_logic)
     # ("site|sku", PositionChange | ReservationDecision | DeadLetter | FoldTally | Work)
     outputs = op.key_rm("unkey", folded)
     # PositionChange | ReservationDecision | DeadLetter | FoldTally | Work

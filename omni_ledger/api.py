@@ -27,6 +27,7 @@ from ledger.events import InventoryEvent, Millis
 from ledger.promise import MAX_BASKET, Exclusion, Option, Promise, Together
 from omni_ledger.config import Secret
 from omni_ledger.console import code128_svg, mount_console
+from omni_ledger.metrics import instrument_app
 from omni_ledger.service import ConfirmResult, InvalidRequest, LedgerService, ServiceError
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
@@ -443,6 +444,7 @@ def create_app(service: LedgerService) -> FastAPI:
 
     mount_console(app)
     app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
+    instrument_app(app)
     return app
 
 

@@ -52,6 +52,7 @@ from ledger.dead_letter import DeadLetter
 from ledger.errors import ConfigError, OmniLedgerError
 from ledger.outputs import ReservationDecision
 from omni_ledger.config import KafkaSettings, Settings
+from omni_ledger.metrics import FlowMetrics
 from omni_ledger.progress import Progress
 
 __all__ = ["RunPlan", "plan_run", "reset_store", "run"]
@@ -74,7 +75,13 @@ class RunPlan:
 
 
 def _source(
-    spec: str, settings: Settings, follow: bool, limit: int | None, stop: StopFlag | None, until_end: bool
+    spec: str,
+    settings: Settings,
+    follow: bool,
+    limit: int | None,
+    stop: StopFlag | None,
+    until_end: bool,
+    metrics: FlowMetrics | None = None,
 ) -> tuple[Source[Any], str, Clock, str]:
     clock_choice = settings.clock
     if spec == "sim":
@@ -110,7 +117,10 @@ def _source(
         KafkaAdmin(kafka.client_config()).partitions(topic)
         live = clock_choice == "wall" or (clock_choice == "auto" and not until_end)
         kafka_clock: Clock = WallClock() if live else ReplayClock()
-        source = KafkaEventSource(kafka.client_config(), topic, tail=not until_end, stop=stop, clock=kafka_clock)
+        on_lag = metrics.consumer_lag if metrics is not None else None
+        source = KafkaEventSource(
+            kafka.client_config(), topic, tail=not until_end, stop=stop, clock=kafka_clock, on_lag=on_lag
+        )
         description = f"Kafka topic {topic} at {kafka.bootstrap}" + (" until its end" if until_end else "")
         return source, "kafka", kafka_clock, description
     msg = f"--source {spec!r}: expected 'sim', 'kafka' or 'file:PATH[,PATH...]'"
@@ -120,14 +130,20 @@ def _source(
 _R = TypeVar("_R")
 
 
-def _counted(progress: Progress, render: Callable[[Any], _R]) -> Callable[[Any], _R]:
+def _counted(
+    progress: Progress, render: Callable[[Any], _R], metrics: FlowMetrics | None = None
+) -> Callable[[Any], _R]:
     """`render`, counting decisions by status and dead letters by reason on the way."""
 
     def counting(item: Any) -> _R:
         if isinstance(item, DeadLetter):
             progress.dead_letters[item.reason] += 1
+            if metrics is not None:
+                metrics.dead_letter(item)
         elif isinstance(item, ReservationDecision):
             progress.decisions[item.status.value] += 1
+            if metrics is not None:
+                metrics.decision(item)
         return render(item)
 
     return counting
@@ -183,8 +199,9 @@ def plan_run(
     limit: int | None = None,
     stop: StopFlag | None = None,
     until_end: bool = False,
+    metrics: FlowMetrics | None = None,
 ) -> RunPlan:
-    """Validate the settings against the snapshot directory and build the wiring."""
+    """Validate the settings against the snapshot directory and build the wiring (`metrics` counts)."""
     directory = settings.snapshot_dir
     directory.mkdir(parents=True, exist_ok=True)
     recovery_dir = directory / RECOVERY if settings.recovery else None
@@ -197,13 +214,14 @@ def plan_run(
             f"run with --reset to start over, or keep recovery on (runtime.recovery = true) and reuse the same dir"
         )
         raise ConfigError(msg)
-    src, kind, clock, description = _source(source, settings, follow, limit, stop, until_end)
+    src, kind, clock, description = _source(source, settings, follow, limit, stop, until_end, metrics)
 
     snapshots = SnapshotSink(
         directory,
         retention=settings.snapshot_retention,
         maintenance_every=settings.maintenance_interval,
         on_publish=progress.on_publish,
+        observer=metrics,
     )
     if kind == "kafka":
         # On Kafka, the outputs are topics: decisions, dead letters, every position change and
@@ -214,9 +232,11 @@ def plan_run(
             source=src,
             source_kind=kind,
             snapshots=snapshots,
-            decisions=KafkaOutSink(client, kafka.topic("reservation.decisions"), _counted(progress, render_decision)),
+            decisions=KafkaOutSink(
+                client, kafka.topic("reservation.decisions"), _counted(progress, render_decision, metrics)
+            ),
             dead_letters=KafkaOutSink(
-                client, kafka.topic("inventory.events.dlq"), _counted(progress, render_dead_letter)
+                client, kafka.topic("inventory.events.dlq"), _counted(progress, render_dead_letter, metrics)
             ),
             changes=KafkaOutSink(client, kafka.topic("atp.changes"), render_change),
             tasks=KafkaOutSink(client, kafka.topic("store.tasks"), render_task),
@@ -226,20 +246,24 @@ def plan_run(
             policy=settings.policy(),
             snapshot_interval=settings.snapshot_interval,
             decode=wire_codec(kafka).decode,
+            fold_observer=metrics,
         )
     else:
         wiring = Wiring(
             source=src,
             source_kind=kind,
             snapshots=snapshots,
-            decisions=JsonLinesSink(directory / "decisions.jsonl", _counted(progress, decision_record)),
-            dead_letters=JsonLinesSink(directory / "dead_letters.jsonl", _counted(progress, dead_letter_record)),
+            decisions=JsonLinesSink(directory / "decisions.jsonl", _counted(progress, decision_record, metrics)),
+            dead_letters=JsonLinesSink(
+                directory / "dead_letters.jsonl", _counted(progress, dead_letter_record, metrics)
+            ),
             tasks=JsonLinesSink(directory / TASKS_FILE, task_record),
             loads=JsonLinesSink(directory / LOADS_FILE, load_record),
             orders=JsonLinesSink(directory / ORDERS_FILE, order_record),
             clock=clock,
             policy=settings.policy(),
             snapshot_interval=settings.snapshot_interval,
+            fold_observer=metrics,
         )
     return RunPlan(wiring, settings, recovery_dir, description)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -25,10 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from ledger.errors import ConfigError, OmniLedgerError
+from omni_ledger import logs
 from omni_ledger.config import Settings, load_settings, parse_duration
 from omni_ledger.table import render_table
 
 __all__ = ["main"]
+
+_LOG = logging.getLogger("omni_ledger.cli")
 
 _POSITION_COLUMNS = (
     "site_id",
@@ -53,9 +57,14 @@ def _parser() -> argparse.ArgumentParser:
         prog="omni-ledger", description="Real-time inventory ledger for omnichannel retail."
     )
     parser.add_argument("--config", type=Path, help="TOML settings file (see omni_ledger/config.py for keys)")
-    # --config is accepted after the command too: `omni-ledger run --config f.toml ...`.
+    log_help = "log lines on stderr: json (one object a line) or text (default: text on a terminal, else json)"
+    parser.add_argument("--log-format", choices=logs.FORMATS, help=log_help)
+    parser.add_argument("--log-level", type=str.upper, choices=logs.LEVELS, help="default INFO")
+    # --config and the log options are accepted after the command too: `omni-ledger run --config f.toml ...`.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML settings file")
+    common.add_argument("--log-format", choices=logs.FORMATS, default=argparse.SUPPRESS, help=log_help)
+    common.add_argument("--log-level", type=str.upper, choices=logs.LEVELS, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def store_args(p: argparse.ArgumentParser) -> None:
@@ -83,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-recovery", action="store_true", help="do not keep recovery state (a restart starts over)")
     run.add_argument("--reset", action="store_true", help="delete the snapshot directory's previous state first")
     run.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+    _metrics_args(run)
     store_args(run)
 
     atp = _sub(sub, common, "atp", help="positions of a sku from the latest (or an earlier) snapshot")
@@ -143,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--network", type=Path, help="network file (default serve.network, examples/network.toml)")
     serve.add_argument("--bus", choices=("file", "kafka"), help="where confirms go (default serve.bus, file)")
     serve.add_argument("--snapshot-dir", type=Path, help="snapshot directory (default: var/snapshots)")
+    _metrics_args(serve)
 
     demo = _sub(sub, common, "demo", help="Mme Martin's visit, end to end through the real fold")
     demo.add_argument("--dir", type=Path, default=Path("var/demo"), help="a scratch directory (emptied first)")
@@ -166,9 +177,21 @@ def _sub(sub: Any, common: argparse.ArgumentParser, name: str, **kwargs: Any) ->
     return parser
 
 
+def _metrics_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics-port", type=int, help="Prometheus /metrics on this port (default metrics.port; 0: none)")
+    p.add_argument("--metrics-host", help="listen address of /metrics (default metrics.host, 127.0.0.1)")
+
+
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = load_settings(args.config)
-    return settings.with_overrides(snapshot_dir=getattr(args, "snapshot_dir", None))
+    settings = load_settings(args.config).with_overrides(
+        snapshot_dir=getattr(args, "snapshot_dir", None),
+        metrics_port=getattr(args, "metrics_port", None),
+        metrics_host=getattr(args, "metrics_host", None),
+        log_format=getattr(args, "log_format", None),
+        log_level=getattr(args, "log_level", None),
+    )
+    logs.configure(settings.logging.format, settings.logging.level)  # type: ignore[arg-type]  # checked by Settings
+    return settings
 
 
 def _json_default(value: object) -> str:
@@ -192,6 +215,7 @@ def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], columns: Sequenc
 def _cmd_run(args: argparse.Namespace) -> int:
     from adapters.shutdown import StopFlag, install_interrupt_handler
     from omni_ledger.bootstrap import plan_run, reset_store, run
+    from omni_ledger.metrics import flow_metrics, serve_metrics
     from omni_ledger.progress import Progress, ProgressPrinter
 
     settings = _settings(args).with_overrides(
@@ -210,26 +234,42 @@ def _cmd_run(args: argparse.Namespace) -> int:
         reset_store(settings.snapshot_dir)
     progress = Progress()
     stop = StopFlag()
+    # Counted only when someone can read it: no metrics server, no counting on the hot path.
+    metrics = flow_metrics() if settings.metrics.port else None
     plan = plan_run(
-        args.source, settings, progress, follow=args.follow, limit=args.limit, stop=stop, until_end=args.until_end
+        args.source,
+        settings,
+        progress,
+        follow=args.follow,
+        limit=args.limit,
+        stop=stop,
+        until_end=args.until_end,
+        metrics=metrics,
     )
     install_interrupt_handler(stop)
     directory = settings.snapshot_dir.resolve()
-    print(
-        f"omni-ledger: reading {plan.description} (Ctrl-C ends the input and publishes a last snapshot)",
-        file=sys.stderr,
+    logs.set_context(command="run", flow="omni_ledger_atp")
+    _LOG.info(
+        "reading %s (Ctrl-C ends the input and publishes a last snapshot)",
+        plan.description,
+        extra={"source": args.source, "workers": settings.workers},
     )
-    print(
-        f"omni-ledger: snapshots in {directory} (query: omni-ledger atp --sku SKU --snapshot-dir {directory})",
-        file=sys.stderr,
+    _LOG.info(
+        "snapshots in %s (query: omni-ledger atp --sku SKU --snapshot-dir %s)",
+        directory,
+        directory,
+        extra={"snapshot_dir": str(directory)},
     )
     interrupted = False
+    max_age = settings.serve.max_snapshot_age
+    structured = logging.getLogger("omni_ledger.progress") if logs.active_format() == "json" else None
     try:
-        if args.quiet:
-            run(plan)
-        else:
-            with ProgressPrinter(progress):
+        with serve_metrics(settings.metrics.host, settings.metrics.port, command="run", max_snapshot_age=max_age):
+            if args.quiet:
                 run(plan)
+            else:
+                with ProgressPrinter(progress, log=structured):
+                    run(plan)
     except KeyboardInterrupt:
         interrupted = True
     summary = {
@@ -421,19 +461,25 @@ def _cmd_produce(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from omni_ledger.metrics import serve_metrics
     from omni_ledger.serving import serve
 
     settings = _settings(args).with_overrides(host=args.host, port=args.port, network=args.network, bus=args.bus)
-    print(
-        f"omni-ledger: serving {settings.snapshot_dir.resolve()} on http://{settings.serve.host}:{settings.serve.port} "
-        f"(OpenAPI at /docs; confirms go to the {settings.serve.bus} bus)",
-        file=sys.stderr,
+    logs.set_context(command="serve")
+    _LOG.info(
+        "serving %s on http://%s:%s (OpenAPI at /docs; confirms go to the %s bus)",
+        settings.snapshot_dir.resolve(),
+        settings.serve.host,
+        settings.serve.port,
+        settings.serve.bus,
     )
+    max_age = settings.serve.max_snapshot_age
     try:
-        serve(settings)
+        with serve_metrics(settings.metrics.host, settings.metrics.port, command="serve", max_snapshot_age=max_age):
+            serve(settings)
     except KeyboardInterrupt:
         # uvicorn shut down cleanly, then re-raised the signal: a Ctrl-C is the normal way to stop.
-        print("omni-ledger: server stopped", file=sys.stderr)
+        _LOG.info("server stopped")
     return 0
 
 
@@ -490,16 +536,18 @@ _COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `omni-ledger` command."""
     args = _parser().parse_args(argv)
+    # From the flags alone first, so that an error reading the settings is logged in the same format.
+    logs.configure(getattr(args, "log_format", None) or "auto", getattr(args, "log_level", None) or "INFO")
     try:
         return _COMMANDS[args.command](args)
     except ConfigError as exc:
-        print(f"omni-ledger: configuration error: {exc}", file=sys.stderr)
+        _LOG.error("configuration error: %s", exc)
         return 2
     except OmniLedgerError as exc:
-        print(f"omni-ledger: {exc}", file=sys.stderr)
+        _LOG.error("%s", exc)
         return 1
     except KeyboardInterrupt:
-        print("omni-ledger: interrupted", file=sys.stderr)
+        _LOG.warning("interrupted")
         return 130
 
 

@@ -6,6 +6,7 @@ thread, read by the printer). It never feeds back into the flow.
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -78,12 +79,18 @@ class Progress:
 
 
 class ProgressPrinter:
-    """Prints `progress.line()` to stderr every `every` seconds, in a daemon thread."""
+    """Prints `progress.line()` to stderr every `every` seconds, in a daemon thread.
 
-    def __init__(self, progress: Progress, every: float = 2.0, stream: TextIO | None = None) -> None:
+    With `log`, each line is a log record instead, its figures as fields (JSON logs).
+    """
+
+    def __init__(
+        self, progress: Progress, every: float = 2.0, stream: TextIO | None = None, log: logging.Logger | None = None
+    ) -> None:
         self._progress = progress
         self._every = every
         self._stream = stream or sys.stderr
+        self._log = log
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="omni-ledger-progress", daemon=True)
 
@@ -95,8 +102,15 @@ class ProgressPrinter:
         self._stop.set()
         self._thread.join(timeout=self._every + 1)
         # A last line, so even a run shorter than one period shows where it ended.
-        print(self._progress.line(), file=self._stream, flush=True)
+        self._print()
 
     def _loop(self) -> None:
         while not self._stop.wait(self._every):
+            self._print()
+
+    def _print(self) -> None:
+        if self._log is not None:
+            # The human line as the message, its figures as fields.
+            self._log.info(self._progress.line().strip(), extra={"step": "progress", **self._progress.summary()})
+        else:
             print(self._progress.line(), file=self._stream, flush=True)

@@ -17,6 +17,7 @@ from adapters.decision_feed import DecisionFeed, JsonLinesDecisionFeed, KafkaDec
 from adapters.inbox import EventInbox, JsonLinesInbox, KafkaInbox
 from ledger.network import Network, load_network
 from omni_ledger.config import Settings
+from omni_ledger.metrics import watch_serving_store
 from omni_ledger.service import LedgerService
 
 __all__ = ["INBOX", "inbox_path", "open_inbox", "open_service", "serve"]
@@ -72,11 +73,13 @@ def serve(settings: Settings) -> None:
 
     with open_service(settings) as service:
         app = create_app(service)
+        watch_serving_store(service.store)
         config = uvicorn.Config(
             app,
             host=settings.serve.host,
             port=settings.serve.port,
             log_level="info",
+            log_config=None,  # uvicorn's records go through our handler (omni_ledger.logs): JSON or text
             # Bounded: a slow client cannot hold the server's threads forever.
             timeout_keep_alive=5,
             limit_concurrency=256,

@@ -41,13 +41,13 @@ lint: $(STAMP) ## ruff
 typecheck: $(STAMP) ## mypy (strict on ledger/)
 	$(BIN)/mypy ledger flows adapters omni_ledger bench
 
-test: lint typecheck ## Lint, type-check and run every test
+test: lint typecheck prometheus-tools ## Lint, type-check and run every test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: $(STAMP) ## Only the pure domain tests
 	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
 
-integration: $(STAMP) ## Only the integration and end-to-end tests
+integration: $(STAMP) prometheus-tools ## Only the integration and end-to-end tests
 	$(BIN)/python -m pytest -m 'integration or e2e' $(PYTEST_ARGS)
 
 bench-fold: $(STAMP) ## Benchmark the fold alone and a 1M-event file replay end to end
@@ -70,8 +70,18 @@ kafka-down: ## Stop the local Kafka broker
 kafka-status: ## Whether the local Kafka broker runs, and its ports
 	@python3 infra/kafka/broker.py status $(if $(KAFKA_DIR),--dir $(KAFKA_DIR)) || test $$? -eq 3
 
+# Prometheus and promtool (Debian's prometheus package, installed when missing and root):
+# the tests run a real Prometheus and check the rules; `make stack` runs one.
+.PHONY: prometheus-tools prometheus-check
+prometheus-tools: ## Install Prometheus and promtool when missing (apt, as root)
+	@bash infra/prometheus/install.sh
+
+prometheus-check: prometheus-tools ## promtool: check the config and rules, run the alert unit tests
+	promtool check config infra/prometheus/prometheus.yml
+	promtool test rules infra/prometheus/tests/alerts_test.yml
+
 .PHONY: stack
-stack: $(STAMP) ## The whole system: local Kafka, topics, simulator producing, the flow into snapshots, the API and console (Ctrl-C stops all)
+stack: $(STAMP) prometheus-tools ## The whole system: local Kafka, topics, simulator producing, the flow into snapshots, the API and console (Ctrl-C stops all)
 	RATE=$(RATE) bash infra/stack.sh
 
 .PHONY: bench-kafka

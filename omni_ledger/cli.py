@@ -234,8 +234,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         reset_store(settings.snapshot_dir)
     progress = Progress()
     stop = StopFlag()
-    # Counted only when someone can read it: no metrics server, no counting on the hot path.
-    metrics = flow_metrics() if settings.metrics.port else None
+    # Always counted (about 1.3 us per event on the worker), so logs and the summary do not
+    # depend on whether a metrics server is asked for.
+    metrics = flow_metrics()
     plan = plan_run(
         args.source,
         settings,

@@ -272,24 +272,53 @@ class FlowMetrics(Collector):
             cells.negative += 1 if is_negative else -1
         cells.effects += len(values)
         tally = out[-1] if out else None
-        mixed = isinstance(tally, FoldTally) and (tally.duplicates or tally.too_late)
-        outcomes = _outcomes(before, values, out) if mixed else None
+        if isinstance(tally, FoldTally) and (tally.duplicates or tally.too_late):
+            self._count_mixed(cells, before, values, out, now_ms)
+            return
+        # Every effect applied (the common case): one pass, the histogram inlined.
         events, late, lag = cells.events, cells.late, cells.lag
-        for i, (_, effect) in enumerate(values):
-            outcome = "applied" if outcomes is None else outcomes[i]
+        bounds, buckets, total = lag.bounds, lag.counts, lag.total
+        for _, effect in values:
             event = effect.event
-            if outcome == "applied":
-                at = event.occurred_at
-                is_late = max_at is not None and at < max_at
-                if not is_late:
-                    max_at = at
+            at = event.occurred_at
+            is_late = max_at is not None and at < max_at
+            if not is_late:
+                max_at = at
             if effect.kind is _INBOUND:
                 continue  # a move's destination leg: the event is counted at its origin
-            key = (event.type.value, outcome)
+            key = (event.type, "applied")
             events[key] = events.get(key, 0) + 1
-            if outcome == "applied":
-                if is_late:
-                    late[key[0]] = late.get(key[0], 0) + 1
+            if is_late:
+                late[event.type] = late.get(event.type, 0) + 1
+            seconds = (now_ms - at) / 1000 if at < now_ms else 0.0
+            buckets[bisect_left(bounds, seconds)] += 1
+            total += seconds
+        lag.total = total
+
+    def _count_mixed(
+        self,
+        cells: _WorkerCells,
+        before: Position | None,
+        values: Sequence[tuple[Millis, Effect]],
+        out: Sequence[object],
+        now_ms: int,
+    ) -> None:
+        max_at = before.max_at if before is not None else None
+        events, late, lag = cells.events, cells.late, cells.lag
+        for outcome, (_, effect) in zip(_outcomes(before, values, out), values, strict=True):
+            event = effect.event
+            applied = outcome == "applied"
+            at = event.occurred_at
+            is_late = applied and max_at is not None and at < max_at
+            if applied and not is_late:
+                max_at = at
+            if effect.kind is _INBOUND:
+                continue
+            key = (event.type, outcome)
+            events[key] = events.get(key, 0) + 1
+            if is_late:
+                late[event.type] = late.get(event.type, 0) + 1
+            if applied:
                 lag.observe(max(0, now_ms - at) / 1000)
 
     # -- the sinks (bootstrap's counting wrapper calls these on the sink's worker thread)

@@ -49,7 +49,13 @@ FORMATS: tuple[LogFormat, ...] = ("auto", "json", "text")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 # The attributes every LogRecord has: anything else on a record came from `extra`.
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+# uvicorn adds `color_message`, the same message with terminal colours: not a field.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 _context: dict[str, Any] = {}
 _local = threading.local()
 _ordinals = itertools.count()

@@ -7,6 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAPSHOT_DIR ?= var/snapshots
+SIM_NETWORK ?= var/sim-network.toml
 RATE ?= 2000
 PYTEST_ARGS ?=
 
@@ -29,8 +30,9 @@ venv: $(STAMP) ## Create the virtualenv with pinned dependencies
 demo: $(STAMP) ## Mme Martin's visit, end to end through the real fold (embedded, under var/demo)
 	$(BIN)/omni-ledger demo --dir var/demo
 
-serve: $(STAMP) ## The HTTP API and web console over var/snapshots (http://127.0.0.1:8080/console/)
-	$(BIN)/omni-ledger serve --snapshot-dir $(SNAPSHOT_DIR)
+serve: $(STAMP) ## The HTTP API and web console over var/snapshots, on the simulator's sites (http://127.0.0.1:8080/console/)
+	$(BIN)/omni-ledger sim-network --out $(SIM_NETWORK)
+	$(BIN)/omni-ledger serve --snapshot-dir $(SNAPSHOT_DIR) --network $(SIM_NETWORK)
 
 run: $(STAMP) ## Run the main job: the simulated retailer into snapshots under var/snapshots (Ctrl-C stops)
 	$(BIN)/omni-ledger run --source sim --rate $(RATE) --snapshot-dir $(SNAPSHOT_DIR)

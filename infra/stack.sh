@@ -17,6 +17,12 @@ API_METRICS_PORT=${API_METRICS_PORT:-9611}
 PROM_PORT=${PROM_PORT:-9090}
 PROM_DIR=${PROM_DIR:-var/stack/prometheus}
 
+# The API promises over the sites the simulator moves stock in: its network, as a network file
+# (first: a bad [simulator] network stops the stack before anything starts).
+SIM_NETWORK=${SIM_NETWORK:-var/stack/network.toml}
+"$BIN/omni-ledger" sim-network --out "$SIM_NETWORK"
+export OMNI_LEDGER_SERVE_NETWORK=${OMNI_LEDGER_SERVE_NETWORK:-$SIM_NETWORK}
+
 python3 infra/kafka/broker.py up --dir "$KAFKA_DIR"
 eval "$(python3 infra/kafka/broker.py env --dir "$KAFKA_DIR")"
 export OMNI_LEDGER_KAFKA_BOOTSTRAP="$KAFKA_BOOTSTRAP_SERVERS"

@@ -9,6 +9,7 @@
     omni-ledger snapshots [--json]
     omni-ledger sql [-c QUERY]
     omni-ledger maintain
+    omni-ledger sim-network [--out FILE]
 
 Exit codes: 0 done, 1 a run or query failed, 2 bad arguments or settings.
 """
@@ -165,6 +166,9 @@ def _parser() -> argparse.ArgumentParser:
     slots.add_argument("--network", type=Path, help="network file (default serve.network)")
     slots.add_argument("--bus", choices=("file", "kafka"), help="where the events go (default serve.bus, file)")
     store_args(slots)
+
+    simnet = _sub(sub, common, "sim-network", help="the simulator's network as a network file, for serve --network")
+    simnet.add_argument("--out", type=Path, help="write it to this file (default: standard output)")
 
     maintain = _sub(sub, common, "maintain", help="compact small files and expire old snapshots now")
     maintain.add_argument("--retention", help="keep snapshots this long (default from settings, 7d)")
@@ -516,6 +520,27 @@ def _cmd_open_slots(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sim_network(args: argparse.Namespace) -> int:
+    from omni_ledger.sim_network import network_toml, simulated_network
+
+    settings = _settings(args).simulator
+    network = simulated_network(settings.sim_config())
+    source = f"the network file {settings.network}" if settings.network else "the simulator's generated sites"
+    text = network_toml(network, title=f"The simulator's network ({source}), written by `omni-ledger sim-network`.")
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        msg = f"--out {args.out}: cannot write the network file: {exc.strerror}; pass a writable path"
+        raise ConfigError(msg) from exc
+    sizes = len(network.sites), len(network.lanes)
+    _LOG.info("wrote the simulator's network to %s (%d sites, %d lanes)", args.out, *sizes)
+    return 0
+
+
 _COMMANDS = {
     "run": _cmd_run,
     "atp": _cmd_atp,
@@ -531,6 +556,7 @@ _COMMANDS = {
     "serve": _cmd_serve,
     "demo": _cmd_demo,
     "open-slots": _cmd_open_slots,
+    "sim-network": _cmd_sim_network,
 }
 
 

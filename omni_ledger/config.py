@@ -36,6 +36,8 @@ File format (every key optional; durations as "500ms", "2s", "15m", "24h", "7d")
     rate = 2000                 # events per second
     stores = 20
     skus = 200
+    network = ""                # a network file (docs/network.md) whose sites, lanes and routes the
+                                # simulator uses instead of generated ones (then dcs, stores, ... unused)
 
     [kafka]                     # for --source kafka, `topics`, `produce`
     bootstrap = "127.0.0.1:19092"
@@ -89,6 +91,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ledger.errors import ConfigError
+from ledger.network import load_network
 from ledger.policy import LedgerPolicy, SafetyStock
 from omni_ledger.logs import FORMATS, LEVELS
 from omni_ledger.simulator import SimConfig
@@ -134,9 +137,14 @@ class SimSettings:
     suppliers: int = 3
     sellers: int = 5
     skus: int = 200
+    network: Path | None = None
+    """A network file (docs/network.md) whose sites, lanes and routes the simulator uses; None: generated ones."""
 
     def sim_config(self, seed: int | None = None) -> SimConfig:
-        """The simulator's config: this network, stocked for a day of demand at `rate`."""
+        """The simulator's config: this network, stocked for a day of demand at `rate`.
+
+        Reads the network file, if any (a `ConfigError` names the key in the file).
+        """
         return SimConfig(
             seed=self.seed if seed is None else seed,
             dcs=self.dcs,
@@ -146,6 +154,7 @@ class SimSettings:
             skus=self.skus,
             # Shelves are stocked for a day of demand at this rate, not learnt over hours.
             expected_rate=self.rate,
+            network=None if self.network is None else load_network(self.network),
         )
 
 
@@ -325,6 +334,13 @@ def _check(s: Settings, origin: str) -> None:
         fail("runtime.workers", "an integer within 1..64", s.workers)
     if not 1 <= s.simulator.rate <= 10_000_000:
         fail("simulator.rate", "events per second within 1..10,000,000", s.simulator.rate)
+    if s.simulator.network is not None:
+        # Read now: a missing or broken file stops the command before anything starts.
+        try:
+            SimConfig(skus=s.simulator.skus, network=load_network(s.simulator.network))
+        except ConfigError as exc:
+            msg = f"simulator.network ({origin}): {exc}"
+            raise ConfigError(msg) from exc
     k = s.kafka
     if not k.bootstrap.strip():
         fail("kafka.bootstrap", "host:port[,host:port...]", k.bootstrap)
@@ -405,7 +421,7 @@ _SECTIONS = {
     "runtime": {"workers", "epoch_interval", "recovery"},
     "safety_stock": {"default", "by_kind", "by_site", "by_sku"},
     "sites": None,
-    "simulator": {"seed", "rate", "dcs", "stores", "suppliers", "sellers", "skus"},
+    "simulator": {"seed", "rate", "dcs", "stores", "suppliers", "sellers", "skus", "network"},
     "kafka": {
         "bootstrap",
         "topic_prefix",
@@ -479,8 +495,12 @@ def _from_tables(doc: Mapping[str, Any], origin: str, base: Settings) -> Setting
         site_kinds={**old_ss.site_kinds, **sites},
     )
     old_sim = base.simulator
+    sizes = (_SECTIONS["simulator"] or set()) - {"network"}
+    network = sim.get("network", str, None)
     simulator = SimSettings(
-        **{name: sim.get(name, int, getattr(old_sim, name)) for name in _SECTIONS["simulator"] or ()}
+        **{name: sim.get(name, int, getattr(old_sim, name)) for name in sizes},
+        # An empty path (OMNI_LEDGER_SIMULATOR_NETWORK="") is the generated network.
+        network=old_sim.network if network is None else Path(network) if network.strip() else None,
     )
     old_k = base.kafka
     password = kaf.get("sasl_password", str, None)

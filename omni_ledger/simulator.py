@@ -1,11 +1,14 @@
 """A seeded simulator of an omnichannel retailer that emits a live `InventoryEvent` stream.
 
 The network is a few DCs, stores, suppliers and marketplace sellers carrying a catalogue
-of skus. The stream opens with every position's opening stock (`RECEIVED`), then mixes
-new stories (sales, reservations, transfers, counts, dropships, offers...) by the
-weights of an `EventMix`. A story that takes time - a transfer is picked, later loaded,
-later arrives - is kept as a pending step and emitted in a later call, once the caller's
-clock has passed its due time, so each story is told in order.
+of skus: generated (`DC-01`, `ST-001`, `SUP-01`, `SEL-01`...), or the sites of a network
+file (`ledger.network`, docs/network.md) given as `SimConfig.network`, whose shuttle lanes
+carry the transfers and whose supplier routes carry the dropships. The stream opens with
+every position's opening stock (`RECEIVED`), then mixes new stories (sales, reservations,
+transfers, counts, dropships, offers...) by the weights of an `EventMix`. A story that
+takes time - a transfer is picked, later loaded, later arrives - is kept as a pending
+step and emitted in a later call, once the caller's clock has passed its due time, so
+each story is told in order.
 
 The simulator has no clock: `next_events(now, n)` is told the time, so a test can move
 it and a Bytewax source can pass the wall clock. Its whole state is a `SimState` value:
@@ -18,13 +21,19 @@ Example:
     sim = RetailerSimulator(SimConfig(seed=7))
     batch = sim.next_events(now=1_735_689_600_000, n=500)
     snapshot = sim.state()
+
+    lyon = RetailerSimulator(SimConfig(seed=7, network=load_network("examples/network.toml")))
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
+import re
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from enum import StrEnum
@@ -33,6 +42,7 @@ from typing import Any
 
 from ledger.errors import ConfigError
 from ledger.events import EventType, InventoryEvent, Millis
+from ledger.network import Network
 
 __all__ = ["EventMix", "RetailerSimulator", "SimConfig", "SimState", "Site", "SiteKind"]
 
@@ -69,6 +79,8 @@ _DC_CASE = 12  # DC receipts come in whole cases
 _SUPPLIER_LOT = 50  # and supplier receipts in production lots
 _SUPPLIER_BASE_TARGET = 200
 _MAX_TARGET = 99_000  # keeps every qty (at most twice a target) far below the contract's 1,000,000
+_SAME_DAY_MS = 4 * _HOUR  # a dropship route with lead_days = 0
+_SKU = re.compile(r"^SKU-(\d{5})$")
 
 # The sources the contract allows, by the system that would really report each event.
 _POS, _WMS, _TMS, _ERP, _SUPPLIER, _MARKETPLACE, _OMS = "POS", "WMS", "TMS", "ERP", "SUPPLIER", "MARKETPLACE", "OMS"
@@ -152,6 +164,14 @@ class SimConfig:
 
     `expected_rate` (events per second of the caller's clock) sizes the opening stock for
     that demand; with 0 the rate is learnt from the calls, and the first day runs short.
+
+    `network` (a `ledger.network.Network`, e.g. from `load_network`) replaces the generated
+    sites: its DCs, stores, suppliers and sellers are the simulator's (then `dcs`, `stores`,
+    `suppliers` and `sellers` are not used), a transfer runs only on one of its lanes (its
+    eta is the lane's transit after the load), a dropship only on a supplier route that
+    accepts the sku (its eta is the route's lead days). A store no lane reaches is
+    restocked by direct deliveries. The skus stay generated (`SKU-00000`...), so a route
+    that lists only other skus carries nothing.
     """
 
     seed: int = 0
@@ -165,6 +185,7 @@ class SimConfig:
     max_pending: int = 50_000
     expected_rate: int = 0
     mix: EventMix = EventMix()
+    network: Network | None = None
 
     def __post_init__(self) -> None:
         for name, (low, high) in _INT_LIMITS.items():
@@ -172,7 +193,17 @@ class SimConfig:
             if type(value) is not int or not low <= value <= high:
                 msg = f"SimConfig.{name}: expected an int in [{low}, {high}], got {value!r}"
                 raise ConfigError(msg)
-        positions = (self.dcs + self.stores + self.suppliers) * self.skus
+        if self.network is not None and not isinstance(self.network, Network):
+            msg = f"SimConfig.network: expected a ledger.network.Network (load_network(path)), got {self.network!r}"
+            raise ConfigError(msg)
+        dcs, stores, suppliers, sellers = _counts(self)
+        if self.network is not None and not (dcs and stores):
+            msg = (
+                f"SimConfig.network: expected at least one DC and one STORE site to simulate, got {dcs} DC(s) "
+                f"and {stores} STORE(s); add them to the network file"
+            )
+            raise ConfigError(msg)
+        positions = (dcs + stores + suppliers) * self.skus
         if positions > _MAX_POSITIONS:
             msg = (
                 f"SimConfig.skus: expected (dcs + stores + suppliers) x skus <= {_MAX_POSITIONS}, "
@@ -183,17 +214,68 @@ class SimConfig:
             msg = f"SimConfig.mix: expected an EventMix, got {type(self.mix).__name__}"
             raise ConfigError(msg)
         if sum(_effective_weights(self)) <= 0:
+            routes = "" if self.network is None else f", {len(_useful_routes(self))} route(s) for its skus"
             msg = (
                 f"SimConfig.mix: expected a positive weight on a kind this network can host, got {self.mix!r} "
-                f"with suppliers={self.suppliers}, sellers={self.sellers}"
+                f"with suppliers={suppliers}{routes}, sellers={sellers}"
             )
             raise ConfigError(msg)
+
+    def sites(self) -> tuple[Site, ...]:
+        """The simulated sites in the simulator's order: DCs, stores, suppliers, then sellers.
+
+        Generated ones unless `network` is given; then the network's, in file order within a kind.
+        """
+        if self.network is None:
+            return (
+                tuple(Site(f"DC-{i:02d}", SiteKind.DC) for i in range(1, self.dcs + 1))
+                + tuple(Site(f"ST-{i:03d}", SiteKind.STORE) for i in range(1, self.stores + 1))
+                + tuple(Site(f"SUP-{i:02d}", SiteKind.SUPPLIER) for i in range(1, self.suppliers + 1))
+                + tuple(Site(f"SEL-{i:02d}", SiteKind.SELLER) for i in range(1, self.sellers + 1))
+            )
+        return tuple(
+            Site(site.id, kind) for kind in SiteKind for site in self.network.sites if site.kind.value == kind.value
+        )
+
+
+def _counts(config: SimConfig) -> tuple[int, int, int, int]:
+    """(DCs, stores, suppliers, sellers) of the simulated network."""
+    if config.network is None:
+        return config.dcs, config.stores, config.suppliers, config.sellers
+    kinds = Counter(site.kind.value for site in config.network.sites)
+    return kinds[SiteKind.DC], kinds[SiteKind.STORE], kinds[SiteKind.SUPPLIER], kinds[SiteKind.SELLER]
+
+
+def _sku_index(sku: str, skus: int) -> int | None:
+    """The catalogue index of a generated sku name (`SKU-00042` is 42), or None if not among `skus`."""
+    match = _SKU.match(sku)
+    index = int(match.group(1)) if match else skus
+    return index if index < skus else None
+
+
+def _useful_routes(config: SimConfig) -> tuple[tuple[str, str, int, tuple[int, ...] | None], ...]:
+    """The network's dropship routes that accept a generated sku: (supplier, store, lead days, sku indexes).
+
+    The indexes are None when the route accepts every sku.
+    """
+    if config.network is None:
+        return ()
+    found = []
+    for route in config.network.dropship:
+        accepted = None
+        if route.skus is not None:
+            accepted = tuple(sorted(j for j in (_sku_index(sku, config.skus) for sku in route.skus) if j is not None))
+            if not accepted:
+                continue
+        found.append((route.supplier, route.store, route.lead_days, accepted))
+    return tuple(found)
 
 
 def _effective_weights(config: SimConfig) -> tuple[float, ...]:
     """The mix in `EventMix` field order, with kinds the network cannot host set to 0."""
     mix = config.mix
-    has_suppliers = config.suppliers > 0
+    _, _, suppliers, sellers = _counts(config)
+    can_dropship = suppliers > 0 if config.network is None else bool(_useful_routes(config))
     return (
         mix.sales,
         mix.reservations,
@@ -202,9 +284,9 @@ def _effective_weights(config: SimConfig) -> tuple[float, ...]:
         mix.adjustments,
         mix.counts,
         mix.dc_receipts,
-        mix.supplier_receipts if has_suppliers else 0.0,
-        mix.dropships if has_suppliers else 0.0,
-        mix.offers if config.sellers > 0 else 0.0,
+        mix.supplier_receipts if suppliers > 0 else 0.0,
+        mix.dropships if can_dropship else 0.0,
+        mix.offers if sellers > 0 else 0.0,
     )
 
 
@@ -218,7 +300,25 @@ def _reorder(target: int, position: int) -> int:
 
 
 def _network(config: SimConfig) -> tuple[int, int, int, int, int, int]:
-    return (config.seed, config.dcs, config.stores, config.suppliers, config.sellers, config.skus)
+    return (config.seed, *_counts(config), config.skus)
+
+
+def _digest(network: Network | None) -> str:
+    """What of a network file the stream depends on, hashed ('' for the generated network).
+
+    Sites with their kinds in order (they are the position indexes), lanes and routes; not
+    names, coordinates or hours. Canonical JSON, so it is the same in every process.
+    """
+    if network is None:
+        return ""
+    described = {
+        "sites": [[site.id, site.kind.value] for site in network.sites],
+        "lanes": [[lane.origin, lane.destination, lane.transit_minutes] for lane in network.lanes],
+        "routes": [
+            [r.supplier, r.store, r.lead_days, None if r.skus is None else sorted(r.skus)] for r in network.dropship
+        ],
+    }
+    return hashlib.sha256(json.dumps(described, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 _Step = tuple[Millis, int, int, str, int, int, int, int, Millis]
@@ -264,6 +364,8 @@ class SimState:
     inbound: tuple[int, ...]
     """Units picked for the shelf by a transfer and not arrived yet."""
     pending: tuple[_Step, ...]
+    network_digest: str = ""
+    """A digest of the network file (sites, lanes, routes) the state belongs to; '' for generated sites."""
 
 
 class RetailerSimulator:
@@ -278,8 +380,9 @@ class RetailerSimulator:
 
     def __init__(self, config: SimConfig) -> None:
         self._config = config
-        d, s, p, k = config.dcs, config.stores, config.suppliers, config.skus
-        self._d, self._s, self._p, self._k = d, s, p, k
+        d, s, p, sellers = _counts(config)
+        k = config.skus
+        self._d, self._s, self._p, self._sellers, self._k = d, s, p, sellers, k
         self._seed = config.seed
         self._id_prefix = f"sim-{config.seed}-"
         self._jitter = config.jitter_ms
@@ -291,13 +394,10 @@ class RetailerSimulator:
 
         # Site indices: DCs, stores, suppliers, then sellers; a position is site * k + sku,
         # so each kind's positions are one contiguous range (sellers hold none).
-        self._sites = (
-            tuple(Site(f"DC-{i:02d}", SiteKind.DC) for i in range(1, d + 1))
-            + tuple(Site(f"ST-{i:03d}", SiteKind.STORE) for i in range(1, s + 1))
-            + tuple(Site(f"SUP-{i:02d}", SiteKind.SUPPLIER) for i in range(1, p + 1))
-            + tuple(Site(f"SEL-{i:02d}", SiteKind.SELLER) for i in range(1, config.sellers + 1))
-        )
+        self._sites = config.sites()
         self._site_ids = tuple(site.site_id for site in self._sites)
+        self._digest = _digest(config.network)
+        self._set_routes(config)
         self._sku_ids = tuple(f"SKU-{j:05d}" for j in range(k))
         self._rounds = ((d * k, s * k), (0, d * k), ((d + s) * k, p * k))  # (first position, size)
         positions = (d + s + p) * k
@@ -326,7 +426,7 @@ class RetailerSimulator:
             self._count,
             self._dc_receipt,
             self._supplier_receipt,
-            self._dropship,
+            self._dropship if config.network is None else self._routed_dropship,
             self._offer,
         )
         # Only kinds with a positive weight, so a draw can never land on a switched-off one.
@@ -356,9 +456,18 @@ class RetailerSimulator:
     def resume(cls, config: SimConfig, state: SimState) -> RetailerSimulator:
         """A simulator that continues exactly where `state` was taken.
 
-        The config's network (seed, site counts, skus) must be the one the state was
-        taken with; its mix, jitter and cap may differ (the stream then differs from there).
+        The config's network (seed, site counts or network file, skus) must be the one the
+        state was taken with; its mix, jitter and cap may differ (the stream then differs from there).
         """
+        # getattr: a state pickled before the field existed was taken on the generated network.
+        taken_on, digest = getattr(state, "network_digest", ""), _digest(config.network)
+        if taken_on != digest:
+            msg = (
+                f"SimConfig.network: the state was taken on network {taken_on or 'generated'}, the config has "
+                f"network {digest or 'generated'} (a digest of its sites, lanes and routes); resume with the "
+                "network the state was taken with"
+            )
+            raise ConfigError(msg)
         expected = _network(config)
         if state.network != expected:
             names = ("seed", "dcs", "stores", "suppliers", "sellers", "skus")
@@ -403,10 +512,11 @@ class RetailerSimulator:
             unavailable=tuple(self._unavailable),
             inbound=tuple(self._inbound),
             pending=tuple(self._pending),
+            network_digest=self._digest,
         )
 
     def sites(self) -> tuple[Site, ...]:
-        """The network: DCs, stores, suppliers, then sellers."""
+        """The network's sites: DCs, stores, suppliers, then sellers (`SimConfig.sites`)."""
         return self._sites
 
     def next_events(self, now: Millis, n: int) -> list[InventoryEvent]:
@@ -455,6 +565,37 @@ class RetailerSimulator:
             self._rate = seen if self._rate == 0 else (self._rate + seen) / 2
             self._window_start, self._window_counter = now, self._counter
             self._set_targets()
+
+    def _set_routes(self, config: SimConfig) -> None:
+        """Index the network file's lanes and supplier routes by site index (None: the generated network).
+
+        Without a file, any DC or other store may send to any store and any supplier ship to any store.
+        """
+        self._dc_sources: tuple[tuple[int, ...], ...] | None = None
+        self._store_sources: tuple[tuple[int, ...], ...] | None = None
+        self._transit: dict[tuple[int, int], int] | None = None
+        self._routes: tuple[tuple[int, tuple[int, ...] | None], ...] = ()
+        self._routes_into: dict[int, list[tuple[int, int, frozenset[int] | None]]] = {}
+        network = config.network
+        if network is None:
+            return
+        index = {site_id: i for i, site_id in enumerate(self._site_ids)}
+        d, s = self._d, self._s
+        sources: list[list[int]] = [[] for _ in range(s)]
+        self._transit = {}
+        for lane in network.lanes:
+            pair = (index[lane.origin], index[lane.destination])
+            if pair not in self._transit:  # the first lane of a pair, in file order
+                self._transit[pair] = lane.transit_minutes * _MINUTE
+                sources[pair[1] - d].append(pair[0])
+        self._dc_sources = tuple(tuple(o for o in found if o < d) for found in sources)
+        self._store_sources = tuple(tuple(o for o in found if o >= d) for found in sources)
+        routes = []
+        for supplier, store, lead_days, accepted in _useful_routes(config):
+            routes.append((index[store], accepted))
+            skus = None if accepted is None else frozenset(accepted)
+            self._routes_into.setdefault(index[store], []).append((index[supplier], lead_days, skus))
+        self._routes = tuple(routes)
 
     def _set_targets(self) -> None:
         """Per-sku stock targets (stores, DCs, suppliers) for the demand over `_COVER_MS`."""
@@ -631,7 +772,9 @@ class RetailerSimulator:
         """Pick units for a store's shelf: from a DC, or now and then from another store's surplus.
 
         Drawn from the mix, it reviews the next shelves of the round; asked for a shelf
-        (by a sale facing it empty), it reorders that one.
+        (by a sale facing it empty), it reorders that one. On a network file only the
+        origins of lanes to the shelf's store qualify; a store no lane reaches is restocked
+        by a direct delivery.
         """
         if dest < 0:
             pos, qty = self._walk(_STORES)
@@ -644,13 +787,14 @@ class RetailerSimulator:
                 return self._count_at(now, dest, sku)  # stock is on its way: staff count the shelf
         target = self._targets[_STORES][sku]
         origin = -1
-        if self._s > 1 and self._rnd() < _LATERAL_RATE:
-            other = self._d + int(self._rnd() * (self._s - 1))
-            other += other >= dest  # any store but the destination
-            if self._free(other, sku) - target >= qty:
-                origin = other
+        other = self._lateral(dest)
+        if other >= 0 and self._free(other, sku) - target >= qty:
+            origin = other
         if origin < 0:
-            origin = max(range(self._d), key=lambda dc: self._free(dc, sku))
+            dcs = range(self._d) if self._dc_sources is None else self._dc_sources[dest - self._d]
+            if not dcs:
+                return self._store_receipt(now, dest, sku, qty)
+            origin = max(dcs, key=lambda dc: self._free(dc, sku))
             qty = min(qty, self._free(origin, sku))
             if qty <= 0:
                 # The DC is out too: what the stream shows next is its purchase order landing.
@@ -663,6 +807,25 @@ class RetailerSimulator:
         due = at + self._between(20 * _MINUTE, 3 * _HOUR)
         heappush(self._pending, (due, seq, _LOAD, ref, origin, sku, qty, dest, 0))
         return self._event(EventType.TRANSFER_PICKED, at, origin, sku, qty, _WMS, ref=ref, dest=dest)
+
+    def _lateral(self, dest: int) -> int:
+        """Now and then (`_LATERAL_RATE`), another store that could send to `dest`; else -1."""
+        if self._store_sources is None:
+            if self._s > 1 and self._rnd() < _LATERAL_RATE:
+                other = self._d + int(self._rnd() * (self._s - 1))
+                return other + (other >= dest)  # any store but the destination
+            return -1
+        stores = self._store_sources[dest - self._d]
+        if stores and self._rnd() < _LATERAL_RATE:
+            return stores[int(self._rnd() * len(stores))]
+        return -1
+
+    def _store_receipt(self, now: Millis, store: int, sku: int, short: int) -> InventoryEvent:
+        """A delivery straight to a store no shuttle lane reaches, in whole cases."""
+        qty = -(-short // _DC_CASE) * _DC_CASE
+        self._on_hand[store * self._k + sku] += qty
+        _, ref = self._ref("PO")
+        return self._event(EventType.RECEIVED, self._at(now), store, sku, qty, _WMS, ref=ref)
 
     def _return(self, now: Millis) -> InventoryEvent:
         store = self._store()
@@ -741,8 +904,34 @@ class RetailerSimulator:
         self._open_dropships += 1
         return self._event(EventType.DROPSHIP_SHIPPED, at, supplier, sku, qty, _SUPPLIER, ref=ref, dest=store, eta=eta)
 
+    def _routed_dropship(self, now: Millis) -> InventoryEvent:
+        """A dropship on a network file's supplier route, for a sku the route accepts."""
+        if self._open_dropships >= self._dropship_budget:
+            return self._sale(now)  # no room for another open story: the customer buys in store
+        store, accepted = self._routes[int(self._rnd() * len(self._routes))]
+        sku = self._popular_sku() if accepted is None else accepted[int(self._rnd() * len(accepted))]
+        # The OMS routes the order to the supplier with the most stock among those shipping the sku there.
+        supplier, lead_days = max(
+            ((supplier, lead) for supplier, lead, skus in self._routes_into[store] if skus is None or sku in skus),
+            key=lambda route: self._free(route[0], sku),
+        )
+        qty = self._between(1, 5)
+        if self._free(supplier, sku) < qty:
+            return self._supplier_receipt(now, supplier, sku)
+        self._on_hand[supplier * self._k + sku] -= qty
+        at = self._at(now)
+        eta = at + _SAME_DAY_MS
+        if lead_days and self._config.network is not None:
+            # Lead days count on the store's wall clock, as the promise counts them.
+            eta = self._config.network.add_days(self._site_ids[store], at, lead_days)
+        seq, ref = self._ref("DS")
+        due = max(eta + self._between(-2 * _HOUR, 6 * _HOUR), at + _HOUR)
+        heappush(self._pending, (due, seq, _DS_RECEIVE, ref, supplier, sku, qty, store, 0))
+        self._open_dropships += 1
+        return self._event(EventType.DROPSHIP_SHIPPED, at, supplier, sku, qty, _SUPPLIER, ref=ref, dest=store, eta=eta)
+
     def _offer(self, now: Millis) -> InventoryEvent:
-        seller = self._d + self._s + self._p + int(self._rnd() * self._config.sellers)
+        seller = self._d + self._s + self._p + int(self._rnd() * self._sellers)
         sku = int(self._rnd() * self._k)
         qty = 0 if self._rnd() < 0.1 else self._between(1, 41)  # 0: the seller sold out
         price = round(self._base_price[sku] * (0.85 + 0.3 * self._rnd()), 2)
@@ -773,9 +962,15 @@ class RetailerSimulator:
         if kind == _LOAD:
             self._on_hand[origin * k + sku] -= qty
             self._unavailable[origin * k + sku] -= qty
-            eta = at + self._between(2 * _HOUR, 10 * _HOUR)
-            # Shuttles run early or late against their eta, but drive at least an hour.
-            arrival = max(eta + self._between(-30 * _MINUTE, 90 * _MINUTE), at + _HOUR)
+            if self._transit is None:
+                eta = at + self._between(2 * _HOUR, 10 * _HOUR)
+                # Shuttles run early or late against their eta, but drive at least an hour.
+                arrival = max(eta + self._between(-30 * _MINUTE, 90 * _MINUTE), at + _HOUR)
+            else:
+                # The lane's transit; early or late against it, but never in less than half of it.
+                transit = max(self._transit[origin, dest], _MINUTE)
+                eta = at + transit
+                arrival = max(eta + self._between(-30 * _MINUTE, 90 * _MINUTE), at + max(transit // 2, _MINUTE))
             heappush(self._pending, (arrival, self._counter + 1, _ARRIVE, ref, origin, sku, qty, dest, 0))
             return self._event(EventType.SHUTTLE_LOADED, at, origin, sku, qty, _TMS, ref=ref, dest=dest, eta=eta)
         if kind == _ARRIVE:

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from ledger.errors import ConfigError
+from ledger.network import load_network
 from omni_ledger.config import load_settings, parse_duration
+from tests.conftest import EXAMPLES
 
 pytestmark = pytest.mark.unit
 
@@ -61,6 +63,19 @@ def test_a_bad_environment_value_names_the_variable():
 def test_a_missing_config_file_says_which():
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(Path("/nonexistent/omni.toml"), environ={})
+
+
+def test_the_simulator_network_is_read_at_start_and_an_empty_one_means_generated_sites(tmp_path):
+    config = tmp_path / "omni.toml"
+    config.write_text(f'[simulator]\nnetwork = "{EXAMPLES / "network.toml"}"\n')
+    on_file = load_settings(config, environ={})
+    generated = load_settings(config, environ={"OMNI_LEDGER_SIMULATOR_NETWORK": ""})
+
+    assert on_file.simulator.sim_config().network == load_network(EXAMPLES / "network.toml")
+    assert generated.simulator.network is None
+    assert generated.simulator.sim_config().network is None
+    with pytest.raises(ConfigError, match=r"^simulator\.network \(environment\): cannot read the network file"):
+        load_settings(environ={"OMNI_LEDGER_SIMULATOR_NETWORK": str(tmp_path / "missing.toml")})
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 import pickle
 import re
 import sys
+import tomllib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -20,7 +22,10 @@ from ledger.contract import event_to_record, validate
 from ledger.dead_letter import DeadLetter
 from ledger.errors import ConfigError
 from ledger.events import EventType, InventoryEvent
+from ledger.network import Network, haversine_km, load_network, network_from_mapping
+from omni_ledger.sim_network import network_toml, simulated_network
 from omni_ledger.simulator import EventMix, RetailerSimulator, SimConfig, SimState, Site, SiteKind
+from tests.conftest import EXAMPLES
 
 pytestmark = pytest.mark.unit
 
@@ -486,6 +491,312 @@ def test_sites_describe_the_network(events: list[InventoryEvent]) -> None:
     assert {e.site_id for e in events} | {e.to_site_id for e in events if e.to_site_id} <= {s.site_id for s in sites}
 
 
+# -- on a network file ----------------------------------------------------------------------------------------------
+
+LYON = load_network(EXAMPLES / "network.toml")
+"""The demo network: 6 stores, some on no lane; a DC; a supplier whose routes accept no generated sku; a seller."""
+
+
+def routed_network() -> Network:
+    """The demo network with routes for generated skus: a few to Part-Dieu, every sku to Grenoble."""
+    data = tomllib.loads((EXAMPLES / "network.toml").read_text())
+    data["dropship"][0]["skus"] = ["SKU-00000", "SKU-00003", "SKU-00011", "PHONE-C"]
+    data["dropship"].append({"supplier": "SUP-ACME", "store": "STORE-GRENOBLE", "lead_days": 2, "skus": "*"})
+    return network_from_mapping(data)
+
+
+ROUTED = routed_network()
+STORES_ONLY = network_from_mapping(
+    {
+        "sites": [
+            {
+                "id": "S1",
+                "kind": "STORE",
+                "lat": 45.0,
+                "lon": 4.0,
+                "tz": "Europe/Paris",
+                "hours": {"mon-sun": "09:00-19:00"},
+            }
+        ]
+    }
+)
+SIX_HOURS = {"calls": 72, "per_call": 500, "step_ms": 5 * MINUTE}
+CALM_DAYS = {"calls": 96, "per_call": 200, "step_ms": HOUR}  # longer than a dropship on these routes (2 days + 6 h)
+
+
+def network_stream(network: Network, seed: int) -> list[InventoryEvent]:
+    sim = RetailerSimulator(SimConfig(seed=seed, network=network))
+    busy = drive(sim, **SIX_HOURS)
+    return flat(busy) + flat(drive(sim, **CALM_DAYS, start=busy[-1][0] + HOUR))
+
+
+@pytest.fixture(scope="module")
+def lyon_events() -> list[InventoryEvent]:
+    return network_stream(LYON, seed=17)
+
+
+@pytest.fixture(scope="module")
+def routed_events() -> list[InventoryEvent]:
+    return network_stream(ROUTED, seed=19)
+
+
+def network_kinds(network: Network) -> dict[str, SiteKind]:
+    return {site.id: SiteKind(site.kind.value) for site in network.sites}
+
+
+def test_on_a_network_file_the_sites_are_the_networks_by_kind() -> None:
+    sites = RetailerSimulator(SimConfig(network=LYON, dcs=5, stores=50)).sites()  # counts give way to the file
+
+    assert [s.kind for s in sites] == [_D] + [_S] * 6 + [_SUP, _SEL]
+    assert sites[:3] == (
+        Site("DC-LYON-EST", _D),
+        Site("STORE-LYON-PART-DIEU", _S),
+        Site("STORE-VIENNE", _S),
+    )
+    assert {(s.site_id, s.kind) for s in sites} == set(network_kinds(LYON).items())
+
+
+def test_on_a_network_file_every_event_names_sites_of_the_network_as_the_contract_wants(
+    lyon_events: list[InventoryEvent],
+) -> None:
+    kinds = network_kinds(LYON)
+
+    assert {e.site_id for e in lyon_events} == set(kinds)  # every site has stock, or offers for a seller
+    assert {e.to_site_id for e in lyon_events if e.to_site_id} <= set(kinds)
+    assert [p for e in lyon_events for p in contract_problems(e, kinds)] == []
+    assert {e.site_id for e in lyon_events if e.type is T.OFFER_UPDATED} == {"SELLER-PHONEHUB"}
+
+
+def test_on_a_network_file_transfers_run_only_on_its_lanes_and_arrive_after_its_transit(
+    lyon_events: list[InventoryEvent],
+) -> None:
+    transit = {(lane.origin, lane.destination): lane.transit_minutes * MINUTE for lane in LYON.lanes}
+    picks = [e for e in lyon_events if e.type is T.TRANSFER_PICKED]
+    loads = [e for e in lyon_events if e.type is T.SHUTTLE_LOADED]
+    stories = by_ref(lyon_events)
+
+    assert len(picks) > 100
+    assert {(e.site_id, e.to_site_id) for e in picks + loads} <= set(transit)
+    for load in loads:
+        assert load.eta == load.occurred_at + transit[load.site_id, load.to_site_id or ""]
+        _, (_, arrival) = stories[load.ref or ""][-2:]
+        assert arrival.type is T.SHUTTLE_ARRIVED
+        assert arrival.occurred_at >= load.occurred_at + transit[load.site_id, load.to_site_id or ""] // 2
+
+
+def test_on_a_network_file_a_store_no_lane_reaches_is_restocked_by_deliveries(
+    lyon_events: list[InventoryEvent],
+) -> None:
+    reached = {lane.destination for lane in LYON.lanes}
+    unreached = {s.id for s in LYON.sites if s.kind.value == "STORE"} - reached
+    delivered = {e.site_id for e in lyon_events if e.type is T.RECEIVED and e.ref and e.ref.startswith("PO-")}
+
+    assert unreached == {"STORE-LYON-CONFLUENCE", "STORE-VILLEURBANNE", "STORE-SAINT-ETIENNE", "STORE-GRENOBLE"}
+    assert delivered == unreached | {"DC-LYON-EST"}
+
+
+def test_on_a_network_file_no_dropship_runs_where_no_route_accepts_a_generated_sku(
+    lyon_events: list[InventoryEvent],
+) -> None:
+    assert not [e for e in lyon_events if e.type in (T.DROPSHIP_SHIPPED, T.DROPSHIP_RECEIVED)]
+
+
+def test_on_a_network_file_dropships_run_only_on_routes_that_accept_the_sku_in_their_lead_days(
+    routed_events: list[InventoryEvent],
+) -> None:
+    routes = {(r.supplier, r.store): r for r in ROUTED.dropship}
+    shipments = [e for e in routed_events if e.type is T.DROPSHIP_SHIPPED]
+    stories = by_ref(routed_events)
+
+    assert len(shipments) > 100
+    assert {e.to_site_id for e in shipments} == {"STORE-LYON-PART-DIEU", "STORE-GRENOBLE"}
+    assert {e.sku for e in shipments if e.to_site_id == "STORE-LYON-PART-DIEU"} <= {
+        "SKU-00000",
+        "SKU-00003",
+        "SKU-00011",
+    }
+    for shipment in shipments:
+        route = routes[shipment.site_id, shipment.to_site_id or ""]
+        assert route.accepts(shipment.sku)
+        assert shipment.eta == ROUTED.add_days(route.store, shipment.occurred_at, route.lead_days)
+        if shipment.occurred_at < routed_events[-1].occurred_at - 3 * DAY:  # time enough to arrive
+            assert [e.type for _, e in stories[shipment.ref or ""]] == [T.DROPSHIP_SHIPPED, T.DROPSHIP_RECEIVED]
+    assert [p for e in routed_events for p in contract_problems(e, network_kinds(ROUTED))] == []
+
+
+def test_on_a_network_file_the_same_seed_gives_the_same_stream_and_another_seed_another() -> None:
+    first = run_calls(RetailerSimulator(SimConfig(seed=7, network=ROUTED)), CALLS)
+    second = run_calls(RetailerSimulator(SimConfig(seed=7, network=routed_network())), CALLS)  # an equal copy
+    other = run_calls(RetailerSimulator(SimConfig(seed=8, network=ROUTED)), CALLS)
+
+    assert first == second
+    assert [(e.type, e.site_id, e.sku, e.qty) for e in first] != [(e.type, e.site_id, e.sku, e.qty) for e in other]
+
+
+@pytest.mark.parametrize("cut", [1, 33, 41, 79])
+def test_on_a_network_file_a_resumed_simulator_continues_the_uninterrupted_stream(cut: int) -> None:
+    config = SimConfig(seed=11, skus=40, network=ROUTED)
+    uninterrupted = run_calls(RetailerSimulator(config), CALLS)
+
+    before = RetailerSimulator(config)
+    head = run_calls(before, CALLS[:cut])
+    state = pickle.loads(pickle.dumps(before.state()))
+    tail = run_calls(
+        RetailerSimulator.resume(dataclasses.replace(config, network=routed_network()), state), CALLS[cut:]
+    )
+
+    assert head + tail == uninterrupted
+    if cut >= 33:
+        assert state.pending, "the cut should fall while stories are open"
+
+
+def test_resuming_on_another_network_raises_config_error_naming_the_network() -> None:
+    on_file = RetailerSimulator(SimConfig(seed=3, network=ROUTED)).state()
+    generated = RetailerSimulator(SimConfig(seed=3)).state()
+
+    with pytest.raises(
+        ConfigError,
+        match=r"^SimConfig\.network: the state was taken on network [0-9a-f]{16}, the config has network [0-9a-f]{16}",
+    ):
+        RetailerSimulator.resume(SimConfig(seed=3, network=LYON), on_file)
+    with pytest.raises(ConfigError, match=r"^SimConfig\.network: the state was taken on network generated, "):
+        RetailerSimulator.resume(SimConfig(seed=3, network=ROUTED), generated)
+    with pytest.raises(ConfigError, match=r"the config has network generated"):
+        RetailerSimulator.resume(SimConfig(seed=3), on_file)
+
+
+def test_a_state_pickled_before_network_files_resumes_on_the_generated_network() -> None:
+    config = SimConfig(seed=5, stores=4, skus=20)
+    uninterrupted = run_calls(RetailerSimulator(config), CALLS[:30])
+    before = RetailerSimulator(config)
+    head = run_calls(before, CALLS[:10])
+    values = [getattr(before.state(), f.name) for f in dataclasses.fields(SimState) if f.name != "network_digest"]
+    old = SimState.__new__(SimState)
+    old.__setstate__(values)  # type: ignore[attr-defined]  # as unpickled from a state without the field
+
+    assert head + run_calls(RetailerSimulator.resume(config, old), CALLS[10:30]) == uninterrupted
+
+
+@st.composite
+def network_files(draw: st.DrawFn) -> Network:
+    """A small network file: any lanes (transit 0 included), any routes (lead 0, skus outside the catalogue)."""
+    counts = {"DC": draw(st.integers(1, 2)), "STORE": draw(st.integers(1, 4))}
+    counts |= {"SUPPLIER": draw(st.integers(0, 2)), "SELLER": draw(st.integers(0, 2))}
+    sites = [
+        {"id": f"{kind}-{i}", "kind": kind, "lat": 45.0 + i / 100, "lon": 4.8, "tz": "Europe/Paris"}
+        | ({"hours": {"mon-sat": "09:00-19:00"}} if kind == "STORE" else {})
+        for kind, count in counts.items()
+        for i in range(count)
+    ]
+    stores = [f"STORE-{i}" for i in range(counts["STORE"])]
+    origins = [f"DC-{i}" for i in range(counts["DC"])] + stores
+    pairs = draw(st.sets(st.tuples(st.sampled_from(origins), st.sampled_from(stores))))
+    lanes = [
+        {"id": f"L{n}", "origin": o, "destination": d, "days": ["mon-sat"], "departures": ["07:00"]}
+        | {"transit_minutes": draw(st.integers(0, 600))}
+        for n, (o, d) in enumerate(sorted(pairs))
+        if o != d
+    ]
+    sku_lists = st.lists(st.integers(0, 15).map(lambda j: f"SKU-{j:05d}"), min_size=1, max_size=4)
+    dropship = [
+        {"supplier": f"SUPPLIER-{i}", "store": store, "lead_days": draw(st.integers(0, 3))}
+        | {"skus": draw(st.one_of(st.just("*"), sku_lists))}
+        for i in range(counts["SUPPLIER"])
+        for store in draw(st.lists(st.sampled_from(stores), unique=True))
+    ]
+    return network_from_mapping({"sites": sites, "lanes": lanes, "dropship": dropship})
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32), network=network_files(), skus=st.integers(1, 12))
+def test_any_network_file_gives_a_stream_on_its_sites_lanes_and_routes(seed: int, network: Network, skus: int) -> None:
+    sim = RetailerSimulator(SimConfig(seed, skus=skus, network=network))
+    events = flat(drive(sim, calls=60, per_call=100, step_ms=30 * MINUTE))
+    lanes = {(lane.origin, lane.destination) for lane in network.lanes}
+
+    assert [p for e in events for p in contract_problems(e, network_kinds(network))] == []
+    assert {(e.site_id, e.to_site_id) for e in events if e.type in (T.TRANSFER_PICKED, T.SHUTTLE_LOADED)} <= lanes
+    for e in events:
+        if e.type is T.DROPSHIP_SHIPPED:
+            assert any(r.accepts(e.sku) for r in network.dropship if (r.supplier, r.store) == (e.site_id, e.to_site_id))
+    for story in by_ref(events).values():
+        assert len({(e.sku, e.qty) for _, e in story}) == 1, story
+
+
+# -- the simulator's network as a network file -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        SimConfig(),
+        SimConfig(dcs=1, stores=1, suppliers=0, sellers=0),
+        SimConfig(dcs=3, stores=7, suppliers=9, sellers=11),
+    ],
+)
+def test_the_generated_network_round_trips_through_load_network(config: SimConfig, tmp_path: Path) -> None:
+    network = simulated_network(config)
+    path = tmp_path / "network.toml"
+    path.write_text(network_toml(network, title="a test"))
+
+    assert load_network(path) == network
+    assert path.read_text().startswith("# a test\n")
+
+
+def test_the_generated_network_holds_the_simulators_sites_around_paris_with_hours_and_appointments() -> None:
+    config = SimConfig(dcs=2, stores=20, suppliers=3, sellers=5)
+    network = simulated_network(config)
+    stores = [s for s in network.sites if s.kind.value == "STORE"]
+
+    assert {(s.id, SiteKind(s.kind.value)) for s in network.sites} == {(s.site_id, s.kind) for s in config.sites()}
+    assert all(haversine_km(48.8566, 2.3522, s.lat, s.lon) <= 30.5 for s in stores)
+    assert all(s.hours is not None and s.tz == "Europe/Paris" for s in stores)
+    assert sum(s.appointments is not None for s in stores) == 15
+    assert len({(s.lat, s.lon) for s in network.sites}) == len(network.sites)
+    assert len(network.lanes) == 2 * 20 + 20 * 19
+    assert {(r.supplier, r.store, r.skus) for r in network.dropship} == {
+        (f"SUP-{i:02d}", s.id, None) for i in (1, 2, 3) for s in stores
+    }
+    assert {c.dc for c in network.carriers} == {"DC-01", "DC-02"}
+
+
+def test_the_generated_network_depends_on_the_site_counts_not_the_seed() -> None:
+    assert simulated_network(SimConfig(seed=1)) == simulated_network(SimConfig(seed=2))
+    assert simulated_network(SimConfig(stores=5)) != simulated_network(SimConfig(stores=6))
+
+
+def test_the_generated_network_describes_where_the_simulator_moves_stock(events: list[InventoryEvent]) -> None:
+    network = simulated_network(STREAM_CONFIG)
+    lanes = {(lane.origin, lane.destination) for lane in network.lanes}
+    transfers = [e for e in events if e.type in (T.TRANSFER_PICKED, T.SHUTTLE_LOADED)]
+    shipments = [e for e in events if e.type is T.DROPSHIP_SHIPPED]
+
+    assert {e.site_id for e in events} <= {s.id for s in network.sites}
+    assert {(e.site_id, e.to_site_id) for e in transfers} <= lanes
+    assert all(
+        any(r.accepts(e.sku) for r in network.dropship if (r.supplier, r.store) == (e.site_id, e.to_site_id))
+        for e in shipments
+    )
+
+
+def test_a_network_file_round_trips_through_network_toml() -> None:
+    assert network_from_mapping(tomllib.loads(network_toml(LYON))) == LYON
+    assert network_from_mapping(tomllib.loads(network_toml(ROUTED))) == ROUTED
+
+
+def test_network_toml_escapes_what_a_toml_string_cannot_hold() -> None:
+    data = tomllib.loads((EXAMPLES / "network.toml").read_text())
+    odd = copy.deepcopy(data)
+    odd["sites"][0]["name"] = 'Lyon "Part-Dieu" \\ caisse\t1\u007f\u0001 é'
+    network = network_from_mapping(odd)
+
+    assert network_from_mapping(tomllib.loads(network_toml(network))) == network
+
+
+def test_the_simulated_network_of_a_config_with_a_file_is_that_file() -> None:
+    assert simulated_network(SimConfig(network=LYON)) is LYON
+
+
 # -- configuration ---------------------------------------------------------------------------------------------------
 
 
@@ -510,6 +821,16 @@ def test_sites_describe_the_network(events: list[InventoryEvent]) -> None:
         ({"mix": EventMix(**dict.fromkeys((f.name for f in dataclasses.fields(EventMix)), 0.0))}, "mix"),
         (
             {"sellers": 0, "mix": EventMix(**{f.name: 0.0 for f in dataclasses.fields(EventMix)} | {"offers": 1.0})},
+            "mix",
+        ),
+        ({"network": "examples/network.toml"}, "network"),
+        ({"network": STORES_ONLY}, "network"),
+        # The demo's routes accept only PHONE-C and CASE-C, never a generated sku.
+        (
+            {
+                "network": LYON,
+                "mix": EventMix(**{f.name: 0.0 for f in dataclasses.fields(EventMix)} | {"dropships": 1.0}),
+            },
             "mix",
         ),
     ],

@@ -57,7 +57,10 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "color_message",
 }
 _context: dict[str, Any] = {}
-_local = threading.local()
+# By OS thread id, not threading.local: Bytewax's worker threads are Rust threads whose
+# Python thread state (and so their threading.local) may be new at every call into Python.
+_workers: dict[int, str] = {}
+_workers_lock = threading.Lock()
 _ordinals = itertools.count()
 _active: list[Literal["json", "text"]] = ["text"]
 
@@ -68,22 +71,23 @@ def set_context(**fields: Any) -> None:
 
 
 def worker() -> str:
-    """This thread's worker label: "0", "1", ... in the order threads first ask (stable for the thread).
+    """This OS thread's worker label: "0", "1", ... in the order threads first ask (stable for the thread).
 
     Bytewax does not tell a step which worker runs it; the fold's threads are numbered
     here, so the label is bounded by the workers of this process. It is not Bytewax's
     own `worker_index`, only the same set of threads.
     """
-    label: str | None = getattr(_local, "worker", None)
+    ident = threading.get_ident()
+    label = _workers.get(ident)
     if label is None:
-        label = str(next(_ordinals))  # next() on a count is atomic under the GIL
-        _local.worker = label
+        with _workers_lock:
+            label = _workers.setdefault(ident, str(next(_ordinals)))
     return label
 
 
 def current_worker() -> str | None:
     """This thread's worker label if it has one (only Bytewax worker threads do)."""
-    return getattr(_local, "worker", None)
+    return _workers.get(threading.get_ident())
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

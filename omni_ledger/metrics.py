@@ -204,7 +204,8 @@ class FlowMetrics(Collector):
 
     def __init__(self, registry: CollectorRegistry = REGISTRY, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._local = threading.local()
+        # By OS thread id (see omni_ledger.logs.worker: no threading.local on Bytewax's threads).
+        self._by_thread: dict[int, _WorkerCells] = {}
         self._cells: list[_WorkerCells] = []
         self._lock = threading.Lock()
         self._published_at: float | None = None
@@ -237,12 +238,17 @@ class FlowMetrics(Collector):
     # -- the fold (a FoldObserver: flows.logic calls it on the worker thread, per batch)
 
     def _mine(self) -> _WorkerCells:
-        cells: _WorkerCells | None = getattr(self._local, "cells", None)
+        ident = threading.get_ident()
+        cells = self._by_thread.get(ident)
         if cells is None:
-            cells = _WorkerCells(worker())
             with self._lock:
-                self._cells.append(cells)
-            self._local.cells = cells
+                cells = self._by_thread.get(ident)
+                if cells is None:
+                    # A thread id reused after its thread ended keeps its cells and label:
+                    # the labels stay bounded by the threads alive at once.
+                    cells = _WorkerCells(worker())
+                    self._cells.append(cells)
+                    self._by_thread[ident] = cells
         return cells
 
     def resumed(self, position: Position) -> None:

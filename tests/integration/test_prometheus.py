@@ -4,7 +4,7 @@ One scenario, on loopback only, every wait bounded:
 
 1. Kafka topics under a unique prefix; the simulator produces at 300 events/s, and
    `examples/story.jsonl` (with its bad lines) is produced raw, so dead letters exist.
-2. `omni-ledger run --source kafka --metrics-port P1` folds into a snapshot directory;
+2. `omni-ledger run --source kafka --workers 2 --metrics-port P1` folds into a snapshot directory;
    `omni-ledger serve --metrics-port P2` serves it; a thread keeps making requests.
 3. Prometheus (1 s scrapes and rule evaluations, a temporary data directory) loads the
    repository's recording rules and its alerts with every `for:` cut to 2 s.
@@ -195,7 +195,7 @@ def test_prometheus_sees_every_panel_and_alert_and_fires_stale_snapshot_when_the
     )  # fmt: skip
     flow = subprocess.Popen(
         [*cli, "run", "--source", "kafka", "--snapshot-dir", str(directory), "--snapshot-interval", "500ms",
-         "--metrics-port", str(flow_metrics)],
+         "--workers", "2", "--metrics-port", str(flow_metrics)],
         cwd=REPO, env=env, stdout=logs["flow"], stderr=subprocess.STDOUT,
     )  # fmt: skip
     api = subprocess.Popen(
@@ -243,6 +243,10 @@ def test_prometheus_sees_every_panel_and_alert_and_fires_stale_snapshot_when_the
 
             _every_panel_has_data(prometheus)
             _every_alert_has_data(prometheus)
+            # Two worker threads share the process's registry: two worker labels, both busy.
+            workers = prometheus.query("sum by (worker) (omni_ledger_worker_effects_total)")
+            assert sorted(r["metric"]["worker"] for r in workers) == ["0", "1"], workers
+            assert all(float(r["value"][1]) > 0 for r in workers), workers
 
             # Publishing stops: the flow no longer answers nor confirms its snapshot.
             flow.send_signal(signal.SIGSTOP)

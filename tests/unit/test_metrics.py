@@ -126,12 +126,16 @@ def test_counts_from_several_worker_threads_add_up_in_one_scrape():
     registry = CollectorRegistry()
     observer = FlowMetrics(registry)
     per_thread = 500
+    # All alive at once, as a flow's workers are (an ended thread's id may be reused).
+    together = threading.Barrier(4)
 
     def work(n: int) -> None:
+        together.wait(timeout=10)
         events = [_event(f"w{n}-{i}", EventType.RECEIVED, i) for i in range(per_thread)]
         for event in events:
             effect = split(event)[0]
             observer.folded(None, [(T0, effect)], *fold(None, "ST-A", f"SKU-{n}", [(T0, effect)], POLICY))
+        together.wait(timeout=10)
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
     for thread in threads:

@@ -27,6 +27,8 @@ python3 infra/kafka/broker.py up --dir "$KAFKA_DIR"
 eval "$(python3 infra/kafka/broker.py env --dir "$KAFKA_DIR")"
 export OMNI_LEDGER_KAFKA_BOOTSTRAP="$KAFKA_BOOTSTRAP_SERVERS"
 "$BIN/omni-ledger" topics create
+# A week of appointment capacity at the stores (idempotent: same ids, same counts).
+"$BIN/omni-ledger" open-slots --bus kafka --days 7 > /dev/null
 
 pids=()
 stopped=0

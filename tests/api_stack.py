@@ -67,6 +67,7 @@ def seed_events(now: int) -> list[InventoryEvent]:
     network = load_network(NETWORK)
     return [
         stock("STORE-LYON-PART-DIEU", "PHONE-A", 2),
+        stock("STORE-GRENOBLE", "PHONE-A", 0),  # a source that cannot serve: explained
         stock("STORE-VIENNE", "PHONE-B", 1),  # the last unit two customers race for
         stock("DC-LYON-EST", "PHONE-B", 3),  # the next best source
         stock("SUP-ACME", "PHONE-C", 5),

@@ -25,8 +25,10 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
@@ -35,6 +37,7 @@ __all__ = [
     "LEVELS",
     "JsonFormatter",
     "LogFormat",
+    "RepeatFilter",
     "TextFormatter",
     "active_format",
     "configure",
@@ -133,6 +136,44 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class RepeatFilter(logging.Filter):
+    """Lets the first of a run of like records through, then one per `window` seconds.
+
+    Like: same logger, level and message once its numbers are blanked. The record that
+    ends a quiet spell carries `suppressed`, how many were held back. librdkafka repeats
+    "Connect ... failed" for every client every few hundred milliseconds while a broker
+    is away: a broker restart must not flood the log (nor fill a pipe nobody reads).
+    """
+
+    _NUMBERS = re.compile(r"\d+")
+    _MAX_KEYS = 1000
+
+    def __init__(self, window: float = 10.0) -> None:
+        super().__init__()
+        self._window = window
+        self._seen: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = f"{record.name}|{record.levelno}|{self._NUMBERS.sub('#', record.getMessage())}"
+        now = time.monotonic()
+        with self._lock:
+            since, held = self._seen.get(key, (-self._window, 0))
+            if now - since < self._window:
+                self._seen[key] = (since, held + 1)
+                return False
+            if len(self._seen) >= self._MAX_KEYS:
+                self._seen.clear()
+            self._seen[key] = (now, 0)
+        if held:
+            record.suppressed = held
+        return True
+
+
+# Loggers whose records repeat in bursts (librdkafka's, through adapters.kafka_io).
+_REPEATING = ("omni_ledger.kafka",)
+
+
 def resolve_format(fmt: LogFormat, stream: TextIO) -> Literal["json", "text"]:
     """`auto` becomes `text` on a terminal and `json` otherwise."""
     if fmt != "auto":
@@ -152,6 +193,11 @@ def configure(fmt: LogFormat = "auto", level: str = "INFO", stream: TextIO | Non
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    for name in _REPEATING:
+        logger = logging.getLogger(name)
+        for old_filter in [f for f in logger.filters if isinstance(f, RepeatFilter)]:
+            logger.removeFilter(old_filter)
+        logger.addFilter(RepeatFilter())
     _active[0] = chosen
     return chosen
 

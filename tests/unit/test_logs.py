@@ -97,3 +97,20 @@ def test_logging_and_metrics_settings_come_from_the_environment_and_are_checked(
         load_settings(environ={"OMNI_LEDGER_LOGGING_FORMAT": "xml"})
     with pytest.raises(ConfigError, match=r"metrics\.port"):
         load_settings(environ={"OMNI_LEDGER_METRICS_PORT": "70000"})
+
+
+def test_a_burst_of_like_kafka_lines_becomes_one_line_with_how_many_were_held_back(monkeypatch):
+    stream = io.StringIO()
+    logs.configure("json", "INFO", stream)
+    clock = [100.0]
+    monkeypatch.setattr(logs.time, "monotonic", lambda: clock[0])
+    kafka = logging.getLogger("omni_ledger.kafka")
+    for attempt in range(150):
+        kafka.error("FAIL [rdkafka#consumer-4]: Connect to 127.0.0.1:37305 failed (after %dms)", attempt)
+    kafka.warning("GETPID: Coordinator load in progress: retrying")  # another kind of line gets through
+    clock[0] += 11
+    kafka.error("FAIL [rdkafka#consumer-4]: Connect to 127.0.0.1:37305 failed (after 3ms)")
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [r["level"] for r in records] == ["ERROR", "WARNING", "ERROR"]
+    assert "suppressed" not in records[0]
+    assert records[2]["suppressed"] == 149

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 CHROMIUM = Path(os.environ.get("OMNI_LEDGER_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(os.environ.get("OMNI_LEDGER_TEST_ARTIFACTS", REPO / "var" / "test-artifacts")) / "console"
-WAIT_MS = 20_000
+WAIT_MS = 30_000  # generous: the steps wait for the fold and a snapshot, on a shared machine
 
 
 def chromium() -> Path:
@@ -62,14 +62,28 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+@pytest.fixture(autouse=True)
+def screenshot_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Pages register here; a failing test leaves their last screen as an artifact."""
+    pages: list[Page] = []
+    request.node.console_pages = pages
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for i, page in enumerate(pages):
+            if not page.is_closed():
+                shot(page, f"FAILED-{request.node.name}-{i}")
+
+
 def sign_in(page: Page, stack: Stack, token: str) -> None:
     page.goto(f"{stack.url}/console/#explorer")
     page.get_by_label("Access token").fill(token)
     page.get_by_role("button", name="Use token").click()
 
 
-def test_the_transfer_story_through_the_console(stack: Stack, browser: Browser) -> None:
+def test_the_transfer_story_through_the_console(stack: Stack, browser: Browser, request: pytest.FixtureRequest) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+    request.node.console_pages.append(page)
     sign_in(page, stack, WRITE)
     expect(page.get_by_role("note")).to_contain_text("Signed in", timeout=WAIT_MS)
     expect(page.locator("#snapshot")).to_contain_text("snapshot ", timeout=WAIT_MS)

@@ -2,7 +2,14 @@
 // text (never as HTML), and every action is an API call the server authorises.
 "use strict";
 
-const state = { token: sessionStorage.getItem("omni-token") || "", role: "anonymous", sites: [], snapshot: null, view: "" };
+const state = { token: sessionStorage.getItem("omni-token") || "", role: "anonymous", sites: [], snapshot: null, view: "", asked: {} };
+
+// Each view answers only its latest question: an older response (say, the first store
+// in the list, asked before the clerk picked theirs) must never overwrite a newer one.
+function latest(name) {
+  const ticket = (state.asked[name] = (state.asked[name] || 0) + 1);
+  return () => ticket === state.asked[name];
+}
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs = {}, ...children) {
@@ -90,8 +97,10 @@ async function searchAvailability() {
   if (!sku) return;
   const from = state.sites.find((s) => s.site_id === $("from-store").value);
   const query = from ? `?lat=${from.lat}&lon=${from.lon}` : "";
+  const current = latest("availability");
   try {
     const body = await api(`/v1/skus/${encodeURIComponent(sku)}/availability${query}`);
+    if (!current()) return;
     table($("availability"), [
       { label: "Site", value: (r) => r.name || r.site_id },
       { label: "Kind", value: (r) => r.kind },
@@ -116,8 +125,10 @@ function promiseRequest() {
 
 async function findOptions() {
   const request = promiseRequest();
+  const current = latest("options");
   try {
     const body = await api("/v1/promise", { method: "POST", body: JSON.stringify(request) });
+    if (!current()) return;
     table($("options"), [
       { label: "SKU", value: (o) => o.sku },
       { label: "Option", value: (o) => o.mode.replaceAll("_", " ").toLowerCase() },
@@ -170,8 +181,10 @@ async function loadTasks() {
   const store = $("task-store").value;
   if (!store) return;
   const status = $("task-status").value;
+  const current = latest("tasks");
   try {
     const body = await api(`/v1/stores/${encodeURIComponent(store)}/tasks${status ? `?status=${status}` : ""}`);
+    if (!current()) return;
     table($("task-list"), [
       { label: "Task", value: (t) => t.kind.replaceAll("_", " ").toLowerCase() },
       { label: "SKU", value: (t) => t.sku },
@@ -207,8 +220,10 @@ async function act(path, resultId, done) {
 // -- shuttle board ------------------------------------------------------------------------
 
 async function loadBoard() {
+  const current = latest("board");
   try {
     const body = await api("/v1/loads");
+    if (!current()) return;
     const runs = new Map();
     for (const load of body.loads) {
       if (!runs.has(load.run_id)) runs.set(load.run_id, []);

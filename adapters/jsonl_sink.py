@@ -19,7 +19,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from ledger.contract import fulfilment_to_record
 from ledger.dead_letter import DeadLetter
 from ledger.errors import SourceError
-from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask
+from ledger.execution import WORK_TIMES, Work, work_fields
 from ledger.fulfilment import Fulfilment
 from ledger.outputs import ReservationDecision, decision_fields
 
@@ -27,9 +27,7 @@ __all__ = [
     "JsonLinesSink",
     "dead_letter_record",
     "decision_record",
-    "load_record",
-    "order_record",
-    "task_record",
+    "work_record",
 ]
 
 _PLAN_TIMES = ("ready_at", "hold_until", "departs_at", "arrives_at", "appointment_at")
@@ -70,56 +68,14 @@ def _plan_record(plan: Fulfilment) -> dict[str, Any]:
     return record
 
 
-def task_record(task: StoreTask) -> dict[str, Any]:
-    """A store task as JSON (the `store.tasks` record), times in ISO-8601 UTC."""
-    return {
-        "task_id": task.task_id,
-        "site_id": task.site_id,
-        "sku": task.sku,
-        "qty": task.qty,
-        "kind": task.kind.value,
-        "status": task.status.value,
-        "rank": task.rank,
-        "reservation_id": task.reservation_id,
-        "due_at": _iso(task.due_at),
-        "plan": _plan_record(task.plan),
-        "updated_at": _iso(task.updated_at),
-    }
-
-
-def load_record(load: ShuttleLoad) -> dict[str, Any]:
-    """A parcel on a shuttle run as JSON (the `transport.loads` record), times in ISO-8601 UTC."""
-    return {
-        "parcel_id": load.parcel_id,
-        "run_id": load.run_id,
-        "origin": load.origin,
-        "destination": load.destination,
-        "sku": load.sku,
-        "qty": load.qty,
-        "departs_at": _iso(load.departs_at),
-        "arrives_at": _iso(load.arrives_at),
-        "status": load.status.value,
-        "rank": load.rank,
-        "reservation_id": load.reservation_id,
-        "plan": _plan_record(load.plan),
-        "updated_at": _iso(load.updated_at),
-    }
-
-
-def order_record(order: DropshipOrder) -> dict[str, Any]:
-    """A dropship order as JSON (the `dropship.orders` record), times in ISO-8601 UTC."""
-    return {
-        "order_ref": order.order_ref,
-        "supplier_id": order.supplier_id,
-        "deliver_to": order.deliver_to,
-        "sku": order.sku,
-        "qty": order.qty,
-        "due_at": _iso(order.due_at),
-        "status": order.status.value,
-        "rank": order.rank,
-        "plan": _plan_record(order.plan),
-        "updated_at": _iso(order.updated_at),
-    }
+def work_record(item: Work) -> dict[str, Any]:
+    """A store task, shuttle load or dropship order as JSON (its topic's record), times in ISO-8601 UTC."""
+    record: dict[str, Any] = work_fields(item)
+    for name in WORK_TIMES:
+        if name in record:
+            record[name] = _iso(record[name])
+    record["plan"] = _plan_record(item.plan)
+    return record
 
 
 class _Partition(StatefulSinkPartition[Any, int]):

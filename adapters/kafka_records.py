@@ -32,10 +32,9 @@ from fastavro.types import Schema
 
 from adapters.avro_wire import schema_fingerprint
 from adapters.kafka_io import OutMessage
-from ledger.contract import fulfilment_to_record
 from ledger.dead_letter import DeadLetter
 from ledger.errors import ContractError
-from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask
+from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask, work_fields
 from ledger.outputs import PositionChange, ReservationDecision, decision_fields
 
 __all__ = [
@@ -129,57 +128,17 @@ def render_decision(decision: ReservationDecision) -> OutMessage:
 
 def render_task(task: StoreTask) -> OutMessage:
     """`store.tasks` message for one store task."""
-    record = {
-        "task_id": task.task_id,
-        "site_id": task.site_id,
-        "sku": task.sku,
-        "qty": task.qty,
-        "kind": task.kind.value,
-        "status": task.status.value,
-        "rank": task.rank,
-        "reservation_id": task.reservation_id,
-        "due_at": task.due_at,
-        "plan": fulfilment_to_record(task.plan),
-        "updated_at": task.updated_at,
-    }
-    return OutMessage(task.task_id.encode(), _writer("store_task.avsc").encode(record))
+    return OutMessage(task.task_id.encode(), _writer("store_task.avsc").encode(work_fields(task)))
 
 
 def render_load(load: ShuttleLoad) -> OutMessage:
     """`transport.loads` message for one parcel on a shuttle run."""
-    record = {
-        "parcel_id": load.parcel_id,
-        "run_id": load.run_id,
-        "origin": load.origin,
-        "destination": load.destination,
-        "sku": load.sku,
-        "qty": load.qty,
-        "departs_at": load.departs_at,
-        "arrives_at": load.arrives_at,
-        "status": load.status.value,
-        "rank": load.rank,
-        "reservation_id": load.reservation_id,
-        "plan": fulfilment_to_record(load.plan),
-        "updated_at": load.updated_at,
-    }
-    return OutMessage(load.parcel_id.encode(), _writer("shuttle_load.avsc").encode(record))
+    return OutMessage(load.parcel_id.encode(), _writer("shuttle_load.avsc").encode(work_fields(load)))
 
 
 def render_order(order: DropshipOrder) -> OutMessage:
     """`dropship.orders` message for one order to a supplier or seller."""
-    record = {
-        "order_ref": order.order_ref,
-        "supplier_id": order.supplier_id,
-        "deliver_to": order.deliver_to,
-        "sku": order.sku,
-        "qty": order.qty,
-        "due_at": order.due_at,
-        "status": order.status.value,
-        "rank": order.rank,
-        "plan": fulfilment_to_record(order.plan),
-        "updated_at": order.updated_at,
-    }
-    return OutMessage(order.order_ref.encode(), _writer("dropship_order.avsc").encode(record))
+    return OutMessage(order.order_ref.encode(), _writer("dropship_order.avsc").encode(work_fields(order)))
 
 
 def render_dead_letter(letter: DeadLetter) -> OutMessage:

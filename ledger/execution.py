@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ledger._pickle import positional_reduce
+from ledger.contract import fulfilment_to_record
 from ledger.events import Millis
 from ledger.fulfilment import HOME, Fulfilment, FulfilmentMode, SourceKind
 
 __all__ = [
+    "WORK_TIMES",
     "DropshipOrder",
     "OrderStatus",
     "ShuttleLoad",
@@ -30,6 +32,7 @@ __all__ = [
     "on_ended",
     "on_fulfilled",
     "on_picked",
+    "work_fields",
 ]
 
 
@@ -245,3 +248,51 @@ def on_ended(
     if plan.mode is FulfilmentMode.TRANSFER_TO_STORE:
         work.append(_load(LoadStatus.CANCELLED, site, sku, qty, ref, plan, now))
     return work
+
+
+WORK_TIMES = ("due_at", "departs_at", "arrives_at", "updated_at")
+"""The fields of `work_fields` that are times (epoch milliseconds)."""
+
+
+def work_fields(item: Work) -> dict[str, object]:
+    """A piece of work as a flat record (times in epoch milliseconds, the plan as its record),
+    for every output format: one field mapping, like `decision_fields`."""
+    if isinstance(item, StoreTask):
+        head: dict[str, object] = {
+            "task_id": item.task_id,
+            "site_id": item.site_id,
+            "sku": item.sku,
+            "qty": item.qty,
+            "kind": item.kind.value,
+        }
+        middle: dict[str, object] = {"reservation_id": item.reservation_id, "due_at": item.due_at}
+    elif isinstance(item, ShuttleLoad):
+        head = {
+            "parcel_id": item.parcel_id,
+            "run_id": item.run_id,
+            "origin": item.origin,
+            "destination": item.destination,
+            "sku": item.sku,
+            "qty": item.qty,
+            "departs_at": item.departs_at,
+            "arrives_at": item.arrives_at,
+        }
+        middle = {"reservation_id": item.reservation_id}
+    else:
+        head = {
+            "order_ref": item.order_ref,
+            "supplier_id": item.supplier_id,
+            "deliver_to": item.deliver_to,
+            "sku": item.sku,
+            "qty": item.qty,
+            "due_at": item.due_at,
+        }
+        middle = {}
+    return {
+        **head,
+        "status": item.status.value,
+        "rank": item.rank,
+        **middle,
+        "plan": fulfilment_to_record(item.plan),
+        "updated_at": item.updated_at,
+    }

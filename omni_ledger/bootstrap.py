@@ -31,9 +31,7 @@ from adapters.jsonl_sink import (
     JsonLinesSink,
     dead_letter_record,
     decision_record,
-    load_record,
-    order_record,
-    task_record,
+    work_record,
 )
 from adapters.kafka_io import KafkaAdmin, KafkaEventSource, KafkaOutSink
 from adapters.kafka_records import (
@@ -257,9 +255,9 @@ def plan_run(
             dead_letters=JsonLinesSink(
                 directory / "dead_letters.jsonl", _counted(progress, dead_letter_record, metrics)
             ),
-            tasks=JsonLinesSink(directory / TASKS_FILE, task_record),
-            loads=JsonLinesSink(directory / LOADS_FILE, load_record),
-            orders=JsonLinesSink(directory / ORDERS_FILE, order_record),
+            tasks=JsonLinesSink(directory / TASKS_FILE, work_record),
+            loads=JsonLinesSink(directory / LOADS_FILE, work_record),
+            orders=JsonLinesSink(directory / ORDERS_FILE, work_record),
             clock=clock,
             policy=settings.policy(),
             snapshot_interval=settings.snapshot_interval,

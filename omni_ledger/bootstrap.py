@@ -278,6 +278,8 @@ def run(plan: RunPlan) -> None:
         cli_main(  # type: ignore[no-untyped-call]
             build_flow(plan.wiring),
             workers_per_process=plan.settings.workers,
+            process_id=plan.settings.process_id if plan.settings.addresses else None,
+            addresses=list(plan.settings.addresses) or None,
             epoch_interval=plan.settings.epoch_interval,
             recovery_config=recovery,
         )

@@ -88,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
         help="ledger clock (default: event for a file replay, wall for sim and --follow)",
     )
     run.add_argument("--workers", type=int, help="Bytewax workers in this process")
+    run.add_argument("--process-id", type=int, help="this process's index in a cluster (0..N-1), with --addresses")
+    run.add_argument(
+        "--addresses", help="a cluster's processes, 'host:port;host:port' in process-id order (docs/scaling.md)"
+    )
+    run.add_argument("--snapshot-writers", type=int, help="snapshot writers sharing the catalog (default 1)")
     run.add_argument("--snapshot-interval", help="e.g. 500ms, 1s (default 1s)")
     run.add_argument("--lateness-window", help="e.g. 24h (default 24h)")
     run.add_argument("--no-recovery", action="store_true", help="do not keep recovery state (a restart starts over)")
@@ -228,6 +233,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         seed=args.seed,
         clock=args.clock,
         workers=args.workers,
+        process_id=args.process_id,
+        addresses=tuple(a.strip() for a in args.addresses.split(";") if a.strip()) if args.addresses else None,
+        snapshot_writers=args.snapshot_writers,
         recovery=False if args.no_recovery else None,
         snapshot_interval=parse_duration(args.snapshot_interval, "--snapshot-interval")
         if args.snapshot_interval

@@ -16,9 +16,13 @@ File format (every key optional; durations as "500ms", "2s", "15m", "24h", "7d")
     interval = "1s"             # at most one snapshot per interval
     retention = "7d"            # snapshots older than this are expired (as-of reads)
     maintenance_interval = "10m"
+    catalog = ""                # "" = SQLite at DIR/catalog.sqlite; "postgres:dbname=... host=..." for a cluster
+    writers = 1                 # snapshot writers sharing the catalog (one per process in a cluster)
 
     [runtime]
     workers = 1                 # Bytewax workers in this process
+    process_id = 0              # this process in a cluster (0..N-1); with addresses
+    addresses = ""              # "host:port;host:port": every process of the cluster, in process_id order
     epoch_interval = "1s"       # recovery snapshot cadence
     recovery = true             # resume after a crash from DIR/recovery
 
@@ -276,6 +280,12 @@ class Settings:
     workers: int = 1
     epoch_interval: timedelta = timedelta(seconds=1)
     recovery: bool = True
+    process_id: int = 0
+    addresses: tuple[str, ...] = ()
+    """Every process of a Bytewax cluster (`host:port`), in process-id order; empty: one process."""
+    snapshot_catalog: str = ""
+    """The DuckLake catalog: empty for SQLite in the snapshot directory, or `postgres:<libpq conninfo>`."""
+    snapshot_writers: int = 1
     safety_stock: SafetyStock = field(default_factory=SafetyStock)
     simulator: SimSettings = field(default_factory=SimSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
@@ -332,6 +342,18 @@ def _check(s: Settings, origin: str) -> None:
         fail("ledger.clock", "one of auto, wall, event", s.clock)
     if not 1 <= s.workers <= 64:
         fail("runtime.workers", "an integer within 1..64", s.workers)
+    for address in s.addresses:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            fail("runtime.addresses", "'host:port;host:port' (semicolon-separated)", ";".join(s.addresses))
+    if s.addresses and not 0 <= s.process_id < len(s.addresses):
+        fail("runtime.process_id", f"an integer within 0..{len(s.addresses) - 1} (one per address)", s.process_id)
+    if not s.addresses and s.process_id != 0:
+        fail("runtime.process_id", "0 unless runtime.addresses lists the cluster", s.process_id)
+    if s.snapshot_catalog and not s.snapshot_catalog.startswith("postgres:"):
+        fail("snapshots.catalog", "empty (SQLite in the snapshot dir) or 'postgres:<conninfo>'", s.snapshot_catalog)
+    if not 1 <= s.snapshot_writers <= 64:
+        fail("snapshots.writers", "an integer within 1..64", s.snapshot_writers)
     if not 1 <= s.simulator.rate <= 10_000_000:
         fail("simulator.rate", "events per second within 1..10,000,000", s.simulator.rate)
     if s.simulator.network is not None:
@@ -417,8 +439,8 @@ class _Reader:
 
 _SECTIONS = {
     "ledger": {"lateness_window", "max_clock_skew", "clock"},
-    "snapshots": {"dir", "interval", "retention", "maintenance_interval"},
-    "runtime": {"workers", "epoch_interval", "recovery"},
+    "snapshots": {"dir", "interval", "retention", "maintenance_interval", "catalog", "writers"},
+    "runtime": {"workers", "epoch_interval", "recovery", "process_id", "addresses"},
     "safety_stock": {"default", "by_kind", "by_site", "by_sku"},
     "sites": None,
     "simulator": {"seed", "rate", "dcs", "stores", "suppliers", "sellers", "skus", "network"},
@@ -545,6 +567,10 @@ def _from_tables(doc: Mapping[str, Any], origin: str, base: Settings) -> Setting
         workers=run.get("workers", int, base.workers),
         epoch_interval=run.duration("epoch_interval", base.epoch_interval),
         recovery=run.get("recovery", bool, base.recovery),
+        process_id=run.get("process_id", int, base.process_id),
+        addresses=_addresses(run.get("addresses", str, None), base.addresses),
+        snapshot_catalog=snap.get("catalog", str, base.snapshot_catalog),
+        snapshot_writers=snap.get("writers", int, base.snapshot_writers),
         safety_stock=safety,
         simulator=simulator,
         kafka=kafka,
@@ -566,6 +592,12 @@ def _secrets(value: str | None, current: tuple[Secret, ...]) -> tuple[Secret, ..
     return tuple(Secret(t.strip()) for t in value.split(",") if t.strip())
 
 
+def _addresses(value: str | None, current: tuple[str, ...]) -> tuple[str, ...]:
+    if value is None:
+        return current
+    return tuple(a.strip() for a in value.split(";") if a.strip())
+
+
 def _paths(value: str | None, current: tuple[Path, ...]) -> tuple[Path, ...]:
     if value is None:
         return current
@@ -582,6 +614,8 @@ def _env_tables(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                 value: Any = raw
                 if key in {
                     "workers",
+                    "process_id",
+                    "writers",
                     "seed",
                     "rate",
                     "dcs",

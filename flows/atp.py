@@ -1,12 +1,12 @@
 """The ATP dataflow: events in, per-site available-to-promise out.
 
-    input ─ admit ─┬─ split ─ key ─ fold ─┬─ changes, decisions, work, tallies ─ batch ─ snapshots
-                   │                      ├─ changes ─────────────────────────────── atp.changes (optional)
-                   │                      ├─ decisions ───────────────────────────── decisions
-                   │                      ├─ store tasks ─────────────────────────── tasks (optional)
-                   │                      ├─ shuttle loads ───────────────────────── loads (optional)
-                   │                      ├─ dropship orders ─────────────────────── orders (optional)
-                   └─ dead letters ───────┴─ dead letters (too_late) ─────────────── dead letters
+    input ─ admit ─┬─ split ─ fold ─┬─ changes, decisions, work, tallies ─ batch ─ snapshots
+    (one item      │   (per key)    ├─ changes ─────────────────────────────── atp.changes (optional)
+     per read)     │                ├─ decisions ───────────────────────────── decisions
+                   │                ├─ store tasks ─────────────────────────── tasks (optional)
+                   │                ├─ shuttle loads ───────────────────────── loads (optional)
+                   │                ├─ dropship orders ─────────────────────── orders (optional)
+                   └─ refused ──────┴─ too late ────────────────────────────── dead letters
 
 Sources and sinks are injected (`Wiring`), so the same flow runs on files, the
 simulator or Kafka, into DuckLake or anything else with the same item shapes.
@@ -14,6 +14,7 @@ simulator or Kafka, into DuckLake or anything else with the same item shapes.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -24,20 +25,19 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from adapters.batched import batched
 from adapters.clock import Clock
-from adapters.codec import Decoder, admit
-from flows.logic import FoldObserver, PositionLogic, SnapshotBatchLogic, Stamped
+from adapters.codec import Decoder
+from flows.logic import Admitted, Folded, FoldObserver, PositionLogic, SnapshotBatchLogic, Stamped, admit_batch
 from ledger.dead_letter import DeadLetter
-from ledger.effects import split
-from ledger.events import InventoryEvent, Millis
-from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask
-from ledger.outputs import FoldTally, PositionChange, ReservationDecision
+from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask, Work
+from ledger.outputs import PositionChange, ReservationDecision
 from ledger.policy import LedgerPolicy
 
 __all__ = ["SNAPSHOT_KEY", "Wiring", "build_flow"]
 
 SNAPSHOT_KEY = "snapshot"
-"""Every snapshot item goes to this one key: the snapshot store has a single writer."""
+"""The snapshot batch key of a single writer; with several, `snapshot-<i>` for writer i."""
 
 
 @dataclass(frozen=True)
@@ -67,104 +67,81 @@ class Wiring:
     """Where every dropship order goes, keyed `order_ref` (`dropship.orders`)."""
     fold_observer: FoldObserver | None = None
     """Told what each fold call did (the metrics), on the worker thread."""
+    snapshot_writers: int = 1
+    """Snapshot writers sharing the catalog; each gets a stable hash share of the keys."""
 
 
-def _is_admitted(item: tuple[Millis, InventoryEvent] | DeadLetter) -> bool:
-    return not isinstance(item, DeadLetter)
+def _groups(admitted: Admitted) -> list[tuple[str, tuple[Stamped, ...]]]:
+    return admitted.groups
 
 
-def _stamped_effects(item: tuple[Millis, InventoryEvent] | DeadLetter) -> list[Stamped]:
-    assert not isinstance(item, DeadLetter)  # routed by the "valid" branch
-    now, event = item
-    return [(now, effect) for effect in split(event)]
-
-
-def _effect_key(item: Stamped) -> str:
-    return item[1].key
-
-
-def _for_snapshot(item: object) -> bool:
-    return isinstance(item, PositionChange | ReservationDecision | FoldTally | StoreTask | ShuttleLoad | DropshipOrder)
+def _rejected(admitted: Admitted) -> list[tuple[str, DeadLetter]]:
+    return [(letter.origin, letter) for letter in admitted.rejected]
 
 
 def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
     """The dataflow, wired to `wiring`'s source and sinks."""
     w = wiring
     flow = Dataflow(flow_id)
-    raw = op.input(f"input_{w.source_kind}", flow, w.source)
-    # RawInput
+    reads = op.input(f"input_{w.source_kind}", flow, batched(w.source))
+    # (RawInput, ...): one item per source read
     admitted = op.map(
-        "admit", raw, partial(admit, clock=w.clock, max_skew_ms=w.policy.max_clock_skew_ms, decode=w.decode)
+        "admit", reads, partial(admit_batch, clock=w.clock, max_skew_ms=w.policy.max_clock_skew_ms, decode=w.decode)
     )
-    # (now, InventoryEvent) | DeadLetter
-    valid = op.branch("valid", admitted, _is_admitted)
-    effects = op.flat_map("split", valid.trues, _stamped_effects)
-    # (now, Effect), one per site the event touches
-    keyed = op.key_on("key", effects, _effect_key)
-    # ("site|sku", (now, Effect))
+    # Admitted: effects grouped by key, and dead letters
+    keyed = op.flat_map("split", admitted, _groups)
+    # ("site|sku", ((now, Effect), ...))
     fold_logic = partial(PositionLogic, policy=w.policy, clock=w.clock, observer=w.fold_observer)
     folded = op.stateful_batch("fold", keyed, fold_logic)
-    # ("site|sku", PositionChange | ReservationDecision | DeadLetter | FoldTally | Work)
-    outputs = op.key_rm("unkey", folded)
-    # PositionChange | ReservationDecision | DeadLetter | FoldTally | Work
-    to_snapshot = op.filter("to_snapshot", outputs, _for_snapshot)
-    one_writer = op.key_on("one_writer", to_snapshot, _snapshot_key)
+    # ("site|sku", Folded): one per fold call
+    one_writer = op.map("one_writer", folded, partial(_writer_key, writers=w.snapshot_writers))
     batcher = partial(SnapshotBatchLogic, interval=w.snapshot_interval, max_items=w.snapshot_max_items)
     batches = op.stateful_batch("batch", one_writer, batcher)
-    # ("snapshot", (PositionChange | ReservationDecision | FoldTally | Work, ...)) once per interval
+    # ("snapshot[-i]", (PositionChange | ReservationDecision | FoldTally | Work, ...)) once per interval
     op.output("snapshots", batches, w.snapshots)
     if w.changes is not None:
-        changes = op.filter("changes", outputs, _is_change)
-        # PositionChange
-        op.output("changes_out", op.key_on("change_key", changes, _change_key), w.changes)
-    decisions = op.filter("decisions", outputs, _is_decision)
-    # ReservationDecision
-    op.output("decisions_out", op.key_on("decision_key", decisions, _decision_key), w.decisions)
-    if w.tasks is not None:
-        tasks = op.filter("tasks", outputs, _is_task)
-        # StoreTask
-        op.output("tasks_out", op.key_on("task_key", tasks, _task_key), w.tasks)
-    if w.loads is not None:
-        loads = op.filter("loads", outputs, _is_load)
-        # ShuttleLoad
-        op.output("loads_out", op.key_on("load_key", loads, _load_key), w.loads)
-    if w.orders is not None:
-        orders = op.filter("orders", outputs, _is_order)
-        # DropshipOrder
-        op.output("orders_out", op.key_on("order_key", orders, _order_key), w.orders)
-    late = op.filter("too_late", outputs, _is_dead_letter)
-    rejected = op.merge("rejected", valid.falses, late)
-    # DeadLetter
-    op.output("dead_letters", op.key_on("dlq_key", rejected, _dead_letter_key), w.dead_letters)
+        op.output("changes_out", op.filter_map("changes", folded, _change), w.changes)
+    op.output("decisions_out", op.flat_map("decisions", folded, _decisions), w.decisions)
+    if w.tasks is not None or w.loads is not None or w.orders is not None:
+        work = op.flat_map("work", folded, _work)
+        # StoreTask | ShuttleLoad | DropshipOrder
+        if w.tasks is not None:
+            op.output("tasks_out", op.key_on("task_key", op.filter("tasks", work, _is_task), _task_key), w.tasks)
+        if w.loads is not None:
+            op.output("loads_out", op.key_on("load_key", op.filter("loads", work, _is_load), _load_key), w.loads)
+        if w.orders is not None:
+            orders = op.filter("orders", work, _is_order)
+            op.output("orders_out", op.key_on("order_key", orders, _order_key), w.orders)
+    late = op.flat_map("too_late", folded, _late)
+    rejected = op.merge("rejected", op.flat_map("refused", admitted, _rejected), late)
+    # ("origin", DeadLetter)
+    op.output("dead_letters", rejected, w.dead_letters)
     return flow
 
 
-def _is_decision(item: object) -> bool:
-    return isinstance(item, ReservationDecision)
+def _writer_key(item: tuple[str, Folded], writers: int) -> tuple[str, Folded]:
+    key, folded = item
+    if writers == 1:
+        return SNAPSHOT_KEY, folded
+    # A stable hash (not Python's salted one): every process sends a key to the same writer.
+    return f"{SNAPSHOT_KEY}-{zlib.crc32(key.encode()) % writers}", folded
 
 
-def _is_dead_letter(item: object) -> bool:
-    return isinstance(item, DeadLetter)
+def _change(item: tuple[str, Folded]) -> tuple[str, PositionChange] | None:
+    change = item[1].change
+    return None if change is None else (item[0], change)
 
 
-def _is_change(item: object) -> bool:
-    return isinstance(item, PositionChange)
+def _decisions(item: tuple[str, Folded]) -> list[tuple[str, ReservationDecision]]:
+    return [(d.reservation_id, d) for d in item[1].decisions]
 
 
-def _change_key(change: PositionChange) -> str:
-    return change.key
+def _work(item: tuple[str, Folded]) -> tuple[Work, ...]:
+    return item[1].work
 
 
-def _snapshot_key(_: object) -> str:
-    return SNAPSHOT_KEY
-
-
-def _decision_key(decision: ReservationDecision) -> str:
-    return decision.reservation_id
-
-
-def _dead_letter_key(letter: DeadLetter) -> str:
-    return letter.origin
+def _late(item: tuple[str, Folded]) -> list[tuple[str, DeadLetter]]:
+    return [(letter.origin, letter) for letter in item[1].dead_letters]
 
 
 def _is_task(item: object) -> bool:

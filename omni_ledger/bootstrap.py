@@ -14,8 +14,14 @@ Layout of a snapshot directory:
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
+import os
 import shutil
-from collections.abc import Callable
+import socket
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -165,7 +171,13 @@ def wire_codec(kafka: KafkaSettings) -> WireCodec:
 
 
 def reset_store(directory: Path) -> None:
-    """Remove what a previous run left in `directory` (snapshots, recovery state, outputs)."""
+    """Remove what a previous run left in `directory` (snapshots, recovery state, outputs).
+
+    In a cluster each process may be started with `--reset`: every process resets before
+    it joins the others, and nothing reads the directory until all have joined (Bytewax
+    opens the recovery partitions only after the cluster's handshake), so no process can
+    delete what another one is already using.
+    """
     for name in (
         CATALOG,
         f"{CATALOG}-wal",
@@ -183,9 +195,12 @@ def reset_store(directory: Path) -> None:
     ):
         target = directory / name
         if target.is_dir():
-            shutil.rmtree(target)
+            shutil.rmtree(target, ignore_errors=True)
         elif target.exists():
-            target.unlink()
+            target.unlink(missing_ok=True)
+    for leftover in directory.glob(f"{RECOVERY}.init-*") if directory.is_dir() else ():
+        # A recovery directory being initialised when its process died (see _init_recovery).
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def plan_run(
@@ -266,26 +281,135 @@ def plan_run(
     return RunPlan(wiring, settings, recovery_dir, description)
 
 
+_LOG = logging.getLogger("omni_ledger.run")
+
+
+def _init_recovery(recovery_dir: Path, partitions: int) -> None:
+    """Create Bytewax's recovery partitions once, even if every process of a cluster tries at once.
+
+    Each process that finds no recovery directory builds a complete one under a private
+    name and renames it into place: a rename onto an existing non-empty directory fails,
+    so the first complete one wins and the others discard theirs. No process ever sees a
+    half-initialised directory (Bytewax would take a missing partition file for a missing
+    partition). The count is the cluster's total workers; a later run may use any number
+    of workers or processes on the same partitions (Bytewax routes state to them).
+    """
+    if recovery_dir.exists():
+        return
+    staging = recovery_dir.with_name(f"{recovery_dir.name}.init-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        init_db_dir(staging, partitions)  # type: ignore[no-untyped-call]  # untyped in bytewax 0.21.1
+        try:
+            staging.rename(recovery_dir)
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not recovery_dir.is_dir():
+                raise
+            # Another process of the cluster was first: use its partitions.
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_own_address(settings: Settings) -> None:
+    """Fail now, with advice, if this process cannot listen on its own cluster address.
+
+    Bytewax would otherwise panic deep in its network setup, or wait forever.
+    """
+    addresses = settings.addresses
+    duplicates = sorted({a for a in addresses if addresses.count(a) > 1})
+    if duplicates:
+        msg = f"runtime.addresses lists {', '.join(duplicates)} more than once: each process needs its own host:port"
+        raise ConfigError(msg)
+    own = addresses[settings.process_id]
+    host, _, port = own.rpartition(":")
+    host = host.strip("[]")
+    where = f"{own} (process {settings.process_id} of --addresses {';'.join(addresses)})"
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        msg = f"cannot resolve {where}: {exc.strerror}"
+        raise ConfigError(msg) from exc
+    family, kind, proto, _canon, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # As Bytewax's listener does: a port left in TIME_WAIT by a previous run is fine.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                msg = (
+                    f"cannot listen on {where}: the port is in use. Another program holds it, a previous run "
+                    f"of this process is still running, or two processes were given the same --process-id"
+                )
+            elif exc.errno == errno.EADDRNOTAVAIL:
+                msg = (
+                    f"cannot listen on {where}: {host} is not an address of this machine. --process-id picks "
+                    f"this process's own entry in --addresses (0 for the first)"
+                )
+            else:
+                msg = f"cannot listen on {where}: {exc.strerror}"
+            raise ConfigError(msg) from exc
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send what is written to file descriptor 1 to stderr for a while.
+
+    Bytewax's network layer prints its connection retries ("worker 1: error connecting
+    to worker 0 ...") on standard output, which is where `run --json` prints its summary.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def run(plan: RunPlan) -> None:
-    """Run the flow to the end of its input (or until interrupted)."""
+    """Run the flow to the end of its input (or until interrupted).
+
+    With `runtime.addresses`, this process is one of a Bytewax cluster: every process runs
+    the same command with its own `--process-id`, on the same snapshot directory. Bytewax
+    connects them first (each waits for the others), then assigns the input partitions
+    (Kafka partitions; the file source is one partition) and the recovery partitions
+    among all workers, and routes each site|sku to one worker of one process.
+    """
+    settings = plan.settings
+    cluster = bool(settings.addresses)
+    if cluster:
+        _check_own_address(settings)
     recovery = None
     if plan.recovery_dir is not None:
-        if not plan.recovery_dir.exists():
-            plan.recovery_dir.mkdir(parents=True)
-            init_db_dir(plan.recovery_dir, 1)  # type: ignore[no-untyped-call]  # untyped in bytewax 0.21.1
+        _init_recovery(plan.recovery_dir, settings.workers * max(1, len(settings.addresses)))
         recovery = RecoveryConfig(str(plan.recovery_dir))  # type: ignore[no-untyped-call]
-    try:
-        cli_main(  # type: ignore[no-untyped-call]
-            build_flow(plan.wiring),
-            workers_per_process=plan.settings.workers,
-            process_id=plan.settings.process_id if plan.settings.addresses else None,
-            addresses=list(plan.settings.addresses) or None,
-            epoch_interval=plan.settings.epoch_interval,
-            recovery_config=recovery,
+    if cluster:
+        others = [a for i, a in enumerate(settings.addresses) if i != settings.process_id]
+        _LOG.info(
+            "process %d of %d: listening on %s, waiting for %s to join",
+            settings.process_id,
+            len(settings.addresses),
+            settings.addresses[settings.process_id],
+            ", ".join(others) or "nobody",
+            extra={"process_id": settings.process_id, "addresses": ";".join(settings.addresses)},
         )
-    except KeyboardInterrupt:
+    try:
+        with _stdout_to_stderr() if cluster else contextlib.nullcontext():
+            cli_main(  # type: ignore[no-untyped-call]
+                build_flow(plan.wiring),
+                workers_per_process=settings.workers,
+                process_id=settings.process_id if cluster else None,
+                addresses=list(settings.addresses) or None,
+                epoch_interval=settings.epoch_interval,
+                recovery_config=recovery,
+            )
+    except (KeyboardInterrupt, SystemExit):
         raise
-    except Exception as exc:
+    except BaseException as exc:
         # Bytewax wraps what a step raised in its own runtime error; the user needs ours,
         # which says what was wrong and what to do.
         cause: BaseException | None = exc
@@ -293,5 +417,16 @@ def run(plan: RunPlan) -> None:
             cause = cause.__cause__ or cause.__context__
         if isinstance(cause, OmniLedgerError):
             raise cause from exc
+        if cluster and type(exc).__name__ == "PanicException" and "thread panic" in str(exc):
+            # What the other processes see when one process of the cluster dies (kill -9,
+            # a crash, its machine gone): its connection breaks, and Bytewax panics.
+            msg = (
+                f"the dataflow stopped: the connection to another process of the cluster broke ({exc}). "
+                f"A process died or the network failed: start every process again on the same snapshot "
+                f"directory; the cluster resumes from its last completed epoch"
+            )
+            raise OmniLedgerError(msg) from exc
+        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+            raise
         msg = f"the dataflow stopped: {exc}"
         raise OmniLedgerError(msg) from exc

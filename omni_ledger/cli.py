@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 from ledger.errors import ConfigError, OmniLedgerError
 from omni_ledger import logs
@@ -261,7 +261,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     install_interrupt_handler(stop)
     directory = settings.snapshot_dir.resolve()
-    logs.set_context(command="run", flow="omni_ledger_atp")
+    cluster = len(settings.addresses) > 0
+    logs.set_context(command="run", flow="omni_ledger_atp", process_id=settings.process_id if cluster else None)
     _LOG.info(
         "reading %s (Ctrl-C ends the input and publishes a last snapshot)",
         plan.description,
@@ -281,7 +282,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             if args.quiet:
                 run(plan)
             else:
-                with ProgressPrinter(progress, log=structured):
+                # In a cluster each process prints its own line: its figures are what its workers did.
+                stream = cast(TextIO, _Prefixed(sys.stderr, f"[process {settings.process_id}] ")) if cluster else None
+                with ProgressPrinter(progress, log=structured, stream=stream):
                     run(plan)
     except KeyboardInterrupt:
         interrupted = True
@@ -291,12 +294,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "stopped_by_signal": stop.is_set(),
         "interrupted": interrupted,
     }
+    if cluster:
+        # Events applied and snapshots are counted where the snapshot writer runs, decisions
+        # and dead letters where their file's writer runs: one process of the cluster each.
+        summary |= {"process_id": settings.process_id, "processes": len(settings.addresses)}
     if args.json:
         print(json.dumps(summary))
     else:
         rows = [[k, json.dumps(v) if isinstance(v, dict) else v] for k, v in summary.items()]
         print(render_table(("figure", "value"), rows))
     return 0
+
+
+class _Prefixed:
+    """A text stream that starts every line written to it with `prefix`."""
+
+    def __init__(self, stream: Any, prefix: str) -> None:
+        self._stream = stream
+        self._prefix = prefix
+
+    def write(self, text: str) -> int:
+        lines = text.splitlines(keepends=True)
+        return self._stream.write("".join(self._prefix + line if line.strip() else line for line in lines))  # type: ignore[no-any-return]
+
+    def flush(self) -> None:
+        self._stream.flush()
 
 
 def _cmd_atp(args: argparse.Namespace) -> int:

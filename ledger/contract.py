@@ -71,6 +71,10 @@ class _Invalid(Exception):
 
 def _string(record: Mapping[str, object], name: str, *, required: bool) -> str | None:
     value = record.get(name)
+    # The common case, decided by C-level checks: printable ASCII (hence valid UTF-8, no
+    # control character) and not blank. Anything else takes the full checks below.
+    if type(value) is str and value.isascii() and value.isprintable() and value and not value.isspace():
+        return value
     if value is None:
         if required:
             raise _Invalid(Reason.MISSING_FIELD, f"field '{name}' is required (a non-empty string)")
@@ -249,22 +253,23 @@ def _build(record: Mapping[str, object], origin: str, now: Millis | None, max_sk
             f"(allowed skew {max_skew_ms / 1000:.0f} s); fix the emitting system's clock"
         )
         raise _Invalid(Reason.FUTURE_EVENT, detail)
+    # Positional: keyword arguments cost a microsecond per event here.
     return InventoryEvent(
-        event_id=event_id,
-        type=kind,
-        occurred_at=occurred_at,
-        site_id=site_id,
-        sku=sku,
-        qty=qty,
-        ref=ref,
-        to_site_id=to_site_id,
-        eta=eta,
-        expires_at=expires_at,
-        price=price,
-        lead_time_days=lead_time_days,
-        source=source,
-        fulfilment=fulfilment,
-        origin=origin,
+        event_id,
+        kind,
+        occurred_at,
+        site_id,
+        sku,
+        qty,
+        ref,
+        to_site_id,
+        eta,
+        expires_at,
+        price,
+        lead_time_days,
+        source,
+        fulfilment,
+        origin,
     )
 
 

@@ -22,7 +22,8 @@ Rules, per (site, sku) position:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from ledger.contract import event_to_json_bytes
 from ledger.dead_letter import DeadLetter, Reason
@@ -61,6 +62,7 @@ class _Draft:
     __slots__ = (
         "applied",
         "count",
+        "due",
         "deltas",
         "duplicates",
         "ended",
@@ -72,11 +74,14 @@ class _Draft:
         "offer_id",
         "on_hand",
         "out",
+        "owned",
         "plans",
         "position",
+        "reserved",
         "seen",
         "settled",
         "staged",
+        "staged_qty",
         "too_late",
     )
 
@@ -86,22 +91,59 @@ class _Draft:
         self.count = position.count
         self.settled = position.settled
         self.deltas = DeltaLogDraft(position.deltas)
-        self.holds = dict(position.holds)
-        self.staged = dict(position.staged)
-        self.inbound = dict(position.inbound)
-        self.ended = dict(position.ended)
+        # The position's own mappings, shared until a write copies them (`_own`): most
+        # batches are sales and receipts that write none of them.
+        self.holds: Mapping[str, Hold] = position.holds
+        self.staged: Mapping[str, int] = position.staged
+        self.inbound: Mapping[str, InboundLine] = position.inbound
+        self.ended: Mapping[tuple[str, str], tuple[str, Millis]] = position.ended
+        self.plans: Mapping[str, tuple[Fulfilment, bool]] = position.plans
+        self.owned: set[str] = set()
+        self.reserved = position.reserved
+        self.staged_qty = position.staged_qty
+        self.due = position.expiry_floor
         self.seen = EventIdsDraft(position.seen)
         self.max_at = position.max_at
         self.offer = position.offer
         self.offer_id = position.offer_id
         self.forget_at = position.forget_at
-        self.plans = dict(position.plans)
         self.out: list[Output] = []
         self.applied = self.duplicates = self.too_late = 0
 
+    def _own(self, name: str) -> dict[Any, Any]:
+        """The mapping `name`, copied on its first write in this batch."""
+        if name not in self.owned:
+            self.owned.add(name)
+            setattr(self, name, dict(getattr(self, name)))
+        mapping: dict[Any, Any] = getattr(self, name)
+        return mapping
+
+    def add_hold(self, ref: str, hold: Hold) -> None:
+        self._own("holds")[ref] = hold
+        self.reserved += hold.qty
+        self.due = min(self.due, hold.expires_at)
+
+    def drop_hold(self, ref: str) -> Hold | None:
+        if ref not in self.holds:
+            return None
+        hold: Hold = self._own("holds").pop(ref)
+        # `due` stays: an early floor only costs one scan of the holds.
+        self.reserved -= hold.qty
+        return hold
+
+    def add_staged(self, ref: str, qty: int) -> None:
+        self._own("staged")[ref] = qty
+        self.staged_qty += qty
+
+    def drop_staged(self, ref: str) -> None:
+        if ref in self.staged:
+            self.staged_qty -= self._own("staged").pop(ref)
+
+    def end(self, key: tuple[str, str], how: tuple[str, Millis]) -> None:
+        self._own("ended")[key] = how
+
     def atp(self, safety_stock: int) -> int:
-        reserved = sum(h.qty for h in self.holds.values())
-        return max(0, self.on_hand - reserved - sum(self.staged.values()) - safety_stock)
+        return max(0, self.on_hand - self.reserved - self.staged_qty - safety_stock)
 
     def delta(self, at: Millis, qty: int) -> None:
         # A delta dated at or before the latest count is already inside that count.
@@ -148,7 +190,7 @@ def _decision(
 
 def _work(draft: _Draft, ref: str, stage: _Stage, qty: int, now: Millis, *, keep: bool = True) -> None:
     """Emit the work of a promise's next stage, if `ref` carries a plan here."""
-    entry = draft.plans.get(ref) if keep else draft.plans.pop(ref, None)
+    entry = draft.plans.get(ref) if keep or ref not in draft.plans else draft._own("plans").pop(ref)
     if entry is None:
         return
     draft.out.extend(stage(draft.position.site_id, draft.position.sku, qty, ref, entry[0], now))
@@ -156,7 +198,7 @@ def _work(draft: _Draft, ref: str, stage: _Stage, qty: int, now: Millis, *, keep
 
 def _cancel(draft: _Draft, ref: str, qty: int, now: Millis) -> None:
     """A promise's hold ended without its units moving on: cancel its open work."""
-    entry = draft.plans.pop(ref, None)
+    entry = draft._own("plans").pop(ref) if ref in draft.plans else None
     if entry is not None:
         plan, at_destination = entry
         site, sku = draft.position.site_id, draft.position.sku
@@ -169,11 +211,12 @@ def _hold_on_arrival(draft: _Draft, ref: str, qty: int, at: Millis, now: Millis,
     if entry is None or (_HOLD, ref) in draft.ended or ref in draft.holds:
         return
     plan, _ = entry
-    draft.plans[ref] = (plan, True)
+    draft._own("plans")[ref] = (plan, True)
     if plan.hold_until <= now:
         return
     atp = draft.atp(safety_stock)
-    draft.holds[ref] = Hold(qty, plan.hold_until, at)
+    draft.add_hold(ref, Hold(qty, plan.hold_until, at))
+    draft.due = min(draft.due, plan.hold_until)
     draft.out.append(
         ReservationDecision(
             ref,
@@ -191,10 +234,15 @@ def _hold_on_arrival(draft: _Draft, ref: str, qty: int, at: Millis, now: Millis,
 
 
 def _expire(draft: _Draft, now: Millis, safety_stock: int) -> None:
+    if now < draft.due:
+        return
+    # Scan once the floor is reached, and raise it to the next hold not due yet.
+    draft.due = min((h.expires_at for h in draft.holds.values() if h.expires_at > now), default=NEVER)
     due = [ref for ref, hold in draft.holds.items() if hold.expires_at <= now]
     for ref in sorted(due, key=lambda r: (draft.holds[r].expires_at, r)):
-        hold = draft.holds.pop(ref)
-        draft.ended[(_HOLD, ref)] = (_S.EXPIRED.value, hold.expires_at)
+        hold = draft.drop_hold(ref)
+        assert hold is not None
+        draft.end((_HOLD, ref), (_S.EXPIRED.value, hold.expires_at))
         draft.forget_at = min(draft.forget_at, hold.expires_at)
         _cancel(draft, ref, hold.qty, now)
         draft.out.append(
@@ -252,18 +300,18 @@ def _apply(draft: _Draft, effect: Effect, now: Millis, policy: LedgerPolicy, saf
         _request(draft, effect, ref, event.expires_at, now, safety_stock)
     elif kind is _K.RELEASE:
         assert ref is not None
-        hold = draft.holds.pop(ref, None)
+        hold = draft.drop_hold(ref)
         if (_HOLD, ref) not in draft.ended:
-            draft.ended[(_HOLD, ref)] = (_S.RELEASED.value, at)
+            draft.end((_HOLD, ref), (_S.RELEASED.value, at))
         if hold is not None:
             atp = draft.atp(safety_stock)
             draft.out.append(_decision(draft, effect, _S.RELEASED, "released", now, atp, hold.qty, hold.expires_at))
             _cancel(draft, ref, hold.qty, now)
     elif kind is _K.FULFIL:
         assert ref is not None
-        hold = draft.holds.pop(ref, None)
+        hold = draft.drop_hold(ref)
         previous = draft.ended.get((_HOLD, ref))
-        draft.ended[(_HOLD, ref)] = (_S.FULFILLED.value, at)
+        draft.end((_HOLD, ref), (_S.FULFILLED.value, at))
         draft.delta(at, -effect.qty)
         if hold is not None:
             atp = draft.atp(safety_stock)
@@ -275,18 +323,18 @@ def _apply(draft: _Draft, effect: Effect, now: Millis, policy: LedgerPolicy, saf
     elif kind is _K.STAGE:
         assert ref is not None
         # A pick for a held reservation moves its units from the hold into the parcel.
-        if draft.holds.pop(ref, None) is not None:
-            draft.ended[(_HOLD, ref)] = (_PICKED, at)
+        if draft.drop_hold(ref) is not None:
+            draft.end((_HOLD, ref), (_PICKED, at))
             _work(draft, ref, on_picked, effect.qty, now)
         if (_STAGED, ref) not in draft.ended and ref not in draft.staged:
-            draft.staged[ref] = effect.qty
+            draft.add_staged(ref, effect.qty)
     elif kind is _K.DISPATCH:
         assert ref is not None
         # Shipped straight from a hold (a supplier's dropship), or from the parcel.
-        if draft.holds.pop(ref, None) is not None:
-            draft.ended[(_HOLD, ref)] = (_DISPATCHED, at)
-        draft.staged.pop(ref, None)
-        draft.ended[(_STAGED, ref)] = (_DISPATCHED, at)
+        if draft.drop_hold(ref) is not None:
+            draft.end((_HOLD, ref), (_DISPATCHED, at))
+        draft.drop_staged(ref)
+        draft.end((_STAGED, ref), (_DISPATCHED, at))
         draft.delta(at, -effect.qty)
         _work(draft, ref, on_dispatched, effect.qty, now, keep=False)
     elif kind is _K.INBOUND:
@@ -294,17 +342,18 @@ def _apply(draft: _Draft, effect: Effect, now: Millis, policy: LedgerPolicy, saf
         assert event.eta is not None
         plan = event.fulfilment
         if plan is not None and plan.deliver_to == draft.position.site_id:
-            draft.plans.setdefault(ref, (plan, True))
+            draft._own("plans").setdefault(ref, (plan, True))
         arrived = draft.ended.get((_INBOUND, ref))
         if arrived is None:
-            draft.inbound[ref] = InboundLine(ref, effect.qty, event.eta, plan is not None)
+            draft._own("inbound")[ref] = InboundLine(ref, effect.qty, event.eta, plan is not None)
         elif plan is not None:
             # The arrival was folded first: hold the units for the customer now.
             _hold_on_arrival(draft, ref, effect.qty, arrived[1], now, safety_stock)
     elif kind is _K.ARRIVE:
         assert ref is not None
-        draft.inbound.pop(ref, None)
-        draft.ended[(_INBOUND, ref)] = ("ARRIVED", at)
+        if ref in draft.inbound:
+            draft._own("inbound").pop(ref)
+        draft.end((_INBOUND, ref), ("ARRIVED", at))
         draft.delta(at, effect.qty)
         _hold_on_arrival(draft, ref, effect.qty, at, now, safety_stock)
 
@@ -328,11 +377,12 @@ def _request(draft: _Draft, effect: Effect, ref: str, expires_at: Millis, now: M
     elif expires_at <= now:
         draft.out.append(_decision(draft, effect, _S.REJECTED, "expired_on_arrival", now, atp, qty))
     elif atp >= qty:
-        draft.holds[ref] = Hold(qty, expires_at, effect.event.occurred_at)
+        draft.add_hold(ref, Hold(qty, expires_at, effect.event.occurred_at))
+        draft.due = min(draft.due, expires_at)
         draft.out.append(_decision(draft, effect, _S.ACCEPTED, "atp_sufficient", now, atp, qty))
         plan = effect.event.fulfilment
         if plan is not None:
-            draft.plans[ref] = (plan, False)
+            draft._own("plans")[ref] = (plan, False)
             site, sku = draft.position.site_id, draft.position.sku
             draft.out.extend(on_accepted(site, sku, qty, ref, plan, now))
     else:
@@ -359,9 +409,9 @@ def _finish(draft: _Draft, policy: LedgerPolicy, safety_stock: int, now: Millis 
         draft.on_hand != old.on_hand
         or draft.offer != old.offer
         or safety_stock != old.safety_stock
-        or draft.inbound != old.inbound
-        or (bool(draft.staged or old.staged) and sum(draft.staged.values()) != old.staged_qty)
-        or (bool(draft.holds or old.holds) and sum(h.qty for h in draft.holds.values()) != old.reserved)
+        or (draft.inbound is not old.inbound and draft.inbound != old.inbound)
+        or draft.staged_qty != old.staged_qty
+        or draft.reserved != old.reserved
         # A position's first accepted event publishes it even at zero, so readers see it exists.
         or (old.version == 0 and draft.max_at != old.max_at)
     )
@@ -385,6 +435,9 @@ def _finish(draft: _Draft, policy: LedgerPolicy, safety_stock: int, now: Millis 
         old.version + 1 if visible_changed else old.version,
         (now if now is not None else draft.max_at) if visible_changed else old.updated_at,
         draft.plans,
+        draft.reserved,
+        draft.staged_qty,
+        draft.due,
     )
     if visible_changed:
         draft.out.append(new.view())

@@ -82,16 +82,30 @@ class Position:
     plans: Mapping[str, tuple[Fulfilment, bool]] = field(default_factory=dict)
     """ref -> (the promise's plan, whether this site is its pickup store rather than its
     source), while the ref's units are held, staged or inbound here."""
+    held_total: int = -1
+    """The sum over `holds`, kept by the fold so a batch reads it in O(1) however many
+    holds a busy position has; -1 when not kept (a state saved before it was)."""
+    staged_total: int = -1
+    """The sum over `staged`; -1 when not kept."""
+    expiry_floor_at: Millis = -1
+    """No hold expires before this (NEVER without holds); -1 when not kept."""
 
     @property
     def reserved(self) -> int:
         """Units held by accepted, unexpired reservations."""
-        return sum(h.qty for h in self.holds.values())
+        return self.held_total if self.held_total >= 0 else sum(h.qty for h in self.holds.values())
 
     @property
     def staged_qty(self) -> int:
         """Units isolated for shuttles, not loaded yet."""
-        return sum(self.staged.values())
+        return self.staged_total if self.staged_total >= 0 else sum(self.staged.values())
+
+    @property
+    def expiry_floor(self) -> Millis:
+        """A time no hold expires before (the earliest expiry, or earlier)."""
+        if self.expiry_floor_at >= 0:
+            return self.expiry_floor_at
+        return min((h.expires_at for h in self.holds.values()), default=NEVER)
 
     @property
     def atp(self) -> int:
@@ -101,8 +115,8 @@ class Position:
     def view(self) -> PositionChange:
         """The public view of this position (what snapshots and `atp.changes` carry)."""
         inbound = tuple(sorted(self.inbound.values(), key=_due)) if self.inbound else ()
-        reserved = sum(h.qty for h in self.holds.values()) if self.holds else 0
-        staged = sum(self.staged.values()) if self.staged else 0
+        reserved = self.reserved
+        staged = self.staged_qty
         return PositionChange(
             self.site_id,
             self.sku,

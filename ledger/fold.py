@@ -62,8 +62,8 @@ class _Draft:
     __slots__ = (
         "applied",
         "count",
-        "due",
         "deltas",
+        "due",
         "duplicates",
         "ended",
         "forget_at",

@@ -29,6 +29,7 @@ __all__ = [
     "Decoder",
     "RawInput",
     "admit",
+    "admit_read",
     "decode_json",
     "event_schema",
     "iter_avro_file",
@@ -122,6 +123,49 @@ def admit(
     if isinstance(event, DeadLetter):
         return event
     return clock.observe(event.occurred_at), event
+
+
+def admit_read(
+    read: tuple[RawInput, ...], clock: Clock, max_skew_ms: int, decode: Decoder | None = None
+) -> list[tuple[Millis, InventoryEvent] | DeadLetter]:
+    """`admit` for every input of one source read, reading the clock once for the read.
+
+    Stamps are what `admit` one by one would give on one worker: the live clock's
+    reading, or the newest `occurred_at` so far (read's own events included).
+    """
+    decode = decode or decode_json
+    wall = clock.now() if clock.live else time.time_ns() // 1_000_000
+    stamp = clock.now()
+    newest = stamp
+    out: list[tuple[Millis, InventoryEvent] | DeadLetter] = []
+    for item in read:
+        payload = item.payload
+        if isinstance(payload, InventoryEvent):
+            event = payload
+        else:
+            if isinstance(payload, bytes):
+                raw = payload
+                record: dict[str, Any] | DeadLetter = decode(payload, item.origin)
+            else:
+                record = payload
+                raw = _avro_record_bytes(payload)
+            if isinstance(record, DeadLetter):
+                out.append(record)
+                continue
+            checked = validate(record, origin=item.origin, raw=raw, now=wall, max_skew_ms=max_skew_ms)
+            if isinstance(checked, DeadLetter):
+                out.append(checked)
+                continue
+            event = checked
+        if clock.live:
+            out.append((stamp, event))
+        else:
+            if event.occurred_at > newest:
+                newest = event.occurred_at
+            out.append((newest, event))
+    if not clock.live and newest > stamp:
+        clock.observe(newest)
+    return out
 
 
 def _avro_record_bytes(record: dict[str, Any]) -> bytes:

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, Protocol
 from bytewax.operators import StatefulBatchLogic
 
 from adapters.clock import Clock
-from adapters.codec import Decoder, RawInput, admit
+from adapters.codec import Decoder, RawInput, admit_read
 from ledger.dead_letter import DeadLetter
 from ledger.effects import Effect, split
 from ledger.events import Millis
@@ -55,8 +55,7 @@ def admit_batch(
     """Decode, validate, stamp and split a read; group its effects by (site, sku) key."""
     by_key: dict[str, list[Stamped]] = {}
     rejected: list[DeadLetter] = []
-    for raw in read if isinstance(read, tuple) else (read,):
-        admitted = admit(raw, clock, max_skew_ms, decode)
+    for admitted in admit_read(read if isinstance(read, tuple) else (read,), clock, max_skew_ms, decode):
         if isinstance(admitted, DeadLetter):
             rejected.append(admitted)
             continue

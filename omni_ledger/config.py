@@ -475,7 +475,7 @@ _SECTIONS = {
 }
 
 
-def _from_tables(doc: Mapping[str, Any], origin: str, base: Settings) -> Settings:
+def _from_tables(doc: Mapping[str, Any], origin: str, base: Settings, *, check: bool = True) -> Settings:
     for section, value in doc.items():
         if section not in _SECTIONS:
             msg = f"unknown section [{section}] ({origin}); expected one of {', '.join(_SECTIONS)}"
@@ -582,7 +582,8 @@ def _from_tables(doc: Mapping[str, Any], origin: str, base: Settings) -> Setting
             format=logs.get("format", str, base.logging.format), level=logs.get("level", str, base.logging.level)
         ),
     )
-    _check(out, origin)
+    if check:
+        _check(out, origin)
     return out
 
 
@@ -652,8 +653,14 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         except tomllib.TOMLDecodeError as exc:
             msg = f"config file {path} is not valid TOML: {exc}"
             raise ConfigError(msg) from exc
-        settings = _from_tables(doc, f"file {path}", settings)
+        # Checked once the environment is applied too: a file may leave the password to
+        # OMNI_LEDGER_KAFKA_SASL_PASSWORD, as it should.
+        settings = _from_tables(doc, f"file {path}", settings, check=False)
     env = _env_tables(os.environ if environ is None else environ)
     if env:
-        settings = _from_tables(env, "environment", settings)
+        settings = _from_tables(env, "environment", settings, check=False)
+    _check(
+        settings,
+        " + ".join(o for o in (f"file {path}" if path else "", "environment" if env else "") if o) or "defaults",
+    )
     return settings

@@ -83,3 +83,24 @@ def test_the_simulator_network_is_read_at_start_and_an_empty_one_means_generated
 )
 def test_durations_read_as_humans_write_them(text, seconds):
     assert parse_duration(text, "x") == timedelta(seconds=seconds)
+
+
+def test_a_file_may_leave_the_sasl_password_to_the_environment(tmp_path):
+    config = tmp_path / "ledger.toml"
+    config.write_text('[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_username = "ledger"\n')
+    settings = load_settings(config, environ={"OMNI_LEDGER_KAFKA_SASL_PASSWORD": "s3cret-from-a-secret"})
+    assert settings.kafka.sasl_password.reveal() == "s3cret-from-a-secret"
+    with pytest.raises(ConfigError, match="SASL_SSL"):
+        load_settings(config, environ={})
+
+
+def test_a_cluster_lists_every_process_and_this_one_among_them():
+    settings = load_settings(
+        environ={"OMNI_LEDGER_RUNTIME_ADDRESSES": "10.0.0.1:2101;10.0.0.2:2101", "OMNI_LEDGER_RUNTIME_PROCESS_ID": "1"}
+    )
+    assert settings.addresses == ("10.0.0.1:2101", "10.0.0.2:2101")
+    assert settings.process_id == 1
+    with pytest.raises(ConfigError, match=r"runtime\.process_id"):
+        load_settings(environ={"OMNI_LEDGER_RUNTIME_ADDRESSES": "10.0.0.1:2101", "OMNI_LEDGER_RUNTIME_PROCESS_ID": "1"})
+    with pytest.raises(ConfigError, match=r"runtime\.addresses"):
+        load_settings(environ={"OMNI_LEDGER_RUNTIME_ADDRESSES": "10.0.0.1"})

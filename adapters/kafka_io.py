@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -389,21 +390,35 @@ class _SinkPartition(StatefulSinkPartition[Any, None]):
 
 
 class KafkaOutSink(FixedPartitionedSink[Any, None]):
-    """Produce `render(item)` for each `(key, item)` to `topic`."""
+    """Produce `render(item)` for each `(key, item)` to `topic`.
+
+    `parts` producers share the work by a stable hash of the key (a key always goes
+    through the same one, so its messages stay in order); a cluster gives one per worker,
+    so no single worker produces everything.
+    """
 
     def __init__(
-        self, config: dict[str, str], topic: str, render: Callable[[Any], OutMessage], *, flush_timeout: float = 30.0
+        self,
+        config: dict[str, str],
+        topic: str,
+        render: Callable[[Any], OutMessage],
+        *,
+        flush_timeout: float = 30.0,
+        parts: int = 1,
     ) -> None:
         self._config = config
         self._topic = topic
         self._render = render
         self._flush_timeout = flush_timeout
+        self._parts = max(1, parts)
 
     def list_parts(self) -> list[str]:
-        return [f"{self._topic}-out"]
+        return [f"{self._topic}-out"] + [f"{self._topic}-out-{i}" for i in range(1, self._parts)]
 
     def part_fn(self, item_key: str) -> int:
-        return 0
+        if self._parts == 1:
+            return 0
+        return zlib.crc32(item_key.encode()) % self._parts
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _SinkPartition:
         return _SinkPartition(self._config, self._topic, self._render, self._flush_timeout)

@@ -241,23 +241,29 @@ def plan_run(
         # every state of each piece of work.
         kafka = settings.kafka
         client = kafka.client_config()
+        # The busy outputs get a producer per worker of the cluster; the rare ones one.
+        producers = settings.workers * max(1, len(settings.addresses))
         wiring = Wiring(
             source=src,
             source_kind=kind,
             snapshots=snapshots,
             decisions=KafkaOutSink(
-                client, kafka.topic("reservation.decisions"), _counted(progress, render_decision, metrics)
+                client,
+                kafka.topic("reservation.decisions"),
+                _counted(progress, render_decision, metrics),
+                parts=producers,
             ),
             dead_letters=KafkaOutSink(
                 client, kafka.topic("inventory.events.dlq"), _counted(progress, render_dead_letter, metrics)
             ),
-            changes=KafkaOutSink(client, kafka.topic("atp.changes"), render_change),
+            changes=KafkaOutSink(client, kafka.topic("atp.changes"), render_change, parts=producers),
             tasks=KafkaOutSink(client, kafka.topic("store.tasks"), render_task),
             loads=KafkaOutSink(client, kafka.topic("transport.loads"), render_load),
             orders=KafkaOutSink(client, kafka.topic("dropship.orders"), render_order),
             clock=clock,
             policy=settings.policy(),
             snapshot_interval=settings.snapshot_interval,
+            snapshot_writers=settings.snapshot_writers,
             decode=wire_codec(kafka).decode,
             fold_observer=metrics,
         )
@@ -276,6 +282,7 @@ def plan_run(
             clock=clock,
             policy=settings.policy(),
             snapshot_interval=settings.snapshot_interval,
+            snapshot_writers=settings.snapshot_writers,
             fold_observer=metrics,
         )
     return RunPlan(wiring, settings, recovery_dir, description)

@@ -30,8 +30,8 @@ from adapters.clock import Clock
 from adapters.codec import Decoder
 from flows.logic import Admitted, Folded, FoldObserver, PositionLogic, SnapshotBatchLogic, Stamped, admit_batch
 from ledger.dead_letter import DeadLetter
-from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask, Work
-from ledger.outputs import PositionChange, ReservationDecision
+from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask
+from ledger.outputs import PositionChange
 from ledger.policy import LedgerPolicy
 
 __all__ = ["SNAPSHOT_KEY", "Wiring", "build_flow"]
@@ -101,9 +101,13 @@ def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
     op.output("snapshots", batches, w.snapshots)
     if w.changes is not None:
         op.output("changes_out", op.filter_map("changes", folded, _change), w.changes)
-    op.output("decisions_out", op.flat_map("decisions", folded, _decisions), w.decisions)
+    # Decisions, work and late events are rare next to position changes: one step
+    # picks them out of every fold result, the steps after it see only them.
+    notices = op.flat_map("notices", folded, _notices)
+    # ("decision" | "work" | "late", item)
+    op.output("decisions_out", op.filter_map("decisions", notices, _decision), w.decisions)
     if w.tasks is not None or w.loads is not None or w.orders is not None:
-        work = op.flat_map("work", folded, _work)
+        work = op.filter_map("work", notices, _work)
         # StoreTask | ShuttleLoad | DropshipOrder
         if w.tasks is not None:
             op.output("tasks_out", op.key_on("task_key", op.filter("tasks", work, _is_task), _task_key), w.tasks)
@@ -112,7 +116,7 @@ def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
         if w.orders is not None:
             orders = op.filter("orders", work, _is_order)
             op.output("orders_out", op.key_on("order_key", orders, _order_key), w.orders)
-    late = op.flat_map("too_late", folded, _late)
+    late = op.filter_map("too_late", notices, _late)
     rejected = op.merge("rejected", op.flat_map("refused", admitted, _rejected), late)
     # ("origin", DeadLetter)
     op.output("dead_letters", rejected, w.dead_letters)
@@ -132,16 +136,30 @@ def _change(item: tuple[str, Folded]) -> tuple[str, PositionChange] | None:
     return None if change is None else (item[0], change)
 
 
-def _decisions(item: tuple[str, Folded]) -> list[tuple[str, ReservationDecision]]:
-    return [(d.reservation_id, d) for d in item[1].decisions]
+_Notice = tuple[str, object]
 
 
-def _work(item: tuple[str, Folded]) -> tuple[Work, ...]:
-    return item[1].work
+def _notices(item: tuple[str, Folded]) -> list[_Notice]:
+    folded = item[1]
+    if not (folded.decisions or folded.work or folded.dead_letters):
+        return []
+    return [
+        *(("decision", (d.reservation_id, d)) for d in folded.decisions),
+        *(("work", w) for w in folded.work),
+        *(("late", (letter.origin, letter)) for letter in folded.dead_letters),
+    ]
 
 
-def _late(item: tuple[str, Folded]) -> list[tuple[str, DeadLetter]]:
-    return [(letter.origin, letter) for letter in item[1].dead_letters]
+def _decision(notice: _Notice) -> object | None:
+    return notice[1] if notice[0] == "decision" else None
+
+
+def _work(notice: _Notice) -> object | None:
+    return notice[1] if notice[0] == "work" else None
+
+
+def _late(notice: _Notice) -> object | None:
+    return notice[1] if notice[0] == "late" else None
 
 
 def _is_task(item: object) -> bool:

@@ -318,8 +318,8 @@ def _init_recovery(recovery_dir: Path, partitions: int) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _check_own_address(settings: Settings) -> None:
-    """Fail now, with advice, if this process cannot listen on its own cluster address.
+def _check_addresses(settings: Settings) -> None:
+    """Fail now, with advice, if this process cannot listen on its own cluster address; warn of unknown peers.
 
     Bytewax would otherwise panic deep in its network setup, or wait forever.
     """
@@ -357,6 +357,20 @@ def _check_own_address(settings: Settings) -> None:
             else:
                 msg = f"cannot listen on {where}: {exc.strerror}"
             raise ConfigError(msg) from exc
+    for index, peer in enumerate(addresses):
+        peer_host, _, peer_port = peer.rpartition(":")
+        if index == settings.process_id:
+            continue
+        try:
+            socket.getaddrinfo(peer_host.strip("[]"), int(peer_port), type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            # Not fatal: in Kubernetes a peer's name resolves only once its pod exists.
+            _LOG.warning(
+                "cannot resolve process %d's address %s yet (%s); Bytewax keeps retrying every second",
+                index,
+                peer,
+                exc.strerror,
+            )
 
 
 @contextlib.contextmanager
@@ -389,7 +403,7 @@ def run(plan: RunPlan) -> None:
     settings = plan.settings
     cluster = bool(settings.addresses)
     if cluster:
-        _check_own_address(settings)
+        _check_addresses(settings)
     recovery = None
     if plan.recovery_dir is not None:
         _init_recovery(plan.recovery_dir, settings.workers * max(1, len(settings.addresses)))

@@ -17,19 +17,28 @@ Exit codes: 0 done, 1 a run or query failed, 2 bad arguments or settings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
+import os
+import signal
+import socket
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from ledger.errors import ConfigError, OmniLedgerError
 from omni_ledger import logs
 from omni_ledger.config import Settings, load_settings, parse_duration
 from omni_ledger.table import render_table
+
+if TYPE_CHECKING:
+    from adapters.shutdown import StopFlag
 
 __all__ = ["main"]
 
@@ -278,7 +287,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     max_age = settings.serve.max_snapshot_age
     structured = logging.getLogger("omni_ledger.progress") if logs.active_format() == "json" else None
     try:
-        with serve_metrics(settings.metrics.host, settings.metrics.port, command="run", max_snapshot_age=max_age):
+        with (
+            serve_metrics(settings.metrics.host, settings.metrics.port, command="run", max_snapshot_age=max_age),
+            _signals_while_joining(stop) if cluster else contextlib.nullcontext(),
+        ):
             if args.quiet:
                 run(plan)
             else:
@@ -304,6 +316,56 @@ def _cmd_run(args: argparse.Namespace) -> int:
         rows = [[k, json.dumps(v) if isinstance(v, dict) else v] for k, v in summary.items()]
         print(render_table(("figure", "value"), rows))
     return 0
+
+
+_SIGNAL_GRACE_S = 5.0
+
+
+@contextlib.contextmanager
+def _signals_while_joining(stop: StopFlag) -> Iterator[None]:
+    """Exit at once on SIGINT/SIGTERM that the main thread cannot take: it waits for the cluster.
+
+    While a process waits for the other processes of its cluster to join, Bytewax holds
+    the main thread in Rust, so Python's signal handler (which ends the input, see
+    adapters/shutdown.py) cannot run: Ctrl-C or a SIGTERM (Kubernetes stopping a pod)
+    would be ignored until the others come. The signal still reaches this wake-up
+    socket; if the handler has not run within a few seconds, nothing has started that a
+    graceful stop could save, and the process exits. Once the dataflow runs, Bytewax
+    checks for signals every millisecond and the handler runs as usual.
+    """
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while True:
+            try:
+                received = reader.recv(16)
+            except OSError:
+                return
+            if not received:
+                return
+            deadline = time.monotonic() + _SIGNAL_GRACE_S
+            while not stop.is_set() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not stop.is_set():
+                signum = received[-1]
+                _LOG.error(
+                    "stopped by %s while waiting for the other processes of the cluster to join",
+                    signal.Signals(signum).name,
+                )
+                for handler in logging.getLogger().handlers:
+                    handler.flush()
+                os._exit(128 + signum)
+
+    watcher = threading.Thread(target=watch, name="omni-ledger-signal-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous)
+        writer.close()
+        reader.close()
 
 
 class _Prefixed:

@@ -4,12 +4,12 @@ A `ServingStore` polls the store's newest `snapshot_info` row in a background th
 and swaps one immutable `SnapshotMeta` reference when it changes: a request reads that
 reference once and pins every query to its `snapshot_id` (`AT (VERSION => n)`), so it
 sees one snapshot from start to end (a multi-table read without the pin can mix two),
-and a publish never waits for a reader nor a reader for a publish (SQLite WAL).
+and a publish never waits for a reader nor a reader for a publish (SQLite WAL, or a
+PostgreSQL catalog; several writers' tables are read through the same view names).
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from adapters.snapshots import CATALOG_FILE, HEARTBEAT_FILE, SnapshotReader
+from adapters.snapshots import SnapshotReader, read_heartbeat, store_exists
 from ledger.errors import SnapshotError
 from ledger.events import Millis
 from ledger.network import appointment_slot
@@ -74,7 +74,7 @@ class ServingStore:
     def refresh(self) -> SnapshotMeta | None:
         """Look for a newer snapshot now."""
         if self._reader is None:
-            if not (Path(self._directory) / CATALOG_FILE).exists():
+            if not store_exists(Path(self._directory)):
                 return None
             self._reader = SnapshotReader.open(self._directory)
         row = self._reader.latest()
@@ -96,11 +96,8 @@ class ServingStore:
         return self._current
 
     def _heartbeat(self) -> tuple[Millis, int | None] | None:
-        try:
-            record = json.loads((Path(self._directory) / HEARTBEAT_FILE).read_text())
-            return int(record["at"]), record.get("snapshot_id")
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        # Several writers: the oldest of their heartbeats, naming no snapshot (see read_heartbeat).
+        return read_heartbeat(Path(self._directory))
 
     def _follow(self) -> None:
         while not self._stop.wait(self._poll):

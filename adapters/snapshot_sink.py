@@ -1,16 +1,47 @@
-"""The Bytewax sink that publishes collected fold outputs as DuckLake snapshots.
+"""The Bytewax sink that publishes collected fold outputs as DuckLake snapshots, off the fold's thread.
 
-One partition, hence one writer on the catalog. Each `write_batch` receives the tuples
-that the batching step gathered during one snapshot interval and commits them as one snapshot.
-Its resume state is the cumulative count of events applied, so `snapshot_info` stays
-right after a restart; replayed position changes carry versions the store already has,
-replayed work ranks it already has, and change nothing.
+One partition per snapshot writer (`writers`, default 1): the flow keys each batch
+`snapshot-{i}` and the partition i publishes it with its own `SnapshotWriter` (its own
+tables when there are several, see `adapters.snapshots`). Each `write_batch` receives the
+tuples the batching step gathered during one snapshot interval.
+
+The publish (a MERGE into DuckLake, up to a second for 100,000 positions) runs on a
+background writer thread, so the Bytewax worker thread only sorts the outputs and hands
+them over. The handover queue is bounded (`max_pending` batches): a writer that falls
+behind blocks `write_batch` (backpressure), memory never grows without bound.
+
+Exactly once still holds. Bytewax calls `snapshot()` when an epoch closes and commits the
+fold's state of that epoch with what it returns; a change handed over but not yet
+published when the process dies would be lost (the recovered fold would not emit it
+again). So:
+
+1. `write_batch` sorts the outputs, adds the events applied to the running total and
+   puts one job on the queue (blocking while it is full).
+2. The writer thread publishes jobs in order, then writes the heartbeat; maintenance runs
+   there too, between publishes, so it never races a commit.
+3. `snapshot()` waits until every job handed over so far is published (drain), and only
+   then returns the running total: the epoch's state is committed after its outputs.
+4. A failure on the writer thread is kept and raised on the worker thread at the next
+   `write_batch`, `snapshot` or `close`; jobs after it are not published (the flow stops
+   and recovery replays them).
+
+The `on_publish` callback and the observer are called on the worker thread (the next
+`write_batch`, `snapshot` or `close` after the publish), so metrics keyed by worker thread
+stay per worker; `seconds` is the publish's own duration on the writer thread.
+
+The resume state is the partition's cumulative count of events applied, so
+`snapshot_info` stays right after a restart; replayed position changes carry versions
+the store already has, replayed work ranks it already has, and change nothing.
 """
 
 from __future__ import annotations
 
+import queue
+import re
+import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,14 +49,29 @@ from typing import Any, Protocol
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from adapters.snapshots import SnapshotWriter
+from ledger.errors import SnapshotError
 from ledger.events import Millis
 from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask, Work
 from ledger.outputs import FoldTally, PositionChange, ReservationDecision
 
-__all__ = ["PublishCallback", "PublishObserver", "SnapshotSink"]
+__all__ = ["PublishCallback", "PublishObserver", "SnapshotSink", "writer_of_key"]
 
 PublishCallback = Callable[[int | None, int, int, float], None]
 """(snapshot id or None, cumulative events applied, rows written, seconds taken)."""
+
+_KEY_SUFFIX = re.compile(r"-(\d+)$")
+
+
+def writer_of_key(key: str, writers: int) -> int:
+    """The writer a batch key goes to: `snapshot-3` -> 3; no numeric suffix -> 0."""
+    found = _KEY_SUFFIX.search(key)
+    index = int(found.group(1)) if found else 0
+    if not 0 <= index < writers:
+        msg = (
+            f"snapshot batch key {key!r} names writer {index}, but the sink has {writers} writer(s) (0..{writers - 1})"
+        )
+        raise SnapshotError(msg)
+    return index
 
 
 class PublishObserver(Protocol):
@@ -34,6 +80,32 @@ class PublishObserver(Protocol):
     def published(
         self, snapshot_id: int | None, changes: Sequence[PositionChange], rows: int, seconds: float, at: Millis
     ) -> None: ...
+
+
+@dataclass(slots=True)
+class _Job:
+    """One interval's outputs, handed from the worker thread to the writer thread."""
+
+    changes: list[PositionChange]
+    decisions: list[ReservationDecision]
+    work: list[Work]
+    applied: int
+    handed_at: Millis
+
+
+@dataclass(slots=True)
+class _Done:
+    """A finished job, for the callbacks on the worker thread."""
+
+    snapshot_id: int | None
+    applied: int
+    rows: int
+    seconds: float
+    at: Millis
+    changes: list[PositionChange] = field(default_factory=list)
+
+
+_STOP = None
 
 
 class _Partition(StatefulSinkPartition[tuple[Any, ...], int]):
@@ -45,8 +117,13 @@ class _Partition(StatefulSinkPartition[tuple[Any, ...], int]):
         maintenance_every: timedelta,
         on_publish: PublishCallback | None,
         observer: PublishObserver | None = None,
+        *,
+        catalog: str = "",
+        writers: int = 1,
+        index: int = 0,
+        max_pending: int = 2,
     ) -> None:
-        self._writer = SnapshotWriter.open(directory)
+        self._writer = SnapshotWriter.open(directory, catalog=catalog, writers=writers, writer=index)
         # No resume state means the flow starts from nothing: a store with rows here can
         # only come from a crash before the first epoch, whose events are read again.
         self._applied = resume or 0
@@ -55,8 +132,17 @@ class _Partition(StatefulSinkPartition[tuple[Any, ...], int]):
         self._last_maintenance = time.monotonic()
         self._on_publish = on_publish
         self._observer = observer
+        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max(1, max_pending))
+        self._done: queue.SimpleQueue[_Done] = queue.SimpleQueue()
+        self._failure: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"snapshot-writer-{index}", daemon=True)
+        self._thread.start()
+
+    # -- the worker thread
 
     def write_batch(self, values: list[tuple[Any, ...]]) -> None:
+        self._settle()
         changes: list[PositionChange] = []
         decisions: list[ReservationDecision] = []
         work: list[Work] = []
@@ -70,36 +156,93 @@ class _Partition(StatefulSinkPartition[tuple[Any, ...], int]):
                     work.append(item)
                 elif isinstance(item, FoldTally):
                     self._applied += item.applied
-        now = time.time_ns() // 1_000_000
-        if not (changes or decisions or work):
-            # A heartbeat (or only duplicates): nothing new, and the newest snapshot is still current.
-            self._writer.heartbeat(now)
-            if self._observer is not None:
-                self._observer.published(None, changes, 0, 0.0, now)
-            return
-        started = time.perf_counter()
-        snapshot_id = self._writer.publish(changes, decisions, work, events_applied=self._applied, now=now)
-        seconds = time.perf_counter() - started
-        self._writer.heartbeat(now)
-        rows = len(changes) + len(decisions) + len(work)
-        if self._on_publish is not None:
-            self._on_publish(snapshot_id, self._applied, rows, seconds)
-        if self._observer is not None:
-            self._observer.published(snapshot_id, changes, rows, seconds, now)
-        if time.monotonic() - self._last_maintenance >= self._maintenance_every:
-            # Between publishes, on the writer's own thread: maintenance never races a commit.
-            self._writer.maintain(keep_snapshots_for=self._retention)
-            self._last_maintenance = time.monotonic()
+        # 1. Hand over; blocks while `max_pending` jobs wait (backpressure).
+        self._jobs.put(_Job(changes, decisions, work, self._applied, time.time_ns() // 1_000_000))
 
     def snapshot(self) -> int:
+        # 3. Everything handed over is published before the epoch's state is committed.
+        self._jobs.join()
+        self._settle()
         return self._applied
 
     def close(self) -> None:
-        self._writer.close()
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._jobs.put(_STOP)
+            self._thread.join()
+            self._settle()
+        finally:
+            self._writer.close()
+
+    def _settle(self) -> None:
+        """Deliver the callbacks of finished jobs; raise the writer thread's failure, if any."""
+        while True:
+            try:
+                done = self._done.get_nowait()
+            except queue.Empty:
+                break
+            if done.snapshot_id is not None and self._on_publish is not None:
+                self._on_publish(done.snapshot_id, done.applied, done.rows, done.seconds)
+            if self._observer is not None:
+                self._observer.published(done.snapshot_id, done.changes, done.rows, done.seconds, done.at)
+        if self._failure is not None:
+            # 4. Raised again on every later call: the flow must stop, not skip the lost jobs.
+            msg = (
+                "the snapshot writer thread failed; outputs handed over after the failure were not "
+                f"published: {self._failure}"
+            )
+            raise SnapshotError(msg) from self._failure
+
+    # -- the writer thread
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is _STOP:
+                    return
+                if self._failure is None:
+                    self._publish(job)
+            except BaseException as exc:
+                self._failure = exc
+            finally:
+                self._jobs.task_done()
+
+    def _publish(self, job: _Job) -> None:
+        # 2. Publish, heartbeat, maybe maintenance, in this order on this thread.
+        writer = self._writer
+        if not (job.changes or job.decisions or job.work):
+            # A heartbeat (or only duplicates): nothing new, and the newest snapshot is still current.
+            now = time.time_ns() // 1_000_000
+            writer.heartbeat(now)
+            self._done.put(_Done(None, job.applied, 0, 0.0, now))
+            return
+        started = time.perf_counter()
+        snapshot_id = writer.publish(
+            job.changes, job.decisions, job.work, events_applied=job.applied, now=job.handed_at
+        )
+        seconds = time.perf_counter() - started
+        now = time.time_ns() // 1_000_000
+        writer.heartbeat(now)
+        rows = len(job.changes) + len(job.decisions) + len(job.work)
+        self._done.put(_Done(snapshot_id, job.applied, rows, seconds, now, job.changes))
+        if time.monotonic() - self._last_maintenance >= self._maintenance_every:
+            # Between publishes, on the writer's own thread: maintenance never races a commit.
+            writer.maintain(keep_snapshots_for=self._retention)
+            self._last_maintenance = time.monotonic()
 
 
 class SnapshotSink(FixedPartitionedSink[tuple[Any, ...], int]):
-    """Publish `("snapshot", (outputs...))` items into the DuckLake store at `directory`."""
+    """Publish `("snapshot-{i}", (outputs...))` items into the DuckLake store at `directory`.
+
+    `catalog`: "" keeps the DuckLake catalog in SQLite at DIR/catalog.sqlite;
+    "postgres:<libpq conninfo>" keeps it in PostgreSQL (data files stay under DIR/data).
+    `writers`: how many partitions (writers) share the store, each owning the keys the
+    flow routes to it; `max_pending`: batches a writer may have waiting before
+    `write_batch` blocks.
+    """
 
     def __init__(
         self,
@@ -109,20 +252,45 @@ class SnapshotSink(FixedPartitionedSink[tuple[Any, ...], int]):
         maintenance_every: timedelta = timedelta(minutes=10),
         on_publish: PublishCallback | None = None,
         observer: PublishObserver | None = None,
+        catalog: str = "",
+        writers: int = 1,
+        max_pending: int = 2,
     ) -> None:
+        if writers < 1:
+            msg = f"a snapshot sink needs at least one writer, got writers={writers}"
+            raise SnapshotError(msg)
         self._directory = directory
         self._retention = retention
         self._maintenance_every = maintenance_every
         self._on_publish = on_publish
         self._observer = observer
+        self._catalog = catalog
+        self._writers = writers
+        self._max_pending = max_pending
 
     def list_parts(self) -> list[str]:
-        return ["snapshots"]
+        # One writer keeps the historical part name, so its recovery state still matches.
+        if self._writers == 1:
+            return ["snapshots"]
+        # Bytewax indexes part_fn's value into the parts sorted by name: zero-padded
+        # numbers sort as numbers (measured: unpadded, 2 went to "snapshots-10").
+        width = len(str(self._writers - 1))
+        return [f"snapshots-{i:0{width}d}" for i in range(self._writers)]
 
     def part_fn(self, item_key: str) -> int:
-        return 0
+        return writer_of_key(item_key, self._writers)
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
+        index = 0 if self._writers == 1 else writer_of_key(for_part, self._writers)
         return _Partition(
-            self._directory, resume_state, self._retention, self._maintenance_every, self._on_publish, self._observer
+            self._directory,
+            resume_state,
+            self._retention,
+            self._maintenance_every,
+            self._on_publish,
+            self._observer,
+            catalog=self._catalog,
+            writers=self._writers,
+            index=index,
+            max_pending=self._max_pending,
         )

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from adapters import snapshots
+from adapters.snapshot_sink import SnapshotSink
 from adapters.snapshots import SnapshotReader, SnapshotWriter
 from ledger.contract import fulfilment_to_record
 from ledger.errors import SnapshotError
@@ -28,7 +30,7 @@ from ledger.execution import (
     TaskStatus,
 )
 from ledger.fulfilment import Fulfilment, FulfilmentMode, SourceKind
-from ledger.outputs import DecisionStatus, InboundLine, OfferTerms, PositionChange, ReservationDecision
+from ledger.outputs import DecisionStatus, FoldTally, InboundLine, OfferTerms, PositionChange, ReservationDecision
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_764_000_000_000  # 2025-11-24T16:00:00Z
@@ -734,3 +736,99 @@ def test_a_store_from_the_previous_version_gains_the_new_tables_and_columns_in_o
             ("NEAR", "shuttle-7", False),  # written before the column existed: never promised
         ]
         assert statuses(reader) == {"R1/PICK_FOR_SHUTTLE": "OPEN", "P-R1": "PLANNED", "R3": "ORDERED"}
+
+
+# ------------------------------------------------------------- the sink's writer thread
+
+
+class _GatedPublish:
+    """Wraps SnapshotWriter.publish: each call waits for `gate` (tests hold the publish back)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> None:
+        self.gate = threading.Event()
+        self.started = threading.Semaphore(0)
+        self.threads: list[str] = []
+        original = SnapshotWriter.publish
+
+        def publish(writer: SnapshotWriter, *args: object, **kwargs: object) -> int | None:
+            self.threads.append(threading.current_thread().name)
+            self.started.release()
+            self.gate.wait(timeout=60)
+            if fail:
+                msg = "the catalog went away"
+                raise SnapshotError(msg)
+            return original(writer, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(SnapshotWriter, "publish", publish)
+
+
+def interval(version: int, applied: int) -> list[tuple[object, ...]]:
+    return [(change("S1", "A", version, on_hand=version), FoldTally(applied=applied, duplicates=0, too_late=0))]
+
+
+@pytest.mark.integration
+def test_the_sink_publishes_off_the_worker_thread_and_an_epoch_waits_for_what_it_handed_over(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gated = _GatedPublish(monkeypatch)
+    published: list[tuple[int | None, int, int]] = []
+    part = SnapshotSink(
+        store, on_publish=lambda sid, applied, rows, _s: published.append((sid, applied, rows))
+    ).build_part("snapshots", "snapshots", None)
+    try:
+        part.write_batch(interval(1, 5))  # returns while the publish is held back
+        assert gated.started.acquire(timeout=30)
+        assert gated.threads == ["snapshot-writer-0"]
+        epoch = ThreadPoolExecutor(1).submit(part.snapshot)
+        with pytest.raises(TimeoutError):
+            epoch.result(timeout=0.5)  # the epoch waits for the held-back publish
+        gated.gate.set()
+        assert epoch.result(timeout=60) == 5  # only once the publish has landed
+        with SnapshotReader.open(store) as reader:
+            assert on_hand_by_key(reader) == {("S1", "A"): 1}
+            assert reader.latest()["events_applied"] == 5  # type: ignore[index]
+        # The callback ran on the worker thread, at the epoch.
+        assert [(applied, rows) for _, applied, rows in published] == [(5, 1)]
+    finally:
+        gated.gate.set()
+        part.close()
+
+
+@pytest.mark.integration
+def test_a_failed_background_publish_is_raised_on_the_worker_thread(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gated = _GatedPublish(monkeypatch, fail=True)
+    gated.gate.set()
+    part = SnapshotSink(store).build_part("snapshots", "snapshots", None)
+    part.write_batch(interval(1, 5))
+    with pytest.raises(SnapshotError, match="the catalog went away"):
+        part.snapshot()
+    # And again: the epoch never commits past the lost outputs.
+    with pytest.raises(SnapshotError, match="writer thread failed"):
+        part.write_batch(interval(2, 5))
+    with pytest.raises(SnapshotError):
+        part.close()
+
+
+@pytest.mark.integration
+def test_a_writer_that_falls_behind_blocks_the_handover_instead_of_queueing_without_bound(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gated = _GatedPublish(monkeypatch)
+    part = SnapshotSink(store, max_pending=1).build_part("snapshots", "snapshots", None)
+    try:
+        part.write_batch(interval(1, 1))  # taken by the writer thread, held at the gate
+        assert gated.started.acquire(timeout=30)
+        part.write_batch(interval(2, 1))  # waits in the queue (max_pending=1)
+        third = ThreadPoolExecutor(1).submit(part.write_batch, interval(3, 1))
+        with pytest.raises(TimeoutError):
+            third.result(timeout=0.5)  # blocked: the queue is full
+        gated.gate.set()
+        third.result(timeout=60)
+        assert part.snapshot() == 3
+        with SnapshotReader.open(store) as reader:
+            assert on_hand_by_key(reader) == {("S1", "A"): 3}
+    finally:
+        gated.gate.set()
+        part.close()

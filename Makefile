@@ -93,3 +93,9 @@ bench-kafka: $(STAMP) ## Benchmark the flow on a local Kafka broker: events/s, t
 .PHONY: bench-serve
 bench-serve: $(STAMP) ## Benchmark the HTTP API over 1,000 sites x 20,000 skus: req/s, p50/p90/p99 per scenario
 	$(BIN)/python -m bench.serve $(BENCH_ARGS)
+
+# The suite: throughput vs the raw ceiling, scale-out, a py-spy profile, latency, snapshots, memory.
+# BENCH_ARGS="--quick" for a short run, "--only latency,memory" for some sections, "--json" for machines.
+.PHONY: bench
+bench: $(STAMP) ## Benchmark suite: every issue-8 figure against its target in one table; JSON + flame graph in bench/results/
+	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -1,17 +1,28 @@
-"""`make bench-kafka`: the flow on a real local broker against the raw ceiling, and latency.
+"""The flow on a real local broker: throughput against the raw ceiling, and latency at a steady rate.
 
-1. Produce N simulated events as Avro (single-object) to a fresh input topic.
-2. Raw ceiling: a plain confluent-kafka consumer reading them all and decoding each with
-   fastavro (`WireCodec.decode`: one dict lookup and one `schemaless_reader`), nothing else.
-3. The flow: `omni-ledger run --source kafka --until-end` on the same topic (fold, snapshots,
-   atp.changes, decisions), timed from start to exit; ratio to the raw ceiling.
-4. Latency: the flow tailing while events are produced at a steady rate; for each event,
-   the time from its produce to the first `atp.changes` message of its key that includes
-   it (the change's `max_occurred_at` reached the event's `occurred_at`, which is its
-   produce time), using the broker's timestamps of the change messages.
+Pieces of `make bench` (bench/suite.py), and `make bench-kafka` on their own:
+
+1. Input: N simulated events as Avro (single-object framing) on a fresh `inventory.events`
+   topic of P partitions (`make_input`).
+2. Raw ceiling (`raw_ceiling`): a plain confluent-kafka consumer reading them all and
+   decoding each with fastavro (`WireCodec.decode`), nothing else.
+3. The flow (`run_flow`): `omni-ledger run --source kafka --until-end` on that topic (fold,
+   `atp.changes`, decisions, DuckLake snapshots), 1 process or a cluster of several
+   (`--process-id/--addresses`). Its rate is N over the wall time net of start-up, where
+   start-up is the wall time of the same command on an empty topic (`startup_s`); the
+   rate over the span from the first `atp.changes` message to the last snapshot is kept
+   beside it.
+4. Latency (`measure_latency`): the flow tailing while events are produced at a steady
+   rate, each with `occurred_at` := its produce time:
+   - produce -> `atp.changes`: the first change of the event's key whose `max_occurred_at`
+     reached the event's produce time (broker CreateTime of the change: the flow's produce);
+   - produce -> published snapshot: probe events on keys of their own (site BENCH-PROBE),
+     seen by another process polling the store (bench/snapwatch.py);
+   - reservation request -> decision: the simulator's RESERVATION_REQUESTED events against
+     the first `reservation.decisions` message of their reservation id.
 
 Uses KAFKA_BOOTSTRAP_SERVERS when set, else starts a private broker (infra/kafka/broker.py).
-Prints one table; JSON under bench/results/. Not a test: nothing asserts a timing.
+Not a test: nothing asserts a timing.
 """
 
 from __future__ import annotations
@@ -19,9 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,56 +37,89 @@ import time
 import uuid
 from bisect import bisect_left
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from adapters.avro_wire import WireCodec
 from adapters.kafka_io import EventProducer
 from adapters.kafka_records import SingleObjectWriter
+from bench.common import (
+    REPO,
+    RESULTS,
+    Broker,
+    flow_env,
+    free_port,
+    last_json,
+    machine,
+    omni,
+    percentile,
+    say,
+    spawn_omni,
+    stop_process,
+    tail,
+    topic_span,
+    topic_watermarks,
+    utc_stamp,
+)
 from ledger.dead_letter import DeadLetter
-from ledger.events import InventoryEvent
+from ledger.events import EventType, InventoryEvent
 from omni_ledger.simulator import RetailerSimulator, SimConfig
 from omni_ledger.table import render_table
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
+__all__ = [
+    "FlowRun",
+    "InputTopic",
+    "make_input",
+    "measure_latency",
+    "raw_ceiling",
+    "run_flow",
+    "startup_s",
+]
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+PROBE_SITE = "BENCH-PROBE"
 
 
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+@dataclass(frozen=True)
+class InputTopic:
+    """A prefix whose `inventory.events` holds `events` Avro events over `partitions` partitions."""
+
+    prefix: str
+    partitions: int
+    events: int
+    produce_per_s: float
+
+    @property
+    def topic(self) -> str:
+        return self.prefix + "inventory.events"
 
 
-def broker(workdir: Path) -> tuple[str, Path | None]:
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        return os.environ["KAFKA_BOOTSTRAP_SERVERS"], None
-    home = workdir / "broker"
-    say("starting a private Kafka broker...")
-    out = subprocess.run(
-        [sys.executable, str(REPO / "infra/kafka/broker.py"), "up", "--free-ports", "--dir", str(home), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=720,
-        check=False,
-    )
-    if out.returncode != 0:
-        sys.exit(f"cannot start a Kafka broker:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])["bootstrap"], home
+def create_topics(bootstrap: str, prefix: str, partitions: int) -> None:
+    """`omni-ledger topics create` for `prefix` (every topic the flow reads and writes)."""
+    done = omni(flow_env(bootstrap, prefix, partitions), "topics", "create", timeout=60)
+    if done.returncode != 0:
+        msg = f"cannot create the topics {prefix}*:\n{done.stderr[-2000:]}"
+        raise RuntimeError(msg)
 
 
-def simulated(count: int, start: int) -> list[InventoryEvent]:
-    sim = RetailerSimulator(SimConfig(seed=int(time.time()), expected_rate=20_000))
+def simulated(count: int, start: int, seed: int, rate: int = 20_000) -> list[InventoryEvent]:
+    """`count` events of the retailer simulator from `start` (ms), `rate` a second of its clock."""
+    sim = RetailerSimulator(SimConfig(seed=seed, expected_rate=rate))
     events: list[InventoryEvent] = []
     now = start
     while len(events) < count:
-        now += 50
+        now += 1_000_000 // rate
         events.extend(sim.next_events(now, 1_000))
     return events[:count]
 
 
-def produce(bootstrap: str, topic: str, events: list[InventoryEvent]) -> float:
+def produce(bootstrap: str, topic: str, events: Sequence[InventoryEvent]) -> float:
+    """Encode (Avro) and produce `events` keyed site|sku; events/s."""
     codec = WireCodec()
     producer = EventProducer({"bootstrap.servers": bootstrap}, topic)
     started = time.perf_counter()
@@ -88,15 +129,30 @@ def produce(bootstrap: str, topic: str, events: list[InventoryEvent]) -> float:
     return len(events) / (time.perf_counter() - started)
 
 
-def raw_ceiling(bootstrap: str, topic: str, partitions: int, count: int) -> float:
+def make_input(bootstrap: str, events: int, partitions: int, tag: str = "bench") -> InputTopic:
+    """A fresh prefix with its topics, and `events` simulated events (an hour old) on its input."""
+    prefix = f"{tag}{uuid.uuid4().hex[:8]}."
+    create_topics(bootstrap, prefix, partitions)
+    if not events:
+        return InputTopic(prefix, partitions, 0, 0.0)
+    say(f"generating {events:,} simulated events...")
+    batch = simulated(events, time.time_ns() // 1_000_000 - 3_600_000, seed=int(time.time()))
+    say(f"producing them to {prefix}inventory.events ({partitions} partitions)...")
+    rate = produce(bootstrap, prefix + "inventory.events", batch)
+    return InputTopic(prefix, partitions, events, rate)
+
+
+def raw_ceiling(bootstrap: str, inp: InputTopic, timeout: float = 300.0) -> float:
+    """Events/s of a plain consumer + fastavro decode of the whole input, nothing else."""
     codec = WireCodec()
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}", "enable.auto.commit": False}
     )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    consumer.assign([TopicPartition(inp.topic, p, 0) for p in range(inp.partitions)])
     seen = bad = 0
     started = time.perf_counter()
-    while seen < count:
+    deadline = time.monotonic() + timeout
+    while seen < inp.events and time.monotonic() < deadline:
         for message in consumer.consume(1000, 1.0):
             if message.error() is None:
                 record = codec.decode(message.value(), "bench")
@@ -104,75 +160,87 @@ def raw_ceiling(bootstrap: str, topic: str, partitions: int, count: int) -> floa
                 seen += 1
     rate = seen / (time.perf_counter() - started)
     consumer.close()
-    if bad:
-        sys.exit(f"{bad} messages did not decode")
+    if bad or seen < inp.events:
+        msg = f"raw ceiling: {seen:,} of {inp.events:,} messages read, {bad:,} did not decode"
+        raise RuntimeError(msg)
     return rate
 
 
-def flow_env(bootstrap: str, prefix: str, partitions: int) -> dict[str, str]:
-    return {
-        **os.environ,
-        "OMNI_LEDGER_KAFKA_BOOTSTRAP": bootstrap,
-        "OMNI_LEDGER_KAFKA_TOPIC_PREFIX": prefix,
-        "OMNI_LEDGER_KAFKA_PARTITIONS": str(partitions),
-    }
+@dataclass
+class FlowRun:
+    """One run of the flow to the end of its input, by `processes` processes."""
+
+    processes: int
+    events: int
+    wall_s: float
+    summaries: list[dict[str, Any]]
+    span: tuple[int, int, int] | None = None
+    """(first atp.changes ms, end ms: the last change or the last snapshot, changes written)"""
+    error: str | None = None
+    logs: list[str] = field(default_factory=list)
+    store: str = ""
+
+    def net_rate(self, startup: float) -> float | None:
+        """Events/s over the wall time net of start-up (None when it failed)."""
+        if self.error is not None:
+            return None
+        return self.events / max(self.wall_s - startup, 1e-3)
+
+    def span_rate(self) -> float | None:
+        if self.error is not None or self.span is None or self.span[1] <= self.span[0]:
+            return None
+        return self.events / ((self.span[1] - self.span[0]) / 1000)
+
+    def as_dict(self, startup: float | None = None) -> dict[str, Any]:
+        return {
+            "processes": self.processes,
+            "events": self.events,
+            "wall_s": self.wall_s,
+            "startup_s": startup,
+            "net_per_s": None if startup is None else self.net_rate(startup),
+            "span_per_s": self.span_rate(),
+            "span": self.span,
+            "summaries": self.summaries,
+            "error": self.error,
+            "logs": self.logs,
+            "store": self.store,
+        }
 
 
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "omni_ledger", *args], cwd=REPO, env=env, capture_output=True, text=True, check=False
-    )
+def _last_snapshot_ms(snapdir: Path) -> int | None:
+    """created_at of the store's newest snapshot_info row (epoch ms), None without one."""
+    from adapters.snapshots import SnapshotReader
+
+    try:
+        with SnapshotReader.open(snapdir) as reader:
+            latest = reader.latest()
+    except Exception:  # a benchmark reports what it cannot read, it does not stop
+        return None
+    stamp = (latest or {}).get("created_at")
+    return (stamp - _EPOCH) // timedelta(milliseconds=1) if isinstance(stamp, datetime) else None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=300_000)
-    parser.add_argument("--partitions", type=int, default=2)
-    parser.add_argument("--latency-rate", type=int, default=5_000, help="events/s produced during the latency run")
-    parser.add_argument("--latency-seconds", type=float, default=10.0)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+def run_flow(
+    bootstrap: str,
+    inp: InputTopic,
+    work: Path,
+    *,
+    processes: int = 1,
+    workers: int = 1,
+    wrapper: Sequence[str] = (),
+    timeout: float = 600.0,
+    env: dict[str, str] | None = None,
+    extra: Sequence[str] = (),
+) -> FlowRun:
+    """`omni-ledger run --source kafka --until-end` on `inp` by `processes` processes (a cluster when > 1).
 
-    with tempfile.TemporaryDirectory(prefix="bench-kafka-") as tmp:
-        work = Path(tmp)
-        bootstrap, home = broker(work)
-        try:
-            rows, result = run(args, bootstrap, work)
-        finally:
-            if home is not None:
-                subprocess.run(
-                    [sys.executable, str(REPO / "infra/kafka/broker.py"), "down", "--dir", str(home)],
-                    capture_output=True,
-                    timeout=60,
-                    check=False,
-                )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"kafka-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(result, indent=2))
-    if args.json:
-        print(json.dumps(result))
-        return
-    print(render_table(("figure", "value", "unit"), rows))
-    machine = result["machine"]
-    assert isinstance(machine, dict)
-    print(f"machine: {machine['cores']} cores, Python {machine['python']}; results in {path.relative_to(REPO)}")
-
-
-def run(args: argparse.Namespace, bootstrap: str, work: Path) -> tuple[list[list[object]], dict[str, object]]:
-    prefix = f"bench{uuid.uuid4().hex[:8]}."
-    env = flow_env(bootstrap, prefix, args.partitions)
-    if cli(env, "topics", "create").returncode != 0:
-        sys.exit("cannot create the topics")
-    topic = prefix + "inventory.events"
-    say(f"producing {args.events:,} events...")
-    events = simulated(args.events, time.time_ns() // 1_000_000 - 3_600_000)
-    produce_rate = produce(bootstrap, topic, events)
-    say("raw ceiling: consumer + fastavro decode...")
-    ceiling = raw_ceiling(bootstrap, topic, args.partitions, args.events)
-    say("the flow, to the end of the topic...")
-    started = time.perf_counter()
-    flow = cli(
-        env,
+    Each run writes a new store under `work`. `wrapper` prefixes process 0's command (py-spy).
+    """
+    snapdir = work / "store"
+    base = env or flow_env(bootstrap, inp.prefix, inp.partitions)
+    changes = inp.prefix + "atp.changes"
+    before = topic_watermarks(bootstrap, changes)
+    args = [
         "run",
         "--source",
         "kafka",
@@ -181,43 +249,285 @@ def run(args: argparse.Namespace, bootstrap: str, work: Path) -> tuple[list[list
         "wall",
         "--quiet",
         "--json",
+        "--log-format",
+        "json",
+        "--workers",
+        str(workers),
         "--snapshot-dir",
-        str(work / "snap"),
-    )
-    wall = time.perf_counter() - started
-    if flow.returncode != 0:
-        sys.exit(f"the flow failed:\n{flow.stderr}")
-    summary = json.loads(flow.stdout.strip().splitlines()[-1])
-    flow_rate = args.events / wall
-    say(f"latency: {args.latency_rate:,} events/s for {args.latency_seconds:.0f} s through a tailing flow...")
-    latency = measure_latency(args, bootstrap, work)
-    say("sinks: Bytewax's KafkaSink against ours, the same messages through a bare dataflow...")
-    sinks = compare_sinks(bootstrap, prefix, 200_000)
-    rows: list[list[object]] = [
-        ["producer (Avro encode + produce)", round(produce_rate), "events/s"],
-        ["sink: bytewax KafkaSink (flush per batch)", round(sinks["bytewax"]), "messages/s"],
-        ["sink: KafkaOutSink (flush per epoch)", round(sinks["ours"]), "messages/s"],
-        ["raw ceiling (consume + fastavro decode)", round(ceiling), "events/s"],
-        ["flow end to end (wall, incl. start-up)", round(flow_rate), "events/s"],
-        ["flow / raw ceiling", f"{flow_rate / ceiling:.1%}", "ratio"],
-        ["flow, from its own summary", round(summary["events_per_s"]), "events/s"],
-        [f"produce -> atp.changes p50 at {args.latency_rate:,}/s", round(latency["p50_ms"]), "ms"],
-        [f"produce -> atp.changes p99 at {args.latency_rate:,}/s", round(latency["p99_ms"]), "ms"],
+        str(snapdir),
+        *extra,
     ]
-    result = {
-        "at": datetime.now(UTC).isoformat(),
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "events": args.events,
-        "partitions": args.partitions,
-        "produce_per_s": produce_rate,
-        "raw_ceiling_per_s": ceiling,
-        "flow_per_s": flow_rate,
-        "ratio": flow_rate / ceiling,
-        "flow_summary": summary,
-        "latency": latency,
-        "sinks_per_s": sinks,
+    cluster: list[list[str]] = [[]]
+    if processes > 1:
+        addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+        cluster = [["--process-id", str(i), "--addresses", addresses] for i in range(processes)]
+    logs = [work / f"flow-{i}.log" for i in range(len(cluster))]
+    started = time.perf_counter()
+    procs = [
+        spawn_omni(base, [*args, *more], log, wrapper=wrapper if i == 0 else ())
+        for i, (more, log) in enumerate(zip(cluster, logs, strict=True))
+    ]
+    deadline = time.monotonic() + timeout
+    codes: list[int | None] = [None] * len(procs)
+    while any(c is None for c in codes) and time.monotonic() < deadline:
+        codes = [p.poll() for p in procs]
+        if any(c not in (None, 0) for c in codes):
+            break  # one failed: the others would wait for it forever
+        time.sleep(0.05)
+    wall = time.perf_counter() - started
+    error = None
+    if any(c != 0 for c in codes):
+        for proc in procs:
+            stop_process(proc, grace=10)
+        failed = [i for i, c in enumerate(codes) if c not in (None, 0)]
+        why = f"process {failed[0]} exited {codes[failed[0]]}" if failed else f"timed out after {timeout:.0f} s"
+        detail = "\n".join(tail(log.with_name(log.name + ".err"), 1500) for log in logs)
+        error = f"{why}:\n{detail}"
+    summaries = [s for s in (last_json(log) for log in logs) if s is not None]
+    run = FlowRun(
+        processes, inp.events, wall, summaries, error=error, logs=[str(log) for log in logs], store=str(snapdir)
+    )
+    if error is None and inp.events:
+        span = topic_span(bootstrap, changes, before)
+        snap_end = _last_snapshot_ms(snapdir)
+        if span is not None:
+            run.span = (span[0], max(span[1], snap_end or 0), span[2])
+    return run
+
+
+def startup_s(bootstrap: str, work: Path, processes: int = 1, workers: int = 1) -> float:
+    """Wall time of the flow on an empty topic: interpreter, imports, Bytewax and Kafka start-up, exit."""
+    empty = make_input(bootstrap, 0, 2, tag="empty")
+    run = run_flow(bootstrap, empty, work, processes=processes, workers=workers, timeout=120)
+    if run.error is not None:
+        msg = f"the flow on an empty topic failed: {run.error}"
+        raise RuntimeError(msg)
+    return run.wall_s
+
+
+# -- latency
+
+
+def _millis(value: object) -> int:
+    return (value - _EPOCH) // timedelta(milliseconds=1) if isinstance(value, datetime) else int(value)  # type: ignore[call-overload]
+
+
+def _read_topic(bootstrap: str, topic: str) -> list[tuple[bytes, bytes, int]]:
+    """Every (key, value, CreateTime ms) of `topic`, to its current end."""
+    ends = topic_watermarks(bootstrap, topic)
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}", "enable.auto.commit": False}
+    )
+    out: list[tuple[bytes, bytes, int]] = []
+    todo = {p: high for p, (_, high) in ends.items() if high > 0}
+    consumer.assign([TopicPartition(topic, p, 0) for p in todo])
+    deadline = time.monotonic() + 120
+    while todo and time.monotonic() < deadline:
+        for message in consumer.consume(1000, 1.0):
+            if message.error() is not None:
+                continue
+            part = message.partition() or 0
+            out.append((message.key() or b"", message.value() or b"", int(message.timestamp()[1])))
+            if part in todo and (message.offset() or 0) >= todo[part] - 1:
+                del todo[part]
+    consumer.close()
+    return out
+
+
+def _distribution(latencies: list[float], **extra: Any) -> dict[str, Any]:
+    latencies.sort()
+    return {
+        "samples": len(latencies),
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+        "max_ms": latencies[-1] if latencies else None,
+        **extra,
     }
-    return rows, result
+
+
+def _probe(n: int, now: int, run: str) -> InventoryEvent:
+    return InventoryEvent(
+        event_id=f"probe-{run}-{n}", type=EventType.RECEIVED, occurred_at=now, site_id=PROBE_SITE,
+        sku=f"P-{n:07d}", qty=1, source="BENCH",
+    )  # fmt: skip
+
+
+def _send(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
+    while True:
+        try:
+            producer.produce(topic, value, key)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
+def _wait_ready(bootstrap: str, producer: Producer, codec: WireCodec, prefix: str, run: str) -> float:
+    """Produce probe events until the flow answers one on `atp.changes`; seconds waited."""
+    topic = prefix + "atp.changes"
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}", "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([topic])
+    started = time.monotonic()
+    n = 0
+    try:
+        while time.monotonic() - started < 120:
+            event = _probe(n, time.time_ns() // 1_000_000, run + "w")
+            warm = dataclasses.replace(event, sku=f"W{n}")
+            _send(producer, prefix + "inventory.events", f"{PROBE_SITE}|W{n}".encode(), codec.encode(warm))
+            producer.flush(10)
+            n += 1
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                return time.monotonic() - started
+    finally:
+        consumer.close()
+    msg = "the tailing flow did not answer a probe event within 120 s"
+    raise RuntimeError(msg)
+
+
+def measure_latency(
+    bootstrap: str, work: Path, *, rate: int, seconds: float, partitions: int = 2, probe_every: float = 0.1
+) -> dict[str, Any]:
+    """Latencies of a tailing flow fed `rate` events/s for `seconds` (see the module docstring)."""
+    run_id = uuid.uuid4().hex[:8]
+    prefix = f"lat{run_id}."
+    create_topics(bootstrap, prefix, partitions)
+    env = flow_env(bootstrap, prefix, partitions)
+    snapdir = work / "lat-store"
+    log = work / "lat-flow.log"
+    flow = spawn_omni(
+        env,
+        ["run", "--source", "kafka", "--quiet", "--log-format", "json", "--snapshot-dir", str(snapdir)],
+        log,
+    )
+    watcher: subprocess.Popen[bytes] | None = None
+    codec = WireCodec()
+    # A plain producer that sends at once (EventProducer lingers 20 ms to batch: that is the
+    # producer's latency, not the flow's).
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": "1", "queue.buffering.max.messages": "1000000"})
+    topic = prefix + "inventory.events"
+    # key -> [(occurred_at, sent at)]: occurred_at is the event's planned send time; a change
+    # whose max_occurred_at reached it includes the event.
+    sent: dict[bytes, list[tuple[int, int]]] = defaultdict(list)
+    requests: dict[str, int] = {}
+    probes: dict[str, int] = {}
+    count = 0
+    try:
+        total = int(rate * seconds)
+        say(f"  generating and encoding {total:,} simulated events, {rate:,} a second of their clock...")
+        base = time.time_ns() // 1_000_000
+        planned = [
+            dataclasses.replace(event, occurred_at=base + i * 1_000 // rate)
+            for i, event in enumerate(simulated(total, base, int(time.time()) + 1, rate))
+        ]
+        encoded = [
+            (
+                f"{e.site_id}|{e.sku}".encode(),
+                codec.encode(e),
+                e.occurred_at,
+                e.ref if e.type is EventType.RESERVATION_REQUESTED else None,
+            )
+            for e in planned
+        ]
+        del planned
+        ready = _wait_ready(bootstrap, producer, codec, prefix, run_id)
+        say(f"  flow ready after {ready:.1f} s; {rate:,} events/s for {seconds:.0f} s...")
+        seen_path = work / "lat-snapshots.tsv"
+        with seen_path.open("wb") as seen_out:
+            watcher = subprocess.Popen(
+                [sys.executable, "-m", "bench.snapwatch", str(snapdir), PROBE_SITE, str(seconds + 60)],
+                cwd=REPO,
+                stdout=seen_out,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        step = max(1, rate // 200)  # at most 5 ms of events a pass, so probes keep their pace
+        next_probe = 0.0
+        started = time.monotonic()
+        while count < total:
+            elapsed = time.monotonic() - started
+            due = min(total, int(elapsed * rate), count + step)
+            if due <= count:
+                time.sleep(0.0005)
+                continue
+            now = time.time_ns() // 1_000_000
+            if elapsed >= next_probe:
+                probe = _probe(len(probes), now, run_id)
+                _send(producer, topic, f"{PROBE_SITE}|{probe.sku}".encode(), codec.encode(probe))
+                probes[probe.sku] = now
+                next_probe += probe_every
+            for key, value, occurred_at, ref in encoded[count:due]:
+                _send(producer, topic, key, value)
+                sent[key].append((occurred_at, now))
+                if ref is not None:
+                    requests[ref] = now
+            count = due
+            producer.poll(0)
+        produced_s = time.monotonic() - started
+        producer.flush(30)
+        say(f"  produced {count:,} events at {count / produced_s:,.0f}/s; letting the flow catch up...")
+        last_probe = max(probes, key=probes.__getitem__) if probes else None
+        _drain(seen_path, last_probe, limit=60)
+    finally:
+        stop_process(flow, grace=60)
+        if watcher is not None:
+            stop_process(watcher, grace=10, sig=15)
+    if flow.returncode not in (0, 130, -2):
+        return {"error": f"the tailing flow exited {flow.returncode}:\n{tail(log.with_name(log.name + '.err'))}"}
+
+    changes: dict[bytes, list[tuple[int, int]]] = defaultdict(list)
+    writer = SingleObjectWriter("position_change.avsc")
+    for key, value, stamp in _read_topic(bootstrap, prefix + "atp.changes"):
+        changes[key].append((_millis(writer.decode(value)["max_occurred_at"]), stamp))
+    change_ms: list[float] = []
+    missing = 0
+    for key, times in sent.items():
+        seen = sorted(changes.get(key, []))
+        marks = [m for m, _ in seen]
+        earliest = [0] * len(seen)  # earliest[i]: the first broker time among changes i..
+        for i in range(len(seen) - 1, -1, -1):
+            earliest[i] = seen[i][1] if i == len(seen) - 1 else min(seen[i][1], earliest[i + 1])
+        for occurred_at, at in times:
+            i = bisect_left(marks, occurred_at)
+            if i < len(seen):
+                change_ms.append(float(earliest[i] - at))
+            else:
+                missing += 1
+
+    decided: dict[str, int] = {}
+    for key, _, stamp in _read_topic(bootstrap, prefix + "reservation.decisions"):
+        ref = key.decode()
+        decided[ref] = min(stamp, decided.get(ref, stamp))
+    decision_ms = [float(decided[ref] - at) for ref, at in requests.items() if ref in decided]
+
+    snapshot_ms: list[float] = []
+    for line in (work / "lat-snapshots.tsv").read_text().splitlines():
+        sku, _, seen_at = line.partition("\t")
+        if sku in probes and seen_at:
+            snapshot_ms.append(float(int(seen_at) - probes[sku]))
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "produced": count,
+        "produced_per_s": count / produced_s,
+        "changes": _distribution(change_ms, missing=missing),
+        "decisions": _distribution(decision_ms, requests=len(requests)),
+        "snapshots": _distribution(snapshot_ms, probes=len(probes)),
+    }
+
+
+def _drain(seen: Path, last_probe: str | None, limit: float) -> None:
+    """Wait (at most `limit` s) until the snapshot watcher saw the last probe, then 1 s more."""
+    deadline = time.monotonic() + limit
+    while last_probe is not None and time.monotonic() < deadline:
+        if f"{last_probe}\t" in seen.read_text():
+            break
+        time.sleep(0.5)
+    time.sleep(1.0)
+
+
+# -- make bench-kafka
 
 
 def compare_sinks(bootstrap: str, prefix: str, count: int) -> dict[str, float]:
@@ -258,91 +568,72 @@ def compare_sinks(bootstrap: str, prefix: str, count: int) -> dict[str, float]:
     return rates
 
 
-def measure_latency(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str, float]:
-    prefix = f"lat{uuid.uuid4().hex[:8]}."
-    env = {**flow_env(bootstrap, prefix, args.partitions), "OMNI_LEDGER_SNAPSHOTS_INTERVAL": "1s"}
-    cli(env, "topics", "create")
-    flow = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "omni_ledger",
-            "run",
-            "--source",
-            "kafka",
-            "--quiet",
-            "--snapshot-dir",
-            str(work / "lat"),
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(4)  # start-up
-    sim = RetailerSimulator(SimConfig(seed=int(time.time()) + 1, expected_rate=args.latency_rate))
-    codec = WireCodec()
-    producer = EventProducer({"bootstrap.servers": bootstrap, "linger.ms": "0"}, prefix + "inventory.events")
-    sent: dict[bytes, list[int]] = defaultdict(list)
-    started = time.monotonic()
-    count = 0
-    total = int(args.latency_rate * args.latency_seconds)
-    while count < total:
-        due = min(total, int((time.monotonic() - started) * args.latency_rate)) - count
-        if due <= 0:
-            time.sleep(0.001)
-            continue
-        now = time.time_ns() // 1_000_000
-        for event in sim.next_events(now, due):
-            # occurred_at := the produce time, so a change's max_occurred_at says what it includes.
-            event = dataclasses.replace(event, occurred_at=now)
-            key = f"{event.site_id}|{event.sku}".encode()
-            producer.send(key, codec.encode(event))
-            sent[key].append(now)
-            count += 1
-    producer.flush()
-    time.sleep(3)
-    flow.send_signal(signal.SIGINT)
-    flow.communicate(timeout=120)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--partitions", type=int, default=2)
+    parser.add_argument("--latency-rate", type=int, default=20_000, help="events/s produced during the latency run")
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
 
-    changes: dict[bytes, list[tuple[int, int]]] = defaultdict(list)
-    writer = SingleObjectWriter("position_change.avsc")
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"lat-{uuid.uuid4()}", "enable.partition.eof": True}
-    )
-    topic = prefix + "atp.changes"
-    parts = list(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-    done: set[int] = set()
-    while len(done) < len(parts):
-        for message in consumer.consume(1000, 1.0):
-            if message.error() is not None:
-                done.add(message.partition() or 0)
-                continue
-            record = writer.decode(message.value() or b"")
-            stamp = record["max_occurred_at"]
-            max_at = (stamp - _EPOCH) // timedelta(milliseconds=1) if isinstance(stamp, datetime) else int(stamp)
-            changes[message.key() or b""].append((max_at, message.timestamp()[1]))
-    consumer.close()
-    latencies: list[int] = []
-    for key, times in sent.items():
-        seen = sorted(changes.get(key, []))
-        marks = [m for m, _ in seen]
-        for produced in times:
-            i = bisect_left(marks, produced)
-            later = [ts for _, ts in seen[i:]]
-            if later:
-                latencies.append(min(later) - produced)
-    latencies.sort()
-    if not latencies:
-        return {"p50_ms": float("nan"), "p99_ms": float("nan"), "samples": 0}
-    return {
-        "p50_ms": float(latencies[len(latencies) // 2]),
-        "p99_ms": float(latencies[int(len(latencies) * 0.99)]),
-        "samples": len(latencies),
-        "events": count,
+    with tempfile.TemporaryDirectory(prefix="bench-kafka-") as tmp:
+        work = Path(tmp)
+        broker = Broker(work)
+        try:
+            bootstrap = broker.bootstrap
+            inp = make_input(bootstrap, args.events, args.partitions)
+            say("raw ceiling: consumer + fastavro decode...")
+            ceiling = raw_ceiling(bootstrap, inp)
+            say("start-up: the flow on an empty topic...")
+            startup = startup_s(bootstrap, work / "empty")
+            say("the flow, to the end of the topic...")
+            flow = run_flow(bootstrap, inp, work / "flow", timeout=60 + args.events / 2_000)
+            if flow.error is not None:
+                sys.exit(f"the flow failed: {flow.error}")
+            say(f"latency: {args.latency_rate:,} events/s for {args.latency_seconds:.0f} s through a tailing flow...")
+            latency = measure_latency(
+                bootstrap, work, rate=args.latency_rate, seconds=args.latency_seconds, partitions=args.partitions
+            )
+            say("sinks: Bytewax's KafkaSink against ours, the same messages through a bare dataflow...")
+            sinks = compare_sinks(bootstrap, inp.prefix, 200_000)
+        finally:
+            broker.close()
+    rate = flow.net_rate(startup) or 0.0
+    rows: list[list[object]] = [
+        ["producer (Avro encode + produce)", round(inp.produce_per_s), "events/s"],
+        ["sink: bytewax KafkaSink (flush per batch)", round(sinks["bytewax"]), "messages/s"],
+        ["sink: KafkaOutSink (flush per epoch)", round(sinks["ours"]), "messages/s"],
+        ["raw ceiling (consume + fastavro decode)", round(ceiling), "events/s"],
+        ["flow end to end (wall net of start-up)", round(rate), "events/s"],
+        ["flow / raw ceiling", f"{rate / ceiling:.1%}", "ratio"],
+        ["flow, first change to last snapshot", round(flow.span_rate() or 0), "events/s"],
+    ]
+    for name in ("changes", "snapshots", "decisions"):
+        found = latency.get(name) or {}
+        rows.append(
+            [f"{name}: p50 / p99 at {args.latency_rate:,}/s", f"{found.get('p50_ms')} / {found.get('p99_ms')}", "ms"]
+        )
+    result = {
+        "at": datetime.now(UTC).isoformat(),
+        "machine": machine(),
+        "events": args.events,
+        "partitions": args.partitions,
+        "produce_per_s": inp.produce_per_s,
+        "raw_ceiling_per_s": ceiling,
+        "flow": flow.as_dict(startup),
+        "ratio": rate / ceiling,
+        "latency": latency,
+        "sinks_per_s": sinks,
     }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"kafka-{utc_stamp()}.json"
+    path.write_text(json.dumps(result, indent=2))
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(render_table(("figure", "value", "unit"), rows))
+    print(f"machine: {result['machine']}; results in {path.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from ledger.fold import Output, expire, fold, next_expiry
 from ledger.outputs import FoldTally, PositionChange, ReservationDecision
 from ledger.policy import LedgerPolicy
 from ledger.position import Position
+from ledger.position_state import PositionState, position_from_state, position_state
 
 __all__ = [
     "Admitted",
@@ -111,18 +112,22 @@ class FoldObserver(Protocol):
     ) -> None: ...
 
 
-class PositionLogic(StatefulBatchLogic[tuple[Stamped, ...], Folded, Position]):
+class PositionLogic(StatefulBatchLogic[tuple[Stamped, ...], Folded, PositionState]):
     """Folds the batches of one key; a live clock arms a timer for the next hold expiry."""
 
     def __init__(
-        self, resume: Position | None, policy: LedgerPolicy, clock: Clock, observer: FoldObserver | None = None
+        self,
+        resume: PositionState | Position | None,
+        policy: LedgerPolicy,
+        clock: Clock,
+        observer: FoldObserver | None = None,
     ) -> None:
-        self._position = resume
+        self._position = None if resume is None else position_from_state(resume)
         self._policy = policy
         self._clock = clock
         self._observer = observer
-        if observer is not None and resume is not None:
-            observer.resumed(resume)
+        if observer is not None and self._position is not None:
+            observer.resumed(self._position)
 
     def on_batch(self, values: list[tuple[Stamped, ...]]) -> tuple[list[Folded], bool]:
         effects = values[0] if len(values) == 1 else [stamped for group in values for stamped in group]
@@ -148,9 +153,9 @@ class PositionLogic(StatefulBatchLogic[tuple[Stamped, ...], Folded, Position]):
         due = next_expiry(self._position)
         return None if due is None else datetime.fromtimestamp(due / 1000, tz=UTC)
 
-    def snapshot(self) -> Position:
+    def snapshot(self) -> PositionState:
         assert self._position is not None
-        return self._position
+        return position_state(self._position)
 
     def _expire(self) -> list[Folded]:
         if self._position is None:

@@ -33,6 +33,7 @@ __all__ = [
     "free_port",
     "last_json",
     "machine",
+    "machine_line",
     "omni",
     "percentile",
     "rss_bytes",
@@ -118,6 +119,16 @@ def machine() -> dict[str, Any]:
         "duckdb": _dist("duckdb"),
         "py_spy": _dist("py-spy"),
     }
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    """`machine()` in one line for a terminal."""
+    mem = f", {m['memory_bytes'] / 2**30:.0f} GiB" if m.get("memory_bytes") else ""
+    return (
+        f"machine: {m['cores']} cores, {m['cpu']}{mem}; Python {m['python']}; bytewax {m['bytewax']}, "
+        f"confluent-kafka {m['confluent_kafka']} (librdkafka {m['librdkafka']}), fastavro {m['fastavro']}, "
+        f"duckdb {m['duckdb']}, py-spy {m['py_spy']}"
+    )
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

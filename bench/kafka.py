@@ -56,6 +56,7 @@ from bench.common import (
     free_port,
     last_json,
     machine,
+    machine_line,
     omni,
     percentile,
     say,
@@ -633,7 +634,7 @@ def main() -> None:
         print(json.dumps(result))
         return
     print(render_table(("figure", "value", "unit"), rows))
-    print(f"machine: {result['machine']}; results in {path.relative_to(REPO)}")
+    print(f"{machine_line(result['machine'])}; results in {path.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import rss_bytes, say, spawn_omni, stop_process, tail
+from bench.common import REPO, rss_bytes, say, spawn_omni, stop_process, tail
 from ledger.contract import event_to_json_bytes
 from ledger.events import EventType, InventoryEvent
 
@@ -31,21 +31,36 @@ SKUS_PER_SITE = 5_000
 BASELINE = 1_000
 
 
+def _event(i: int, start: int) -> InventoryEvent:
+    return InventoryEvent(
+        event_id=f"mem-{i}", type=EventType.RECEIVED, occurred_at=start + i // 1_000,
+        site_id=f"ST-{i // SKUS_PER_SITE:04d}", sku=f"SKU-{i % SKUS_PER_SITE:06d}", qty=10, source="ERP",
+    )  # fmt: skip
+
+
 def event_file(path: Path, positions: int) -> Path:
-    """One RECEIVED event per position, times a minute back from now (the flow runs on the wall clock)."""
+    """One RECEIVED event per position, times a minute back from now (the flow runs on the wall clock).
+
+    Lines come from a template (the contract's encoder costs ~40 us an event: minutes for
+    5,000,000); the first is checked against `event_to_json_bytes`, so they cannot drift apart.
+    """
     start = time.time_ns() // 1_000_000 - 60_000
-    with path.open("wb") as out:
-        chunk: list[bytes] = []
-        for i in range(positions):
-            event = InventoryEvent(
-                event_id=f"mem-{i}", type=EventType.RECEIVED, occurred_at=start + i // 1_000,
-                site_id=f"ST-{i // SKUS_PER_SITE:04d}", sku=f"SKU-{i % SKUS_PER_SITE:06d}", qty=10, source="ERP",
-            )  # fmt: skip
-            chunk.append(event_to_json_bytes(event) + b"\n")
-            if len(chunk) == 10_000:
-                out.write(b"".join(chunk))
-                chunk.clear()
-        out.write(b"".join(chunk))
+    template = (
+        '{"event_id":"mem-%d","type":"RECEIVED","occurred_at":%d,"site_id":"ST-%04d","sku":"SKU-%06d","qty":10,'
+        '"ref":null,"to_site_id":null,"eta":null,"expires_at":null,"price":null,"lead_time_days":null,'
+        '"source":"ERP","fulfilment":null}\n'
+    )
+
+    def line(i: int) -> str:
+        return template % (i, start + i // 1_000, i // SKUS_PER_SITE, i % SKUS_PER_SITE)
+
+    expected = event_to_json_bytes(_event(0, start)).decode() + "\n"
+    if line(0) != expected:
+        msg = f"bench/memory.py: the event template is out of date:\n{line(0)}expected\n{expected}"
+        raise RuntimeError(msg)
+    with path.open("w") as out:
+        for chunk in range(0, positions, 10_000):
+            out.write("".join(line(i) for i in range(chunk, min(positions, chunk + 10_000))))
     return path
 
 
@@ -128,8 +143,12 @@ def _delta(big: dict[str, Any], small: dict[str, Any], per: int) -> dict[str, An
             )
     types.sort(key=lambda t: -t["bytes_per_position"])
     base_lines = {line["where"]: line["bytes"] for line in small["by_line"]}
+    repo = f"{REPO}/"
     lines = [
-        {"where": line["where"], "bytes_per_position": (line["bytes"] - base_lines.get(line["where"], 0)) / per}
+        {
+            "where": line["where"].removeprefix(repo),
+            "bytes_per_position": (line["bytes"] - base_lines.get(line["where"], 0)) / per,
+        }
         for line in big["by_line"]
     ]
     lines.sort(key=lambda t: -t["bytes_per_position"])

@@ -51,6 +51,7 @@ from adapters.kafka_records import (
 from adapters.shutdown import StopFlag
 from adapters.sim_source import SimSource
 from adapters.snapshot_sink import SnapshotSink
+from adapters.snapshots import drop_store, store_exists
 from flows.atp import Wiring, build_flow
 from ledger.dead_letter import DeadLetter
 from ledger.errors import ConfigError, OmniLedgerError
@@ -178,6 +179,9 @@ def reset_store(directory: Path) -> None:
     opens the recovery partitions only after the cluster's handshake), so no process can
     delete what another one is already using.
     """
+    if store_exists(directory):
+        # Its catalog may live in PostgreSQL and its writers' files vary: the store knows.
+        drop_store(directory)
     for name in (
         CATALOG,
         f"{CATALOG}-wal",
@@ -218,7 +222,7 @@ def plan_run(
     directory = settings.snapshot_dir
     directory.mkdir(parents=True, exist_ok=True)
     recovery_dir = directory / RECOVERY if settings.recovery else None
-    has_store = (directory / CATALOG).exists()
+    has_store = store_exists(directory)
     if has_store and (recovery_dir is None or not recovery_dir.exists()):
         # The fold's state would start empty while the store holds higher versions:
         # new changes would be ignored as stale. Refuse rather than publish a wrong view.
@@ -235,6 +239,8 @@ def plan_run(
         maintenance_every=settings.maintenance_interval,
         on_publish=progress.on_publish,
         observer=metrics,
+        catalog=settings.snapshot_catalog,
+        writers=settings.snapshot_writers,
     )
     if kind == "kafka":
         # On Kafka, the outputs are topics: decisions, dead letters, every position change and

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -91,6 +92,10 @@ def _string(record: Mapping[str, object], name: str, *, required: bool) -> str |
         # A NUL in a key breaks DuckLake's catalog queries on it; no id needs a control character.
         raise _Invalid(Reason.INVALID_FIELD, f"field '{name}' contains a control character: {value!r}")
     return value
+
+
+def _interned(value: str | None) -> str | None:
+    return None if value is None else sys.intern(value)
 
 
 def _integer(record: Mapping[str, object], name: str, *, required: bool) -> int | None:
@@ -216,8 +221,9 @@ def _build(record: Mapping[str, object], origin: str, now: Millis | None, max_sk
     if kind is None:
         raise _Invalid(Reason.UNKNOWN_TYPE, f"unknown type {raw_type!r}; expected one of {', '.join(_TYPES)}")
     occurred_at = _millis(record, "occurred_at", required=True)
-    site_id = _string(record, "site_id", required=True)
-    sku = _string(record, "sku", required=True)
+    # Interned: millions of positions then share one string per site and per sku.
+    site_id = _interned(_string(record, "site_id", required=True))
+    sku = _interned(_string(record, "sku", required=True))
     qty = _integer(record, "qty", required=True)
     assert event_id is not None
     assert occurred_at is not None

@@ -23,6 +23,7 @@ Rules, per (site, sku) position:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from ledger.contract import event_to_json_bytes
@@ -475,10 +476,18 @@ def expire(position: Position, now: Millis, policy: LedgerPolicy) -> tuple[Posit
     draft = _Draft(position)
     _expire(draft, now, safety_stock)
     if not draft.out and safety_stock == position.safety_stock:
+        if draft.due != position.expiry_floor:
+            # Nothing was due (a hold ended early, its floor stayed): keep the exact floor,
+            # so the runtime's next timer is the next real expiry, not this one again.
+            return replace(position, expiry_floor_at=draft.due), []
         return position, []
     return _finish(draft, policy, safety_stock, now), draft.out
 
 
 def next_expiry(position: Position) -> Millis | None:
-    """When the next hold at this position expires, if any (for the runtime's timer)."""
-    return min((h.expires_at for h in position.holds.values()), default=None)
+    """When the runtime's timer should fire next, if any hold is left: the next expiry, or
+    a little earlier (a hold ended early), after which `expire` makes it exact. O(1)."""
+    if not position.holds:
+        return None
+    floor = position.expiry_floor
+    return None if floor >= NEVER else floor

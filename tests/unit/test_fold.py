@@ -277,3 +277,22 @@ def test_the_fold_never_mutates_the_position_it_was_given():
         fold(position, "ST-1", "A", [(T0 + 3 * MIN, effect)], POLICY)
     expire(position, T0 + 2 * HOUR_MS, POLICY)
     assert position == frozen
+
+
+def test_a_timer_set_for_a_hold_released_early_fires_once_then_waits_for_the_next_hold():
+    ledger = Ledger().apply(
+        ev("RECEIVED", qty=2),
+        ev("RESERVATION_REQUESTED", at=MIN, ref="R1", expires_at=T0 + 10 * MIN),
+        ev("RESERVATION_REQUESTED", at=MIN, ref="R2", expires_at=T0 + 30 * MIN),
+        ev("RESERVATION_RELEASED", at=2 * MIN, ref="R1"),
+    )
+    position = ledger.positions["ST-1"]
+    # The floor may still be R1's expiry: a timer then, which changes nothing visible...
+    early = next_expiry(position)
+    assert early is not None
+    assert early <= T0 + 30 * MIN
+    after, out = expire(position, early, POLICY)
+    assert out == []
+    assert after.view() == position.view()
+    # ...and the next timer is R2's own expiry, not the same instant again.
+    assert next_expiry(after) == T0 + 30 * MIN

@@ -13,14 +13,18 @@ behind blocks `write_batch` (backpressure), memory never grows without bound.
 Exactly once still holds. Bytewax calls `snapshot()` when an epoch closes and commits the
 fold's state of that epoch with what it returns; a change handed over but not yet
 published when the process dies would be lost (the recovered fold would not emit it
-again). So:
+again). Waiting there for the publish would stall the whole worker (the fold, the
+`atp.changes` producer) for up to a publish at every epoch. So instead:
 
-1. `write_batch` sorts the outputs, adds the events applied to the running total and
-   puts one job on the queue (blocking while it is full).
-2. The writer thread publishes jobs in order, then writes the heartbeat; maintenance runs
-   there too, between publishes, so it never races a commit.
-3. `snapshot()` waits until every job handed over so far is published (drain), and only
-   then returns the running total: the epoch's state is committed after its outputs.
+1. `write_batch` sorts the outputs, adds the events applied to the running total, keeps
+   the job as pending and puts it on the queue (blocking while it is full).
+2. The writer thread publishes jobs in order, then writes the heartbeat, then drops the
+   job from the pending ones; maintenance runs there too, between publishes, so it never
+   races a commit.
+3. `snapshot()` returns the running total and the jobs still pending (usually none, or
+   the one being published): the epoch's state carries whatever of its outputs has not
+   landed yet. A partition resumed with pending jobs publishes them first; publishing a
+   job twice changes nothing (versions and ranks only move forward).
 4. A failure on the writer thread is kept and raised on the worker thread at the next
    `write_batch`, `snapshot` or `close`; jobs after it are not published (the flow stops
    and recovery replays them).
@@ -29,9 +33,10 @@ The `on_publish` callback and the observer are called on the worker thread (the 
 `write_batch`, `snapshot` or `close` after the publish), so metrics keyed by worker thread
 stay per worker; `seconds` is the publish's own duration on the writer thread.
 
-The resume state is the partition's cumulative count of events applied, so
-`snapshot_info` stays right after a restart; replayed position changes carry versions
-the store already has, replayed work ranks it already has, and change nothing.
+The resume state is the partition's cumulative count of events applied (so
+`snapshot_info` stays right after a restart) and its pending jobs; replayed position
+changes carry versions the store already has, replayed work ranks it already has, and
+change nothing.
 """
 
 from __future__ import annotations
@@ -82,7 +87,7 @@ class PublishObserver(Protocol):
     ) -> None: ...
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Job:
     """One interval's outputs, handed from the worker thread to the writer thread."""
 
@@ -91,6 +96,18 @@ class _Job:
     work: list[Work]
     applied: int
     handed_at: Millis
+
+    def saved(self) -> tuple[Any, ...]:
+        return (tuple(self.changes), tuple(self.decisions), tuple(self.work), self.applied, self.handed_at)
+
+    @classmethod
+    def restored(cls, saved: tuple[Any, ...]) -> _Job:
+        changes, decisions, work, applied, handed_at = saved
+        return cls(list(changes), list(decisions), list(work), applied, handed_at)
+
+
+SinkState = tuple[int, tuple[tuple[Any, ...], ...]]
+"""(events applied so far, jobs handed over and not published yet); a bare int: an older state."""
 
 
 @dataclass(slots=True)
@@ -108,11 +125,11 @@ class _Done:
 _STOP = None
 
 
-class _Partition(StatefulSinkPartition[tuple[Any, ...], int]):
+class _Partition(StatefulSinkPartition[tuple[Any, ...], SinkState]):
     def __init__(
         self,
         directory: Path,
-        resume: int | None,
+        resume: SinkState | int | None,
         retention: timedelta,
         maintenance_every: timedelta,
         on_publish: PublishCallback | None,
@@ -126,7 +143,12 @@ class _Partition(StatefulSinkPartition[tuple[Any, ...], int]):
         self._writer = SnapshotWriter.open(directory, catalog=catalog, writers=writers, writer=index)
         # No resume state means the flow starts from nothing: a store with rows here can
         # only come from a crash before the first epoch, whose events are read again.
+        pending: tuple[tuple[Any, ...], ...] = ()
+        if isinstance(resume, tuple):
+            resume, pending = resume
         self._applied = resume or 0
+        self._pending: list[_Job] = []
+        self._lock = threading.Lock()
         self._retention = retention
         self._maintenance_every = maintenance_every.total_seconds()
         self._last_maintenance = time.monotonic()
@@ -138,6 +160,9 @@ class _Partition(StatefulSinkPartition[tuple[Any, ...], int]):
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"snapshot-writer-{index}", daemon=True)
         self._thread.start()
+        for saved in pending:
+            # Handed over before the last epoch closed but not published then: publish first.
+            self._hand_over(_Job.restored(saved))
 
     # -- the worker thread
 
@@ -156,14 +181,20 @@ class _Partition(StatefulSinkPartition[tuple[Any, ...], int]):
                     work.append(item)
                 elif isinstance(item, FoldTally):
                     self._applied += item.applied
-        # 1. Hand over; blocks while `max_pending` jobs wait (backpressure).
-        self._jobs.put(_Job(changes, decisions, work, self._applied, time.time_ns() // 1_000_000))
+        self._hand_over(_Job(changes, decisions, work, self._applied, time.time_ns() // 1_000_000))
 
-    def snapshot(self) -> int:
-        # 3. Everything handed over is published before the epoch's state is committed.
-        self._jobs.join()
+    def _hand_over(self, job: _Job) -> None:
+        # 1. Pending until published; blocks while `max_pending` jobs wait (backpressure).
+        with self._lock:
+            self._pending.append(job)
+        self._jobs.put(job)
+
+    def snapshot(self) -> SinkState:
+        # 3. The epoch keeps what of its outputs has not landed yet, instead of waiting for it.
         self._settle()
-        return self._applied
+        with self._lock:
+            pending = tuple(job.saved() for job in self._pending if job.changes or job.decisions or job.work)
+        return self._applied, pending
 
     def close(self) -> None:
         if self._closed:
@@ -205,6 +236,10 @@ class _Partition(StatefulSinkPartition[tuple[Any, ...], int]):
                     return
                 if self._failure is None:
                     self._publish(job)
+                    with self._lock:
+                        # Published in the order handed over: the oldest pending is this one.
+                        if self._pending and self._pending[0] is job:
+                            self._pending.pop(0)
             except BaseException as exc:
                 self._failure = exc
             finally:
@@ -234,7 +269,7 @@ class _Partition(StatefulSinkPartition[tuple[Any, ...], int]):
             self._last_maintenance = time.monotonic()
 
 
-class SnapshotSink(FixedPartitionedSink[tuple[Any, ...], int]):
+class SnapshotSink(FixedPartitionedSink[tuple[Any, ...], SinkState]):
     """Publish `("snapshot-{i}", (outputs...))` items into the DuckLake store at `directory`.
 
     `catalog`: "" keeps the DuckLake catalog in SQLite at DIR/catalog.sqlite;
@@ -280,7 +315,7 @@ class SnapshotSink(FixedPartitionedSink[tuple[Any, ...], int]):
     def part_fn(self, item_key: str) -> int:
         return writer_of_key(item_key, self._writers)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
+    def build_part(self, step_id: str, for_part: str, resume_state: SinkState | int | None) -> _Partition:
         index = 0 if self._writers == 1 else writer_of_key(for_part, self._writers)
         return _Partition(
             self._directory,

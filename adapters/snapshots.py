@@ -700,6 +700,12 @@ class SnapshotWriter:
             msg = f"cannot create the snapshot store directory {directory}: {exc}"
             raise SnapshotError(msg) from exc
         existing = StoreLayout.of(directory)
+        deadline = time.monotonic() + 15
+        while existing is not None and existing != layout and existing.default and time.monotonic() < deadline:
+            # Another writer of this layout may be creating the store right now: its catalog
+            # file appears before its manifest (the manifest comes last, for readers).
+            time.sleep(0.1)
+            existing = StoreLayout.of(directory)
         if existing is not None and existing != layout:
             msg = (
                 f"the snapshot store {directory} was created with the catalog {existing.described()} and "

@@ -767,7 +767,7 @@ def interval(version: int, applied: int) -> list[tuple[object, ...]]:
 
 
 @pytest.mark.integration
-def test_the_sink_publishes_off_the_worker_thread_and_an_epoch_waits_for_what_it_handed_over(
+def test_the_sink_publishes_off_the_worker_thread_and_an_epoch_keeps_what_has_not_landed(
     store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gated = _GatedPublish(monkeypatch)
@@ -779,19 +779,42 @@ def test_the_sink_publishes_off_the_worker_thread_and_an_epoch_waits_for_what_it
         part.write_batch(interval(1, 5))  # returns while the publish is held back
         assert gated.started.acquire(timeout=30)
         assert gated.threads == ["snapshot-writer-0"]
-        epoch = ThreadPoolExecutor(1).submit(part.snapshot)
-        with pytest.raises(TimeoutError):
-            epoch.result(timeout=0.5)  # the epoch waits for the held-back publish
+        # The epoch does not wait for the held-back publish: its state carries the job.
+        applied, pending = part.snapshot()
+        assert applied == 5
+        assert len(pending) == 1
         gated.gate.set()
-        assert epoch.result(timeout=60) == 5  # only once the publish has landed
+        part.close()  # a clean end publishes everything
         with SnapshotReader.open(store) as reader:
             assert on_hand_by_key(reader) == {("S1", "A"): 1}
             assert reader.latest()["events_applied"] == 5  # type: ignore[index]
-        # The callback ran on the worker thread, at the epoch.
+        # The callback ran on the worker thread.
         assert [(applied, rows) for _, applied, rows in published] == [(5, 1)]
     finally:
         gated.gate.set()
         part.close()
+
+
+@pytest.mark.integration
+def test_a_job_pending_when_the_process_died_is_published_by_the_resumed_partition(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gated = _GatedPublish(monkeypatch)
+    part = SnapshotSink(store).build_part("snapshots", "snapshots", None)
+    part.write_batch(interval(1, 5))
+    assert gated.started.acquire(timeout=30)
+    saved = part.snapshot()  # the epoch's state, taken while the publish is still held back
+    # The process dies here: the held-back publish never lands.
+    monkeypatch.undo()
+    part._writer.close()  # release the store as a dead process would
+    resumed = SnapshotSink(store).build_part("snapshots", "snapshots", saved)
+    try:
+        resumed.close()  # publishes the pending job first, then ends cleanly
+    finally:
+        gated.gate.set()  # the dead process's held-back call fails on its closed writer
+    with SnapshotReader.open(store) as reader:
+        assert on_hand_by_key(reader) == {("S1", "A"): 1}
+        assert reader.latest()["events_applied"] == 5  # type: ignore[index]
 
 
 @pytest.mark.integration
@@ -802,6 +825,7 @@ def test_a_failed_background_publish_is_raised_on_the_worker_thread(
     gated.gate.set()
     part = SnapshotSink(store).build_part("snapshots", "snapshots", None)
     part.write_batch(interval(1, 5))
+    part._jobs.join()  # the writer thread has failed by now
     with pytest.raises(SnapshotError, match="the catalog went away"):
         part.snapshot()
     # And again: the epoch never commits past the lost outputs.
@@ -826,7 +850,7 @@ def test_a_writer_that_falls_behind_blocks_the_handover_instead_of_queueing_with
             third.result(timeout=0.5)  # blocked: the queue is full
         gated.gate.set()
         third.result(timeout=60)
-        assert part.snapshot() == 3
+        part.close()
         with SnapshotReader.open(store) as reader:
             assert on_hand_by_key(reader) == {("S1", "A"): 3}
     finally:

@@ -611,9 +611,10 @@ def run(plan: RunPlan) -> None:
                 raise OmniLedgerError(msg) from local
             msg = (
                 f"the dataflow stopped: the connection to another process of the cluster broke ({exc}). "
-                f"Another process died (killed, crashed, out of memory, its machine gone) or failed: its "
-                f"own log says why. Start every process again on the same snapshot directory; the cluster "
-                f"resumes from its last completed epoch"
+                f"Another process died (killed, crashed, out of memory, its machine gone) or failed (its "
+                f"own log says why), or the processes were started with different --workers (each needs the "
+                f"same). Start every process again on the same snapshot directory; the cluster resumes from "
+                f"its last completed epoch"
             )
             raise OmniLedgerError(msg) from exc
         if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":

@@ -41,6 +41,8 @@ change nothing.
 
 from __future__ import annotations
 
+import json
+import os
 import queue
 import re
 import threading
@@ -96,18 +98,21 @@ class _Job:
     work: list[Work]
     applied: int
     handed_at: Millis
+    seq: int = 0
+    """Rises with each job a writer is handed, across restarts (see `_Partition`)."""
 
     def saved(self) -> tuple[Any, ...]:
-        return (tuple(self.changes), tuple(self.decisions), tuple(self.work), self.applied, self.handed_at)
+        return (tuple(self.changes), tuple(self.decisions), tuple(self.work), self.applied, self.handed_at, self.seq)
 
     @classmethod
     def restored(cls, saved: tuple[Any, ...]) -> _Job:
-        changes, decisions, work, applied, handed_at = saved
-        return cls(list(changes), list(decisions), list(work), applied, handed_at)
+        changes, decisions, work, applied, handed_at, seq = saved
+        return cls(list(changes), list(decisions), list(work), applied, handed_at, seq)
 
 
-SinkState = tuple[int, tuple[tuple[Any, ...], ...]]
-"""(events applied so far, jobs handed over and not published yet); a bare int: an older state."""
+SinkState = tuple[int, tuple[tuple[Any, ...], ...], int]
+"""(events applied so far, jobs handed over and not published yet, the next job's seq);
+a bare int: an older state."""
 
 
 @dataclass(slots=True)
@@ -144,9 +149,17 @@ class _Partition(StatefulSinkPartition[tuple[Any, ...], SinkState]):
         # No resume state means the flow starts from nothing: a store with rows here can
         # only come from a crash before the first epoch, whose events are read again.
         pending: tuple[tuple[Any, ...], ...] = ()
+        next_seq = 0
         if isinstance(resume, tuple):
-            resume, pending = resume
+            resume, pending, next_seq = resume
         self._applied = resume or 0
+        # Jobs are published in the order handed over, and the writer records the last
+        # one's seq beside the store: a pending job at or below it has landed already (the
+        # epoch closed while it was being published) and publishing it again would only
+        # add an empty snapshot. Seqs never repeat: a restart continues past both.
+        self._published_file = Path(directory) / f".published-{index}.json"
+        published = self._read_published()
+        self._next_seq = max(next_seq, published + 1)
         self._pending: list[_Job] = []
         self._lock = threading.Lock()
         self._retention = retention
@@ -162,7 +175,9 @@ class _Partition(StatefulSinkPartition[tuple[Any, ...], SinkState]):
         self._thread.start()
         for saved in pending:
             # Handed over before the last epoch closed but not published then: publish first.
-            self._hand_over(_Job.restored(saved))
+            job = _Job.restored(saved)
+            if job.seq > published:
+                self._hand_over(job, keep_seq=True)
 
     # -- the worker thread
 
@@ -183,18 +198,35 @@ class _Partition(StatefulSinkPartition[tuple[Any, ...], SinkState]):
                     self._applied += item.applied
         self._hand_over(_Job(changes, decisions, work, self._applied, time.time_ns() // 1_000_000))
 
-    def _hand_over(self, job: _Job) -> None:
+    def _hand_over(self, job: _Job, *, keep_seq: bool = False) -> None:
         # 1. Pending until published; blocks while `max_pending` jobs wait (backpressure).
+        if not keep_seq:
+            job.seq = self._next_seq
+            self._next_seq += 1
         with self._lock:
             self._pending.append(job)
         self._jobs.put(job)
+
+    def _read_published(self) -> int:
+        try:
+            return int(json.loads(self._published_file.read_text())["seq"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return -1  # unknown: every pending job is published again, which is safe
+
+    def _write_published(self, seq: int) -> None:
+        scratch = self._published_file.with_name(self._published_file.name + ".tmp")
+        try:
+            scratch.write_text(json.dumps({"seq": seq}))
+            os.replace(scratch, self._published_file)
+        except OSError:
+            pass  # only an optimisation: pending jobs are then published again
 
     def snapshot(self) -> SinkState:
         # 3. The epoch keeps what of its outputs has not landed yet, instead of waiting for it.
         self._settle()
         with self._lock:
             pending = tuple(job.saved() for job in self._pending if job.changes or job.decisions or job.work)
-        return self._applied, pending
+        return self._applied, pending, self._next_seq
 
     def close(self) -> None:
         if self._closed:
@@ -236,6 +268,8 @@ class _Partition(StatefulSinkPartition[tuple[Any, ...], SinkState]):
                     return
                 if self._failure is None:
                     self._publish(job)
+                    if job.changes or job.decisions or job.work:
+                        self._write_published(job.seq)
                     with self._lock:
                         # Published in the order handed over: the oldest pending is this one.
                         if self._pending and self._pending[0] is job:

@@ -780,7 +780,7 @@ def test_the_sink_publishes_off_the_worker_thread_and_an_epoch_keeps_what_has_no
         assert gated.started.acquire(timeout=30)
         assert gated.threads == ["snapshot-writer-0"]
         # The epoch does not wait for the held-back publish: its state carries the job.
-        applied, pending = part.snapshot()
+        applied, pending, _ = part.snapshot()
         assert applied == 5
         assert len(pending) == 1
         gated.gate.set()
@@ -815,6 +815,20 @@ def test_a_job_pending_when_the_process_died_is_published_by_the_resumed_partiti
     with SnapshotReader.open(store) as reader:
         assert on_hand_by_key(reader) == {("S1", "A"): 1}
         assert reader.latest()["events_applied"] == 5  # type: ignore[index]
+
+
+@pytest.mark.integration
+def test_a_job_that_landed_after_its_epoch_closed_is_not_published_again_on_resume(store: Path) -> None:
+    part = SnapshotSink(store).build_part("snapshots", "snapshots", None)
+    part.write_batch(interval(1, 5))
+    saved = part.snapshot()  # may still list the job: it was handed over just now
+    part.close()  # ... and it lands
+    with SnapshotReader.open(store) as reader:
+        landed = reader.latest()["snapshot_id"]  # type: ignore[index]
+    resumed = SnapshotSink(store).build_part("snapshots", "snapshots", saved)
+    resumed.close()
+    with SnapshotReader.open(store) as reader:
+        assert reader.latest()["snapshot_id"] == landed  # type: ignore[index]  # no empty snapshot
 
 
 @pytest.mark.integration

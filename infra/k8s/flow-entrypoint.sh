@@ -15,8 +15,9 @@
 #                    each other before any is ready: Bytewax connects all processes first)
 #   CLUSTER_PORT     the Bytewax peer port (default 2101)
 #   POD_NAME         the pod's name (downward API; default: the hostname)
-#   CLUSTER_DNS_WAIT seconds to wait for every peer's name to resolve (default 120): a
-#                    peer name that does not resolve makes Bytewax exit at once
+#   CLUSTER_DNS_WAIT seconds to wait for every peer's name to resolve (default 120): Bytewax
+#                    retries a peer it cannot reach every second, but this pod's own name
+#                    must resolve before `run` starts (it exits 2 otherwise)
 #
 # Names are relative to the pod's namespace (resolved through the pod's DNS search list),
 # so the manifests work in any namespace and cluster domain.
@@ -63,7 +64,7 @@ if [ "$wait_s" -gt 0 ] && command -v getent > /dev/null 2>&1; then
     waited=0
     until getent hosts "$host" > /dev/null 2>&1; do
       if [ "$waited" -ge "$wait_s" ]; then
-        say "$host does not resolve after ${wait_s}s; starting anyway (Bytewax will exit and the pod restart)"
+        say "$host does not resolve after ${wait_s}s; starting anyway (Bytewax retries the peer; an own name that does not resolve makes run exit 2 and the pod restart)"
         break
       fi
       sleep 1

@@ -12,7 +12,7 @@ delta a while longer is always safe (the `too_late` check comes first).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ledger._pickle import positional_reduce
@@ -31,10 +31,19 @@ NEVER: Millis = 2**62
 class IdChunk:
     """A sealed set of event ids and the newest occurred_at among them."""
 
-    __reduce__ = positional_reduce
-
     newest: Millis
     ids: frozenset[str]
+    _packed: object = field(default=None, init=False, compare=False, repr=False)
+
+    def __reduce__(self) -> tuple[type[IdChunk], tuple[Millis, frozenset[str]]]:
+        return IdChunk, (self.newest, self.ids)
+
+    def packed(self, pack: Callable[[frozenset[str]], object]) -> object:
+        """`pack(ids)`, computed once: a sealed chunk never changes, and the runtime saves
+        every position it touched at every epoch, its sealed chunks included."""
+        if self._packed is None:
+            object.__setattr__(self, "_packed", pack(self.ids))
+        return self._packed
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +98,20 @@ class EventIdsDraft:
 class DeltaChunk:
     """Sealed on-hand deltas: (occurred_at, qty) with their time range and sum."""
 
-    __reduce__ = positional_reduce
-
     oldest: Millis
     newest: Millis
     total: int
     items: tuple[tuple[Millis, int], ...]
+    _packed: object = field(default=None, init=False, compare=False, repr=False)
+
+    def __reduce__(self) -> tuple[type[DeltaChunk], tuple[Millis, Millis, int, tuple[tuple[Millis, int], ...]]]:
+        return DeltaChunk, (self.oldest, self.newest, self.total, self.items)
+
+    def packed(self, pack: Callable[[tuple[tuple[Millis, int], ...]], object]) -> object:
+        """`pack(items)`, computed once (see `IdChunk.packed`)."""
+        if self._packed is None:
+            object.__setattr__(self, "_packed", pack(self.items))
+        return self._packed
 
 
 def _chunk(items: Iterable[tuple[Millis, int]]) -> DeltaChunk | None:

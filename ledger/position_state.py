@@ -31,6 +31,10 @@ def _ints(values: Any) -> bytes:
     return array("q", values).tobytes()
 
 
+def _pack_pairs(items: tuple[tuple[int, int], ...]) -> bytes:
+    return _ints(chain.from_iterable(items))
+
+
 def _pairs(blob: bytes) -> tuple[tuple[int, int], ...]:
     flat = array("q")
     flat.frombytes(blob)
@@ -61,13 +65,13 @@ def position_state(p: Position) -> PositionState:
         p.on_hand,
         None if count is None else (count.at, count.qty, count.event_id),
         p.settled,
-        tuple([(c.oldest, c.newest, c.total, _ints(chain.from_iterable(c.items))) for c in p.deltas.sealed]),
+        tuple([(c.oldest, c.newest, c.total, c.packed(_pack_pairs)) for c in p.deltas.sealed]),
         _ints(chain.from_iterable(p.deltas.open)),
         tuple([(ref, h.qty, h.expires_at, h.requested_at) for ref, h in p.holds.items()]) if p.holds else (),
         p.staged,
         tuple([(line.ref, line.qty, line.eta, line.promised) for line in p.inbound.values()]) if p.inbound else (),
         p.ended,
-        tuple([(c.newest, _join(c.ids)) for c in p.seen.sealed]),
+        tuple([(c.newest, c.packed(_join)) for c in p.seen.sealed]),
         (_join(p.seen.open), _ints(p.seen.open.values())),
         p.max_at,
         p.forget_at,

@@ -23,7 +23,7 @@ File format (every key optional; durations as "500ms", "2s", "15m", "24h", "7d")
     workers = 1                 # Bytewax workers in this process
     process_id = 0              # this process in a cluster (0..N-1); with addresses
     addresses = ""              # "host:port;host:port": every process of the cluster, in process_id order
-    epoch_interval = "1s"       # recovery snapshot cadence
+    epoch_interval = "10s"      # recovery snapshot cadence (each saves every position touched since the last)
     recovery = true             # resume after a crash from DIR/recovery
 
     [safety_stock]              # units held back from ATP; most specific wins: sku, site, kind
@@ -278,7 +278,9 @@ class Settings:
     max_clock_skew: timedelta = timedelta(minutes=5)
     clock: ClockChoice = "auto"
     workers: int = 1
-    epoch_interval: timedelta = timedelta(seconds=1)
+    # 10 s, not 1: each epoch saves every position it touched, and on 1M Kafka events the
+    # flow ran 42% faster with 10 s epochs (11.6k vs 16.5k events/s, make bench, docs/scaling.md).
+    epoch_interval: timedelta = timedelta(seconds=10)
     recovery: bool = True
     process_id: int = 0
     addresses: tuple[str, ...] = ()

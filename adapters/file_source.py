@@ -174,6 +174,8 @@ class _FilesPartition(StatefulSourcePartition[RawInput, FilesResume]):
                 continue
             self._remember()
             return batch
+        if self._clock is not None:
+            self._clock.reached_end("files")
         raise StopIteration
 
     def next_awake(self) -> datetime | None:

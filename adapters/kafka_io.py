@@ -255,6 +255,8 @@ class _SourcePartition(StatefulSourcePartition[RawInput, KafkaResume]):
             self._next = offset + 1
             self._at_end = False
         if self._at_end and not batch and not self._tail:
+            if self._clock is not None:
+                self._clock.reached_end(f"{self._topic}[{self._index}]")
             raise StopIteration
         self._awake = None if batch else datetime.now(UTC) + _POLL_IDLE
         if self._on_lag is not None and self._next >= 0:

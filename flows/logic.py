@@ -145,7 +145,7 @@ class PositionLogic(StatefulBatchLogic[tuple[Stamped, ...], Folded, PositionStat
         # A finite replay ends with the clock at the input's newest event: expire what is due.
         if self._clock.live:
             return [], StatefulBatchLogic.RETAIN
-        return self._expire(), StatefulBatchLogic.RETAIN
+        return self._expire(self._clock.final()), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         if not self._clock.live or self._position is None:
@@ -157,10 +157,11 @@ class PositionLogic(StatefulBatchLogic[tuple[Stamped, ...], Folded, PositionStat
         assert self._position is not None
         return position_state(self._position)
 
-    def _expire(self) -> list[Folded]:
+    def _expire(self, now: Millis | None = None) -> list[Folded]:
         if self._position is None:
             return []
-        self._position, out = expire(self._position, self._clock.now(), self._policy)
+        at = self._clock.now() if now is None else now
+        self._position, out = expire(self._position, at, self._policy)
         return [_sorted(out)] if out else []
 
 

@@ -76,6 +76,7 @@ from omni_ledger.progress import Progress
 __all__ = ["RunPlan", "plan_run", "reset_store", "run"]
 
 CATALOG = "catalog.sqlite"
+CLOCK_BOARD = ".replay-clock"
 RECOVERY = "recovery"
 TASKS_FILE = "store_tasks.jsonl"
 LOADS_FILE = "transport_loads.jsonl"
@@ -102,10 +103,13 @@ def _source(
     metrics: FlowMetrics | None = None,
 ) -> tuple[Source[Any], str, Clock, str]:
     clock_choice = settings.clock
+    # Where each source partition of a replay leaves its clock's reading at the end of its
+    # input, for the processes of a cluster that read none (adapters/clock.py).
+    board = settings.snapshot_dir / CLOCK_BOARD
     if spec == "sim":
         sim = settings.simulator
         config = sim.sim_config()
-        clock: Clock = ReplayClock() if clock_choice == "event" else WallClock()
+        clock: Clock = ReplayClock(board=board) if clock_choice == "event" else WallClock()
         limit_text = f", stopping after {limit:,} events" if limit else ""
         return (
             SimSource(config, rate=sim.rate, limit=limit, stop=stop),
@@ -120,7 +124,7 @@ def _source(
             raise ConfigError(msg)
         # A followed file is a live feed: its holds must expire on time, not when the next line comes.
         live = clock_choice == "wall" or (clock_choice == "auto" and follow)
-        clock = WallClock() if live else ReplayClock()
+        clock = WallClock() if live else ReplayClock(board=board)
         names = ", ".join(str(p) for p in paths)
         return (
             FileSource(paths, follow=follow, stop=stop, clock=clock),
@@ -134,7 +138,7 @@ def _source(
         # Fail now, with advice, if the cluster is unreachable, the password wrong or the topic missing.
         KafkaAdmin(kafka.client_config()).partitions(topic)
         live = clock_choice == "wall" or (clock_choice == "auto" and not until_end)
-        kafka_clock: Clock = WallClock() if live else ReplayClock()
+        kafka_clock: Clock = WallClock() if live else ReplayClock(board=board)
         on_lag = metrics.consumer_lag if metrics is not None else None
         source = KafkaEventSource(
             kafka.client_config(), topic, tail=not until_end, stop=stop, clock=kafka_clock, on_lag=on_lag
@@ -209,6 +213,7 @@ def reset_store(directory: Path) -> None:
         ORDERS_FILE,
         ".writer.lock",
         ".duckdb_extensions",
+        CLOCK_BOARD,
     ):
         target = directory / name
         if target.is_dir():

@@ -294,11 +294,6 @@ def write_holds(path: Path) -> None:
     path.write_bytes(b"".join(event_to_json_bytes(e) + b"\n" for e in events))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="at the end of a replay each process expires holds against its own event-time clock, which only "
-    "advances in the process that reads the input (adapters/clock.py ReplayClock, flows/logic.py on_eof)",
-)
 def test_holds_due_by_the_end_of_a_replay_expire_in_every_process_of_a_cluster(tmp_path):
     source = tmp_path / "holds.jsonl"
     write_holds(source)

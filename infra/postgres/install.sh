@@ -11,6 +11,8 @@
 # - Missing and not root: a message saying what to install. Under CI=true it fails (the
 #   PostgreSQL tests may not skip there); elsewhere it only warns and those tests skip.
 set -euo pipefail
+# shellcheck source=../apt-install.sh
+source "$(dirname "$0")/../apt-install.sh"
 
 found() {
   command -v initdb > /dev/null 2>&1 && command -v pg_ctl > /dev/null 2>&1 && return 0
@@ -22,16 +24,7 @@ if found; then
 fi
 if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null 2>&1; then
   echo "infra/postgres/install.sh: installing Debian's postgresql package (initdb, pg_ctl, postgres)..." >&2
-  export DEBIAN_FRONTEND=noninteractive
-  # policy-rc.d 101: the package's postinst must not try to start its own service.
-  policy=/usr/sbin/policy-rc.d
-  made_policy=0
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && made_policy=1
-  fi
-  trap '[ "$made_policy" = 1 ] && rm -f "$policy"' EXIT
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends postgresql > /dev/null
+  apt_install postgresql
   if found; then
     echo "infra/postgres/install.sh: $(ls -d /usr/lib/postgresql/*/bin | tail -n 1)" >&2
     exit 0

@@ -10,6 +10,8 @@
 #   Prometheus tests may not skip there); elsewhere it only warns and the tests that need
 #   Prometheus skip, saying why.
 set -euo pipefail
+# shellcheck source=../apt-install.sh
+source "$(dirname "$0")/../apt-install.sh"
 
 have() { command -v "$1" > /dev/null 2>&1; }
 
@@ -18,16 +20,7 @@ if have prometheus && have promtool; then
 fi
 if [ "$(id -u)" = 0 ] && have apt-get; then
   echo "infra/prometheus/install.sh: installing Debian's prometheus package (prometheus, promtool)..." >&2
-  export DEBIAN_FRONTEND=noninteractive
-  # policy-rc.d 101: the package's postinst must not try to start its own service.
-  policy=/usr/sbin/policy-rc.d
-  made_policy=0
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && made_policy=1
-  fi
-  trap '[ "$made_policy" = 1 ] && rm -f "$policy"' EXIT
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends prometheus > /dev/null
+  apt_install prometheus
   if have prometheus && have promtool; then
     echo "infra/prometheus/install.sh: $(prometheus --version 2>&1 | head -n 1)" >&2
     exit 0

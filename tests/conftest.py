@@ -6,10 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from ledger.events import InventoryEvent
+from omni_ledger.simulator import RetailerSimulator, SimConfig
 
 # The `kafka` and `topic_factory` fixtures: a real broker for the session (see the module).
 pytest_plugins = ["tests.kafka_broker"]
@@ -39,6 +43,17 @@ def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
 @pytest.fixture
 def snapshot_dir(tmp_path: Path) -> Path:
     return tmp_path / "snapshots"
+
+
+def recent_simulated_events(count: int) -> list[InventoryEvent]:
+    """Simulated events of the last minutes (a wall clock admits them), reservations included."""
+    sim = RetailerSimulator(SimConfig(seed=5, stores=8, skus=60, expected_rate=2000))
+    now = time.time_ns() // 1_000_000 - 120_000
+    events: list[InventoryEvent] = []
+    while len(events) < count:
+        now += 100
+        events.extend(sim.next_events(now, 200))
+    return events[:count]
 
 
 def read_jsonl(path: Path) -> list[dict[str, object]]:

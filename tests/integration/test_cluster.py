@@ -45,7 +45,7 @@ from adapters.snapshots import SnapshotReader
 from ledger.contract import event_to_json_bytes
 from ledger.events import EventType, InventoryEvent
 from omni_ledger.simulator import RetailerSimulator, SimConfig
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, recent_simulated_events, run_cli
 from tests.store_checks import events_applied
 
 pytestmark = pytest.mark.integration
@@ -228,17 +228,6 @@ def test_a_two_process_cluster_folds_like_one_process_even_after_a_kill_9_and_a_
     assert_same_as(reference, single, crashed)
 
 
-def simulated(count: int) -> list[InventoryEvent]:
-    """Events of the last minutes (the wall clock admits them), reservations included."""
-    sim = RetailerSimulator(SimConfig(seed=5, stores=8, skus=60, expected_rate=2000))
-    now = time.time_ns() // 1_000_000 - 120_000
-    events: list[InventoryEvent] = []
-    while len(events) < count:
-        now += 100
-        events.extend(sim.next_events(now, 200))
-    return events[:count]
-
-
 def test_a_two_process_cluster_shares_four_kafka_partitions_and_resumes_them_after_a_kill_9(kafka, tmp_path):
     env = {
         "OMNI_LEDGER_KAFKA_BOOTSTRAP": kafka.bootstrap,
@@ -251,7 +240,7 @@ def test_a_two_process_cluster_shares_four_kafka_partitions_and_resumes_them_aft
         {"bootstrap.servers": kafka.bootstrap}, env["OMNI_LEDGER_KAFKA_TOPIC_PREFIX"] + "inventory.events"
     )
     codec = WireCodec()
-    for event in simulated(KAFKA_EVENTS):
+    for event in recent_simulated_events(KAFKA_EVENTS):
         # Keyed by position: each position's events keep their order, in one partition.
         producer.send(f"{event.site_id}|{event.sku}".encode(), codec.encode(event))
     producer.flush()

@@ -21,8 +21,7 @@ from adapters.kafka_records import SingleObjectWriter
 from adapters.snapshots import SnapshotReader
 from ledger.contract import fulfilment_to_record
 from ledger.events import InventoryEvent
-from omni_ledger.simulator import RetailerSimulator, SimConfig
-from tests.conftest import EXAMPLES, REPO, run_cli
+from tests.conftest import EXAMPLES, REPO, recent_simulated_events, run_cli
 from tests.integration.fulfilment_story import FAR, FINAL_STATUSES, NEAR, PART_1, PART_2, R1, R3, RUN, SUP
 from tests.store_checks import assert_store_matches, events_applied, reference_for, reference_live
 
@@ -221,7 +220,7 @@ def test_garbage_another_schema_and_a_missing_field_go_to_the_dlq_and_the_rest_a
 def test_kill_minus_nine_at_random_moments_loses_and_doubles_nothing(kafka, tmp_path):
     cluster = Cluster(kafka, partitions=3)
     # Sized so that several kills land before the end: the flow reads ~15k events/s here.
-    events = _simulated(160_000)
+    events = recent_simulated_events(160_000)
     producer = EventProducer({"bootstrap.servers": kafka.bootstrap}, cluster.topic("inventory.events"))
     codec = WireCodec()
     for event in events:
@@ -303,16 +302,6 @@ def _event(event_id: str, qty: int, type_: str = "RECEIVED") -> InventoryEvent:
     )
 
 
-def _simulated(count: int) -> list[InventoryEvent]:
-    sim = RetailerSimulator(SimConfig(seed=5, stores=8, skus=60, expected_rate=2000))
-    now = time.time_ns() // 1_000_000 - 120_000
-    events: list[InventoryEvent] = []
-    while len(events) < count:
-        now += 100
-        events.extend(sim.next_events(now, 200))
-    return events[:count]
-
-
 def _sasl_env(kafka, password: str) -> dict[str, str]:
     if kafka.sasl_bootstrap is None:
         pytest.skip("this broker has no SASL listener (set KAFKA_SASL_BOOTSTRAP_SERVERS)")
@@ -379,7 +368,7 @@ def test_a_broker_restart_while_the_flow_runs_loses_nothing(kafka, tmp_path):
             "OMNI_LEDGER_SNAPSHOTS_INTERVAL": "300ms",
         }
         assert run_cli("topics", "create", env=env).returncode == 0
-        events = _simulated(6_000)
+        events = recent_simulated_events(6_000)
         codec = WireCodec()
 
         def send(batch):

@@ -631,7 +631,11 @@ def _set_wal(catalog: Path) -> None:
     try:
         db = sqlite3.connect(catalog, timeout=10)
         try:
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()
+            # Switching needs the file to itself (and SQLite does not wait for that), so
+            # a store already in WAL mode is left alone: another writer may be using it.
+            mode = db.execute("PRAGMA journal_mode").fetchone()
+            if mode is None or str(mode[0]).lower() != "wal":
+                mode = db.execute("PRAGMA journal_mode=WAL").fetchone()
         finally:
             db.close()
     except sqlite3.Error as exc:
@@ -720,7 +724,8 @@ class SnapshotWriter:
             # Extensions first: a reader that sees the catalog file can then load them.
             con = _connect(directory, layout)
             if not layout.postgres:
-                _set_wal(directory / CATALOG_FILE)
+                with _commit_turn(directory, layout):
+                    _set_wal(directory / CATALOG_FILE)
             for attempt in range(_COMMIT_ATTEMPTS):
                 try:
                     with _commit_turn(directory, layout):
@@ -775,7 +780,11 @@ class SnapshotWriter:
                 return
             except duckdb.Error as exc:
                 _rollback(con)
-                if attempt + 1 < _COMMIT_ATTEMPTS and _is_transient(exc):
+                # "already exists": another writer created a table between this writer's
+                # look at the catalog and its CREATE (seen on PostgreSQL in CI); the next
+                # attempt looks again and finds it.
+                lost_race = _is_transient(exc) or "already exists" in str(exc).lower()
+                if attempt + 1 < _COMMIT_ATTEMPTS and lost_race:
                     _pause(attempt)
                     continue
                 msg = f"cannot create or upgrade the snapshot store tables: {exc}"
@@ -1223,6 +1232,9 @@ def _view_sql(name: str, layout: StoreLayout) -> str:
 
 def _create_missing(con: duckdb.DuckDBPyConnection, layout: StoreLayout) -> None:
     """Steps of `SnapshotWriter._create_tables`; raises duckdb.Error (a lost race included)."""
+    # Look and create in one transaction, so the tables, columns and views appear in one
+    # snapshot and a writer that created them meanwhile shows up as a conflict at COMMIT.
+    con.execute("BEGIN")
     tables = {
         name
         for (name,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [LAKE]).fetchall()
@@ -1248,9 +1260,8 @@ def _create_missing(con: duckdb.DuckDBPyConnection, layout: StoreLayout) -> None
     ]
     stale_views = [name for name in _TABLES if name not in views or missing or added] if layout.sharded else []
     if not missing and not added and not stale_views:
-        return  # no empty snapshot for a re-open
-    # One transaction, so the tables, columns and views appear in one snapshot.
-    con.execute("BEGIN")
+        con.execute("ROLLBACK")  # no empty snapshot for a re-open
+        return
     for name in missing:
         _, columns, key = wanted[name]
         cols = ", ".join(f"{col} {_storage_type(typ)}" + (" NOT NULL" if col in key else "") for col, typ in columns)

@@ -102,6 +102,7 @@ from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask, Work
 from ledger.outputs import DecisionStatus, OfferTerms, PositionChange, ReservationDecision
 
 __all__ = [
+    "POSITION_COLUMNS",
     "MaintenanceReport",
     "SnapshotReader",
     "SnapshotWriter",
@@ -156,6 +157,9 @@ _POSITIONS: _Columns = (
     ("version", "BIGINT"),
     ("updated_at", "MILLIS"),
 )
+POSITION_COLUMNS: tuple[str, ...] = tuple(name for name, _ in _POSITIONS)
+"""The positions table's columns, in order."""
+
 _INBOUND: _Columns = (
     ("site_id", "VARCHAR"),
     ("sku", "VARCHAR"),
@@ -1707,12 +1711,33 @@ class SnapshotReader:
 
     # -- internals
 
-    @contextlib.contextmanager
-    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    @property
+    def directory(self) -> Path:
+        """The store's directory."""
+        return self._dir
+
+    def physical_tables(self, name: str) -> list[str]:
+        """The tables behind public table `name`: itself, or each writer's table."""
+        return [self._layout.table(name, writer) for writer in range(self._layout.writers)]
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A new cursor of this reader's DuckDB (the lake its default schema); close it when done.
+
+        For readers of their own (see `adapters.position_replica`): one per thread.
+        """
         # A cursor shares the attached lake and settings but not the default schema.
         cursor = self._con.cursor()
         try:
             cursor.execute(f"USE {LAKE}")
+        except BaseException:
+            cursor.close()
+            raise
+        return cursor
+
+    @contextlib.contextmanager
+    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        cursor = self.cursor()
+        try:
             yield cursor
         finally:
             cursor.close()

@@ -1,0 +1,206 @@
+"""The in-memory position replica against the real snapshot store: it must hold exactly what a reader sees."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adapters.position_replica import PositionReplica
+from adapters.snapshots import SnapshotReader, SnapshotWriter
+from ledger.outputs import PositionChange
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_764_000_000_000
+
+
+def change(site: str, sku: str, version: int, on_hand: int) -> PositionChange:
+    return PositionChange(
+        site_id=site,
+        sku=sku,
+        on_hand=on_hand,
+        reserved=0,
+        staged=0,
+        inbound_qty=0,
+        safety_stock=0,
+        atp=max(0, on_hand),
+        negative=on_hand < 0,
+        version=version,
+        updated_at=T0 + version,
+        max_occurred_at=T0 + version,
+        inbound=(),
+        offer=None,
+    )
+
+
+def replica_rows(replica: PositionReplica, reader: SnapshotReader) -> list[dict[str, object]]:
+    """Every position the replica holds, looked up one by one, in the reader's order."""
+    keys = [(str(p["site_id"]), str(p["sku"])) for p in reader.positions(as_of=replica.snapshot_id)]
+    return [row for site, sku in keys if (row := replica.position(site, sku)) is not None]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[tuple[Path, SnapshotWriter, SnapshotReader]]:
+    path = tmp_path / "snapshots"
+    writer = SnapshotWriter.open(path)
+    reader = SnapshotReader.open(path)
+    yield path, writer, reader
+    reader.close()
+    writer.close()
+
+
+def test_a_replica_of_a_store_without_publishes_is_empty_and_fills_on_refresh(
+    store: tuple[Path, SnapshotWriter, SnapshotReader],
+) -> None:
+    path, writer, _ = store
+    with PositionReplica.open(path) as replica:
+        assert replica.count() == 0
+        assert replica.position("S1", "A") is None
+        sid = writer.publish([change("S1", "A", 1, 5)], [], events_applied=1, now=T0)
+        assert replica.refresh() == 1
+        assert replica.snapshot_id == sid
+        assert replica.position("S1", "A") is not None
+        assert replica.refresh() == 0  # nothing new
+
+
+def test_refresh_applies_only_the_changes_and_matches_the_reader_at_the_same_snapshot(
+    store: tuple[Path, SnapshotWriter, SnapshotReader],
+) -> None:
+    path, writer, reader = store
+    writer.publish([change(f"S{i % 3}", f"K{i:03d}", 1, i) for i in range(60)], [], events_applied=60, now=T0)
+    with PositionReplica.open(path) as replica:
+        assert replica.count() == 60
+        writer.publish([change("S0", "K000", 2, 99), change("S9", "NEW", 1, 7)], [], events_applied=62, now=T0 + 1)
+        writer.publish([change("S0", "K000", 3, 42)], [], events_applied=63, now=T0 + 2)
+        # Two snapshots at once; K000 changed in both: the later one wins.
+        assert replica.refresh() == 2
+        assert replica.position("S0", "K000") == reader.positions(sku="K000", site_id="S0")[0]
+        assert replica.position("S0", "K000")["on_hand"] == 42  # type: ignore[index]
+        assert replica.position("S9", "NEW")["on_hand"] == 7  # type: ignore[index]
+        assert replica.count() == 61
+        assert replica_rows(replica, reader) == reader.positions()
+
+
+def test_a_position_deleted_from_the_store_leaves_the_replica(
+    store: tuple[Path, SnapshotWriter, SnapshotReader],
+) -> None:
+    path, writer, reader = store
+    writer.publish([change("S1", "A", 1, 5), change("S1", "B", 1, 6)], [], events_applied=2, now=T0)
+    with PositionReplica.open(path) as replica:
+        # The flow never deletes a position; an operator's repair may (SQL on the lake).
+        writer._con.execute("DELETE FROM lake.positions WHERE sku = 'A'")
+        assert replica.refresh() == 1
+        assert replica.position("S1", "A") is None
+        assert replica_rows(replica, reader) == reader.positions()
+
+
+def test_after_maintenance_expired_its_snapshots_the_replica_loads_the_store_again(
+    store: tuple[Path, SnapshotWriter, SnapshotReader],
+) -> None:
+    path, writer, reader = store
+    writer.publish([change("S1", "A", 1, 5)], [], events_applied=1, now=T0)
+    with PositionReplica.open(path) as replica:
+        for version in range(2, 6):
+            writer.publish(
+                [change("S1", "A", version, version), change("S2", f"B{version}", 1, version)],
+                [],
+                events_applied=version,
+                now=T0 + version,
+            )
+        report = writer.maintain(keep_snapshots_for=timedelta(0))
+        assert report.snapshots_expired > 0
+        assert replica.refresh() == 5  # the whole table, not a change feed
+        assert replica_rows(replica, reader) == reader.positions()
+        assert replica.position("S1", "A")["on_hand"] == 5  # type: ignore[index]
+
+
+def test_a_replica_of_a_store_with_two_writers_follows_both_writers_tables(tmp_path: Path) -> None:
+    path = tmp_path / "snapshots"
+    writers = [SnapshotWriter.open(path, writers=2, writer=i) for i in range(2)]
+    try:
+        writers[0].publish([change("S1", "A", 1, 1)], [], events_applied=1, now=T0)
+        with PositionReplica.open(path) as replica, SnapshotReader.open(path) as reader:
+            writers[1].publish([change("S2", "B", 1, 2)], [], events_applied=1, now=T0 + 1)
+            writers[0].publish([change("S1", "A", 2, 3)], [], events_applied=2, now=T0 + 2)
+            assert replica.refresh() == 2
+            assert replica_rows(replica, reader) == reader.positions()
+            assert [r["on_hand"] for r in reader.positions()] == [3, 2]
+    finally:
+        for writer in writers:
+            writer.close()
+
+
+def test_lookups_from_other_threads_go_on_while_a_refresh_runs(
+    store: tuple[Path, SnapshotWriter, SnapshotReader],
+) -> None:
+    path, writer, reader = store
+    writer.publish([change("S1", f"K{i:04d}", 1, i) for i in range(2_000)], [], events_applied=1, now=T0)
+    with PositionReplica.open(path) as replica:
+        seen: list[object] = []
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def look() -> None:
+            try:
+                while not stop.is_set():
+                    row = replica.position("S1", "K0007")
+                    assert row is not None
+                    seen.append(row["on_hand"])
+            except BaseException as exc:  # reported below, not lost in the thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=look) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for version in range(2, 6):
+            writer.publish([change("S1", "K0007", version, 1_000 + version)], [], events_applied=version, now=T0)
+            replica.refresh()
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert not errors
+        # Every lookup saw one committed state: the first or a later refresh's.
+        assert set(seen) <= {7, 1_002, 1_003, 1_004, 1_005}
+        assert replica.position("S1", "K0007") == reader.positions(sku="K0007", site_id="S1")[0]
+
+
+# Publishes of versions for a few keys (each a new version, some older ones replayed),
+# refreshes between some of them: the replica always equals the reader at its snapshot.
+_key_version = st.tuples(st.sampled_from(["S1", "S2"]), st.sampled_from(["A", "B", "C"]), st.integers(1, 9))
+_steps = st.lists(
+    st.tuples(st.lists(_key_version, max_size=4), st.booleans()),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=_steps)
+def test_after_any_publishes_and_refreshes_the_replica_equals_the_reader(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[list[tuple[str, str, int]], bool]]
+) -> None:
+    path = tmp_path_factory.mktemp("replica") / "snapshots"
+    with (
+        SnapshotWriter.open(path) as writer,
+        SnapshotReader.open(path) as reader,
+        PositionReplica.open(path) as replica,
+    ):
+        for n, (changes, refresh) in enumerate(steps):
+            writer.publish(
+                [change(site, sku, version, version * 10 + n) for site, sku, version in changes],
+                [],
+                events_applied=n,
+                now=T0 + n,
+            )
+            if refresh:
+                replica.refresh()
+                assert replica_rows(replica, reader) == reader.positions(as_of=replica.snapshot_id)
+        replica.refresh()
+        assert replica_rows(replica, reader) == reader.positions()
+        assert replica.count() == len(reader.positions())

@@ -3,9 +3,11 @@
 1. Build a store of `--positions` positions (default 10,000,000: sites x 10,000 skus,
    version 1) in SQL, in one transaction through the writer's own connection, as one
    publish would leave it (one snapshot, its snapshot_info row), sorted by (site, sku).
-2. Start a reader in another process (`SnapshotReader`, as `omni-ledger atp` reads):
-   it looks up random (site, sku) positions in a closed loop, first while the store is
-   idle, then while the publishes run.
+2. Start the readers, each in another process: `SnapshotReader` (as `omni-ledger atp`
+   reads: a DuckLake query each) and a `PositionReplica` (an in-memory copy refreshed
+   every 50 ms; also how long after a publish's commit it holds that snapshot). Each
+   looks up random (site, sku) positions in a loop, `--think` seconds apart, first while
+   the store is idle, then while the publishes run. `--readers` picks them.
 3. Hand `--intervals` intervals of `--changes` changed positions (default 100,000, random
    keys, a new version each) to the real sink partition (`SnapshotSink`, its background
    writer thread and `SnapshotWriter.publish`), one interval every `--period` seconds, as
@@ -54,6 +56,7 @@ SERVER = REPO / "infra" / "postgres" / "server.py"
 SKUS = 10_000  # per site
 PUBLISH_TARGET_S = 1.0
 LOOKUP_TARGET_MS = 10.0
+READERS = ("ducklake", "replica")
 # The fold counts as not paused when handing an interval over takes under this share of the period.
 PAUSE_SHARE = 0.05
 
@@ -66,6 +69,7 @@ _READER = textwrap.dedent(
 
     store, control, sites, skus = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     rng = random.Random(7)
+    think = float(sys.argv[5])
     reader = SnapshotReader.open(store)
 
     def lookup():
@@ -83,11 +87,96 @@ _READER = textwrap.dedent(
     idle, busy = [], []
     while not (control / "stop").exists():
         (busy if (control / "go").exists() else idle).append(lookup())
-        if not busy and len(idle) > 2000:
-            time.sleep(0.01)
+        time.sleep(think if busy or len(idle) <= 2000 else 0.01)
     print(json.dumps({"idle": idle, "busy": busy}), flush=True)
     """
 )
+
+# The replica reader process: a PositionReplica refreshed by a thread every 50 ms, looked
+# up like the reader above; also when each refresh ended (wall clock, to compare with the
+# publishes' commit times) and the memory the copy took.
+_REPLICA_READER = textwrap.dedent(
+    """
+    import json, random, sys, threading, time
+    from pathlib import Path
+    from adapters.position_replica import PositionReplica
+
+    store, control, sites, skus = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    think = float(sys.argv[5])
+    rng = random.Random(8)
+
+    def rss():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    rss_before = rss()
+    started = time.perf_counter()
+    replica = PositionReplica.open(store)
+    load_seconds = time.perf_counter() - started
+    held = replica.count()
+    rss_loaded = rss()
+    refreshed, refreshes = [], []
+    stop = threading.Event()
+
+    def follow():
+        while not stop.is_set():
+            t = time.perf_counter()
+            if replica.refresh():
+                refreshes.append(time.perf_counter() - t)
+                refreshed.append((replica.snapshot_id, time.time()))
+            stop.wait(0.05)
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+
+    def lookup():
+        i = rng.randrange(sites * skus)
+        site, sku = f"S{i // skus:05d}", f"SKU-{i % skus:05d}"
+        started = time.perf_counter()
+        row = replica.position(site, sku)
+        took = time.perf_counter() - started
+        assert row is not None, (site, sku)
+        return took
+
+    for _ in range(20):
+        lookup()
+    print("ready", flush=True)
+    idle, busy = [], []
+    while not (control / "stop").exists():
+        (busy if (control / "go").exists() else idle).append(lookup())
+        time.sleep(think if busy or len(idle) <= 2000 else 0.01)
+    stop.set()
+    follower.join()
+    print(json.dumps({
+        "idle": idle, "busy": busy, "refreshed": refreshed, "refreshes": refreshes,
+        "load_seconds": load_seconds, "positions": held, "rss_bytes": rss_loaded - rss_before,
+    }), flush=True)
+    """
+)
+
+
+def _recorder(writer: int, publishes: list[tuple[int, float]]) -> Callable[[int | None, int, int, float], None]:
+    """The sink's publish hook: how long each publish took."""
+
+    def record(snapshot_id: int | None, applied: int, rows: int, seconds: float) -> None:
+        publishes.append((writer, seconds))
+
+    return record
+
+
+class _Commits:
+    """The sink's observer: when each snapshot was committed (wall clock, on the writer thread)."""
+
+    def __init__(self) -> None:
+        self.committed: list[tuple[int, float]] = []
+
+    def published(
+        self, snapshot_id: int | None, changes: Sequence[PositionChange], rows: int, seconds: float, at: int
+    ) -> None:
+        if snapshot_id is not None:
+            self.committed.append((snapshot_id, at / 1000))
 
 
 def _say(text: str) -> None:
@@ -196,9 +285,16 @@ def run(
     catalog: str = "sqlite",
     quick: bool = False,
     work: Path | None = None,
+    readers: Sequence[str] = READERS,
+    think: float = 0.005,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Build, publish, look up; the figures (and `rows` for the suite's table)."""
+    """Build, publish, look up; the figures (and `rows` for the suite's table).
+
+    `readers`: which lookup processes run beside the publishes ("ducklake":
+    `SnapshotReader`, a DuckLake query each; "replica": a `PositionReplica` refreshed
+    every 50 ms), each looking up in a loop with `think` seconds between lookups.
+    """
     say = progress or _say
     load_before = os.getloadavg()[0]
     if quick:
@@ -211,37 +307,52 @@ def run(
     control.mkdir()
     pg_home = home / "postgres"
     conninfo = _postgres(pg_home) if catalog == "postgres" else ""
-    reader: subprocess.Popen[str] | None = None
+    unknown = set(readers) - set(READERS)
+    if unknown or not readers:
+        msg = f"readers must be some of {', '.join(READERS)}, not {', '.join(sorted(unknown)) or 'none'}"
+        raise SystemExit(msg)
+    processes: list[subprocess.Popen[str]] = []
     try:
         say(f"snapshot: building {positions:,} positions ({catalog} catalog, {writers} writer(s))...")
         build = _build(store, positions, conninfo, writers)
-        say(f"snapshot: built in {build['seconds']} s, {build['bytes'] / 1e6:,.0f} MB; starting the reader process...")
-        reader = subprocess.Popen(
-            [sys.executable, "-c", _READER, str(store), str(control), str(build["sites"]), str(SKUS)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+        say(
+            f"snapshot: built in {build['seconds']} s, {build['bytes'] / 1e6:,.0f} MB; "
+            f"starting the reader processes ({', '.join(readers)})..."
         )
-        assert reader.stdout is not None
-        if reader.stdout.readline().strip() != "ready":
-            msg = f"the reader process failed: {reader.stderr.read() if reader.stderr else ''}"
-            raise SystemExit(msg)
+        scripts = {"ducklake": _READER, "replica": _REPLICA_READER}
+        for name in readers:
+            args = [str(store), str(control), str(build["sites"]), str(SKUS), str(think)]
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", scripts[name], *args],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    cwd=REPO,
+                    env={**os.environ, "PYTHONPATH": str(REPO)},
+                )
+            )
+        for name, reader in zip(readers, processes, strict=True):
+            assert reader.stdout is not None
+            if reader.stdout.readline().strip() != "ready":
+                msg = f"the {name} reader process failed: {reader.stderr.read() if reader.stderr else ''}"
+                raise SystemExit(msg)
         time.sleep(min(3.0, period * 3))  # idle lookups
 
         publishes: list[tuple[int, float]] = []  # (writer, seconds)
+        commits = _Commits()
         sink = SnapshotSink(
             store,
             catalog=conninfo,
             writers=writers,
             maintenance_every=timedelta(days=1),
+            observer=commits,
         )
         parts = []
         for name in sink.list_parts():
             index = 0 if writers == 1 else int(name.rsplit("-", 1)[1])
             part = sink.build_part("snapshots", name, None)
-            part._on_publish = lambda sid, applied, rows, seconds, w=index: publishes.append((w, seconds))
+            part._on_publish = _recorder(index, publishes)
             parts.append(part)
         rng = random.Random(1)
         handovers: list[float] = []
@@ -272,17 +383,21 @@ def run(
         elapsed = time.perf_counter() - started
         for part in parts:
             part.close()
+        time.sleep(0.5 if "replica" in readers else 0)  # the last publish reaches the replica
         (control / "stop").touch()
-        out, err = reader.communicate(timeout=120)
-        if reader.returncode != 0:
-            msg = f"the reader process failed: {err}"
-            raise SystemExit(msg)
-        lookups = json.loads(out.strip().splitlines()[-1])
+        outputs: dict[str, Any] = {}
+        for name, reader in zip(readers, processes, strict=True):
+            out, err = reader.communicate(timeout=120)
+            if reader.returncode != 0:
+                msg = f"the {name} reader process failed: {err}"
+                raise SystemExit(msg)
+            outputs[name] = json.loads(out.strip().splitlines()[-1])
     finally:
         (control / "stop").touch()
-        if reader is not None and reader.poll() is None:
-            reader.kill()
-            reader.wait()
+        for reader in processes:
+            if reader.poll() is None:
+                reader.kill()
+                reader.wait()
         if catalog == "postgres":
             subprocess.run([sys.executable, str(SERVER), "down", "--dir", str(pg_home)], check=False)
         if work is None:
@@ -291,8 +406,6 @@ def run(
     seconds = [s for _, s in publishes]
     publish_p50, publish_max = _pct(seconds, 0.5), max(seconds) if seconds else None
     handover_max = max(handovers)
-    busy, idle = lookups["busy"], lookups["idle"]
-    lookup_p99 = _pct(busy, 0.99)
     paused = handover_max >= PAUSE_SHARE * period
     result: dict[str, Any] = {
         "machine": {
@@ -324,12 +437,6 @@ def run(
         "epoch_wait_max_ms": _ms(max(epoch_waits)),
         "fold_paused": paused,
         "published_changes_per_s": round(changes * intervals / elapsed),
-        "lookup_idle_p50_ms": _ms(_pct(idle, 0.5)),
-        "lookup_idle_p99_ms": _ms(_pct(idle, 0.99)),
-        "lookup_p50_ms": _ms(_pct(busy, 0.5)),
-        "lookup_p99_ms": _ms(lookup_p99),
-        "lookup_max_ms": _ms(max(busy) if busy else None),
-        "lookups": len(busy),
     }
     interval_text = f"{changes:,} changes into {build['positions']:,}"
     result["rows"] = [
@@ -358,18 +465,93 @@ def run(
                 f"handover p50 {result['handover_p50_ms']} ms; epoch close waits max {result['epoch_wait_max_ms']} ms"
             ),
         },
+    ]
+    if "ducklake" in outputs:
+        result["rows"].append(_ducklake_lookups(result, outputs["ducklake"], think))
+    if "replica" in outputs:
+        result["rows"].extend(_replica_lookups(result, outputs["replica"], commits.committed, think))
+    return result
+
+
+def _ducklake_lookups(result: dict[str, Any], lookups: dict[str, Any], think: float) -> dict[str, Any]:
+    busy, idle = lookups["busy"], lookups["idle"]
+    p99 = _pct(busy, 0.99)
+    result.update(
         {
-            "figure": "point lookup p99 during publishes (other process)",
-            "value": result["lookup_p99_ms"],
+            "lookup_idle_p50_ms": _ms(_pct(idle, 0.5)),
+            "lookup_idle_p99_ms": _ms(_pct(idle, 0.99)),
+            "lookup_p50_ms": _ms(_pct(busy, 0.5)),
+            "lookup_p99_ms": _ms(p99),
+            "lookup_max_ms": _ms(max(busy) if busy else None),
+            "lookups": len(busy),
+        }
+    )
+    return {
+        "figure": "point lookup p99 during publishes (other process)",
+        "value": result["lookup_p99_ms"],
+        "unit": "ms",
+        "target": f"<= {LOOKUP_TARGET_MS:g} ms",
+        "met": p99 is not None and p99 * 1000 <= LOOKUP_TARGET_MS,
+        "note": (
+            f"SnapshotReader (a DuckLake query each): p50 {result['lookup_p50_ms']} ms, {len(busy):,} lookups "
+            f"{think * 1000:g} ms apart; idle p99 {result['lookup_idle_p99_ms']} ms"
+        ),
+    }
+
+
+def _replica_lookups(
+    result: dict[str, Any], replica: dict[str, Any], committed: Sequence[tuple[int, float]], think: float
+) -> list[dict[str, Any]]:
+    busy = replica["busy"]
+    p99 = _pct(busy, 0.99)
+    # A publish is in the replica once a refresh reached its snapshot id (or a later one).
+    lags = []
+    for sid, at in committed:
+        reached = [when for got, when in replica["refreshed"] if got >= sid]
+        if reached:
+            lags.append(min(reached) - at)
+    result.update(
+        {
+            "replica_lookup_idle_p99_ms": _ms(_pct(replica["idle"], 0.99)),
+            "replica_lookup_p50_ms": _ms(_pct(busy, 0.5)),
+            "replica_lookup_p99_ms": _ms(p99),
+            "replica_lookup_max_ms": _ms(max(busy) if busy else None),
+            "replica_lookups": len(busy),
+            "replica_lag_p50_ms": _ms(_pct(lags, 0.5)),
+            "replica_lag_max_ms": _ms(max(lags) if lags else None),
+            "replica_publishes_seen": f"{len(lags)} of {len(committed)}",
+            "replica_refresh_p50_ms": _ms(_pct(replica["refreshes"], 0.5)),
+            "replica_refresh_max_ms": _ms(max(replica["refreshes"]) if replica["refreshes"] else None),
+            "replica_refreshes": len(replica["refreshes"]),
+            "replica_load_s": round(replica["load_seconds"], 2),
+            "replica_rss_bytes_per_position": round(replica["rss_bytes"] / max(1, replica["positions"])),
+        }
+    )
+    return [
+        {
+            "figure": "point lookup p99 from a PositionReplica (other process)",
+            "value": result["replica_lookup_p99_ms"],
             "unit": "ms",
             "target": f"<= {LOOKUP_TARGET_MS:g} ms",
-            "met": lookup_p99 is not None and lookup_p99 * 1000 <= LOOKUP_TARGET_MS,
+            "met": p99 is not None and p99 * 1000 <= LOOKUP_TARGET_MS,
             "note": (
-                f"p50 {result['lookup_p50_ms']} ms, {len(busy):,} lookups; idle p99 {result['lookup_idle_p99_ms']} ms"
+                f"p50 {result['replica_lookup_p50_ms']} ms, {len(busy):,} lookups {think * 1000:g} ms apart; "
+                f"idle p99 {result['replica_lookup_idle_p99_ms']} ms; {result['replica_rss_bytes_per_position']} B "
+                f"RSS/position, loaded in {result['replica_load_s']} s"
+            ),
+        },
+        {
+            "figure": "publish commit -> in the replica (max)",
+            "value": result["replica_lag_max_ms"],
+            "unit": "ms",
+            "target": "reported",
+            "met": bool(lags) and len(lags) == len(committed),
+            "note": (
+                f"p50 {result['replica_lag_p50_ms']} ms, {result['replica_publishes_seen']} publishes; a refresh "
+                f"p50 {result['replica_refresh_p50_ms']} ms, max {result['replica_refresh_max_ms']} ms"
             ),
         },
     ]
-    return result
 
 
 def report(result: dict[str, Any]) -> str:
@@ -398,6 +580,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--catalog", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--quick", action="store_true", help="1,000,000 positions, 5 intervals")
     parser.add_argument("--work", type=Path, help="keep the store here (default: a temporary directory)")
+    parser.add_argument(
+        "--readers",
+        default=",".join(READERS),
+        help="lookup processes beside the publishes: ducklake (a DuckLake query each), replica (PositionReplica)",
+    )
+    parser.add_argument("--think", type=float, default=0.005, help="seconds between a reader's lookups")
     parser.add_argument("--json", action="store_true", help="print the JSON instead of the table")
     args = parser.parse_args(argv)
     result = run(
@@ -410,6 +598,8 @@ def main(argv: list[str] | None = None) -> int:
         catalog=args.catalog,
         quick=args.quick,
         work=args.work,
+        readers=[name.strip() for name in args.readers.split(",") if name.strip()],
+        think=args.think,
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"snapshot-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"

@@ -17,7 +17,9 @@ loads the whole table again.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -30,6 +32,7 @@ from ledger.errors import SnapshotError
 __all__ = ["PositionReplica"]
 
 _TABLE = "memory.main.position_replica"
+_COLLISION = "position replica: two keys share a hash"
 
 
 class PositionReplica:
@@ -39,10 +42,19 @@ class PositionReplica:
         """Use `PositionReplica.open`."""
         self._reader = reader
         self._columns = POSITION_COLUMNS
+        # The hash narrows the scan (the table is sorted by it); site and sku make it exact.
+        self._lookup_sql = (
+            f"SELECT {', '.join(POSITION_COLUMNS)} FROM {_TABLE} WHERE key_hash = hash(?::VARCHAR, ?::VARCHAR) "
+            "AND site_id = ? AND sku = ?"
+        )
         self._snapshot_id: int | None = None
         # One refresh at a time; lookups never wait for it (each reads the last commit).
         self._refreshing = threading.Lock()
         self._lookup = threading.local()
+        self._refreshed_at: float | None = None
+        self._follower: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._failure: BaseException | None = None
 
     @classmethod
     def open(cls, directory: Path, *, catalog: str | None = None, threads: int = 1) -> PositionReplica:
@@ -78,6 +90,7 @@ class PositionReplica:
             try:
                 oldest, newest = _snapshot_range(cursor)
                 if newest is None or newest == self._snapshot_id:
+                    self._refreshed_at = time.time()
                     return 0
                 since = self._snapshot_id
                 if since is None or oldest is None or oldest > since + 1 or newest < since:
@@ -89,13 +102,44 @@ class PositionReplica:
                 msg = f"cannot refresh the position replica from {self._reader.directory}: {exc}"
                 raise SnapshotError(msg) from exc
 
+    @property
+    def refreshed_at(self) -> float | None:
+        """When the last refresh ended (`time.time()`), None before the first."""
+        return self._refreshed_at
+
+    def follow(self, every: float = 0.05, *, nice: int = 5) -> None:
+        """Refresh in a background thread, `every` seconds after the last refresh ended, until `close()`.
+
+        The thread runs `nice` steps below the lookups' priority (Linux: per thread), so a
+        refresh yields the CPU to them. If a refresh fails, the thread stops and lookups
+        raise its error: a replica that no longer follows the store must not answer.
+        """
+        if self._follower is not None:
+            return
+        self._follower = threading.Thread(target=self._follow, args=(every, nice), name="position-replica", daemon=True)
+        self._follower.start()
+
+    def _follow(self, every: float, nice: int) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + nice)
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except BaseException as exc:  # raised again by the next lookup
+                self._failure = exc
+                return
+            self._stop.wait(every)
+
     def position(self, site_id: str, sku: str) -> dict[str, object] | None:
         """The position of (site, sku) in the replica's snapshot, None if it has none."""
+        if self._failure is not None:
+            msg = f"the position replica stopped following {self._reader.directory}: {self._failure}"
+            raise SnapshotError(msg) from self._failure
         if self._snapshot_id is None:
             return None
         cursor = self._cursor()
         try:
-            rows = cursor.execute(f"SELECT * FROM {_TABLE} WHERE site_id = ? AND sku = ?", [site_id, sku]).fetchall()
+            rows = cursor.execute(self._lookup_sql, [site_id, sku, site_id, sku]).fetchall()
             names = [d[0] for d in cursor.description or ()]
         except duckdb.Error as exc:
             msg = f"cannot look up ({site_id}, {sku}) in the position replica: {exc}"
@@ -112,7 +156,11 @@ class PositionReplica:
         return int(row[0]) if row else 0
 
     def close(self) -> None:
-        """Drop the copy and detach."""
+        """Stop following, drop the copy and detach."""
+        self._stop.set()
+        if self._follower is not None:
+            # A refresh in progress ends first: closing DuckDB under it could abort the process.
+            self._follower.join(timeout=60)
         self._reader.close()
 
     def __enter__(self) -> PositionReplica:
@@ -138,15 +186,38 @@ class PositionReplica:
 
     def _load(self, cursor: duckdb.DuckDBPyConnection, snapshot_id: int) -> int:
         cols = ", ".join(self._columns)
-        # Sorted by key, so a lookup's filter skips every row group but one (zone maps);
-        # updates below are in place and keep the order.
+        # Keyed by a 64-bit hash of (site, sku) and sorted by it: a lookup's filter skips
+        # every row group but one (zone maps), updates in place keep the order, and a
+        # refresh joins on one integer instead of two strings (0.20 vs 0.56 s for 100,000
+        # changes into 10,000,000, measured).
         cursor.execute(
-            f"CREATE OR REPLACE TABLE {_TABLE} AS SELECT {cols} FROM {LAKE}.positions "
-            f"AT (VERSION => {int(snapshot_id)}) ORDER BY site_id, sku"
+            f"CREATE OR REPLACE TABLE {_TABLE} AS SELECT hash(site_id, sku) AS key_hash, {cols} "
+            f"FROM {LAKE}.positions AT (VERSION => {int(snapshot_id)}) ORDER BY key_hash"
         )
         self._snapshot_id = snapshot_id
+        self._refreshed_at = time.time()
         row = cursor.execute(f"SELECT count(*) FROM {_TABLE}").fetchone()
         return int(row[0]) if row else 0
+
+    def _merge_sql(self, *, by_hash: bool) -> str:
+        """Known keys updated in place (the table stays sorted), new keys appended."""
+        cols = ", ".join(self._columns)
+        values = ", ".join(f"i.{c}" for c in self._columns)
+        first, *rest = (c for c in self._columns if c not in ("site_id", "sku"))
+        assignments = [f"{c} = i.{c}" for c in rest]
+        if by_hash:
+            on = "p.key_hash = i.key_hash"
+            # Joined on the hash alone; a row matched under another key stops the merge.
+            same = "p.site_id = i.site_id AND p.sku = i.sku"
+            assignments.insert(0, f"{first} = CASE WHEN {same} THEN i.{first} ELSE error('{_COLLISION}') END")
+        else:
+            on = "p.site_id = i.site_id AND p.sku = i.sku"
+            assignments.insert(0, f"{first} = i.{first}")
+        return (
+            f"MERGE INTO {_TABLE} p USING replica_inserted i ON {on} "
+            f"WHEN MATCHED THEN UPDATE SET {', '.join(assignments)} "
+            f"WHEN NOT MATCHED THEN INSERT (key_hash, {cols}) VALUES (i.key_hash, {values})"
+        )
 
     def _apply_changes(self, cursor: duckdb.DuckDBPyConnection, since: int, until: int) -> int:
         cols = ", ".join(self._columns)
@@ -161,8 +232,7 @@ class PositionReplica:
 
         # DuckLake stores an update as a deletion and an insertion: the insertions carry
         # every new value (read from the new files only, 5x cheaper than the change feed's
-        # pre- and post-images, measured), the newest per key wins; a key is gone when
-        # its last deletion came after its last insertion.
+        # pre- and post-images, measured), the newest per key wins.
         #
         # The insertions are copied before picking the newest: DuckDB 1.5.5 rewrites
         # "QUALIFY row_number() ... = 1" over a DuckLake scan into a join on
@@ -170,38 +240,58 @@ class PositionReplica:
         # catalog (found by this module's tests: a key changed twice came back twice).
         cursor.execute(f"CREATE OR REPLACE TEMP TABLE replica_feed AS {feed('insertions', cols)}")
         cursor.execute(
-            "CREATE OR REPLACE TEMP TABLE replica_inserted AS SELECT * FROM replica_feed "
+            "CREATE OR REPLACE TEMP TABLE replica_inserted AS "
+            "SELECT hash(site_id, sku) AS key_hash, * FROM replica_feed "
             "QUALIFY row_number() OVER (PARTITION BY site_id, sku ORDER BY snapshot_id DESC) = 1"
         )
-        cursor.execute(
-            "CREATE OR REPLACE TEMP TABLE replica_deleted AS SELECT d.site_id, d.sku "
-            f"FROM (SELECT site_id, sku, max(snapshot_id) AS snapshot_id FROM ({feed('deletions', 'site_id, sku')}) "
-            "GROUP BY site_id, sku) d LEFT JOIN replica_inserted i ON i.site_id = d.site_id AND i.sku = d.sku "
-            "WHERE i.snapshot_id IS NULL OR d.snapshot_id > i.snapshot_id"
-        )
-        assignments = ", ".join(f"{c} = i.{c}" for c in self._columns if c not in ("site_id", "sku"))
-        values = ", ".join(f"i.{c}" for c in self._columns)
+        changed = _count(cursor, "SELECT count(*) FROM replica_inserted")
         cursor.execute("BEGIN")
         try:
-            cursor.execute(
-                f"DELETE FROM {_TABLE} p USING replica_deleted d WHERE p.site_id = d.site_id AND p.sku = d.sku"
-            )
-            # In place for known keys (the table stays sorted, so lookups keep skipping
-            # row groups); new keys are appended.
-            cursor.execute(
-                f"MERGE INTO {_TABLE} p USING replica_inserted i ON p.site_id = i.site_id AND p.sku = i.sku "
-                f"WHEN MATCHED THEN UPDATE SET {assignments} "
-                f"WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})"
-            )
-            cursor.execute("COMMIT")
+            try:
+                cursor.execute(self._merge_sql(by_hash=True))
+            except duckdb.Error as exc:
+                if _COLLISION not in str(exc):
+                    raise
+                # Two keys share a hash (about 3 in a million stores of 10,000,000 keys):
+                # the same merge joined on the strings, exact whatever the hashes.
+                cursor.execute("ROLLBACK")
+                cursor.execute("BEGIN")
+                cursor.execute(self._merge_sql(by_hash=False))
+            # Every key the store holds is now here too; if the counts agree, nothing was
+            # deleted. Only then are the deletions read: they come from the old files
+            # (345 ms of a 1 s refresh at 10,000,000 positions, measured), and the flow
+            # never deletes a position.
+            stored = _count(cursor, f"SELECT count(*) FROM {LAKE}.positions AT (VERSION => {int(until)})")
+            if _count(cursor, f"SELECT count(*) FROM {_TABLE}") != stored:
+                # A key is gone when its last deletion came after its last insertion.
+                cursor.execute(
+                    "CREATE OR REPLACE TEMP TABLE replica_deleted AS SELECT d.site_id, d.sku FROM "
+                    f"(SELECT site_id, sku, max(snapshot_id) AS snapshot_id FROM ({feed('deletions', 'site_id, sku')}) "
+                    "GROUP BY site_id, sku) d LEFT JOIN replica_inserted i ON i.site_id = d.site_id AND i.sku = d.sku "
+                    "WHERE i.snapshot_id IS NULL OR d.snapshot_id > i.snapshot_id"
+                )
+                cursor.execute(
+                    f"DELETE FROM {_TABLE} p USING replica_deleted d WHERE p.site_id = d.site_id AND p.sku = d.sku"
+                )
+                changed += _count(cursor, "SELECT count(*) FROM replica_deleted")
+            diverged = _count(cursor, f"SELECT count(*) FROM {_TABLE}") != stored
         except BaseException:
             cursor.execute("ROLLBACK")
             raise
+        if diverged:
+            # Not reachable from a replica that matched the store at `since`; should it
+            # happen (the copy altered by hand, say), the whole table is loaded again.
+            cursor.execute("ROLLBACK")
+            return self._load(cursor, until)
+        cursor.execute("COMMIT")
         self._snapshot_id = until
-        row = cursor.execute(
-            "SELECT (SELECT count(*) FROM replica_inserted) + (SELECT count(*) FROM replica_deleted)"
-        ).fetchone()
-        return int(row[0]) if row else 0
+        self._refreshed_at = time.time()
+        return changed
+
+
+def _count(cursor: duckdb.DuckDBPyConnection, query: str) -> int:
+    row = cursor.execute(query).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _snapshot_range(cursor: duckdb.DuckDBPyConnection) -> tuple[int | None, int | None]:

@@ -86,7 +86,7 @@ class PositionReplica:
 
     def refresh(self) -> int:
         """Catch up with the newest snapshot; return how many positions were loaded or changed."""
-        with self._refreshing, contextlib.closing(self._reader.cursor()) as cursor:
+        with self._refreshing, contextlib.closing(self._new_cursor()) as cursor:
             try:
                 oldest, newest = _snapshot_range(cursor)
                 if newest is None or newest == self._snapshot_id:
@@ -180,8 +180,15 @@ class PositionReplica:
         # A DuckDB connection is not thread-safe: each looking-up thread keeps a cursor.
         cursor: duckdb.DuckDBPyConnection | None = getattr(self._lookup, "cursor", None)
         if cursor is None:
-            cursor = self._reader.cursor()
+            cursor = self._new_cursor()
             self._lookup.cursor = cursor
+        return cursor
+
+    def _new_cursor(self) -> duckdb.DuckDBPyConnection:
+        cursor = self._reader.cursor()
+        # With the lake as the default schema every statement's binding asks DuckLake's
+        # catalog (1.6 of a 2.7 ms lookup, measured); the replica's names are all qualified.
+        cursor.execute("USE memory")
         return cursor
 
     def _load(self, cursor: duckdb.DuckDBPyConnection, snapshot_id: int) -> int:

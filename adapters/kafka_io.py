@@ -45,6 +45,7 @@ __all__ = [
     "KafkaResume",
     "LagCallback",
     "OutMessage",
+    "resume_of",
 ]
 
 TOPICS = {
@@ -188,6 +189,24 @@ class KafkaResume:
     clock: int | None
 
 
+def resume_of(saved: object) -> KafkaResume | None:
+    """A partition's saved state as a `KafkaResume`, whichever version of the source saved it.
+
+    Versions before the event-time clock saved the next offset alone (an int); refusing
+    it made `make stack` on an old state directory fail with "'int' object has no
+    attribute 'offset'".
+    """
+    if saved is None or isinstance(saved, KafkaResume):
+        return saved
+    if isinstance(saved, int) and not isinstance(saved, bool):
+        return KafkaResume(offset=saved, clock=None)
+    msg = (
+        f"the recovery state of a Kafka input partition is {saved!r}, which this version cannot read: "
+        "restart with --reset (the flow then reads its input again from the start)"
+    )
+    raise SourceError(msg)
+
+
 class _SourcePartition(StatefulSourcePartition[RawInput, KafkaResume]):
     def __init__(
         self,
@@ -217,6 +236,7 @@ class _SourcePartition(StatefulSourcePartition[RawInput, KafkaResume]):
             }
         )
         self._topic, self._index = topic, index
+        resume = resume_of(resume)
         self._next = resume.offset if resume is not None else OFFSET_BEGINNING
         self._clock = clock
         if resume is not None and resume.clock is not None and clock is not None:

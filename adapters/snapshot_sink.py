@@ -20,7 +20,8 @@ again). Waiting there for the publish would stall the whole worker (the fold, th
    the job as pending and puts it on the queue (blocking while it is full).
 2. The writer thread publishes jobs in order, then writes the heartbeat, then drops the
    job from the pending ones; maintenance runs there too, between publishes, so it never
-   races a commit.
+   races a commit: every `maintenance_every`, and whenever the publishes have slowed by
+   as much as a maintenance run costs (files pile up; see `adapters.compaction`).
 3. `snapshot()` returns the running total and the jobs still pending (usually none, or
    the one being published): the epoch's state carries whatever of its outputs has not
    landed yet. A partition resumed with pending jobs publishes them first; publishing a
@@ -55,7 +56,8 @@ from typing import Any, Protocol
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from adapters.snapshots import SnapshotWriter
+from adapters.compaction import CompactionPolicy
+from adapters.snapshots import MaintenanceReport, SnapshotWriter
 from ledger.errors import SnapshotError
 from ledger.events import Millis
 from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask, Work
@@ -87,6 +89,9 @@ class PublishObserver(Protocol):
     def published(
         self, snapshot_id: int | None, changes: Sequence[PositionChange], rows: int, seconds: float, at: Millis
     ) -> None: ...
+
+    def maintained(self, report: MaintenanceReport, reason: str) -> None:
+        """A maintenance run: on the timer ("interval") or because publishes slowed ("publishes")."""
 
 
 @dataclass(slots=True, eq=False)
@@ -127,6 +132,14 @@ class _Done:
     changes: list[PositionChange] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class _Maintained:
+    """A finished maintenance run, for the observer on the worker thread."""
+
+    report: MaintenanceReport
+    reason: str
+
+
 _STOP = None
 
 
@@ -144,6 +157,7 @@ class _Partition(StatefulSinkPartition[tuple[Any, ...], SinkState]):
         writers: int = 1,
         index: int = 0,
         max_pending: int = 2,
+        compaction: CompactionPolicy | None = None,
     ) -> None:
         self._writer = SnapshotWriter.open(directory, catalog=catalog, writers=writers, writer=index)
         # No resume state means the flow starts from nothing: a store with rows here can
@@ -165,10 +179,13 @@ class _Partition(StatefulSinkPartition[tuple[Any, ...], SinkState]):
         self._retention = retention
         self._maintenance_every = maintenance_every.total_seconds()
         self._last_maintenance = time.monotonic()
+        # Publishes slow down as files pile up between maintenance runs: also run it when
+        # that has cost as much as a run (adapters.compaction).
+        self._compaction = compaction or CompactionPolicy()
         self._on_publish = on_publish
         self._observer = observer
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max(1, max_pending))
-        self._done: queue.SimpleQueue[_Done] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[_Done | _Maintained] = queue.SimpleQueue()
         self._failure: BaseException | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"snapshot-writer-{index}", daemon=True)
@@ -246,6 +263,10 @@ class _Partition(StatefulSinkPartition[tuple[Any, ...], SinkState]):
                 done = self._done.get_nowait()
             except queue.Empty:
                 break
+            if isinstance(done, _Maintained):
+                if self._observer is not None:
+                    self._observer.maintained(done.report, done.reason)
+                continue
             if done.snapshot_id is not None and self._on_publish is not None:
                 self._on_publish(done.snapshot_id, done.applied, done.rows, done.seconds)
             if self._observer is not None:
@@ -297,10 +318,14 @@ class _Partition(StatefulSinkPartition[tuple[Any, ...], SinkState]):
         writer.heartbeat(now)
         rows = len(job.changes) + len(job.decisions) + len(job.work)
         self._done.put(_Done(snapshot_id, job.applied, rows, seconds, now, job.changes))
-        if time.monotonic() - self._last_maintenance >= self._maintenance_every:
+        self._compaction.published(seconds)
+        on_timer = time.monotonic() - self._last_maintenance >= self._maintenance_every
+        if on_timer or self._compaction.due():
             # Between publishes, on the writer's own thread: maintenance never races a commit.
-            writer.maintain(keep_snapshots_for=self._retention)
+            report = writer.maintain(keep_snapshots_for=self._retention)
+            self._compaction.compacted(report.seconds)
             self._last_maintenance = time.monotonic()
+            self._done.put(_Maintained(report, "interval" if on_timer else "publishes"))
 
 
 class SnapshotSink(FixedPartitionedSink[tuple[Any, ...], SinkState]):
@@ -310,7 +335,8 @@ class SnapshotSink(FixedPartitionedSink[tuple[Any, ...], SinkState]):
     "postgres:<libpq conninfo>" keeps it in PostgreSQL (data files stay under DIR/data).
     `writers`: how many partitions (writers) share the store, each owning the keys the
     flow routes to it; `max_pending`: batches a writer may have waiting before
-    `write_batch` blocks.
+    `write_batch` blocks; `compaction`: makes each writer's policy for maintenance
+    between timer runs.
     """
 
     def __init__(
@@ -324,6 +350,7 @@ class SnapshotSink(FixedPartitionedSink[tuple[Any, ...], SinkState]):
         catalog: str = "",
         writers: int = 1,
         max_pending: int = 2,
+        compaction: Callable[[], CompactionPolicy] = CompactionPolicy,
     ) -> None:
         if writers < 1:
             msg = f"a snapshot sink needs at least one writer, got writers={writers}"
@@ -336,6 +363,7 @@ class SnapshotSink(FixedPartitionedSink[tuple[Any, ...], SinkState]):
         self._catalog = catalog
         self._writers = writers
         self._max_pending = max_pending
+        self._compaction = compaction
 
     def list_parts(self) -> list[str]:
         # One writer keeps the historical part name, so its recovery state still matches.
@@ -362,4 +390,5 @@ class SnapshotSink(FixedPartitionedSink[tuple[Any, ...], SinkState]):
             writers=self._writers,
             index=index,
             max_pending=self._max_pending,
+            compaction=self._compaction(),
         )

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.snapshot_sink import SnapshotSink
-from adapters.snapshots import LAKE, SnapshotWriter
+from adapters.snapshots import LAKE, MaintenanceReport, SnapshotWriter
 from ledger.outputs import FoldTally, PositionChange
 from omni_ledger.table import render_table
 
@@ -161,12 +161,16 @@ class _Commits:
 
     def __init__(self) -> None:
         self.committed: list[tuple[int, float]] = []
+        self.maintenance: list[tuple[str, float]] = []
 
     def published(
         self, snapshot_id: int | None, changes: Sequence[PositionChange], rows: int, seconds: float, at: int
     ) -> None:
         if snapshot_id is not None:
             self.committed.append((snapshot_id, at / 1000))
+
+    def maintained(self, report: MaintenanceReport, reason: str) -> None:
+        self.maintenance.append((reason, report.seconds))
 
 
 def _say(text: str) -> None:

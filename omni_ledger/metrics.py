@@ -85,6 +85,7 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from adapters.atp_view import ServingStore
+    from adapters.snapshots import MaintenanceReport
 
 __all__ = [
     "REGISTRY",
@@ -226,6 +227,14 @@ class FlowMetrics(Collector):
         )
         self.snapshots = Counter(
             "omni_ledger_snapshots_published", "Snapshots committed by this process.", registry=registry
+        )
+        self.maintenance_seconds = Histogram(
+            "omni_ledger_snapshot_maintenance_duration_seconds",
+            "Time of one snapshot store maintenance run (compaction, expiry); publishes wait for it. "
+            "reason: interval (the timer) or publishes (they had slowed by as much as a run costs).",
+            ["reason"],
+            buckets=PUBLISH_BUCKETS,
+            registry=registry,
         )
         self.kafka_lag = Gauge(
             "omni_ledger_kafka_consumer_lag_messages",
@@ -386,6 +395,20 @@ class FlowMetrics(Collector):
         _LOG.debug(
             "snapshot published",
             extra={"step": "snapshots", "snapshot_id": snapshot_id, "rows": rows, "seconds": round(seconds, 4)},
+        )
+
+    def maintained(self, report: MaintenanceReport, reason: str) -> None:
+        """One maintenance run of the snapshot store, and why it ran."""
+        self.maintenance_seconds.labels(reason).observe(report.seconds)
+        _LOG.info(
+            "snapshot store maintained",
+            extra={
+                "step": "snapshots",
+                "reason": reason,
+                "seconds": round(report.seconds, 3),
+                "files_before": report.files_before,
+                "files_after": report.files_after,
+            },
         )
 
     # -- Kafka (the source partition reports after each poll)

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from adapters import snapshots
+from adapters.compaction import CompactionPolicy
 from adapters.snapshot_sink import SnapshotSink
-from adapters.snapshots import SnapshotReader, SnapshotWriter
+from adapters.snapshots import MaintenanceReport, SnapshotReader, SnapshotWriter
 from ledger.contract import fulfilment_to_record
 from ledger.errors import SnapshotError
 from ledger.execution import (
@@ -870,3 +871,40 @@ def test_a_writer_that_falls_behind_blocks_the_handover_instead_of_queueing_with
     finally:
         gated.gate.set()
         part.close()
+
+
+class _EveryThirdPublish(CompactionPolicy):
+    """Due after every third publish: the sink's wiring, without timing (the rule has its unit tests)."""
+
+    def due(self) -> bool:
+        return self._publishes >= 3
+
+
+class _Maintenance:
+    def __init__(self) -> None:
+        self.runs: list[tuple[str, MaintenanceReport]] = []
+
+    def published(self, *args: object) -> None:
+        pass
+
+    def maintained(self, report: MaintenanceReport, reason: str) -> None:
+        self.runs.append((reason, report))
+
+
+@pytest.mark.integration
+def test_the_sink_runs_maintenance_when_its_compaction_policy_says_publishes_have_slowed(store: Path) -> None:
+    seen = _Maintenance()
+    part = SnapshotSink(store, observer=seen, compaction=_EveryThirdPublish).build_part("snapshots", "snapshots", None)
+    try:
+        for version in range(1, 8):
+            # Enough rows per publish to be written as files, not inlined in the catalog.
+            rows = [change("S1", f"K{i:03d}", version, on_hand=version) for i in range(300)]
+            part.write_batch([(*rows, FoldTally(applied=300, duplicates=0, too_late=0))])
+    finally:
+        part.close()
+    assert [reason for reason, _ in seen.runs] == ["publishes", "publishes"]
+    assert all(report.files_merged or report.files_after != report.files_before for _, report in seen.runs)
+    with SnapshotReader.open(store) as reader:
+        assert set(on_hand_by_key(reader).values()) == {7}
+        assert len(reader.positions()) == 300
+        assert reader.latest()["events_applied"] == 7 * 300  # type: ignore[index]

@@ -122,6 +122,22 @@ def test_after_maintenance_expired_its_snapshots_the_replica_loads_the_store_aga
         assert replica.position("S1", "A")["on_hand"] == 5  # type: ignore[index]
 
 
+def test_maintenance_between_refreshes_moves_rows_without_the_replica_reading_them_again(
+    store: tuple[Path, SnapshotWriter, SnapshotReader],
+) -> None:
+    path, writer, reader = store
+    # Enough rows to be written as files, so the maintenance rewrites and merges them.
+    writer.publish([change("S1", f"K{i:03d}", 1, i) for i in range(300)], [], events_applied=300, now=T0)
+    with PositionReplica.open(path) as replica:
+        writer.publish([change("S1", f"K{i:03d}", 2, -i) for i in range(100)], [], events_applied=400, now=T0 + 1)
+        report = writer.maintain(keep_snapshots_for=timedelta(days=7))
+        assert report.files_merged or report.inlined_tables_flushed
+        writer.publish([change("S1", "K299", 3, 7)], [], events_applied=401, now=T0 + 2)
+        # The 100 + 1 changed positions, not the 300 rows the maintenance moved.
+        assert replica.refresh() == 101
+        assert replica_rows(replica, reader) == reader.positions()
+
+
 def test_a_replica_of_a_store_with_two_writers_follows_both_writers_tables(tmp_path: Path) -> None:
     path = tmp_path / "snapshots"
     writers = [SnapshotWriter.open(path, writers=2, writer=i) for i in range(2)]

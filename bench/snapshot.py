@@ -71,6 +71,7 @@ _READER = textwrap.dedent(
     rng = random.Random(7)
     think = float(sys.argv[5])
     reader = SnapshotReader.open(store)
+    torn = []
 
     def lookup():
         i = rng.randrange(sites * skus)
@@ -78,7 +79,9 @@ _READER = textwrap.dedent(
         started = time.perf_counter()
         rows = reader.positions(sku=sku, site_id=site)
         took = time.perf_counter() - started
-        assert len(rows) == 1, (site, sku, rows)
+        if len(rows) != 1:
+            # A torn read of DuckLake's SQLite catalog (README): counted, not hidden.
+            torn.append([site, sku, len(rows)])
         return took
 
     for _ in range(20):
@@ -88,7 +91,7 @@ _READER = textwrap.dedent(
     while not (control / "stop").exists():
         (busy if (control / "go").exists() else idle).append(lookup())
         time.sleep(think if busy or len(idle) <= 2000 else 0.01)
-    print(json.dumps({"idle": idle, "busy": busy}), flush=True)
+    print(json.dumps({"idle": idle, "busy": busy, "torn": torn}), flush=True)
     """
 )
 
@@ -492,6 +495,7 @@ def _ducklake_lookups(result: dict[str, Any], lookups: dict[str, Any], think: fl
             "lookup_p99_ms": _ms(p99),
             "lookup_max_ms": _ms(max(busy) if busy else None),
             "lookups": len(busy),
+            "lookups_not_one_row": lookups["torn"],
         }
     )
     return {
@@ -503,6 +507,7 @@ def _ducklake_lookups(result: dict[str, Any], lookups: dict[str, Any], think: fl
         "note": (
             f"SnapshotReader (a DuckLake query each): p50 {result['lookup_p50_ms']} ms, {len(busy):,} lookups "
             f"{think * 1000:g} ms apart; idle p99 {result['lookup_idle_p99_ms']} ms"
+            + (f"; {len(lookups['torn'])} returned a key twice or not at all (torn reads)" if lookups["torn"] else "")
         ),
     }
 

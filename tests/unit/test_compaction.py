@@ -31,6 +31,15 @@ def test_publishes_growing_linearly_compact_near_the_interval_that_minimises_the
     assert best - 1 <= n <= best + 2
 
 
+def test_cheap_compactions_wait_until_the_publishes_lost_the_floor() -> None:
+    policy = CompactionPolicy(floor=2.0)
+    policy.compacted(0.05)
+    # 10 ms of noise a publish: 0.05 s lost after a handful, 2 s only after ~200.
+    n = publishes_until_due(policy, [0.1 + 0.01 * (i % 2) for i in range(1_000)])
+    assert n is not None
+    assert n >= 300
+
+
 def test_publishes_that_do_not_slow_down_never_call_for_a_compaction() -> None:
     policy = CompactionPolicy()
     policy.compacted(0.5)
@@ -38,13 +47,13 @@ def test_publishes_that_do_not_slow_down_never_call_for_a_compaction() -> None:
 
 
 def test_a_single_slow_publish_is_not_enough() -> None:
-    policy = CompactionPolicy(first_compaction_guess=0.1)
+    policy = CompactionPolicy(first_compaction_guess=0.1, floor=0.0)
     policy.published(5.0)
     assert not policy.due()
 
 
 def test_a_compaction_starts_the_count_again_and_sets_the_price() -> None:
-    policy = CompactionPolicy(first_compaction_guess=1.0)
+    policy = CompactionPolicy(first_compaction_guess=1.0, floor=0.0)
     assert publishes_until_due(policy, [0.1, 0.6, 0.7]) == 3  # lost 0.5 + 0.6
     policy.compacted(10.0)
     assert policy.lost == 0.0
@@ -69,7 +78,7 @@ def lost_after(times: list[float]) -> float:
 def test_with_growth_a_compaction_comes_as_soon_as_it_pays_and_never_before(
     cost: float, growth: float, base: float, noise: list[float]
 ) -> None:
-    policy = CompactionPolicy()
+    policy = CompactionPolicy(floor=0.0)
     policy.compacted(cost)
     times = [base + growth * i + jitter for i, jitter in enumerate(noise)]
     n = publishes_until_due(policy, times)

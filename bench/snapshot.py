@@ -12,9 +12,10 @@
    keys, a new version each) to the real sink partition (`SnapshotSink`, its background
    writer thread and `SnapshotWriter.publish`), one interval every `--period` seconds, as
    the flow's batching step does; every `--epoch-every` intervals close an epoch
-   (`snapshot()`, which waits until the handed-over intervals are published).
-   Measured: the handover on the calling thread (what the fold waits for), the publish on
-   the writer thread, and the epoch's wait.
+   (`snapshot()`, which keeps the intervals not published yet in the epoch's state).
+   Measured: the handover on the calling thread (what the fold waits for: it blocks while
+   two intervals wait), the publish on the writer thread, the maintenance runs the writer
+   makes between publishes (timer or slowed publishes), and the epoch's close.
 
 With `--writers N`, N sink partitions (writers) share the store, each with its share of
 every interval (keys routed by sku); `--catalog postgres` keeps the catalog in a

@@ -737,8 +737,9 @@ class SnapshotWriter:
                     break
                 except SnapshotError as exc:
                     # Several writers attaching a new PostgreSQL catalog at once race to
-                    # create DuckLake's own tables; the loser attaches what the winner made.
-                    if attempt + 1 < _COMMIT_ATTEMPTS and _is_transient(exc):
+                    # create DuckLake's own tables ("duplicate key", or "relation ... already
+                    # exists": seen in CI); the loser attaches what the winner made.
+                    if attempt + 1 < _COMMIT_ATTEMPTS and _lost_creation_race(exc):
                         _pause(attempt)
                         continue
                     raise
@@ -787,8 +788,7 @@ class SnapshotWriter:
                 # "already exists": another writer created a table between this writer's
                 # look at the catalog and its CREATE (seen on PostgreSQL in CI); the next
                 # attempt looks again and finds it.
-                lost_race = _is_transient(exc) or "already exists" in str(exc).lower()
-                if attempt + 1 < _COMMIT_ATTEMPTS and lost_race:
+                if attempt + 1 < _COMMIT_ATTEMPTS and _lost_creation_race(exc):
                     _pause(attempt)
                     continue
                 msg = f"cannot create or upgrade the snapshot store tables: {exc}"
@@ -1175,6 +1175,11 @@ def _is_transient(exc: BaseException) -> bool:
     """A lost race with another writer (worth trying again), not a fault."""
     text = str(exc).lower()
     return any(marker in text for marker in _TRANSIENT)
+
+
+def _lost_creation_race(exc: BaseException) -> bool:
+    """A lost race, or another writer creating the same table or catalog first."""
+    return _is_transient(exc) or "already exists" in str(exc).lower()
 
 
 def _pause(attempt: int) -> None:

@@ -220,3 +220,59 @@ def test_the_sink_has_one_part_per_writer_and_routes_keys_by_their_suffix(tmp_pa
     assert twelve.part_fn("snapshot") == 0
     with pytest.raises(SnapshotError, match="names writer 12"):
         twelve.part_fn("snapshot-12")
+
+
+_OPENER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from adapters.snapshots import SnapshotWriter
+
+    store, catalog, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[5])
+    index, writers = int(sys.argv[3]), int(sys.argv[4])
+    print("ready", flush=True)
+    deadline = time.monotonic() + 60
+    while not go.exists() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    SnapshotWriter.open(store, catalog=catalog, writers=writers, writer=index).close()
+    print("opened", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_writer_processes_creating_one_new_store_at_the_same_instant_all_open_it(
+    catalog: str, tmp_path: Path, attempt: int
+) -> None:
+    # The races CI found: two writers creating DuckLake's own tables in a new PostgreSQL
+    # catalog, or the store's tables, or switching the SQLite catalog to WAL, at once.
+    store, go, writers = tmp_path / "snapshots", tmp_path / "go", 4
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPENER, str(store), catalog, str(i), str(writers), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=REPO,
+        )
+        for i in range(writers)
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "ready"
+        go.touch()
+        for child in children:
+            out, err = child.communicate(timeout=120)
+            assert child.returncode == 0, err
+            assert out.strip().splitlines()[-1] == "opened"
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    with SnapshotReader.open(store) as reader:
+        assert reader.layout.writers == writers
+        assert reader.positions() == []

@@ -15,30 +15,9 @@ from hypothesis import strategies as st
 from adapters.position_replica import PositionReplica
 from adapters.snapshots import SnapshotReader, SnapshotWriter
 from ledger.errors import SnapshotError
-from ledger.outputs import PositionChange
+from tests.integration.test_snapshot_store import T0, change
 
 pytestmark = pytest.mark.integration
-
-T0 = 1_764_000_000_000
-
-
-def change(site: str, sku: str, version: int, on_hand: int) -> PositionChange:
-    return PositionChange(
-        site_id=site,
-        sku=sku,
-        on_hand=on_hand,
-        reserved=0,
-        staged=0,
-        inbound_qty=0,
-        safety_stock=0,
-        atp=max(0, on_hand),
-        negative=on_hand < 0,
-        version=version,
-        updated_at=T0 + version,
-        max_occurred_at=T0 + version,
-        inbound=(),
-        offer=None,
-    )
 
 
 def replica_rows(replica: PositionReplica, reader: SnapshotReader) -> list[dict[str, object]]:
@@ -64,7 +43,7 @@ def test_a_replica_of_a_store_without_publishes_is_empty_and_fills_on_refresh(
     with PositionReplica.open(path) as replica:
         assert replica.count() == 0
         assert replica.position("S1", "A") is None
-        sid = writer.publish([change("S1", "A", 1, 5)], [], events_applied=1, now=T0)
+        sid = writer.publish([change("S1", "A", 1, on_hand=5)], [], events_applied=1, now=T0)
         assert replica.refresh() == 1
         assert replica.snapshot_id == sid
         assert replica.position("S1", "A") is not None
@@ -75,11 +54,13 @@ def test_refresh_applies_only_the_changes_and_matches_the_reader_at_the_same_sna
     store: tuple[Path, SnapshotWriter, SnapshotReader],
 ) -> None:
     path, writer, reader = store
-    writer.publish([change(f"S{i % 3}", f"K{i:03d}", 1, i) for i in range(60)], [], events_applied=60, now=T0)
+    writer.publish([change(f"S{i % 3}", f"K{i:03d}", 1, on_hand=i) for i in range(60)], [], events_applied=60, now=T0)
     with PositionReplica.open(path) as replica:
         assert replica.count() == 60
-        writer.publish([change("S0", "K000", 2, 99), change("S9", "NEW", 1, 7)], [], events_applied=62, now=T0 + 1)
-        writer.publish([change("S0", "K000", 3, 42)], [], events_applied=63, now=T0 + 2)
+        writer.publish(
+            [change("S0", "K000", 2, on_hand=99), change("S9", "NEW", 1, on_hand=7)], [], events_applied=62, now=T0 + 1
+        )
+        writer.publish([change("S0", "K000", 3, on_hand=42)], [], events_applied=63, now=T0 + 2)
         # Two snapshots at once; K000 changed in both: the later one wins.
         assert replica.refresh() == 2
         assert replica.position("S0", "K000") == reader.positions(sku="K000", site_id="S0")[0]
@@ -93,7 +74,7 @@ def test_a_position_deleted_from_the_store_leaves_the_replica(
     store: tuple[Path, SnapshotWriter, SnapshotReader],
 ) -> None:
     path, writer, reader = store
-    writer.publish([change("S1", "A", 1, 5), change("S1", "B", 1, 6)], [], events_applied=2, now=T0)
+    writer.publish([change("S1", "A", 1, on_hand=5), change("S1", "B", 1, on_hand=6)], [], events_applied=2, now=T0)
     with PositionReplica.open(path) as replica:
         # The flow never deletes a position; an operator's repair may (SQL on the lake).
         writer._con.execute("DELETE FROM lake.positions WHERE sku = 'A'")
@@ -106,11 +87,11 @@ def test_after_maintenance_expired_its_snapshots_the_replica_loads_the_store_aga
     store: tuple[Path, SnapshotWriter, SnapshotReader],
 ) -> None:
     path, writer, reader = store
-    writer.publish([change("S1", "A", 1, 5)], [], events_applied=1, now=T0)
+    writer.publish([change("S1", "A", 1, on_hand=5)], [], events_applied=1, now=T0)
     with PositionReplica.open(path) as replica:
         for version in range(2, 6):
             writer.publish(
-                [change("S1", "A", version, version), change("S2", f"B{version}", 1, version)],
+                [change("S1", "A", version, on_hand=version), change("S2", f"B{version}", 1, on_hand=version)],
                 [],
                 events_applied=version,
                 now=T0 + version,
@@ -127,12 +108,14 @@ def test_maintenance_between_refreshes_moves_rows_without_the_replica_reading_th
 ) -> None:
     path, writer, reader = store
     # Enough rows to be written as files, so the maintenance rewrites and merges them.
-    writer.publish([change("S1", f"K{i:03d}", 1, i) for i in range(300)], [], events_applied=300, now=T0)
+    writer.publish([change("S1", f"K{i:03d}", 1, on_hand=i) for i in range(300)], [], events_applied=300, now=T0)
     with PositionReplica.open(path) as replica:
-        writer.publish([change("S1", f"K{i:03d}", 2, -i) for i in range(100)], [], events_applied=400, now=T0 + 1)
+        writer.publish(
+            [change("S1", f"K{i:03d}", 2, on_hand=-i) for i in range(100)], [], events_applied=400, now=T0 + 1
+        )
         report = writer.maintain(keep_snapshots_for=timedelta(days=7))
         assert report.files_merged or report.inlined_tables_flushed
-        writer.publish([change("S1", "K299", 3, 7)], [], events_applied=401, now=T0 + 2)
+        writer.publish([change("S1", "K299", 3, on_hand=7)], [], events_applied=401, now=T0 + 2)
         # The 100 + 1 changed positions, not the 300 rows the maintenance moved.
         assert replica.refresh() == 101
         assert replica_rows(replica, reader) == reader.positions()
@@ -142,10 +125,10 @@ def test_a_replica_of_a_store_with_two_writers_follows_both_writers_tables(tmp_p
     path = tmp_path / "snapshots"
     writers = [SnapshotWriter.open(path, writers=2, writer=i) for i in range(2)]
     try:
-        writers[0].publish([change("S1", "A", 1, 1)], [], events_applied=1, now=T0)
+        writers[0].publish([change("S1", "A", 1, on_hand=1)], [], events_applied=1, now=T0)
         with PositionReplica.open(path) as replica, SnapshotReader.open(path) as reader:
-            writers[1].publish([change("S2", "B", 1, 2)], [], events_applied=1, now=T0 + 1)
-            writers[0].publish([change("S1", "A", 2, 3)], [], events_applied=2, now=T0 + 2)
+            writers[1].publish([change("S2", "B", 1, on_hand=2)], [], events_applied=1, now=T0 + 1)
+            writers[0].publish([change("S1", "A", 2, on_hand=3)], [], events_applied=2, now=T0 + 2)
             assert replica.refresh() == 2
             assert replica_rows(replica, reader) == reader.positions()
             assert [r["on_hand"] for r in reader.positions()] == [3, 2]
@@ -158,7 +141,7 @@ def test_lookups_from_other_threads_go_on_while_a_refresh_runs(
     store: tuple[Path, SnapshotWriter, SnapshotReader],
 ) -> None:
     path, writer, reader = store
-    writer.publish([change("S1", f"K{i:04d}", 1, i) for i in range(2_000)], [], events_applied=1, now=T0)
+    writer.publish([change("S1", f"K{i:04d}", 1, on_hand=i) for i in range(2_000)], [], events_applied=1, now=T0)
     with PositionReplica.open(path) as replica:
         seen: list[object] = []
         errors: list[BaseException] = []
@@ -177,7 +160,9 @@ def test_lookups_from_other_threads_go_on_while_a_refresh_runs(
         for thread in threads:
             thread.start()
         for version in range(2, 6):
-            writer.publish([change("S1", "K0007", version, 1_000 + version)], [], events_applied=version, now=T0)
+            writer.publish(
+                [change("S1", "K0007", version, on_hand=1_000 + version)], [], events_applied=version, now=T0
+            )
             replica.refresh()
         stop.set()
         for thread in threads:
@@ -190,10 +175,12 @@ def test_lookups_from_other_threads_go_on_while_a_refresh_runs(
 
 def test_a_following_replica_catches_up_by_itself(store: tuple[Path, SnapshotWriter, SnapshotReader]) -> None:
     path, writer, reader = store
-    writer.publish([change("S1", "A", 1, 5)], [], events_applied=1, now=T0)
+    writer.publish([change("S1", "A", 1, on_hand=5)], [], events_applied=1, now=T0)
     with PositionReplica.open(path) as replica:
         replica.follow(every=0.01)
-        sid = writer.publish([change("S1", "A", 2, 6), change("S2", "B", 1, 1)], [], events_applied=3, now=T0 + 1)
+        sid = writer.publish(
+            [change("S1", "A", 2, on_hand=6), change("S2", "B", 1, on_hand=1)], [], events_applied=3, now=T0 + 1
+        )
         deadline = time.monotonic() + 20
         while replica.snapshot_id != sid and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -206,7 +193,7 @@ def test_when_following_fails_lookups_raise_the_error_instead_of_answering_stale
     store: tuple[Path, SnapshotWriter, SnapshotReader], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, writer, _ = store
-    writer.publish([change("S1", "A", 1, 5)], [], events_applied=1, now=T0)
+    writer.publish([change("S1", "A", 1, on_hand=5)], [], events_applied=1, now=T0)
     with PositionReplica.open(path) as replica:
 
         def broken() -> int:
@@ -225,11 +212,11 @@ def test_a_replica_that_no_longer_matches_the_store_loads_it_again(
     store: tuple[Path, SnapshotWriter, SnapshotReader],
 ) -> None:
     path, writer, reader = store
-    writer.publish([change("S1", "A", 1, 5), change("S1", "B", 1, 6)], [], events_applied=2, now=T0)
+    writer.publish([change("S1", "A", 1, on_hand=5), change("S1", "B", 1, on_hand=6)], [], events_applied=2, now=T0)
     with PositionReplica.open(path) as replica:
         # Damage the copy: the counts no longer agree after the next catch-up.
         replica._cursor().execute("DELETE FROM memory.main.position_replica WHERE sku = 'B'")
-        writer.publish([change("S1", "A", 2, 7)], [], events_applied=3, now=T0 + 1)
+        writer.publish([change("S1", "A", 2, on_hand=7)], [], events_applied=3, now=T0 + 1)
         replica.refresh()
         assert replica_rows(replica, reader) == reader.positions()
         assert replica.count() == 2
@@ -239,14 +226,16 @@ def test_two_keys_with_one_hash_are_merged_on_the_strings_instead(
     store: tuple[Path, SnapshotWriter, SnapshotReader],
 ) -> None:
     path, writer, reader = store
-    writer.publish([change("S1", "A", 1, 5), change("S1", "B", 1, 6)], [], events_applied=2, now=T0)
+    writer.publish([change("S1", "A", 1, on_hand=5), change("S1", "B", 1, on_hand=6)], [], events_applied=2, now=T0)
     with PositionReplica.open(path) as replica:
         # A 64-bit collision cannot be found for a test: give B the hash of A instead.
         cursor = replica._cursor()
         cursor.execute(
             "UPDATE memory.main.position_replica SET key_hash = hash('S1'::VARCHAR, 'A'::VARCHAR) WHERE sku = 'B'"
         )
-        writer.publish([change("S1", "A", 2, 7), change("S1", "B", 2, 8)], [], events_applied=4, now=T0 + 1)
+        writer.publish(
+            [change("S1", "A", 2, on_hand=7), change("S1", "B", 2, on_hand=8)], [], events_applied=4, now=T0 + 1
+        )
         assert replica.refresh() == 2
         stored = {(p["sku"], p["on_hand"], p["version"]) for p in reader.positions()}
         held = set(cursor.execute("SELECT sku, on_hand, version FROM memory.main.position_replica").fetchall())
@@ -277,7 +266,7 @@ def test_after_any_publishes_and_refreshes_the_replica_equals_the_reader(
     ):
         for n, (changes, refresh) in enumerate(steps):
             writer.publish(
-                [change(site, sku, version, version * 10 + n) for site, sku, version in changes],
+                [change(site, sku, version, on_hand=version * 10 + n) for site, sku, version in changes],
                 [],
                 events_applied=n,
                 now=T0 + n,

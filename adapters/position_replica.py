@@ -152,8 +152,7 @@ class PositionReplica:
         """How many positions the replica holds."""
         if self._snapshot_id is None:
             return 0
-        row = self._cursor().execute(f"SELECT count(*) FROM {_TABLE}").fetchone()
-        return int(row[0]) if row else 0
+        return _count(self._cursor(), f"SELECT count(*) FROM {_TABLE}")
 
     def close(self) -> None:
         """Stop following, drop the copy and detach."""
@@ -203,8 +202,7 @@ class PositionReplica:
         )
         self._snapshot_id = snapshot_id
         self._refreshed_at = time.time()
-        row = cursor.execute(f"SELECT count(*) FROM {_TABLE}").fetchone()
-        return int(row[0]) if row else 0
+        return _count(cursor, f"SELECT count(*) FROM {_TABLE}")
 
     def _merge_sql(self, *, by_hash: bool) -> str:
         """Known keys updated in place (the table stays sorted), new keys appended."""

@@ -61,6 +61,7 @@ from adapters.kafka_records import (
     render_order,
     render_task,
 )
+from adapters.recovery import discard_uncommitted
 from adapters.shutdown import StopFlag
 from adapters.sim_source import SimSource
 from adapters.snapshot_sink import SnapshotSink
@@ -575,6 +576,9 @@ def run(plan: RunPlan) -> None:
     recovery = None
     if plan.recovery_dir is not None:
         _init_recovery(plan.recovery_dir, settings.workers * max(1, len(settings.addresses)))
+        # State a crashed run saved for an epoch that never completed (its outputs maybe
+        # never acknowledged) must not be loaded by a later resume: adapters/recovery.py.
+        discard_uncommitted(plan.recovery_dir)
         recovery = RecoveryConfig(str(plan.recovery_dir))  # type: ignore[no-untyped-call]
     if cluster:
         others = [a for i, a in enumerate(settings.addresses) if i != settings.process_id]

@@ -282,7 +282,7 @@ def test_kill_minus_nine_at_random_moments_loses_and_doubles_nothing(kafka, tmp_
             decided[record["reservation_id"]].add(record["status"])
         else:
             other[record["reservation_id"]].add(f"{record['status']}/{record['reason']}")
-    expected = {rid: {status} for rid, status in model.request_decisions.items()}
+    expected = {rid: {status} for rid, status in dict(model.request_decisions).items()}
     problem = difference("reservation decisions", expected, decided)
     if problem:
         lost = [rid for rid in expected if rid not in decided][:5]

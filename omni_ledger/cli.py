@@ -189,6 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--flow-metrics-port", type=int, default=9610, help="the flow's /metrics port (0: none)")
     up.add_argument("--api-metrics-port", type=int, default=9611, help="the API's /metrics port (0: none)")
     up.add_argument("--no-people", action="store_true", help="no simulated customers, clerks or drivers")
+    up.add_argument("--customer-every", type=float, default=15.0, help="mean seconds between two simulated customers")
     up.add_argument("--reset", action="store_true", help="start from an empty store (else continue the last run)")
     up.add_argument("--stop-timeout", type=float, default=25.0, help="seconds a part has to stop before it is killed")
 
@@ -628,6 +629,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         api_metrics_port=args.api_metrics_port,
         # The parts write to a pipe: they log as this command does, not as a pipe's reader would want.
         log_format=logs.active_format(),
+        customer_every=args.customer_every,
     )
     names = ", ".join(part.name for part in system.parts)
     _LOG.info("starting %s over %s (%d appointment slots opened)", names, settings.snapshot_dir.resolve(), opened)

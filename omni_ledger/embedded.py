@@ -140,6 +140,7 @@ def live_retailer(
     flow_metrics_port: int = 9610,
     api_metrics_port: int = 9611,
     log_format: str | None = None,
+    customer_every: float = 15.0,
 ) -> LiveRetailer:
     """The parts: the flow (the simulator and the API's inbox), the API with the console, and the people.
 
@@ -180,7 +181,18 @@ def live_retailer(
         parts.append(
             Part(
                 "people",
-                [*common, "people", "--url", base, "--network", str(network_file), "--snapshot-dir", directory],
+                [
+                    *common,
+                    "people",
+                    "--url",
+                    base,
+                    "--network",
+                    str(network_file),
+                    "--snapshot-dir",
+                    directory,
+                    "--customer-every",
+                    str(customer_every),
+                ],
                 env={"OMNI_LEDGER_PEOPLE_TOKEN": first},
             )
         )

@@ -116,8 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     store_args(run)
 
     atp = _sub(sub, common, "atp", help="positions of a sku from the latest (or an earlier) snapshot")
-    atp.add_argument("--sku", required=True)
-    atp.add_argument("--site")
+    atp.add_argument("--sku", required=True, help="the sku to show, e.g. SKU-00042 (simulator) or PHONE-B (demo)")
+    atp.add_argument("--site", help="one site id only (default: every site holding the sku)")
     atp.add_argument("--as-of", type=int, metavar="SNAPSHOT", help="a snapshot id from `omni-ledger snapshots`")
     store_args(atp)
 
@@ -427,6 +427,15 @@ def _cmd_atp(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"snapshot": info, "positions": positions, "inbound": inbound}, default=_json_default))
         return 0
+    if not positions and not inbound:
+        # Nothing at all: a typo, or a sku of another network; say so and fail, scripts test the code.
+        where = f" at {args.site}" if args.site else ""
+        msg = (
+            f"no position of sku {args.sku!r}{where} in "
+            f"{'any snapshot yet' if not info else 'snapshot ' + str(info['snapshot_id'])}; "
+            "list the skus with: omni-ledger sql -c 'SELECT DISTINCT sku FROM positions ORDER BY sku LIMIT 20'"
+        )
+        raise OmniLedgerError(msg)
     snap = "no snapshot yet" if not info else f"snapshot {info['snapshot_id']}"
     if info and "created_at" in info:
         snap += f" (published {_json_default(info['created_at'])}, {info['events_applied']:,} events applied)"
@@ -595,11 +604,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args).with_overrides(host=args.host, port=args.port, network=args.network, bus=args.bus)
     logs.set_context(command="serve")
+    if not settings.snapshot_dir.is_dir():
+        # Creating it would serve an empty store forever: the flow writes elsewhere.
+        msg = (
+            f"--snapshot-dir {settings.snapshot_dir}: no such directory; pass the directory the flow writes "
+            "(omni-ledger run --snapshot-dir DIR), or start everything at once with `make run`"
+        )
+        raise ConfigError(msg)
+    base = f"http://{settings.serve.host}:{settings.serve.port}"
     _LOG.info(
-        "serving %s on http://%s:%s (OpenAPI at /docs; confirms go to the %s bus)",
+        "serving %s: console at %s/console/, OpenAPI at %s/docs (confirms go to the %s bus)",
         settings.snapshot_dir.resolve(),
-        settings.serve.host,
-        settings.serve.port,
+        base,
+        base,
         settings.serve.bus,
     )
     max_age = settings.serve.max_snapshot_age
@@ -781,6 +798,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _LOG.warning("interrupted")
         return 130
+    except BrokenPipeError:
+        # `omni-ledger snapshots | head`: the reader has what it wanted. Python would print a
+        # traceback flushing stdout at exit; point stdout at /dev/null first (Python docs, SIGPIPE).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

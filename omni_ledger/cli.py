@@ -604,13 +604,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args).with_overrides(host=args.host, port=args.port, network=args.network, bus=args.bus)
     logs.set_context(command="serve")
-    if not settings.snapshot_dir.is_dir():
-        # Creating it would serve an empty store forever: the flow writes elsewhere.
-        msg = (
-            f"--snapshot-dir {settings.snapshot_dir}: no such directory; pass the directory the flow writes "
-            "(omni-ledger run --snapshot-dir DIR), or start everything at once with `make run`"
-        )
-        raise ConfigError(msg)
+    _wait_for_snapshot_dir(settings.snapshot_dir)
     base = f"http://{settings.serve.host}:{settings.serve.port}"
     _LOG.info(
         "serving %s: console at %s/console/, OpenAPI at %s/docs (confirms go to the %s bus)",
@@ -627,6 +621,27 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         # uvicorn shut down cleanly, then re-raised the signal: a Ctrl-C is the normal way to stop.
         _LOG.info("server stopped")
     return 0
+
+
+_SNAPSHOT_DIR_WAIT_S = 15.0
+
+
+def _wait_for_snapshot_dir(directory: Path) -> None:
+    """Return once `directory` exists; a ConfigError if it does not come.
+
+    Never created here: a mistyped directory would be served empty forever while the flow
+    writes elsewhere. A flow started at the same time (`make stack`) creates it within
+    seconds, so a directory whose parent exists is waited for, briefly.
+    """
+    deadline = time.monotonic() + (_SNAPSHOT_DIR_WAIT_S if directory.parent.is_dir() else 0.0)
+    while not directory.is_dir():
+        if time.monotonic() >= deadline:
+            msg = (
+                f"--snapshot-dir {directory}: no such directory; pass the directory the flow writes "
+                "(omni-ledger run --snapshot-dir DIR), or start everything at once with `make run`"
+            )
+            raise ConfigError(msg)
+        time.sleep(0.2)
 
 
 def _cmd_up(args: argparse.Namespace) -> int:

@@ -47,7 +47,7 @@ def test_an_unknown_sku_fails_and_says_how_to_list_the_skus(store: Path) -> None
 
 
 def test_serve_refuses_a_snapshot_directory_that_does_not_exist(tmp_path: Path) -> None:
-    missing = tmp_path / "not-there"
+    missing = tmp_path / "not-there" / "snapshots"  # a parent that exists would be waited for a few seconds
     done = run_cli("serve", "--snapshot-dir", str(missing), "--port", "0", "--metrics-port", "0")
 
     assert done.returncode == 2

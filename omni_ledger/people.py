@@ -9,7 +9,8 @@ the shuttle board and the dropship orders fill as they would in a real network:
   made as often as the network offers them), confirmed through `POST /v1/confirm`;
 - a clerk picks each shuttle task at a moment drawn between when it was first seen and
   its cut-off (`due_at`), never after it;
-- a driver loads each parcel at its run's departure and scans it in at its arrival.
+- a driver loads each picked parcel in the quarter of an hour before its run departs and
+  scans it in at its arrival.
 
 Stores whose index in the network is a multiple of `leave_every` are left to people in
 the console: their clerks' tasks, and the parcels leaving or reaching them, wait for a
@@ -38,6 +39,7 @@ __all__ = ["People", "PeopleConfig"]
 _LOG = logging.getLogger("omni_ledger.people")
 _KM_PER_DEGREE = 111.2
 _HOT_SKUS = 40  # the simulator's popular fifth of its default 200 skus
+_BOARDING_S = 15 * 60.0  # drivers scan parcels on board in the quarter of an hour before departure
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,8 @@ class People:
         self._rng = random.Random(config.seed)
         stores = [site for site in network.sites if site.kind.value == "STORE"]
         self._stores = stores
+        # Where clerks work: a shuttle task is at the parcel's origin, a store or a DC.
+        self._workplaces = [site for site in network.sites if site.kind.value in ("STORE", "DC")]
         left = config.leave_every
         self._left = {site.id for index, site in enumerate(stores) if left and index % left == 0}
         self._picks: dict[str, float] = {}
@@ -149,7 +153,7 @@ class People:
         """The clerks' round: each open shuttle task picked at its drawn moment before its cut-off."""
         now = self._clock()
         done = 0
-        for store in self._stores:
+        for store in self._workplaces:
             if store.id in self._left:
                 continue
             tasks = self._call("GET", f"/v1/stores/{store.id}/tasks?status=OPEN").get("tasks") or []
@@ -168,16 +172,22 @@ class People:
         return done
 
     def drivers(self) -> int:
-        """The drivers' round: parcels loaded at their departure, scanned in at their arrival."""
+        """The drivers' round: picked parcels loaded as their shuttle leaves, scanned in at their arrival."""
         now = self._clock()
         done = 0
+        picked: dict[str, set[str]] = {}  # per origin, the parcels its clerks have isolated
         for load in self._call("GET", "/v1/loads").get("loads") or []:
-            if load.get("origin") in self._left or load.get("destination") in self._left:
+            origin, destination = load.get("origin"), load.get("destination")
+            if origin in self._left or destination in self._left:
                 continue
             parcel, status = str(load["parcel_id"]), load.get("status")
             departs, arrives = _seconds(load.get("departs_at")), _seconds(load.get("arrives_at"))
-            if status == "PICKED" and departs is not None and now >= departs:
-                if self._act(f"/v1/loads/{parcel}/loaded"):
+            # Scanned on board in the last minutes before departure: the hold ends as the shuttle leaves.
+            if status == "PLANNED" and departs is not None and departs - _BOARDING_S <= now < departs:
+                if origin not in picked:
+                    tasks = self._call("GET", f"/v1/stores/{origin}/tasks?status=DONE").get("tasks") or []
+                    picked[str(origin)] = {str(t.get("parcel_id")) for t in tasks}
+                if parcel in picked[str(origin)] and self._act(f"/v1/loads/{parcel}/loaded"):
                     self.done["loaded"] += 1
                     done += 1
             elif status == "LOADED" and now >= (arrives or now + 1) and self._act(f"/v1/loads/{parcel}/arrived"):

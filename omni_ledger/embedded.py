@@ -158,6 +158,9 @@ def live_retailer(
     # A token for this session only, unless the operator gives them: writes are never open.
     token = None if given else f"local-{secrets.token_hex(12)}"
     tokens = {"OMNI_LEDGER_SERVE_WRITE_TOKENS": given or str(token)}
+    # The fold decides a confirm at its next epoch; beside the simulator, on a busy machine, or
+    # while it maintains its snapshot store, that can take longer than serve's default 5 s.
+    tokens["OMNI_LEDGER_SERVE_CONFIRM_TIMEOUT"] = environ.get("OMNI_LEDGER_SERVE_CONFIRM_TIMEOUT", "20s")
     host, port = settings.serve.host, settings.serve.port
     base = f"http://{host}:{port}"
     flow = Part(

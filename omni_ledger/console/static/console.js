@@ -197,8 +197,10 @@ function renderPromise() {
     { label: "Option", value: (o) => modeText(o.mode) },
     { label: "From", value: (o) => siteName(o.source_id) },
     { label: "To", value: (o) => (o.deliver_to === "HOME" ? "home" : siteName(o.deliver_to)), wide: true },
-    { label: "Available", value: (o) => when(o.available_at, o.deliver_to === "HOME" ? o.source_id : o.deliver_to) },
-    { label: "Appointment", value: (o) => when(o.appointment_at, o.deliver_to) },
+    // On a phone the appointment column gives way: the appointment is under the date instead.
+    { label: "Available", value: (o) => el("span", {}, when(o.available_at, o.deliver_to === "HOME" ? o.source_id : o.deliver_to),
+        o.appointment_at ? el("span", { class: "phone-only" }, el("br"), `appointment ${when(o.appointment_at, o.deliver_to)}`) : "") },
+    { label: "Appointment", value: (o) => when(o.appointment_at, o.deliver_to), wide: true },
     { label: "km", value: (o) => o.distance_km.toFixed(1), num: true, wide: true },
     { label: "Price", value: (o) => (o.price === null ? "-" : o.price.toFixed(2)), num: true, wide: true },
     { label: "Shuttle", value: (o) => (o.run_id ? `departs ${when(o.departs_at, o.source_id)}` : "-"), wide: true },

@@ -204,11 +204,12 @@ def live_retailer(
     return LiveRetailer(tuple(parts), f"{base}/console/", f"{base}/health", token, metrics)
 
 
-def prepare_live_retailer(settings: Settings, network_file: Path, *, reset: bool, slot_days: int = 7) -> int:
+def prepare_live_retailer(settings: Settings, network_file: Path, *, reset: bool, slot_days: int | None = None) -> int:
     """Before the parts start: the simulator's network as a file, the store cleared if asked, slots opened.
 
-    Opening appointment capacity goes through the inbox like any other event, ahead of
-    `slot_days` (idempotent: the same ids for the same slots). Returns the events sent.
+    Opening appointment capacity goes through the inbox like any other event, for
+    `slot_days` ahead (default: the network's promise horizon, at most 60 days), idempotent:
+    the same ids for the same slots. Returns the events sent.
     """
     from ledger.confirm import open_slots_events
     from ledger.network import DAY_MS
@@ -224,7 +225,8 @@ def prepare_live_retailer(settings: Settings, network_file: Path, *, reset: bool
         # The inbox's events were folded into what was just removed; a new run starts without them.
         inbox.unlink(missing_ok=True)
     now = time.time_ns() // 1_000_000
-    events = open_slots_events(network, now, now + slot_days * DAY_MS, now)
+    days = slot_days if slot_days is not None else max(1, min(60, int(network.horizon_days)))
+    events = open_slots_events(network, now, now + days * DAY_MS, now)
     sink = JsonLinesInbox(inbox)
     try:
         sink.send(events)

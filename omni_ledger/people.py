@@ -128,10 +128,18 @@ class People:
         options = self._promise(body).get("options") or []
         if not options:
             return None
-        # Half take the best (most often in store); the others want it delivered to their store
-        # from elsewhere (a shuttle, or a supplier's dropship) when the network offers it.
+        # Most take the best (most often in store); the others want it delivered to their store from
+        # elsewhere (a shuttle, a supplier's dropship) or home (a DC's carrier, a seller's offer).
         r = rng.random()
-        wanted = "TRANSFER_TO_STORE" if r < 0.35 else "DROPSHIP_TO_STORE" if r < 0.5 else None
+        wanted = (
+            "TRANSFER_TO_STORE"
+            if r < 0.35
+            else "DROPSHIP_TO_STORE"
+            if r < 0.5
+            else "HOME_DELIVERY"
+            if r < 0.55
+            else None
+        )
         choice = next((o for o in options if o.get("mode") == wanted), options[0])
         customer = f"Customer {self._customers:05d}"
         confirm = {**body, "option_id": choice["option_id"], "customer": customer}

@@ -84,6 +84,7 @@ class People:
         self._picks: dict[str, float] = {}
         self._customers = 0
         self._bounded: bool | None = None
+        self._sent: set[str] = set()
         self.done: dict[str, int] = {"confirmed": 0, "rejected": 0, "picked": 0, "loaded": 0, "arrived": 0}
 
     @property
@@ -220,6 +221,9 @@ class People:
         return self._call("POST", "/v1/promise", body)
 
     def _act(self, path: str) -> bool:
+        if path in self._sent:
+            # Done already: the snapshot showing it has not been published yet (a repeat would be ignored).
+            return False
         try:
             self._call("POST", path)
         except ApiError as exc:
@@ -228,6 +232,7 @@ class People:
                 _LOG.debug("%s: %s", path, exc)
                 return False
             raise
+        self._sent.add(path)
         return True
 
     def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:

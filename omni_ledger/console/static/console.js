@@ -281,11 +281,36 @@ async function confirmOption(request, option) {
       $("confirm-result").textContent = `Not reserved (${body.reason}).${next}`;
     }
   } catch (error) {
-    $("confirm-result").textContent = `Not reserved: ${error.message}`;
+    const pending = /has not decided reservation (\S+) within/.exec(error.message);
+    if (pending) await awaitDecision(pending[1], option);
+    else $("confirm-result").textContent = `Not reserved: ${error.message}`;
   }
   // What is left to promise now, and the stock it came from.
   await findOptionsQuietly();
   if ($("sku").value) searchAvailability();
+}
+
+// The API stopped waiting (HTTP 504) but the request is in the ledger's input: ask until it is decided.
+async function awaitDecision(reservationId, option) {
+  const result = $("confirm-result");
+  for (let attempt = 0; attempt < 30; attempt += 1) {
+    result.textContent = `Sent: ${reservationId}, waiting for the ledger's decision…`;
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    try {
+      const body = await api(`/v1/reservations/${encodeURIComponent(reservationId)}`);
+      if (body.status === "ACCEPTED") {
+        result.textContent = `Reserved: ${reservationId} (${option.sku} ${modeText(option.mode)} from ${siteName(option.source_id)})`;
+        return;
+      }
+      if (body.status && body.status !== "PENDING") {
+        result.textContent = `Not reserved (${body.status}${body.reason ? `: ${body.reason}` : ""}).`;
+        return;
+      }
+    } catch (error) {
+      // 404 until a snapshot holds the decision: ask again.
+    }
+  }
+  result.textContent = `Not decided yet: ${reservationId}; look it up later under Store tasks or with GET /v1/reservations/${reservationId}.`;
 }
 
 async function findOptionsQuietly() {

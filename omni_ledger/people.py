@@ -77,8 +77,6 @@ class People:
         self._rng = random.Random(config.seed)
         stores = [site for site in network.sites if site.kind.value == "STORE"]
         self._stores = stores
-        # Where clerks work: a shuttle task is at the parcel's origin, a store or a DC.
-        self._workplaces = [site for site in network.sites if site.kind.value in ("STORE", "DC")]
         left = config.leave_every
         self._left = {site.id for index, site in enumerate(stores) if left and index % left == 0}
         self._picks: dict[str, float] = {}
@@ -162,10 +160,13 @@ class People:
         """The clerks' round: each open shuttle task picked at its drawn moment before its cut-off."""
         now = self._clock()
         done = 0
-        for store in self._workplaces:
-            if store.id in self._left:
+        # Only where a planned parcel leaves from: one request for the board, not one per site.
+        loads = self._call("GET", "/v1/loads").get("loads") or []
+        origins = sorted({str(x.get("origin")) for x in loads if x.get("status") == "PLANNED"})
+        for origin in origins:
+            if origin in self._left:
                 continue
-            tasks = self._call("GET", f"/v1/stores/{store.id}/tasks?status=OPEN").get("tasks") or []
+            tasks = self._call("GET", f"/v1/stores/{origin}/tasks?status=OPEN").get("tasks") or []
             for task in tasks:
                 if task.get("kind") != "PICK_FOR_SHUTTLE":
                     continue

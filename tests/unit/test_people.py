@@ -57,7 +57,12 @@ def load(parcel: str, origin: str, destination: str, departs: float, arrives: fl
 def test_a_clerk_picks_each_task_before_its_cut_off_and_leaves_the_stores_kept_for_people() -> None:
     now = [T0]
     due = T0 + 3600
-    people = FakeApi(now, {"ST-002": [task("ST-002", "P-1", due)], "ST-001": [task("ST-001", "P-2", due)]}, [])
+    tasks = {"ST-002": [task("ST-002", "P-1", due)], "ST-001": [task("ST-001", "P-2", due)]}
+    loads = [
+        load("P-1", "ST-002", "ST-003", due, due + 3600, "PLANNED"),
+        load("P-2", "ST-001", "ST-003", due, due, "PLANNED"),
+    ]
+    people = FakeApi(now, tasks, loads)
     assert people.left_to_people == {"ST-001", "ST-005"}
 
     picked_at = None

@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 .PHONY: help venv run test lint typecheck unit integration bench-fold clean
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {n[NR] = $$1; d[NR] = $$2; if (length($$1) > w) w = length($$1)} END {for (i = 1; i <= NR; i++) printf "  \033[36m%-*s\033[0m  %s\n", w, n[i], d[i]}'
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11 not found; install python3.11 or set PYTHON=/path/to/python3.11" >&2; exit 1; }
@@ -34,8 +34,14 @@ serve: $(STAMP) ## The HTTP API and web console over var/snapshots, on the simul
 	$(BIN)/omni-ledger sim-network --out $(SIM_NETWORK)
 	$(BIN)/omni-ledger serve --snapshot-dir $(SNAPSHOT_DIR) --network $(SIM_NETWORK)
 
-run: $(STAMP) ## Run the main job: the simulated retailer into snapshots under var/snapshots (Ctrl-C stops)
-	$(BIN)/omni-ledger run --source sim --rate $(RATE) --snapshot-dir $(SNAPSHOT_DIR)
+# `make run`: RUN_RATE simulated events/s; PORT (HOST) for the API and console; RUN_ARGS adds `up`
+# options, e.g. RUN_ARGS=--reset to start from an empty store, RUN_ARGS=--no-people.
+RUN_RATE ?= 200
+HOST ?= 127.0.0.1
+PORT ?= 8080
+RUN_ARGS ?=
+run: $(STAMP) ## The living retailer: simulator, flow, simulated people, API and console (http://127.0.0.1:8080/console/), metrics; Ctrl-C stops all
+	$(BIN)/omni-ledger up --snapshot-dir $(SNAPSHOT_DIR) --rate $(RUN_RATE) --host $(HOST) --port $(PORT) $(RUN_ARGS)
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .

@@ -1,7 +1,12 @@
 """The built-in retailer simulator as a resumable Bytewax source, paced to a rate.
 
-One partition. Its resume state is the simulator's own immutable state, so a restarted
-flow continues the same stream where the last completed epoch left it.
+The `sim` partition's resume state is the simulator's own immutable state, so a
+restarted flow continues the same stream where the last completed epoch left it.
+
+Given an `inbox` (the JSON-lines file the API appends a confirm's events and the
+console's clicks to, `DIR/inbox.jsonl`), a second partition follows it: the simulated
+retailer and the people using the API are folded by one flow, so a reservation made in
+the console is decided while the simulator runs. Its resume state is the file position.
 """
 
 from __future__ import annotations
@@ -9,10 +14,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from adapters.codec import RawInput
+from adapters.file_source import FileSource, FilesResume
 from adapters.shutdown import StopFlag
 from omni_ledger.simulator import RetailerSimulator, SimConfig, SimState
 
@@ -31,7 +39,13 @@ class SimResume:
 
 class _SimPartition(StatefulSourcePartition[RawInput, SimResume]):
     def __init__(
-        self, config: SimConfig, rate: int, limit: int | None, resume: SimResume | None, stop: StopFlag | None
+        self,
+        config: SimConfig,
+        rate: int,
+        limit: int | None,
+        resume: SimResume | None,
+        stop: StopFlag | None,
+        done: StopFlag | None = None,
     ) -> None:
         if resume is None:
             self._sim = RetailerSimulator(config)
@@ -45,11 +59,14 @@ class _SimPartition(StatefulSourcePartition[RawInput, SimResume]):
         self._emitted_here = 0
         self._awake: datetime | None = None
         self._stop = stop
+        self._done = done
 
     def next_batch(self) -> list[RawInput]:
-        if self._limit is not None and self._emitted >= self._limit:
-            raise StopIteration
-        if self._stop is not None and self._stop.is_set():
+        if (self._limit is not None and self._emitted >= self._limit) or (
+            self._stop is not None and self._stop.is_set()
+        ):
+            if self._done is not None:
+                self._done.set()
             raise StopIteration
         due = int((time.monotonic() - self._started) * self._rate) - self._emitted_here
         n = min(due, _MAX_BATCH)
@@ -72,17 +89,51 @@ class _SimPartition(StatefulSourcePartition[RawInput, SimResume]):
         return SimResume(self._sim.state(), self._emitted)
 
 
-class SimSource(FixedPartitionedSource[RawInput, SimResume]):
-    """`rate` simulated events per second of wall time; ends after `limit` events or when `stop` is set."""
+class SimSource(FixedPartitionedSource[RawInput, Any]):
+    """`rate` simulated events per second of wall time; ends after `limit` events or when `stop` is set.
 
-    def __init__(self, config: SimConfig, *, rate: int, limit: int | None = None, stop: StopFlag | None = None) -> None:
+    With `inbox`, also the events appended to that JSON-lines file (created if missing),
+    until `stop` is set or the simulator has emitted its `limit`.
+    """
+
+    def __init__(
+        self,
+        config: SimConfig,
+        *,
+        rate: int,
+        limit: int | None = None,
+        stop: StopFlag | None = None,
+        inbox: Path | None = None,
+    ) -> None:
         self._config = config
         self._rate = rate
         self._limit = limit
+        # The inbox ends with the simulator: a limited run must reach its end of input.
         self._stop = stop
+        self._sim_done = StopFlag()
+        self._inbox = inbox
+        if inbox is not None:
+            inbox.parent.mkdir(parents=True, exist_ok=True)
+            inbox.touch()
 
     def list_parts(self) -> list[str]:
-        return ["sim"]
+        return ["sim"] if self._inbox is None else ["sim", "inbox"]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: SimResume | None) -> _SimPartition:
-        return _SimPartition(self._config, self._rate, self._limit, resume_state, self._stop)
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> Any:
+        if for_part == "inbox" and self._inbox is not None:
+            resume = resume_state if isinstance(resume_state, FilesResume) else None
+            inbox = FileSource([self._inbox], follow=True, stop=_EitherFlag(self._stop, self._sim_done))
+            return inbox.build_part(step_id, "files", resume)
+        resume_sim = resume_state if isinstance(resume_state, SimResume) else None
+        return _SimPartition(self._config, self._rate, self._limit, resume_sim, self._stop, self._sim_done)
+
+
+class _EitherFlag(StopFlag):
+    """Set when any of its flags is (a read-only view)."""
+
+    def __init__(self, *flags: StopFlag | None) -> None:
+        super().__init__()
+        self._flags = tuple(flag for flag in flags if flag is not None)
+
+    def is_set(self) -> bool:
+        return any(flag.is_set() for flag in self._flags)

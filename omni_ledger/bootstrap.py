@@ -112,11 +112,14 @@ def _source(
         config = sim.sim_config()
         clock: Clock = ReplayClock(board=board) if clock_choice == "event" else WallClock()
         limit_text = f", stopping after {limit:,} events" if limit else ""
+        # --follow: also the API's inbox, so confirms and clicks are folded beside the simulator.
+        inbox = settings.snapshot_dir / "inbox.jsonl" if follow else None
+        inbox_text = f" and the inbox {inbox}" if inbox else ""
         return (
-            SimSource(config, rate=sim.rate, limit=limit, stop=stop),
+            SimSource(config, rate=sim.rate, limit=limit, stop=stop, inbox=inbox),
             "sim",
             clock,
-            f"simulator at {sim.rate:,} events/s{limit_text}",
+            f"simulator at {sim.rate:,} events/s{limit_text}{inbox_text}",
         )
     if spec.startswith("file:"):
         paths = [Path(p) for p in spec.removeprefix("file:").split(",") if p]

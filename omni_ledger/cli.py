@@ -10,6 +10,7 @@
     omni-ledger sql [-c QUERY]
     omni-ledger maintain
     omni-ledger sim-network [--out FILE]
+    omni-ledger up [--port N] [--snapshot-dir DIR] [--rate N] [--reset]
 
 Exit codes: 0 done, 1 a run or query failed, 2 bad arguments or settings.
 """
@@ -90,7 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--rate", type=int, help="simulator events per second (default 2000)")
     run.add_argument("--seed", type=int, help="simulator seed")
     run.add_argument("--limit", type=int, help="simulator: stop after this many events")
-    run.add_argument("--follow", action="store_true", help="file: keep tailing for appended lines")
+    run.add_argument(
+        "--follow",
+        action="store_true",
+        help="file: keep tailing for appended lines; sim: also fold the API's inbox (SNAPSHOT_DIR/inbox.jsonl)",
+    )
     run.add_argument(
         "--clock",
         choices=("auto", "wall", "event"),
@@ -111,8 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     store_args(run)
 
     atp = _sub(sub, common, "atp", help="positions of a sku from the latest (or an earlier) snapshot")
-    atp.add_argument("--sku", required=True)
-    atp.add_argument("--site")
+    atp.add_argument("--sku", required=True, help="the sku to show, e.g. SKU-00042 (simulator) or PHONE-B (demo)")
+    atp.add_argument("--site", help="one site id only (default: every site holding the sku)")
     atp.add_argument("--as-of", type=int, metavar="SNAPSHOT", help="a snapshot id from `omni-ledger snapshots`")
     store_args(atp)
 
@@ -169,6 +174,33 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--bus", choices=("file", "kafka"), help="where confirms go (default serve.bus, file)")
     serve.add_argument("--snapshot-dir", type=Path, help="snapshot directory (default: var/snapshots)")
     _metrics_args(serve)
+
+    up = _sub(
+        sub,
+        common,
+        "up",
+        help="the whole embedded system: the simulated retailer's flow, the API and console, simulated people",
+    )
+    up.add_argument("--host", help="API and console listen address (default serve.host, 127.0.0.1)")
+    up.add_argument("--port", type=int, help="API and console TCP port (default serve.port, 8080)")
+    up.add_argument("--snapshot-dir", type=Path, help="snapshot directory (default: var/snapshots)")
+    up.add_argument("--network-out", type=Path, help="the simulator's network file to write (default DIR/network.toml)")
+    up.add_argument("--rate", type=int, help="simulator events per second (default simulator.rate)")
+    up.add_argument("--flow-metrics-port", type=int, default=9610, help="the flow's /metrics port (0: none)")
+    up.add_argument("--api-metrics-port", type=int, default=9611, help="the API's /metrics port (0: none)")
+    up.add_argument("--no-people", action="store_true", help="no simulated customers, clerks or drivers")
+    up.add_argument("--customer-every", type=float, default=15.0, help="mean seconds between two simulated customers")
+    up.add_argument("--reset", action="store_true", help="start from an empty store (else continue the last run)")
+    up.add_argument("--stop-timeout", type=float, default=25.0, help="seconds a part has to stop before it is killed")
+
+    people = _sub(sub, common, "people", help="simulated customers, clerks and drivers acting on a running API")
+    people.add_argument("--url", default="http://127.0.0.1:8080", help="the API's base URL")
+    people.add_argument("--network", type=Path, help="the API's network file (default serve.network)")
+    people.add_argument("--customer-every", type=float, default=15.0, help="mean seconds between two customers")
+    people.add_argument("--leave-every", type=int, default=4, help="stores at an index multiple of N wait for a person")
+    people.add_argument("--seed", type=int, default=7, help="the people's seed")
+    # Accepted and unused: every part of `omni-ledger up` is given the same directory.
+    people.add_argument("--snapshot-dir", type=Path, help=argparse.SUPPRESS)
 
     demo = _sub(sub, common, "demo", help="Mme Martin's visit, end to end through the real fold")
     demo.add_argument("--dir", type=Path, default=Path("var/demo"), help="a scratch directory (emptied first)")
@@ -395,6 +427,15 @@ def _cmd_atp(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"snapshot": info, "positions": positions, "inbound": inbound}, default=_json_default))
         return 0
+    if not positions and not inbound:
+        # Nothing at all: a typo, or a sku of another network; say so and fail, scripts test the code.
+        where = f" at {args.site}" if args.site else ""
+        msg = (
+            f"no position of sku {args.sku!r}{where} in "
+            f"{'any snapshot yet' if not info else 'snapshot ' + str(info['snapshot_id'])}; "
+            "list the skus with: omni-ledger sql -c 'SELECT DISTINCT sku FROM positions ORDER BY sku LIMIT 20'"
+        )
+        raise OmniLedgerError(msg)
     snap = "no snapshot yet" if not info else f"snapshot {info['snapshot_id']}"
     if info and "created_at" in info:
         snap += f" (published {_json_default(info['created_at'])}, {info['events_applied']:,} events applied)"
@@ -563,11 +604,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args).with_overrides(host=args.host, port=args.port, network=args.network, bus=args.bus)
     logs.set_context(command="serve")
+    _wait_for_snapshot_dir(settings.snapshot_dir)
+    base = f"http://{settings.serve.host}:{settings.serve.port}"
     _LOG.info(
-        "serving %s on http://%s:%s (OpenAPI at /docs; confirms go to the %s bus)",
+        "serving %s: console at %s/console/, OpenAPI at %s/docs (confirms go to the %s bus)",
         settings.snapshot_dir.resolve(),
-        settings.serve.host,
-        settings.serve.port,
+        base,
+        base,
         settings.serve.bus,
     )
     max_age = settings.serve.max_snapshot_age
@@ -577,6 +620,106 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         # uvicorn shut down cleanly, then re-raised the signal: a Ctrl-C is the normal way to stop.
         _LOG.info("server stopped")
+    return 0
+
+
+_SNAPSHOT_DIR_WAIT_S = 15.0
+
+
+def _wait_for_snapshot_dir(directory: Path) -> None:
+    """Return once `directory` exists; a ConfigError if it does not come.
+
+    Never created here: a mistyped directory would be served empty forever while the flow
+    writes elsewhere. A flow started at the same time (`make stack`) creates it within
+    seconds, so a directory whose parent exists is waited for, briefly.
+    """
+    deadline = time.monotonic() + (_SNAPSHOT_DIR_WAIT_S if directory.parent.is_dir() else 0.0)
+    while not directory.is_dir():
+        if time.monotonic() >= deadline:
+            msg = (
+                f"--snapshot-dir {directory}: no such directory; pass the directory the flow writes "
+                "(omni-ledger run --snapshot-dir DIR), or start everything at once with `make run`"
+            )
+            raise ConfigError(msg)
+        time.sleep(0.2)
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from omni_ledger.embedded import http_ok, live_retailer, prepare_live_retailer
+    from omni_ledger.supervisor import Supervisor
+
+    settings = _settings(args).with_overrides(host=args.host, port=args.port, rate=args.rate)
+    logs.set_context(command="up")
+    network_file = args.network_out or settings.snapshot_dir / "network.toml"
+    opened = prepare_live_retailer(settings, network_file, reset=args.reset)
+    system = live_retailer(
+        settings,
+        network_file=network_file,
+        config_file=args.config,
+        people=not args.no_people,
+        flow_metrics_port=args.flow_metrics_port,
+        api_metrics_port=args.api_metrics_port,
+        # The parts write to a pipe: they log as this command does, not as a pipe's reader would want.
+        log_format=logs.active_format(),
+        customer_every=args.customer_every,
+    )
+    names = ", ".join(part.name for part in system.parts)
+    _LOG.info("starting %s over %s (%d appointment slots opened)", names, settings.snapshot_dir.resolve(), opened)
+    sign_in = (
+        f"sign in with the write token {system.token}"
+        if system.token
+        else "sign in with a token from OMNI_LEDGER_SERVE_WRITE_TOKENS"
+    )
+
+    def banner() -> None:
+        lines = [
+            f"omni-ledger is up: console at {system.console_url} ({sign_in})",
+            f"  API at {system.console_url.removesuffix('/console/')}/docs",
+            f"  Prometheus metrics at {', '.join(system.metrics_urls) or 'none'}",
+            f"  snapshots in {settings.snapshot_dir.resolve()}; Ctrl-C stops every part",
+        ]
+        for line in lines:
+            print(line, file=sys.stderr, flush=True)
+
+    supervisor = Supervisor(system.parts, stop_timeout=args.stop_timeout)
+    asked = [0.0]
+
+    def ready() -> bool:
+        # Once a second at most: each probe is a line in the API's log.
+        if time.monotonic() - asked[0] < 1.0:
+            return False
+        asked[0] = time.monotonic()
+        return http_ok(system.health_url, timeout=1.0)
+
+    code = supervisor.run(ready=ready, on_ready=banner)
+    if supervisor.failed is not None:
+        _LOG.error("stopped because the %s part failed (exit code %d); see its output above", supervisor.failed, code)
+        return 1
+    _LOG.info("every part stopped")
+    return 0
+
+
+def _cmd_people(args: argparse.Namespace) -> int:
+    from adapters.shutdown import StopFlag, install_interrupt_handler
+    from ledger.network import load_network
+    from omni_ledger.people import People, PeopleConfig
+
+    settings = _settings(args).with_overrides(network=args.network)
+    token = os.environ.get("OMNI_LEDGER_PEOPLE_TOKEN", "").strip()
+    if not token:
+        msg = "OMNI_LEDGER_PEOPLE_TOKEN is not set: give the people one of the API's write tokens"
+        raise ConfigError(msg)
+    config = PeopleConfig(
+        url=args.url, token=token, seed=args.seed, customer_every=args.customer_every, leave_every=args.leave_every
+    )
+    people = People(config, load_network(settings.serve.network))
+    logs.set_context(command="people")
+    left = ", ".join(sorted(people.left_to_people)) or "none"
+    _LOG.info("customers, clerks and drivers acting on %s; stores left to a person in the console: %s", args.url, left)
+    stop = StopFlag()
+    install_interrupt_handler(stop)
+    people.run(stop)
+    _LOG.info("people stopped: %s", json.dumps(people.done))
     return 0
 
 
@@ -646,6 +789,8 @@ _COMMANDS = {
     "topics": _cmd_topics,
     "produce": _cmd_produce,
     "serve": _cmd_serve,
+    "up": _cmd_up,
+    "people": _cmd_people,
     "demo": _cmd_demo,
     "open-slots": _cmd_open_slots,
     "sim-network": _cmd_sim_network,
@@ -668,6 +813,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _LOG.warning("interrupted")
         return 130
+    except BrokenPipeError:
+        # `omni-ledger snapshots | head`: the reader has what it wanted. Python would print a
+        # traceback flushing stdout at exit; point stdout at /dev/null first (Python docs, SIGPIPE).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ FAR_STORE = "STORE-VIENNE"
 SUPPLIER = "SUP-ACME"
 SELLER = "SELLER-PHONEHUB"
 A, B, C = "PHONE-A", "PHONE-B", "PHONE-C"
-MARTIN = (45.7640, 4.8357)  # place Bellecour, geolocated by the web site
+MARTIN = (45.8750, 4.7500)  # Dommartin, north-west of Lyon, geolocated by the web site: Vienne is 40 km away
 
 
 def story_day(today: date) -> date:

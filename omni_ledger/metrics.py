@@ -568,7 +568,11 @@ class _Instrumented:
             # The router put the matched route in the scope: its template, never the raw
             # path, keeps the label bounded (/v1/skus/{sku}/availability, not every sku).
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = getattr(route, "path", None)
+            if template is None and scope.get("endpoint") is not None and scope.get("root_path"):
+                # A mounted app (the console's files): the router set its prefix, not a route.
+                template = f"{scope['root_path']}/{{file}}"
+            template = template or "unmatched"
             self.histogram.labels(scope["method"], template, str(status)).observe(time.perf_counter() - started)
 
 

@@ -66,6 +66,7 @@ _SALE_QTY_MEAN = 1.25  # 1, 2 or 3 units with 80/15/5 %
 _PICKUP_QTY_MEAN = 0.86  # reserved units that end up collected: 75 % of 1.15
 _DROPSHIP_QTY_MEAN = 2.5
 _OVERSELL_RATE = 0.02  # share of empty-shelf sales the POS books anyway (phantom stock)
+_MAX_PHANTOM = 3  # units a shelf's books may fall below zero by oversells before someone counts it
 _SALE_RETRIES = 3  # a customer facing an empty shelf tries other skus first
 
 # Replenishment: shelves are stocked to cover the demand seen until a shuttle can refill them.
@@ -147,6 +148,7 @@ _INT_LIMITS: dict[str, tuple[int, int]] = {
     "jitter_ms": (0, _MAX_JITTER_MS),
     "max_pending": (1_000, 10_000_000),
     "expected_rate": (0, 10_000_000),
+    "shelf_max": (0, _MAX_TARGET),
 }
 
 
@@ -164,6 +166,13 @@ class SimConfig:
 
     `expected_rate` (events per second of the caller's clock) sizes the opening stock for
     that demand; with 0 the rate is learnt from the calls, and the first day runs short.
+
+    `shelf_max` bounds the replenishment policy's order-up-to level of a store shelf (the
+    reorder point is two thirds of it): a store's on-hand stock of a sku stays within
+    [0, 1.25 x shelf_max] but for a returned unit or a counted one now and then, however
+    fast the stream. DCs hold up to half a round of the shelves they serve, suppliers
+    `shelf_max` x stores / 2; both are replenished by purchase orders (`RECEIVED`).
+    0 sizes shelves for a day of the demand alone, as large as that is.
 
     `network` (a `ledger.network.Network`, e.g. from `load_network`) replaces the generated
     sites: its DCs, stores, suppliers and sellers are the simulator's (then `dcs`, `stores`,
@@ -184,6 +193,7 @@ class SimConfig:
     jitter_ms: int = 1_000
     max_pending: int = 50_000
     expected_rate: int = 0
+    shelf_max: int = 40
     mix: EventMix = EventMix()
     network: Network | None = None
 
@@ -600,13 +610,15 @@ class RetailerSimulator:
     def _set_targets(self) -> None:
         """Per-sku stock targets (stores, DCs, suppliers) for the demand over `_COVER_MS`."""
         cover = self._rate * _COVER_MS  # events expected over the cover
+        shelf = self._config.shelf_max or _MAX_TARGET
         store = tuple(
-            min(_MAX_TARGET, max(base, int(demand * cover)))
+            min(shelf, _MAX_TARGET, max(base, int(demand * cover)))
             for base, demand in zip(self._base_target, self._store_demand, strict=True)
         )
         # Receipts land at once, so a DC holds half a round of its stores' shelves.
         dc = tuple(min(_MAX_TARGET, max(_DC_CASE, t * self._stores_per_dc // 2)) for t in store)
-        supplier = tuple(min(_MAX_TARGET, max(_SUPPLIER_BASE_TARGET, int(x * cover))) for x in self._supplier_demand)
+        vendor = _MAX_TARGET if not self._config.shelf_max else max(_SUPPLIER_BASE_TARGET, shelf * self._s // 2)
+        supplier = tuple(min(vendor, max(_SUPPLIER_BASE_TARGET, int(x * cover))) for x in self._supplier_demand)
         self._targets = [store, dc, supplier]  # indexed by round: _STORES, _DCS, _SUPPLIERS
 
     def _shortfall(self, store: int, sku: int) -> int:
@@ -737,7 +749,7 @@ class RetailerSimulator:
                 # An empty shelf nobody has reordered: staff reorder it, the customer leaves.
                 return self._transfer(now, store, sku)
         else:
-            if rnd() >= _OVERSELL_RATE:
+            if rnd() >= _OVERSELL_RATE or on_hand[pos] - unavailable[pos] - qty < -_MAX_PHANTOM:
                 # Empty shelves with stock on its way: staff count the last one.
                 return self._count_at(now, store, sku)
             # A rare oversell: the POS sells a unit the books say is not there.
@@ -851,7 +863,9 @@ class RetailerSimulator:
         pos = site * self._k + sku
         # Most counts confirm the books; the rest find a unit or two of drift.
         drift = 0 if self._rnd() < 0.7 else (-2, -1, 1, 2)[int(self._rnd() * 4)]
-        qty = max(0, self._on_hand[pos] + drift)
+        found = self._on_hand[pos] + drift
+        # Units held for a customer or staged for a shuttle sit isolated: a count never misses them.
+        qty = max(0, found if found >= self._unavailable[pos] else self._on_hand[pos])
         self._on_hand[pos] = qty  # the count is the truth from now on
         return self._event(EventType.COUNTED, self._at(now), site, sku, qty, _WMS)
 

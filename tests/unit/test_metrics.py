@@ -201,6 +201,24 @@ def test_http_requests_are_labelled_by_route_template_never_by_raw_path():
     assert routes == {"/v1/skus/{sku}", "unmatched"}
 
 
+def test_the_consoles_files_are_labelled_by_their_mount_not_as_unmatched():
+    from omni_ledger.console import mount_console
+
+    registry = CollectorRegistry()
+    histogram = Histogram("t_http_seconds", "test", ["method", "route", "status"], registry=registry)
+    app = FastAPI()
+    mount_console(app)
+    instrument_app(app, histogram)
+    client = TestClient(app)
+    for path in ("/console/", "/console/console.js", "/console/console.css"):
+        assert client.get(path).status_code == 200
+    assert client.get("/nowhere").status_code == 404
+
+    labels = {"method": "GET", "route": "/console/{file}", "status": "200"}
+    assert registry.get_sample_value("t_http_seconds_count", labels) == 3
+    assert registry.get_sample_value("t_http_seconds_count", {**labels, "route": "unmatched", "status": "404"}) == 1
+
+
 def test_metrics_are_served_on_loopback_and_a_taken_port_is_a_config_error():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

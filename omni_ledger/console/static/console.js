@@ -35,20 +35,39 @@ async function api(path, options = {}) {
   return body;
 }
 
-const when = (iso) =>
-  iso ? new Date(iso).toLocaleString([], { weekday: "short", day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit" }) : "-";
-const siteName = (id) => (state.sites.find((s) => s.site_id === id) || { name: id }).name || id;
+const site = (id) => state.sites.find((s) => s.site_id === id);
+const siteName = (id) => (site(id) || { name: id }).name || id;
 const canAct = () => state.role === "write";
+const PAGE = 10; // options, stores and exclusions shown at first; "Show more" adds as many again
 
+// A time as the people at `siteId` read it: in the site's own zone, with its abbreviation
+// (the browser's zone when the API does not tell the site's).
+function when(iso, siteId) {
+  if (!iso) return "-";
+  const options = { weekday: "short", day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit", timeZoneName: "short" };
+  const zone = site(siteId)?.tz;
+  try {
+    return new Intl.DateTimeFormat([], zone ? { ...options, timeZone: zone } : options).format(new Date(iso));
+  } catch (error) {
+    return new Intl.DateTimeFormat([], options).format(new Date(iso)); // an unknown zone name
+  }
+}
+
+// Columns marked `wide` are hidden on a phone, so the figures and the action stay on screen.
 function table(node, columns, rows) {
+  const cls = (c, value) => [c.num ? "num" : c.status ? `status-${value}` : "", c.wide ? "wide" : ""].join(" ").trim();
   node.replaceChildren(
-    el("thead", {}, el("tr", {}, columns.map((c) => el("th", { scope: "col" }, c.label)))),
+    el("thead", {}, el("tr", {}, columns.map((c) => el("th", { scope: "col", class: c.wide ? "wide" : "" }, c.label)))),
     el("tbody", {}, rows.length ? rows.map((row) => el("tr", {}, columns.map((c) => {
       const value = c.value(row);
-      return el("td", { class: c.num ? "num" : c.status ? `status-${value}` : "" }, value);
+      return el("td", { class: cls(c, value) }, value);
     }))) : el("tr", {}, el("td", { colspan: columns.length }, "nothing here"))),
   );
 }
+
+const modeText = (mode) => mode.replaceAll("_", " ").toLowerCase();
+// A run id carries its lane and its local departure (`SH-A-B@2026-12-02T07:00`): show the lane by name.
+const runText = (load) => `${siteName(load.origin)} → ${siteName(load.destination)}`;
 
 // -- who am I, and the live snapshot -------------------------------------------------------
 
@@ -102,13 +121,16 @@ async function searchAvailability() {
     const body = await api(`/v1/skus/${encodeURIComponent(sku)}/availability${query}`);
     if (!current()) return;
     table($("availability"), [
-      { label: "Site", value: (r) => r.name || r.site_id },
-      { label: "Kind", value: (r) => r.kind },
-      { label: "km", value: (r) => (r.distance_km === null ? "-" : r.distance_km.toFixed(1)), num: true },
+      { label: "Site", value: (r) => r.name || siteName(r.site_id) },
+      { label: "Kind", value: (r) => r.kind.toLowerCase(), wide: true },
+      { label: "km", value: (r) => (r.distance_km === null ? "-" : r.distance_km.toFixed(1)), num: true, wide: true },
       { label: "On hand", value: (r) => r.on_hand, num: true },
-      { label: "Reserved", value: (r) => r.reserved, num: true },
-      { label: "Staged", value: (r) => r.staged, num: true },
-      { label: "Inbound (ETA)", value: (r) => r.inbound_lines.map((l) => `${l.qty} ${when(l.eta)}${l.promised ? " (promised)" : ""}`).join(", ") || "-" },
+      { label: "Reserved", value: (r) => r.reserved, num: true, wide: true },
+      { label: "Staged", value: (r) => r.staged, num: true, wide: true },
+      // One arrival a line: "4 units, Wed 02 Dec, 23:38 CET".
+      { label: "Inbound", wide: true, value: (r) => r.inbound_lines.length
+          ? el("ul", { class: "lines" }, r.inbound_lines.map((l) => el("li", {}, `${l.qty} unit${l.qty === 1 ? "" : "s"}, ${when(l.eta, r.site_id)}${l.promised ? " (promised)" : ""}`)))
+          : "-" },
       { label: "ATP", value: (r) => r.atp, num: true },
     ], body.sites);
     $("availability").setAttribute("aria-label", `Availability of ${sku}, snapshot ${body.snapshot_id}`);
@@ -123,56 +145,178 @@ function promiseRequest() {
   return { items, lat: near.lat, lon: near.lon, appointment: $("appointment").checked };
 }
 
+// The API may bound its answer (`options_total`, `exclusions`, `limit`, `explain`) or answer
+// everything (then the page bounds it). Either way the page shows PAGE at first, best first.
 async function findOptions() {
   const request = promiseRequest();
   const current = latest("options");
   try {
     const body = await api("/v1/promise", { method: "POST", body: JSON.stringify(request) });
     if (!current()) return;
-    table($("options"), [
-      { label: "SKU", value: (o) => o.sku },
-      { label: "Option", value: (o) => o.mode.replaceAll("_", " ").toLowerCase() },
-      { label: "From", value: (o) => siteName(o.source_id) },
-      { label: "To", value: (o) => (o.deliver_to === "HOME" ? "home" : siteName(o.deliver_to)) },
-      { label: "Available", value: (o) => when(o.available_at) },
-      { label: "Appointment", value: (o) => when(o.appointment_at) },
-      { label: "km", value: (o) => o.distance_km.toFixed(1), num: true },
-      { label: "Price", value: (o) => (o.price === null ? "-" : o.price.toFixed(2)), num: true },
-      { label: "Shuttle run", value: (o) => o.run_id || "-" },
-      { label: "", value: (o) => el("button", {
-          type: "button", "data-action": "reserve", disabled: !canAct(),
-          "aria-label": `Reserve ${o.sku}: ${o.mode.replaceAll("_", " ").toLowerCase()} from ${siteName(o.source_id)}`,
-          onclick: () => confirmOption(request, o),
-        }, "Reserve") },
-    ], body.options);
-    table($("together"), [
-      { label: "All together at", value: (t) => siteName(t.store_id) },
-      { label: "From", value: (t) => when(t.ready_at) },
-      { label: "Appointment", value: (t) => when(t.appointment_at) },
-      { label: "How", value: (t) => t.legs.map((l) => `${l.sku}: ${l.mode.replaceAll("_", " ").toLowerCase()} from ${siteName(l.source_id)}`).join("; ") },
-    ], body.together);
-    $("excluded").querySelector("ul").replaceChildren(...body.excluded.map((x) => el("li", {}, `${siteName(x.site_id)} · ${x.sku}: ${x.detail}`)));
+    state.promise = { request, body, shown: PAGE, together: PAGE, explain: false };
+    renderPromise();
   } catch (error) {
     $("confirm-result").textContent = `Could not make a promise: ${error.message}`;
   }
 }
 
+// More than the API answered: ask again for up to 100 (an API without `limit` answered all).
+async function widenPromise(extra) {
+  const promise = state.promise;
+  const current = latest("options");
+  try {
+    const body = await api("/v1/promise", { method: "POST", body: JSON.stringify({ ...promise.request, limit: 100, ...extra }) });
+    if (!current()) return;
+    promise.body = body;
+  } catch (error) {
+    $("confirm-result").textContent = `Could not show more: ${error.message}`;
+  }
+}
+
+function groupExclusions(excluded) {
+  const groups = new Map();
+  for (const x of excluded) {
+    if (!groups.has(x.reason)) groups.set(x.reason, { reason: x.reason, count: 0, examples: [] });
+    const group = groups.get(x.reason);
+    group.count += 1;
+    if (group.examples.length < 3) group.examples.push(x);
+  }
+  return [...groups.values()].sort((a, b) => b.count - a.count);
+}
+
+function moreButton(label, onclick) {
+  return el("button", { type: "button", class: "more", onclick }, label);
+}
+
+function renderPromise() {
+  const { request, body, shown } = state.promise;
+  const optionsTotal = body.options_total ?? body.options.length;
+  const options = body.options.slice(0, shown);
+  table($("options"), [
+    { label: "SKU", value: (o) => o.sku, wide: request.items.length < 2 },
+    { label: "Option", value: (o) => modeText(o.mode) },
+    { label: "From", value: (o) => siteName(o.source_id) },
+    { label: "To", value: (o) => (o.deliver_to === "HOME" ? "home" : siteName(o.deliver_to)), wide: true },
+    // On a phone the appointment column gives way: the appointment is under the date instead.
+    { label: "Available", value: (o) => el("span", {}, when(o.available_at, o.deliver_to === "HOME" ? o.source_id : o.deliver_to),
+        o.appointment_at ? el("span", { class: "phone-only" }, el("br"), `appointment ${when(o.appointment_at, o.deliver_to)}`) : "") },
+    { label: "Appointment", value: (o) => when(o.appointment_at, o.deliver_to), wide: true },
+    { label: "km", value: (o) => o.distance_km.toFixed(1), num: true, wide: true },
+    { label: "Price", value: (o) => (o.price === null ? "-" : o.price.toFixed(2)), num: true, wide: true },
+    { label: "Shuttle", value: (o) => (o.run_id ? `departs ${when(o.departs_at, o.source_id)}` : "-"), wide: true },
+    { label: "", value: (o) => el("button", {
+        type: "button", "data-action": "reserve", disabled: !canAct(),
+        "aria-label": `Reserve ${o.sku}: ${modeText(o.mode)} from ${siteName(o.source_id)}`,
+        onclick: () => confirmOption(request, o),
+      }, "Reserve") },
+  ], options);
+  const more = $("options-more");
+  more.replaceChildren();
+  if (optionsTotal > 0) more.append(`Showing ${options.length} of ${optionsTotal} option${optionsTotal === 1 ? "" : "s"}, best first. `);
+  if (options.length < optionsTotal) {
+    more.append(moreButton("Show more options", async () => {
+      if (state.promise.shown >= state.promise.body.options.length) await widenPromise({});
+      state.promise.shown += PAGE;
+      renderPromise();
+    }));
+  }
+
+  const togetherTotal = body.together_total ?? body.together.length;
+  const together = body.together.slice(0, state.promise.together);
+  table($("together"), [
+    { label: "All together at", value: (t) => siteName(t.store_id) },
+    { label: "From", value: (t) => when(t.ready_at, t.store_id) },
+    { label: "Appointment", value: (t) => when(t.appointment_at, t.store_id) },
+    { label: "How", value: (t) => t.legs.map((l) => `${l.sku}: ${modeText(l.mode)} from ${siteName(l.source_id)}`).join("; "), wide: true },
+  ], together);
+  const moreTogether = $("together-more");
+  moreTogether.replaceChildren();
+  if (together.length < togetherTotal) {
+    moreTogether.append(moreButton("Show more stores", async () => {
+      if (state.promise.together >= state.promise.body.together.length) await widenPromise({});
+      state.promise.together += PAGE;
+      renderPromise();
+    }));
+  }
+
+  // Exclusions by reason, with a few examples each; the whole list only on demand.
+  const groups = body.exclusions ?? groupExclusions(body.excluded);
+  const count = groups.reduce((sum, g) => sum + g.count, 0);
+  $("excluded").querySelector("summary").textContent = count ? `Why ${count} other source${count === 1 ? " was" : "s were"} excluded` : "No source was excluded";
+  $("excluded").querySelector("ul").replaceChildren(...groups.map((g) => el("li", {},
+    `${g.count} × ${g.reason.replaceAll("_", " ").toLowerCase()}, e.g. `,
+    g.examples.map((x) => `${siteName(x.site_id)} · ${x.sku}: ${x.detail}`).join("; "),
+  )));
+  const all = $("excluded-all");
+  all.replaceChildren();
+  if (state.promise.explain || !body.exclusions) {
+    if (state.promise.explain || count <= PAGE) {
+      all.append(...body.excluded.slice(0, 200).map((x) => el("li", {}, `${siteName(x.site_id)} · ${x.sku}: ${x.detail}`)));
+    } else {
+      all.append(el("li", {}, moreButton(`List all ${count}`, () => { state.promise.explain = true; renderPromise(); })));
+    }
+  } else if (count) {
+    all.append(el("li", {}, moreButton(`List all ${count}`, async () => {
+      await widenPromise({ explain: true });
+      state.promise.explain = true;
+      renderPromise();
+    })));
+  }
+}
+
 async function confirmOption(request, option) {
   $("confirm-result").textContent = `Reserving ${option.sku} from ${siteName(option.source_id)}…`;
+  // The options were promised on an older snapshot: none is offered again until they are refreshed.
+  for (const button of document.querySelectorAll("#options button[data-action]")) button.disabled = true;
   try {
     const body = await api("/v1/confirm", {
       method: "POST",
       body: JSON.stringify({ ...request, option_id: option.option_id, customer: $("customer-name").value.trim() || null }),
     });
     if (body.status === "ACCEPTED") {
-      $("confirm-result").textContent = `Reserved: ${body.reservation_id} (${option.sku} ${option.mode.replaceAll("_", " ").toLowerCase()} from ${siteName(option.source_id)})`;
+      const at = body.option.appointment_at ? `, appointment ${when(body.option.appointment_at, option.deliver_to)}` : "";
+      $("confirm-result").textContent = `Reserved: ${body.reservation_id} (${option.sku} ${modeText(option.mode)} from ${siteName(option.source_id)}${at})`;
     } else {
-      const next = body.next_best ? ` Next best: ${body.next_best.mode.replaceAll("_", " ").toLowerCase()} from ${siteName(body.next_best.source_id)}, ${when(body.next_best.available_at)}.` : "";
+      const next = body.next_best ? ` Next best: ${modeText(body.next_best.mode)} from ${siteName(body.next_best.source_id)}, ${when(body.next_best.available_at, body.next_best.deliver_to)}.` : "";
       $("confirm-result").textContent = `Not reserved (${body.reason}).${next}`;
     }
   } catch (error) {
-    $("confirm-result").textContent = `Not reserved: ${error.message}`;
+    const pending = /has not decided reservation (\S+) within/.exec(error.message);
+    if (pending) await awaitDecision(pending[1], option);
+    else $("confirm-result").textContent = `Not reserved: ${error.message}`;
   }
+  // What is left to promise now, and the stock it came from.
+  await findOptionsQuietly();
+  if ($("sku").value) searchAvailability();
+}
+
+// The API stopped waiting (HTTP 504) but the request is in the ledger's input: ask until it is decided.
+async function awaitDecision(reservationId, option) {
+  const result = $("confirm-result");
+  for (let attempt = 0; attempt < 30; attempt += 1) {
+    result.textContent = `Sent: ${reservationId}, waiting for the ledger's decision…`;
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    try {
+      const body = await api(`/v1/reservations/${encodeURIComponent(reservationId)}`);
+      if (body.status === "ACCEPTED") {
+        result.textContent = `Reserved: ${reservationId} (${option.sku} ${modeText(option.mode)} from ${siteName(option.source_id)})`;
+        return;
+      }
+      if (body.status && body.status !== "PENDING") {
+        result.textContent = `Not reserved (${body.status}${body.reason ? `: ${body.reason}` : ""}).`;
+        return;
+      }
+    } catch (error) {
+      // 404 until a snapshot holds the decision: ask again.
+    }
+  }
+  result.textContent = `Not decided yet: ${reservationId}; look it up later under Store tasks or with GET /v1/reservations/${reservationId}.`;
+}
+
+async function findOptionsQuietly() {
+  const keep = $("confirm-result").textContent;
+  await findOptions();
+  $("confirm-result").textContent = keep;
 }
 
 // -- store tasks --------------------------------------------------------------------------
@@ -186,14 +330,14 @@ async function loadTasks() {
     const body = await api(`/v1/stores/${encodeURIComponent(store)}/tasks${status ? `?status=${status}` : ""}`);
     if (!current()) return;
     table($("task-list"), [
-      { label: "Task", value: (t) => t.kind.replaceAll("_", " ").toLowerCase() },
+      { label: "Task", value: (t) => modeText(t.kind) },
       { label: "SKU", value: (t) => t.sku },
-      { label: "Qty", value: (t) => t.qty, num: true },
-      { label: "Zone", value: (t) => t.zone || "-" },
-      { label: "Parcel", value: (t) => t.parcel_id || "-" },
-      { label: "Shuttle run", value: (t) => t.run_id || "-" },
-      { label: "Due", value: (t) => when(t.due_at) },
-      { label: "Customer", value: (t) => t.customer || "-" },
+      { label: "Qty", value: (t) => t.qty, num: true, wide: true },
+      { label: "Zone", value: (t) => t.zone || "-", wide: true },
+      { label: "Parcel", value: (t) => t.parcel_id || "-", wide: true },
+      { label: "For", value: (t) => (t.deliver_to ? siteName(t.deliver_to) : "-"), wide: true },
+      { label: "Due", value: (t) => when(t.due_at, t.site_id) },
+      { label: "Customer", value: (t) => t.customer || "-", wide: true },
       { label: "Status", value: (t) => t.status, status: true },
       { label: "", value: (t) => el("span", {},
           t.kind === "PICK_FOR_SHUTTLE" && t.status === "OPEN"
@@ -232,12 +376,13 @@ async function loadBoard() {
     $("board").replaceChildren(...[...runs.entries()].map(([run, loads]) => {
       const node = el("table", { "aria-label": `Load plan of run ${run}` });
       table(node, [
-        { label: "Parcel", value: (x) => x.parcel_id },
-        { label: "From", value: (x) => siteName(x.origin) },
+        { label: "Parcel", value: (x) => x.parcel_id, wide: true },
+        { label: "From", value: (x) => siteName(x.origin), wide: true },
         { label: "To", value: (x) => siteName(x.destination) },
         { label: "SKU", value: (x) => x.sku },
-        { label: "Qty", value: (x) => x.qty, num: true },
-        { label: "Arrives", value: (x) => when(x.arrives_at) },
+        { label: "Qty", value: (x) => x.qty, num: true, wide: true },
+        { label: "Customer", value: (x) => x.customer || "-", wide: true },
+        { label: "Arrives", value: (x) => when(x.arrives_at, x.destination) },
         { label: "Status", value: (x) => x.status, status: true },
         { label: "", value: (x) =>
             x.status === "PLANNED"
@@ -246,7 +391,11 @@ async function loadBoard() {
                 ? el("button", { type: "button", "data-action": "arrived", disabled: !canAct(), "aria-label": `Mark parcel ${x.parcel_id} arrived`, onclick: () => act(`/v1/loads/${encodeURIComponent(x.parcel_id)}/arrived`, "board-result", `Arrived: ${x.parcel_id}`) }, "Mark arrived")
                 : "" },
       ], loads);
-      return el("section", { class: "run", "aria-label": `Run ${run}` }, el("h3", {}, `${run} · departs ${when(loads[0].departs_at)}`), el("div", { class: "scroll" }, node));
+      const first = loads[0];
+      return el("section", { class: "run", "aria-label": `Run ${run}` },
+        el("h3", {}, `${runText(first)} · departs ${when(first.departs_at, first.origin)}`),
+        el("p", { class: "run-id" }, `run ${run}`),
+        el("div", { class: "scroll" }, node));
     }));
     if (!runs.size) $("board").replaceChildren(el("p", {}, "No parcel is planned on any shuttle run."));
   } catch (error) {

@@ -118,7 +118,10 @@ def _describe(scenario: str, samples: list[bytes]) -> dict[str, float]:
     return {
         "options": sum(len(b["options"]) for b in bodies) / len(bodies),
         "together": sum(len(b["together"]) for b in bodies) / len(bodies),
-        "excluded": sum(len(b["excluded"]) for b in bodies) / len(bodies),
+        "options_total": sum(b["options_total"] for b in bodies) / len(bodies),
+        "together_total": sum(b["together_total"] for b in bodies) / len(bodies),
+        "excluded": sum(x["count"] for b in bodies for x in b["exclusions"]) / len(bodies),
+        "answer_bytes": sum(len(s) for s in samples) / len(samples),
     }
 
 

@@ -14,7 +14,7 @@ transfer rides a real departure of its lane (cut-off not passed) and arrives
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -28,8 +28,12 @@ from ledger.outputs import InboundLine, OfferTerms
 
 __all__ = [
     "BASKET",
+    "DEFAULT_LIMIT",
+    "EXAMPLES_PER_REASON",
     "MAX_BASKET",
+    "MAX_LIMIT",
     "Exclusion",
+    "ExclusionSummary",
     "Option",
     "Promise",
     "PromiseRequest",
@@ -38,7 +42,9 @@ __all__ = [
     "StaticView",
     "Stock",
     "Together",
+    "bounded",
     "promise",
+    "summarise",
 ]
 
 MAX_BASKET = 20
@@ -50,6 +56,12 @@ _MODE_ORDER = {
     FulfilmentMode.DROPSHIP_TO_STORE: 2,
     FulfilmentMode.HOME_DELIVERY: 3,
 }
+DEFAULT_LIMIT = 10
+"""Options (and together plans) an answer carries unless the caller asks for more."""
+MAX_LIMIT = 100
+"""Most options one answer may carry: past that a page is a catalogue, not a choice."""
+EXAMPLES_PER_REASON = 3
+"""Exclusions shown per reason in the summary; the full list only on request (explain)."""
 BASKET = "*"
 """The `sku` of an exclusion about the basket as a whole (a together plan)."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -240,8 +252,23 @@ class Together:
 
 
 @dataclass(frozen=True, slots=True)
+class ExclusionSummary:
+    """How many sources (or paths) were left out for one reason, with a few of them."""
+
+    reason: Reason
+    count: int
+    examples: tuple[Exclusion, ...]
+    """The first `EXAMPLES_PER_REASON` in the order they were found (sku by sku, site by site)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Promise:
-    """The answer to one request, from one snapshot."""
+    """The answer to one request, from one snapshot.
+
+    `promise` returns it whole; `bounded` cuts it to the best `limit` options and plans and
+    keeps the totals and the summary of exclusions, so the caller still learns how much
+    was left out.
+    """
 
     snapshot_id: int
     now: Millis
@@ -249,7 +276,56 @@ class Promise:
     together: tuple[Together, ...]
     excluded: tuple[Exclusion, ...]
     """Per sku, every site that offers nothing (a site without a position has ATP 0), and
-    every path from an offering site that failed (a closed store, a full appointment book)."""
+    every path from an offering site that failed (a closed store, a full appointment book).
+    Empty in a bounded answer unless it was asked with `explain`."""
+    options_total: int = -1
+    """Options found before any cut; -1 (the default) is replaced by `len(options)`."""
+    together_total: int = -1
+    """Together plans found before any cut; -1 (the default) is replaced by `len(together)`."""
+    exclusions: tuple[ExclusionSummary, ...] | None = None
+    """`excluded` summarised by reason; None (the default) is replaced by `summarise(excluded)`."""
+
+    def __post_init__(self) -> None:
+        # Defaults derived from the lists, so a whole answer is consistent without the caller counting.
+        if self.options_total < 0:
+            object.__setattr__(self, "options_total", len(self.options))
+        if self.together_total < 0:
+            object.__setattr__(self, "together_total", len(self.together))
+        if self.exclusions is None:
+            object.__setattr__(self, "exclusions", summarise(self.excluded))
+
+
+def summarise(excluded: Sequence[Exclusion], examples: int = EXAMPLES_PER_REASON) -> tuple[ExclusionSummary, ...]:
+    """Exclusions counted by reason, most frequent first (then by reason), with the first few of each."""
+    counts: dict[Reason, int] = {}
+    firsts: dict[Reason, list[Exclusion]] = {}
+    for item in excluded:
+        counts[item.reason] = counts.get(item.reason, 0) + 1
+        shown = firsts.setdefault(item.reason, [])
+        if len(shown) < examples:
+            shown.append(item)
+    order = sorted(counts, key=lambda reason: (-counts[reason], reason.value))
+    return tuple(ExclusionSummary(reason, counts[reason], tuple(firsts[reason])) for reason in order)
+
+
+def bounded(answer: Promise, limit: int = DEFAULT_LIMIT, *, explain: bool = False) -> Promise:
+    """The best `limit` options and together plans of `answer`, with its totals and exclusion summary.
+
+    The full exclusion list stays only when `explain` is set: on a national network it is
+    one entry per site holding the sku, a thousand lines nobody reads on a product page.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        msg = f"limit must be a whole number within 1..{MAX_LIMIT}, got {limit!r}"
+        raise ValueError(msg)
+    return replace(
+        answer,
+        options=answer.options[:limit],
+        together=answer.together[:limit],
+        excluded=answer.excluded if explain else (),
+        options_total=answer.options_total,
+        together_total=answer.together_total,
+        exclusions=answer.exclusions,
+    )
 
 
 def promise(network: Network, view: SnapshotView, request: PromiseRequest) -> Promise:

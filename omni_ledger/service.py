@@ -28,7 +28,7 @@ from ledger.errors import OmniLedgerError
 from ledger.events import EventType, InventoryEvent, Millis
 from ledger.fulfilment import Fulfilment
 from ledger.network import Network, appointment_sku, appointment_slot
-from ledger.promise import Option, Promise, PromiseRequest, StaticView, promise
+from ledger.promise import Option, Promise, PromiseRequest, StaticView, bounded, promise
 from omni_ledger.config import ServeSettings
 
 __all__ = [
@@ -235,8 +235,15 @@ class LedgerService:
         radius_km: float | None = None,
         appointment: bool = False,
         now: Millis | None = None,
+        limit: int | None = None,
+        explain: bool = False,
     ) -> Promise:
-        """Every option for the basket on the current snapshot, ranked, with the exclusions."""
+        """Every option for the basket on the current snapshot, ranked, with the exclusions.
+
+        With a `limit` (the API's default is `DEFAULT_LIMIT`) only the best `limit` options
+        and plans, the exclusions summarised (listed too with `explain`). Whole (None) is
+        what confirm needs to find the chosen option wherever it ranks.
+        """
         meta = self.snapshot()
         try:
             request = PromiseRequest.of(
@@ -249,7 +256,13 @@ class LedgerService:
             )
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
-        return promise(self.network, self._view(meta, request), request)
+        answer = promise(self.network, self._view(meta, request), request)
+        if limit is None:
+            return answer
+        try:
+            return bounded(answer, limit, explain=explain)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from exc
 
     def _view(self, meta: SnapshotMeta, request: PromiseRequest) -> StaticView:
         skus = [sku for sku, _ in request.items]
@@ -332,6 +345,7 @@ class LedgerService:
         offered is refused (`OptionGone`) rather than reserved blind.
         """
         now = self.clock() if now is None else now
+        # Whole, not bounded: the customer may have chosen an option past the first page.
         offered = self.promise(items, lat=lat, lon=lon, radius_km=radius_km, appointment=appointment, now=now)
         legs = [leg for plan in offered.together for leg in plan.legs]
         option = next((o for o in (*offered.options, *legs) if o.option_id == option_id), None)

@@ -73,7 +73,49 @@ def test_a_promise_offers_pickup_tonight_and_names_its_snapshot(stack: Stack) ->
     assert seller["price"] == 449.0
     in_store = next(o for o in body["options"] if o["mode"] == "RESERVE_IN_STORE")
     assert in_store["appointment_at"] is not None
-    assert body["excluded"], "explain lists the sources left out"
+    assert body["exclusions"], "the answer says which sources were left out and why"
+    assert body["excluded"] == [], "the full list only with explain"
+
+
+def test_a_promise_answers_the_best_limit_options_and_counts_the_rest(stack: Stack) -> None:
+    request = {"items": [{"sku": "PHONE-A", "qty": 1}], **LYON}
+    whole = post(stack, "/v1/promise", {**request, "limit": 100}, None).json()
+    assert whole["options_total"] == len(whole["options"]) >= 2
+    cut = post(stack, "/v1/promise", {**request, "limit": 1}, None).json()
+    assert cut["options_total"] == whole["options_total"]
+    assert [o["option_id"] for o in cut["options"]] == [whole["options"][0]["option_id"]]
+
+
+def test_a_basket_answer_bounds_its_together_plans_too(stack: Stack) -> None:
+    items = [{"sku": s, "qty": 1} for s in ("PHONE-A", "PHONE-B")]
+    whole = post(stack, "/v1/promise", {"items": items, **LYON, "limit": 100}, None).json()
+    cut = post(stack, "/v1/promise", {"items": items, **LYON, "limit": 1}, None).json()
+    assert whole["together_total"] == len(whole["together"]) >= 1
+    assert cut["together_total"] == whole["together_total"]
+    assert [t["store_id"] for t in cut["together"]] == [whole["together"][0]["store_id"]]
+    assert len(cut["options"]) == 1
+
+
+def test_explain_lists_every_exclusion_the_summary_counts(stack: Stack) -> None:
+    request = {"items": [{"sku": "PHONE-A", "qty": 1}], **LYON}
+    summary = post(stack, "/v1/promise", request, None).json()
+    explained = post(stack, "/v1/promise", {**request, "explain": True}, None).json()
+    assert explained["excluded"], "explain lists the sources left out"
+    by_reason: dict[str, int] = {}
+    for item in explained["excluded"]:
+        by_reason[item["reason"]] = by_reason.get(item["reason"], 0) + 1
+    assert {s["reason"]: s["count"] for s in summary["exclusions"]} == by_reason
+    for group in summary["exclusions"]:
+        assert 1 <= len(group["examples"]) <= 3
+        assert all(e["reason"] == group["reason"] for e in group["examples"])
+
+
+@pytest.mark.parametrize("limit", [0, 101, "ten"])
+def test_a_limit_outside_one_to_a_hundred_is_refused(stack: Stack, limit: object) -> None:
+    body = {"items": [{"sku": "PHONE-A", "qty": 1}], **LYON, "limit": limit}
+    response = post(stack, "/v1/promise", body, None)
+    assert response.status_code == 422, response.text
+    assert "limit" in response.json()["message"]
 
 
 def test_a_basket_gets_a_store_where_all_items_are_together(stack: Stack) -> None:

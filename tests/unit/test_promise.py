@@ -28,7 +28,19 @@ from ledger.network import (
     network_from_mapping,
 )
 from ledger.outputs import InboundLine, OfferTerms
-from ledger.promise import BASKET, MAX_BASKET, Option, Promise, PromiseRequest, Reason, StaticView, Stock, promise
+from ledger.promise import (
+    BASKET,
+    MAX_BASKET,
+    MAX_LIMIT,
+    Option,
+    Promise,
+    PromiseRequest,
+    Reason,
+    StaticView,
+    Stock,
+    bounded,
+    promise,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -411,6 +423,64 @@ def test_option_ids_are_deterministic_and_distinct():
     ids = [o.option_id for o in first.options]
     assert len(set(ids)) == len(ids)
     assert ids == [o.option_id for o in again.options]
+
+
+# --- bounded answers ------------------------------------------------------------------
+
+
+def _wide() -> Promise:
+    """Options from four sources and exclusions of three reasons."""
+    offer = OfferTerms(qty=5, price=600.0, lead_time_days=3, updated_at=0)
+    stocks = [
+        Stock("NEAR", "A", 1),
+        Stock("FAR", "A", 1),
+        Stock("DC", "A", 1),
+        Stock("SELLER-2", "A", 5, offer=offer),
+        Stock("SELLER", "A", 5),
+        Stock("OUT", "A", 5),
+        Stock("GHOST", "A", 5),
+        Stock("GHOST-2", "A", 5),
+    ]
+    return ask(stocks, at("2026-11-24T15:00"))
+
+
+def test_a_bounded_answer_keeps_the_best_options_and_counts_all_of_them():
+    whole = _wide()
+    assert len(whole.options) > 2
+    cut = bounded(whole, 2)
+    assert cut.options == whole.options[:2]
+    assert cut.options_total == len(whole.options)
+    assert cut.together == whole.together[:2]
+    assert cut.together_total == len(whole.together)
+    assert cut.snapshot_id == whole.snapshot_id
+
+
+def test_exclusions_are_summarised_by_reason_and_listed_only_when_explained():
+    whole = _wide()
+    cut = bounded(whole, 10)
+    assert cut.excluded == ()
+    assert cut.exclusions is not None
+    summary = {s.reason: s for s in cut.exclusions}
+    assert summary[Reason.NOT_IN_NETWORK].count == 2
+    assert {e.site_id for e in summary[Reason.NOT_IN_NETWORK].examples} == {"GHOST", "GHOST-2"}
+    assert sum(s.count for s in cut.exclusions) == len(whole.excluded)
+    counts = [s.count for s in cut.exclusions]
+    assert counts == sorted(counts, reverse=True)
+    assert bounded(whole, 10, explain=True).excluded == whole.excluded
+
+
+def test_a_summary_shows_at_most_three_examples_per_reason():
+    ghosts = [Stock(f"GHOST-{i}", "A", 5) for i in range(7)]
+    answer = bounded(ask(ghosts, at("2026-11-24T15:00")), 10)
+    assert answer.exclusions is not None
+    [summary] = answer.exclusions
+    assert (summary.reason, summary.count, len(summary.examples)) == (Reason.NOT_IN_NETWORK, 7, 3)
+
+
+@pytest.mark.parametrize("limit", [0, MAX_LIMIT + 1, -1, True])
+def test_a_limit_outside_one_to_a_hundred_is_refused(limit):
+    with pytest.raises(ValueError, match="limit must be"):
+        bounded(_wide(), limit)
 
 
 # --- appointments ---------------------------------------------------------------------

@@ -28,7 +28,7 @@ from ledger.errors import OmniLedgerError
 from ledger.events import EventType, InventoryEvent, Millis
 from ledger.fulfilment import Fulfilment
 from ledger.network import Network, appointment_sku, appointment_slot
-from ledger.promise import Option, Promise, PromiseRequest, StaticView, bounded, promise
+from ledger.promise import Option, Promise, PromiseRequest, StaticView, promise
 from omni_ledger.config import ServeSettings
 
 __all__ = [
@@ -256,11 +256,9 @@ class LedgerService:
             )
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
-        answer = promise(self.network, self._view(meta, request), request)
-        if limit is None:
-            return answer
         try:
-            return bounded(answer, limit, explain=explain)
+            view = self._view(meta, request)
+            return promise(self.network, view, request, limit=limit, explain=explain or limit is None)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import tomllib
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -615,8 +617,18 @@ class HashedSlots:
     rows: tuple[Stock, ...]
     salt: int
 
+    @cached_property
+    def positions(self) -> StaticView:
+        return StaticView(self.snapshot_id, self.rows)
+
     def stock(self, sku: str) -> tuple[Stock, ...]:
         return tuple(row for row in self.rows if row.sku == sku)
+
+    def sku_atp(self, sku: str) -> tuple[Sequence[str], Sequence[int]]:
+        return self.positions.sku_atp(sku)
+
+    def stock_at(self, site_id: str, sku: str) -> Stock | None:
+        return self.positions.stock_at(site_id, sku)
 
     def free_slot_capacity(self, store_id: str, slot_start: int) -> int | None:
         # crc32, not hash(): string hashes change between runs, and a failure must replay.
@@ -751,3 +763,14 @@ def test_every_promise_keeps_to_the_view_and_the_schedule(scenario):
         for stock in view.stock(sku):
             assert (stock.site_id, sku) in offered | explained, (stock.site_id, sku)
     assert all(e.detail for e in result.excluded)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(), st.integers(1, MAX_LIMIT))
+def test_a_promise_asked_bounded_is_the_whole_promise_cut(scenario, limit):
+    # Asked with a limit and without explain, the promise counts exclusions rather than
+    # listing them: the answer must be the whole one cut, summary and examples included.
+    network, view, request = scenario
+    whole = promise(network, view, request)
+    assert promise(network, view, request, limit=limit, explain=False) == bounded(whole, limit)
+    assert promise(network, view, request, limit=limit) == bounded(whole, limit, explain=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from adapters.atp_view import ServingStore
 from adapters.decision_feed import DecisionFeed, JsonLinesDecisionFeed, KafkaDecisionFeed
 from adapters.inbox import EventInbox, JsonLinesInbox, KafkaInbox
+from adapters.read_model import ReadModel
 from ledger.network import Network, load_network
 from omni_ledger.config import Settings
 from omni_ledger.metrics import watch_serving_store
@@ -41,13 +42,23 @@ def open_inbox(settings: Settings) -> EventInbox:
 
 
 @contextlib.contextmanager
-def open_service(settings: Settings, network: Network | None = None) -> Iterator[LedgerService]:
-    """The service over the snapshot store and the bus the settings name; closed on exit."""
+def open_service(
+    settings: Settings, network: Network | None = None, *, read_model: bool = True
+) -> Iterator[LedgerService]:
+    """The service over the snapshot store and the bus the settings name; closed on exit.
+
+    `read_model`: answer availability and promises from an in-memory `ReadModel` that
+    follows the store (False: query DuckLake per request, as before; kept for comparison).
+    """
     network = network or load_network(settings.serve.network)
     store = ServingStore(settings.snapshot_dir)
+    model: ReadModel | None = None
     inbox: EventInbox
     decisions: DecisionFeed
     try:
+        if read_model:
+            model = ReadModel.open(settings.snapshot_dir)
+            model.follow()
         inbox = open_inbox(settings)
         if settings.serve.bus == "kafka":
             kafka = settings.kafka
@@ -55,23 +66,27 @@ def open_service(settings: Settings, network: Network | None = None) -> Iterator
         else:
             decisions = JsonLinesDecisionFeed(settings.snapshot_dir / "decisions.jsonl")
     except BaseException:
+        if model is not None:
+            model.close()
         store.close()
         raise
     try:
-        yield LedgerService(network, store, inbox, decisions, settings.serve)
+        yield LedgerService(network, store, inbox, decisions, settings.serve, read_model=model)
     finally:
         decisions.close()
         inbox.close()
+        if model is not None:
+            model.close()
         store.close()
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, *, read_model: bool = True) -> None:
     """Run the HTTP API until interrupted."""
     import uvicorn
 
     from omni_ledger.api import create_app
 
-    with open_service(settings) as service:
+    with open_service(settings, read_model=read_model) as service:
         app = create_app(service)
         watch_serving_store(service.store)
         config = uvicorn.Config(

@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from adapters.snapshots import SnapshotReader
+from ledger.events import EventType, InventoryEvent
 from omni_ledger.serving import open_service
 from tests.api_stack import LYON, READ, WRITE, Server, Stack, running_stack
 
@@ -168,6 +170,61 @@ def test_two_customers_confirming_the_last_unit_get_one_acceptance_and_the_other
     assert tasks[0]["parcel_id"] == f"P-{winner['reservation_id']}"
     loads = get(stack, f"/v1/runs/{choice['run_id']}/loads").json()["loads"]
     assert [(load["parcel_id"], load["status"]) for load in loads] == [(f"P-{winner['reservation_id']}", "PLANNED")]
+
+
+def test_answers_are_pinned_to_the_snapshot_they_name_while_publishes_land(stack: Stack) -> None:
+    sku, sites = "PIN-A", ("STORE-LYON-PART-DIEU", "STORE-VIENNE", "DC-LYON-EST")
+    stop = threading.Event()
+
+    def publish() -> None:
+        # Every batch recounts the three sites: each snapshot holds another set of figures.
+        step = 0
+        while not stop.is_set():
+            step += 1
+            now = time.time_ns() // 1_000_000
+            stack.service.emit(
+                [
+                    InventoryEvent(
+                        event_id=f"pin:{step}:{site}",
+                        type=EventType.COUNTED,
+                        occurred_at=now,
+                        site_id=site,
+                        sku=sku,
+                        qty=(step + n) % 4,
+                        source="TEST",
+                    )
+                    for n, site in enumerate(sites)
+                ]
+            )
+            time.sleep(0.05)
+
+    writer = threading.Thread(target=publish, daemon=True)
+    writer.start()
+    availability: list[dict] = []
+    promises: list[dict] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len({a["snapshot_id"] for a in availability}) < 5 and time.monotonic() < deadline:
+            found = get(stack, f"/v1/skus/{sku}/availability")
+            if found.status_code == 200:
+                availability.append(found.json())
+                request = {"items": [{"sku": sku, "qty": 2}], **LYON, "limit": 100}
+                promises.append(post(stack, "/v1/promise", request, None).json())
+    finally:
+        stop.set()
+        writer.join(timeout=10)
+    assert len({a["snapshot_id"] for a in availability}) >= 5, "publishes landed while the API answered"
+    reader = SnapshotReader.open(stack.directory)
+    try:
+        for answer in availability:
+            stored = reader.positions(sku=sku, as_of=answer["snapshot_id"])
+            assert {s["site_id"]: s["atp"] for s in answer["sites"]} == {p["site_id"]: p["atp"] for p in stored}
+        for offered in promises:
+            atp = {p["site_id"]: p["atp"] for p in reader.positions(sku=sku, as_of=offered["snapshot_id"])}
+            for option in offered["options"]:
+                assert option["qty"] <= atp[option["source_id"]], (offered["snapshot_id"], option)
+    finally:
+        reader.close()
 
 
 def test_a_confirm_needs_a_write_token(stack: Stack) -> None:

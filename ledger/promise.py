@@ -14,6 +14,7 @@ transfer rides a real departure of its lane (cut-off not passed) and arrives
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -44,7 +45,9 @@ __all__ = [
     "Stock",
     "Together",
     "bounded",
+    "next_run",
     "promise",
+    "slots",
     "summarise",
 ]
 
@@ -480,6 +483,57 @@ def _reachable(network: Network, stores: Mapping[str, float]) -> set[str]:
     return found
 
 
+# -- the schedules, memoised ---------------------------------------------------------------
+#
+# A lane's departures and a store's slots are pure functions of the network and the
+# time, and computing them (local wall-clock dates through zoneinfo) was most of a
+# promise's time once the snapshot was in memory: 2,700 lanes and a thousand stores,
+# asked again for every request. They are computed once per UTC day window and looked
+# up by bisection after; the answers are those of `Network.next_run` and
+# `Network.slots` (a property test compares them).
+
+_RUNS: dict[tuple[int, str, Millis], tuple[Network, tuple[Run, ...], tuple[Millis, ...]]] = {}
+_SLOTS: dict[tuple[int, str, Millis], tuple[Network, tuple[Millis, ...]]] = {}
+_MEMO_ENTRIES = 200_000
+"""Entries kept per memo before it is cleared (a day's windows of a national network fit)."""
+
+
+def next_run(network: Network, lane: Lane, ready_at: Millis) -> Run | None:
+    """`network.next_run(lane, ready_at)`, from the lane's departures of the window around `ready_at`."""
+    day = ready_at - ready_at % DAY_MS
+    key = (id(network), lane.id, day)
+    cached = _RUNS.get(key)
+    if cached is None or cached[0] is not network:
+        end = day + (network.horizon_days + 2) * DAY_MS + lane.cutoff_minutes * MINUTE_MS
+        found = network.runs(lane, day, end)
+        if len(_RUNS) >= _MEMO_ENTRIES:
+            _RUNS.clear()
+        cached = _RUNS[key] = (network, found, tuple(run.cutoff_at for run in found))
+    _, runs, cutoffs = cached
+    i = bisect_left(cutoffs, ready_at)
+    if i == len(runs):
+        return None
+    run = runs[i]
+    horizon_end = ready_at + network.horizon_days * DAY_MS + lane.cutoff_minutes * MINUTE_MS
+    return run if ready_at <= run.departs_at < horizon_end else None
+
+
+def slots(network: Network, store_id: str, at: Millis, days: int) -> tuple[Millis, ...]:
+    """`network.slots(store_id, at, at + days * DAY_MS)`, from the store's slots of the window around `at`."""
+    if days > network.horizon_days:  # past the window kept
+        return network.slots(store_id, at, at + days * DAY_MS)
+    day = at - at % DAY_MS
+    key = (id(network), store_id, day)
+    cached = _SLOTS.get(key)
+    if cached is None or cached[0] is not network:
+        found = network.slots(store_id, day, day + (network.horizon_days + 1) * DAY_MS)
+        if len(_SLOTS) >= _MEMO_ENTRIES:
+            _SLOTS.clear()
+        cached = _SLOTS[key] = (network, found)
+    found = cached[1]
+    return found[bisect_left(found, at) : bisect_left(found, at + days * DAY_MS)]
+
+
 def _check_limit(limit: int) -> None:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         msg = f"limit must be a whole number within 1..{MAX_LIMIT}, got {limit!r}"
@@ -668,7 +722,7 @@ class _Context:
 
     def _transfer(self, site: Site, lane: Lane, sku: str, qty: int) -> Option | None:
         # The clerk can start picking now: the first departure whose cut-off is not passed.
-        run = self.network.next_run(lane, self.now)
+        run = next_run(self.network, lane, self.now)
         if run is None:
             days = self.network.horizon_days
             detail = f"lane {lane.id} has no departure with its pick cut-off after {_iso(self.now)} within {days} days"
@@ -734,7 +788,7 @@ class _Context:
         if self.network.site(store_id).appointments is None:
             return f"{store_id} takes no appointments"
         full = unopened = 0
-        for slot in self.network.slots(store_id, at, at + days * DAY_MS):
+        for slot in slots(self.network, store_id, at, days):
             free = self.view.free_slot_capacity(store_id, slot)
             if free is None:
                 unopened += 1

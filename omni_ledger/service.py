@@ -159,6 +159,14 @@ class LedgerService:
         except StaleSnapshot as exc:
             body |= {"status": "stale", "message": str(exc)}
         body["max_snapshot_age_s"] = self.settings.max_snapshot_age.total_seconds()
+        view = self._read_view()
+        if view is not None and self.read_model is not None:
+            body["read_model"] = {
+                "snapshot_id": view.snapshot_id,
+                "positions": view.positions,
+                "bytes": view.nbytes(),
+                "last_refresh_s": round(self.read_model.last_refresh_s, 3),
+            }
         return body
 
     # -- reads

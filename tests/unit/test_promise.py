@@ -41,7 +41,9 @@ from ledger.promise import (
     StaticView,
     Stock,
     bounded,
+    next_run,
     promise,
+    slots,
 )
 
 pytestmark = pytest.mark.unit
@@ -774,3 +776,15 @@ def test_a_promise_asked_bounded_is_the_whole_promise_cut(scenario, limit):
     whole = promise(network, view, request)
     assert promise(network, view, request, limit=limit, explain=False) == bounded(whole, limit)
     assert promise(network, view, request, limit=limit) == bounded(whole, limit, explain=True)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(networks(), st.integers(at("2026-01-01T00:00"), at("2027-01-01T00:00")), st.data())
+def test_the_memoised_schedules_are_the_networks_own(network, moment, data):
+    for lane in network.lanes:
+        later = moment + data.draw(st.integers(0, 3 * DAY_MS))
+        assert next_run(network, lane, moment) == network.next_run(lane, moment)
+        assert next_run(network, lane, later) == network.next_run(lane, later)
+    for site in network.sites:
+        days = data.draw(st.integers(1, network.horizon_days + 1))
+        assert slots(network, site.id, moment, days) == network.slots(site.id, moment, moment + days * DAY_MS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -17,7 +19,7 @@ import pytest
 from adapters.snapshots import SnapshotReader
 from ledger.events import EventType, InventoryEvent
 from omni_ledger.serving import open_service
-from tests.api_stack import LYON, READ, WRITE, Server, Stack, running_stack
+from tests.api_stack import LYON, READ, WRITE, Server, Stack, free_port, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -225,6 +227,97 @@ def test_answers_are_pinned_to_the_snapshot_they_name_while_publishes_land(stack
                 assert option["qty"] <= atp[option["source_id"]], (offered["snapshot_id"], option)
     finally:
         reader.close()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+_WORKERS = """
+import pickle, sys
+from omni_ledger.serving import serve
+with open(sys.argv[1], "rb") as f:
+    settings = pickle.load(f)
+try:
+    serve(settings, workers=int(sys.argv[2]))
+except KeyboardInterrupt:
+    pass
+"""
+
+
+def test_customers_racing_for_the_last_unit_through_several_workers_get_one_acceptance(stack: Stack) -> None:
+    sku, now = "PHONE-W", time.time_ns() // 1_000_000
+    stack.service.emit(
+        [
+            InventoryEvent(
+                event_id=f"w:{site}",
+                type=EventType.COUNTED,
+                occurred_at=now,
+                site_id=site,
+                sku=sku,
+                qty=qty,
+                source="TEST",
+            )
+            for site, qty in (("STORE-VIENNE", 1), ("DC-LYON-EST", 3))
+        ]
+    )
+    settings = replace(stack.settings, serve=replace(stack.settings.serve, host="127.0.0.1", port=free_port()))
+    frozen = stack.directory / "workers-settings.pickle"
+    frozen.write_bytes(pickle.dumps(settings))
+    url = f"http://127.0.0.1:{settings.serve.port}"
+    server = subprocess.Popen([sys.executable, "-c", _WORKERS, str(frozen), "2"])
+    try:
+
+        def served() -> bool:
+            try:
+                found = httpx.get(f"{url}/v1/skus/{sku}/availability", timeout=5)
+            except httpx.HTTPError:
+                return False
+            return found.status_code == 200 and {"STORE-VIENNE", "DC-LYON-EST"} <= {
+                s["site_id"] for s in found.json()["sites"]
+            }
+
+        assert eventually(served, timeout=60), "the workers answer with the new stock"
+        assert len(_children(server.pid)) >= 2, "uvicorn runs two worker processes"
+        request = {"items": [{"sku": sku, "qty": 1}], **LYON}
+        options = httpx.post(f"{url}/v1/promise", json=request, timeout=30).json()["options"]
+        choice = next(o for o in options if o["source_id"] == "STORE-VIENNE" and o["mode"] == "TRANSFER_TO_STORE")
+        names = ("Martin", "Durand", "Petit", "Moreau")
+        barrier = threading.Barrier(len(names))
+        results: list[httpx.Response] = []
+
+        def customer(name: str) -> None:
+            body = {**request, "option_id": choice["option_id"], "customer": name}
+            headers = {"Authorization": f"Bearer {WRITE}", "Idempotency-Key": f"workers-{name}"}
+            # One connection per customer: the kernel spreads them over the workers.
+            with httpx.Client(timeout=30) as client:
+                barrier.wait()
+                results.append(client.post(f"{url}/v1/confirm", json=body, headers=headers))
+
+        threads = [threading.Thread(target=customer, args=(n,)) for n in names]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        bodies = [r.json() for r in results]
+        assert len([b for b in bodies if b.get("status") == "ACCEPTED"]) == 1, bodies
+        for other in (b for b in bodies if b.get("status") != "ACCEPTED"):
+            assert other.get("status") == "REJECTED" or other.get("error") == "option_gone", other
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def test_a_confirm_needs_a_write_token(stack: Stack) -> None:

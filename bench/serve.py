@@ -59,12 +59,12 @@ from datetime import timedelta
 from pathlib import Path
 from omni_ledger.config import ServeSettings, Settings
 from omni_ledger.serving import serve
-store, network, port, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+store, network, port, mode, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 try:
     serve(Settings(
         snapshot_dir=Path(store),
         serve=ServeSettings(host="127.0.0.1", port=port, network=Path(network), max_snapshot_age=timedelta(days=3650)),
-    ), read_model=mode == "memory")
+    ), read_model=mode == "memory", workers=workers)
 except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it stopped on; `omni-ledger serve` catches it too
     pass
 """
@@ -80,10 +80,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(build: StoreBuild, port: int, log: Path, mode: str) -> subprocess.Popen[bytes]:
+def start_server(build: StoreBuild, port: int, log: Path, mode: str, workers: int) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-c", _SERVER, build.directory, build.network, str(port), mode],
+            [sys.executable, "-c", _SERVER, build.directory, build.network, str(port), mode, str(workers)],
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -123,6 +123,20 @@ def peak_rss_mb(pid: int) -> float | None:
     except OSError:
         pass
     return None
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory now of a process and its children (uvicorn's workers), in MB (Linux /proc)."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if status.parent.name == str(pid) or fields.get("PPid", "").strip() == str(pid):
+            total += int(fields.get("VmRSS", "0 kB").split()[0])
+    return total / 1024
 
 
 def stop(server: subprocess.Popen[bytes]) -> None:
@@ -187,6 +201,7 @@ def main() -> None:
     parser.add_argument(
         "--modes", default="memory", help="comma-separated: memory (read model), duckdb (a query per request)"
     )
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes (each with its read model)")
     parser.add_argument(
         "--publish-per-s", type=int, default=100_000, help="changed positions published a second (0: none)"
     )
@@ -257,13 +272,14 @@ def run_mode(args: argparse.Namespace, build: StoreBuild, mode: str, scenarios: 
     port = free_port()
     say(f"[{mode}] starting the server on 127.0.0.1:{port} (log: {log.relative_to(REPO)})...")
     started = time.perf_counter()
-    server = start_server(store, port, log, mode)
+    server = start_server(store, port, log, mode, args.workers)
     try:
         health = wait_healthy(server, port, log, timeout=900)
         ready_s = time.perf_counter() - started
         results = [run_scenario(args, scenario, port, server.pid) for scenario in scenarios]
         health = wait_healthy(server, port, log, timeout=60)
         rss = peak_rss_mb(server.pid)
+        tree_rss = tree_rss_mb(server.pid)
     finally:
         stop(server)
         if publisher is not None:
@@ -273,7 +289,8 @@ def run_mode(args: argparse.Namespace, build: StoreBuild, mode: str, scenarios: 
     model = health.get("read_model")
     per_position = None
     if isinstance(model, dict) and model.get("positions"):
-        per_position = round(int(model["bytes"]) / int(model["positions"]), 1)
+        # Each worker holds its own copy: the figure is for all of them together.
+        per_position = round(int(model["bytes"]) * args.workers / int(model["positions"]), 1)
     return {
         "mode": mode,
         "scenarios": results,
@@ -285,8 +302,11 @@ def run_mode(args: argparse.Namespace, build: StoreBuild, mode: str, scenarios: 
         },
         "publish_to_visible_p99_ms": _visible_p99(results, published),
         "read_model_bytes_per_position": per_position,
-        "server": {"ready_s": ready_s, "peak_rss_mb": rss, "health": health, "log": str(log)},
-    }
+        "server": {
+            "ready_s": ready_s, "peak_rss_mb": rss, "rss_mb_all_processes": tree_rss, "workers": args.workers,
+            "health": health, "log": str(log),
+        },
+    }  # fmt: skip
 
 
 def _commits(path: Path) -> list[tuple[int, int, float]]:
@@ -356,8 +376,9 @@ def report(result: dict[str, Any], build: StoreBuild, path: Path) -> str:
         rss = server["peak_rss_mb"]
         publishes = run["publishes"]
         lines.append(
-            f"[{mode}] healthy {server['ready_s']:.1f} s after start, "
+            f"[{mode}] {server['workers']} worker(s), healthy {server['ready_s']:.1f} s after start, "
             + (f"peak RSS {rss:,.0f} MB; " if isinstance(rss, float) else "peak RSS unknown; ")
+            + f"RSS of all server processes at the end {server['rss_mb_all_processes']:,.0f} MB; "
             + f"publishing during every scenario: {run['publishing']} ({publishes['count']} publishes of "
             f"{publishes['changes_per_publish']:,}, {publishes['mean_seconds']} s each); "
             f"publish to visible p99: {run['publish_to_visible_p99_ms']} ms; "

@@ -267,10 +267,13 @@ class ReadModel:
 
     @classmethod
     def open(cls, directory: Path, *, threads: int = 1) -> ReadModel:
-        """A model loaded with the store's newest snapshot, if the store exists yet."""
+        """A model loaded with the store's newest snapshot, if the store has one yet."""
         model = cls(directory, threads=threads)
         try:
             model.refresh()
+        except SnapshotError:
+            # A store still being created (no tables yet): `follow()` loads it once it is.
+            pass
         except BaseException:
             model.close()
             raise
@@ -301,10 +304,15 @@ class ReadModel:
 
     def _refresh(self, reader: SnapshotReader, cursor: duckdb.DuckDBPyConnection) -> int:
         started = time.perf_counter()
-        oldest, newest = snapshot_range(cursor)
+        # The newest snapshot the flow published (its snapshot_info row), not DuckLake's
+        # newest: the store's first snapshots hold no tables yet, and maintenance adds
+        # snapshots that change nothing.
+        latest = reader.latest()
+        newest = None if latest is None else int(latest["snapshot_id"])  # type: ignore[call-overload]
         view = self._view
         if newest is None or (view is not None and newest == view.snapshot_id):
             return 0
+        oldest, _ = snapshot_range(cursor)
         since = None if view is None else view.snapshot_id
         if view is None or since is None or oldest is None or oldest > since + 1 or newest < since:
             # First load; the snapshots the change feed needs were expired; or the store was made anew.
@@ -362,8 +370,8 @@ class ReadModel:
         cores shared with other work) a niced refresh never caught up with publishes of
         20,000 positions a second, and every answer named a snapshot minutes old.
 
-        If a refresh fails the thread stops and `view` raises its error: a model that no
-        longer follows the store must not answer as if it did.
+        While refreshes fail `view` raises the error: a model that no longer follows the
+        store must not answer as if it did; the thread keeps trying.
         """
         if self._follower is not None:
             return
@@ -377,9 +385,14 @@ class ReadModel:
         while not self._stop.is_set():
             try:
                 self.refresh()
+                self._failure = None
             except SnapshotError as exc:
-                self._failure = exc
-                return
+                # Before the first view the store is still being created (tables appear
+                # with the flow's first publish): nothing to answer from, so nothing to
+                # fail. After it, requests get the error (503) until a refresh succeeds,
+                # rather than answers from a view that stopped following.
+                if self._view is not None:
+                    self._failure = exc
             self._stop.wait(every)
 
     def close(self) -> None:

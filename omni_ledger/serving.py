@@ -12,11 +12,12 @@ import base64
 import contextlib
 import os
 import pickle
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from adapters.atp_view import ServingStore
+from adapters.atp_view import ServingStore, SnapshotMeta
 from adapters.decision_feed import DecisionFeed, JsonLinesDecisionFeed, KafkaDecisionFeed
 from adapters.inbox import EventInbox, JsonLinesInbox, KafkaInbox
 from adapters.read_model import ReadModel
@@ -48,6 +49,26 @@ def open_inbox(settings: Settings) -> EventInbox:
     return JsonLinesInbox(inbox_path(settings))
 
 
+class _StoreWithModel(ServingStore):
+    """The store watch; asked directly to refresh (`service.store.refresh()`), it brings the read model along.
+
+    A caller that waited for the flow and refreshes the store expects its next read to
+    see that snapshot (the demo does): without this it would read the model's previous
+    view until the model's own follower caught up. The watch's own polling thread does
+    not wait for the model (the model follows on its own).
+    """
+
+    def __init__(self, directory: Path, model: ReadModel) -> None:
+        self._model = model
+        super().__init__(directory)
+
+    def refresh(self) -> SnapshotMeta | None:
+        meta = super().refresh()
+        if threading.current_thread() is not getattr(self, "_thread", None):
+            self._model.refresh()
+        return meta
+
+
 @contextlib.contextmanager
 def open_service(
     settings: Settings, network: Network | None = None, *, read_model: bool = True
@@ -58,13 +79,17 @@ def open_service(
     follows the store (False: query DuckLake per request, as before; kept for comparison).
     """
     network = network or load_network(settings.serve.network)
-    store = ServingStore(settings.snapshot_dir)
-    model: ReadModel | None = None
+    model = ReadModel.open(settings.snapshot_dir) if read_model else None
+    try:
+        store = ServingStore(settings.snapshot_dir) if model is None else _StoreWithModel(settings.snapshot_dir, model)
+    except BaseException:
+        if model is not None:
+            model.close()
+        raise
     inbox: EventInbox
     decisions: DecisionFeed
     try:
-        if read_model:
-            model = ReadModel.open(settings.snapshot_dir)
+        if model is not None:
             model.follow()
         inbox = open_inbox(settings)
         if settings.serve.bus == "kafka":

@@ -494,8 +494,8 @@ def _reachable(network: Network, stores: Mapping[str, float]) -> set[str]:
 
 _RUNS: dict[tuple[int, str, Millis], tuple[Network, tuple[Run, ...], tuple[Millis, ...]]] = {}
 _SLOTS: dict[tuple[int, str, Millis], tuple[Network, tuple[Millis, ...]]] = {}
-_MEMO_ENTRIES = 200_000
-"""Entries kept per memo before it is cleared (a day's windows of a national network fit)."""
+_MEMO_ENTRIES = 50_000
+"""Entries kept per memo before it is cleared: a day of a national network is ~3,000 windows."""
 
 
 def next_run(network: Network, lane: Lane, ready_at: Millis) -> Run | None:
@@ -532,6 +532,21 @@ def slots(network: Network, store_id: str, at: Millis, days: int) -> tuple[Milli
         cached = _SLOTS[key] = (network, found)
     found = cached[1]
     return found[bisect_left(found, at) : bisect_left(found, at + days * DAY_MS)]
+
+
+_OPENINGS: dict[tuple[int, str, Millis], tuple[Network, Millis | None]] = {}
+
+
+def _next_opening(network: Network, site_id: str, at: Millis) -> Millis | None:
+    """`network.next_opening`, remembered by exact arguments: a transfer arrives with its run, at
+    the same instant for every request of the day, and each answer went through zoneinfo."""
+    key = (id(network), site_id, at)
+    cached = _OPENINGS.get(key)
+    if cached is None or cached[0] is not network:
+        if len(_OPENINGS) >= _MEMO_ENTRIES:
+            _OPENINGS.clear()
+        cached = _OPENINGS[key] = (network, network.next_opening(site_id, at))
+    return cached[1]
 
 
 def _check_limit(limit: int) -> None:
@@ -762,7 +777,7 @@ class _Context:
         return [_make(mode, stock.sku, qty, site, HOME, at, km, price=offer.price, arrives_at=at)]
 
     def _opening(self, store_id: str, at: Millis, source_id: str, sku: str) -> Millis | None:
-        opening = self.network.next_opening(store_id, at)
+        opening = _next_opening(self.network, store_id, at)
         if opening is None:
             detail = f"{store_id} does not open within {self.network.horizon_days} days after {_iso(at)}"
             self.exclude(source_id, sku, Reason.CLOSED, detail)

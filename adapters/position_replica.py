@@ -20,6 +20,7 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -29,7 +30,7 @@ import duckdb
 from adapters.snapshots import LAKE, POSITION_COLUMNS, SnapshotReader
 from ledger.errors import SnapshotError
 
-__all__ = ["PositionReplica"]
+__all__ = ["PositionReplica", "data_ranges", "insertions_sql", "snapshot_range"]
 
 _TABLE = "memory.main.position_replica"
 _COLLISION = "position replica: two keys share a hash"
@@ -88,7 +89,7 @@ class PositionReplica:
         """Catch up with the newest snapshot; return how many positions were loaded or changed."""
         with self._refreshing, contextlib.closing(self._new_cursor()) as cursor:
             try:
-                oldest, newest = _snapshot_range(cursor)
+                oldest, newest = snapshot_range(cursor)
                 if newest is None or newest == self._snapshot_id:
                     self._refreshed_at = time.time()
                     return 0
@@ -227,7 +228,7 @@ class PositionReplica:
     def _apply_changes(self, cursor: duckdb.DuckDBPyConnection, since: int, until: int) -> int:
         cols = ", ".join(self._columns)
         tables = self._reader.physical_tables("positions")
-        ranges = _data_ranges(cursor, since, until)
+        ranges = data_ranges(cursor, since, until)
         if not ranges:
             # Only maintenance since: the same rows in other files.
             self._snapshot_id = until
@@ -235,12 +236,7 @@ class PositionReplica:
             return 0
 
         def feed(kind: str, columns: str) -> str:
-            return " UNION ALL ".join(
-                f"SELECT {columns}, snapshot_id FROM ducklake_table_{kind}("
-                f"'{LAKE}', 'main', '{table}', {first}, {last})"
-                for table in tables
-                for first, last in ranges
-            )
+            return _feed_sql(kind, tables, ranges, columns)
 
         # DuckLake stores an update as a deletion and an insertion: the insertions carry
         # every new value (read from the new files only, 5x cheaper than the change feed's
@@ -301,6 +297,24 @@ class PositionReplica:
         return changed
 
 
+def _feed_sql(kind: str, tables: Sequence[str], ranges: Sequence[tuple[int, int]], columns: str) -> str:
+    return " UNION ALL ".join(
+        f"SELECT {columns}, snapshot_id FROM ducklake_table_{kind}('{LAKE}', 'main', '{table}', {first}, {last})"
+        for table in tables
+        for first, last in ranges
+    )
+
+
+def insertions_sql(tables: Sequence[str], ranges: Sequence[tuple[int, int]], columns: Sequence[str]) -> str:
+    """The newest inserted row per (site, sku) over the change feed of `ranges` (from `data_ranges`).
+
+    DuckLake stores an update as a deletion and an insertion, so the insertions carry every
+    new value. Run it into a table before using it: see `PositionReplica._apply_changes`
+    on DuckDB 1.5.5 and QUALIFY over a DuckLake scan.
+    """
+    return _feed_sql("insertions", tables, ranges, ", ".join(columns))
+
+
 def _count(cursor: duckdb.DuckDBPyConnection, query: str) -> int:
     row = cursor.execute(query).fetchone()
     return int(row[0]) if row else 0
@@ -312,7 +326,7 @@ def _count(cursor: duckdb.DuckDBPyConnection, query: str) -> int:
 _MAINTENANCE_CHANGES = frozenset({"flushed_inlined", "rewrite_delete", "merge_adjacent", "compacted_table"})
 
 
-def _data_ranges(cursor: duckdb.DuckDBPyConnection, since: int, until: int) -> list[tuple[int, int]]:
+def data_ranges(cursor: duckdb.DuckDBPyConnection, since: int, until: int) -> list[tuple[int, int]]:
     """The runs of snapshots in (since, until] that may have changed data, as (first, last) pairs.
 
     Only snapshots listed with maintenance changes alone are left out: one the list
@@ -337,7 +351,8 @@ def _data_ranges(cursor: duckdb.DuckDBPyConnection, since: int, until: int) -> l
     return ranges
 
 
-def _snapshot_range(cursor: duckdb.DuckDBPyConnection) -> tuple[int | None, int | None]:
+def snapshot_range(cursor: duckdb.DuckDBPyConnection) -> tuple[int | None, int | None]:
+    """The oldest and newest snapshot ids the store keeps, (None, None) before the first."""
     row = cursor.execute(f"SELECT min(snapshot_id), max(snapshot_id) FROM ducklake_snapshots('{LAKE}')").fetchone()
     if row is None or row[1] is None:
         return None, None

@@ -5,7 +5,12 @@
    stores' appointment slots (bench/serve_store.py, bench/serve_network.py), cached
    under var/bench-serve/ by its parameters.
 2. Start the real server, `omni_ledger.serving.serve(settings)` (uvicorn, one process),
-   on a free loopback port, and wait for /health.
+   on a free loopback port, and wait for /health. `--modes duckdb,memory` runs the whole
+   bench once per mode, side by side: `duckdb` queries DuckLake per request (as before
+   the read model), `memory` answers from the read model (adapters/read_model.py).
+   With `--publish-per-s N` (default 100,000) the run uses a copy of the store and
+   another process (bench/serve_store.py) publishes N changed positions every second
+   through `SnapshotWriter.publish`, logging each commit's snapshot id and time.
 3. For each scenario, a load generator in another process (bench/serve_load.py):
    `--clients` keep-alive connections in a closed loop, `--warmup` seconds unmeasured,
    then `--seconds` measured: requests, requests/s, p50/p90/p99/max latency, non-2xx
@@ -14,6 +19,12 @@
 Prints one table (`--json`: the JSON instead) and writes the JSON under bench/results/
 (git-ignored). Client and server share the machine's cores: figures from one run are
 comparable with each other. Not a test: nothing asserts a timing.
+
+`publish_to_visible_p99_ms`: for each snapshot committed during a measured scenario,
+the first answer naming it or a newer one, minus its commit time (both wall clock,
+one machine). `read_model_bytes_per_position`: the read model's own count of its
+position columns (GET /health), divided by the positions; the peak RSS of each server
+is reported beside it.
 """
 
 from __future__ import annotations
@@ -32,9 +43,10 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from bench.serve_load import SCENARIOS
-from bench.serve_store import StoreBuild, open_or_build, slot_window
+from bench.serve_store import StoreBuild, copy_for_run, open_or_build, slot_window
 from omni_ledger.table import render_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,12 +59,12 @@ from datetime import timedelta
 from pathlib import Path
 from omni_ledger.config import ServeSettings, Settings
 from omni_ledger.serving import serve
-store, network, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+store, network, port, mode, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 try:
     serve(Settings(
         snapshot_dir=Path(store),
         serve=ServeSettings(host="127.0.0.1", port=port, network=Path(network), max_snapshot_age=timedelta(days=3650)),
-    ))
+    ), read_model=mode == "memory", workers=workers)
 except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it stopped on; `omni-ledger serve` catches it too
     pass
 """
@@ -68,10 +80,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(build: StoreBuild, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(build: StoreBuild, port: int, log: Path, mode: str, workers: int) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-c", _SERVER, build.directory, build.network, str(port)],
+            [sys.executable, "-c", _SERVER, build.directory, build.network, str(port), mode, str(workers)],
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -111,6 +123,20 @@ def peak_rss_mb(pid: int) -> float | None:
     except OSError:
         pass
     return None
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory now of a process and its children (uvicorn's workers), in MB (Linux /proc)."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if status.parent.name == str(pid) or fields.get("PPid", "").strip() == str(pid):
+            total += int(fields.get("VmRSS", "0 kB").split()[0])
+    return total / 1024
 
 
 def stop(server: subprocess.Popen[bytes]) -> None:
@@ -172,6 +198,13 @@ def main() -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, of {', '.join(SCENARIOS)}")
     parser.add_argument("--rebuild", action="store_true", help="build the store again even if cached")
     parser.add_argument("--json", action="store_true", help="print the JSON result instead of the table")
+    parser.add_argument(
+        "--modes", default="memory", help="comma-separated: memory (read model), duckdb (a query per request)"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes (each with its read model)")
+    parser.add_argument(
+        "--publish-per-s", type=int, default=100_000, help="changed positions published a second (0: none)"
+    )
     args = parser.parse_args()
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = sorted(set(scenarios) - set(SCENARIOS))
@@ -181,19 +214,11 @@ def main() -> None:
     build = open_or_build(
         sites=args.sites, skus=args.skus, seed=args.seed, slot_days=args.slot_days, rebuild=args.rebuild
     )
-    port = free_port()
-    log = Path(build.directory).parent / "server.log"
-    say(f"starting the server on 127.0.0.1:{port} (log: {log.relative_to(REPO)})...")
-    started = time.perf_counter()
-    server = start_server(build, port, log)
-    try:
-        health = wait_healthy(server, port, log, timeout=300)
-        ready_s = time.perf_counter() - started
-        results = [run_scenario(args, scenario, port, server.pid) for scenario in scenarios]
-        rss = peak_rss_mb(server.pid)
-    finally:
-        stop(server)
-
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or set(modes) - {"memory", "duckdb"}:
+        parser.error(f"--modes takes memory and/or duckdb, got {args.modes!r}")
+    runs = {mode: run_mode(args, build, mode, scenarios) for mode in modes}
+    main_run = runs[modes[-1]]
     machine = {
         "cores": os.cpu_count(),
         "python": platform.python_version(),
@@ -207,8 +232,14 @@ def main() -> None:
         "machine": machine,
         "params": vars(args) | {"scenarios": scenarios},
         "store": asdict(build),
-        "server": {"ready_s": ready_s, "peak_rss_mb": rss, "health": health, "log": str(log)},
-        "scenarios": results,
+        "mode": modes[-1],
+        "positions": build.positions,
+        "publishing": main_run["publishing"],
+        "publish_to_visible_p99_ms": main_run["publish_to_visible_p99_ms"],
+        "read_model_bytes_per_position": main_run["read_model_bytes_per_position"],
+        "server": main_run["server"],
+        "scenarios": main_run["scenarios"],
+        "modes": runs,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"serve-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
@@ -219,8 +250,102 @@ def main() -> None:
     print(report(result, build, path))
 
 
-def report(result: dict[str, object], build: StoreBuild, path: Path) -> str:
+def run_mode(args: argparse.Namespace, build: StoreBuild, mode: str, scenarios: list[str]) -> dict[str, Any]:
+    """Serve the store in one mode, run every scenario against it while publishes land, and summarise."""
+    publishing = args.publish_per_s > 0
+    store = copy_for_run(build) if publishing else build
+    home = Path(build.directory).parent
+    log = home / f"server-{mode}.log"
+    commits = home / f"publishes-{mode}.log"
+    commits.write_text("")
+    publisher = None
+    if publishing:
+        say(f"publishing {args.publish_per_s:,} changed positions a second into {store.directory}...")
+        publisher = subprocess.Popen(
+            [
+                sys.executable, "-m", "bench.serve_store", "--dir", store.directory, "--network", build.network,
+                "--skus", str(build.skus), "--per-second", str(args.publish_per_s), "--log", str(commits),
+                "--seed", str(args.seed),
+            ],
+            cwd=REPO,
+        )  # fmt: skip
+    port = free_port()
+    say(f"[{mode}] starting the server on 127.0.0.1:{port} (log: {log.relative_to(REPO)})...")
+    started = time.perf_counter()
+    server = start_server(store, port, log, mode, args.workers)
+    try:
+        health = wait_healthy(server, port, log, timeout=900)
+        ready_s = time.perf_counter() - started
+        results = [run_scenario(args, scenario, port, server.pid) for scenario in scenarios]
+        health = wait_healthy(server, port, log, timeout=60)
+        rss = peak_rss_mb(server.pid)
+        tree_rss = tree_rss_mb(server.pid)
+    finally:
+        stop(server)
+        if publisher is not None:
+            publisher.terminate()
+            publisher.wait(timeout=30)
+    published = _commits(commits)
+    model = health.get("read_model")
+    per_position = None
+    if isinstance(model, dict) and model.get("positions"):
+        # Each worker holds its own copy: the figure is for all of them together.
+        per_position = round(int(model["bytes"]) * args.workers / int(model["positions"]), 1)
+    return {
+        "mode": mode,
+        "scenarios": results,
+        "publishing": publishing and all(_published_during(r, published) for r in results),
+        "publishes": {
+            "count": len(published),
+            "changes_per_publish": args.publish_per_s,
+            "mean_seconds": round(sum(p[2] for p in published) / len(published), 3) if published else None,
+        },
+        "publish_to_visible_p99_ms": _visible_p99(results, published),
+        "read_model_bytes_per_position": per_position,
+        "server": {
+            "ready_s": ready_s, "peak_rss_mb": rss, "rss_mb_all_processes": tree_rss, "workers": args.workers,
+            "health": health, "log": str(log),
+        },
+    }  # fmt: skip
+
+
+def _commits(path: Path) -> list[tuple[int, int, float]]:
+    """(snapshot id, commit wall ms, seconds the publish took) of every publish logged."""
+    found = []
+    for line in path.read_text().splitlines():
+        sid, at, _, took = line.split()
+        if sid != "None":
+            found.append((int(sid), int(at), float(took)))
+    return found
+
+
+def _published_during(result: dict[str, Any], published: list[tuple[int, int, float]]) -> bool:
+    start = int(result["measured_from_ms"])
+    end = start + round(float(result["seconds"]) * 1000)
+    return any(start <= at <= end for _, at, _ in published)
+
+
+def _visible_p99(results: list[dict[str, Any]], published: list[tuple[int, int, float]]) -> float | None:
+    """p99 over the publishes committed in measured windows of (first answer naming it or newer) - commit."""
+    seen: list[tuple[int, int]] = sorted((int(sid), at) for r in results for sid, at in r["first_seen_ms"].items())
+    delays = []
+    for r in results:
+        start = int(r["measured_from_ms"])
+        end = start + round(float(r["seconds"]) * 1000)
+        for sid, at, _ in published:
+            if start <= at <= end:
+                later = [when for named, when in seen if named >= sid and when >= at]
+                if later:
+                    delays.append(min(later) - at)
+    if not delays:
+        return None
+    delays.sort()
+    return float(delays[max(0, min(len(delays) - 1, round(0.99 * len(delays) + 0.5) - 1))])
+
+
+def report(result: dict[str, Any], build: StoreBuild, path: Path) -> str:
     columns = (
+        "mode",
         "scenario",
         "requests",
         "req/s",
@@ -231,29 +356,39 @@ def report(result: dict[str, object], build: StoreBuild, path: Path) -> str:
         "errors (non-2xx)",
         "server CPU ms/req",
     )
-    scenarios = result["scenarios"]
-    server = result["server"]
+    runs: dict[str, dict[str, Any]] = result["modes"]
     machine = result["machine"]
-    assert isinstance(scenarios, list)
-    assert isinstance(server, dict)
-    assert isinstance(machine, dict)
     rows = [
         [
-            r["scenario"], r["requests"], r["requests_per_s"], r["p50_ms"], r["p90_ms"], r["p99_ms"], r["max_ms"],
+            mode, r["scenario"], r["requests"], r["requests_per_s"], r["p50_ms"], r["p90_ms"], r["p99_ms"], r["max_ms"],
             _errors(r), r.get("server_cpu_ms_per_request"),
         ]
-        for r in scenarios
+        for mode, run in runs.items()
+        for r in run["scenarios"]
     ]  # fmt: skip
     first, last = slot_window(build)
     cached = f"reused from {Path(build.directory).parent.relative_to(REPO)}, " if build.reused else ""
-    rss = server["peak_rss_mb"]
     lines = [render_table(columns, rows), ""]
-    if any(r["requests"] < 100 for r in scenarios):
+    if any(r["requests"] < 100 for run in runs.values() for r in run["scenarios"]):
         lines.append("(under 100 requests, p99 is about the max: run longer with --seconds for a real tail)")
-    lines.append("answers (averages over the warm-up answers):")
-    lines.extend(
-        f"  {r['scenario']}: {_answers(r)}; {r['mean_response_bytes'] / 1024:,.1f} KiB of JSON" for r in scenarios
-    )
+    for mode, run in runs.items():
+        server = run["server"]
+        rss = server["peak_rss_mb"]
+        publishes = run["publishes"]
+        lines.append(
+            f"[{mode}] {server['workers']} worker(s), healthy {server['ready_s']:.1f} s after start, "
+            + (f"peak RSS {rss:,.0f} MB; " if isinstance(rss, float) else "peak RSS unknown; ")
+            + f"RSS of all server processes at the end {server['rss_mb_all_processes']:,.0f} MB; "
+            + f"publishing during every scenario: {run['publishing']} ({publishes['count']} publishes of "
+            f"{publishes['changes_per_publish']:,}, {publishes['mean_seconds']} s each); "
+            f"publish to visible p99: {run['publish_to_visible_p99_ms']} ms; "
+            f"read model bytes per position: {run['read_model_bytes_per_position']}"
+        )
+        lines.extend(
+            f"  {r['scenario']}: {_answers(r)}; {r['mean_response_bytes'] / 1024:,.1f} KiB of JSON"
+            for r in run["scenarios"]
+            if r.get("mean_response_bytes") is not None
+        )
     lines += [
         f"store: {build.sites:,} sites x {build.skus:,} skus = {build.positions:,} positions, "
         f"+ {build.appointment_positions:,} appointment-slot positions ({first:%Y-%m-%d} to {last:%Y-%m-%d}), "
@@ -262,8 +397,6 @@ def report(result: dict[str, object], build: StoreBuild, path: Path) -> str:
         f"network: {build.stores:,} stores ({build.appointment_stores:,} with appointments), {build.dcs} DCs, "
         f"{build.suppliers} suppliers, {build.sellers} sellers; {build.lanes:,} shuttle lanes, "
         f"{build.dropship:,} dropship routes, {build.carriers} carrier routes",
-        f"server: one uvicorn process, healthy {server['ready_s']:.1f} s after start, "
-        + (f"peak RSS {rss:,.0f} MB" if isinstance(rss, float) else "peak RSS unknown"),
         f"machine: {machine['cores']} cores, Python {machine['python']}, duckdb {machine['duckdb']}, "
         f"fastapi {machine['fastapi']}, uvicorn {machine['uvicorn']}; results in {path.relative_to(REPO)}",
     ]

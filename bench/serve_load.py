@@ -4,8 +4,10 @@
 runs C client threads, each on its own keep-alive `http.client` connection, sending
 the scenario's request in a closed loop (the next one when the answer has arrived):
 first `--warmup` seconds unmeasured, then T seconds measured. Prints one JSON object:
-requests, errors by status, latency percentiles (ms), and the server's CPU seconds
-over the measured part when `--server-pid` is given (Linux /proc).
+requests, errors by status, latency percentiles (ms), the server's CPU seconds over
+the measured part when `--server-pid` is given (Linux /proc), and when each snapshot id
+was first named by an answer (wall clock ms), from which bench/serve.py computes how
+long a publish took to become visible.
 
 Scenarios:
     availability     GET /v1/skus/{sku}/availability?lat&lon&radius_km
@@ -21,6 +23,7 @@ import http.client
 import json
 import os
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -44,6 +47,11 @@ class _Tally:
     statuses: Counter[str] = field(default_factory=Counter)
     response_bytes: int = 0
     samples: list[bytes] = field(default_factory=list)
+    first_seen: dict[int, int] = field(default_factory=dict)
+    """snapshot id -> wall clock ms of the first answer naming it."""
+
+
+_SNAPSHOT = re.compile(rb'"snapshot_id":\s*(\d+)')
 
 
 def _request(scenario: str, rng: random.Random, skus: int, radius_km: float) -> tuple[str, str, bytes | None]:
@@ -81,6 +89,10 @@ def _client(
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=_TIMEOUT_S)
             payload, status = b"", type(exc).__name__
         elapsed = time.perf_counter() - sent
+        # Both answers start with the snapshot id: a look at the head, not a JSON parse per answer.
+        named = _SNAPSHOT.search(payload, 0, 64)
+        if named is not None:
+            tally.first_seen.setdefault(int(named.group(1)), time.time_ns() // 1_000_000)
         if now < measure_from:
             if len(tally.samples) < 20 and status == "200":
                 tally.samples.append(payload)  # warm-up answers, to describe what was served
@@ -89,6 +101,14 @@ def _client(
         tally.statuses[status] += 1
         tally.response_bytes += len(payload)
     conn.close()
+
+
+def _first_seen(tallies: list[_Tally]) -> dict[int, int]:
+    seen: dict[int, int] = {}
+    for tally in tallies:
+        for sid, at in tally.first_seen.items():
+            seen[sid] = min(at, seen.get(sid, at))
+    return seen
 
 
 def _cpu_seconds(pid: int | None) -> float | None:
@@ -118,7 +138,10 @@ def _describe(scenario: str, samples: list[bytes]) -> dict[str, float]:
     return {
         "options": sum(len(b["options"]) for b in bodies) / len(bodies),
         "together": sum(len(b["together"]) for b in bodies) / len(bodies),
-        "excluded": sum(len(b["excluded"]) for b in bodies) / len(bodies),
+        "options_total": sum(b["options_total"] for b in bodies) / len(bodies),
+        "together_total": sum(b["together_total"] for b in bodies) / len(bodies),
+        "excluded": sum(x["count"] for b in bodies for x in b["exclusions"]) / len(bodies),
+        "answer_bytes": sum(len(s) for s in samples) / len(samples),
     }
 
 
@@ -171,6 +194,8 @@ def run(
         "mean_ms": sum(ms) / count if ms else None,
         "mean_response_bytes": sum(t.response_bytes for t in tallies) / count if count else None,
         "answers": _describe(scenario, [s for t in tallies for s in t.samples]),
+        "first_seen_ms": {str(sid): at for sid, at in sorted(_first_seen(tallies).items())},
+        "measured_from_ms": time.time_ns() // 1_000_000 - round(wall * 1000),
     }
     if cpu_before is not None and cpu_after is not None and count:
         summary["server_cpu_s"] = cpu_after - cpu_before

@@ -33,10 +33,10 @@ from pathlib import Path
 import duckdb
 
 from adapters.snapshots import LAKE, SnapshotWriter
-from bench.serve_network import NetworkSpec, write_network
+from bench.serve_network import NetworkSpec, sku_name, write_network
 from ledger.network import DAY_MS, appointment_sku
 
-__all__ = ["StoreBuild", "open_or_build"]
+__all__ = ["StoreBuild", "copy_for_run", "open_or_build", "publish_changes"]
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "var" / "bench-serve"
@@ -279,3 +279,67 @@ def slot_window(build: StoreBuild) -> tuple[datetime, datetime]:
     """The first and last day of the opened slots, for the report."""
     first = datetime.fromtimestamp(build.slots_from_ms / 1000, UTC)
     return first, first + timedelta(milliseconds=build.slots_until_ms - build.slots_from_ms)
+
+
+def copy_for_run(build: StoreBuild) -> StoreBuild:
+    """A copy of the built store for a run that publishes into it: the cached one stays as built."""
+    source = Path(build.directory)
+    target = source.parent / "run-store"
+    if target.exists():
+        shutil.rmtree(target)
+    _say(f"copying the store to {target.relative_to(REPO)} (this run publishes into it)...")
+    shutil.copytree(source, target)
+    return StoreBuild(**(asdict(build) | {"directory": str(target)}))
+
+
+def publish_changes(directory: Path, network: Path, *, skus: int, per_second: int, log: Path, seed: int) -> None:
+    """Publish `per_second` changed positions through `SnapshotWriter.publish` every second, until killed.
+
+    Each publish is a real one (staged, merged, committed as one snapshot); after each,
+    a line `snapshot_id commit_wall_ms changes seconds` goes to `log`. When a publish
+    takes longer than a second, the next starts at once: the log shows the rate reached.
+    """
+    import random
+
+    from ledger.network import load_network
+    from ledger.outputs import PositionChange
+
+    rng = random.Random(seed)
+    site_ids = [site.id for site in load_network(network).sites]
+    writer = SnapshotWriter.open(directory)
+    applied = 0
+    step = 0
+    with log.open("a") as out:
+        while True:
+            started = time.monotonic()
+            step += 1
+            now = time.time_ns() // 1_000_000
+            keys = {(rng.choice(site_ids), sku_name(rng.randrange(skus))) for _ in range(per_second)}
+            changes = []
+            for site, sku in keys:
+                on_hand = rng.randrange(13)
+                changes.append(
+                    PositionChange(
+                        site_id=site, sku=sku, on_hand=on_hand, reserved=0, staged=0, inbound_qty=0, safety_stock=0,
+                        atp=on_hand, negative=False, version=1_000 + step, updated_at=now, max_occurred_at=now,
+                    )
+                )  # fmt: skip
+            applied += len(changes)
+            sid = writer.publish(changes, [], events_applied=applied, now=now)
+            out.write(f"{sid} {time.time_ns() // 1_000_000} {len(changes)} {time.monotonic() - started:.3f}\n")
+            out.flush()
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="publish changed positions into a bench store every second")
+    parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--network", type=Path, required=True)
+    parser.add_argument("--skus", type=int, required=True)
+    parser.add_argument("--per-second", type=int, default=100_000)
+    parser.add_argument("--log", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=1)
+    cli = parser.parse_args()
+    publish_changes(cli.dir, cli.network, skus=cli.skus, per_second=cli.per_second, log=cli.log, seed=cli.seed)

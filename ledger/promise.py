@@ -14,10 +14,12 @@ transfer rides a real departure of its lane (cut-off not passed) and arrives
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from typing import Protocol
 
 from ledger.contract import MAX_QTY
@@ -28,8 +30,12 @@ from ledger.outputs import InboundLine, OfferTerms
 
 __all__ = [
     "BASKET",
+    "DEFAULT_LIMIT",
+    "EXAMPLES_PER_REASON",
     "MAX_BASKET",
+    "MAX_LIMIT",
     "Exclusion",
+    "ExclusionSummary",
     "Option",
     "Promise",
     "PromiseRequest",
@@ -38,7 +44,11 @@ __all__ = [
     "StaticView",
     "Stock",
     "Together",
+    "bounded",
+    "next_run",
     "promise",
+    "slots",
+    "summarise",
 ]
 
 MAX_BASKET = 20
@@ -50,6 +60,12 @@ _MODE_ORDER = {
     FulfilmentMode.DROPSHIP_TO_STORE: 2,
     FulfilmentMode.HOME_DELIVERY: 3,
 }
+DEFAULT_LIMIT = 10
+"""Options (and together plans) an answer carries unless the caller asks for more."""
+MAX_LIMIT = 100
+"""Most options one answer may carry: past that a page is a catalogue, not a choice."""
+EXAMPLES_PER_REASON = 3
+"""Exclusions shown per reason in the summary; the full list only on request (explain)."""
 BASKET = "*"
 """The `sku` of an exclusion about the basket as a whole (a together plan)."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -68,15 +84,23 @@ class Stock:
 
 
 class SnapshotView(Protocol):
-    """What a promise reads from one snapshot; a dict in tests, DuckDB in the service."""
+    """What a promise reads from one snapshot: values in memory in tests, the read model in the service."""
 
     @property
     def snapshot_id(self) -> int:
         """The snapshot every figure comes from."""
         ...
 
-    def stock(self, sku: str) -> Iterable[Stock]:
-        """Every position of this sku, one per site."""
+    def sku_atp(self, sku: str) -> tuple[Sequence[str], Sequence[int]]:
+        """The sites holding a position of this sku, ascending, and their ATP, index for index.
+
+        Two columns rather than a row object per site: a national sku is held at a thousand
+        sites, and a promise looks at each site's ATP before anything else.
+        """
+        ...
+
+    def stock_at(self, site_id: str, sku: str) -> Stock | None:
+        """The position of the sku at one site (inbound lines, offer), None when it has none."""
         ...
 
     def free_slot_capacity(self, store_id: str, slot_start: Millis) -> int | None:
@@ -92,17 +116,30 @@ class StaticView:
     stocks: tuple[Stock, ...] = ()
     slots: Mapping[tuple[str, Millis], int] = field(default_factory=dict)
     """(store id, slot start) -> free capacity."""
-    _by_sku: dict[str, tuple[Stock, ...]] = field(init=False, repr=False, compare=False)
+    _by_sku: dict[str, dict[str, Stock]] = field(init=False, repr=False, compare=False)
+    _columns: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_sku: dict[str, dict[str, Stock]] = {}
         for row in self.stocks:
             by_sku.setdefault(row.sku, {})[row.site_id] = row
-        object.__setattr__(self, "_by_sku", {sku: tuple(rows.values()) for sku, rows in by_sku.items()})
+        columns = {
+            sku: (tuple(sorted(rows)), tuple(rows[site].atp for site in sorted(rows))) for sku, rows in by_sku.items()
+        }
+        object.__setattr__(self, "_by_sku", by_sku)
+        object.__setattr__(self, "_columns", columns)
 
     def stock(self, sku: str) -> Iterable[Stock]:
         """Every position of this sku (the last row wins for a repeated site)."""
-        return self._by_sku.get(sku, ())
+        return tuple(self._by_sku.get(sku, {}).values())
+
+    def sku_atp(self, sku: str) -> tuple[Sequence[str], Sequence[int]]:
+        """The sites holding the sku, ascending, and their ATP."""
+        return self._columns.get(sku, ((), ()))
+
+    def stock_at(self, site_id: str, sku: str) -> Stock | None:
+        """The position of the sku at the site, None when it has none."""
+        return self._by_sku.get(sku, {}).get(site_id)
 
     def free_slot_capacity(self, store_id: str, slot_start: Millis) -> int | None:
         """The free capacity of a slot, None when it was never opened."""
@@ -240,8 +277,23 @@ class Together:
 
 
 @dataclass(frozen=True, slots=True)
+class ExclusionSummary:
+    """How many sources (or paths) were left out for one reason, with a few of them."""
+
+    reason: Reason
+    count: int
+    examples: tuple[Exclusion, ...]
+    """The first `EXAMPLES_PER_REASON` in the order they were found (sku by sku, site by site)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Promise:
-    """The answer to one request, from one snapshot."""
+    """The answer to one request, from one snapshot.
+
+    `promise` returns it whole; `bounded` cuts it to the best `limit` options and plans and
+    keeps the totals and the summary of exclusions, so the caller still learns how much
+    was left out.
+    """
 
     snapshot_id: int
     now: Millis
@@ -249,48 +301,258 @@ class Promise:
     together: tuple[Together, ...]
     excluded: tuple[Exclusion, ...]
     """Per sku, every site that offers nothing (a site without a position has ATP 0), and
-    every path from an offering site that failed (a closed store, a full appointment book)."""
+    every path from an offering site that failed (a closed store, a full appointment book).
+    Empty in a bounded answer unless it was asked with `explain`."""
+    options_total: int = -1
+    """Options found before any cut; -1 (the default) is replaced by `len(options)`."""
+    together_total: int = -1
+    """Together plans found before any cut; -1 (the default) is replaced by `len(together)`."""
+    exclusions: tuple[ExclusionSummary, ...] | None = None
+    """`excluded` summarised by reason; None (the default) is replaced by `summarise(excluded)`."""
+
+    def __post_init__(self) -> None:
+        # Defaults derived from the lists, so a whole answer is consistent without the caller counting.
+        if self.options_total < 0:
+            object.__setattr__(self, "options_total", len(self.options))
+        if self.together_total < 0:
+            object.__setattr__(self, "together_total", len(self.together))
+        if self.exclusions is None:
+            object.__setattr__(self, "exclusions", summarise(self.excluded))
 
 
-def promise(network: Network, view: SnapshotView, request: PromiseRequest) -> Promise:
+def summarise(excluded: Sequence[Exclusion], examples: int = EXAMPLES_PER_REASON) -> tuple[ExclusionSummary, ...]:
+    """Exclusions counted by reason, most frequent first (then by reason), with the first few of each."""
+    counts: dict[Reason, int] = {}
+    firsts: dict[Reason, list[Exclusion]] = {}
+    for item in excluded:
+        counts[item.reason] = counts.get(item.reason, 0) + 1
+        shown = firsts.setdefault(item.reason, [])
+        if len(shown) < examples:
+            shown.append(item)
+    order = sorted(counts, key=lambda reason: (-counts[reason], reason.value))
+    return tuple(ExclusionSummary(reason, counts[reason], tuple(firsts[reason])) for reason in order)
+
+
+def bounded(answer: Promise, limit: int = DEFAULT_LIMIT, *, explain: bool = False) -> Promise:
+    """The best `limit` options and together plans of `answer`, with its totals and exclusion summary.
+
+    The full exclusion list stays only when `explain` is set: on a national network it is
+    one entry per site holding the sku, a thousand lines nobody reads on a product page.
+    """
+    _check_limit(limit)
+    return replace(
+        answer,
+        options=answer.options[:limit],
+        together=answer.together[:limit],
+        excluded=answer.excluded if explain else (),
+        options_total=answer.options_total,
+        together_total=answer.together_total,
+        exclusions=answer.exclusions,
+    )
+
+
+def promise(
+    network: Network,
+    view: SnapshotView,
+    request: PromiseRequest,
+    *,
+    limit: int | None = None,
+    explain: bool = True,
+) -> Promise:
     """The ranked options for every item, the together plans, and what was left out and why.
 
     Options rank by `available_at`, then mode (reserve, transfer, dropship, home), then
-    distance, then price (unknown last).
+    distance, then price (unknown last). With a `limit`, only the best `limit` options and
+    plans are kept (the totals still count them all). Without `explain`, exclusions are
+    counted and a few kept as examples, never listed whole: building a thousand
+    explanations nobody reads was most of a promise's time on a national network.
     """
+    if limit is not None:
+        _check_limit(limit)
     radius = request.radius_km if request.radius_km is not None else network.radius_km
     stores = {
         site.id: round(km, 3)
         for site in network.sites
         if site.kind is SourceKind.STORE and (km := network.distance_km(site.id, request.lat, request.lon)) <= radius
     }
-    ctx = _Context(network, view, request, radius, stores)
+    reach = _reachable(network, stores)
+    ctx = _Context(network, view, request, radius, stores, explain)
     options: list[Option] = []
     bound: dict[tuple[str, str], list[Option]] = {}
     for sku, qty in request.items:
-        rows = {row.site_id: row for row in view.stock(sku)}
         # The sources are the sites with a position of the sku; a site that never held
         # it is no source, and listing every site of a national network would bury the
-        # answer under a thousand exclusions.
-        for site_id in sorted(rows):
-            found = ctx.from_source(site_id, sku, rows.get(site_id), qty)
-            for option in found:
-                if option.deliver_to != HOME:
-                    bound.setdefault((sku, option.deliver_to), []).append(option)
-                if request.appointment and option.deliver_to != HOME:
-                    booked = ctx.with_slot(option)
-                    if booked is not None:
-                        options.append(booked)
-                else:
-                    options.append(option)
+        # answer under a thousand exclusions. One pass over the sku's two columns: only a
+        # site that has the units and a way to the customer becomes objects.
+        sites, atps = view.sku_atp(sku)
+        for site_id, atp in zip(sites, atps, strict=True):
+            if not network.has_site(site_id):
+                ctx.exclude(site_id, sku, Reason.NOT_IN_NETWORK, f"{site_id} is not in the network file")
+            elif atp < qty:
+                ctx.exclude(site_id, sku, Reason.INSUFFICIENT_ATP, partial(ctx.short, site_id, sku, qty))
+            elif site_id not in reach:
+                site = network.site(site_id)
+                ctx.exclude(site_id, sku, _NO_PATH[site.kind], partial(ctx.no_path, site))
+            else:
+                for option in ctx.from_source(site_id, sku, view.stock_at(site_id, sku), qty):
+                    if option.deliver_to != HOME:
+                        bound.setdefault((sku, option.deliver_to), []).append(option)
+                    if request.appointment and option.deliver_to != HOME:
+                        booked = ctx.with_slot(option)
+                        if booked is not None:
+                            options.append(booked)
+                    else:
+                        options.append(option)
     together = [plan for store in sorted(stores) if (plan := ctx.together(store, bound)) is not None]
+    ranked = sorted(options, key=_rank)
+    plans = sorted(together, key=lambda plan: (plan.ready_at, plan.distance_km, plan.store_id))
     return Promise(
         snapshot_id=view.snapshot_id,
         now=request.now,
-        options=tuple(sorted(options, key=_rank)),
-        together=tuple(sorted(together, key=lambda plan: (plan.ready_at, plan.distance_km, plan.store_id))),
+        options=tuple(ranked[:limit]),
+        together=tuple(plans[:limit]),
         excluded=tuple(ctx.excluded),
+        options_total=len(ranked),
+        together_total=len(plans),
+        exclusions=ctx.summary(),
     )
+
+
+_NO_PATH = {
+    SourceKind.STORE: Reason.OUT_OF_RADIUS,
+    SourceKind.DC: Reason.NO_LANE,
+    SourceKind.SUPPLIER: Reason.NO_ROUTE,
+    SourceKind.SELLER: Reason.NO_ROUTE,
+}
+"""The reason a source with units but no way to the customer is left out, by its kind."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Into:
+    """Who can reach a store: the origins of the lanes and the suppliers of the routes into it."""
+
+    lanes: Mapping[str, frozenset[str]]
+    routes: Mapping[str, frozenset[str]]
+    anywhere: frozenset[str]
+    """Sources that may serve whatever the radius: DCs with a carrier, sellers."""
+
+
+_INTO: dict[int, tuple[Network, _Into]] = {}
+
+
+def _into(network: Network) -> _Into:
+    """The reverse lane and route index of a network, built once per network object."""
+    cached = _INTO.get(id(network))
+    if cached is not None and cached[0] is network:
+        return cached[1]
+    lanes: dict[str, set[str]] = {}
+    for lane in network.lanes:
+        lanes.setdefault(lane.destination, set()).add(lane.origin)
+    routes: dict[str, set[str]] = {}
+    for route in network.dropship:
+        routes.setdefault(route.store, set()).add(route.supplier)
+    anywhere = frozenset(
+        site.id
+        for site in network.sites
+        if site.kind is SourceKind.SELLER or (site.kind is SourceKind.DC and network.carrier(site.id) is not None)
+    )
+    into = _Into(
+        {store: frozenset(found) for store, found in lanes.items()},
+        {store: frozenset(found) for store, found in routes.items()},
+        anywhere,
+    )
+    if len(_INTO) >= 8:  # a process serves one network; tests build many
+        _INTO.clear()
+    # The network is kept with its index so its id cannot be reused by another while cached.
+    _INTO[id(network)] = (network, into)
+    return into
+
+
+def _reachable(network: Network, stores: Mapping[str, float]) -> set[str]:
+    """The sites that may have a way to the customer: every other site with units has none.
+
+    A store in the radius (reserve there), a site with a lane or a dropship route into one,
+    a DC with a carrier, a seller. The rest is excluded by kind without a look at lanes.
+    """
+    into = _into(network)
+    found = set(into.anywhere)
+    found.update(stores)
+    for store in stores:
+        found.update(into.lanes.get(store, ()))
+        found.update(into.routes.get(store, ()))
+    return found
+
+
+# -- the schedules, memoised ---------------------------------------------------------------
+#
+# A lane's departures and a store's slots are pure functions of the network and the
+# time, and computing them (local wall-clock dates through zoneinfo) was most of a
+# promise's time once the snapshot was in memory: 2,700 lanes and a thousand stores,
+# asked again for every request. They are computed once per UTC day window and looked
+# up by bisection after; the answers are those of `Network.next_run` and
+# `Network.slots` (a property test compares them).
+
+_RUNS: dict[tuple[int, str, Millis], tuple[Network, tuple[Run, ...], tuple[Millis, ...]]] = {}
+_SLOTS: dict[tuple[int, str, Millis], tuple[Network, tuple[Millis, ...]]] = {}
+_MEMO_ENTRIES = 50_000
+"""Entries kept per memo before it is cleared: a day of a national network is ~3,000 windows."""
+
+
+def next_run(network: Network, lane: Lane, ready_at: Millis) -> Run | None:
+    """`network.next_run(lane, ready_at)`, from the lane's departures of the window around `ready_at`."""
+    day = ready_at - ready_at % DAY_MS
+    key = (id(network), lane.id, day)
+    cached = _RUNS.get(key)
+    if cached is None or cached[0] is not network:
+        end = day + (network.horizon_days + 2) * DAY_MS + lane.cutoff_minutes * MINUTE_MS
+        found = network.runs(lane, day, end)
+        if len(_RUNS) >= _MEMO_ENTRIES:
+            _RUNS.clear()
+        cached = _RUNS[key] = (network, found, tuple(run.cutoff_at for run in found))
+    _, runs, cutoffs = cached
+    i = bisect_left(cutoffs, ready_at)
+    if i == len(runs):
+        return None
+    run = runs[i]
+    horizon_end = ready_at + network.horizon_days * DAY_MS + lane.cutoff_minutes * MINUTE_MS
+    return run if ready_at <= run.departs_at < horizon_end else None
+
+
+def slots(network: Network, store_id: str, at: Millis, days: int) -> tuple[Millis, ...]:
+    """`network.slots(store_id, at, at + days * DAY_MS)`, from the store's slots of the window around `at`."""
+    if days > network.horizon_days:  # past the window kept
+        return network.slots(store_id, at, at + days * DAY_MS)
+    day = at - at % DAY_MS
+    key = (id(network), store_id, day)
+    cached = _SLOTS.get(key)
+    if cached is None or cached[0] is not network:
+        found = network.slots(store_id, day, day + (network.horizon_days + 1) * DAY_MS)
+        if len(_SLOTS) >= _MEMO_ENTRIES:
+            _SLOTS.clear()
+        cached = _SLOTS[key] = (network, found)
+    found = cached[1]
+    return found[bisect_left(found, at) : bisect_left(found, at + days * DAY_MS)]
+
+
+_OPENINGS: dict[tuple[int, str, Millis], tuple[Network, Millis | None]] = {}
+
+
+def _next_opening(network: Network, site_id: str, at: Millis) -> Millis | None:
+    """`network.next_opening`, remembered by exact arguments: a transfer arrives with its run, at
+    the same instant for every request of the day, and each answer went through zoneinfo."""
+    key = (id(network), site_id, at)
+    cached = _OPENINGS.get(key)
+    if cached is None or cached[0] is not network:
+        if len(_OPENINGS) >= _MEMO_ENTRIES:
+            _OPENINGS.clear()
+        cached = _OPENINGS[key] = (network, network.next_opening(site_id, at))
+    return cached[1]
+
+
+def _check_limit(limit: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        msg = f"limit must be a whole number within 1..{MAX_LIMIT}, got {limit!r}"
+        raise ValueError(msg)
 
 
 def _rank(option: Option) -> tuple[Millis, int, float, bool, float, str]:
@@ -347,29 +609,56 @@ class _Context:
     """One promise's inputs and the exclusions found so far."""
 
     def __init__(
-        self, network: Network, view: SnapshotView, request: PromiseRequest, radius: float, stores: dict[str, float]
+        self,
+        network: Network,
+        view: SnapshotView,
+        request: PromiseRequest,
+        radius: float,
+        stores: dict[str, float],
+        explain: bool = True,
     ) -> None:
         self.network, self.view, self.request = network, view, request
         self.now, self.radius, self.stores = request.now, radius, stores
+        self.explain = explain
         self.excluded: list[Exclusion] = []
+        """Every exclusion, in the order found; empty unless `explain`."""
+        self._counts: dict[Reason, int] = {}
+        self._examples: dict[Reason, list[Exclusion]] = {}
+        self._found = 0
         self._slots: dict[tuple[str, Millis], Millis | str] = {}
 
-    def exclude(self, site_id: str, sku: str, reason: Reason, detail: str) -> None:
-        self.excluded.append(Exclusion(site_id, sku, reason, detail))
+    def exclude(self, site_id: str, sku: str, reason: Reason, detail: str | Callable[[], str]) -> None:
+        """Count an exclusion; its detail (text, or a function making it) is built only if it is shown."""
+        self._found += 1
+        seen = self._counts.get(reason, 0)
+        self._counts[reason] = seen + 1
+        if self.explain or seen < EXAMPLES_PER_REASON:
+            item = Exclusion(site_id, sku, reason, detail if isinstance(detail, str) else detail())
+            if seen < EXAMPLES_PER_REASON:
+                self._examples.setdefault(reason, []).append(item)
+            if self.explain:
+                self.excluded.append(item)
+
+    def summary(self) -> tuple[ExclusionSummary, ...]:
+        """The exclusions by reason, as `summarise` gives them from the full list."""
+        order = sorted(self._counts, key=lambda reason: (-self._counts[reason], reason.value))
+        return tuple(ExclusionSummary(r, self._counts[r], tuple(self._examples[r])) for r in order)
+
+    def short(self, site_id: str, sku: str, qty: int) -> str:
+        """Why the site's ATP does not cover `qty` (its unpromised inbound lines named)."""
+        return self._short(site_id, sku, self.view.stock_at(site_id, sku), qty)
+
+    def no_path(self, site: Site) -> str:
+        """Why a source with the units has no way to the customer."""
+        return self._no_path(site)[1]
 
     def from_source(self, site_id: str, sku: str, stock: Stock | None, qty: int) -> list[Option]:
-        """The options one source offers for `qty` units; exclusions recorded on the way.
-
-        `stock` None: the snapshot has no position for the sku at the site, so ATP is 0.
-        """
-        if not self.network.has_site(site_id):
-            self.exclude(site_id, sku, Reason.NOT_IN_NETWORK, f"{site_id} is not in the network file")
-            return []
+        """The options one source with `qty` units offers; exclusions recorded on the way."""
         site = self.network.site(site_id)
-        if stock is None or stock.atp < qty:
+        if stock is None or stock.atp < qty:  # the view's columns and rows disagree: offer nothing
             self.exclude(site.id, sku, Reason.INSUFFICIENT_ATP, self._short(site_id, sku, stock, qty))
             return []
-        before = len(self.excluded)
+        before = self._found
         if site.kind is SourceKind.STORE:
             found = self._from_store(site, sku, qty)
         elif site.kind is SourceKind.DC:
@@ -378,7 +667,7 @@ class _Context:
             found = self._from_supplier(site, sku, qty)
         else:
             found = self._from_seller(site, stock, qty)
-        if not found and len(self.excluded) == before:
+        if not found and self._found == before:
             reason, detail = self._no_path(site)
             self.exclude(site.id, sku, reason, detail)
         return found
@@ -448,7 +737,7 @@ class _Context:
 
     def _transfer(self, site: Site, lane: Lane, sku: str, qty: int) -> Option | None:
         # The clerk can start picking now: the first departure whose cut-off is not passed.
-        run = self.network.next_run(lane, self.now)
+        run = next_run(self.network, lane, self.now)
         if run is None:
             days = self.network.horizon_days
             detail = f"lane {lane.id} has no departure with its pick cut-off after {_iso(self.now)} within {days} days"
@@ -488,7 +777,7 @@ class _Context:
         return [_make(mode, stock.sku, qty, site, HOME, at, km, price=offer.price, arrives_at=at)]
 
     def _opening(self, store_id: str, at: Millis, source_id: str, sku: str) -> Millis | None:
-        opening = self.network.next_opening(store_id, at)
+        opening = _next_opening(self.network, store_id, at)
         if opening is None:
             detail = f"{store_id} does not open within {self.network.horizon_days} days after {_iso(at)}"
             self.exclude(source_id, sku, Reason.CLOSED, detail)
@@ -514,7 +803,7 @@ class _Context:
         if self.network.site(store_id).appointments is None:
             return f"{store_id} takes no appointments"
         full = unopened = 0
-        for slot in self.network.slots(store_id, at, at + days * DAY_MS):
+        for slot in slots(self.network, store_id, at, days):
             free = self.view.free_slot_capacity(store_id, slot)
             if free is None:
                 unopened += 1

@@ -24,7 +24,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from ledger.contract import MAX_QTY
 from ledger.errors import SnapshotError, SourceError
 from ledger.events import InventoryEvent, Millis
-from ledger.promise import MAX_BASKET, Exclusion, Option, Promise, Together
+from ledger.promise import (
+    DEFAULT_LIMIT,
+    MAX_BASKET,
+    MAX_LIMIT,
+    Exclusion,
+    ExclusionSummary,
+    Option,
+    Promise,
+    Together,
+)
 from omni_ledger.config import Secret
 from omni_ledger.console import code128_svg, mount_console
 from omni_ledger.metrics import instrument_app
@@ -67,6 +76,10 @@ class PromiseBody(BaseModel):
     lon: Annotated[float, Field(ge=-180, le=180)]
     radius_km: Annotated[float | None, Field(gt=0, le=2000)] = None
     appointment: bool = False
+    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT, description="most options and together plans answered")] = (
+        DEFAULT_LIMIT
+    )
+    explain: Annotated[bool, Field(description="also list every exclusion, not only the summary by reason")] = False
 
 
 class ConfirmBody(PromiseBody):
@@ -133,20 +146,39 @@ class ExclusionOut(BaseModel):
         return cls(site_id=e.site_id, sku=e.sku, reason=e.reason.value, detail=e.detail)
 
 
+class ExclusionsOut(BaseModel):
+    reason: str
+    count: int
+    examples: list[ExclusionOut]
+
+    @classmethod
+    def of(cls, s: ExclusionSummary) -> ExclusionsOut:
+        return cls(reason=s.reason.value, count=s.count, examples=[ExclusionOut.of(e) for e in s.examples])
+
+
 class PromiseOut(BaseModel):
-    """Options ranked best first; `together`: stores where the whole basket can be collected at once."""
+    """The best `limit` options, best first; `together`: stores where the whole basket can be collected at once.
+
+    `options_total` and `together_total` count what was found before the cut; `exclusions`
+    summarises by reason what was left out; `excluded` lists all of it only with `explain`.
+    """
 
     snapshot_id: int
     now: str
     options: list[OptionOut]
+    options_total: int
     together: list[TogetherOut]
+    together_total: int
+    exclusions: list[ExclusionsOut]
     excluded: list[ExclusionOut]
 
     @classmethod
     def of(cls, p: Promise) -> PromiseOut:
         return cls(
             snapshot_id=p.snapshot_id, now=_iso(p.now) or "", options=[OptionOut.of(o) for o in p.options],
-            together=[TogetherOut.of(t) for t in p.together], excluded=[ExclusionOut.of(e) for e in p.excluded],
+            options_total=p.options_total, together=[TogetherOut.of(t) for t in p.together],
+            together_total=p.together_total, exclusions=[ExclusionsOut.of(s) for s in p.exclusions or ()],
+            excluded=[ExclusionOut.of(e) for e in p.excluded],
         )  # fmt: skip
 
 
@@ -342,11 +374,12 @@ def create_app(service: LedgerService) -> FastAPI:
 
     @app.post("/v1/promise", dependencies=read, tags=["promise"])
     def make_promise(body: PromiseBody) -> PromiseOut:
-        """Every feasible option for a sku or a basket, ranked, with why other sources were excluded."""
+        """The best `limit` options for a sku or a basket, ranked, with why other sources were excluded."""
         items = [(item.sku, item.qty) for item in body.items]
         result = service.promise(
-            items, lat=body.lat, lon=body.lon, radius_km=body.radius_km, appointment=body.appointment
-        )
+            items, lat=body.lat, lon=body.lon, radius_km=body.radius_km, appointment=body.appointment,
+            limit=body.limit, explain=body.explain,
+        )  # fmt: skip
         return PromiseOut.of(result)
 
     @app.post("/v1/confirm", dependencies=write, tags=["promise"])

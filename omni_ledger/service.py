@@ -22,13 +22,14 @@ from typing import Any
 from adapters.atp_view import ServingStore, SnapshotMeta
 from adapters.decision_feed import DecisionFeed
 from adapters.inbox import EventInbox
+from adapters.read_model import ReadModel, ReadView
 from ledger.confirm import confirm_events
 from ledger.contract import plan_from_record as _fulfilment_of
 from ledger.errors import OmniLedgerError
 from ledger.events import EventType, InventoryEvent, Millis
 from ledger.fulfilment import Fulfilment
 from ledger.network import Network, appointment_sku, appointment_slot
-from ledger.promise import Option, Promise, PromiseRequest, StaticView, promise
+from ledger.promise import Option, Promise, PromiseRequest, SnapshotView, StaticView, promise
 from omni_ledger.config import ServeSettings
 
 __all__ = [
@@ -110,9 +111,12 @@ class LedgerService:
         decisions: DecisionFeed,
         settings: ServeSettings,
         clock: Callable[[], Millis] = _wall_ms,
+        read_model: ReadModel | None = None,
     ) -> None:
         self.network = network
         self.store = store
+        self.read_model = read_model
+        """Where availability and promise read from, when given (no DuckLake query per request)."""
         self.inbox = inbox
         self.decisions = decisions
         self.settings = settings
@@ -155,6 +159,14 @@ class LedgerService:
         except StaleSnapshot as exc:
             body |= {"status": "stale", "message": str(exc)}
         body["max_snapshot_age_s"] = self.settings.max_snapshot_age.total_seconds()
+        view = self._read_view()
+        if view is not None and self.read_model is not None:
+            body["read_model"] = {
+                "snapshot_id": view.snapshot_id,
+                "positions": view.positions,
+                "bytes": view.nbytes(),
+                "last_refresh_s": round(self.read_model.last_refresh_s, 3),
+            }
         return body
 
     # -- reads
@@ -175,9 +187,13 @@ class LedgerService:
     ) -> dict[str, Any]:
         """Every site's position of `sku`, nearest first from a point if given, with ATP by a date."""
         meta = self.snapshot()
-        rows = self.store.sku_positions(sku, meta.snapshot_id)
+        view = self._read_view()
+        if view is not None:
+            snapshot_id, rows = view.snapshot_id, view.sku_rows(sku)
+        else:
+            snapshot_id, rows = meta.snapshot_id, self.store.sku_positions(sku, meta.snapshot_id)
         if not rows:
-            msg = f"unknown sku {sku!r}: no site has a position for it in snapshot {meta.snapshot_id}"
+            msg = f"unknown sku {sku!r}: no site has a position for it in snapshot {snapshot_id}"
             raise NotFound(msg)
         if (lat is None) != (lon is None):
             msg = "give both lat and lon, or neither"
@@ -224,7 +240,7 @@ class LedgerService:
                 }
             )
         sites.sort(key=lambda s: (s["distance_km"] is None, s["distance_km"] or 0.0, s["site_id"]))
-        return {"snapshot_id": meta.snapshot_id, "sku": sku, "by": by, "sites": sites}
+        return {"snapshot_id": snapshot_id, "sku": sku, "by": by, "sites": sites}
 
     def promise(
         self,
@@ -235,8 +251,15 @@ class LedgerService:
         radius_km: float | None = None,
         appointment: bool = False,
         now: Millis | None = None,
+        limit: int | None = None,
+        explain: bool = False,
     ) -> Promise:
-        """Every option for the basket on the current snapshot, ranked, with the exclusions."""
+        """Every option for the basket on the current snapshot, ranked, with the exclusions.
+
+        With a `limit` (the API's default is `DEFAULT_LIMIT`) only the best `limit` options
+        and plans, the exclusions summarised (listed too with `explain`). Whole (None) is
+        what confirm needs to find the chosen option wherever it ranks.
+        """
         meta = self.snapshot()
         try:
             request = PromiseRequest.of(
@@ -249,9 +272,21 @@ class LedgerService:
             )
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
-        return promise(self.network, self._view(meta, request), request)
+        try:
+            view = self._view(meta, request)
+            return promise(self.network, view, request, limit=limit, explain=explain or limit is None)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from exc
 
-    def _view(self, meta: SnapshotMeta, request: PromiseRequest) -> StaticView:
+    def _read_view(self) -> ReadView | None:
+        """The read model's newest view, None without a read model or before its first load."""
+        return None if self.read_model is None else self.read_model.view
+
+    def _view(self, meta: SnapshotMeta, request: PromiseRequest) -> SnapshotView:
+        # One reference read once: the whole promise answers from this view's snapshot.
+        view = self._read_view()
+        if view is not None:
+            return view
         skus = [sku for sku, _ in request.items]
         stocks = self.store.stock(skus, meta.snapshot_id)
         slots: dict[tuple[str, Millis], int] = {}
@@ -332,6 +367,7 @@ class LedgerService:
         offered is refused (`OptionGone`) rather than reserved blind.
         """
         now = self.clock() if now is None else now
+        # Whole, not bounded: the customer may have chosen an option past the first page.
         offered = self.promise(items, lat=lat, lon=lon, radius_km=radius_km, appointment=appointment, now=now)
         legs = [leg for plan in offered.together for leg in plan.legs]
         option = next((o for o in (*offered.options, *legs) if o.option_id == option_id), None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -14,8 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from adapters.snapshots import SnapshotReader
+from ledger.events import EventType, InventoryEvent
 from omni_ledger.serving import open_service
-from tests.api_stack import LYON, READ, WRITE, Server, Stack, running_stack
+from tests.api_stack import LYON, READ, WRITE, Server, Stack, free_port, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +77,49 @@ def test_a_promise_offers_pickup_tonight_and_names_its_snapshot(stack: Stack) ->
     assert seller["price"] == 449.0
     in_store = next(o for o in body["options"] if o["mode"] == "RESERVE_IN_STORE")
     assert in_store["appointment_at"] is not None
-    assert body["excluded"], "explain lists the sources left out"
+    assert body["exclusions"], "the answer says which sources were left out and why"
+    assert body["excluded"] == [], "the full list only with explain"
+
+
+def test_a_promise_answers_the_best_limit_options_and_counts_the_rest(stack: Stack) -> None:
+    request = {"items": [{"sku": "PHONE-A", "qty": 1}], **LYON}
+    whole = post(stack, "/v1/promise", {**request, "limit": 100}, None).json()
+    assert whole["options_total"] == len(whole["options"]) >= 2
+    cut = post(stack, "/v1/promise", {**request, "limit": 1}, None).json()
+    assert cut["options_total"] == whole["options_total"]
+    assert [o["option_id"] for o in cut["options"]] == [whole["options"][0]["option_id"]]
+
+
+def test_a_basket_answer_bounds_its_together_plans_too(stack: Stack) -> None:
+    items = [{"sku": s, "qty": 1} for s in ("PHONE-A", "PHONE-B")]
+    whole = post(stack, "/v1/promise", {"items": items, **LYON, "limit": 100}, None).json()
+    cut = post(stack, "/v1/promise", {"items": items, **LYON, "limit": 1}, None).json()
+    assert whole["together_total"] == len(whole["together"]) >= 1
+    assert cut["together_total"] == whole["together_total"]
+    assert [t["store_id"] for t in cut["together"]] == [whole["together"][0]["store_id"]]
+    assert len(cut["options"]) == 1
+
+
+def test_explain_lists_every_exclusion_the_summary_counts(stack: Stack) -> None:
+    request = {"items": [{"sku": "PHONE-A", "qty": 1}], **LYON}
+    summary = post(stack, "/v1/promise", request, None).json()
+    explained = post(stack, "/v1/promise", {**request, "explain": True}, None).json()
+    assert explained["excluded"], "explain lists the sources left out"
+    by_reason: dict[str, int] = {}
+    for item in explained["excluded"]:
+        by_reason[item["reason"]] = by_reason.get(item["reason"], 0) + 1
+    assert {s["reason"]: s["count"] for s in summary["exclusions"]} == by_reason
+    for group in summary["exclusions"]:
+        assert 1 <= len(group["examples"]) <= 3
+        assert all(e["reason"] == group["reason"] for e in group["examples"])
+
+
+@pytest.mark.parametrize("limit", [0, 101, "ten"])
+def test_a_limit_outside_one_to_a_hundred_is_refused(stack: Stack, limit: object) -> None:
+    body = {"items": [{"sku": "PHONE-A", "qty": 1}], **LYON, "limit": limit}
+    response = post(stack, "/v1/promise", body, None)
+    assert response.status_code == 422, response.text
+    assert "limit" in response.json()["message"]
 
 
 def test_a_basket_gets_a_store_where_all_items_are_together(stack: Stack) -> None:
@@ -126,6 +172,152 @@ def test_two_customers_confirming_the_last_unit_get_one_acceptance_and_the_other
     assert tasks[0]["parcel_id"] == f"P-{winner['reservation_id']}"
     loads = get(stack, f"/v1/runs/{choice['run_id']}/loads").json()["loads"]
     assert [(load["parcel_id"], load["status"]) for load in loads] == [(f"P-{winner['reservation_id']}", "PLANNED")]
+
+
+def test_answers_are_pinned_to_the_snapshot_they_name_while_publishes_land(stack: Stack) -> None:
+    sku, sites = "PIN-A", ("STORE-LYON-PART-DIEU", "STORE-VIENNE", "DC-LYON-EST")
+    stop = threading.Event()
+
+    def publish() -> None:
+        # Every batch recounts the three sites: each snapshot holds another set of figures.
+        step = 0
+        while not stop.is_set():
+            step += 1
+            now = time.time_ns() // 1_000_000
+            stack.service.emit(
+                [
+                    InventoryEvent(
+                        event_id=f"pin:{step}:{site}",
+                        type=EventType.COUNTED,
+                        occurred_at=now,
+                        site_id=site,
+                        sku=sku,
+                        qty=(step + n) % 4,
+                        source="TEST",
+                    )
+                    for n, site in enumerate(sites)
+                ]
+            )
+            time.sleep(0.05)
+
+    writer = threading.Thread(target=publish, daemon=True)
+    writer.start()
+    availability: list[dict] = []
+    promises: list[dict] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len({a["snapshot_id"] for a in availability}) < 5 and time.monotonic() < deadline:
+            found = get(stack, f"/v1/skus/{sku}/availability")
+            if found.status_code == 200:
+                availability.append(found.json())
+                request = {"items": [{"sku": sku, "qty": 2}], **LYON, "limit": 100}
+                promises.append(post(stack, "/v1/promise", request, None).json())
+    finally:
+        stop.set()
+        writer.join(timeout=10)
+    assert len({a["snapshot_id"] for a in availability}) >= 5, "publishes landed while the API answered"
+    reader = SnapshotReader.open(stack.directory)
+    try:
+        for answer in availability:
+            stored = reader.positions(sku=sku, as_of=answer["snapshot_id"])
+            assert {s["site_id"]: s["atp"] for s in answer["sites"]} == {p["site_id"]: p["atp"] for p in stored}
+        for offered in promises:
+            atp = {p["site_id"]: p["atp"] for p in reader.positions(sku=sku, as_of=offered["snapshot_id"])}
+            for option in offered["options"]:
+                assert option["qty"] <= atp[option["source_id"]], (offered["snapshot_id"], option)
+    finally:
+        reader.close()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+_WORKERS = """
+import pickle, sys
+from omni_ledger.serving import serve
+with open(sys.argv[1], "rb") as f:
+    settings = pickle.load(f)
+try:
+    serve(settings, workers=int(sys.argv[2]))
+except KeyboardInterrupt:
+    pass
+"""
+
+
+def test_customers_racing_for_the_last_unit_through_several_workers_get_one_acceptance(stack: Stack) -> None:
+    sku, now = "PHONE-W", time.time_ns() // 1_000_000
+    stack.service.emit(
+        [
+            InventoryEvent(
+                event_id=f"w:{site}",
+                type=EventType.COUNTED,
+                occurred_at=now,
+                site_id=site,
+                sku=sku,
+                qty=qty,
+                source="TEST",
+            )
+            for site, qty in (("STORE-VIENNE", 1), ("DC-LYON-EST", 3))
+        ]
+    )
+    settings = replace(stack.settings, serve=replace(stack.settings.serve, host="127.0.0.1", port=free_port()))
+    frozen = stack.directory / "workers-settings.pickle"
+    frozen.write_bytes(pickle.dumps(settings))
+    url = f"http://127.0.0.1:{settings.serve.port}"
+    server = subprocess.Popen([sys.executable, "-c", _WORKERS, str(frozen), "2"])
+    try:
+
+        def served() -> bool:
+            try:
+                found = httpx.get(f"{url}/v1/skus/{sku}/availability", timeout=5)
+            except httpx.HTTPError:
+                return False
+            return found.status_code == 200 and {"STORE-VIENNE", "DC-LYON-EST"} <= {
+                s["site_id"] for s in found.json()["sites"]
+            }
+
+        assert eventually(served, timeout=60), "the workers answer with the new stock"
+        assert len(_children(server.pid)) >= 2, "uvicorn runs two worker processes"
+        request = {"items": [{"sku": sku, "qty": 1}], **LYON}
+        options = httpx.post(f"{url}/v1/promise", json=request, timeout=30).json()["options"]
+        choice = next(o for o in options if o["source_id"] == "STORE-VIENNE" and o["mode"] == "TRANSFER_TO_STORE")
+        names = ("Martin", "Durand", "Petit", "Moreau")
+        barrier = threading.Barrier(len(names))
+        results: list[httpx.Response] = []
+
+        def customer(name: str) -> None:
+            body = {**request, "option_id": choice["option_id"], "customer": name}
+            headers = {"Authorization": f"Bearer {WRITE}", "Idempotency-Key": f"workers-{name}"}
+            # One connection per customer: the kernel spreads them over the workers.
+            with httpx.Client(timeout=30) as client:
+                barrier.wait()
+                results.append(client.post(f"{url}/v1/confirm", json=body, headers=headers))
+
+        threads = [threading.Thread(target=customer, args=(n,)) for n in names]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        bodies = [r.json() for r in results]
+        assert len([b for b in bodies if b.get("status") == "ACCEPTED"]) == 1, bodies
+        for other in (b for b in bodies if b.get("status") != "ACCEPTED"):
+            assert other.get("status") == "REJECTED" or other.get("error") == "option_gone", other
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def test_a_confirm_needs_a_write_token(stack: Stack) -> None:

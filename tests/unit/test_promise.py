@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import tomllib
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -28,7 +30,21 @@ from ledger.network import (
     network_from_mapping,
 )
 from ledger.outputs import InboundLine, OfferTerms
-from ledger.promise import BASKET, MAX_BASKET, Option, Promise, PromiseRequest, Reason, StaticView, Stock, promise
+from ledger.promise import (
+    BASKET,
+    MAX_BASKET,
+    MAX_LIMIT,
+    Option,
+    Promise,
+    PromiseRequest,
+    Reason,
+    StaticView,
+    Stock,
+    bounded,
+    next_run,
+    promise,
+    slots,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -413,6 +429,64 @@ def test_option_ids_are_deterministic_and_distinct():
     assert ids == [o.option_id for o in again.options]
 
 
+# --- bounded answers ------------------------------------------------------------------
+
+
+def _wide() -> Promise:
+    """Options from four sources and exclusions of three reasons."""
+    offer = OfferTerms(qty=5, price=600.0, lead_time_days=3, updated_at=0)
+    stocks = [
+        Stock("NEAR", "A", 1),
+        Stock("FAR", "A", 1),
+        Stock("DC", "A", 1),
+        Stock("SELLER-2", "A", 5, offer=offer),
+        Stock("SELLER", "A", 5),
+        Stock("OUT", "A", 5),
+        Stock("GHOST", "A", 5),
+        Stock("GHOST-2", "A", 5),
+    ]
+    return ask(stocks, at("2026-11-24T15:00"))
+
+
+def test_a_bounded_answer_keeps_the_best_options_and_counts_all_of_them():
+    whole = _wide()
+    assert len(whole.options) > 2
+    cut = bounded(whole, 2)
+    assert cut.options == whole.options[:2]
+    assert cut.options_total == len(whole.options)
+    assert cut.together == whole.together[:2]
+    assert cut.together_total == len(whole.together)
+    assert cut.snapshot_id == whole.snapshot_id
+
+
+def test_exclusions_are_summarised_by_reason_and_listed_only_when_explained():
+    whole = _wide()
+    cut = bounded(whole, 10)
+    assert cut.excluded == ()
+    assert cut.exclusions is not None
+    summary = {s.reason: s for s in cut.exclusions}
+    assert summary[Reason.NOT_IN_NETWORK].count == 2
+    assert {e.site_id for e in summary[Reason.NOT_IN_NETWORK].examples} == {"GHOST", "GHOST-2"}
+    assert sum(s.count for s in cut.exclusions) == len(whole.excluded)
+    counts = [s.count for s in cut.exclusions]
+    assert counts == sorted(counts, reverse=True)
+    assert bounded(whole, 10, explain=True).excluded == whole.excluded
+
+
+def test_a_summary_shows_at_most_three_examples_per_reason():
+    ghosts = [Stock(f"GHOST-{i}", "A", 5) for i in range(7)]
+    answer = bounded(ask(ghosts, at("2026-11-24T15:00")), 10)
+    assert answer.exclusions is not None
+    [summary] = answer.exclusions
+    assert (summary.reason, summary.count, len(summary.examples)) == (Reason.NOT_IN_NETWORK, 7, 3)
+
+
+@pytest.mark.parametrize("limit", [0, MAX_LIMIT + 1, -1, True])
+def test_a_limit_outside_one_to_a_hundred_is_refused(limit):
+    with pytest.raises(ValueError, match="limit must be"):
+        bounded(_wide(), limit)
+
+
 # --- appointments ---------------------------------------------------------------------
 
 
@@ -545,8 +619,18 @@ class HashedSlots:
     rows: tuple[Stock, ...]
     salt: int
 
+    @cached_property
+    def positions(self) -> StaticView:
+        return StaticView(self.snapshot_id, self.rows)
+
     def stock(self, sku: str) -> tuple[Stock, ...]:
         return tuple(row for row in self.rows if row.sku == sku)
+
+    def sku_atp(self, sku: str) -> tuple[Sequence[str], Sequence[int]]:
+        return self.positions.sku_atp(sku)
+
+    def stock_at(self, site_id: str, sku: str) -> Stock | None:
+        return self.positions.stock_at(site_id, sku)
 
     def free_slot_capacity(self, store_id: str, slot_start: int) -> int | None:
         # crc32, not hash(): string hashes change between runs, and a failure must replay.
@@ -681,3 +765,26 @@ def test_every_promise_keeps_to_the_view_and_the_schedule(scenario):
         for stock in view.stock(sku):
             assert (stock.site_id, sku) in offered | explained, (stock.site_id, sku)
     assert all(e.detail for e in result.excluded)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(), st.integers(1, MAX_LIMIT))
+def test_a_promise_asked_bounded_is_the_whole_promise_cut(scenario, limit):
+    # Asked with a limit and without explain, the promise counts exclusions rather than
+    # listing them: the answer must be the whole one cut, summary and examples included.
+    network, view, request = scenario
+    whole = promise(network, view, request)
+    assert promise(network, view, request, limit=limit, explain=False) == bounded(whole, limit)
+    assert promise(network, view, request, limit=limit) == bounded(whole, limit, explain=True)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(networks(), st.integers(at("2026-01-01T00:00"), at("2027-01-01T00:00")), st.data())
+def test_the_memoised_schedules_are_the_networks_own(network, moment, data):
+    for lane in network.lanes:
+        later = moment + data.draw(st.integers(0, 3 * DAY_MS))
+        assert next_run(network, lane, moment) == network.next_run(lane, moment)
+        assert next_run(network, lane, later) == network.next_run(lane, later)
+    for site in network.sites:
+        days = data.draw(st.integers(1, network.horizon_days + 1))
+        assert slots(network, site.id, moment, days) == network.slots(site.id, moment, moment + days * DAY_MS)

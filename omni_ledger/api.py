@@ -430,10 +430,10 @@ def create_app(service: LedgerService) -> FastAPI:
 
     @app.get("/v1/network/sites", dependencies=read, tags=["console"])
     def sites() -> dict[str, Any]:
-        """The sites of the network: id, name, kind, coordinates."""
+        """The sites of the network: id, name, kind, coordinates, time zone (IANA)."""
         return {
             "sites": [
-                {"site_id": x.id, "name": x.name, "kind": x.kind.value, "lat": x.lat, "lon": x.lon}
+                {"site_id": x.id, "name": x.name, "kind": x.kind.value, "lat": x.lat, "lon": x.lon, "tz": x.tz}
                 for x in service.network.sites
             ]
         }

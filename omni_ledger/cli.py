@@ -173,6 +173,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--network", type=Path, help="network file (default serve.network, examples/network.toml)")
     serve.add_argument("--bus", choices=("file", "kafka"), help="where confirms go (default serve.bus, file)")
     serve.add_argument("--snapshot-dir", type=Path, help="snapshot directory (default: var/snapshots)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes, each with its own read model (docs/serving.md)"
+    )
     _metrics_args(serve)
 
     up = _sub(
@@ -616,7 +619,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     max_age = settings.serve.max_snapshot_age
     try:
         with serve_metrics(settings.metrics.host, settings.metrics.port, command="serve", max_snapshot_age=max_age):
-            serve(settings)
+            serve(settings, workers=args.workers)
     except KeyboardInterrupt:
         # uvicorn shut down cleanly, then re-raised the signal: a Ctrl-C is the normal way to stop.
         _LOG.info("server stopped")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import os
 import pickle
 import threading
@@ -159,7 +160,7 @@ def serve(settings: Settings, *, read_model: bool = True, workers: int = 1) -> N
             workers=workers,
             host=settings.serve.host,
             port=settings.serve.port,
-            log_level="info",
+            log_level=_uvicorn_level(),
             log_config=None,
             timeout_keep_alive=5,
             limit_concurrency=256,
@@ -174,10 +175,15 @@ def serve(settings: Settings, *, read_model: bool = True, workers: int = 1) -> N
             app,
             host=settings.serve.host,
             port=settings.serve.port,
-            log_level="info",
+            log_level=_uvicorn_level(),
             log_config=None,  # uvicorn's records go through our handler (omni_ledger.logs): JSON or text
             # Bounded: a slow client cannot hold the server's threads forever.
             timeout_keep_alive=5,
             limit_concurrency=256,
         )
         uvicorn.Server(config).run()
+
+
+def _uvicorn_level() -> str:
+    """uvicorn's own level follows ours: at WARNING, one line per request would flood `make run`'s terminal."""
+    return logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()

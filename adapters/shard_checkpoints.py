@@ -119,7 +119,14 @@ class ShardCheckpoints:
     """The checkpoint files of one shard: write a checkpoint, collect old ones, resume from one."""
 
     def __init__(
-        self, root: Path, shard: int, shards: int, *, compact_ratio: float = 1.0, max_deltas: int = 200
+        self,
+        root: Path,
+        shard: int,
+        shards: int,
+        *,
+        compact_ratio: float = 1.0,
+        max_deltas: int = 200,
+        min_compact_rows: int = 10_000,
     ) -> None:
         self.shard = shard
         self.shards = shards
@@ -128,6 +135,8 @@ class ShardCheckpoints:
         """The newest checkpoint written (or resumed from)."""
         self._compact_ratio = compact_ratio
         self._max_deltas = max_deltas
+        # A small shard's deltas are cheap to replay: compact it by file count, not by rows.
+        self._min_compact_rows = min_compact_rows
         self._bases: list[int] = []
         self._deltas: list[int] = []
         self._base_rows = 0
@@ -204,7 +213,7 @@ class ShardCheckpoints:
         self.directory.mkdir(parents=True, exist_ok=True)
         rows = len(changed)
         compact = (
-            self._delta_rows + rows > self._compact_ratio * max(self._base_rows, 10_000)
+            self._delta_rows + rows > self._compact_ratio * max(self._base_rows, self._min_compact_rows)
             or len(self._deltas) >= self._max_deltas
         )
         # 1. Durable before Bytewax can hold a pointer to it.

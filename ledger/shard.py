@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from ledger.effects import Effect
 from ledger.events import Millis
 from ledger.fold import Output, expire, fold, next_expiry
+from ledger.memory import NEVER
 from ledger.policy import LedgerPolicy
 from ledger.position import Position
 
@@ -107,13 +108,16 @@ class Shard:
     def expire_all(self, now: Millis, policy: LedgerPolicy) -> list[tuple[PositionKey, list[Output]]]:
         """End what is due at `now` anywhere in the shard (the end of a finite replay).
 
-        Besides positions with a hold, a position whose safety stock the policy changed
-        since it was folded is visited: `expire` republishes it, as the per-key flow did.
+        Visits what `expire` would change, as the per-position flow did at its end: a
+        position with a hold or an expiry floor left by one, and a position whose safety
+        stock the policy changed since it was folded (`expire` republishes it).
         """
         visit = [
             key
             for key, p in self._positions.items()
-            if p.holds or policy.safety_stock.for_position(p.site_id, p.sku) != p.safety_stock
+            if p.holds
+            or p.expiry_floor < NEVER
+            or policy.safety_stock.for_position(p.site_id, p.sku) != p.safety_stock
         ]
         for key in visit:
             self._armed.pop(key, None)

@@ -115,9 +115,7 @@ class Shard:
         visit = [
             key
             for key, p in self._positions.items()
-            if p.holds
-            or p.expiry_floor < NEVER
-            or policy.safety_stock.for_position(p.site_id, p.sku) != p.safety_stock
+            if p.holds or p.expiry_floor < NEVER or policy.safety_stock.for_position(p.site_id, p.sku) != p.safety_stock
         ]
         for key in visit:
             self._armed.pop(key, None)

@@ -31,9 +31,11 @@ from ledger.position import Position
 
 __all__ = ["DEFAULT_SHARDS", "PositionKey", "Shard", "position_key", "shard_of"]
 
-DEFAULT_SHARDS = 64
+DEFAULT_SHARDS = 16
 """Shards of a new store: several times the most workers a cluster is expected to run, so
-Bytewax's hash routing of shard keys spreads them evenly (64 shards on 8 workers)."""
+Bytewax's hash routing of shard keys spreads them evenly (16 shards on 2-4 workers). Not
+more: each shard touched in an epoch makes one durable checkpoint write at its close,
+about 10 ms of fsyncs on this machine's disk, so the epoch close costs up to S x 10 ms."""
 
 PositionKey = str
 """`site|sku`: how a position is named on the outputs (the `atp.changes` key)."""

@@ -39,7 +39,7 @@ from ledger.events import EventType, InventoryEvent
 from ledger.policy import LedgerPolicy
 from ledger.shard import DEFAULT_SHARDS, Shard, position_key, shard_of
 
-__all__ = ["measure_positions"]
+__all__ = ["measure_positions", "rows", "run_sizes"]
 
 SITES = 1_000
 T0 = 1_790_000_000_000
@@ -148,3 +148,70 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+FLAT_SHARE = 0.85
+RESUME_S_AT_20M = 30.0
+BYTES_AT_20M = 200
+TARGET_POSITIONS = 20_000_000
+
+
+def run_sizes(sizes: tuple[int, ...], events: int, work: Path, timeout: float) -> dict[str, Any]:
+    """`measure_positions` at each size, each in a fresh process; {"sizes": [figures...]} (or an error)."""
+    import subprocess
+
+    found: dict[str, Any] = {"sizes": []}
+    for positions in sizes:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.positions_scale", "--positions", str(positions), "--events", str(events),
+             "--dir", str(work)],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            found["error"] = f"{positions:,} positions: {done.stderr.strip().splitlines()[-1:]}"
+            break
+        found["sizes"].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return found
+
+
+def rows(found: dict[str, Any]) -> list[Any]:
+    """The suite's rows: a figure per size, then the issue's targets (20M projected when not measured)."""
+    from bench.common import Row
+
+    out = []
+    measured = found.get("sizes", [])
+    for size in measured:
+        at = f"{size['positions']:,} positions, {size['shards']} shards"
+        out.extend(
+            [
+                Row("positions", f"events/CPU-s at {size['positions']:,}", round(size["events_per_cpu_s"]), "/s",
+                    note=f"{at}; fold only {size['fold_events_per_cpu_s']:,.0f}/s"),
+                Row("positions", f"epoch close at {size['positions']:,}",
+                    round(size["epoch_close_median_cpu_s"] * 1000), "ms CPU",
+                    note=f"median; wall {size['epoch_close_wall_median_s'] * 1000:,.0f} ms (fsync)"),
+                Row("positions", f"resume at {size['positions']:,}", round(size["resume_cpu_s"], 1), "s CPU",
+                    note="restore of every shard from its base + deltas"),
+                Row("positions", f"resident bytes per position at {size['positions']:,}",
+                    round(size["rss_bytes_per_position"]), "B", note="Position objects in a dict per shard"),
+            ]
+        )  # fmt: skip
+    if len(measured) >= 2:
+        small, large = measured[0], measured[-1]
+        share = large["events_per_cpu_s"] / small["events_per_cpu_s"]
+        scale = TARGET_POSITIONS / large["positions"]
+        label = "" if large["positions"] >= TARGET_POSITIONS else f" (projected linearly from {large['positions']:,})"
+        resume = large["resume_cpu_s"] * scale
+        out.extend(
+            [
+                Row("positions", f"events/s at {large['positions']:,} / at {small['positions']:,}",
+                    f"{share:.0%}", target=f">= {FLAT_SHARE:.0%}", met=share >= FLAT_SHARE),
+                Row("positions", f"resume at {TARGET_POSITIONS:,}{label}", round(resume, 1), "s CPU",
+                    target=f"<= {RESUME_S_AT_20M:.0f} s", met=resume <= RESUME_S_AT_20M),
+                Row("positions", f"bytes per position at {TARGET_POSITIONS:,}{label}",
+                    round(large["rss_bytes_per_position"]), "B", target=f"<= {BYTES_AT_20M}",
+                    met=large["rss_bytes_per_position"] <= BYTES_AT_20M),
+            ]
+        )  # fmt: skip
+    if "error" in found:
+        out.append(Row("positions", "positions scale", "failed", note=str(found["error"])[:160]))
+    return out

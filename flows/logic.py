@@ -25,6 +25,7 @@ from adapters.codec import Decoder, RawInput, admit_read
 from adapters.shard_checkpoints import ShardCheckpoints, ShardPointer, check_pointer
 from ledger.dead_letter import DeadLetter
 from ledger.effects import Effect, split
+from ledger.errors import RecoveryError
 from ledger.events import Millis
 from ledger.execution import Work
 from ledger.fold import Output
@@ -154,6 +155,14 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, tuple[PositionKey, Folded], Shar
         self._store: ShardCheckpoints | None = None
         if resume is not None:
             index, _, checkpoint = check_pointer(resume, shards)
+            if checkpoints is None:
+                # Without its files the pointer would resume an empty shard: positions lost, silently.
+                msg = (
+                    f"the recovery state points at checkpoint {checkpoint} of shard {index}, but this flow was "
+                    "built without a shard checkpoint directory (Wiring.shard_checkpoints): give it the "
+                    "recovery directory's shards/ directory"
+                )
+                raise RecoveryError(msg)
             self._open(index)
             if self._store is not None:
                 self._shard.restore(self._store.resume(checkpoint))

@@ -24,12 +24,13 @@ from adapters.clock import ReplayClock
 from adapters.codec import RawInput
 from adapters.shard_checkpoints import SHARDS_DIR, ShardCheckpoints, check_pointer, write_layout
 from flows.atp import Wiring, build_flow
+from flows.logic import ShardLogic
 from ledger.contract import event_to_json_bytes
 from ledger.effects import split
 from ledger.errors import RecoveryError
 from ledger.outputs import PositionChange
 from ledger.shard import Shard, position_key
-from omni_ledger.bootstrap import _recorded_shards
+from omni_ledger.bootstrap import _recorded_shards, reset_store
 from omni_ledger.simulator import RetailerSimulator, SimConfig
 from tests.stories import deliveries, stories
 from tests.unit.test_fold_properties import NARROW, SETTINGS, WIDE, replay_clock
@@ -202,3 +203,17 @@ def _last_checkpoint(recovery: Path, shard: int) -> int:
             (f"shard-{shard}",),
         ).fetchone()
     return check_pointer(pickle.loads(blob), 8)[2]
+
+
+def test_a_flow_without_the_checkpoint_directory_refuses_to_resume_a_shard_pointer():
+    with pytest.raises(RecoveryError, match="shard checkpoint directory"):
+        ShardLogic((3, 16, 7), WIDE, ReplayClock(), None, 16)
+
+
+def test_reset_removes_the_shard_checkpoints_with_the_recovery_state(tmp_path):
+    store = ShardCheckpoints(tmp_path / "recovery" / SHARDS_DIR, 0, 1)
+    store.start_empty()
+    store.save({}, {})
+    assert store.files() == ["delta-000000000001"]
+    reset_store(tmp_path)
+    assert not (tmp_path / "recovery").exists()

@@ -10,7 +10,10 @@ Sections (`--only NAME[,NAME]` runs some):
 - latency: at a steady 20,000 events/s, produce -> atp.changes, produce -> published
   snapshot, reservation request -> decision (p99), bench/kafka.py;
 - snapshot: publish and lookup on a large store, `bench.snapshot.run` (the store's own);
-- memory: resident bytes per tracked position and what dominates, bench/memory.py.
+- memory: resident bytes per tracked position and what dominates, bench/memory.py;
+- positions: the fold's shard store pre-loaded with 100,000 and 2,000,000 positions (the
+  20,000,000 target projected from the largest, and labelled so), the same event stream:
+  events/s, epoch close, resume, resident bytes per position, bench/positions_scale.py.
 
 `--quick` shrinks every size (seconds per section, for a loaded machine). Prints the table
 (`--json`: the JSON instead) and writes the JSON, timestamped, under bench/results/
@@ -41,7 +44,7 @@ from omni_ledger.table import render_table
 
 __all__ = ["main"]
 
-SECTIONS = ("throughput", "scale", "profile", "latency", "snapshot", "memory")
+SECTIONS = ("throughput", "scale", "profile", "latency", "snapshot", "memory", "positions")
 
 THROUGHPUT_TARGET = 100_000
 CEILING_SHARE_TARGET = 0.40
@@ -417,6 +420,18 @@ def memory(ctx: Context) -> list[Row]:
     return rows
 
 
+def positions(ctx: Context) -> list[Row]:
+    from bench import positions_scale
+
+    # 20,000,000 Position objects would need ~20 GB here: the largest size is measured, 20M projected.
+    sizes = (10_000, 100_000) if ctx.args.quick else (100_000, 2_000_000)
+    say(f"positions: the shard store at {', '.join(f'{n:,}' for n in sizes)} positions...")
+    found = positions_scale.run_sizes(sizes, 100_000, ctx.work, timeout=3_600)
+    ctx.raw["positions"] = found
+    result: list[Row] = positions_scale.rows(found)
+    return result
+
+
 RUNNERS: dict[str, Callable[[Context], list[Row]]] = {
     "throughput": throughput,
     "scale": scale,
@@ -424,6 +439,7 @@ RUNNERS: dict[str, Callable[[Context], list[Row]]] = {
     "latency": latency,
     "snapshot": snapshot,
     "memory": memory,
+    "positions": positions,
 }
 
 

@@ -1,7 +1,7 @@
 """The ATP dataflow: events in, per-site available-to-promise out.
 
     input ─ admit ─┬─ split ─ fold ─┬─ changes, decisions, work, tallies ─ batch ─ snapshots
-    (one item      │   (per key)    ├─ changes ─────────────────────────────── atp.changes (optional)
+    (one item      │   (per shard)  ├─ changes ─────────────────────────────── atp.changes (optional)
      per read)     │                ├─ decisions ───────────────────────────── decisions
                    │                ├─ store tasks ─────────────────────────── tasks (optional)
                    │                ├─ shuttle loads ───────────────────────── loads (optional)
@@ -18,6 +18,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
@@ -28,11 +29,12 @@ from bytewax.outputs import Sink
 from adapters.batched import batched
 from adapters.clock import Clock
 from adapters.codec import Decoder
-from flows.logic import Admitted, Folded, FoldObserver, PositionLogic, SnapshotBatchLogic, Stamped, admit_batch
+from flows.logic import Admitted, Folded, FoldObserver, ShardBatch, ShardLogic, SnapshotBatchLogic, admit_batch
 from ledger.dead_letter import DeadLetter
 from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask
 from ledger.outputs import PositionChange
 from ledger.policy import LedgerPolicy
+from ledger.shard import DEFAULT_SHARDS, PositionKey
 
 __all__ = ["SNAPSHOT_KEY", "Wiring", "build_flow"]
 
@@ -69,10 +71,19 @@ class Wiring:
     """Told what each fold call did (the metrics), on the worker thread."""
     snapshot_writers: int = 1
     """Snapshot writers sharing the catalog; each gets a stable hash share of the keys."""
+    shards: int = DEFAULT_SHARDS
+    """Shards the fold's positions are spread over (fixed for the life of a recovery store)."""
+    shard_checkpoints: Path | None = None
+    """Where each shard checkpoints its changes at every epoch close (under the recovery
+    directory); None when recovery is off."""
 
 
-def _groups(admitted: Admitted) -> list[tuple[str, tuple[Stamped, ...]]]:
+def _groups(admitted: Admitted) -> list[tuple[str, ShardBatch]]:
     return admitted.groups
+
+
+def _position_keyed(item: tuple[str, tuple[PositionKey, Folded]]) -> tuple[PositionKey, Folded]:
+    return item[1]
 
 
 def _rejected(admitted: Admitted) -> list[tuple[str, DeadLetter]]:
@@ -86,14 +97,23 @@ def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
     reads = op.input(f"input_{w.source_kind}", flow, batched(w.source))
     # (RawInput, ...): one item per source read
     admitted = op.map(
-        "admit", reads, partial(admit_batch, clock=w.clock, max_skew_ms=w.policy.max_clock_skew_ms, decode=w.decode)
+        "admit",
+        reads,
+        partial(admit_batch, clock=w.clock, max_skew_ms=w.policy.max_clock_skew_ms, decode=w.decode, shards=w.shards),
     )
-    # Admitted: effects grouped by key, and dead letters
+    # Admitted: effects grouped by shard, then position, and dead letters
     keyed = op.flat_map("split", admitted, _groups)
-    # ("site|sku", ((now, Effect), ...))
-    fold_logic = partial(PositionLogic, policy=w.policy, clock=w.clock, observer=w.fold_observer)
-    folded = op.stateful_batch("fold", keyed, fold_logic)
-    # ("site|sku", Folded): one per fold call
+    # ("shard-<i>", (i, (("site|sku", ((now, Effect), ...)), ...)))
+    fold_logic = partial(
+        ShardLogic,
+        policy=w.policy,
+        clock=w.clock,
+        checkpoints=w.shard_checkpoints,
+        shards=w.shards,
+        observer=w.fold_observer,
+    )
+    folded = op.map("position_key", op.stateful_batch("fold", keyed, fold_logic), _position_keyed)
+    # ("site|sku", Folded): one per position per fold call
     one_writer = op.map("one_writer", folded, partial(_writer_key, writers=w.snapshot_writers))
     batcher = partial(SnapshotBatchLogic, interval=w.snapshot_interval, max_items=w.snapshot_max_items)
     batches = op.stateful_batch("batch", one_writer, batcher)

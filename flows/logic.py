@@ -1,39 +1,45 @@
-"""The Bytewax glue around the pure fold: one `PositionLogic` per (site, sku) key.
+"""The Bytewax glue around the pure fold: one `ShardLogic` per shard of positions.
 
-It only delegates: `ledger.fold.fold` for a batch, `ledger.fold.expire` for a timer or
-the end of a replay. The state it hands Bytewax to snapshot is the immutable
-`Position` itself.
+It only delegates: `ledger.shard.Shard` keeps a shard's positions (and `ledger.fold`
+decides each one), `adapters.shard_checkpoints` makes a checkpoint of what changed
+durable at every epoch close. The state it hands Bytewax to snapshot is a pointer to that
+checkpoint, `(shard, S, c)`: Bytewax's recovery store holds one small row per shard, not
+one per position (docs/scaling.md says why that matters past a million positions).
 
 Items are micro-batches wherever the runtime allows, because each item crossing a step
 costs a call from Rust into Python: a source read is admitted as one item and leaves
-as one group of effects per key (`admit_batch`); a fold call leaves as one `Folded`.
+as one group of effects per key (`admit_batch`); a fold call of one position leaves as one `(site|sku, Folded)`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from bytewax.operators import StatefulBatchLogic
 
 from adapters.clock import Clock
 from adapters.codec import Decoder, RawInput, admit_read
+from adapters.shard_checkpoints import ShardCheckpoints, ShardPointer, check_pointer
 from ledger.dead_letter import DeadLetter
 from ledger.effects import Effect, split
+from ledger.errors import RecoveryError
 from ledger.events import Millis
 from ledger.execution import Work
-from ledger.fold import Output, expire, fold, next_expiry
+from ledger.fold import Output
 from ledger.outputs import FoldTally, PositionChange, ReservationDecision
 from ledger.policy import LedgerPolicy
 from ledger.position import Position
-from ledger.position_state import PositionState, position_from_state, position_state
+from ledger.shard import PositionKey, Shard, shard_of
 
 __all__ = [
     "Admitted",
     "FoldObserver",
     "Folded",
-    "PositionLogic",
+    "ShardBatch",
+    "ShardLogic",
     "SnapshotBatchLogic",
     "Stamped",
     "admit_batch",
@@ -43,17 +49,25 @@ Stamped = tuple[Millis, Effect]
 """An effect with the ledger clock's reading when its event was admitted."""
 
 
-class Admitted(NamedTuple):
-    """One source read, admitted: its effects grouped by key (arrival order kept), and what was refused."""
+ShardBatch = tuple[int, tuple[tuple[PositionKey, tuple[Stamped, ...]], ...]]
+"""One read's effects for one shard: (shard index, ((site|sku, effects in arrival order), ...))."""
 
-    groups: list[tuple[str, tuple[Stamped, ...]]]
+
+class Admitted(NamedTuple):
+    """One source read, admitted: effects grouped by shard, then position (arrival order kept); what was refused."""
+
+    groups: list[tuple[str, ShardBatch]]
     rejected: list[DeadLetter]
 
 
 def admit_batch(
-    read: tuple[RawInput, ...] | RawInput, clock: Clock, max_skew_ms: int, decode: Decoder | None = None
+    read: tuple[RawInput, ...] | RawInput,
+    clock: Clock,
+    max_skew_ms: int,
+    decode: Decoder | None = None,
+    shards: int = 1,
 ) -> Admitted:
-    """Decode, validate, stamp and split a read; group its effects by (site, sku) key."""
+    """Decode, validate, stamp and split a read; group its effects by position, the positions by shard key."""
     by_key: dict[str, list[Stamped]] = {}
     rejected: list[DeadLetter] = []
     for admitted in admit_read(read if isinstance(read, tuple) else (read,), clock, max_skew_ms, decode):
@@ -68,7 +82,10 @@ def admit_batch(
                 by_key[key] = [(now, effect)]
             else:
                 group.append((now, effect))
-    return Admitted([(key, tuple(group)) for key, group in by_key.items()], rejected)
+    by_shard: dict[int, list[tuple[PositionKey, tuple[Stamped, ...]]]] = {}
+    for key, group in by_key.items():
+        by_shard.setdefault(shard_of(key, shards), []).append((key, tuple(group)))
+    return Admitted([(f"shard-{i}", (i, tuple(groups))) for i, groups in by_shard.items()], rejected)
 
 
 class Folded(NamedTuple):
@@ -112,57 +129,110 @@ class FoldObserver(Protocol):
     ) -> None: ...
 
 
-class PositionLogic(StatefulBatchLogic[tuple[Stamped, ...], Folded, PositionState]):
-    """Folds the batches of one key; a live clock arms a timer for the next hold expiry."""
+class ShardLogic(StatefulBatchLogic[ShardBatch, tuple[PositionKey, Folded], ShardPointer]):
+    """Folds the batches of one shard's positions; checkpoints what changed at each epoch close.
+
+    A live clock arms one timer per shard, for the earliest hold expiry among its positions.
+    With no checkpoint directory (recovery off) nothing is written and the pointer is `c = 0`.
+    """
 
     def __init__(
         self,
-        resume: PositionState | Position | None,
+        resume: ShardPointer | None,
         policy: LedgerPolicy,
         clock: Clock,
+        checkpoints: Path | None,
+        shards: int,
         observer: FoldObserver | None = None,
     ) -> None:
-        self._position = None if resume is None else position_from_state(resume)
         self._policy = policy
         self._clock = clock
         self._observer = observer
-        if observer is not None and self._position is not None:
-            observer.resumed(self._position)
+        self._root = checkpoints
+        self._shards = shards
+        self._shard = Shard(track_changes=checkpoints is not None)
+        self._index: int | None = None
+        self._store: ShardCheckpoints | None = None
+        if resume is not None:
+            index, _, checkpoint = check_pointer(resume, shards)
+            if checkpoints is None:
+                # Without its files the pointer would resume an empty shard: positions lost, silently.
+                msg = (
+                    f"the recovery state points at checkpoint {checkpoint} of shard {index}, but this flow was "
+                    "built without a shard checkpoint directory (Wiring.shard_checkpoints): give it the "
+                    "recovery directory's shards/ directory"
+                )
+                raise RecoveryError(msg)
+            self._open(index)
+            if self._store is not None:
+                self._shard.restore(self._store.resume(checkpoint))
+            if observer is not None:
+                for position in self._shard.positions().values():
+                    observer.resumed(position)
 
-    def on_batch(self, values: list[tuple[Stamped, ...]]) -> tuple[list[Folded], bool]:
-        effects = values[0] if len(values) == 1 else [stamped for group in values for stamped in group]
-        first = effects[0][1]
-        before = self._position
-        self._position, out = fold(before, first.site_id, first.sku, effects, self._policy)
-        if self._observer is not None:
-            self._observer.folded(before, effects, self._position, out)
-        return [_sorted(out)], StatefulBatchLogic.RETAIN
+    def _open(self, index: int) -> None:
+        self._index = index
+        if self._root is not None:
+            self._store = ShardCheckpoints(self._root, index, self._shards)
 
-    def on_notify(self) -> tuple[list[Folded], bool]:
-        return self._expire(), StatefulBatchLogic.RETAIN
+    def on_batch(self, values: list[ShardBatch]) -> tuple[list[tuple[PositionKey, Folded]], bool]:
+        if self._index is None:
+            # A shard with no saved pointer: built on its first item, which names it.
+            self._open(values[0][0])
+            if self._store is not None:
+                self._store.start_empty()
+        groups: Sequence[tuple[PositionKey, Sequence[Stamped]]]
+        if len(values) == 1:
+            groups = values[0][1]
+        else:
+            # Several reads in one call: each position's effects stay in arrival order.
+            merged: dict[PositionKey, list[Stamped]] = {}
+            for _, read in values:
+                for key, read_effects in read:
+                    got = merged.get(key)
+                    if got is None:
+                        merged[key] = list(read_effects)
+                    else:
+                        got.extend(read_effects)
+            groups = list(merged.items())
+        shard, policy, observer = self._shard, self._policy, self._observer
+        out: list[tuple[PositionKey, Folded]] = []
+        for key, effects in groups:
+            before, after, outputs = shard.fold(key, effects, policy)
+            if observer is not None:
+                observer.folded(before, effects, after, outputs)
+            out.append((key, _sorted(outputs)))
+        return out, StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[list[Folded], bool]:
+    def on_notify(self) -> tuple[list[tuple[PositionKey, Folded]], bool]:
+        return self._folded(self._shard.expire_due(self._clock.now(), self._policy)), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[tuple[PositionKey, Folded]], bool]:
         # A finite replay ends with the clock at the input's newest event: expire what is due.
         if self._clock.live:
             return [], StatefulBatchLogic.RETAIN
-        return self._expire(self._clock.final()), StatefulBatchLogic.RETAIN
+        return self._folded(self._shard.expire_all(self._clock.final(), self._policy)), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        if not self._clock.live or self._position is None:
+        if not self._clock.live:
             return None
-        due = next_expiry(self._position)
+        due = self._shard.next_due()
         return None if due is None else datetime.fromtimestamp(due / 1000, tz=UTC)
 
-    def snapshot(self) -> PositionState:
-        assert self._position is not None
-        return position_state(self._position)
+    def snapshot(self) -> ShardPointer:
+        assert self._index is not None
+        store = self._store
+        if store is None:
+            return self._index, self._shards, 0
+        changed = self._shard.take_changed()
+        if changed or store.last == 0:
+            # Durable before Bytewax holds the pointer (adapters/shard_checkpoints.py, step 1).
+            return store.save(changed, self._shard.positions())
+        return store.pointer()
 
-    def _expire(self, now: Millis | None = None) -> list[Folded]:
-        if self._position is None:
-            return []
-        at = self._clock.now() if now is None else now
-        self._position, out = expire(self._position, at, self._policy)
-        return [_sorted(out)] if out else []
+    @staticmethod
+    def _folded(results: list[tuple[PositionKey, list[Output]]]) -> list[tuple[PositionKey, Folded]]:
+        return [(key, _sorted(out)) for key, out in results]
 
 
 class SnapshotBatchLogic(StatefulBatchLogic[Folded, tuple[Any, ...], tuple[Any, ...]]):

@@ -4,7 +4,8 @@
     ├── ConfigError            a setting is missing, malformed or out of range
     ├── ContractError          input does not follow the event contract
     ├── SourceError            an input (file, simulator, broker) cannot be read
-    └── SnapshotError          the snapshot store cannot be written or read
+    ├── SnapshotError          the snapshot store cannot be written or read
+    └── RecoveryError          the fold's saved state cannot be resumed from
 
 Bad events are not raised: decoding and validation return a `DeadLetter` value
 (see `ledger.dead_letter`) so one bad line never stops a flow. `ContractError` is
@@ -17,6 +18,7 @@ __all__ = [
     "ConfigError",
     "ContractError",
     "OmniLedgerError",
+    "RecoveryError",
     "SnapshotError",
     "SourceError",
 ]
@@ -40,3 +42,7 @@ class SourceError(OmniLedgerError):
 
 class SnapshotError(OmniLedgerError):
     """The snapshot store cannot be opened, written or queried."""
+
+
+class RecoveryError(OmniLedgerError):
+    """The fold's saved state (shard checkpoints, Bytewax's recovery partitions) cannot be resumed from."""

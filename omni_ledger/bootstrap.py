@@ -4,7 +4,9 @@ Layout of a snapshot directory:
 
     DIR/catalog.sqlite      DuckLake catalog (SQLite, WAL): what readers attach
     DIR/data/               Parquet data files of the snapshots
-    DIR/recovery/           Bytewax recovery state (input offsets, positions)
+    DIR/recovery/           Bytewax recovery state (input offsets, one pointer per shard)
+    DIR/recovery/shards/    the fold's positions: per shard, a base and the deltas of each
+                            epoch since (adapters/shard_checkpoints.py)
     DIR/decisions.jsonl     every reservation decision, one JSON object a line
     DIR/dead_letters.jsonl  every refused input with its reason
     DIR/store_tasks.jsonl, DIR/transport_loads.jsonl, DIR/dropship_orders.jsonl
@@ -62,14 +64,16 @@ from adapters.kafka_records import (
     render_task,
 )
 from adapters.recovery import discard_uncommitted
+from adapters.shard_checkpoints import SHARDS_DIR, read_layout, write_layout
 from adapters.shutdown import StopFlag
 from adapters.sim_source import SimSource
 from adapters.snapshot_sink import SnapshotSink
 from adapters.snapshots import drop_store, store_exists
 from flows.atp import Wiring, build_flow
 from ledger.dead_letter import DeadLetter
-from ledger.errors import ConfigError, OmniLedgerError
+from ledger.errors import ConfigError, OmniLedgerError, RecoveryError
 from ledger.outputs import ReservationDecision
+from ledger.shard import DEFAULT_SHARDS
 from omni_ledger.config import KafkaSettings, Settings
 from omni_ledger.metrics import FlowMetrics
 from omni_ledger.progress import Progress
@@ -255,6 +259,7 @@ def plan_run(
             f"run with --reset to start over, or keep recovery on (runtime.recovery = true) and reuse the same dir"
         )
         raise ConfigError(msg)
+    shards = DEFAULT_SHARDS if recovery_dir is None else _recorded_shards(recovery_dir)
     src, kind, clock, description = _source(source, settings, follow, limit, stop, until_end, metrics)
 
     snapshots = SnapshotSink(
@@ -296,6 +301,8 @@ def plan_run(
             snapshot_writers=settings.snapshot_writers,
             decode=wire_codec(kafka).decode,
             fold_observer=metrics,
+            shards=shards,
+            shard_checkpoints=None if recovery_dir is None else recovery_dir / SHARDS_DIR,
         )
     else:
         wiring = Wiring(
@@ -314,6 +321,8 @@ def plan_run(
             snapshot_interval=settings.snapshot_interval,
             snapshot_writers=settings.snapshot_writers,
             fold_observer=metrics,
+            shards=shards,
+            shard_checkpoints=None if recovery_dir is None else recovery_dir / SHARDS_DIR,
         )
     return RunPlan(wiring, settings, recovery_dir, description)
 
@@ -321,7 +330,31 @@ def plan_run(
 _LOG = logging.getLogger("omni_ledger.run")
 
 
-def _init_recovery(recovery_dir: Path, partitions: int) -> None:
+def _recorded_shards(recovery_dir: Path) -> int:
+    """The shard count recorded in an existing recovery directory (a new one gets the default).
+
+    A recovery directory without a shard layout was written by the per-position ledger:
+    its fold state is one Bytewax row per position. It is refused rather than migrated:
+    reading it back goes through Bytewax's own loader, which takes hours past a million
+    positions (the reason shards exist), and rebuilding from the input is exact.
+    """
+    if not recovery_dir.exists():
+        return DEFAULT_SHARDS
+    shards = read_layout(recovery_dir / SHARDS_DIR)
+    if shards is not None:
+        return shards
+    if any(recovery_dir.glob("part-*.sqlite3")):
+        msg = (
+            f"{recovery_dir} was written by a ledger that kept one recovery row per position (before shards); "
+            f"this ledger keeps positions in shards with their own checkpoints and cannot resume from it. "
+            f"Rebuild: run again with --reset, then replay the input from Kafka (from the earliest offset the "
+            f"topic still holds) or from the event files"
+        )
+        raise RecoveryError(msg)
+    return DEFAULT_SHARDS
+
+
+def _init_recovery(recovery_dir: Path, partitions: int, shards: int = DEFAULT_SHARDS) -> None:
     """Create Bytewax's recovery partitions once, even if every process of a cluster tries at once.
 
     Each process that finds no recovery directory builds a complete one under a private
@@ -338,6 +371,8 @@ def _init_recovery(recovery_dir: Path, partitions: int) -> None:
     staging.mkdir(parents=True)
     try:
         init_db_dir(staging, partitions)  # type: ignore[no-untyped-call]  # untyped in bytewax 0.21.1
+        # The shard count goes in with the partitions: a store never exists without it.
+        write_layout(staging / SHARDS_DIR, shards)
         try:
             staging.rename(recovery_dir)
         except OSError as exc:
@@ -578,9 +613,11 @@ def run(plan: RunPlan) -> None:
         _check_addresses(settings)
     recovery = None
     if plan.recovery_dir is not None:
-        _init_recovery(plan.recovery_dir, settings.workers * max(1, len(settings.addresses)))
+        partitions = settings.workers * max(1, len(settings.addresses))
+        _init_recovery(plan.recovery_dir, partitions, plan.wiring.shards)
         # State a crashed run saved for an epoch that never completed (its outputs maybe
-        # never acknowledged) must not be loaded by a later resume: adapters/recovery.py.
+        # never acknowledged, a shard's pointer to a checkpoint that is rolled back) must
+        # not be loaded by a later resume: adapters/recovery.py.
         discard_uncommitted(plan.recovery_dir)
         recovery = RecoveryConfig(str(plan.recovery_dir))  # type: ignore[no-untyped-call]
     if cluster:

@@ -1,0 +1,306 @@
+"""Incremental checkpoints of one shard's positions, aligned with Bytewax's epochs.
+
+Layout, under the run's recovery directory:
+
+    recovery/shards/layout.json     {"format": 1, "shards": S}: S is fixed for the store's life
+    recovery/shards/007/delta-000000000012
+                                    the positions shard 7 changed in its checkpoint 12
+    recovery/shards/007/base-000000000010
+                                    every position of shard 7 as of its checkpoint 10 (compaction)
+
+Bytewax keeps, per shard, only a pointer `(shard, S, c)`: the snapshot of the stateful
+step is "checkpoint c of shard i", never the positions themselves, so its recovery
+store holds one small row per shard and its per-epoch garbage collection stays cheap.
+
+Why this is safe (invariant I, docs/scaling.md): a worker's input can start epoch e only
+after every worker has committed epoch e-1, so when `save` runs at the close of epoch e,
+the shard's previous checkpoint c-1 is final (no resume can go back before it), while c
+itself may still be rolled back by a crash before Bytewax commits e. Hence:
+
+1. `save` makes checkpoint c durable (temp name, fsync, rename, directory fsync) before the
+   pointer to it is returned to Bytewax: whenever Bytewax holds c, its file exists.
+2. In the same call, files made useless by the now final c-1 are deleted: bases older than
+   the newest base <= c-1, and every delta <= that base.
+3. When the deltas since the last base hold more rows than `compact_ratio` x the base (or
+   there are more than `max_deltas` of them), c is written as a new base instead of a
+   delta, so restore time and disk use stay proportional to the shard's size.
+4. `resume(c)` first deletes every file newer than c and any temp file (writes of an epoch
+   Bytewax never committed: the store was ahead), then loads the newest base <= c and the
+   deltas after it up to c, refusing a chain with a gap.
+5. `start_empty` (the shard has no pointer yet) deletes whatever its directory holds: the
+   leftovers of a first checkpoint whose epoch was never committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+from ledger.errors import RecoveryError
+from ledger.position import Position
+from ledger.position_state import position_from_state, position_state
+from ledger.shard import PositionKey, position_key
+
+__all__ = [
+    "LAYOUT",
+    "SHARDS_DIR",
+    "ShardCheckpoints",
+    "ShardPointer",
+    "check_pointer",
+    "read_layout",
+    "write_layout",
+]
+
+SHARDS_DIR = "shards"
+"""The shard checkpoints' directory, inside the recovery directory."""
+LAYOUT = "layout.json"
+_FORMAT = 1
+_NAME = re.compile(r"^(base|delta)-(\d{12})$")
+_TMP = ".tmp-"
+
+ShardPointer = tuple[int, int, int]
+"""What Bytewax saves for a shard: (shard index, shard count S, checkpoint number c)."""
+
+
+def write_layout(root: Path, shards: int) -> None:
+    """Record the shard count of a new store in `root` (the shards directory), durably."""
+    root.mkdir(parents=True, exist_ok=True)
+    _write_durably(root, LAYOUT, json.dumps({"format": _FORMAT, "shards": shards}).encode())
+
+
+def read_layout(root: Path) -> int | None:
+    """The shard count recorded in `root`, or None if no layout was ever written there."""
+    path = root / LAYOUT
+    try:
+        layout = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        msg = f"{path} cannot be read ({exc}); restore the recovery directory from a backup, or run with --reset"
+        raise RecoveryError(msg) from exc
+    if layout.get("format") != _FORMAT or not isinstance(layout.get("shards"), int):
+        msg = f"{path} holds {layout!r}; this ledger reads format {_FORMAT} with an integer shard count"
+        raise RecoveryError(msg)
+    shards: int = layout["shards"]
+    return shards
+
+
+def check_pointer(resume: object, shards: int) -> ShardPointer:
+    """`resume` as a shard pointer of a store of `shards` shards, or a RecoveryError saying what to do."""
+    if (
+        isinstance(resume, tuple)
+        and len(resume) == 3
+        and all(isinstance(part, int) for part in resume)
+        and 0 <= resume[0] < resume[1]
+    ):
+        index, saved_shards, checkpoint = resume
+        if saved_shards != shards:
+            msg = (
+                f"the recovery state has shard {index} of {saved_shards}, but this run uses {shards} shards; "
+                "the shard count is fixed for the life of a store: keep the recorded count, or run with --reset "
+                "and replay the input"
+            )
+            raise RecoveryError(msg)
+        return index, saved_shards, checkpoint
+    msg = (
+        f"the recovery directory holds fold state of the per-position layout ({type(resume).__name__}), "
+        "written by a ledger before shards; this ledger keeps the fold's state in shards. Run with --reset, "
+        "then replay the input from Kafka (from the earliest offset still retained) or from the event files"
+    )
+    raise RecoveryError(msg)
+
+
+class ShardCheckpoints:
+    """The checkpoint files of one shard: write a checkpoint, collect old ones, resume from one."""
+
+    def __init__(
+        self,
+        root: Path,
+        shard: int,
+        shards: int,
+        *,
+        compact_ratio: float = 1.0,
+        max_deltas: int = 200,
+        min_compact_rows: int = 10_000,
+    ) -> None:
+        self.shard = shard
+        self.shards = shards
+        self.directory = root / f"{shard:03d}"
+        self.last = 0
+        """The newest checkpoint written (or resumed from)."""
+        self._compact_ratio = compact_ratio
+        self._max_deltas = max_deltas
+        # A small shard's deltas are cheap to replay: compact it by file count, not by rows.
+        self._min_compact_rows = min_compact_rows
+        self._bases: list[int] = []
+        self._deltas: list[int] = []
+        self._base_rows = 0
+        self._delta_rows = 0
+
+    def pointer(self) -> ShardPointer:
+        """What Bytewax keeps for the newest checkpoint."""
+        return self.shard, self.shards, self.last
+
+    def start_empty(self) -> None:
+        """Step 5: a shard with no pointer yet; anything in its directory was never committed."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for path in self.directory.iterdir():
+            path.unlink()
+        _fsync_dir(self.directory)
+        self.last = 0
+
+    def resume(self, checkpoint: int) -> Iterator[tuple[PositionKey, Position]]:
+        """Step 4: the shard's positions as of `checkpoint`, after deleting every newer file.
+
+        A generator: the files are checked and deleted as it starts, so iterate it to the end.
+        """
+        directory = self.directory
+        if checkpoint == 0:
+            self.start_empty()
+            return
+        found: dict[str, list[int]] = {"base": [], "delta": []}
+        for path in list(directory.iterdir()) if directory.is_dir() else ():
+            match = _NAME.match(path.name)
+            if match is None or int(match[2]) > checkpoint:
+                # A temp file or a checkpoint of an epoch Bytewax never committed.
+                path.unlink()
+                continue
+            found[match[1]].append(int(match[2]))
+        if directory.is_dir():
+            _fsync_dir(directory)
+        bases = sorted(found["base"])
+        base = bases[-1] if bases else 0
+        wanted = range(base + 1, checkpoint + 1)
+        have = set(found["delta"])
+        missing = [c for c in wanted if c not in have]
+        if missing:
+            msg = (
+                f"the checkpoints of shard {self.shard} in {directory} have a gap: Bytewax resumes from checkpoint "
+                f"{checkpoint}, built on base {base or 'none'}, but deltas {_ranges(missing)} are missing (files "
+                "lost, or the recovery directory restored apart from its shards/ directory). Restore both from "
+                "one backup, or run with --reset and replay the input"
+            )
+            raise RecoveryError(msg)
+        # Bytewax never resumes from before a checkpoint it resumed from once: what only
+        # served older checkpoints (a collection cut short by a crash) can go too.
+        for b in found["base"]:
+            if b < base:
+                self._unlink("base", b)
+        for d in found["delta"]:
+            if d <= base:
+                self._unlink("delta", d)
+        self._bases = [base] if base else []
+        self._deltas = list(wanted)
+        self.last = checkpoint
+        self._base_rows = self._delta_rows = 0
+        if base:
+            rows = self._read("base", base)
+            self._base_rows = len(rows)
+            yield from _positions(rows)
+        for c in wanted:
+            rows = self._read("delta", c)
+            self._delta_rows += len(rows)
+            yield from _positions(rows)
+
+    def save(self, changed: Mapping[PositionKey, Position], everything: Mapping[PositionKey, Position]) -> ShardPointer:
+        """Steps 1-3: make checkpoint last+1 durable (a delta of `changed`, or a base of `everything`)."""
+        c = self.last + 1
+        self.directory.mkdir(parents=True, exist_ok=True)
+        rows = len(changed)
+        compact = (
+            self._delta_rows + rows > self._compact_ratio * max(self._base_rows, self._min_compact_rows)
+            or len(self._deltas) >= self._max_deltas
+        )
+        # 1. Durable before Bytewax can hold a pointer to it.
+        if compact:
+            self._write("base", c, everything.values())
+            self._bases.append(c)
+            self._base_rows, self._delta_rows = len(everything), 0
+        else:
+            self._write("delta", c, changed.values())
+            self._deltas.append(c)
+            self._delta_rows += rows
+        self.last = c
+        # 2. c-1 is final now: what only served checkpoints before the newest final base can go.
+        final_bases = [b for b in self._bases if b <= c - 1]
+        if final_bases:
+            newest = final_bases[-1]
+            for b in [b for b in self._bases if b < newest]:
+                self._unlink("base", b)
+            for d in [d for d in self._deltas if d <= newest]:
+                self._unlink("delta", d)
+            self._bases = [b for b in self._bases if b >= newest]
+            self._deltas = [d for d in self._deltas if d > newest]
+        return self.pointer()
+
+    def files(self) -> list[str]:
+        """The checkpoint files on disk, oldest first (for tests and operators)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(p.name for p in self.directory.iterdir())
+
+    def _write(self, kind: str, c: int, positions: Iterable[Position]) -> None:
+        rows = [position_state(p) for p in positions]
+        blob = pickle.dumps((_FORMAT, self.shard, self.shards, c, rows), protocol=pickle.HIGHEST_PROTOCOL)
+        _write_durably(self.directory, f"{kind}-{c:012d}", blob)
+
+    def _read(self, kind: str, c: int) -> list[tuple[object, ...]]:
+        path = self.directory / f"{kind}-{c:012d}"
+        try:
+            fmt, shard, shards, checkpoint, rows = pickle.loads(path.read_bytes())
+        except (OSError, pickle.UnpicklingError, ValueError, EOFError) as exc:
+            msg = f"{path} cannot be read ({exc}); restore the recovery directory from a backup, or run with --reset"
+            raise RecoveryError(msg) from exc
+        if (fmt, shard, shards, checkpoint) != (_FORMAT, self.shard, self.shards, c):
+            msg = (
+                f"{path} belongs to format {fmt}, shard {shard} of {shards}, checkpoint {checkpoint}; expected "
+                f"format {_FORMAT}, shard {self.shard} of {self.shards}, checkpoint {c}. The directory was mixed "
+                "with another store's: restore it from one backup, or run with --reset"
+            )
+            raise RecoveryError(msg)
+        result: list[tuple[object, ...]] = rows
+        return result
+
+    def _unlink(self, kind: str, c: int) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.directory / f"{kind}-{c:012d}").unlink()
+
+
+def _positions(rows: list[tuple[object, ...]]) -> Iterator[tuple[PositionKey, Position]]:
+    for row in rows:
+        position = position_from_state(row)
+        yield position_key(position.site_id, position.sku), position
+
+
+def _write_durably(directory: Path, name: str, blob: bytes) -> None:
+    """Write `name` so that after a crash it is either absent or whole: temp file, fsync, rename, dir fsync."""
+    tmp = directory / f"{_TMP}{name}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(blob)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, directory / name)
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _ranges(numbers: list[int]) -> str:
+    if len(numbers) <= 4:
+        return ", ".join(map(str, numbers))
+    return f"{numbers[0]}, {numbers[1]}, ... {numbers[-1]} ({len(numbers)} in all)"

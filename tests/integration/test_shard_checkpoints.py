@@ -1,0 +1,219 @@
+"""Shard checkpoints on disk: round trip, rollback of a checkpoint Bytewax never committed, gaps refused.
+
+"Epochs" here are chunks of an arrival order; a checkpoint is taken after each, as
+`ShardLogic.snapshot` does at each epoch close. Small compaction thresholds make bases,
+deltas and their collection all happen within a short story.
+"""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+import sqlite3
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.testing import TestingSink, TestingSource, run_main
+from hypothesis import given
+from hypothesis import strategies as st
+
+from adapters.clock import ReplayClock
+from adapters.codec import RawInput
+from adapters.shard_checkpoints import SHARDS_DIR, ShardCheckpoints, check_pointer, write_layout
+from flows.atp import Wiring, build_flow
+from flows.logic import ShardLogic
+from ledger.contract import event_to_json_bytes
+from ledger.effects import split
+from ledger.errors import RecoveryError
+from ledger.outputs import PositionChange
+from ledger.shard import Shard, position_key
+from omni_ledger.bootstrap import _recorded_shards, reset_store
+from omni_ledger.simulator import RetailerSimulator, SimConfig
+from tests.stories import deliveries, stories
+from tests.unit.test_fold_properties import NARROW, SETTINGS, WIDE, replay_clock
+
+pytestmark = pytest.mark.integration
+
+SMALL = {"compact_ratio": 0.5, "max_deltas": 3, "min_compact_rows": 2}
+
+
+def epochs_of(order, cuts):
+    """The (now, position key, effects) reads of an arrival order, cut into epochs at `cuts`."""
+    items = [(now, effect) for now, event in zip(replay_clock(order), order, strict=True) for effect in split(event)]
+    bounds = sorted({0, len(items), *(c % (len(items) + 1) for c in cuts)})
+    return [items[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def fold_epoch(shard, epoch, policy):
+    for now, effect in epoch:
+        shard.fold(position_key(effect.site_id, effect.sku), [(now, effect)], policy)
+
+
+def checkpointed_run(root, epochs, policy, *, stop_after=None):
+    """Fold epochs into one shard, checkpointing after each; returns the shard, its store and each pointer."""
+    shard, store, pointers = Shard(), ShardCheckpoints(root, 0, 1, **SMALL), []
+    store.start_empty()
+    for epoch in epochs[:stop_after]:
+        fold_epoch(shard, epoch, policy)
+        pointers.append(store.save(shard.take_changed(), shard.positions()))
+    return shard, store, pointers
+
+
+def restored(root, pointer):
+    shard = Shard()
+    shard.restore(ShardCheckpoints(root, 0, 1, **SMALL).resume(check_pointer(pointer, 1)[2]))
+    return shard
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    policy=st.sampled_from([WIDE, NARROW]),
+    cuts=st.lists(st.integers(0, 400), max_size=12),
+)
+def test_a_checkpoint_restored_equals_the_live_state_it_was_taken_from(data, policy, cuts):
+    order = data.draw(deliveries(data.draw(stories())))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        shard, store, pointers = checkpointed_run(root, epochs_of(order, cuts), policy)
+        assert dict(restored(root, pointers[-1]).positions()) == dict(shard.positions())
+        # Old checkpoints are collected as new ones become final: files never pile up.
+        assert len(store.files()) <= SMALL["max_deltas"] + 2
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    policy=st.sampled_from([WIDE, NARROW]),
+    cuts=st.lists(st.integers(0, 400), min_size=1, max_size=12),
+    crash=st.integers(0, 20),
+)
+def test_a_crash_after_a_checkpoint_write_but_before_bytewax_commits_it_changes_nothing(data, policy, cuts, crash):
+    """Fault injection: checkpoint k+1 is on disk, Bytewax resumes from pointer k and replays epoch k+1 on."""
+    order = data.draw(deliveries(data.draw(stories())))
+    epochs = epochs_of(order, cuts)
+    k = crash % len(epochs)
+    with tempfile.TemporaryDirectory() as clean_dir, tempfile.TemporaryDirectory() as crash_dir:
+        clean, _, _ = checkpointed_run(Path(clean_dir), epochs, policy)
+        # The run that crashes writes checkpoint k+1 (epoch k+1 folded) before Bytewax commits it.
+        _, _, pointers = checkpointed_run(Path(crash_dir), epochs, policy, stop_after=k + 1)
+        committed = pointers[k - 1] if k else None
+        resumed = Shard()
+        again = ShardCheckpoints(Path(crash_dir), 0, 1, **SMALL)
+        if committed is None:
+            again.start_empty()
+        else:
+            resumed.restore(again.resume(committed[2]))
+        assert all(int(name.rsplit("-", 1)[1]) <= again.last for name in again.files())
+        for epoch in epochs[k:]:
+            fold_epoch(resumed, epoch, policy)
+            again.save(resumed.take_changed(), resumed.positions())
+        assert dict(resumed.positions()) == dict(clean.positions())
+        assert dict(restored(Path(crash_dir), again.pointer()).positions()) == dict(clean.positions())
+
+
+@SETTINGS
+@given(data=st.data(), cuts=st.lists(st.integers(0, 400), min_size=3, max_size=12))
+def test_a_checkpoint_chain_with_a_missing_delta_is_refused(data, cuts):
+    order = data.draw(deliveries(data.draw(stories())))
+    epochs = epochs_of(order, cuts)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        _, store, pointers = checkpointed_run(root, epochs, WIDE)
+        base = max((int(n[5:]) for n in store.files() if n.startswith("base-")), default=0)
+        needed = [n for n in store.files() if n.startswith("delta-") and int(n[6:]) > base]
+        if not needed:
+            return  # the last checkpoint is a base: no chain to break in this example
+        (store.directory / needed[0]).unlink()
+        with pytest.raises(RecoveryError, match="gap"):
+            restored(root, pointers[-1])
+
+
+def test_a_pointer_of_the_per_position_layout_is_refused_with_how_to_rebuild():
+    with pytest.raises(RecoveryError, match="--reset"):
+        check_pointer((2, "ST-1", "A", 0), 64)
+    with pytest.raises(RecoveryError, match="shard count is fixed"):
+        check_pointer((3, 16, 7), 64)
+
+
+def test_a_recovery_directory_of_the_per_position_ledger_is_refused_with_how_to_rebuild(tmp_path):
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    init_db_dir(recovery, 1)
+    with pytest.raises(RecoveryError, match="--reset, then replay the input from Kafka"):
+        _recorded_shards(recovery)
+    write_layout(recovery / SHARDS_DIR, 16)
+    assert _recorded_shards(recovery) == 16
+
+
+def simulated_reads(events: int) -> list[RawInput]:
+    sim = RetailerSimulator(SimConfig(seed=5, stores=20, skus=200))
+    now, reads = 1_790_000_000_000, []
+    while len(reads) < events:
+        now += 2_000
+        reads.extend(RawInput("day", event_to_json_bytes(e)) for e in sim.next_events(now, 500))
+    return reads
+
+
+def test_bytewax_recovery_store_holds_one_row_per_shard_not_per_position(tmp_path):
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    init_db_dir(recovery, 1)
+    write_layout(recovery / SHARDS_DIR, 8)
+    snapshots: list[tuple[str, tuple[object, ...]]] = []
+    wiring = Wiring(
+        source=TestingSource(simulated_reads(20_000), batch_size=500),
+        source_kind="test",
+        snapshots=TestingSink(snapshots),
+        decisions=TestingSink([]),
+        dead_letters=TestingSink([]),
+        clock=ReplayClock(),
+        policy=WIDE,
+        shards=8,
+        shard_checkpoints=recovery / SHARDS_DIR,
+    )
+    run_main(
+        build_flow(wiring),
+        epoch_interval=timedelta(milliseconds=50),
+        recovery_config=RecoveryConfig(str(recovery)),  # type: ignore[no-untyped-call]
+    )
+    positions = {(c.site_id, c.sku) for _, batch in snapshots for c in batch if isinstance(c, PositionChange)}
+    with sqlite3.connect(recovery / "part-0.sqlite3") as db:
+        keys = [k for (k,) in db.execute("SELECT DISTINCT state_key FROM snaps WHERE step_id LIKE '%fold%'")]
+    assert len(positions) > 1_000
+    assert sorted(keys) == sorted(f"shard-{i}" for i in range(8))
+    # Each shard's pointer leads to checkpoint files holding every position.
+    total = 0
+    for i in range(8):
+        store = ShardCheckpoints(recovery / SHARDS_DIR, i, 8)
+        shard = Shard()
+        shard.restore(store.resume(_last_checkpoint(recovery, i)))
+        total += len(shard)
+    assert total == len(positions)
+
+
+def _last_checkpoint(recovery: Path, shard: int) -> int:
+    with sqlite3.connect(recovery / "part-0.sqlite3") as db:
+        (blob,) = db.execute(
+            "SELECT ser_change FROM snaps WHERE step_id LIKE '%fold%' AND state_key = ? "
+            "ORDER BY snap_epoch DESC LIMIT 1",
+            (f"shard-{shard}",),
+        ).fetchone()
+    return check_pointer(pickle.loads(blob), 8)[2]
+
+
+def test_a_flow_without_the_checkpoint_directory_refuses_to_resume_a_shard_pointer():
+    with pytest.raises(RecoveryError, match="shard checkpoint directory"):
+        ShardLogic((3, 16, 7), WIDE, ReplayClock(), None, 16)
+
+
+def test_reset_removes_the_shard_checkpoints_with_the_recovery_state(tmp_path):
+    store = ShardCheckpoints(tmp_path / "recovery" / SHARDS_DIR, 0, 1)
+    store.start_empty()
+    store.save({}, {})
+    assert store.files() == ["delta-000000000001"]
+    reset_store(tmp_path)
+    assert not (tmp_path / "recovery").exists()

@@ -1,0 +1,92 @@
+"""A shard of positions folds each position exactly as the per-position fold does, whatever the shard count."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ledger.effects import split
+from ledger.events import EventType, InventoryEvent
+from ledger.outputs import DecisionStatus, ReservationDecision
+from ledger.policy import LedgerPolicy
+from ledger.shard import Shard, position_key, shard_of
+from tests.stories import deliveries, stories
+from tests.unit.test_fold_properties import NARROW, SETTINGS, WIDE, replay_clock, run_fold
+
+pytestmark = pytest.mark.unit
+
+
+def fold_in_shards(order, policy, shards, batch_sizes=()):
+    """Fold an arrival order through `shards` shards, read by read as the flow does; expire at the end."""
+    items = [(now, effect) for now, event in zip(replay_clock(order), order, strict=True) for effect in split(event)]
+    by_index = [Shard() for _ in range(shards)]
+    sizes = iter(batch_sizes)
+    i = 0
+    while i < len(items):
+        size = next(sizes, 1)
+        chunk, i = items[i : i + size], i + size
+        groups: dict[str, list] = {}
+        for now, effect in chunk:
+            groups.setdefault(position_key(effect.site_id, effect.sku), []).append((now, effect))
+        for key, effects in groups.items():
+            by_index[shard_of(key, shards)].fold(key, effects, policy)
+    final_now = replay_clock(order)[-1] if order else 0
+    positions = {}
+    for shard in by_index:
+        shard.expire_all(final_now, policy)
+        for key, position in shard.positions().items():
+            positions[(position.site_id, position.sku)] = position
+            assert shard_of(key, shards) == by_index.index(shard)
+    return positions
+
+
+@SETTINGS
+@given(data=st.data(), policy=st.sampled_from([WIDE, NARROW]), shards=st.sampled_from([1, 2, 3, 64]))
+def test_the_same_final_positions_whatever_the_shard_count(data, policy, shards):
+    events = data.draw(stories())
+    order = data.draw(deliveries(events))
+    sizes = data.draw(st.lists(st.integers(1, 8), max_size=len(order) + 1))
+    per_position, _, _ = run_fold(order, policy, batch_sizes=sizes)
+    assert fold_in_shards(order, policy, shards, sizes) == per_position
+
+
+def test_a_position_always_maps_to_the_same_shard_in_every_process():
+    # crc32, not Python's salted hash: the same value in any process and any run.
+    assert shard_of("ST-1|A", 64) == 65736009 % 64 == 9
+    assert shard_of("ST-1|A", 1) == 0
+
+
+def _request(event_id, site, sku, ref, at, expires_at):
+    return InventoryEvent(event_id, EventType.RESERVATION_REQUESTED, at, site, sku, 1, ref=ref, expires_at=expires_at)
+
+
+def test_a_timer_expires_only_the_due_positions_and_then_wakes_for_the_next_expiry():
+    policy = LedgerPolicy()
+    shard = Shard()
+    for site, expires in (("ST-1", 5_000), ("ST-2", 9_000), ("ST-3", 7_000)):
+        receipt = InventoryEvent(f"r-{site}", EventType.RECEIVED, 1_000, site, "A", 1)
+        request = _request(f"q-{site}", site, "A", f"R-{site}", 1_000, expires)
+        key = position_key(site, "A")
+        shard.fold(key, [(1_000, e) for event in (receipt, request) for e in split(event)], policy)
+    assert shard.next_due() == 5_000
+    shard.take_changed()
+
+    expired = shard.expire_due(7_000, policy)
+
+    decisions = [(key, o.status) for key, out in expired for o in out if isinstance(o, ReservationDecision)]
+    assert sorted(decisions) == [("ST-1|A", DecisionStatus.EXPIRED), ("ST-3|A", DecisionStatus.EXPIRED)]
+    assert set(shard.take_changed()) == {"ST-1|A", "ST-3|A"}
+    assert shard.next_due() == 9_000
+
+
+def test_a_hold_released_early_leaves_no_timer_behind():
+    policy = LedgerPolicy()
+    shard = Shard()
+    receipt = InventoryEvent("r", EventType.RECEIVED, 1_000, "ST-1", "A", 1)
+    request = _request("q", "ST-1", "A", "R1", 1_000, 5_000)
+    release = InventoryEvent("x", EventType.RESERVATION_RELEASED, 2_000, "ST-1", "A", 1, ref="R1")
+    shard.fold("ST-1|A", [(1_000, e) for event in (receipt, request) for e in split(event)], policy)
+    shard.fold("ST-1|A", [(2_000, e) for e in split(release)], policy)
+    assert shard.next_due() is None
+    assert shard.expire_due(10_000, policy) == []

@@ -44,6 +44,7 @@ __all__ = [
     "StaticView",
     "Stock",
     "Together",
+    "best_options",
     "bounded",
     "next_run",
     "promise",
@@ -333,6 +334,31 @@ def summarise(excluded: Sequence[Exclusion], examples: int = EXAMPLES_PER_REASON
     return tuple(ExclusionSummary(reason, counts[reason], tuple(firsts[reason])) for reason in order)
 
 
+def best_options(ranked: Sequence[Option], limit: int) -> tuple[Option, ...]:
+    """The best `limit` of `ranked` (best first), the best of each sku's modes among them.
+
+    Cut by rank alone, a store's answer on a national network was a hundred transfers
+    from a hundred stores, and the supplier's dropship and the home delivery a customer
+    may prefer never showed. So each (sku, mode)'s best option comes first, then the next
+    best by rank fill the rest; the result stays in rank order.
+    """
+    if len(ranked) <= limit:
+        return tuple(ranked)
+    chosen: set[int] = set()
+    seen: set[tuple[str, FulfilmentMode]] = set()
+    for i, option in enumerate(ranked):
+        if (option.sku, option.mode) not in seen:
+            seen.add((option.sku, option.mode))
+            chosen.add(i)
+            if len(chosen) == limit:
+                break
+    for i in range(len(ranked)):
+        if len(chosen) >= limit:
+            break
+        chosen.add(i)
+    return tuple(ranked[i] for i in sorted(chosen))
+
+
 def bounded(answer: Promise, limit: int = DEFAULT_LIMIT, *, explain: bool = False) -> Promise:
     """The best `limit` options and together plans of `answer`, with its totals and exclusion summary.
 
@@ -342,7 +368,7 @@ def bounded(answer: Promise, limit: int = DEFAULT_LIMIT, *, explain: bool = Fals
     _check_limit(limit)
     return replace(
         answer,
-        options=answer.options[:limit],
+        options=best_options(answer.options, limit),
         together=answer.together[:limit],
         excluded=answer.excluded if explain else (),
         options_total=answer.options_total,
@@ -409,7 +435,7 @@ def promise(
     return Promise(
         snapshot_id=view.snapshot_id,
         now=request.now,
-        options=tuple(ranked[:limit]),
+        options=tuple(ranked) if limit is None else best_options(ranked, limit),
         together=tuple(plans[:limit]),
         excluded=tuple(ctx.excluded),
         options_total=len(ranked),

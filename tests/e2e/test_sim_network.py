@@ -66,7 +66,8 @@ def test_serve_promises_over_the_very_sites_the_simulator_moves_stock_in(tmp_pat
         store = network.site("ST-001")
         where = {"lat": store.lat, "lon": store.lon}
         availability = httpx.get(f"{base}/v1/skus/SKU-00000/availability", params=where, timeout=10).json()
-        body = {"items": [{"sku": "SKU-00000", "qty": 1}], "lat": store.lat, "lon": store.lon}
+        # Every mode, not only the best ten (in-store options rank first near a store).
+        body = {"items": [{"sku": "SKU-00000", "qty": 1}], "lat": store.lat, "lon": store.lon, "limit": 100}
         promised = httpx.post(f"{base}/v1/promise", json=body, timeout=10)
     finally:
         server.send_signal(signal.SIGINT)

@@ -40,6 +40,7 @@ from ledger.promise import (
     Reason,
     StaticView,
     Stock,
+    best_options,
     bounded,
     next_run,
     promise,
@@ -452,7 +453,8 @@ def test_a_bounded_answer_keeps_the_best_options_and_counts_all_of_them():
     whole = _wide()
     assert len(whole.options) > 2
     cut = bounded(whole, 2)
-    assert cut.options == whole.options[:2]
+    assert cut.options == best_options(whole.options, 2)
+    assert cut.options[0] == whole.options[0]
     assert cut.options_total == len(whole.options)
     assert cut.together == whole.together[:2]
     assert cut.together_total == len(whole.together)
@@ -788,3 +790,21 @@ def test_the_memoised_schedules_are_the_networks_own(network, moment, data):
     for site in network.sites:
         days = data.draw(st.integers(1, network.horizon_days + 1))
         assert slots(network, site.id, moment, days) == network.slots(site.id, moment, moment + days * DAY_MS)
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["A", "B"]), st.sampled_from(list(FulfilmentMode))), max_size=40),
+    st.integers(1, 12),
+)
+def test_the_best_options_keep_rank_order_and_the_best_of_each_skus_modes(keys, limit):
+    ranked = [
+        Option(f"O{i}", mode, sku, 1, f"S{i}", SourceKind.STORE, "S", 0, float(i)) for i, (sku, mode) in enumerate(keys)
+    ]
+    best = best_options(ranked, limit)
+    assert len(best) == min(limit, len(ranked))
+    assert [ranked.index(o) for o in best] == sorted(ranked.index(o) for o in best)  # still best first
+    firsts = [o for i, o in enumerate(ranked) if (o.sku, o.mode) not in {(p.sku, p.mode) for p in ranked[:i]}]
+    assert set(firsts[:limit]) <= set(best)  # each (sku, mode)'s best, as far as the limit allows
+    if len(firsts) < limit:
+        rest = [o for o in ranked if o not in firsts]
+        assert set(rest[: limit - len(firsts)]) <= set(best)  # then the next best by rank

@@ -102,6 +102,10 @@ bench-serve: $(STAMP) ## Benchmark the HTTP API over 1,000 sites x 20,000 skus: 
 
 # The suite: throughput vs the raw ceiling, scale-out, a py-spy profile, latency, snapshots, memory.
 # BENCH_ARGS="--quick" for a short run, "--only latency,memory" for some sections, "--json" for machines.
+.PHONY: bench-restart
+bench-restart: $(STAMP) ## Benchmark a Kafka broker restart under a running flow: seconds from broker up to caught up
+	$(BIN)/python -m bench.broker_restart $(BENCH_ARGS)
+
 .PHONY: bench
 bench: $(STAMP) ## Benchmark suite: every issue-8 figure against its target in one table; JSON + flame graph in bench/results/
 	$(BIN)/python -m bench $(BENCH_ARGS)

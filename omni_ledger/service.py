@@ -25,59 +25,14 @@ from adapters.inbox import EventInbox
 from adapters.read_model import ReadModel, ReadView
 from ledger.confirm import confirm_events
 from ledger.contract import plan_from_record as _fulfilment_of
-from ledger.errors import OmniLedgerError
 from ledger.events import EventType, InventoryEvent, Millis
 from ledger.fulfilment import Fulfilment
 from ledger.network import Network, appointment_sku, appointment_slot
 from ledger.promise import Option, Promise, PromiseRequest, SnapshotView, StaticView, promise
 from omni_ledger.config import ServeSettings
+from omni_ledger.errors import Conflict, DecisionTimeout, InvalidRequest, NotFound, OptionGone, StaleSnapshot
 
-__all__ = [
-    "ConfirmResult",
-    "Conflict",
-    "DecisionTimeout",
-    "InvalidRequest",
-    "LedgerService",
-    "NotFound",
-    "OptionGone",
-    "ServiceError",
-    "StaleSnapshot",
-]
-
-
-class ServiceError(OmniLedgerError):
-    """A request the service cannot answer as asked; `status` is the HTTP status it maps to."""
-
-    status = 400
-    code = "bad_request"
-
-
-class NotFound(ServiceError):
-    status, code = 404, "not_found"
-
-
-class InvalidRequest(ServiceError):
-    status, code = 422, "invalid_request"
-
-
-class OptionGone(ServiceError):
-    """The option confirmed is no longer offered (stock moved, cut-off passed): promise again."""
-
-    status, code = 409, "option_gone"
-
-
-class Conflict(ServiceError):
-    """The action does not fit the current state of its task or parcel."""
-
-    status, code = 409, "conflict"
-
-
-class StaleSnapshot(ServiceError):
-    status, code = 503, "snapshot_stale"
-
-
-class DecisionTimeout(ServiceError):
-    status, code = 504, "decision_timeout"
+__all__ = ["ConfirmResult", "LedgerService"]
 
 
 @dataclass(frozen=True)

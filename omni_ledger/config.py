@@ -35,8 +35,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar, overload
 
+from adapters.network_file import load_network
 from ledger.errors import ConfigError
-from ledger.network import load_network
 from ledger.policy import LedgerPolicy, SafetyStock
 from omni_ledger.config_fields import (
     Given,

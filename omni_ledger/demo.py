@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
+from adapters.network_file import load_network
 from ledger.confirm import open_slots_events
 from ledger.contract import fulfilment_to_record
 from ledger.events import EventType, InventoryEvent, Millis
 from ledger.fulfilment import Fulfilment
-from ledger.network import Network, load_network
+from ledger.network import Network
 from ledger.promise import Option, Promise
 from omni_ledger.config import ServeSettings, Settings, SnapshotSettings
 from omni_ledger.embedded import EmbeddedFlow, embedded_flow

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import uvicorn
 
+from adapters.network_file import load_network
 from ledger.confirm import open_slots_events
 from ledger.contract import event_to_record
 from ledger.events import EventType, InventoryEvent
-from ledger.network import load_network
 from omni_ledger.api import create_app
 from omni_ledger.config import Secret, ServeSettings, Settings, SnapshotSettings
 from omni_ledger.embedded import EmbeddedFlow, embedded_flow

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from adapters.network_file import load_network
 from ledger.errors import ConfigError
-from ledger.network import load_network
 from omni_ledger.config import Settings, SimSettings, load_settings, parse_duration, reference_markdown
 from omni_ledger.simulator import SimConfig
 from tests.conftest import EXAMPLES

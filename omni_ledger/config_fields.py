@@ -160,24 +160,17 @@ class _Kind:
             if not isinstance(value, bool):
                 _fail(where, "true or false", value)
             return value
-        if hint is int:
+        if hint in (int, float):
+            number, expected = (int, "an integer") if hint is int else (float, "a number")
             if from_env:
                 try:
-                    return int(self._string(value, where))
+                    return number(self._string(value, where))
                 except ValueError:
-                    _fail(f"{variable} (environment)", "an integer", value)
-            if isinstance(value, bool) or not isinstance(value, int):
-                _fail(where, "an integer", value)
-            return value
-        if hint is float:
-            if from_env:
-                try:
-                    return float(self._string(value, where))
-                except ValueError:
-                    _fail(f"{variable} (environment)", "a number", value)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                _fail(where, "a number", value)
-            return float(value)
+                    _fail(f"{variable} (environment)", expected, value)
+            # A TOML float is no integer; an integer is a number.
+            if isinstance(value, bool) or not isinstance(value, int if hint is int else int | float):
+                _fail(where, expected, value)
+            return number(value)
         if hint is timedelta:
             return parse_duration(value, where)
         if hint is Path:

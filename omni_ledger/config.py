@@ -379,6 +379,9 @@ class Settings:
     metrics: MetricsSettings = MetricsSettings()
     logging: LoggingSettings = LoggingSettings()
 
+    # The names `run`, the store and the server read, and the flags `with_overrides` takes:
+    # each points at its one field above. (Callers may move to `settings.snapshots.dir` and
+    # so on; these then go, and `with_overrides` keeps its flag names in _FLAGS.)
     snapshot_dir = _Flat[Path]("snapshots", "dir")
     snapshot_interval = _Flat[timedelta]("snapshots", "interval")
     snapshot_retention = _Flat[timedelta]("snapshots", "retention")

@@ -243,7 +243,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         log_format=getattr(args, "log_format", None),
         log_level=getattr(args, "log_level", None),
     )
-    logs.configure(settings.logging.format, settings.logging.level)  # type: ignore[arg-type]  # checked by Settings
+    logs.configure(settings.logging.format, settings.logging.level)
     return settings
 
 
@@ -703,8 +703,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_people(args: argparse.Namespace) -> int:
+    from adapters.network_file import load_network
     from adapters.shutdown import StopFlag, install_interrupt_handler
-    from ledger.network import load_network
     from omni_ledger.people import People, PeopleConfig
 
     settings = _settings(args).with_overrides(network=args.network)
@@ -736,8 +736,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_open_slots(args: argparse.Namespace) -> int:
     import time
 
+    from adapters.network_file import load_network
     from ledger.confirm import open_slots_events
-    from ledger.network import DAY_MS, load_network
+    from ledger.network import DAY_MS
     from omni_ledger.serving import open_inbox
 
     if not 1 <= args.days <= 60:

@@ -74,7 +74,7 @@ def measure_positions(positions: int, events: int, hot: int, shards: int, work: 
     began = time.process_time()
     for shard, store in zip(by_index, stores, strict=True):
         store.start_empty()
-        store.save(shard.take_changed(), shard.positions())
+        store.save(shard.take_changed(), shard)
     first_checkpoint_s = time.process_time() - began
 
     # The same stream at every size: `hot` positions among the first 100,000 (present at every N).
@@ -101,7 +101,7 @@ def measure_positions(positions: int, events: int, hot: int, shards: int, work: 
             for shard, store in zip(by_index, stores, strict=True):
                 changed = shard.take_changed()
                 if changed:
-                    store.save(changed, shard.positions())
+                    store.save(changed, shard)
             closes.append(time.process_time() - began)
             close_walls.append(time.perf_counter() - wall)
 

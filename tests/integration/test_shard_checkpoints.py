@@ -58,7 +58,7 @@ def checkpointed_run(root, epochs, policy, *, stop_after=None):
     store.start_empty()
     for epoch in epochs[:stop_after]:
         fold_epoch(shard, epoch, policy)
-        pointers.append(store.save(shard.take_changed(), shard.positions()))
+        pointers.append(store.save(shard.take_changed(), shard))
     return shard, store, pointers
 
 
@@ -110,7 +110,7 @@ def test_a_crash_after_a_checkpoint_write_but_before_bytewax_commits_it_changes_
         assert all(int(name.rsplit("-", 1)[1]) <= again.last for name in again.files())
         for epoch in epochs[k:]:
             fold_epoch(resumed, epoch, policy)
-            again.save(resumed.take_changed(), resumed.positions())
+            again.save(resumed.take_changed(), resumed)
         assert dict(resumed.positions()) == dict(clean.positions())
         assert dict(restored(Path(crash_dir), again.pointer()).positions()) == dict(clean.positions())
 
@@ -213,7 +213,8 @@ def test_a_flow_without_the_checkpoint_directory_refuses_to_resume_a_shard_point
 def test_reset_removes_the_shard_checkpoints_with_the_recovery_state(tmp_path):
     store = ShardCheckpoints(tmp_path / "recovery" / SHARDS_DIR, 0, 1)
     store.start_empty()
-    store.save({}, {})
+    empty = Shard()
+    store.save(empty.take_changed(), empty)
     assert store.files() == ["delta-000000000001"]
     reset_store(tmp_path)
     assert not (tmp_path / "recovery").exists()

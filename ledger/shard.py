@@ -16,7 +16,8 @@ ints, and the key `site << 32 | sku` is found through an open-addressing index i
 `array`, so no Python object exists per plain position. Positions with rare parts, and
 the ones folded since the last checkpoint, are `Position` objects in a side map. A fold
 rebuilds the `Position` of a compact row, folds it as the per-position ledger did, and
-keeps the result as an object until the next `take_changed` packs it back. A shard's
+keeps the result as an object until a `take_changed` finds it unfolded for a whole
+checkpoint interval and packs it back (hot positions are not unpacked at every fold). A shard's
 `image` is its columns as bytes, so a checkpoint's base is written, and restored, without
 one Python object per position.
 
@@ -58,9 +59,11 @@ PositionKey = str
 
 Stamped = tuple[Millis, Effect]
 
-_SETTLE_AFTER = 1024
-"""Objects folded since the last pack-back before the shard packs them without waiting for
-`take_changed` (a flow without recovery never calls it; a bulk load would pile up objects)."""
+_HOT = 4096
+"""Positions folded in one checkpoint interval that a shard keeps as objects into the next:
+a position folded in two intervals in a row is not unpacked and packed again each time.
+Past this many (a bulk load, a flow without recovery that never calls `take_changed`) all
+are packed at once, so objects stay bounded."""
 _LOW = 0xFFFFFFFF
 _GOLDEN = 0x9E3779B97F4A7C15
 _MASK64 = 0xFFFFFFFFFFFFFFFF
@@ -172,6 +175,7 @@ class Shard:
         "_index",
         "_keys",
         "_objects",
+        "_older",
         "_recent",
         "_site_ids",
         "_sites",
@@ -197,9 +201,11 @@ class Shard:
         self._tails = bytearray()
         self._garbage = 0
         self._index = _Index()
-        # Rows kept as `Position` objects: not plain, or folded since the last pack-back.
+        # Rows kept as `Position` objects: not plain, or folded in this checkpoint interval
+        # (`_recent`) or the one before (`_older`).
         self._objects: dict[int, Position] = {}
         self._recent: set[int] = set()
+        self._older: set[int] = set()
         self._dirty = bytearray()
         self._changed = array("q")
         self._generation = 0
@@ -277,10 +283,16 @@ class Shard:
     def take_changed(self) -> ChangedRows:
         """The positions changed since the previous call (a checkpoint's rows); starts a new set.
 
-        Packs the positions folded since then back into columns first. The rows it returns
-        read the shard as it is: write them before the shard changes again.
+        Packs back into columns the plain positions folded in the interval before this one
+        but not since (the ones folded in both stay objects, see `_HOT`). The rows it
+        returns read the shard as it is: write them before the shard changes again.
         """
-        self._settle()
+        recent, older = self._recent, self._older
+        self._settle(older - recent)
+        if len(recent) > _HOT:
+            self._settle(recent)
+            recent = set()
+        self._older, self._recent = recent, set()
         rows, dirty = self._changed, self._dirty
         for row in rows:
             dirty[row] = 0
@@ -288,20 +300,35 @@ class Shard:
         return ChangedRows(self, rows, self._generation)
 
     def image(self) -> ShardImage:
-        """Every row of the shard as bytes (a checkpoint's base); read it before the shard changes."""
-        self._settle()
-        objects = tuple((row, position_state(p)) for row, p in self._objects.items())
+        """Every row of the shard as bytes (a checkpoint's base); read it before the shard changes.
+
+        Positions kept as objects are written packed when they are plain, so a restore
+        brings back as objects only those with rare parts.
+        """
+        columns = [array("q", c) for c in self._columns]
+        tail_at, tail_len, tails = array("q", self._tail_at), array("i", self._tail_len), bytearray(self._tails)
+        objects = []
+        for row, position in self._objects.items():
+            tail = tail_of(position)
+            if tail is None:
+                objects.append((row, position_state(position)))
+                continue
+            for column, value in zip(columns, numbers_of(position), strict=True):
+                column[row] = value
+            tail_at[row] = len(tails)
+            tail_len[row] = len(tail)
+            tails += tail
         return ShardImage(
             True,
             tuple(self._sites),
             tuple(self._skus),
             self._keys.tobytes(),
-            tuple(c.tobytes() for c in self._columns),
-            self._tail_at.tobytes(),
-            self._tail_len.tobytes(),
-            bytes(self._tails),
+            tuple(c.tobytes() for c in columns),
+            tail_at.tobytes(),
+            tail_len.tobytes(),
+            bytes(tails),
             self._index.slots.tobytes(),
-            objects,
+            tuple(objects),
         )
 
     def restore(self, images: Iterable[ShardImage]) -> None:
@@ -315,7 +342,8 @@ class Shard:
                 self._adopt(image)
             else:
                 self._merge(image)
-        self._settle()
+        self._settle(self._recent | self._older)
+        self._recent, self._older = set(), set()
         self._generation += 1
 
     def _adopt(self, image: ShardImage) -> None:
@@ -440,13 +468,14 @@ class Shard:
             self._dirty[row] = 1
             self._changed.append(row)
         self._arm(row, position)
-        if len(self._recent) > _SETTLE_AFTER:
-            self._settle()
+        if len(self._recent) > _HOT:
+            self._settle(self._recent | self._older)
+            self._recent, self._older = set(), set()
 
-    def _settle(self) -> None:
-        """Pack the plain positions among those folded since the last call back into columns."""
+    def _settle(self, rows: set[int]) -> None:
+        """Pack the plain positions among `rows` back into columns."""
         objects, columns = self._objects, self._columns
-        for row in self._recent:
+        for row in rows:
             position = objects.get(row)
             if position is None:
                 continue
@@ -457,7 +486,6 @@ class Shard:
                 column[row] = value
             self._set_tail(row, tail)
             del objects[row]
-        self._recent = set()
 
     def _drop_tail(self, row: int) -> None:
         self._garbage += self._tail_len[row]
@@ -518,15 +546,23 @@ class Shard:
             for column, own in zip(columns, own_columns, strict=True):
                 column.append(own[row])
             position = self._objects.get(row)
-            if position is not None:
+            if position is None:
+                at, size = at_of[row], len_of[row]
+                tail_at.append(len(tails))
+                tail_len.append(size)
+                tails += heap[at : at + size]
+                continue
+            tail = tail_of(position)
+            if tail is None:
                 objects.append((r, position_state(position)))
                 tail_at.append(0)
                 tail_len.append(0)
                 continue
-            at, size = at_of[row], len_of[row]
+            for column, value in zip(columns, numbers_of(position), strict=True):
+                column[-1] = value
             tail_at.append(len(tails))
-            tail_len.append(size)
-            tails += heap[at : at + size]
+            tail_len.append(len(tail))
+            tails += tail
         return ShardImage(
             False, tuple(sites), tuple(skus), keys.tobytes(), tuple(c.tobytes() for c in columns),
             tail_at.tobytes(), tail_len.tobytes(), bytes(tails), b"", tuple(objects),

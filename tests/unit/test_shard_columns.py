@@ -135,7 +135,9 @@ def test_a_position_with_a_hold_stays_an_object_and_a_plain_one_is_packed():
     held, plain = shard.get("ST-1|A"), shard.get("ST-1|B")
     changed = shard.take_changed()
     assert set(changed) == {"ST-1|A", "ST-1|B"}
-    assert shard._objects == {0: held}  # the plain position went back to columns
+    assert shard._objects == {0: held, 1: plain}  # folded in this interval: kept as objects
+    assert len(shard.take_changed()) == 0
+    assert shard._objects == {0: held}  # not folded for an interval: the plain one went back to columns
     assert shard.get("ST-1|B") == plain
     assert shard.get("ST-1|A") is held
     assert shard.next_due() == 9_000

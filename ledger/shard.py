@@ -36,6 +36,7 @@ import zlib
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 from ledger.effects import Effect
 from ledger.events import Millis
@@ -231,11 +232,13 @@ class Shard:
     ) -> tuple[Position | None, Position, list[Output]]:
         """Fold one position's effects (arrival order kept); returns (before, after, outputs)."""
         first = effects[0][1]
-        row = self._find(first.site_id, first.sku)
-        before = None if row < 0 else self._position(row)
-        after, out = fold(before, first.site_id, first.sku, effects, policy)
+        site_id, sku = first.site_id, first.sku
+        site, item = self._site_ids.get(site_id), self._sku_ids.get(sku)
+        row = -1 if site is None or item is None else self._index.find(site << 32 | item, self._keys)
+        before = None if row < 0 else (self._objects.get(row) or self._position(row))
+        after, out = fold(before, site_id, sku, effects, policy)
         if row < 0:
-            row = self._append(first.site_id, first.sku)
+            row = self._append(site_id, sku)
         self._put(row, after)
         return before, after, out
 
@@ -467,7 +470,8 @@ class Shard:
         if self._track and not self._dirty[row]:
             self._dirty[row] = 1
             self._changed.append(row)
-        self._arm(row, position)
+        if position.holds or row in self._armed:
+            self._arm(row, position)
         if len(self._recent) > _HOT:
             self._settle(self._recent | self._older)
             self._recent, self._older = set(), set()
@@ -533,39 +537,41 @@ class Shard:
         sites: dict[str, int] = {}
         skus: dict[str, int] = {}
         keys = array("q")
-        columns = [array("q") for _ in NUMBERS]
-        tail_at, tail_len, tails = array("q"), array("i"), bytearray()
+        numbers: list[Sequence[int]] = []
+        tails: list[bytes | bytearray] = []
         objects = []
         own_keys, own_columns, own_sites, own_skus = self._keys, self._columns, self._sites, self._skus
-        heap, at_of, len_of = self._tails, self._tail_at, self._tail_len
+        own_objects, heap, at_of, len_of = self._objects, self._tails, self._tail_at, self._tail_len
+        zeros = (0,) * len(NUMBERS)
         for r, row in enumerate(rows):
             key = own_keys[row]
-            site = sites.setdefault(own_sites[key >> 32], len(sites))
-            sku = skus.setdefault(own_skus[key & _LOW], len(skus))
-            keys.append(site << 32 | sku)
-            for column, own in zip(columns, own_columns, strict=True):
-                column.append(own[row])
-            position = self._objects.get(row)
+            keys.append(
+                sites.setdefault(own_sites[key >> 32], len(sites)) << 32
+                | skus.setdefault(own_skus[key & _LOW], len(skus))
+            )
+            position = own_objects.get(row)
             if position is None:
-                at, size = at_of[row], len_of[row]
-                tail_at.append(len(tails))
-                tail_len.append(size)
-                tails += heap[at : at + size]
+                numbers.append([column[row] for column in own_columns])
+                at = at_of[row]
+                tails.append(heap[at : at + len_of[row]])
                 continue
             tail = tail_of(position)
             if tail is None:
                 objects.append((r, position_state(position)))
-                tail_at.append(0)
-                tail_len.append(0)
-                continue
-            for column, value in zip(columns, numbers_of(position), strict=True):
-                column[-1] = value
-            tail_at.append(len(tails))
-            tail_len.append(len(tail))
-            tails += tail
+                numbers.append(zeros)
+                tails.append(b"")
+            else:
+                numbers.append(numbers_of(position))
+                tails.append(tail)
+        # Transposed at C speed: one array per column.
+        columns = [array("q", column) for column in zip(*numbers, strict=True)] if numbers else []
+        sizes = array("i", map(len, tails))
+        starts = array("q", accumulate(sizes, initial=0))
+        starts.pop()
         return ShardImage(
-            False, tuple(sites), tuple(skus), keys.tobytes(), tuple(c.tobytes() for c in columns),
-            tail_at.tobytes(), tail_len.tobytes(), bytes(tails), b"", tuple(objects),
+            False, tuple(sites), tuple(skus), keys.tobytes(),
+            tuple(c.tobytes() for c in columns) if columns else (b"",) * len(NUMBERS),
+            starts.tobytes(), sizes.tobytes(), b"".join(tails), b"", tuple(objects),
         )  # fmt: skip
 
 

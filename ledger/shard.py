@@ -117,10 +117,10 @@ class ShardImage:
             sku = skus.setdefault(p.sku, len(skus))
             objects.append((len(keys), position_state(p)))
             keys.append(site << 32 | sku)
-        zeros = array("q", bytes(8 * len(keys))).tobytes()
+        zeros = bytes(8 * len(keys))  # int64 zeros: the columns of object rows mean nothing
         return ShardImage(
             False, tuple(sites), tuple(skus), keys.tobytes(), (zeros,) * len(NUMBERS), zeros,
-            array("i", bytes(4 * len(keys))).tobytes(), b"", b"", tuple(objects),
+            bytes(4 * len(keys)), b"", b"", tuple(objects),
         )  # fmt: skip
 
 

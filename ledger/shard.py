@@ -26,7 +26,8 @@ process and every run, so a position's state is always found in the same shard. 
 shard count is fixed for the life of a store (changing it is an offline reshard).
 
 Interface: `fold` (apply a position's batch), `expire_due` / `expire_all` (timers, end of a replay),
-`next_due` (when to wake), `take_changed` (what changed), `image` and `restore` (checkpoints).
+`next_due` (when to wake), `take_changed` (what changed), `image` and `restore` (checkpoints),
+`census` (counts for metrics, without building positions).
 """
 
 from __future__ import annotations
@@ -222,6 +223,14 @@ class Shard:
         """The position `key`, if this shard has seen it."""
         row = self._row_of_key(key)
         return None if row < 0 else self._position(row)
+
+    def census(self) -> tuple[int, int]:
+        """(positions, positions with negative on hand), counted over the columns without building a position."""
+        on_hand, objects = self._columns[1], self._objects
+        negative = sum(1 for value in on_hand if value < 0)
+        negative -= sum(1 for row in objects if on_hand[row] < 0)  # an object row's column is stale
+        negative += sum(1 for p in objects.values() if p.on_hand < 0)
+        return len(self._keys), negative
 
     def positions(self) -> Mapping[PositionKey, Position]:
         """Every position of the shard, built on access (read only: change them through `fold` and `expire_*`)."""

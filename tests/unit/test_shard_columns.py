@@ -86,10 +86,12 @@ def test_positions_moved_between_columns_and_objects_end_as_the_per_position_fol
     order = data.draw(deliveries(data.draw(stories())))
     sizes = data.draw(st.lists(st.integers(1, 8), max_size=len(order) + 1))
     per_position, _, _ = run_fold(order, policy, batch_sizes=sizes)
-    found, _ = fold_in_shards(order, policy, shards, sizes, packs)
+    found, by_index = fold_in_shards(order, policy, shards, sizes, packs)
     assert found.keys() == per_position.keys()
     for key, want in per_position.items():
         assert_same(found[key], want)
+    for shard in by_index:
+        assert shard.census() == (len(shard), sum(p.on_hand < 0 for p in shard.positions().values()))
 
 
 @SETTINGS

@@ -227,7 +227,7 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, tuple[PositionKey, Folded], Shar
         changed = self._shard.take_changed()
         if changed or store.last == 0:
             # Durable before Bytewax holds the pointer (adapters/shard_checkpoints.py, step 1).
-            return store.save(changed, self._shard.positions())
+            return store.save(changed, self._shard)
         return store.pointer()
 
     @staticmethod

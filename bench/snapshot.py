@@ -44,8 +44,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from adapters.snapshot_sink import SnapshotSink
-from adapters.snapshots import LAKE, MaintenanceReport, SnapshotWriter
+from adapters.snapshot_store.sink import SnapshotSink
+from adapters.snapshot_store.writer import LAKE, MaintenanceReport, SnapshotWriter
 from ledger.outputs import FoldTally, PositionChange
 from omni_ledger.table import render_table
 
@@ -66,7 +66,7 @@ _READER = textwrap.dedent(
     """
     import json, random, sys, time
     from pathlib import Path
-    from adapters.snapshots import SnapshotReader
+    from adapters.snapshot_store import SnapshotReader
 
     store, control, sites, skus = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     rng = random.Random(7)
@@ -103,7 +103,7 @@ _REPLICA_READER = textwrap.dedent(
     """
     import json, random, sys, time
     from pathlib import Path
-    from adapters.position_replica import PositionReplica
+    from adapters.snapshot_store.replica import PositionReplica
 
     store, control, sites, skus = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     think = float(sys.argv[5])

@@ -419,7 +419,7 @@ class _Prefixed:
 
 
 def _cmd_atp(args: argparse.Namespace) -> int:
-    from adapters.snapshots import SnapshotReader
+    from adapters.snapshot_store import SnapshotReader
 
     with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
         info = reader.latest() if args.as_of is None else {"snapshot_id": args.as_of}
@@ -450,7 +450,7 @@ def _cmd_atp(args: argparse.Namespace) -> int:
 
 
 def _cmd_reservations(args: argparse.Namespace) -> int:
-    from adapters.snapshots import SnapshotReader
+    from adapters.snapshot_store import SnapshotReader
 
     with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
         rows = reader.reservations(sku=args.sku, site_id=args.site, as_of=args.as_of)
@@ -459,7 +459,7 @@ def _cmd_reservations(args: argparse.Namespace) -> int:
 
 
 def _cmd_tasks(args: argparse.Namespace) -> int:
-    from adapters.snapshots import SnapshotReader
+    from adapters.snapshot_store import SnapshotReader
 
     with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
         rows = reader.store_tasks(site_id=args.site, status=args.status, as_of=args.as_of)
@@ -468,7 +468,7 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def _cmd_loads(args: argparse.Namespace) -> int:
-    from adapters.snapshots import SnapshotReader
+    from adapters.snapshot_store import SnapshotReader
 
     with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
         rows = reader.transport_loads(run_id=args.run, as_of=args.as_of)
@@ -477,7 +477,7 @@ def _cmd_loads(args: argparse.Namespace) -> int:
 
 
 def _cmd_orders(args: argparse.Namespace) -> int:
-    from adapters.snapshots import SnapshotReader
+    from adapters.snapshot_store import SnapshotReader
 
     with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
         rows = reader.dropship_orders(supplier_id=args.supplier, as_of=args.as_of)
@@ -486,7 +486,7 @@ def _cmd_orders(args: argparse.Namespace) -> int:
 
 
 def _cmd_snapshots(args: argparse.Namespace) -> int:
-    from adapters.snapshots import SnapshotReader
+    from adapters.snapshot_store import SnapshotReader
 
     with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
         rows = reader.snapshots()
@@ -495,7 +495,7 @@ def _cmd_snapshots(args: argparse.Namespace) -> int:
 
 
 def _cmd_sql(args: argparse.Namespace) -> int:
-    from adapters.snapshots import SnapshotReader
+    from adapters.snapshot_store import SnapshotReader
 
     with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
         if args.query:
@@ -548,7 +548,7 @@ def _run_query(reader: Any, query: str, as_json: bool) -> int:
 
 
 def _cmd_maintain(args: argparse.Namespace) -> int:
-    from adapters.snapshots import SnapshotWriter
+    from adapters.snapshot_store import SnapshotWriter
 
     settings = _settings(args)
     retention = parse_duration(args.retention, "--retention") if args.retention else settings.snapshot_retention

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapters.snapshots import SnapshotReader
+from adapters.snapshot_store import SnapshotReader
 from ledger.network import load_network
 from tests.conftest import EXAMPLES, REPO, run_cli
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapters.snapshots import SnapshotReader
+from adapters.snapshot_store import SnapshotReader
 from ledger.events import EventType, InventoryEvent
 from omni_ledger.serving import open_service
 from tests.api_stack import LYON, READ, WRITE, Server, Stack, free_port, running_stack

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters import snapshots
-from adapters.compaction import CompactionPolicy
-from adapters.snapshot_sink import SnapshotSink
-from adapters.snapshots import MaintenanceReport, SnapshotReader, SnapshotWriter
+from adapters.snapshot_store import writer as snapshots
+from adapters.snapshot_store.compaction import CompactionPolicy
+from adapters.snapshot_store.sink import SnapshotSink
+from adapters.snapshot_store import MaintenanceReport, SnapshotReader, SnapshotWriter
 from ledger.contract import fulfilment_to_record
 from ledger.errors import SnapshotError
 from ledger.execution import (
@@ -359,7 +359,7 @@ def test_one_reader_serves_several_threads_at_once(writer: SnapshotWriter, reade
 _READER_LOOP = textwrap.dedent(
     """
     import json, sys, time
-    from adapters.snapshots import SnapshotReader
+    from adapters.snapshot_store import SnapshotReader
 
     store, final_id, deadline = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
     seen = []

@@ -2,7 +2,7 @@
 
 One partition per snapshot writer (`writers`, default 1): the flow keys each batch
 `snapshot-{i}` and the partition i publishes it with its own `SnapshotWriter` (its own
-tables when there are several, see `adapters.snapshots`). Each `write_batch` receives the
+tables when there are several, see `adapters.snapshot_store`). Each `write_batch` receives the
 tuples the batching step gathered during one snapshot interval.
 
 The publish (a MERGE into DuckLake, up to a second for 100,000 positions) runs on a
@@ -21,7 +21,7 @@ again). Waiting there for the publish would stall the whole worker (the fold, th
 2. The writer thread publishes jobs in order, then writes the heartbeat, then drops the
    job from the pending ones; maintenance runs there too, between publishes, so it never
    races a commit: every `maintenance_every`, and whenever the publishes have slowed by
-   as much as a maintenance run costs (files pile up; see `adapters.compaction`).
+   as much as a maintenance run costs (files pile up; see `adapters.snapshot_store.compaction`).
 3. `snapshot()` returns the running total and the jobs still pending (usually none, or
    the one being published): the epoch's state carries whatever of its outputs has not
    landed yet. A partition resumed with pending jobs publishes them first; publishing a
@@ -56,8 +56,8 @@ from typing import Any, Protocol
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from adapters.compaction import CompactionPolicy
-from adapters.snapshots import MaintenanceReport, SnapshotWriter
+from adapters.snapshot_store.compaction import CompactionPolicy
+from adapters.snapshot_store import MaintenanceReport, SnapshotWriter
 from ledger.errors import SnapshotError
 from ledger.events import Millis
 from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask, Work
@@ -180,7 +180,7 @@ class _Partition(StatefulSinkPartition[tuple[Any, ...], SinkState]):
         self._maintenance_every = maintenance_every.total_seconds()
         self._last_maintenance = time.monotonic()
         # Publishes slow down as files pile up between maintenance runs: also run it when
-        # that has cost as much as a run (adapters.compaction).
+        # that has cost as much as a run (adapters.snapshot_store.compaction).
         self._compaction = compaction or CompactionPolicy()
         self._on_publish = on_publish
         self._observer = observer

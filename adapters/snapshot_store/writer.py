@@ -1728,7 +1728,7 @@ class SnapshotReader:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new cursor of this reader's DuckDB (the lake its default schema); close it when done.
 
-        For readers of their own (see `adapters.position_replica`): one per thread.
+        For readers of their own (see `adapters.snapshot_store.replica`): one per thread.
         """
         # A cursor shares the attached lake and settings but not the default schema.
         cursor = self._con.cursor()

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from adapters.snapshots import SnapshotReader, read_heartbeat, store_exists
+from adapters.snapshot_store import SnapshotReader, read_heartbeat, store_exists
 from ledger.errors import SnapshotError
 from ledger.events import Millis
 from ledger.network import appointment_slot

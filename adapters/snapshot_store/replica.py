@@ -27,7 +27,7 @@ from types import TracebackType
 
 import duckdb
 
-from adapters.snapshots import LAKE, POSITION_COLUMNS, SnapshotReader
+from adapters.snapshot_store.writer import LAKE, POSITION_COLUMNS, SnapshotReader
 from ledger.errors import SnapshotError
 
 __all__ = ["PositionReplica", "data_ranges", "insertions_sql", "snapshot_range"]

@@ -44,8 +44,9 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from adapters.snapshot_store import MaintenanceReport, SnapshotWriter
+from adapters.snapshot_store.layout import LAKE
 from adapters.snapshot_store.sink import SnapshotSink
-from adapters.snapshot_store.writer import LAKE, MaintenanceReport, SnapshotWriter
 from ledger.outputs import FoldTally, PositionChange
 from omni_ledger.table import render_table
 

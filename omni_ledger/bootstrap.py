@@ -67,8 +67,8 @@ from adapters.recovery import discard_uncommitted
 from adapters.shard_checkpoints import SHARDS_DIR, read_layout, write_layout
 from adapters.shutdown import StopFlag
 from adapters.sim_source import SimSource
-from adapters.snapshot_store.sink import SnapshotSink
 from adapters.snapshot_store import drop_store, store_exists
+from adapters.snapshot_store.sink import SnapshotSink
 from flows.atp import Wiring, build_flow
 from ledger.dead_letter import DeadLetter
 from ledger.errors import ConfigError, OmniLedgerError, RecoveryError

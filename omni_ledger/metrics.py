@@ -84,8 +84,8 @@ from omni_ledger.logs import worker
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-    from adapters.snapshot_store.serving import ServingStore
     from adapters.snapshot_store import MaintenanceReport
+    from adapters.snapshot_store.serving import ServingStore
 
 __all__ = [
     "REGISTRY",

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from adapters.snapshot_store.serving import ServingStore, SnapshotMeta
 from adapters.decision_feed import DecisionFeed
 from adapters.inbox import EventInbox
 from adapters.snapshot_store.read_model import ReadModel, ReadView
+from adapters.snapshot_store.serving import ServingStore, SnapshotMeta
 from ledger.confirm import confirm_events
 from ledger.contract import plan_from_record as _fulfilment_of
 from ledger.errors import OmniLedgerError

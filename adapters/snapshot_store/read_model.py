@@ -39,8 +39,9 @@ from typing import Any, cast
 
 import duckdb
 
+from adapters.snapshot_store.layout import store_exists
+from adapters.snapshot_store.reader import SnapshotReader
 from adapters.snapshot_store.replica import data_ranges, insertions_sql, snapshot_range
-from adapters.snapshot_store import SnapshotReader, store_exists
 from ledger.errors import SnapshotError
 from ledger.events import Millis
 from ledger.network import appointment_slot

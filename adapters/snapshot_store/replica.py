@@ -27,7 +27,9 @@ from types import TracebackType
 
 import duckdb
 
-from adapters.snapshot_store.writer import LAKE, POSITION_COLUMNS, SnapshotReader
+from adapters.snapshot_store.layout import LAKE
+from adapters.snapshot_store.reader import SnapshotReader
+from adapters.snapshot_store.tables import POSITION_COLUMNS
 from ledger.errors import SnapshotError
 
 __all__ = ["PositionReplica", "data_ranges", "insertions_sql", "snapshot_range"]

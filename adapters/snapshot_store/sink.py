@@ -57,7 +57,8 @@ from typing import Any, Protocol
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from adapters.snapshot_store.compaction import CompactionPolicy
-from adapters.snapshot_store import MaintenanceReport, SnapshotWriter
+from adapters.snapshot_store.maintenance import MaintenanceReport
+from adapters.snapshot_store.writer import SnapshotWriter
 from ledger.errors import SnapshotError
 from ledger.events import Millis
 from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask, Work

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from adapters.snapshot_store import SnapshotReader, SnapshotWriter, drop_store, read_heartbeat, store_exists
 from adapters.snapshot_store.serving import ServingStore
 from adapters.snapshot_store.sink import SnapshotSink
-from adapters.snapshot_store import SnapshotReader, SnapshotWriter, drop_store, read_heartbeat, store_exists
 from ledger.errors import SnapshotError
 
 pytestmark = pytest.mark.integration

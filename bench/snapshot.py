@@ -47,7 +47,7 @@ from typing import Any
 from adapters.snapshot_store import MaintenanceReport, SnapshotWriter
 from adapters.snapshot_store.layout import LAKE
 from adapters.snapshot_store.sink import SnapshotSink
-from ledger.outputs import FoldTally, PositionChange
+from ledger.outputs import FoldTally, PositionChange, SnapshotBatch
 from omni_ledger.table import render_table
 
 __all__ = ["main", "run"]
@@ -373,7 +373,9 @@ def run(
                 epoch_waits.append(time.perf_counter() - t)
             t = time.perf_counter()
             for part, share in zip(parts, shares, strict=True):
-                part.write_batch([(*share, FoldTally(applied=len(share), duplicates=0, too_late=0))])
+                part.write_batch(
+                    [SnapshotBatch(tuple(share), tally=FoldTally(applied=len(share), duplicates=0, too_late=0))]
+                )
             handovers.append(time.perf_counter() - t)
         t = time.perf_counter()
         for part in parts:

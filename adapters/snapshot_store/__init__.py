@@ -4,7 +4,8 @@ The flow's `SnapshotSink` (`sink`) hands each snapshot interval's fold outputs t
 `SnapshotWriter` (`writer`), which publishes them as one DuckLake snapshot in the numbered
 commit order written there; any number of `SnapshotReader`s (`reader`), in any process,
 read committed snapshots, the latest or an older one. The tables are declared once, in
-`tables` (reference: docs/snapshot-tables.md). The rest of the package: `layout` (the
+`tables` (reference: docs/snapshot-tables.md); a publish runs `coalesce` (step 1) and
+`staging` (step 2, the MERGE). The rest of the package: `layout` (the
 store directory and its manifest), `connection` (DuckDB, its extensions, lost races
 tried again), `maintenance` (compaction, expiry, `drop_store`), `compaction` (when to
 compact), `serving` (the HTTP API's pinned reads), `read_model` and `replica` (in-memory

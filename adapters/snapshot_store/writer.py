@@ -24,22 +24,20 @@ and write one at a time (one host). A PostgreSQL catalog is the one for a cluste
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import fcntl
 import json
 import os
-import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO
 
 import duckdb
 
+from adapters.snapshot_store.coalesce import TERMINAL, highest_ranks, latest_offers, latest_versions, winning_decisions
 from adapters.snapshot_store.connection import (
     COMMIT_ATTEMPTS,
     attach,
@@ -54,7 +52,6 @@ from adapters.snapshot_store.connection import (
     rollback,
     scalar,
     set_wal,
-    sql_literal,
 )
 from adapters.snapshot_store.layout import (
     CATALOG_FILE,
@@ -66,34 +63,24 @@ from adapters.snapshot_store.layout import (
     heartbeat_file,
 )
 from adapters.snapshot_store.maintenance import MaintenanceReport, maintain
+from adapters.snapshot_store.staging import merge, stage, stage_csv
 from adapters.snapshot_store.tables import (
     INBOUND,
     SNAPSHOT_INFO,
     SNAPSHOT_LOG_TABLE,
     TABLES,
     PublishRecord,
-    SellerOffer,
     SiteLine,
-    Table,
     create_missing,
 )
 from ledger.errors import SnapshotError
 from ledger.events import Millis
-from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask, Work
-from ledger.outputs import DecisionStatus, OfferTerms, PositionChange, ReservationDecision
+from ledger.execution import Work
+from ledger.outputs import PositionChange, ReservationDecision
 
 __all__ = ["SnapshotWriter"]
 
-_TERMINAL = tuple(
-    s.value
-    for s in (
-        DecisionStatus.REJECTED,
-        DecisionStatus.RELEASED,
-        DecisionStatus.FULFILLED,
-        DecisionStatus.EXPIRED,
-    )
-)
-_TERMINAL_SQL = ", ".join(f"'{s}'" for s in _TERMINAL)
+_TERMINAL_SQL = ", ".join(f"'{s}'" for s in TERMINAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,10 +299,10 @@ class SnapshotWriter:
         if not changes and not decisions and not work:
             return None
         # 1. Coalesce.
-        positions = _latest_versions(changes)
-        offers = _latest_offers(changes)
-        reservations = _winning_decisions(decisions)
-        tasks, loads, orders = _highest_ranks(work)
+        positions = latest_versions(changes)
+        offers = latest_offers(changes)
+        reservations = winning_decisions(decisions)
+        tasks, loads, orders = highest_ranks(work)
         max_occurred = max((c.max_occurred_at for c in changes), default=None)
         previous = self._last_info.get("max_occurred_at_ms")
         if isinstance(previous, int) and (max_occurred is None or previous > max_occurred):
@@ -326,9 +313,9 @@ class SnapshotWriter:
             # an empty one is skipped with its statement: each costs ~3 ms.
             lines = [SiteLine(c.site_id, c.sku, line) for c in positions for line in c.inbound]
             if positions:
-                _stage_csv(con, TABLES["positions"], positions)
+                stage_csv(con, TABLES["positions"], positions)
             if lines:
-                _stage_csv(con, TABLES["inbound"], lines)
+                stage_csv(con, TABLES["inbound"], lines)
             for name, rows in (
                 ("offers", offers),
                 ("reservations", reservations),
@@ -337,7 +324,7 @@ class SnapshotWriter:
                 ("dropship_orders", orders),
             ):
                 if rows:
-                    _stage(con, TABLES[name], rows)
+                    stage(con, TABLES[name], rows)
         except duckdb.Error as exc:
             msg = f"cannot stage a publish to the snapshot store {self._dir}: {exc}"
             raise SnapshotError(msg) from exc
@@ -416,12 +403,12 @@ class SnapshotWriter:
                         "ON i.site_id = a.site_id AND i.sku = a.sku"
                     )
                 # 6. Positions.
-                _merge(con, "positions", names["positions"], "accepted", "s.version >= t.version")
+                merge(con, "positions", names["positions"], "accepted", "s.version >= t.version")
         # 7. Offers, reservations and work.
         if staged.offers:
-            _merge(con, "offers", names["offers"], "stage_offers", "s.updated_at > t.updated_at")
+            merge(con, "offers", names["offers"], "stage_offers", "s.updated_at > t.updated_at")
         if staged.reservations:
-            _merge(
+            merge(
                 con,
                 "reservations",
                 names["reservations"],
@@ -437,7 +424,7 @@ class SnapshotWriter:
             ("dropship_orders", staged.orders),
         ):
             if present:
-                _merge(con, table, names[table], f"stage_{table}", "s.rank > t.rank")
+                merge(con, table, names[table], f"stage_{table}", "s.rank > t.rank")
         # 8. The snapshot_info (snapshot_log) row.
         record = PublishRecord(snapshot_id, self._index, now, events_applied, max_occurred)
         info = SNAPSHOT_INFO if snapshot_id is not None else SNAPSHOT_LOG_TABLE
@@ -504,141 +491,3 @@ class SnapshotWriter:
         Creates snapshots of its own (no snapshot_info row), so publish ids after it jump.
         """
         return maintain(self._con, self._dir, self._layout, self._index, keep_snapshots_for=keep_snapshots_for)
-
-
-def _stage(con: duckdb.DuckDBPyConnection, table: Table[Any], items: Sequence[Any]) -> None:
-    """(Re)create the temp table `stage_<table>` holding `items` as the table's rows.
-
-    The values travel as one JSON string parameter: binding Python lists (executemany,
-    unnest of list parameters, multi-row VALUES) cost about 50 us per value on this
-    duckdb build, 5.7 s for 10,000 positions; JSON costs 25 ms.
-    """
-    shape = json.dumps({c.name: [c.staged] for c in table.columns})
-    unnested = ", ".join(f"unnest(j.{name}) AS {name}" for name in table.names)
-    try:
-        payload = json.dumps(table.rows(items), allow_nan=False)
-    except ValueError as exc:
-        msg = f"cannot publish to {table.name}: a number is NaN or infinite (JSON has neither)"
-        raise SnapshotError(msg) from exc
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE stage_{table.name} AS "
-        f"WITH p AS (SELECT from_json(?, {sql_literal(shape)}) AS j), "
-        f"u AS (SELECT {unnested} FROM p) "
-        f"SELECT {_converted(table)} FROM u",
-        [payload],
-    )
-
-
-def _stage_csv(con: duckdb.DuckDBPyConnection, table: Table[Any], items: Sequence[Any]) -> None:
-    """`_stage` through a temporary CSV file, for the big tables whose values are never NULL.
-
-    DuckDB's CSV reader takes 100,000 positions in about 0.55 s with Python's csv module
-    writing them, against 1.3 s through `from_json` (measured on a loaded 2-core
-    machine). Only for tables without NULLs (positions and inbound lines: every column
-    is set by the fold): an unquoted empty field would read back as NULL.
-    """
-    rows = table.rows(items)
-    types = "{" + ", ".join(f"{sql_literal(c.name)}: {sql_literal(c.staged)}" for c in table.columns) + "}"
-    fd, scratch = tempfile.mkstemp(prefix="omni-ledger-stage-", suffix=".csv")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
-            # Strings quoted, so an empty one ("") stays a string (allow_quoted_nulls off).
-            csv.writer(out, quoting=csv.QUOTE_NONNUMERIC).writerows(zip(*rows.values(), strict=True))
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE stage_{table.name} AS SELECT {_converted(table)} FROM read_csv("
-            f"{sql_literal(scratch)}, header = false, auto_detect = false, columns = {types}, "
-            "quote = '\"', escape = '\"', allow_quoted_nulls = false, strict_mode = true)"
-        )
-    except OSError as exc:
-        msg = f"cannot stage {table.name} in a temporary file: {exc.strerror}"
-        raise SnapshotError(msg) from exc
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(scratch)
-
-
-def _converted(table: Table[Any]) -> str:
-    """The staged columns as stored: times from epoch milliseconds."""
-    return ", ".join(f"{from_millis(c.name)} AS {c.name}" if c.sql == "MILLIS" else c.name for c in table.columns)
-
-
-def _merge(con: duckdb.DuckDBPyConnection, table: str, target: str, source: str, newer: str) -> None:
-    """Upsert `source` into lake.`target` (public table `table`'s columns and key); update only where `newer` holds."""
-    names, key = TABLES[table].names, TABLES[table].key
-    on = " AND ".join(f"t.{k} = s.{k}" for k in key)
-    sets = ", ".join(f"{c} = s.{c}" for c in names if c not in key)
-    con.execute(
-        f"MERGE INTO {LAKE}.{target} t USING {source} s ON {on} "
-        f"WHEN MATCHED AND {newer} THEN UPDATE SET {sets} "
-        f"WHEN NOT MATCHED THEN INSERT ({', '.join(names)}) "
-        f"VALUES ({', '.join('s.' + c for c in names)})"
-    )
-
-
-def _latest_versions(changes: Iterable[PositionChange]) -> list[PositionChange]:
-    best: dict[tuple[str, str], PositionChange] = {}
-    for change in changes:
-        key = (change.site_id, change.sku)
-        kept = best.get(key)
-        if kept is None or change.version >= kept.version:
-            best[key] = change
-    return list(best.values())
-
-
-def _latest_offers(changes: Iterable[PositionChange]) -> list[SellerOffer]:
-    # Every change carrying an offer counts, not only the coalesced ones: the newest
-    # offer wins by updated_at, as it does against the stored row.
-    best: dict[tuple[str, str], OfferTerms] = {}
-    for change in changes:
-        offer = change.offer
-        if offer is None:
-            continue
-        key = (change.site_id, change.sku)
-        kept = best.get(key)
-        if kept is None or offer.updated_at >= kept.updated_at:
-            best[key] = offer
-    return [SellerOffer(seller, sku, offer) for (seller, sku), offer in best.items()]
-
-
-def _is_terminal(status: DecisionStatus) -> bool:
-    return status.value in _TERMINAL
-
-
-def _winning_decisions(decisions: Iterable[ReservationDecision]) -> list[ReservationDecision]:
-    # The same rule as the MERGE in publish step 7, applied in call order.
-    best: dict[str, ReservationDecision] = {}
-    for decision in decisions:
-        kept = best.get(decision.reservation_id)
-        if (
-            kept is not None
-            and _is_terminal(kept.status)
-            and (
-                kept.decided_at > decision.decided_at
-                or (kept.decided_at == decision.decided_at and not _is_terminal(decision.status))
-            )
-        ):
-            continue
-        best[decision.reservation_id] = decision
-    return list(best.values())
-
-
-def _highest_ranks(work: Iterable[Work]) -> tuple[list[StoreTask], list[ShuttleLoad], list[DropshipOrder]]:
-    # The same rule as the MERGE in publish step 7, except that within one batch an equal
-    # rank replaces: the later record is the fold's newer word on it.
-    tasks: dict[str, StoreTask] = {}
-    loads: dict[str, ShuttleLoad] = {}
-    orders: dict[str, DropshipOrder] = {}
-    for item in work:
-        if isinstance(item, StoreTask):
-            kept_task = tasks.get(item.task_id)
-            if kept_task is None or item.rank >= kept_task.rank:
-                tasks[item.task_id] = item
-        elif isinstance(item, ShuttleLoad):
-            kept_load = loads.get(item.parcel_id)
-            if kept_load is None or item.rank >= kept_load.rank:
-                loads[item.parcel_id] = item
-        else:
-            kept_order = orders.get(item.order_ref)
-            if kept_order is None or item.rank >= kept_order.rank:
-                orders[item.order_ref] = item
-    return list(tasks.values()), list(loads.values()), list(orders.values())

@@ -31,7 +31,15 @@ from ledger.execution import (
     TaskStatus,
 )
 from ledger.fulfilment import Fulfilment, FulfilmentMode, SourceKind
-from ledger.outputs import DecisionStatus, FoldTally, InboundLine, OfferTerms, PositionChange, ReservationDecision
+from ledger.outputs import (
+    DecisionStatus,
+    FoldTally,
+    InboundLine,
+    OfferTerms,
+    PositionChange,
+    ReservationDecision,
+    SnapshotBatch,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_764_000_000_000  # 2025-11-24T16:00:00Z
@@ -792,8 +800,9 @@ class _GatedPublish:
         monkeypatch.setattr(SnapshotWriter, "publish", publish)
 
 
-def interval(version: int, applied: int) -> list[tuple[object, ...]]:
-    return [(change("S1", "A", version, on_hand=version), FoldTally(applied=applied, duplicates=0, too_late=0))]
+def interval(version: int, applied: int) -> list[SnapshotBatch]:
+    tally = FoldTally(applied=applied, duplicates=0, too_late=0)
+    return [SnapshotBatch((change("S1", "A", version, on_hand=version),), tally=tally)]
 
 
 @pytest.mark.integration
@@ -928,7 +937,7 @@ def test_the_sink_runs_maintenance_when_its_compaction_policy_says_publishes_hav
         for version in range(1, 8):
             # Enough rows per publish to be written as files, not inlined in the catalog.
             rows = [change("S1", f"K{i:03d}", version, on_hand=version) for i in range(300)]
-            part.write_batch([(*rows, FoldTally(applied=300, duplicates=0, too_late=0))])
+            part.write_batch([SnapshotBatch(tuple(rows), tally=FoldTally(applied=300, duplicates=0, too_late=0))])
     finally:
         part.close()
     assert [reason for reason, _ in seen.runs] == ["publishes", "publishes"]

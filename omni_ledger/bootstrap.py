@@ -238,7 +238,7 @@ def reset_store(directory: Path) -> None:
         elif target.exists():
             target.unlink(missing_ok=True)
     for marker in directory.glob(".published-*.json") if directory.is_dir() else ():
-        marker.unlink(missing_ok=True)  # the snapshot writers' last published job (adapters/snapshot_sink.py)
+        marker.unlink(missing_ok=True)  # the snapshot writers' last published job (adapters/snapshot_store/sink.py)
     for leftover in directory.glob(f"{RECOVERY}.init-*") if directory.is_dir() else ():
         # A recovery directory being initialised when its process died (see _init_recovery).
         shutil.rmtree(leftover, ignore_errors=True)

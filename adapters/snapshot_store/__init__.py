@@ -11,7 +11,8 @@ tried again), `maintenance` (compaction, expiry, `drop_store`), `compaction` (wh
 compact), `serving` (the HTTP API's pinned reads), `read_model` and `replica` (in-memory
 copies of the positions).
 
-This package is the only one that imports duckdb.
+Of the service's packages (ledger, flows, adapters, omni_ledger) this is the only one that
+imports duckdb; within it, `connection` owns the connection.
 """
 
 from adapters.snapshot_store.layout import StoreLayout, read_heartbeat, store_exists

@@ -1,8 +1,8 @@
 """DuckDB for the snapshot store: an in-memory connection with the DuckLake extensions, the catalog attached, retries.
 
-This package is the only one that imports duckdb; within it, this module owns the
-connection: extensions loaded from the installed PyPI packages (never from the network),
-the catalog attached, SQLite's WAL mode, and what counts as a lost race worth trying again.
+This module owns the package's DuckDB connection: extensions loaded from the installed
+PyPI packages (never from the network), the catalog attached, SQLite's WAL mode, and
+what counts as a lost race worth trying again.
 
 Why a SQLite catalog in WAL mode (measured with DuckDB 1.5.5, see the stack facts sheet):
 a DuckDB-file catalog is locked by the process that attaches it, so no other process can
@@ -25,10 +25,12 @@ import random
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 import duckdb
 
@@ -38,6 +40,7 @@ from ledger.events import Millis
 
 __all__ = [
     "COMMIT_ATTEMPTS",
+    "Closing",
     "attach",
     "commit_turn",
     "connect",
@@ -51,8 +54,11 @@ __all__ = [
     "scalar",
     "set_wal",
     "sql_literal",
+    "taking_turns",
     "to_utc",
 ]
+
+_T = TypeVar("_T")
 
 # Extension name as LOAD knows it -> (PyPI package holding the file, file name in it).
 # The sqlite file must be installed under the name `sqlite_scanner`: INSTALL does that,
@@ -261,6 +267,50 @@ def commit_turn(directory: Path, layout: StoreLayout) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def taking_turns(
+    con: duckdb.DuckDBPyConnection,
+    directory: Path,
+    layout: StoreLayout,
+    action: Callable[[], _T],
+    lost_race: Callable[[BaseException], bool] = is_transient,
+) -> _T:
+    """`action()` in the commit turn; rolled back and tried again, up to `COMMIT_ATTEMPTS` times, when it lost a race.
+
+    Raises the last duckdb.Error when the race is lost every time or the error is not a race.
+    """
+    attempt = 0
+    while True:
+        try:
+            with commit_turn(directory, layout):
+                return action()
+        except duckdb.Error as exc:
+            rollback(con)
+            attempt += 1
+            if attempt < COMMIT_ATTEMPTS and lost_race(exc):
+                pause(attempt - 1)
+                continue
+            raise
+
+
+class Closing(ABC):
+    """Usable in a `with` block, which calls `close()` on the way out."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what the object holds."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 def rollback(con: duckdb.DuckDBPyConnection) -> None:

@@ -16,14 +16,10 @@ from typing import Any
 import duckdb
 
 from adapters.snapshot_store.connection import (
-    COMMIT_ATTEMPTS,
-    commit_turn,
     connect,
-    is_transient,
-    pause,
-    rollback,
     scalar,
     sql_literal,
+    taking_turns,
 )
 from adapters.snapshot_store.layout import (
     CATALOG_FILE,
@@ -184,19 +180,11 @@ def _step(
     con: duckdb.DuckDBPyConnection, directory: Path, layout: StoreLayout, query: str, params: list[object]
 ) -> list[tuple[Any, ...]]:
     """One maintenance call, in the commit turn, tried again when it lost a race."""
-    for attempt in range(COMMIT_ATTEMPTS):
-        try:
-            with commit_turn(directory, layout):
-                return con.execute(query, params).fetchall()
-        except duckdb.Error as exc:
-            rollback(con)
-            if attempt + 1 < COMMIT_ATTEMPTS and is_transient(exc):
-                pause(attempt)
-                continue
-            msg = f"maintenance of the snapshot store {directory} failed: {exc}"
-            raise SnapshotError(msg) from exc
-    msg = f"maintenance of the snapshot store {directory} kept losing races with other writers"
-    raise SnapshotError(msg)
+    try:
+        return taking_turns(con, directory, layout, lambda: con.execute(query, params).fetchall())
+    except duckdb.Error as exc:
+        msg = f"maintenance of the snapshot store {directory} failed: {exc}"
+        raise SnapshotError(msg) from exc
 
 
 def _file_count(directory: Path) -> int:

@@ -13,12 +13,11 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any, NamedTuple
 
 import duckdb
 
-from adapters.snapshot_store.connection import attach, connect, dicts, to_utc
+from adapters.snapshot_store.connection import Closing, attach, connect, dicts, to_utc
 from adapters.snapshot_store.layout import LAKE, SNAPSHOT_LOG, StoreLayout
 from adapters.snapshot_store.tables import TABLES
 from ledger.errors import SnapshotError
@@ -54,7 +53,7 @@ def _placeholders(values: Sequence[object]) -> str:
     return ", ".join("?" for _ in values)
 
 
-class SnapshotReader:
+class SnapshotReader(Closing):
     """Read-only access to a store, from any process, without blocking the writer.
 
     Every call is one query, so it sees one committed snapshot: never half a publish.
@@ -100,17 +99,6 @@ class SnapshotReader:
     def close(self) -> None:
         """Detach and close."""
         self._con.close()
-
-    def __enter__(self) -> SnapshotReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- typed queries
 
@@ -345,12 +333,12 @@ class SnapshotReader:
             msg = f"cannot read the snapshot store {self._dir}: {exc}"
             raise SnapshotError(msg) from exc
 
-    def _tuples(self, query: str, params: list[object]) -> list[tuple[Any, ...]]:
+    def _tuples(self, query: str, params: list[object], failing: str = "") -> list[tuple[Any, ...]]:
         try:
             with self._cursor() as cursor:
                 return cursor.execute(query, params).fetchall()
         except duckdb.Error as exc:
-            msg = f"cannot read the snapshot store {self._dir}: {exc}"
+            msg = f"{failing or f'cannot read the snapshot store {self._dir}'}: {exc}"
             raise SnapshotError(msg) from exc
 
     def _available(self) -> str:
@@ -367,15 +355,11 @@ class SnapshotReader:
         return f"readable snapshots are {row[0]}..{row[1]} (older ones were expired by maintenance)"
 
     def _check_snapshot(self, snapshot_id: int) -> None:
-        try:
-            with self._cursor() as cursor:
-                found = cursor.execute(
-                    f"SELECT count(*) FROM ducklake_snapshots('{LAKE}') WHERE snapshot_id = ?",
-                    [snapshot_id],
-                ).fetchone()
-        except duckdb.Error as exc:
-            msg = f"cannot list the snapshots of {self._dir}: {exc}"
-            raise SnapshotError(msg) from exc
-        if not found or not found[0]:
+        found = self._tuples(
+            f"SELECT count(*) FROM ducklake_snapshots('{LAKE}') WHERE snapshot_id = ?",
+            [snapshot_id],
+            failing=f"cannot list the snapshots of {self._dir}",
+        )
+        if not found or not found[0][0]:
             msg = f"snapshot {snapshot_id} is unknown or expired in {self._dir}: {self._available()}"
             raise SnapshotError(msg)

@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
 import duckdb
@@ -40,6 +39,7 @@ import duckdb
 from adapters.snapshot_store.coalesce import TERMINAL, highest_ranks, latest_offers, latest_versions, winning_decisions
 from adapters.snapshot_store.connection import (
     COMMIT_ATTEMPTS,
+    Closing,
     attach,
     commit_turn,
     connect,
@@ -52,6 +52,7 @@ from adapters.snapshot_store.connection import (
     rollback,
     scalar,
     set_wal,
+    taking_turns,
 )
 from adapters.snapshot_store.layout import (
     CATALOG_FILE,
@@ -99,7 +100,7 @@ class _Staged:
 # ----------------------------------------------------------------------------- writer
 
 
-class SnapshotWriter:
+class SnapshotWriter(Closing):
     """A writer: publishes fold outputs as DuckLake snapshots.
 
     Open it with `SnapshotWriter.open(directory)`: one writer per store. With
@@ -216,21 +217,14 @@ class SnapshotWriter:
         dropped or retyped, so its readers keep working. Several writers opening a new
         store at once race to create it: the loser finds the tables on its next attempt.
         """
-        for attempt in range(COMMIT_ATTEMPTS):
-            try:
-                with commit_turn(directory, layout):
-                    create_missing(con, layout)
-                return
-            except duckdb.Error as exc:
-                rollback(con)
-                # "already exists": another writer created a table between this writer's
-                # look at the catalog and its CREATE (seen on PostgreSQL in CI); the next
-                # attempt looks again and finds it.
-                if attempt + 1 < COMMIT_ATTEMPTS and lost_creation_race(exc):
-                    pause(attempt)
-                    continue
-                msg = f"cannot create or upgrade the snapshot store tables: {exc}"
-                raise SnapshotError(msg) from exc
+        try:
+            # "already exists" counts as a lost race: another writer created a table between
+            # this writer's look at the catalog and its CREATE (seen on PostgreSQL in CI);
+            # the next attempt looks again and finds it.
+            taking_turns(con, directory, layout, lambda: create_missing(con, layout), lost_creation_race)
+        except duckdb.Error as exc:
+            msg = f"cannot create or upgrade the snapshot store tables: {exc}"
+            raise SnapshotError(msg) from exc
 
     def close(self) -> None:
         """Close the connection and release the writer lock."""
@@ -238,17 +232,6 @@ class SnapshotWriter:
             self._con.close()
         finally:
             self._lock.close()
-
-    def __enter__(self) -> SnapshotWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- publishing
 

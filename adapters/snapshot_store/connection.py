@@ -173,6 +173,9 @@ def connect(directory: Path, layout: StoreLayout | None = None) -> duckdb.DuckDB
     try:
         # Results come back in UTC; stored values never depend on it (see _from_millis).
         con.execute("SET TimeZone = 'UTC'")
+        # No progress bar: DuckDB draws one on stdout for any query over 2 s, even without a
+        # terminal, and stdout belongs to the caller (`--json` output, a child's handshake).
+        con.execute("SET enable_progress_bar = false")
         for name in (*_ALWAYS, "postgres_scanner") if layout is not None and layout.postgres else _ALWAYS:
             con.execute(f"LOAD {sql_literal(str(_loadable(name)))}")
         if layout is not None and layout.sharded:

@@ -56,9 +56,7 @@ class JsonLinesInbox:
     def send(self, events: Sequence[InventoryEvent]) -> None:
         if not events:
             return
-        lines = b"".join(
-            json.dumps(event_to_record(event), separators=(",", ":")).encode() + b"\n" for event in events
-        )
+        lines = b"".join(json.dumps(event_to_record(event), separators=(",", ":")).encode() + b"\n" for event in events)
         with self._lock:
             try:
                 # One write for the batch: the follower never sees half of a confirm.

@@ -30,7 +30,7 @@ from typing import Any
 
 from adapters.avro_wire import WireCodec
 from adapters.kafka_io import EventProducer
-from adapters.snapshots import SnapshotReader
+from adapters.snapshot_store import SnapshotReader
 from bench.common import REPO, RESULTS, machine, machine_line, say, utc_stamp
 from omni_ledger.simulator import RetailerSimulator, SimConfig
 

@@ -210,7 +210,7 @@ class FlowRun:
 
 def _last_snapshot_ms(snapdir: Path) -> int | None:
     """created_at of the store's newest snapshot_info row (epoch ms), None without one."""
-    from adapters.snapshots import SnapshotReader
+    from adapters.snapshot_store import SnapshotReader
 
     try:
         with SnapshotReader.open(snapdir) as reader:

@@ -65,7 +65,7 @@ def event_file(path: Path, positions: int) -> Path:
 
 
 def _applied(store: Path, reader: Any) -> tuple[Any, int]:
-    from adapters.snapshots import SnapshotReader
+    from adapters.snapshot_store import SnapshotReader
 
     if reader is None:
         if not (store / "catalog.sqlite").exists():

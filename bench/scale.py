@@ -23,7 +23,7 @@ _DIGEST = "SELECT count(*), sum(on_hand), sum(reserved), sum(atp) FROM positions
 
 def positions_digest(store: str) -> list[Any] | None:
     """(positions, Σ on_hand, Σ reserved, Σ atp) of a store's latest snapshot, None when unreadable."""
-    from adapters.snapshots import SnapshotReader
+    from adapters.snapshot_store import SnapshotReader
 
     try:
         with SnapshotReader.open(Path(store)) as reader:

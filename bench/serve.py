@@ -7,7 +7,7 @@
 2. Start the real server, `omni_ledger.serving.serve(settings)` (uvicorn, one process),
    on a free loopback port, and wait for /health. `--modes duckdb,memory` runs the whole
    bench once per mode, side by side: `duckdb` queries DuckLake per request (as before
-   the read model), `memory` answers from the read model (adapters/read_model.py).
+   the read model), `memory` answers from the read model (adapters/snapshot_store/read_model.py).
    With `--publish-per-s N` (default 100,000) the run uses a copy of the store and
    another process (bench/serve_store.py) publishes N changed positions every second
    through `SnapshotWriter.publish`, logging each commit's snapshot id and time.

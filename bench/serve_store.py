@@ -32,7 +32,8 @@ from pathlib import Path
 
 import duckdb
 
-from adapters.snapshots import LAKE, SnapshotWriter
+from adapters.snapshot_store import SnapshotWriter
+from adapters.snapshot_store.layout import LAKE
 from bench.serve_network import NetworkSpec, sku_name, write_network
 from ledger.network import DAY_MS, appointment_sku
 

@@ -44,9 +44,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from adapters.snapshot_sink import SnapshotSink
-from adapters.snapshots import LAKE, MaintenanceReport, SnapshotWriter
-from ledger.outputs import FoldTally, PositionChange
+from adapters.snapshot_store import MaintenanceReport, SnapshotWriter
+from adapters.snapshot_store.layout import LAKE
+from adapters.snapshot_store.sink import SnapshotSink
+from ledger.outputs import FoldTally, PositionChange, SnapshotBatch
 from omni_ledger.table import render_table
 
 __all__ = ["main", "run"]
@@ -66,7 +67,7 @@ _READER = textwrap.dedent(
     """
     import json, random, sys, time
     from pathlib import Path
-    from adapters.snapshots import SnapshotReader
+    from adapters.snapshot_store import SnapshotReader
 
     store, control, sites, skus = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     rng = random.Random(7)
@@ -103,7 +104,7 @@ _REPLICA_READER = textwrap.dedent(
     """
     import json, random, sys, time
     from pathlib import Path
-    from adapters.position_replica import PositionReplica
+    from adapters.snapshot_store.replica import PositionReplica
 
     store, control, sites, skus = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     think = float(sys.argv[5])
@@ -372,7 +373,9 @@ def run(
                 epoch_waits.append(time.perf_counter() - t)
             t = time.perf_counter()
             for part, share in zip(parts, shares, strict=True):
-                part.write_batch([(*share, FoldTally(applied=len(share), duplicates=0, too_late=0))])
+                part.write_batch(
+                    [SnapshotBatch(tuple(share), tally=FoldTally(applied=len(share), duplicates=0, too_late=0))]
+                )
             handovers.append(time.perf_counter() - t)
         t = time.perf_counter()
         for part in parts:

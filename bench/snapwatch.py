@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from adapters.snapshots import SnapshotReader
+from adapters.snapshot_store import SnapshotReader
 from ledger.errors import SnapshotError
 
 POLL_S = 0.05

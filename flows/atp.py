@@ -117,7 +117,7 @@ def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
     one_writer = op.map("one_writer", folded, partial(_writer_key, writers=w.snapshot_writers))
     batcher = partial(SnapshotBatchLogic, interval=w.snapshot_interval, max_items=w.snapshot_max_items)
     batches = op.stateful_batch("batch", one_writer, batcher)
-    # ("snapshot[-i]", (PositionChange | ReservationDecision | FoldTally | Work, ...)) once per interval
+    # ("snapshot[-i]", SnapshotBatch(changes, decisions, work, tally)) once per interval
     op.output("snapshots", batches, w.snapshots)
     if w.changes is not None:
         op.output("changes_out", op.filter_map("changes", folded, _change), w.changes)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -27,9 +27,9 @@ from ledger.dead_letter import DeadLetter
 from ledger.effects import Effect, split
 from ledger.errors import RecoveryError
 from ledger.events import Millis
-from ledger.execution import Work
+from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask, Work
 from ledger.fold import Output
-from ledger.outputs import FoldTally, PositionChange, ReservationDecision
+from ledger.outputs import FoldTally, PositionChange, ReservationDecision, SnapshotBatch
 from ledger.policy import LedgerPolicy
 from ledger.position import Position
 from ledger.shard import PositionKey, Shard, shard_of
@@ -236,65 +236,95 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, tuple[PositionKey, Folded], Shar
         return [(key, _sorted(out)) for key, out in results]
 
 
-class SnapshotBatchLogic(StatefulBatchLogic[Folded, tuple[Any, ...], tuple[Any, ...]]):
-    """Gathers fold outputs for one snapshot interval, then emits them as one tuple.
+class SnapshotBatchLogic(StatefulBatchLogic[Folded, SnapshotBatch, SnapshotBatch]):
+    """Gathers fold outputs for one snapshot interval, then emits them as one `SnapshotBatch`.
 
-    The tuple holds position changes, decisions, work and one `FoldTally` summing the
-    interval's. Bytewax's `collect` deep-copies its buffer at every epoch; the outputs
-    here are immutable, so a shallow tuple is a safe snapshot at a fraction of the cost.
+    The batch holds the interval's position changes, decisions and work, and one
+    `FoldTally` summing its events. Bytewax's `collect` deep-copies its buffer at every
+    epoch; the outputs here are immutable, so a batch of tuples is a safe snapshot at a
+    fraction of the cost.
     """
 
-    def __init__(self, resume: tuple[object, ...] | None, interval: timedelta, max_items: int) -> None:
-        self._buffer: list[object] = list(resume or ())
+    def __init__(self, resume: SnapshotBatch | tuple[object, ...] | None, interval: timedelta, max_items: int) -> None:
+        self._changes: list[PositionChange] = []
+        self._decisions: list[ReservationDecision] = []
+        self._work: list[Work] = []
         self._applied = self._duplicates = self._too_late = 0
+        if isinstance(resume, tuple):
+            # A state saved before the batch was typed: one flat tuple of outputs.
+            resume = _batch_of(resume)
+        if resume is not None:
+            self._changes.extend(resume.changes)
+            self._decisions.extend(resume.decisions)
+            self._work.extend(resume.work)
+            self._applied, self._duplicates, self._too_late = (
+                resume.tally.applied,
+                resume.tally.duplicates,
+                resume.tally.too_late,
+            )
         self._interval = interval
         self._max_items = max_items
         # Idle, it still ticks every heartbeat: the sink then tells readers the newest
         # snapshot is still current (a quiet night is not a stale ledger).
         self._heartbeat = min(max(interval, timedelta(seconds=1)), timedelta(seconds=5))
-        self._due: datetime = datetime.now(UTC) + (interval if self._buffer else self._heartbeat)
+        pending = self._items() or self._applied or self._duplicates or self._too_late
+        self._due: datetime = datetime.now(UTC) + (interval if pending else self._heartbeat)
 
-    def on_batch(self, values: list[Folded]) -> tuple[list[tuple[object, ...]], bool]:
-        buffer = self._buffer
-        if not buffer and not self._applied:
+    def _items(self) -> int:
+        return len(self._changes) + len(self._decisions) + len(self._work)
+
+    def on_batch(self, values: list[Folded]) -> tuple[list[SnapshotBatch], bool]:
+        if not self._items() and not self._applied:
             self._due = datetime.now(UTC) + self._interval
         for folded in values:
             if folded.change is not None:
-                buffer.append(folded.change)
+                self._changes.append(folded.change)
             if folded.decisions:
-                buffer.extend(folded.decisions)
+                self._decisions.extend(folded.decisions)
             if folded.work:
-                buffer.extend(folded.work)
+                self._work.extend(folded.work)
             tally = folded.tally
             if tally is not None:
                 self._applied += tally.applied
                 self._duplicates += tally.duplicates
                 self._too_late += tally.too_late
-        if len(buffer) >= self._max_items:
+        if self._items() >= self._max_items:
             return self._flush(), StatefulBatchLogic.RETAIN
         return [], StatefulBatchLogic.RETAIN
 
-    def on_notify(self) -> tuple[list[tuple[object, ...]], bool]:
+    def on_notify(self) -> tuple[list[SnapshotBatch], bool]:
         return self._flush(), StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[list[tuple[object, ...]], bool]:
+    def on_eof(self) -> tuple[list[SnapshotBatch], bool]:
         return self._flush(), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         return self._due
 
-    def snapshot(self) -> tuple[object, ...]:
-        return tuple(self._buffer) + self._tally()
+    def snapshot(self) -> SnapshotBatch:
+        return self._batch()
 
-    def _tally(self) -> tuple[FoldTally, ...]:
-        if not (self._applied or self._duplicates or self._too_late):
-            return ()
-        return (FoldTally(self._applied, self._duplicates, self._too_late),)
+    def _batch(self) -> SnapshotBatch:
+        return SnapshotBatch(
+            tuple(self._changes),
+            tuple(self._decisions),
+            tuple(self._work),
+            FoldTally(self._applied, self._duplicates, self._too_late),
+        )
 
-    def _flush(self) -> list[tuple[object, ...]]:
+    def _flush(self) -> list[SnapshotBatch]:
         self._due = datetime.now(UTC) + self._heartbeat
-        # An empty tuple is a heartbeat: nothing to publish, but the flow is alive.
-        out = tuple(self._buffer) + self._tally()
-        self._buffer = []
+        # An empty batch is a heartbeat: nothing to publish, but the flow is alive.
+        out = self._batch()
+        self._changes, self._decisions, self._work = [], [], []
         self._applied = self._duplicates = self._too_late = 0
         return [out]
+
+
+def _batch_of(saved: tuple[object, ...]) -> SnapshotBatch:
+    """The batch an older recovery state held as one flat tuple of outputs (with at most one tally)."""
+    changes = tuple(item for item in saved if isinstance(item, PositionChange))
+    decisions = tuple(item for item in saved if isinstance(item, ReservationDecision))
+    tallies = [item for item in saved if isinstance(item, FoldTally)]
+    work = tuple(item for item in saved if isinstance(item, StoreTask | ShuttleLoad | DropshipOrder))
+    return SnapshotBatch(changes, decisions, work, tallies[0] if tallies else FoldTally(0, 0, 0))

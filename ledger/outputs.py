@@ -1,4 +1,4 @@
-"""What the fold emits: position changes, reservation decisions (and dead letters).
+"""What the fold emits: position changes, reservation decisions (and dead letters), and a snapshot's batch of them.
 
 These are the records the snapshot store and the output topics are built from. A
 `PositionChange` carries the whole visible state of one (site, sku) position with a
@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from ledger._pickle import positional_reduce
 from ledger.events import Millis
+from ledger.execution import Work
 
 __all__ = [
     "DecisionStatus",
@@ -21,6 +22,7 @@ __all__ = [
     "OfferTerms",
     "PositionChange",
     "ReservationDecision",
+    "SnapshotBatch",
     "decision_fields",
 ]
 
@@ -122,6 +124,24 @@ class FoldTally:
     applied: int
     duplicates: int
     too_late: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotBatch:
+    """What the fold emitted during one snapshot interval, for one snapshot writer: the seam between flow and sink.
+
+    The flow gathers it (`flows.logic.SnapshotBatchLogic`) and the snapshot sink publishes
+    it, each reading the fields: nothing is sorted by type on the way. An empty batch is a
+    heartbeat: nothing to publish, but the flow is alive.
+    """
+
+    __reduce__ = positional_reduce
+
+    changes: tuple[PositionChange, ...] = ()
+    decisions: tuple[ReservationDecision, ...] = ()
+    work: tuple[Work, ...] = ()
+    tally: FoldTally = FoldTally(0, 0, 0)
+    """The interval's events: applied, duplicates, too late."""
 
 
 def decision_fields(decision: ReservationDecision) -> dict[str, object]:

@@ -67,8 +67,8 @@ from adapters.recovery import discard_uncommitted
 from adapters.shard_checkpoints import SHARDS_DIR, read_layout, write_layout
 from adapters.shutdown import StopFlag
 from adapters.sim_source import SimSource
-from adapters.snapshot_sink import SnapshotSink
-from adapters.snapshots import drop_store, store_exists
+from adapters.snapshot_store import drop_store, store_exists
+from adapters.snapshot_store.sink import SnapshotSink
 from flows.atp import Wiring, build_flow
 from ledger.dead_letter import DeadLetter
 from ledger.errors import ConfigError, OmniLedgerError, RecoveryError
@@ -160,21 +160,30 @@ def _source(
 _R = TypeVar("_R")
 
 
-def _counted(
-    progress: Progress, render: Callable[[Any], _R], metrics: FlowMetrics | None = None
-) -> Callable[[Any], _R]:
-    """`render`, counting decisions by status and dead letters by reason on the way."""
+def _counted_decisions(
+    progress: Progress, render: Callable[[ReservationDecision], _R], metrics: FlowMetrics | None = None
+) -> Callable[[ReservationDecision], _R]:
+    """`render`, counting decisions by status on the way."""
 
-    def counting(item: Any) -> _R:
-        if isinstance(item, DeadLetter):
-            progress.dead_letters[item.reason] += 1
-            if metrics is not None:
-                metrics.dead_letter(item)
-        elif isinstance(item, ReservationDecision):
-            progress.decisions[item.status.value] += 1
-            if metrics is not None:
-                metrics.decision(item)
-        return render(item)
+    def counting(decision: ReservationDecision) -> _R:
+        progress.decisions[decision.status.value] += 1
+        if metrics is not None:
+            metrics.decision(decision)
+        return render(decision)
+
+    return counting
+
+
+def _counted_dead_letters(
+    progress: Progress, render: Callable[[DeadLetter], _R], metrics: FlowMetrics | None = None
+) -> Callable[[DeadLetter], _R]:
+    """`render`, counting dead letters by reason on the way."""
+
+    def counting(dead: DeadLetter) -> _R:
+        progress.dead_letters[dead.reason] += 1
+        if metrics is not None:
+            metrics.dead_letter(dead)
+        return render(dead)
 
     return counting
 
@@ -229,7 +238,7 @@ def reset_store(directory: Path) -> None:
         elif target.exists():
             target.unlink(missing_ok=True)
     for marker in directory.glob(".published-*.json") if directory.is_dir() else ():
-        marker.unlink(missing_ok=True)  # the snapshot writers' last published job (adapters/snapshot_sink.py)
+        marker.unlink(missing_ok=True)  # the snapshot writers' last published job (adapters/snapshot_store/sink.py)
     for leftover in directory.glob(f"{RECOVERY}.init-*") if directory.is_dir() else ():
         # A recovery directory being initialised when its process died (see _init_recovery).
         shutil.rmtree(leftover, ignore_errors=True)
@@ -285,11 +294,13 @@ def plan_run(
             decisions=KafkaOutSink(
                 client,
                 kafka.topic("reservation.decisions"),
-                _counted(progress, render_decision, metrics),
+                _counted_decisions(progress, render_decision, metrics),
                 parts=producers,
             ),
             dead_letters=KafkaOutSink(
-                client, kafka.topic("inventory.events.dlq"), _counted(progress, render_dead_letter, metrics)
+                client,
+                kafka.topic("inventory.events.dlq"),
+                _counted_dead_letters(progress, render_dead_letter, metrics),
             ),
             changes=KafkaOutSink(client, kafka.topic("atp.changes"), render_change, parts=producers),
             tasks=KafkaOutSink(client, kafka.topic("store.tasks"), render_task),
@@ -309,9 +320,11 @@ def plan_run(
             source=src,
             source_kind=kind,
             snapshots=snapshots,
-            decisions=JsonLinesSink(directory / "decisions.jsonl", _counted(progress, decision_record, metrics)),
+            decisions=JsonLinesSink(
+                directory / "decisions.jsonl", _counted_decisions(progress, decision_record, metrics)
+            ),
             dead_letters=JsonLinesSink(
-                directory / "dead_letters.jsonl", _counted(progress, dead_letter_record, metrics)
+                directory / "dead_letters.jsonl", _counted_dead_letters(progress, dead_letter_record, metrics)
             ),
             tasks=JsonLinesSink(directory / TASKS_FILE, work_record),
             loads=JsonLinesSink(directory / LOADS_FILE, work_record),

@@ -45,21 +45,6 @@ __all__ = ["main"]
 
 _LOG = logging.getLogger("omni_ledger.cli")
 
-_POSITION_COLUMNS = (
-    "site_id",
-    "on_hand",
-    "reserved",
-    "staged",
-    "inbound",
-    "safety_stock",
-    "atp",
-    "negative",
-    "version",
-    "updated_at",
-)
-_TASK_COLUMNS = ("task_id", "site_id", "sku", "qty", "kind", "status", "due_at", "zone", "parcel_id", "customer")
-_LOAD_COLUMNS = ("parcel_id", "run_id", "origin", "destination", "sku", "qty", "departs_at", "arrives_at", "status")
-_ORDER_COLUMNS = ("order_ref", "supplier_id", "deliver_to", "sku", "qty", "due_at", "status", "order_id")
 _TASK_STATUSES = ("OPEN", "DONE", "CANCELLED")
 
 
@@ -419,7 +404,7 @@ class _Prefixed:
 
 
 def _cmd_atp(args: argparse.Namespace) -> int:
-    from adapters.snapshots import SnapshotReader
+    from adapters.snapshot_store import TABLES, SnapshotReader
 
     with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
         info = reader.latest() if args.as_of is None else {"snapshot_id": args.as_of}
@@ -442,60 +427,60 @@ def _cmd_atp(args: argparse.Namespace) -> int:
     snap = "no snapshot yet" if not info else f"snapshot {info['snapshot_id']}"
     if info and "created_at" in info:
         snap += f" (published {_json_default(info['created_at'])}, {info['events_applied']:,} events applied)"
-    _emit(args, positions, _POSITION_COLUMNS, f"{args.sku}: {snap}")
+    _emit(args, positions, TABLES["positions"].shown, f"{args.sku}: {snap}")
     if inbound:
         print()
-        _emit(args, inbound, ("site_id", "ref", "eta", "qty"), "inbound (availability by date = atp + inbound due)")
+        _emit(args, inbound, TABLES["inbound"].shown, "inbound (availability by date = atp + inbound due)")
     return 0
 
 
 def _cmd_reservations(args: argparse.Namespace) -> int:
-    from adapters.snapshots import SnapshotReader
+    from adapters.snapshot_store import TABLES, SnapshotReader
 
     with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
         rows = reader.reservations(sku=args.sku, site_id=args.site, as_of=args.as_of)
-    _emit(args, rows, ("reservation_id", "site_id", "sku", "qty", "status", "expires_at", "decided_at"))
+    _emit(args, rows, TABLES["reservations"].shown)
     return 0
 
 
 def _cmd_tasks(args: argparse.Namespace) -> int:
-    from adapters.snapshots import SnapshotReader
+    from adapters.snapshot_store import TABLES, SnapshotReader
 
     with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
         rows = reader.store_tasks(site_id=args.site, status=args.status, as_of=args.as_of)
-    _emit(args, rows, _TASK_COLUMNS)
+    _emit(args, rows, TABLES["store_tasks"].shown)
     return 0
 
 
 def _cmd_loads(args: argparse.Namespace) -> int:
-    from adapters.snapshots import SnapshotReader
+    from adapters.snapshot_store import TABLES, SnapshotReader
 
     with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
         rows = reader.transport_loads(run_id=args.run, as_of=args.as_of)
-    _emit(args, rows, _LOAD_COLUMNS)
+    _emit(args, rows, TABLES["transport_loads"].shown)
     return 0
 
 
 def _cmd_orders(args: argparse.Namespace) -> int:
-    from adapters.snapshots import SnapshotReader
+    from adapters.snapshot_store import TABLES, SnapshotReader
 
     with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
         rows = reader.dropship_orders(supplier_id=args.supplier, as_of=args.as_of)
-    _emit(args, rows, _ORDER_COLUMNS)
+    _emit(args, rows, TABLES["dropship_orders"].shown)
     return 0
 
 
 def _cmd_snapshots(args: argparse.Namespace) -> int:
-    from adapters.snapshots import SnapshotReader
+    from adapters.snapshot_store import TABLES, SnapshotReader
 
     with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
         rows = reader.snapshots()
-    _emit(args, rows, ("snapshot_id", "created_at", "events_applied", "max_occurred_at"))
+    _emit(args, rows, TABLES["snapshot_info"].shown)
     return 0
 
 
 def _cmd_sql(args: argparse.Namespace) -> int:
-    from adapters.snapshots import SnapshotReader
+    from adapters.snapshot_store import SnapshotReader
 
     with SnapshotReader.open(_settings(args).snapshot_dir) as reader:
         if args.query:
@@ -548,7 +533,7 @@ def _run_query(reader: Any, query: str, as_json: bool) -> int:
 
 
 def _cmd_maintain(args: argparse.Namespace) -> int:
-    from adapters.snapshots import SnapshotWriter
+    from adapters.snapshot_store import SnapshotWriter
 
     settings = _settings(args)
     retention = parse_duration(args.retention, "--retention") if args.retention else settings.snapshot_retention

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.inbox import JsonLinesInbox
-from adapters.snapshots import SnapshotReader
+from adapters.snapshot_store import SnapshotReader
 from ledger.errors import OmniLedgerError, SnapshotError
 from omni_ledger.config import Settings
 from omni_ledger.supervisor import Part

@@ -18,11 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from adapters.atp_view import ServingStore, SnapshotMeta
 from adapters.decision_feed import DecisionFeed, JsonLinesDecisionFeed, KafkaDecisionFeed
 from adapters.inbox import EventInbox, JsonLinesInbox, KafkaInbox
 from adapters.network_file import load_network
-from adapters.read_model import ReadModel
+from adapters.snapshot_store.read_model import ReadModel
+from adapters.snapshot_store.serving import ServingStore, SnapshotMeta
 from ledger.network import Network
 from omni_ledger.config import Settings
 from omni_ledger.metrics import watch_serving_store

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from adapters.codec import decode_json
-from adapters.snapshots import SnapshotReader
+from adapters.snapshot_store import SnapshotReader
 from ledger.contract import validate
 from ledger.dead_letter import DeadLetter
 from ledger.effects import split

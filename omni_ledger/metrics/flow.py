@@ -34,7 +34,7 @@ from omni_ledger.logs import worker
 from omni_ledger.metrics.server import REGISTRY
 
 if TYPE_CHECKING:
-    from adapters.snapshots import MaintenanceReport
+    from adapters.snapshot_store import MaintenanceReport
 
 __all__ = ["E2E_BUCKETS", "LAG_BUCKETS", "OUTCOMES", "PUBLISH_BUCKETS", "ROWS_BUCKETS", "FlowMetrics", "flow_metrics"]
 

@@ -17,7 +17,7 @@ from omni_ledger.metrics.server import REGISTRY
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-    from adapters.atp_view import ServingStore
+    from adapters.snapshot_store.serving import ServingStore
 
 __all__ = ["HTTP_BUCKETS", "ServingSnapshot", "instrument_app", "watch_serving_store"]
 

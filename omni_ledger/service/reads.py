@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from adapters.atp_view import ServingStore, SnapshotMeta
 from adapters.decision_feed import DecisionFeed
 from adapters.inbox import EventInbox
-from adapters.read_model import ReadModel, ReadView
+from adapters.snapshot_store.read_model import ReadModel, ReadView
+from adapters.snapshot_store.serving import ServingStore, SnapshotMeta
 from ledger.events import Millis
 from ledger.network import Network, appointment_slot
 from ledger.promise import Promise, PromiseRequest, SnapshotView, StaticView, promise

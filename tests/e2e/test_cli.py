@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from adapters.snapshots import SnapshotReader
+from adapters.snapshot_store import SnapshotReader
 from tests.conftest import EXAMPLES, REPO
 
 pytestmark = pytest.mark.e2e

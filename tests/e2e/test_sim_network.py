@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from adapters.network_file import load_network
-from adapters.snapshots import SnapshotReader
+from adapters.snapshot_store import SnapshotReader
 from tests.conftest import EXAMPLES, REPO, run_cli
 
 pytestmark = pytest.mark.e2e

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from adapters.snapshots import SnapshotReader
+from adapters.snapshot_store import SnapshotReader
 from ledger.events import EventType, InventoryEvent
 from omni_ledger.api import ERROR_RESPONSES, create_app
 from omni_ledger.serving import open_service

@@ -41,7 +41,7 @@ import pytest
 
 from adapters.avro_wire import WireCodec
 from adapters.kafka_io import EventProducer
-from adapters.snapshots import SnapshotReader
+from adapters.snapshot_store import SnapshotReader
 from ledger.contract import event_to_json_bytes
 from ledger.events import EventType, InventoryEvent
 from omni_ledger.simulator import RetailerSimulator, SimConfig

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from adapters.codec import decode_json, write_avro_file
-from adapters.snapshots import SnapshotReader
+from adapters.snapshot_store import SnapshotReader
 from ledger.contract import event_to_json_bytes, validate
 from ledger.dead_letter import DeadLetter
 from ledger.events import InventoryEvent

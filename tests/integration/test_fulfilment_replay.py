@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.snapshots import SnapshotReader
+from adapters.snapshot_store import SnapshotReader
 from ledger.contract import fulfilment_to_record
 from omni_ledger.bootstrap import reset_store
 from tests.conftest import read_jsonl

@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from adapters.avro_wire import WireCodec
 from adapters.kafka_io import EventProducer
 from adapters.kafka_records import SingleObjectWriter
-from adapters.snapshots import SnapshotReader
+from adapters.snapshot_store import SnapshotReader
 from ledger.contract import fulfilment_to_record
 from ledger.events import InventoryEvent
 from tests.conftest import EXAMPLES, REPO, recent_simulated_events, run_cli

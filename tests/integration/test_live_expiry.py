@@ -13,7 +13,7 @@ from adapters.codec import RawInput
 from flows.atp import Wiring, build_flow
 from ledger.contract import require_event
 from ledger.dead_letter import DeadLetter
-from ledger.outputs import DecisionStatus, FoldTally, PositionChange, ReservationDecision
+from ledger.outputs import DecisionStatus, ReservationDecision, SnapshotBatch
 from ledger.policy import LedgerPolicy
 
 pytestmark = pytest.mark.integration
@@ -48,7 +48,7 @@ def test_a_live_hold_expires_by_timer_and_its_units_return_to_atp():
             RawInput("t", elsewhere),
         ]
     )
-    snapshots: list[tuple[str, tuple[object, ...]]] = []
+    snapshots: list[tuple[str, SnapshotBatch]] = []
     decisions: list[tuple[str, ReservationDecision]] = []
     dead: list[tuple[str, DeadLetter]] = []
     wiring = Wiring(
@@ -67,7 +67,7 @@ def test_a_live_hold_expires_by_timer_and_its_units_return_to_atp():
     assert statuses == [("R1", DecisionStatus.ACCEPTED), ("R1", DecisionStatus.EXPIRED)]
     expired = decisions[-1][1]
     assert expired.decided_at >= now + 1_000
-    changes = [o for _, batch in snapshots for o in batch if isinstance(o, PositionChange) and o.site_id == "ST-1"]
+    changes = [c for _, batch in snapshots for c in batch.changes if c.site_id == "ST-1"]
     assert [(c.reserved, c.atp) for c in changes][-1] == (0, 1)
-    assert sum(o.applied for _, batch in snapshots for o in batch if isinstance(o, FoldTally)) == 3
+    assert sum(batch.tally.applied for _, batch in snapshots) == 3
     assert dead == []

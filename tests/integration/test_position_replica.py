@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.position_replica import PositionReplica
-from adapters.snapshots import SnapshotReader, SnapshotWriter
+from adapters.snapshot_store import SnapshotReader, SnapshotWriter
+from adapters.snapshot_store.replica import PositionReplica
 from ledger.errors import SnapshotError
 from tests.integration.test_snapshot_store import T0, change
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.read_model import ReadModel, ReadView
-from adapters.snapshots import SnapshotReader, SnapshotWriter
+from adapters.snapshot_store import SnapshotReader, SnapshotWriter
+from adapters.snapshot_store.read_model import ReadModel, ReadView
 from ledger.network import appointment_sku
 from ledger.outputs import InboundLine, OfferTerms
 from ledger.promise import MAX_LIMIT, Stock, promise

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.snapshots import SnapshotReader
+from adapters.snapshot_store import SnapshotReader
 from ledger.contract import event_to_json_bytes
 from omni_ledger.simulator import RetailerSimulator, SimConfig
 from tests.conftest import REPO

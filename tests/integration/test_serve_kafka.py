@@ -15,7 +15,7 @@ import pytest
 
 from adapters.avro_wire import WireCodec
 from adapters.kafka_io import EventProducer
-from adapters.snapshots import SnapshotReader
+from adapters.snapshot_store import SnapshotReader
 from ledger.errors import SnapshotError
 from omni_ledger.config import KafkaSettings, ServeSettings, Settings, SnapshotSettings
 from omni_ledger.serving import open_service

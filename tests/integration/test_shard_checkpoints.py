@@ -29,7 +29,7 @@ from ledger.contract import event_to_json_bytes
 from ledger.effects import split
 from ledger.errors import RecoveryError
 from ledger.events import EventType, InventoryEvent
-from ledger.outputs import PositionChange
+from ledger.outputs import SnapshotBatch
 from ledger.position_state import position_state
 from ledger.shard import Shard, position_key
 from omni_ledger.bootstrap import _recorded_shards, reset_store
@@ -165,7 +165,7 @@ def test_bytewax_recovery_store_holds_one_row_per_shard_not_per_position(tmp_pat
     recovery.mkdir()
     init_db_dir(recovery, 1)
     write_layout(recovery / SHARDS_DIR, 8)
-    snapshots: list[tuple[str, tuple[object, ...]]] = []
+    snapshots: list[tuple[str, SnapshotBatch]] = []
     wiring = Wiring(
         source=TestingSource(simulated_reads(20_000), batch_size=500),
         source_kind="test",
@@ -182,7 +182,7 @@ def test_bytewax_recovery_store_holds_one_row_per_shard_not_per_position(tmp_pat
         epoch_interval=timedelta(milliseconds=50),
         recovery_config=RecoveryConfig(str(recovery)),  # type: ignore[no-untyped-call]
     )
-    positions = {(c.site_id, c.sku) for _, batch in snapshots for c in batch if isinstance(c, PositionChange)}
+    positions = {(c.site_id, c.sku) for _, batch in snapshots for c in batch.changes}
     with sqlite3.connect(recovery / "part-0.sqlite3") as db:
         keys = [k for (k,) in db.execute("SELECT DISTINCT state_key FROM snaps WHERE step_id LIKE '%fold%'")]
     assert len(positions) > 1_000

@@ -10,15 +10,15 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from adapters import snapshots
-from adapters.compaction import CompactionPolicy
-from adapters.snapshot_sink import SnapshotSink
-from adapters.snapshots import MaintenanceReport, SnapshotReader, SnapshotWriter
+from adapters.snapshot_store import MaintenanceReport, SnapshotReader, SnapshotWriter, tables
+from adapters.snapshot_store.compaction import CompactionPolicy
+from adapters.snapshot_store.sink import SnapshotSink
 from ledger.contract import fulfilment_to_record
 from ledger.errors import SnapshotError
 from ledger.execution import (
@@ -31,7 +31,15 @@ from ledger.execution import (
     TaskStatus,
 )
 from ledger.fulfilment import Fulfilment, FulfilmentMode, SourceKind
-from ledger.outputs import DecisionStatus, FoldTally, InboundLine, OfferTerms, PositionChange, ReservationDecision
+from ledger.outputs import (
+    DecisionStatus,
+    FoldTally,
+    InboundLine,
+    OfferTerms,
+    PositionChange,
+    ReservationDecision,
+    SnapshotBatch,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_764_000_000_000  # 2025-11-24T16:00:00Z
@@ -359,7 +367,7 @@ def test_one_reader_serves_several_threads_at_once(writer: SnapshotWriter, reade
 _READER_LOOP = textwrap.dedent(
     """
     import json, sys, time
-    from adapters.snapshots import SnapshotReader
+    from adapters.snapshot_store import SnapshotReader
 
     store, final_id, deadline = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
     seen = []
@@ -696,8 +704,8 @@ def test_promised_inbound_lines_read_back_flagged(writer: SnapshotWriter, reader
 
 # The column lists of the version before fulfilment plans: no work tables, no inbound.promised.
 _PREVIOUS_TABLES = {
-    name: (tuple(c for c in columns if (name, c[0]) != ("inbound", "promised")), key)
-    for name, (columns, key) in snapshots._TABLES.items()
+    name: replace(table, columns=tuple(c for c in table.columns if (name, c.name) != ("inbound", "promised")))
+    for name, table in tables.TABLES.items()
     if name not in {"store_tasks", "transport_loads", "dropship_orders"}
 }
 
@@ -707,7 +715,7 @@ def test_a_store_from_the_previous_version_gains_the_new_tables_and_columns_in_o
     store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with monkeypatch.context() as patched:
-        patched.setattr(snapshots, "_TABLES", _PREVIOUS_TABLES)
+        patched.setattr(tables, "TABLES", _PREVIOUS_TABLES)
         old = SnapshotWriter.open(store)
         # What the previous version's publish left: a position with an inbound line.
         old._con.execute(
@@ -739,6 +747,35 @@ def test_a_store_from_the_previous_version_gains_the_new_tables_and_columns_in_o
         assert statuses(reader) == {"R1/PICK_FOR_SHUTTLE": "OPEN", "P-R1": "PLANNED", "R3": "ORDERED"}
 
 
+@pytest.mark.integration
+def test_a_column_declared_once_reaches_an_existing_store_its_publishes_and_its_readers(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with SnapshotWriter.open(store) as before:
+        before.publish([], [], [order(OrderStatus.ORDERED, ref="R3")], events_applied=1, now=T0)
+    # A new column is one line in its table's declaration: here, who carries a dropship order.
+    declared = tables.TABLES["dropship_orders"]
+    carrier: tables.Column[DropshipOrder] = tables.Column(
+        "carrier", "VARCHAR", "Who carries the order.", lambda o: f"courier of {o.order_ref}"
+    )
+    monkeypatch.setitem(tables.TABLES, "dropship_orders", replace(declared, columns=(*declared.columns, carrier)))
+
+    with SnapshotWriter.open(store) as upgraded:
+        upgraded.publish([], [], [order(OrderStatus.ORDERED, ref="R4")], events_applied=2, now=T0)
+
+    with SnapshotReader.open(store) as reader:
+        carried = {r["order_ref"]: r["carrier"] for r in reader.dropship_orders()}
+    assert carried == {"R3": None, "R4": "courier of R4"}  # R3 was written before the column existed
+    assert "| `carrier` | VARCHAR | Who carries the order. |" in tables.markdown()
+
+
+def test_the_snapshot_tables_page_is_made_from_the_declarations() -> None:
+    page = Path(__file__).resolve().parents[2] / "docs" / "snapshot-tables.md"
+    assert page.read_text() == tables.markdown(), (
+        "docs/snapshot-tables.md is out of date: python -m adapters.snapshot_store --markdown > docs/snapshot-tables.md"
+    )
+
+
 # ------------------------------------------------------------- the sink's writer thread
 
 
@@ -763,8 +800,9 @@ class _GatedPublish:
         monkeypatch.setattr(SnapshotWriter, "publish", publish)
 
 
-def interval(version: int, applied: int) -> list[tuple[object, ...]]:
-    return [(change("S1", "A", version, on_hand=version), FoldTally(applied=applied, duplicates=0, too_late=0))]
+def interval(version: int, applied: int) -> list[SnapshotBatch]:
+    tally = FoldTally(applied=applied, duplicates=0, too_late=0)
+    return [SnapshotBatch((change("S1", "A", version, on_hand=version),), tally=tally)]
 
 
 @pytest.mark.integration
@@ -899,7 +937,7 @@ def test_the_sink_runs_maintenance_when_its_compaction_policy_says_publishes_hav
         for version in range(1, 8):
             # Enough rows per publish to be written as files, not inlined in the catalog.
             rows = [change("S1", f"K{i:03d}", version, on_hand=version) for i in range(300)]
-            part.write_batch([(*rows, FoldTally(applied=300, duplicates=0, too_late=0))])
+            part.write_batch([SnapshotBatch(tuple(rows), tally=FoldTally(applied=300, duplicates=0, too_late=0))])
     finally:
         part.close()
     assert [reason for reason, _ in seen.runs] == ["publishes", "publishes"]

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.atp_view import ServingStore
-from adapters.snapshot_sink import SnapshotSink
-from adapters.snapshots import SnapshotReader, SnapshotWriter, drop_store, read_heartbeat, store_exists
+from adapters.snapshot_store import SnapshotReader, SnapshotWriter, drop_store, read_heartbeat, store_exists
+from adapters.snapshot_store.serving import ServingStore
+from adapters.snapshot_store.sink import SnapshotSink
 from ledger.errors import SnapshotError
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ _WRITER = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from adapters.snapshots import SnapshotWriter
+    from adapters.snapshot_store import SnapshotWriter
     from ledger.outputs import PositionChange
 
     store, catalog, index, rounds, keys, go = sys.argv[1:7]
@@ -226,7 +226,7 @@ _OPENER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from adapters.snapshots import SnapshotWriter
+    from adapters.snapshot_store import SnapshotWriter
 
     store, catalog, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[5])
     index, writers = int(sys.argv[3]), int(sys.argv[4])

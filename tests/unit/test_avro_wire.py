@@ -298,11 +298,14 @@ def test_a_writer_schema_with_an_added_optional_field_decodes_once_registered():
     assert isinstance(record, dict)
     assert "channel" not in record  # resolved to our schema: the unknown field is dropped
     assert validate(record, origin="", raw=value) == SAMPLE
-    assert codec.known_writer_schemas() == {
-        codec.fingerprint.hex(): "ours",
-        "d70e89cbf5822233": "registered",  # schemas/history/inventory_event.1.avsc
-        value[2:10].hex(): "registered",
-    }
+    assert (
+        codec.known_writer_schemas()
+        == {
+            codec.fingerprint.hex(): "ours",
+            "d70e89cbf5822233": "registered",  # schemas/history/inventory_event.1.avsc
+            value[2:10].hex(): "registered",
+        }
+    )
 
 
 def test_a_writer_schema_without_an_optional_field_reads_it_as_its_default():

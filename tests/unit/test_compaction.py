@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.compaction import CompactionPolicy
+from adapters.snapshot_store.compaction import CompactionPolicy
 
 pytestmark = pytest.mark.unit
 

@@ -209,7 +209,6 @@ def test_a_position_saved_as_plain_state_comes_back_equal(data, policy, chunk):
         assert position_from_state(position) is position
 
 
-
 def test_event_ids_holding_the_state_separator_survive_a_save():
     # The contract refuses control characters, but an event built by a tool may hold one.
     policy = LedgerPolicy()

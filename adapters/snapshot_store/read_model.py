@@ -25,7 +25,6 @@ and an inbound line or an offer changes only by such an event.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import threading
 import time
@@ -39,8 +38,9 @@ from typing import Any, cast
 
 import duckdb
 
-from adapters.position_replica import data_ranges, insertions_sql, snapshot_range
-from adapters.snapshots import SnapshotReader, store_exists
+from adapters.snapshot_store.layout import store_exists
+from adapters.snapshot_store.reader import SnapshotReader
+from adapters.snapshot_store.replica import data_ranges, insertions_sql, lower_priority, snapshot_range
 from ledger.errors import SnapshotError
 from ledger.events import Millis
 from ledger.network import appointment_slot
@@ -380,8 +380,7 @@ class ReadModel:
 
     def _follow(self, every: float, nice: int) -> None:
         # Below the requests' priority (Linux: per thread): a refresh yields the CPU to them.
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + nice)
+        lower_priority(nice)
         while not self._stop.is_set():
             try:
                 self.refresh()

@@ -2,11 +2,11 @@
 
 One partition per snapshot writer (`writers`, default 1): the flow keys each batch
 `snapshot-{i}` and the partition i publishes it with its own `SnapshotWriter` (its own
-tables when there are several, see `adapters.snapshots`). Each `write_batch` receives the
-tuples the batching step gathered during one snapshot interval.
+tables when there are several, see `adapters.snapshot_store.writer`). Each `write_batch`
+receives the `SnapshotBatch`es the batching step gathered during one snapshot interval.
 
 The publish (a MERGE into DuckLake, up to a second for 100,000 positions) runs on a
-background writer thread, so the Bytewax worker thread only sorts the outputs and hands
+background writer thread, so the Bytewax worker thread only joins the batches and hands
 them over. The handover queue is bounded (`max_pending` batches): a writer that falls
 behind blocks `write_batch` (backpressure), memory never grows without bound.
 
@@ -16,12 +16,12 @@ published when the process dies would be lost (the recovered fold would not emit
 again). Waiting there for the publish would stall the whole worker (the fold, the
 `atp.changes` producer) for up to a publish at every epoch. So instead:
 
-1. `write_batch` sorts the outputs, adds the events applied to the running total, keeps
+1. `write_batch` joins the batches' outputs, adds the events applied to the running total, keeps
    the job as pending and puts it on the queue (blocking while it is full).
 2. The writer thread publishes jobs in order, then writes the heartbeat, then drops the
    job from the pending ones; maintenance runs there too, between publishes, so it never
    races a commit: every `maintenance_every`, and whenever the publishes have slowed by
-   as much as a maintenance run costs (files pile up; see `adapters.compaction`).
+   as much as a maintenance run costs (files pile up; see `adapters.snapshot_store.compaction`).
 3. `snapshot()` returns the running total and the jobs still pending (usually none, or
    the one being published): the epoch's state carries whatever of its outputs has not
    landed yet. A partition resumed with pending jobs publishes them first; publishing a
@@ -56,12 +56,13 @@ from typing import Any, Protocol
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from adapters.compaction import CompactionPolicy
-from adapters.snapshots import MaintenanceReport, SnapshotWriter
+from adapters.snapshot_store.compaction import CompactionPolicy
+from adapters.snapshot_store.maintenance import MaintenanceReport
+from adapters.snapshot_store.writer import SnapshotWriter
 from ledger.errors import SnapshotError
 from ledger.events import Millis
-from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask, Work
-from ledger.outputs import FoldTally, PositionChange, ReservationDecision
+from ledger.execution import Work
+from ledger.outputs import PositionChange, ReservationDecision, SnapshotBatch
 
 __all__ = ["PublishCallback", "PublishObserver", "SnapshotSink", "writer_of_key"]
 
@@ -143,7 +144,7 @@ class _Maintained:
 _STOP = None
 
 
-class _Partition(StatefulSinkPartition[tuple[Any, ...], SinkState]):
+class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
     def __init__(
         self,
         directory: Path,
@@ -180,7 +181,7 @@ class _Partition(StatefulSinkPartition[tuple[Any, ...], SinkState]):
         self._maintenance_every = maintenance_every.total_seconds()
         self._last_maintenance = time.monotonic()
         # Publishes slow down as files pile up between maintenance runs: also run it when
-        # that has cost as much as a run (adapters.compaction).
+        # that has cost as much as a run (adapters.snapshot_store.compaction).
         self._compaction = compaction or CompactionPolicy()
         self._on_publish = on_publish
         self._observer = observer
@@ -198,21 +199,16 @@ class _Partition(StatefulSinkPartition[tuple[Any, ...], SinkState]):
 
     # -- the worker thread
 
-    def write_batch(self, values: list[tuple[Any, ...]]) -> None:
+    def write_batch(self, values: list[SnapshotBatch]) -> None:
         self._settle()
         changes: list[PositionChange] = []
         decisions: list[ReservationDecision] = []
         work: list[Work] = []
         for batch in values:
-            for item in batch:
-                if isinstance(item, PositionChange):
-                    changes.append(item)
-                elif isinstance(item, ReservationDecision):
-                    decisions.append(item)
-                elif isinstance(item, StoreTask | ShuttleLoad | DropshipOrder):
-                    work.append(item)
-                elif isinstance(item, FoldTally):
-                    self._applied += item.applied
+            changes.extend(batch.changes)
+            decisions.extend(batch.decisions)
+            work.extend(batch.work)
+            self._applied += batch.tally.applied
         self._hand_over(_Job(changes, decisions, work, self._applied, time.time_ns() // 1_000_000))
 
     def _hand_over(self, job: _Job, *, keep_seq: bool = False) -> None:
@@ -328,8 +324,8 @@ class _Partition(StatefulSinkPartition[tuple[Any, ...], SinkState]):
             self._done.put(_Maintained(report, "interval" if on_timer else "publishes"))
 
 
-class SnapshotSink(FixedPartitionedSink[tuple[Any, ...], SinkState]):
-    """Publish `("snapshot-{i}", (outputs...))` items into the DuckLake store at `directory`.
+class SnapshotSink(FixedPartitionedSink[SnapshotBatch, SinkState]):
+    """Publish `("snapshot-{i}", SnapshotBatch)` items into the DuckLake store at `directory`.
 
     `catalog`: "" keeps the DuckLake catalog in SQLite at DIR/catalog.sqlite;
     "postgres:<libpq conninfo>" keeps it in PostgreSQL (data files stay under DIR/data).

@@ -23,20 +23,22 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 
 import duckdb
 
-from adapters.snapshots import LAKE, POSITION_COLUMNS, SnapshotReader
+from adapters.snapshot_store.connection import Closing
+from adapters.snapshot_store.layout import LAKE
+from adapters.snapshot_store.reader import SnapshotReader
+from adapters.snapshot_store.tables import POSITION_COLUMNS
 from ledger.errors import SnapshotError
 
-__all__ = ["PositionReplica", "data_ranges", "insertions_sql", "snapshot_range"]
+__all__ = ["PositionReplica", "data_ranges", "insertions_sql", "lower_priority", "snapshot_range"]
 
 _TABLE = "memory.main.position_replica"
 _COLLISION = "position replica: two keys share a hash"
 
 
-class PositionReplica:
+class PositionReplica(Closing):
     """Positions of one snapshot in memory; `refresh()` moves it to the newest."""
 
     def __init__(self, reader: SnapshotReader) -> None:
@@ -121,8 +123,7 @@ class PositionReplica:
         self._follower.start()
 
     def _follow(self, every: float, nice: int) -> None:
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + nice)
+        lower_priority(nice)
         while not self._stop.is_set():
             try:
                 self.refresh()
@@ -162,17 +163,6 @@ class PositionReplica:
             # A refresh in progress ends first: closing DuckDB under it could abort the process.
             self._follower.join(timeout=60)
         self._reader.close()
-
-    def __enter__(self) -> PositionReplica:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- internals
 
@@ -295,6 +285,12 @@ class PositionReplica:
         self._snapshot_id = until
         self._refreshed_at = time.time()
         return changed
+
+
+def lower_priority(nice: int) -> None:
+    """Run the calling thread `nice` steps below the process's priority (Linux: per thread; elsewhere nothing)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + nice)
 
 
 def _feed_sql(kind: str, tables: Sequence[str], ranges: Sequence[tuple[int, int]], columns: str) -> str:

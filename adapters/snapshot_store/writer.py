@@ -1,0 +1,476 @@
+"""Publishing fold outputs as DuckLake snapshots: `SnapshotWriter`, and the numbered commit order of a publish.
+
+`SnapshotWriter`s (the flow's sink partitions, see `adapters.snapshot_store.sink`) publish
+what the fold emitted; any number of `SnapshotReader`s, in any process, read committed
+snapshots. The tables are declared in `adapters.snapshot_store.tables` (reference:
+docs/snapshot-tables.md).
+
+Several writers on one catalog (`writers` > 1, a flow scaled out: each writer owns the
+(site, sku) keys the flow routes to it). Measured with DuckDB 1.5.5 / DuckLake 1.0, two
+processes MERGE-ing disjoint keys into one table: on PostgreSQL 8 of 40 commits failed
+"Transaction conflict - attempting to insert into table ... but another transaction has
+deleted from it" (DuckLake checks inserts against deletes per table, not per key, and
+does not retry a logical conflict); on SQLite 3 of 40 failed "database is locked" (no
+busy timeout, no retry). So each writer has its own tables (`positions_w0`,
+`positions_w1`, ...) and the public names are DuckLake views over their UNION ALL,
+created with them: readers query `positions`, `AT (VERSION => n)` included (a view read
+at a version reads its tables at that version). Writers only ever insert into the one
+shared table, `snapshot_log`. With per-writer tables, two writers on PostgreSQL committed
+40 of 40 each (DuckLake retries the race for the next snapshot id itself); on SQLite they
+still failed "database is locked" unless each whole transaction (BEGIN to COMMIT) takes
+its turn on DIR/.commit.lock, so with SQLite the writers stage and coalesce in parallel
+and write one at a time (one host). A PostgreSQL catalog is the one for a cluster.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import IO
+
+import duckdb
+
+from adapters.snapshot_store.coalesce import TERMINAL, highest_ranks, latest_offers, latest_versions, winning_decisions
+from adapters.snapshot_store.connection import (
+    COMMIT_ATTEMPTS,
+    Closing,
+    attach,
+    commit_turn,
+    connect,
+    dicts,
+    from_millis,
+    is_transient,
+    lost_creation_race,
+    millis_to_datetime,
+    pause,
+    rollback,
+    scalar,
+    set_wal,
+    taking_turns,
+)
+from adapters.snapshot_store.layout import (
+    CATALOG_FILE,
+    DATA_DIR,
+    LAKE,
+    LOCK_FILE,
+    SNAPSHOT_LOG,
+    StoreLayout,
+    heartbeat_file,
+)
+from adapters.snapshot_store.maintenance import MaintenanceReport, maintain
+from adapters.snapshot_store.staging import merge, stage, stage_csv
+from adapters.snapshot_store.tables import (
+    INBOUND,
+    SNAPSHOT_INFO,
+    SNAPSHOT_LOG_TABLE,
+    TABLES,
+    PublishRecord,
+    SiteLine,
+    create_missing,
+)
+from ledger.errors import SnapshotError
+from ledger.events import Millis
+from ledger.execution import Work
+from ledger.outputs import PositionChange, ReservationDecision
+
+__all__ = ["SnapshotWriter"]
+
+_TERMINAL_SQL = ", ".join(f"'{s}'" for s in TERMINAL)
+
+
+@dataclass(frozen=True, slots=True)
+class _Staged:
+    """Which temp tables a publish staged (step 2), for the commit steps."""
+
+    positions: bool
+    inbound: bool
+    offers: bool
+    reservations: bool
+    tasks: bool
+    loads: bool
+    orders: bool
+
+
+# ----------------------------------------------------------------------------- writer
+
+
+class SnapshotWriter(Closing):
+    """A writer: publishes fold outputs as DuckLake snapshots.
+
+    Open it with `SnapshotWriter.open(directory)`: one writer per store. With
+    `writers=N`, N writers (indexes 0..N-1, in this or other processes) share the store,
+    each writing its own tables; a second writer with the same index is refused (its
+    commits would race for the same rows).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        con: duckdb.DuckDBPyConnection,
+        lock: IO[bytes],
+        layout: StoreLayout | None = None,
+        writer: int = 0,
+    ) -> None:
+        """Use `SnapshotWriter.open`."""
+        self._dir = directory
+        self._con = con
+        self._lock = lock
+        self._layout = layout or StoreLayout()
+        self._index = writer
+        self._names = {name: self._layout.table(name, writer) for name in TABLES}
+        self._last_info = self._read_last_info()
+
+    # -- lifecycle
+
+    @classmethod
+    def open(cls, directory: Path, *, catalog: str = "", writers: int = 1, writer: int = 0) -> SnapshotWriter:
+        """Open the store at `directory` as writer `writer` of `writers`, creating whatever is missing (idempotent).
+
+        `catalog`: "" for SQLite at DIR/catalog.sqlite, "postgres:<libpq conninfo>" for
+        PostgreSQL. A store keeps the catalog and writer count it was created with
+        (DIR/store.json): opening it with others is refused.
+        """
+        directory = Path(directory).resolve()
+        layout = StoreLayout(catalog, writers)
+        if not 0 <= writer < writers:
+            msg = f"writer index {writer} is out of range for {writers} writer(s) (0..{writers - 1})"
+            raise SnapshotError(msg)
+        try:
+            (directory / DATA_DIR).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            msg = f"cannot create the snapshot store directory {directory}: {exc}"
+            raise SnapshotError(msg) from exc
+        existing = StoreLayout.of(directory)
+        deadline = time.monotonic() + 15
+        while existing is not None and existing != layout and existing.default and time.monotonic() < deadline:
+            # Another writer of this layout may be creating the store right now: its catalog
+            # file appears before its manifest (the manifest comes last, for readers).
+            time.sleep(0.1)
+            existing = StoreLayout.of(directory)
+        if existing is not None and existing != layout:
+            msg = (
+                f"the snapshot store {directory} was created with the catalog {existing.described()} and "
+                f"{existing.writers} writer(s); it cannot be opened with {layout.described()} and "
+                f"{layout.writers} writer(s) (keys would move between writers' tables): use the same "
+                "settings, or start over with --reset"
+            )
+            raise SnapshotError(msg)
+        lock = cls._take_lock(directory, layout, writer)
+        con: duckdb.DuckDBPyConnection | None = None
+        try:
+            # Extensions first: a reader that sees the catalog file can then load them.
+            con = connect(directory, layout)
+            if not layout.postgres:
+                with commit_turn(directory, layout):
+                    set_wal(directory / CATALOG_FILE)
+            for attempt in range(COMMIT_ATTEMPTS):
+                try:
+                    with commit_turn(directory, layout):
+                        attach(con, directory, layout, read_only=False)
+                    break
+                except SnapshotError as exc:
+                    # Several writers attaching a new PostgreSQL catalog at once race to
+                    # create DuckLake's own tables ("duplicate key", or "relation ... already
+                    # exists": seen in CI); the loser attaches what the winner made.
+                    if attempt + 1 < COMMIT_ATTEMPTS and lost_creation_race(exc):
+                        pause(attempt)
+                        continue
+                    raise
+            cls._create_tables(con, directory, layout)
+            # Last: a reader that finds the manifest finds the tables.
+            layout.save(directory)
+            return cls(directory, con, lock, layout, writer)
+        except BaseException:
+            if con is not None:
+                con.close()
+            lock.close()
+            raise
+
+    @staticmethod
+    def _take_lock(directory: Path, layout: StoreLayout, writer: int) -> IO[bytes]:
+        path = directory / (f".writer-{writer}.lock" if layout.sharded else LOCK_FILE)
+        lock = path.open("ab")
+        try:
+            # Released by the OS when the process dies, so a crash never leaves it stale.
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            lock.close()
+            who = f"writer {writer}" if layout.sharded else "a SnapshotWriter"
+            msg = (
+                f"another process has {who} of the snapshot store {directory} open "
+                f"({path} is locked): each writer index takes one writer; stop the other one"
+            )
+            raise SnapshotError(msg) from exc
+        return lock
+
+    @staticmethod
+    def _create_tables(con: duckdb.DuckDBPyConnection, directory: Path, layout: StoreLayout) -> None:
+        """Create the missing tables (and views) and add the missing columns, in one snapshot.
+
+        A store written by an earlier version lacks what was added since; nothing is
+        dropped or retyped, so its readers keep working. Several writers opening a new
+        store at once race to create it: the loser finds the tables on its next attempt.
+        """
+        try:
+            # "already exists" counts as a lost race: another writer created a table between
+            # this writer's look at the catalog and its CREATE (seen on PostgreSQL in CI);
+            # the next attempt looks again and finds it.
+            taking_turns(con, directory, layout, lambda: create_missing(con, layout), lost_creation_race)
+        except duckdb.Error as exc:
+            msg = f"cannot create or upgrade the snapshot store tables: {exc}"
+            raise SnapshotError(msg) from exc
+
+    def close(self) -> None:
+        """Close the connection and release the writer lock."""
+        try:
+            self._con.close()
+        finally:
+            self._lock.close()
+
+    # -- publishing
+
+    def publish(
+        self,
+        changes: Sequence[PositionChange],
+        decisions: Sequence[ReservationDecision],
+        work: Sequence[Work] = (),
+        *,
+        events_applied: int,
+        now: Millis,
+    ) -> int | None:
+        """Write one DuckLake snapshot holding `changes`, `decisions` and `work`; return its id.
+
+        Returns None, writing nothing, when all three are empty. Safe to call again with
+        what was already published (at-least-once delivery): an older position version
+        changes nothing, nor does work of a rank already stored. `events_applied` is the
+        caller's running total.
+
+        Commit order (one transaction, so readers see all of it or none of it):
+
+        1. Coalesce in memory: the highest version per (site, sku), the newest offer per
+           (seller, sku), the winning decision per reservation, the highest rank per
+           piece of work (equal ranks: the later one).
+        2. Stage the rows in temp tables (one JSON parameter per table: cost grows with
+           the change, not with the store).
+        3. BEGIN (with several writers on SQLite, after taking the commit turn); one
+           writer alone reads the current snapshot id: this commit will create id + 1.
+        4. Pick the accepted positions: new keys, or a version above the stored one.
+        5. Replace the inbound lines of the accepted keys (before 6, which changes the
+           versions that 4 compared).
+        6. MERGE the accepted positions (the version guard is repeated in the MERGE).
+        7. MERGE offers (newer updated_at wins), reservations (last decision wins
+           unless the stored one is terminal and newer) and work (store tasks, transport
+           loads, dropship orders: a higher rank replaces, new keys are inserted; statuses
+           only move forward, so a replayed or redelivered record changes nothing).
+        8. INSERT the snapshot_info row (id, events_applied, max_occurred_at); several
+           writers: the snapshot_log row (writer, events_applied, max_occurred_at), whose
+           id DuckLake records as it commits.
+        9. COMMIT, then check DuckLake created the id written in 8; only now may the
+           caller advance its input position.
+
+        A commit that lost a race with another writer (a conflict, a locked SQLite
+        catalog) is rolled back and steps 3-9 run again with the staged rows, up to
+        `COMMIT_ATTEMPTS` times; a conflict is only a lost race here, never a
+        contradiction, because no two writers own the same rows.
+        """
+        if not changes and not decisions and not work:
+            return None
+        # 1. Coalesce.
+        positions = latest_versions(changes)
+        offers = latest_offers(changes)
+        reservations = winning_decisions(decisions)
+        tasks, loads, orders = highest_ranks(work)
+        max_occurred = max((c.max_occurred_at for c in changes), default=None)
+        previous = self._last_info.get("max_occurred_at_ms")
+        if isinstance(previous, int) and (max_occurred is None or previous > max_occurred):
+            max_occurred = previous
+        con = self._con
+        try:
+            # 2. Stage (temp tables are local to this connection, outside the lake);
+            # an empty one is skipped with its statement: each costs ~3 ms.
+            lines = [SiteLine(c.site_id, c.sku, line) for c in positions for line in c.inbound]
+            if positions:
+                stage_csv(con, TABLES["positions"], positions)
+            if lines:
+                stage_csv(con, TABLES["inbound"], lines)
+            for name, rows in (
+                ("offers", offers),
+                ("reservations", reservations),
+                ("store_tasks", tasks),
+                ("transport_loads", loads),
+                ("dropship_orders", orders),
+            ):
+                if rows:
+                    stage(con, TABLES[name], rows)
+        except duckdb.Error as exc:
+            msg = f"cannot stage a publish to the snapshot store {self._dir}: {exc}"
+            raise SnapshotError(msg) from exc
+        staged = _Staged(
+            bool(positions), bool(lines), bool(offers), bool(reservations), bool(tasks), bool(loads), bool(orders)
+        )
+        for attempt in range(COMMIT_ATTEMPTS):
+            try:
+                with commit_turn(self._dir, self._layout):
+                    snapshot_id, committed = self._commit(staged, events_applied, now, max_occurred)
+                break
+            except SnapshotError:
+                rollback(con)
+                raise
+            except duckdb.Error as exc:
+                rollback(con)
+                if attempt + 1 < COMMIT_ATTEMPTS and is_transient(exc):
+                    pause(attempt)
+                    continue
+                msg = (
+                    f"cannot publish {len(positions)} positions, {len(reservations)} reservation "
+                    f"decisions, {len(tasks)} store tasks, {len(loads)} transport loads and "
+                    f"{len(orders)} dropship orders to the snapshot store {self._dir}"
+                    f"{f' (writer {self._index}, attempt {attempt + 1})' if self._layout.sharded else ''}: {exc}"
+                )
+                raise SnapshotError(msg) from exc
+        if snapshot_id is not None and committed != snapshot_id:
+            msg = (
+                f"published DuckLake snapshot {committed} but recorded it as {snapshot_id} in "
+                f"snapshot_info at {self._dir}: another process wrote to the catalog; "
+                "the store takes one writer (or open it with writers=N, one index each)"
+            )
+            raise SnapshotError(msg)
+        self._last_info = {
+            "snapshot_id": committed,
+            "created_at": millis_to_datetime(now),
+            "events_applied": events_applied,
+            "max_occurred_at": None if max_occurred is None else millis_to_datetime(max_occurred),
+            "max_occurred_at_ms": max_occurred,
+        }
+        return committed
+
+    def _commit(
+        self, staged: _Staged, events_applied: int, now: Millis, max_occurred: Millis | None
+    ) -> tuple[int | None, int]:
+        """Steps 3-9 of `publish`: (the id predicted in 3, or None with several writers; the id committed)."""
+        con = self._con
+        names = self._names
+        # 3. Begin; predict the snapshot id (one writer: nobody else commits).
+        con.execute("BEGIN")
+        snapshot_id = None if self._layout.sharded else scalar(con, f"SELECT * FROM {LAKE}.current_snapshot()") + 1
+        if staged.positions:
+            # 4. Accepted positions.
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE accepted AS "
+                "SELECT s.* FROM stage_positions s "
+                f"LEFT JOIN {LAKE}.{names['positions']} p ON p.site_id = s.site_id AND p.sku = s.sku "
+                # >=: after a crash the replayed epoch may re-derive a version with other
+                # content (live clock, partitions interleaving anew); the fold continues
+                # from the replay, so the replay's row is the true one.
+                "WHERE p.version IS NULL OR s.version >= p.version"
+            )
+            if scalar(con, "SELECT count(*) FROM accepted"):
+                # 5. Inbound lines of accepted keys: delete, then insert the new ones.
+                inbound = names["inbound"]
+                con.execute(
+                    f"DELETE FROM {LAKE}.{inbound} USING accepted a "
+                    f"WHERE {inbound}.site_id = a.site_id AND {inbound}.sku = a.sku"
+                )
+                if staged.inbound:
+                    # Columns by name: a store upgraded in place has them in another order.
+                    inbound_columns = ", ".join(INBOUND.names)
+                    con.execute(
+                        f"INSERT INTO {LAKE}.{inbound} ({inbound_columns}) "
+                        f"SELECT {inbound_columns} FROM stage_inbound i SEMI JOIN accepted a "
+                        "ON i.site_id = a.site_id AND i.sku = a.sku"
+                    )
+                # 6. Positions.
+                merge(con, "positions", names["positions"], "accepted", "s.version >= t.version")
+        # 7. Offers, reservations and work.
+        if staged.offers:
+            merge(con, "offers", names["offers"], "stage_offers", "s.updated_at > t.updated_at")
+        if staged.reservations:
+            merge(
+                con,
+                "reservations",
+                names["reservations"],
+                "stage_reservations",
+                # Replace unless the stored decision is terminal and newer; at the
+                # same instant a terminal status beats a non-terminal one.
+                f"NOT (t.status IN ({_TERMINAL_SQL}) AND (t.decided_at > s.decided_at "
+                f"OR (t.decided_at = s.decided_at AND s.status NOT IN ({_TERMINAL_SQL}))))",
+            )
+        for table, present in (
+            ("store_tasks", staged.tasks),
+            ("transport_loads", staged.loads),
+            ("dropship_orders", staged.orders),
+        ):
+            if present:
+                merge(con, table, names[table], f"stage_{table}", "s.rank > t.rank")
+        # 8. The snapshot_info (snapshot_log) row.
+        record = PublishRecord(snapshot_id, self._index, now, events_applied, max_occurred)
+        info = SNAPSHOT_INFO if snapshot_id is not None else SNAPSHOT_LOG_TABLE
+        placeholders = ", ".join(from_millis("?::BIGINT") if c.sql == "MILLIS" else "?" for c in info.columns)
+        con.execute(
+            f"INSERT INTO {LAKE}.{names['snapshot_info']} ({', '.join(info.names)}) VALUES ({placeholders})",
+            info.values(record),
+        )
+        # 9. Commit and read the id DuckLake gave it.
+        con.execute("COMMIT")
+        committed = scalar(con, f"SELECT * FROM ducklake_last_committed_snapshot('{LAKE}')")
+        return snapshot_id, committed
+
+    def heartbeat(self, now: Millis) -> None:
+        """Record that the newest snapshot is current as of `now` (DIR/heartbeat.json, replaced atomically).
+
+        Readers take a snapshot's age from this, not from its creation: a ledger with
+        nothing new to publish is not stale; one whose flow stopped is. With several
+        writers each writes its own (DIR/heartbeat-{i}.json); see `read_heartbeat`.
+        """
+        info = self._last_info
+        record = {"at": now, "snapshot_id": info.get("snapshot_id") if info else None}
+        target = heartbeat_file(self._dir, self._layout, self._index)
+        scratch = target.with_suffix(".tmp")
+        try:
+            scratch.write_text(json.dumps(record))
+            os.replace(scratch, target)
+        except OSError as exc:
+            msg = f"cannot write the heartbeat {target}: {exc.strerror}"
+            raise SnapshotError(msg) from exc
+
+    def last_snapshot_info(self) -> dict[str, object] | None:
+        """The snapshot_info row of this writer's last publish (None for a store never published)."""
+        if not self._last_info:
+            return None
+        return {k: v for k, v in self._last_info.items() if k != "max_occurred_at_ms"}
+
+    def _read_last_info(self) -> dict[str, object]:
+        # Read once at open and then kept in memory: the table grows by a row per publish
+        # and publishing must not cost more as it grows.
+        if self._layout.sharded:
+            query = (
+                f"SELECT snapshot_id, created_at, events_applied, max_occurred_at, "
+                f"epoch_ms(max_occurred_at) AS max_occurred_at_ms FROM {LAKE}.{SNAPSHOT_LOG} "
+                f"WHERE writer = {int(self._index)} ORDER BY snapshot_id DESC LIMIT 1"
+            )
+        else:
+            query = (
+                f"SELECT *, epoch_ms(max_occurred_at) AS max_occurred_at_ms "
+                f"FROM {LAKE}.snapshot_info ORDER BY snapshot_id DESC LIMIT 1"
+            )
+        try:
+            rows = dicts(self._con.execute(query))
+        except duckdb.Error as exc:
+            msg = f"cannot read snapshot_info in the snapshot store {self._dir}: {exc}"
+            raise SnapshotError(msg) from exc
+        return rows[0] if rows else {}
+
+    # -- maintenance
+
+    def maintain(self, *, keep_snapshots_for: timedelta) -> MaintenanceReport:
+        """Compact files and expire snapshots older than `keep_snapshots_for` (see `maintenance.maintain`).
+
+        Creates snapshots of its own (no snapshot_info row), so publish ids after it jump.
+        """
+        return maintain(self._con, self._dir, self._layout, self._index, keep_snapshots_for=keep_snapshots_for)

@@ -759,7 +759,7 @@ def _cmd_open_slots(args: argparse.Namespace) -> int:
 
 
 def _cmd_sim_network(args: argparse.Namespace) -> int:
-    from omni_ledger.sim_network import network_toml, simulated_network
+    from simulator.network import network_toml, simulated_network
 
     settings = _settings(args).simulator
     network = simulated_network(settings.sim_config())

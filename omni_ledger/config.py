@@ -98,7 +98,7 @@ from ledger.errors import ConfigError
 from ledger.network import load_network
 from ledger.policy import LedgerPolicy, SafetyStock
 from omni_ledger.logs import FORMATS, LEVELS
-from omni_ledger.simulator import SimConfig
+from simulator import SimConfig
 
 __all__ = [
     "KafkaSettings",

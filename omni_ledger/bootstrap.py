@@ -45,7 +45,7 @@ from bytewax.outputs import (
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
-from adapters.avro_wire import WireCodec
+from adapters.avro_wire import wire_codec
 from adapters.clock import Clock, ReplayClock, WallClock
 from adapters.file_source import FileSource
 from adapters.jsonl_sink import (
@@ -74,7 +74,7 @@ from ledger.dead_letter import DeadLetter
 from ledger.errors import ConfigError, OmniLedgerError, RecoveryError
 from ledger.outputs import ReservationDecision
 from ledger.shard import DEFAULT_SHARDS
-from omni_ledger.config import KafkaSettings, Settings
+from omni_ledger.config import Settings
 from omni_ledger.metrics import FlowMetrics
 from omni_ledger.progress import Progress
 
@@ -177,23 +177,6 @@ def _counted(
         return render(item)
 
     return counting
-
-
-def wire_codec(kafka: KafkaSettings) -> WireCodec:
-    """The Avro wire codec the settings ask for (single-object, or Confluent with a registry)."""
-    if kafka.framing == "confluent":
-        from confluent_kafka.schema_registry import SchemaRegistryClient
-
-        registry = SchemaRegistryClient({"url": kafka.schema_registry_url})
-        return WireCodec(schema_registry=registry, topic=kafka.topic("inventory.events"))
-    schemas = []
-    for path in kafka.writer_schemas:
-        try:
-            schemas.append(path.read_text())
-        except OSError as exc:
-            msg = f"kafka.writer_schemas: cannot read {path}: {exc.strerror}"
-            raise ConfigError(msg) from exc
-    return WireCodec(writer_schemas=schemas)
 
 
 def reset_store(directory: Path) -> None:

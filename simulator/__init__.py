@@ -7,23 +7,14 @@ clock (the caller passes the time) and keeps its whole state in one immutable va
 - `retailer.py`: `RetailerSimulator`, which draws the stories and keeps the beliefs.
 - `stories.py`: each story (a sale, a transfer, a dropship...) as the events it emits.
 - `state.py`: `SimState`, the value a simulator resumes from.
-- `network.py`: the simulated network as a network file, for a promise over it.
+- `network.py`: the simulated network as a network file, for a promise over it
+  (`from simulator.network import simulated_network, network_toml`).
 
 The Bytewax source that wraps it is `adapters/sim_source.py`.
 """
 
 from simulator.config import EventMix, SimConfig, Site, SiteKind
-from simulator.network import network_toml, simulated_network
 from simulator.retailer import RetailerSimulator
 from simulator.state import SimState
 
-__all__ = [
-    "EventMix",
-    "RetailerSimulator",
-    "SimConfig",
-    "SimState",
-    "Site",
-    "SiteKind",
-    "network_toml",
-    "simulated_network",
-]
+__all__ = ["EventMix", "RetailerSimulator", "SimConfig", "SimState", "Site", "SiteKind"]

@@ -23,25 +23,13 @@ import os
 import shutil
 import socket
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bytewax.inputs import (
-    DynamicSource,
-    FixedPartitionedSource,
-    Source,
-    StatefulSourcePartition,
-    StatelessSourcePartition,
-)
-from bytewax.outputs import (
-    DynamicSink,
-    FixedPartitionedSink,
-    StatefulSinkPartition,
-    StatelessSinkPartition,
-)
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
@@ -63,6 +51,7 @@ from adapters.kafka_records import (
     render_order,
     render_task,
 )
+from adapters.partitions import FirstError, guarded
 from adapters.recovery import discard_uncommitted
 from adapters.shard_checkpoints import SHARDS_DIR, read_layout, write_layout
 from adapters.shutdown import StopFlag
@@ -421,146 +410,18 @@ def _check_addresses(settings: Settings) -> None:
             )
 
 
-class _FirstError:
-    """The first exception a source or sink of this process raised (see `_guard`)."""
-
-    def __init__(self) -> None:
-        self.error: Exception | None = None
-        self._lock = threading.Lock()
-
-    def call(self, method: Callable[..., _R], *args: Any) -> _R:
-        try:
-            return method(*args)
-        except StopIteration:  # a source's normal end of input
-            raise
-        except Exception as exc:
-            with self._lock:
-                if self.error is None:
-                    self.error = exc
-            raise
-
-
-class _GuardedStatefulSourcePart(StatefulSourcePartition[Any, Any]):
-    def __init__(self, inner: StatefulSourcePartition[Any, Any], errors: _FirstError) -> None:
-        self._inner, self._errors = inner, errors
-
-    def next_batch(self) -> Any:
-        return self._errors.call(self._inner.next_batch)
-
-    def next_awake(self) -> Any:
-        return self._errors.call(self._inner.next_awake)
-
-    def snapshot(self) -> Any:
-        return self._errors.call(self._inner.snapshot)
-
-    def close(self) -> None:
-        self._errors.call(self._inner.close)
-
-
-class _GuardedStatelessSourcePart(StatelessSourcePartition[Any]):
-    def __init__(self, inner: StatelessSourcePartition[Any], errors: _FirstError) -> None:
-        self._inner, self._errors = inner, errors
-
-    def next_batch(self) -> Any:
-        return self._errors.call(self._inner.next_batch)
-
-    def next_awake(self) -> Any:
-        return self._errors.call(self._inner.next_awake)
-
-    def close(self) -> None:
-        self._errors.call(self._inner.close)
-
-
-class _GuardedFixedSource(FixedPartitionedSource[Any, Any]):
-    def __init__(self, inner: FixedPartitionedSource[Any, Any], errors: _FirstError) -> None:
-        self._inner, self._errors = inner, errors
-
-    def list_parts(self) -> list[str]:
-        return self._errors.call(self._inner.list_parts)
-
-    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _GuardedStatefulSourcePart:
-        part = self._errors.call(self._inner.build_part, step_id, for_part, resume_state)
-        return _GuardedStatefulSourcePart(part, self._errors)
-
-
-class _GuardedDynamicSource(DynamicSource[Any]):
-    def __init__(self, inner: DynamicSource[Any], errors: _FirstError) -> None:
-        self._inner, self._errors = inner, errors
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _GuardedStatelessSourcePart:
-        part = self._errors.call(self._inner.build, step_id, worker_index, worker_count)
-        return _GuardedStatelessSourcePart(part, self._errors)
-
-
-class _GuardedStatefulSinkPart(StatefulSinkPartition[Any, Any]):
-    def __init__(self, inner: StatefulSinkPartition[Any, Any], errors: _FirstError) -> None:
-        self._inner, self._errors = inner, errors
-
-    def write_batch(self, values: list[Any]) -> None:
-        self._errors.call(self._inner.write_batch, values)
-
-    def snapshot(self) -> Any:
-        return self._errors.call(self._inner.snapshot)
-
-    def close(self) -> None:
-        self._errors.call(self._inner.close)
-
-
-class _GuardedStatelessSinkPart(StatelessSinkPartition[Any]):
-    def __init__(self, inner: StatelessSinkPartition[Any], errors: _FirstError) -> None:
-        self._inner, self._errors = inner, errors
-
-    def write_batch(self, items: list[Any]) -> None:
-        self._errors.call(self._inner.write_batch, items)
-
-    def close(self) -> None:
-        self._errors.call(self._inner.close)
-
-
-class _GuardedFixedSink(FixedPartitionedSink[Any, Any]):
-    def __init__(self, inner: FixedPartitionedSink[Any, Any], errors: _FirstError) -> None:
-        self._inner, self._errors = inner, errors
-
-    def list_parts(self) -> list[str]:
-        return self._errors.call(self._inner.list_parts)
-
-    def part_fn(self, item_key: str) -> int:
-        return self._inner.part_fn(item_key)
-
-    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _GuardedStatefulSinkPart:
-        part = self._errors.call(self._inner.build_part, step_id, for_part, resume_state)
-        return _GuardedStatefulSinkPart(part, self._errors)
-
-
-class _GuardedDynamicSink(DynamicSink[Any]):
-    def __init__(self, inner: DynamicSink[Any], errors: _FirstError) -> None:
-        self._inner, self._errors = inner, errors
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _GuardedStatelessSinkPart:
-        part = self._errors.call(self._inner.build, step_id, worker_index, worker_count)
-        return _GuardedStatelessSinkPart(part, self._errors)
-
-
-def _guard(wiring: Wiring, errors: _FirstError) -> Wiring:
+def _guard(wiring: Wiring, errors: FirstError) -> Wiring:
     """`wiring` with every source and sink remembering, in `errors`, the first exception it raised.
 
-    In a cluster Bytewax loses a step's exception: the failing process shuts down, its
-    peers' connections break, and every process reports only "Send thread panic". What
-    our sources and sinks raise (a file that cannot be read, a refused Kafka login, a
-    store that cannot be written) is then still known in the process where it happened.
+    In a cluster Bytewax loses a step's exception (adapters/partitions.py): what our
+    sources and sinks raised is then still known in the process where it happened.
     """
-    guarded: dict[str, Any] = {}
+    guarded_parts: dict[str, Any] = {}
     for field in fields(wiring):
         value = getattr(wiring, field.name)
-        if isinstance(value, FixedPartitionedSource):
-            guarded[field.name] = _GuardedFixedSource(value, errors)
-        elif isinstance(value, DynamicSource):
-            guarded[field.name] = _GuardedDynamicSource(value, errors)
-        elif isinstance(value, FixedPartitionedSink):
-            guarded[field.name] = _GuardedFixedSink(value, errors)
-        elif isinstance(value, DynamicSink):
-            guarded[field.name] = _GuardedDynamicSink(value, errors)
-    return replace(wiring, **guarded)
+        if isinstance(value, Source | Sink):
+            guarded_parts[field.name] = guarded(value, errors)
+    return replace(wiring, **guarded_parts)
 
 
 @contextlib.contextmanager
@@ -613,7 +474,7 @@ def run(plan: RunPlan) -> None:
             ", ".join(others) or "nobody",
             extra={"process_id": settings.process_id, "addresses": ";".join(settings.addresses)},
         )
-    errors = _FirstError()
+    errors = FirstError()
     try:
         with _stdout_to_stderr() if cluster else contextlib.nullcontext():
             cli_main(  # type: ignore[no-untyped-call]

@@ -267,9 +267,10 @@ def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], columns: Sequenc
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from adapters.shutdown import StopFlag, install_interrupt_handler
-    from omni_ledger.bootstrap import plan_run, reset_store, run
+    from omni_ledger.bootstrap import plan_run, reset_store
     from omni_ledger.metrics import flow_metrics, serve_metrics
     from omni_ledger.progress import Progress, ProgressPrinter
+    from omni_ledger.runner import run
 
     settings = _settings(args).with_overrides(
         bootstrap=args.bootstrap,

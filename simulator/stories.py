@@ -342,31 +342,28 @@ class Stories:
         return self._event(EventType.COUNTED, self._at(now), site, sku, qty, _WMS)
 
     def _dc_receipt(self, now: Millis, dc: int = -1, sku: int = -1) -> InventoryEvent:
-        """A purchase order lands at a DC: the next short position of the round, or the one asked for."""
-        if dc < 0:
-            pos, short = self._walk(DCS)
-            if not short:
-                return self._sale(now)  # every DC position reviewed is fine: a customer comes instead
-            dc, sku = divmod(pos, self._k)
-        else:
-            short = max(1, self._targets[DCS][sku] - self._free(dc, sku))  # DCs have nothing inbound
-        qty = -(-short // DC_CASE) * DC_CASE
-        self._on_hand[dc * self._k + sku] += qty
-        _, ref = self._ref("PO")
-        return self._event(EventType.RECEIVED, self._at(now), dc, sku, qty, _WMS, ref=ref)
+        """A purchase order lands at a DC in whole cases: the next short position of the round, or the one asked."""
+        return self._receipt(now, DCS, dc, sku)
 
     def _supplier_receipt(self, now: Millis, supplier: int = -1, sku: int = -1) -> InventoryEvent:
-        """A supplier's production lands in its stock: the next short position of the round, or the one asked for."""
-        if supplier < 0:
-            pos, short = self._walk(SUPPLIERS)
+        """A supplier's production lands in lots: the next short position of the round, or the one asked for."""
+        return self._receipt(now, SUPPLIERS, supplier, sku)
+
+    def _receipt(self, now: Millis, round_: int, site: int, sku: int) -> InventoryEvent:
+        if site < 0:
+            pos, short = self._walk(round_)
             if not short:
-                return self._sale(now)  # every supplier position reviewed is fine: a customer comes instead
-            supplier, sku = divmod(pos, self._k)
+                return self._sale(now)  # every position reviewed is fine: a customer comes instead
+            site, sku = divmod(pos, self._k)
         else:
-            short = max(1, self._targets[SUPPLIERS][sku] - self._free(supplier, sku))
-        qty = -(-short // _SUPPLIER_LOT) * _SUPPLIER_LOT
-        self._on_hand[supplier * self._k + sku] += qty
-        return self._event(EventType.RECEIVED, self._at(now), supplier, sku, qty, _SUPPLIER)
+            short = max(1, self._targets[round_][sku] - self._free(site, sku))  # nothing is inbound to them
+        unit = DC_CASE if round_ == DCS else _SUPPLIER_LOT
+        qty = -(-short // unit) * unit
+        self._on_hand[site * self._k + sku] += qty
+        if round_ != DCS:
+            return self._event(EventType.RECEIVED, self._at(now), site, sku, qty, _SUPPLIER)
+        _, ref = self._ref("PO")
+        return self._event(EventType.RECEIVED, self._at(now), site, sku, qty, _WMS, ref=ref)
 
     def _dropship(self, now: Millis) -> InventoryEvent:
         """A supplier ships a customer's order to a store, for pickup there."""

@@ -374,18 +374,7 @@ class Stories:
         # The OMS routes the order to the supplier with the most stock of the sku.
         first = self._d + self._s
         supplier = max(range(first, first + self._p), key=lambda site: self._free(site, sku))
-        qty = self._between(1, 5)
-        if self._free(supplier, sku) < qty:
-            return self._supplier_receipt(now, supplier, sku)
-        # Not counted in the shelf's inbound: a customer's parcel does not refill the shelf.
-        self._on_hand[supplier * self._k + sku] -= qty
-        at = self._at(now)
-        eta = at + self._between(DAY, 3 * DAY)
-        seq, ref = self._ref("DS")
-        due = max(eta + self._between(-2 * HOUR, 6 * HOUR), at + HOUR)
-        heappush(self._pending, (due, seq, _DS_RECEIVE, ref, supplier, sku, qty, store, 0))
-        self._open_dropships += 1
-        return self._event(EventType.DROPSHIP_SHIPPED, at, supplier, sku, qty, _SUPPLIER, ref=ref, dest=store, eta=eta)
+        return self._ship(now, supplier, store, sku, None)
 
     def _routed_dropship(self, now: Millis) -> InventoryEvent:
         """A dropship on a network file's supplier route, for a sku the route accepts."""
@@ -398,15 +387,23 @@ class Stories:
             ((supplier, lead) for supplier, lead, skus in self._routes_into[store] if skus is None or sku in skus),
             key=lambda route: self._free(route[0], sku),
         )
+        return self._ship(now, supplier, store, sku, lead_days)
+
+    def _ship(self, now: Millis, supplier: int, store: int, sku: int, lead_days: int | None) -> InventoryEvent:
+        """The supplier ships the order: in 1-3 days on the generated network, else in its route's `lead_days`."""
         qty = self._between(1, 5)
         if self._free(supplier, sku) < qty:
             return self._supplier_receipt(now, supplier, sku)
+        # Not counted in the shelf's inbound: a customer's parcel does not refill the shelf.
         self._on_hand[supplier * self._k + sku] -= qty
         at = self._at(now)
-        eta = at + _SAME_DAY_MS
-        if lead_days and self._config.network is not None:
-            # Lead days count on the store's wall clock, as the promise counts them.
-            eta = self._config.network.add_days(self._site_ids[store], at, lead_days)
+        if lead_days is None:
+            eta = at + self._between(DAY, 3 * DAY)
+        else:
+            eta = at + _SAME_DAY_MS
+            if lead_days and self._config.network is not None:
+                # Lead days count on the store's wall clock, as the promise counts them.
+                eta = self._config.network.add_days(self._site_ids[store], at, lead_days)
         seq, ref = self._ref("DS")
         due = max(eta + self._between(-2 * HOUR, 6 * HOUR), at + HOUR)
         heappush(self._pending, (due, seq, _DS_RECEIVE, ref, supplier, sku, qty, store, 0))

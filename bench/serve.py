@@ -57,12 +57,12 @@ _SERVER = """
 import sys
 from datetime import timedelta
 from pathlib import Path
-from omni_ledger.config import ServeSettings, Settings
+from omni_ledger.config import ServeSettings, Settings, SnapshotSettings
 from omni_ledger.serving import serve
 store, network, port, mode, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 try:
     serve(Settings(
-        snapshot_dir=Path(store),
+        snapshots=SnapshotSettings(dir=Path(store)),
         serve=ServeSettings(host="127.0.0.1", port=port, network=Path(network), max_snapshot_age=timedelta(days=3650)),
     ), read_model=mode == "memory", workers=workers)
 except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it stopped on; `omni-ledger serve` catches it too

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger.network import Network, haversine_km, load_network
+from adapters.network_file import load_network
+from ledger.network import Network, haversine_km
 
 __all__ = ["CITIES", "NetworkSpec", "customer_point", "sku_name", "write_network"]
 

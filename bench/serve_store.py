@@ -301,7 +301,7 @@ def publish_changes(directory: Path, network: Path, *, skus: int, per_second: in
     """
     import random
 
-    from ledger.network import load_network
+    from adapters.network_file import load_network
     from ledger.outputs import PositionChange
 
     rng = random.Random(seed)

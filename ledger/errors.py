@@ -5,7 +5,10 @@
     ├── ContractError          input does not follow the event contract
     ├── SourceError            an input (file, simulator, broker) cannot be read
     ├── SnapshotError          the snapshot store cannot be written or read
-    └── RecoveryError          the fold's saved state cannot be resumed from
+    ├── RecoveryError          the fold's saved state cannot be resumed from
+    └── ServiceError           a request cannot be answered as asked (omni_ledger.errors:
+                               NotFound, InvalidRequest, OptionGone, Conflict, StaleSnapshot,
+                               DecisionTimeout, AuthError, Forbidden)
 
 Bad events are not raised: decoding and validation return a `DeadLetter` value
 (see `ledger.dead_letter`) so one bad line never stops a flow. `ContractError` is

@@ -3,8 +3,8 @@
 FastAPI generates the OpenAPI spec (`/openapi.json`, docs at `/docs`) from the models
 below, and validates bodies and query parameters against them: that is why we use it
 rather than code of our own. Every error is JSON `{"error": code, "message": ...}`
-with its status: 401/403 auth, 404 unknown sku/site/run, 409 option gone, 413 body
-too large, 422 malformed, 503 stale snapshot, 504 decision timeout.
+with the status and code `ERROR_RESPONSES` maps its class to: that one table feeds the
+exception handlers and the spec's responses, and the errors themselves know no HTTP.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.contract import MAX_QTY
-from ledger.errors import SnapshotError, SourceError
+from ledger.errors import OmniLedgerError, SnapshotError, SourceError
 from ledger.events import InventoryEvent, Millis
 from ledger.promise import (
     DEFAULT_LIMIT,
@@ -36,10 +36,22 @@ from ledger.promise import (
 )
 from omni_ledger.config import Secret
 from omni_ledger.console import code128_svg, mount_console
+from omni_ledger.errors import (
+    AuthError,
+    BodyTooLarge,
+    Conflict,
+    DecisionTimeout,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    OptionGone,
+    ServiceError,
+    StaleSnapshot,
+)
 from omni_ledger.metrics import instrument_app
-from omni_ledger.service import ConfirmResult, InvalidRequest, LedgerService, ServiceError
+from omni_ledger.service import ConfirmResult, LedgerService
 
-__all__ = ["MAX_BODY_BYTES", "create_app"]
+__all__ = ["ERROR_RESPONSES", "MAX_BODY_BYTES", "create_app"]
 
 MAX_BODY_BYTES = 64 * 1024
 """Largest request body accepted: a full basket is well under 4 KiB."""
@@ -208,17 +220,35 @@ class ErrorOut(BaseModel):
     message: str
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorOut, "description": text}
-    for status, text in (
-        (401, "missing or unknown bearer token"),
-        (403, "a read-only token cannot do this"),
-        (404, "unknown sku, site, run or reservation"),
-        (413, "request body too large"),
-        (422, "malformed body or parameters"),
-        (503, "no snapshot, or the newest is older than serve.max_snapshot_age"),
-    )
+ERROR_RESPONSES: dict[type[OmniLedgerError], tuple[int, str, str]] = {
+    ServiceError: (400, "bad_request", "the request cannot be answered as asked"),
+    AuthError: (401, "unauthorized", "missing or unknown bearer token"),
+    Forbidden: (403, "forbidden", "a read-only token cannot do this"),
+    NotFound: (404, "not_found", "unknown sku, site, run, task, parcel or reservation"),
+    OptionGone: (409, "option_gone", "the option is no longer offered: promise again"),
+    Conflict: (409, "conflict", "the action does not fit the state of its task or parcel"),
+    BodyTooLarge: (413, "body_too_large", "request body too large"),
+    InvalidRequest: (422, "invalid_request", "malformed body or parameters"),
+    StaleSnapshot: (503, "snapshot_stale", "no snapshot, or the newest is older than serve.max_snapshot_age"),
+    SnapshotError: (503, "snapshot_unavailable", "the snapshot store cannot be read"),
+    SourceError: (503, "ledger_unreachable", "the confirm cannot be sent to the flow"),
+    DecisionTimeout: (504, "decision_timeout", "the fold did not decide within serve.confirm_timeout"),
 }
+"""Each error class the API answers, with its HTTP status, its `error` code and what it means."""
+
+
+def _openapi_responses() -> dict[int | str, dict[str, Any]]:
+    by_status: dict[int, list[str]] = {}
+    for status, _, text in ERROR_RESPONSES.values():
+        by_status.setdefault(status, []).append(text)
+    return {status: {"model": ErrorOut, "description": "; ".join(texts)} for status, texts in sorted(by_status.items())}
+
+
+def _error_response(exc: OmniLedgerError) -> JSONResponse:
+    cls = next(c for c in type(exc).__mro__ if c in ERROR_RESPONSES)
+    status, code, _ = ERROR_RESPONSES[cls]
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": code, "message": str(exc)}, status_code=status, headers=headers)
 
 
 # -- auth and limits -----------------------------------------------------------------------
@@ -247,21 +277,17 @@ class _BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge
+                    raise BodyTooLarge(self.limit)
             return message
 
         try:
             await self.app(scope, limited, send)
-        except _TooLarge:
+        except BodyTooLarge:
             await _too_large(self.limit)(scope, receive, send)
 
 
-class _TooLarge(Exception):
-    pass
-
-
 def _too_large(limit: int) -> JSONResponse:
-    return JSONResponse({"error": "body_too_large", "message": f"request body over {limit} bytes"}, status_code=413)
+    return _error_response(BodyTooLarge(f"request body over {limit} bytes"))
 
 
 class _Auth:
@@ -282,14 +308,6 @@ class _Auth:
         return "write" if write else "read" if read else None
 
 
-class AuthError(ServiceError):
-    status, code = 401, "unauthorized"
-
-
-class Forbidden(ServiceError):
-    status, code = 403, "forbidden"
-
-
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>` (serve.write_tokens / read_tokens)")
 
 
@@ -304,7 +322,7 @@ def create_app(service: LedgerService) -> FastAPI:
         title="omni-ledger",
         version="1",
         summary="Real-time available-to-promise: where every unit is, and what can be promised by when.",
-        responses=_ERRORS,
+        responses=_openapi_responses(),
     )
 
     def reader(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
@@ -323,27 +341,22 @@ def create_app(service: LedgerService) -> FastAPI:
             msg = "this token is read-only: it cannot confirm or act; use a token from serve.write_tokens"
             raise Forbidden(msg)
 
-    @app.exception_handler(ServiceError)
-    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse({"error": exc.code, "message": str(exc)}, status_code=exc.status, headers=headers)
+    async def mapped_error(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, SnapshotError):
+            _LOG.warning("snapshot read failed: %s", exc)
+        elif isinstance(exc, SourceError):
+            _LOG.error("sending to the flow failed: %s", exc)
+        return _error_response(exc)  # type: ignore[arg-type]  # registered for these classes only
+
+    for error in ERROR_RESPONSES:
+        app.add_exception_handler(error, mapped_error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in error.get('loc', ()))}: {error.get('msg')}" for error in exc.errors()[:10]
         )
-        return JSONResponse({"error": "invalid_request", "message": problems or "malformed request"}, status_code=422)
-
-    @app.exception_handler(SnapshotError)
-    async def store_error(request: Request, exc: SnapshotError) -> JSONResponse:
-        _LOG.warning("snapshot read failed: %s", exc)
-        return JSONResponse({"error": "snapshot_unavailable", "message": str(exc)}, status_code=503)
-
-    @app.exception_handler(SourceError)
-    async def bus_error(request: Request, exc: SourceError) -> JSONResponse:
-        _LOG.error("sending to the flow failed: %s", exc)
-        return JSONResponse({"error": "ledger_unreachable", "message": str(exc)}, status_code=503)
+        return _error_response(InvalidRequest(problems or "malformed request"))
 
     read = [Depends(reader)]
     write = [Depends(writer)]

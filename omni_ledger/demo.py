@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
+from adapters.network_file import load_network
 from ledger.confirm import open_slots_events
 from ledger.contract import fulfilment_to_record
 from ledger.events import EventType, InventoryEvent, Millis
 from ledger.fulfilment import Fulfilment
-from ledger.network import Network, load_network
+from ledger.network import Network
 from ledger.promise import Option, Promise
-from omni_ledger.config import ServeSettings, Settings
+from omni_ledger.config import ServeSettings, Settings, SnapshotSettings
 from omni_ledger.embedded import EmbeddedFlow, embedded_flow
 from omni_ledger.service import ConfirmResult, LedgerService
 from omni_ledger.serving import open_service
@@ -306,7 +307,7 @@ def run_demo(directory: Path, network_path: Path, *, as_json: bool = False, out:
         shutil.rmtree(directory)
     network = load_network(network_path)
     day = story_day(today())
-    settings = Settings(snapshot_dir=directory, serve=ServeSettings(network=network_path))
+    settings = Settings(snapshots=SnapshotSettings(dir=directory), serve=ServeSettings(network=network_path))
     with embedded_flow(directory, clock="event") as flow, open_service(settings, network) as service:
         story = Story(service, flow, network, out, as_json)
         play(story, day)

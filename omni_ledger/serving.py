@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 from adapters.atp_view import ServingStore, SnapshotMeta
 from adapters.decision_feed import DecisionFeed, JsonLinesDecisionFeed, KafkaDecisionFeed
 from adapters.inbox import EventInbox, JsonLinesInbox, KafkaInbox
+from adapters.network_file import load_network
 from adapters.read_model import ReadModel
-from ledger.network import Network, load_network
+from ledger.network import Network
 from omni_ledger.config import Settings
 from omni_ledger.metrics import watch_serving_store
 from omni_ledger.service import LedgerService

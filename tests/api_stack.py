@@ -14,12 +14,12 @@ from pathlib import Path
 
 import uvicorn
 
+from adapters.network_file import load_network
 from ledger.confirm import open_slots_events
 from ledger.contract import event_to_record
 from ledger.events import EventType, InventoryEvent
-from ledger.network import load_network
 from omni_ledger.api import create_app
-from omni_ledger.config import Secret, ServeSettings, Settings
+from omni_ledger.config import Secret, ServeSettings, Settings, SnapshotSettings
 from omni_ledger.embedded import EmbeddedFlow, embedded_flow
 from omni_ledger.service import LedgerService
 from omni_ledger.serving import open_service
@@ -92,7 +92,7 @@ def running_stack(directory: Path) -> Iterator[Stack]:
     seed = seed_events(now)
     (directory / "inbox.jsonl").write_text("".join(json.dumps(event_to_record(e)) + "\n" for e in seed))
     settings = Settings(
-        snapshot_dir=directory,
+        snapshots=SnapshotSettings(dir=directory),
         serve=ServeSettings(
             network=NETWORK,
             write_tokens=(Secret(WRITE),),

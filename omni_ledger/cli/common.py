@@ -24,7 +24,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
         log_format=getattr(args, "log_format", None),
         log_level=getattr(args, "log_level", None),
     )
-    logs.configure(settings.logging.format, settings.logging.level)  # type: ignore[arg-type]  # checked by Settings
+    logs.configure(settings.logging.format, settings.logging.level)
     return settings
 
 

@@ -124,8 +124,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_people(args: argparse.Namespace) -> int:
     """`omni-ledger people`: simulated customers, clerks and drivers acting on a running API."""
+    from adapters.network_file import load_network
     from adapters.shutdown import StopFlag, install_interrupt_handler
-    from ledger.network import load_network
     from omni_ledger.people import People, PeopleConfig
 
     settings = settings_of(args).with_overrides(network=args.network)
@@ -159,8 +159,9 @@ def cmd_open_slots(args: argparse.Namespace) -> int:
     """`omni-ledger open-slots`: open stores' appointment capacity for the coming days."""
     import time
 
+    from adapters.network_file import load_network
     from ledger.confirm import open_slots_events
-    from ledger.network import DAY_MS, load_network
+    from ledger.network import DAY_MS
     from omni_ledger.serving import open_inbox
 
     if not 1 <= args.days <= 60:

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from adapters.network_file import load_network
 from adapters.snapshots import SnapshotReader
-from ledger.network import load_network
 from tests.conftest import EXAMPLES, REPO, run_cli
 
 pytestmark = pytest.mark.e2e

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from adapters.snapshots import SnapshotReader
 from ledger.events import EventType, InventoryEvent
+from omni_ledger.api import ERROR_RESPONSES, create_app
 from omni_ledger.serving import open_service
 from tests.api_stack import LYON, READ, WRITE, Server, Stack, free_port, running_stack
 
@@ -329,6 +331,40 @@ def test_a_confirm_needs_a_write_token(stack: Stack) -> None:
     read_only = post(stack, "/v1/confirm", body, READ)
     assert read_only.status_code == 403
     assert "read-only" in read_only.json()["message"]
+
+
+def test_a_confirm_of_an_option_no_longer_offered_answers_409_option_gone(stack: Stack) -> None:
+    body = {"items": [{"sku": "PHONE-A", "qty": 1}], **LYON, "option_id": "no-such-option"}
+    response = post(stack, "/v1/confirm", body)
+    assert response.status_code == 409, response.text
+    assert response.json()["error"] == "option_gone"
+    assert "promise again" in response.json()["message"]
+
+
+@pytest.mark.parametrize("error", list(ERROR_RESPONSES), ids=lambda error: error.__name__)
+def test_every_mapped_error_answers_its_status_and_code(stack: Stack, error: type[Exception]) -> None:
+    # The app of the running stack, plus one route that raises the error: what is under test
+    # is the table at the edge, for errors (504, a broken store or bus) that are hard to cause.
+    app = create_app(stack.service)
+
+    def fail() -> None:
+        raise error(f"{error.__name__} raised on purpose")
+
+    app.add_api_route("/raise", fail)
+    status, code, _ = ERROR_RESPONSES[error]
+    response = TestClient(app).get("/raise")
+    assert response.status_code == status
+    assert response.json() == {"error": code, "message": f"{error.__name__} raised on purpose"}
+    assert ("www-authenticate" in response.headers) == (status == 401)
+
+
+def test_the_openapi_document_lists_every_error_status(stack: Stack) -> None:
+    spec = get(stack, "/openapi.json").json()
+    confirm = spec["paths"]["/v1/confirm"]["post"]["responses"]
+    error_body = {"$ref": "#/components/schemas/ErrorOut"}
+    for status, _, description in ERROR_RESPONSES.values():
+        assert description in confirm[str(status)]["description"]
+        assert confirm[str(status)]["content"]["application/json"]["schema"] == error_body
 
 
 @pytest.mark.parametrize(

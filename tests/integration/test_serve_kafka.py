@@ -17,7 +17,7 @@ from adapters.avro_wire import WireCodec
 from adapters.kafka_io import EventProducer
 from adapters.snapshots import SnapshotReader
 from ledger.errors import SnapshotError
-from omni_ledger.config import KafkaSettings, ServeSettings, Settings
+from omni_ledger.config import KafkaSettings, ServeSettings, Settings, SnapshotSettings
 from omni_ledger.serving import open_service
 from tests.api_stack import LYON, NETWORK, seed_events
 from tests.conftest import REPO, run_cli
@@ -65,7 +65,7 @@ def test_a_confirm_over_kafka_is_decided_by_the_fold_and_opens_the_far_stores_ta
     try:
         wait_applied(directory, len(seed))
         settings = Settings(
-            snapshot_dir=directory,
+            snapshots=SnapshotSettings(dir=directory),
             kafka=KafkaSettings(bootstrap=kafka.bootstrap, topic_prefix=prefix),
             serve=ServeSettings(network=NETWORK, bus="kafka", confirm_timeout=timedelta(seconds=30)),
         )

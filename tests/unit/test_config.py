@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import fields, is_dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from adapters.network_file import load_network
 from ledger.errors import ConfigError
-from ledger.network import load_network
-from omni_ledger.config import load_settings, parse_duration
+from omni_ledger.config import Settings, SimSettings, load_settings, parse_duration, reference_markdown
+from simulator import SimConfig
 from tests.conftest import EXAMPLES
 
 pytestmark = pytest.mark.unit
@@ -104,3 +106,69 @@ def test_a_cluster_lists_every_process_and_this_one_among_them():
         load_settings(environ={"OMNI_LEDGER_RUNTIME_ADDRESSES": "10.0.0.1:2101", "OMNI_LEDGER_RUNTIME_PROCESS_ID": "1"})
     with pytest.raises(ConfigError, match=r"runtime\.addresses"):
         load_settings(environ={"OMNI_LEDGER_RUNTIME_ADDRESSES": "10.0.0.1"})
+
+
+def test_the_configuration_reference_is_generated_from_the_fields():
+    checked_in = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    assert checked_in == reference_markdown(), "run: python -m omni_ledger.config --markdown > docs/configuration.md"
+
+
+def test_every_setting_has_a_doc_and_a_variable_in_the_reference():
+    text = reference_markdown()
+    for section in fields(Settings):
+        kind = type(getattr(Settings(), section.name))
+        if not is_dataclass(kind):
+            continue
+        for spec in fields(kind):
+            assert spec.metadata.get("doc"), f"{section.name}.{spec.name} has no doc"
+            assert f"| `{spec.name}` |" in text
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"OMNI_LEDGER_KAFKA_SECURITY_PROTOCOL": "TLS"},
+            "kafka.security_protocol (environment): "
+            "expected one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL, got 'TLS'",
+        ),
+        ({"OMNI_LEDGER_SERVE_BUS": "pigeon"}, "expected one of file, kafka"),
+        ({"OMNI_LEDGER_LOGGING_FORMAT": "xml"}, "expected one of auto, json, text"),
+        ({"OMNI_LEDGER_SERVE_PORT": "70000"}, "serve.port (environment): expected a TCP port within 0..65535"),
+        (
+            {"OMNI_LEDGER_KAFKA_PARTITIONS": "0"},
+            "kafka.partitions (environment): expected an integer within 1..10,000, got 0",
+        ),
+        ({"OMNI_LEDGER_SIMULATOR_STORES": "0"}, "simulator.stores (environment): SimConfig.stores"),
+    ],
+)
+def test_a_refused_value_names_its_key_and_its_origin(environ, message):
+    with pytest.raises(ConfigError) as refused:
+        load_settings(environ=environ)
+    assert message in str(refused.value)
+
+
+def test_a_cross_key_check_names_the_origin_of_each_value_it_read(tmp_path):
+    config = tmp_path / "ledger.toml"
+    config.write_text('[runtime]\naddresses = "10.0.0.1:2101"\n')
+    with pytest.raises(ConfigError, match=r"^runtime\.process_id \(environment\): expected an integer within 0\.\.0"):
+        load_settings(config, environ={"OMNI_LEDGER_RUNTIME_PROCESS_ID": "3"})
+
+
+def test_command_line_overrides_are_checked_and_named_as_such():
+    settings = load_settings(environ={}).with_overrides(snapshot_dir=Path("/x"), rate=10, port=None)
+    assert (settings.snapshots.dir, settings.snapshot_dir, settings.simulator.rate) == (Path("/x"), Path("/x"), 10)
+    with pytest.raises(ConfigError, match=r"^runtime\.workers \(command line\): expected an integer within 1\.\.64"):
+        settings.with_overrides(workers=0)
+
+
+def test_a_secret_never_shows_in_the_settings_repr():
+    settings = load_settings(environ={"OMNI_LEDGER_KAFKA_SASL_PASSWORD": "hunter2-hunter2"})
+    assert "hunter2" not in repr(settings)
+    assert settings.kafka.sasl_password.reveal() == "hunter2-hunter2"
+
+
+def test_the_simulator_settings_default_to_the_simulators_own_config():
+    shape = ("dcs", "stores", "suppliers", "sellers", "skus")
+    assert {k: getattr(SimSettings(), k) for k in shape} == {k: getattr(SimConfig(), k) for k in shape}
+    assert SimSettings(rate=500).sim_config().expected_rate == 500

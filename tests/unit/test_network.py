@@ -12,18 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from adapters.network_file import load_network
 from ledger.errors import ConfigError
 from ledger.fulfilment import SourceKind
-from ledger.network import (
-    DAY_MS,
-    MINUTE_MS,
-    Network,
-    appointment_sku,
-    appointment_slot,
-    haversine_km,
-    load_network,
-    network_from_mapping,
-)
+from ledger.network import DAY_MS, MINUTE_MS, Network, appointment_sku, appointment_slot, haversine_km
+from ledger.network_schema import network_from_mapping, parse_network
 
 pytestmark = pytest.mark.unit
 
@@ -197,6 +190,13 @@ def test_a_missing_or_invalid_file_is_a_config_error(tmp_path):
     bad.write_text("[[sites]\n")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         load_network(bad)
+
+
+def test_the_text_of_a_network_parses_without_a_file_to_the_same_network():
+    text = EXAMPLE.read_text()
+    assert parse_network(text, origin="example") == load_network(EXAMPLE) == parse_network(tomllib.loads(text))
+    with pytest.raises(ConfigError, match=r"^pasted is not valid TOML"):
+        parse_network("[[sites]\n", origin="pasted")
 
 
 def test_promise_defaults_come_from_the_promise_table():

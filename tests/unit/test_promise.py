@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from adapters.network_file import load_network
 from ledger.fulfilment import HOME, FulfilmentMode, SourceKind
 from ledger.network import (
     DAY_MS,
@@ -26,9 +27,8 @@ from ledger.network import (
     Site,
     SupplierRoute,
     appointment_sku,
-    load_network,
-    network_from_mapping,
 )
+from ledger.network_schema import network_from_mapping
 from ledger.outputs import InboundLine, OfferTerms
 from ledger.promise import (
     BASKET,

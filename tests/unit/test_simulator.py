@@ -18,11 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import simulator
+from adapters.network_file import load_network
 from ledger.contract import event_to_record, validate
 from ledger.dead_letter import DeadLetter
 from ledger.errors import ConfigError
 from ledger.events import EventType, InventoryEvent
-from ledger.network import Network, haversine_km, load_network, network_from_mapping
+from ledger.network import Network, haversine_km
+from ledger.network_schema import network_from_mapping
 from simulator import EventMix, RetailerSimulator, SimConfig, SimState, Site, SiteKind
 from simulator.network import network_toml, simulated_network
 from tests.conftest import EXAMPLES

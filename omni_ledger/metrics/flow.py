@@ -1,51 +1,11 @@
-"""Prometheus metrics of omni-ledger: the registry, what the flow and the API count, `/metrics`.
+"""What the fold counts: events by outcome, dead letters, decisions, lags, snapshots, positions.
 
-Every long-running process (`omni-ledger run`, `omni-ledger serve`) serves its own
-`/metrics` on `metrics.host:metrics.port` (`--metrics-port`; 0, the default, serves
-nothing). Names follow Prometheus conventions: base units (`_seconds`), `_total`
-counters, bounded labels (never a sku, a site or an event id).
-
-The flow (`omni-ledger run`), labels in brackets:
-
-- `omni_ledger_events_total` [type, outcome]: events taken in by the fold; outcome
-  `applied`, `duplicate` (an id already seen at the position) or `too_late`.
-- `omni_ledger_late_events_total` [type]: applied, but older than the newest event
-  already at their position (out of order, within the lateness window).
-- `omni_ledger_dead_letters_total` [reason]; `omni_ledger_reservation_decisions_total`
-  [status, reason].
-- `omni_ledger_event_lag_seconds` (histogram): the wall clock minus `occurred_at` when
-  an event is applied.
-- `omni_ledger_end_to_end_latency_seconds` (histogram): snapshot commit time minus the
-  `occurred_at` of the newest event behind each published position change.
-- `omni_ledger_snapshot_publish_duration_seconds`, `omni_ledger_snapshot_changed_rows`
-  (histograms: rows written per snapshot), `omni_ledger_snapshots_published_total`.
-- `omni_ledger_snapshot_published_timestamp_seconds`: commit time of the newest
-  snapshot; `omni_ledger_snapshot_heartbeat_timestamp_seconds`: when the flow last
-  confirmed it current (a publish, or a heartbeat when idle). Both absent until known.
-- `omni_ledger_positions` [worker], `omni_ledger_negative_positions`,
-  `omni_ledger_worker_effects_total` [worker] (effects folded: the workers' balance).
-- `omni_ledger_kafka_consumer_lag_messages` [topic, partition]: the partition's high
-  watermark minus the next offset to read.
-
-The API (`omni-ledger serve`): `omni_ledger_http_request_duration_seconds` [method,
-route (the template), status], `omni_ledger_api_snapshot_published_timestamp_seconds`
-and `omni_ledger_api_snapshot_heartbeat_timestamp_seconds` (of the snapshot it serves).
-Both: `omni_ledger_snapshot_max_age_seconds` (`serve.max_snapshot_age`: past it /health
-answers 503 and the stale-snapshot alert fires), `omni_ledger_build_info` [version,
-command], and the client's `process_*` and `python_*` metrics.
-
-Threads and processes. The fold's counters are written on the hot path of every worker
-thread: each thread adds to its own plain cells (no lock, no contention) and a scrape
-sums every thread's cells, so with `--workers N` one endpoint reports the process's
-totals, and the per-thread `worker` label shows the balance. The rest are
-prometheus-client metrics, thread-safe by their own locks. Several processes each
-serve their own endpoint, and Prometheus adds them up: `sum by (type, outcome)
-(rate(omni_ledger_events_total[1m]))` across instances.
+Written on the hot path of every worker thread: each thread adds to its own plain cells
+(no lock) and a scrape sums them (see the package docstring for every name).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -53,21 +13,13 @@ from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
-    GC_COLLECTOR,
-    PLATFORM_COLLECTOR,
-    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    Info,
-    disable_created_metrics,
-    start_http_server,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -75,35 +27,16 @@ from prometheus_client.utils import floatToGoString
 
 from ledger.dead_letter import DeadLetter, Reason
 from ledger.effects import Effect, EffectKind
-from ledger.errors import ConfigError
 from ledger.events import EventType, Millis
 from ledger.outputs import DecisionStatus, FoldTally, PositionChange, ReservationDecision
 from ledger.position import Position
 from omni_ledger.logs import worker
+from omni_ledger.metrics.server import REGISTRY
 
 if TYPE_CHECKING:
-    from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-    from adapters.atp_view import ServingStore
     from adapters.snapshots import MaintenanceReport
 
-__all__ = [
-    "REGISTRY",
-    "FlowMetrics",
-    "ServingSnapshot",
-    "flow_metrics",
-    "instrument_app",
-    "serve_metrics",
-    "watch_serving_store",
-]
-
-# `_created` series double every counter and histogram for a feature no query here uses.
-disable_created_metrics()  # type: ignore[no-untyped-call]
-
-REGISTRY = CollectorRegistry()
-"""The registry `/metrics` serves: ours, plus the process, platform and GC collectors."""
-for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
-    REGISTRY.register(_collector)
+__all__ = ["E2E_BUCKETS", "LAG_BUCKETS", "OUTCOMES", "PUBLISH_BUCKETS", "ROWS_BUCKETS", "FlowMetrics", "flow_metrics"]
 
 _LOG = logging.getLogger("omni_ledger.metrics")
 OUTCOMES = ("applied", "duplicate", "too_late")
@@ -121,7 +54,6 @@ LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600,
 E2E_BUCKETS = (0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 120, 300, 900, 3600)
 PUBLISH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 ROWS_BUCKETS = (1, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
-HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _INBOUND = EffectKind.INBOUND
 
 
@@ -529,144 +461,3 @@ def flow_metrics() -> FlowMetrics:
         if _flow is None:
             _flow = FlowMetrics(REGISTRY)
         return _flow
-
-
-# -- the API ----------------------------------------------------------------------------------
-
-_HTTP_SECONDS = Histogram(
-    "omni_ledger_http_request_duration_seconds",
-    "HTTP requests to the API by method, route template and status, and how long they took.",
-    ["method", "route", "status"],
-    buckets=HTTP_BUCKETS,
-    registry=REGISTRY,
-)
-
-
-class _Instrumented:
-    """ASGI middleware: times every HTTP request and labels it with its route template."""
-
-    def __init__(self, app: ASGIApp, histogram: Histogram) -> None:
-        self.app = app
-        self.histogram = histogram
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500  # if the app fails before it starts a response, the server answers 500
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            # The router put the matched route in the scope: its template, never the raw
-            # path, keeps the label bounded (/v1/skus/{sku}/availability, not every sku).
-            route = scope.get("route")
-            template = getattr(route, "path", None)
-            if template is None and scope.get("endpoint") is not None and scope.get("root_path"):
-                # A mounted app (the console's files): the router set its prefix, not a route.
-                template = f"{scope['root_path']}/{{file}}"
-            template = template or "unmatched"
-            self.histogram.labels(scope["method"], template, str(status)).observe(time.perf_counter() - started)
-
-
-def instrument_app(app: Any, histogram: Histogram = _HTTP_SECONDS) -> None:
-    """Time every request of the FastAPI `app` into `omni_ledger_http_request_duration_seconds`."""
-    app.add_middleware(_Instrumented, histogram=histogram)
-
-
-class ServingSnapshot(Collector):
-    """The commit time of the snapshot the API serves, read from its store at each scrape."""
-
-    def __init__(self) -> None:
-        self.store: ServingStore | None = None
-
-    def collect(self) -> Iterable[Metric]:
-        published, heartbeat = self._families()
-        current = self.store.current if self.store is not None else None
-        if current is not None:
-            published.add_metric([], current.created_at / 1000)
-            # The flow's heartbeat: when it last confirmed this snapshot is its newest.
-            confirmed = max(getattr(current, "current_at", 0) or 0, current.created_at)
-            heartbeat.add_metric([], confirmed / 1000)
-        return [published, heartbeat]
-
-    def describe(self) -> Iterable[Metric]:
-        return list(self._families())
-
-    @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
-        return (
-            GaugeMetricFamily(
-                "omni_ledger_api_snapshot_published_timestamp_seconds",
-                "Commit time of the newest snapshot the API serves (Unix seconds).",
-            ),
-            GaugeMetricFamily(
-                "omni_ledger_api_snapshot_heartbeat_timestamp_seconds",
-                "Last time the flow confirmed the snapshot the API serves is its newest (Unix seconds): "
-                "the age /health reports counts from here.",
-            ),
-        )
-
-
-_SERVING = ServingSnapshot()
-REGISTRY.register(_SERVING)
-
-
-def watch_serving_store(store: ServingStore) -> None:
-    """Report the snapshot `store` serves (the latest call wins)."""
-    _SERVING.store = store
-
-
-# -- both processes ---------------------------------------------------------------------------
-
-_MAX_AGE = Gauge(
-    "omni_ledger_snapshot_max_age_seconds",
-    "Age past which a snapshot is stale (serve.max_snapshot_age): /health answers 503 and the alert fires.",
-    registry=REGISTRY,
-)
-_BUILD = Info("omni_ledger_build", "The running omni-ledger: its version and command.", registry=REGISTRY)
-
-
-def _version() -> str:
-    try:
-        return metadata.version("omni-ledger")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-@contextlib.contextmanager
-def serve_metrics(
-    host: str, port: int, *, command: str, max_snapshot_age: timedelta, registry: CollectorRegistry = REGISTRY
-) -> Iterator[str | None]:
-    """Serve `registry` at `http://host:port/metrics` while the block runs; yields that URL.
-
-    Port 0 serves nothing (yields None). A port in use is a `ConfigError` naming the fix.
-    """
-    _BUILD.info({"version": _version(), "command": command})
-    _MAX_AGE.set(max_snapshot_age.total_seconds())
-    if port == 0:
-        yield None
-        return
-    try:
-        server, thread = start_http_server(port, addr=host, registry=registry)
-    except OSError as exc:
-        msg = (
-            f"metrics.port: cannot serve /metrics on {host}:{port}: {exc.strerror}; "
-            "pick a free port with --metrics-port (or OMNI_LEDGER_METRICS_PORT), or 0 for none"
-        )
-        raise ConfigError(msg) from exc
-    url = f"http://{host}:{server.server_address[1]}/metrics"
-    _LOG.info("metrics at %s", url, extra={"metrics_url": url})
-    try:
-        yield url
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

@@ -1,21 +1,14 @@
-"""The promise service: what the HTTP API, the web console and the demo call.
+"""The service's reads: the snapshot it answers from, availability, promise and the tables.
 
-Reads come from the newest snapshot (pinned per request, never older than
-`serve.max_snapshot_age`); writes are events appended to the flow's input, and a
-confirm answers with the fold's own decision. The service never decides a reservation
-from a snapshot: two customers confirming the last unit at once both send a request,
-and the fold accepts the first and rejects the second, who is then offered the next
-best option.
+Each request pins the newest snapshot, never older than `serve.max_snapshot_age`
+(`StaleSnapshot` otherwise); availability and promise read the in-memory read model when
+there is one, else the snapshot store.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,85 +16,21 @@ from adapters.atp_view import ServingStore, SnapshotMeta
 from adapters.decision_feed import DecisionFeed
 from adapters.inbox import EventInbox
 from adapters.read_model import ReadModel, ReadView
-from ledger.confirm import confirm_events
-from ledger.contract import plan_from_record as _fulfilment_of
-from ledger.errors import OmniLedgerError
-from ledger.events import EventType, InventoryEvent, Millis
-from ledger.fulfilment import Fulfilment
-from ledger.network import Network, appointment_sku, appointment_slot
-from ledger.promise import Option, Promise, PromiseRequest, SnapshotView, StaticView, promise
+from ledger.events import Millis
+from ledger.network import Network, appointment_slot
+from ledger.promise import Promise, PromiseRequest, SnapshotView, StaticView, promise
 from omni_ledger.config import ServeSettings
+from omni_ledger.errors import InvalidRequest, NotFound, StaleSnapshot
 
-__all__ = [
-    "ConfirmResult",
-    "Conflict",
-    "DecisionTimeout",
-    "InvalidRequest",
-    "LedgerService",
-    "NotFound",
-    "OptionGone",
-    "ServiceError",
-    "StaleSnapshot",
-]
-
-
-class ServiceError(OmniLedgerError):
-    """A request the service cannot answer as asked; `status` is the HTTP status it maps to."""
-
-    status = 400
-    code = "bad_request"
-
-
-class NotFound(ServiceError):
-    status, code = 404, "not_found"
-
-
-class InvalidRequest(ServiceError):
-    status, code = 422, "invalid_request"
-
-
-class OptionGone(ServiceError):
-    """The option confirmed is no longer offered (stock moved, cut-off passed): promise again."""
-
-    status, code = 409, "option_gone"
-
-
-class Conflict(ServiceError):
-    """The action does not fit the current state of its task or parcel."""
-
-    status, code = 409, "conflict"
-
-
-class StaleSnapshot(ServiceError):
-    status, code = 503, "snapshot_stale"
-
-
-class DecisionTimeout(ServiceError):
-    status, code = 504, "decision_timeout"
-
-
-@dataclass(frozen=True)
-class ConfirmResult:
-    """What a confirm came to: the fold's decision, the booked slot, the next best option if rejected."""
-
-    reservation_id: str
-    order_id: str
-    status: str
-    reason: str
-    option: Option
-    snapshot_id: int
-    decision: Mapping[str, Any]
-    appointment_status: str | None = None
-    next_best: Option | None = None
-    events: tuple[InventoryEvent, ...] = field(default=(), repr=False)
+__all__ = ["Reads", "as_millis"]
 
 
 def _wall_ms() -> Millis:
     return time.time_ns() // 1_000_000
 
 
-class LedgerService:
-    """Promise, confirm and the reads of the API, over one network and one snapshot store."""
+class Reads:
+    """The reads of the API over one network and one snapshot store, and what the writes share."""
 
     def __init__(
         self,
@@ -211,7 +140,7 @@ class LedgerService:
             free_due = sum(
                 int(line["qty"])
                 for line in lines
-                if not line.get("promised") and (by is None or _ms(line["eta"]) <= by)
+                if not line.get("promised") and (by is None or as_millis(line["eta"]) <= by)
             )
             site = self.network.site(site_id) if known else None
             sites.append(
@@ -231,12 +160,12 @@ class LedgerService:
                         {
                             "ref": line["ref"],
                             "qty": line["qty"],
-                            "eta": _ms(line["eta"]),
+                            "eta": as_millis(line["eta"]),
                             "promised": bool(line.get("promised")),
                         }
                         for line in lines
                     ],
-                    "updated_at": _ms(row["updated_at"]),
+                    "updated_at": as_millis(row["updated_at"]),
                 }
             )
         sites.sort(key=lambda s: (s["distance_km"] is None, s["distance_km"] or 0.0, s["site_id"]))
@@ -345,122 +274,6 @@ class LedgerService:
             raise NotFound(msg)
         return {"snapshot_id": meta.snapshot_id, **rows[0]}
 
-    # -- writes
-
-    def confirm(
-        self,
-        items: Mapping[str, int] | Sequence[tuple[str, int]],
-        option_id: str,
-        *,
-        lat: float,
-        lon: float,
-        radius_km: float | None = None,
-        appointment: bool = False,
-        customer: str | None = None,
-        order_id: str | None = None,
-        idempotency_key: str | None = None,
-        now: Millis | None = None,
-    ) -> ConfirmResult:
-        """Reserve the option (or a leg of a together plan) through the fold; answer with its decision.
-
-        The promise is made again on the current snapshot: an option that is no longer
-        offered is refused (`OptionGone`) rather than reserved blind.
-        """
-        now = self.clock() if now is None else now
-        # Whole, not bounded: the customer may have chosen an option past the first page.
-        offered = self.promise(items, lat=lat, lon=lon, radius_km=radius_km, appointment=appointment, now=now)
-        legs = [leg for plan in offered.together for leg in plan.legs]
-        option = next((o for o in (*offered.options, *legs) if o.option_id == option_id), None)
-        if option is None:
-            msg = (
-                f"option {option_id!r} is not offered any more on snapshot {offered.snapshot_id} "
-                f"(stock moved or a cut-off passed); promise again: {len(offered.options)} options now"
-            )
-            raise OptionGone(msg)
-        if idempotency_key:
-            reservation_id = f"R-{hashlib.sha256(idempotency_key.encode()).hexdigest()[:20]}"
-        else:
-            reservation_id = f"R-{uuid.uuid4().hex[:20]}"
-        return self.reserve(
-            option,
-            reservation_id=reservation_id,
-            order_id=order_id,
-            customer=customer,
-            now=now,
-            alternatives=offered,
-        )
-
-    def reserve(
-        self,
-        option: Option,
-        *,
-        reservation_id: str,
-        order_id: str | None = None,
-        customer: str | None = None,
-        now: Millis,
-        alternatives: Promise,
-        book_appointment: bool = True,
-    ) -> ConfirmResult:
-        """Send the option's events to the fold and wait for its decisions on them."""
-        order = order_id or f"O-{reservation_id.removeprefix('R-')}"
-        book = book_appointment and option.appointment_at is not None
-        try:
-            events = confirm_events(
-                option,
-                reservation_id=reservation_id,
-                order_id=order,
-                customer=customer,
-                now=now,
-                network=self.network,
-                hold_days=self.settings.hold_days,
-                appointment=book,
-            )
-        except ValueError as exc:
-            raise OptionGone(str(exc)) from exc
-        self.inbox.send(events)
-        timeout = self.settings.confirm_timeout.total_seconds()
-        deadline = time.monotonic() + timeout
-        decision = self.decisions.wait(reservation_id, timeout)
-        if decision is None:
-            msg = (
-                f"the ledger has not decided reservation {reservation_id} within {timeout:.1f} s; "
-                f"its request was sent to {self.inbox.description}: ask GET /v1/reservations/{reservation_id} later"
-            )
-            raise DecisionTimeout(msg)
-        appointment_status = None
-        if book:
-            appt = self.decisions.wait(f"{reservation_id}/appt", max(0.1, deadline - time.monotonic()))
-            appointment_status = None if appt is None else str(appt["status"])
-        status = str(decision["status"])
-        next_best = None
-        if status != "ACCEPTED":
-            if appointment_status == "ACCEPTED":
-                self.inbox.send([_release_appointment(reservation_id, option, now)])
-                appointment_status = "RELEASED"
-            # The next best is the best option for the same sku from another source.
-            next_best = next(
-                (o for o in alternatives.options if o.sku == option.sku and o.source_id != option.source_id),
-                None,
-            )
-        return ConfirmResult(
-            reservation_id,
-            order,
-            status,
-            str(decision.get("reason", "")),
-            option,
-            alternatives.snapshot_id,
-            decision,
-            appointment_status,
-            next_best,
-            events,
-        )
-
-    def emit(self, events: Sequence[InventoryEvent]) -> None:
-        """Send events to the flow (the demo's story, tools)."""
-        self.inbox.send(events)
-
-    # -- the staff's actions: each is one event the fold applies like any other
-
     def _one(self, table: str, key: str, value: str, order: str) -> dict[str, Any]:
         meta = self.snapshot()
         rows = self.store.table(table, {key: value}, meta.snapshot_id, order)
@@ -473,100 +286,12 @@ class LedgerService:
         """The load plan entry of one parcel."""
         return self._one("transport_loads", "parcel_id", parcel_id, "parcel_id")
 
-    def mark_picked(self, task_id: str, now: Millis | None = None) -> InventoryEvent:
-        """The clerk isolated the units of a shuttle task in their labelled parcel: TRANSFER_PICKED."""
-        task = self._one("store_tasks", "task_id", task_id, "task_id")
-        if task["kind"] != "PICK_FOR_SHUTTLE":
-            msg = f"task {task_id} is a {task['kind']} task: only PICK_FOR_SHUTTLE tasks are picked into a parcel"
-            raise Conflict(msg)
-        if task["status"] == "CANCELLED":
-            msg = f"task {task_id} was cancelled (its reservation ended): put the unit back on the shelf"
-            raise Conflict(msg)
-        return self._act(
-            EventType.TRANSFER_PICKED, "picked", task["reservation_id"], task["site_id"], task["sku"], task["qty"],
-            now, to_site_id=task["deliver_to"],
-        )  # fmt: skip
-
-    def mark_loaded(self, parcel_id: str, now: Millis | None = None) -> InventoryEvent:
-        """The driver scanned the parcel onto its shuttle: SHUTTLE_LOADED, carrying the plan to the destination."""
-        load = self._one("transport_loads", "parcel_id", parcel_id, "parcel_id")
-        if load["status"] == "CANCELLED":
-            msg = f"parcel {parcel_id} was cancelled (its reservation ended): do not load it"
-            raise Conflict(msg)
-        plan = load["plan"]
-        if not isinstance(plan, Fulfilment):
-            plan = _plan_from(plan)
-        return self._act(
-            EventType.SHUTTLE_LOADED, "loaded", load["reservation_id"], load["origin"], load["sku"], load["qty"], now,
-            to_site_id=load["destination"], eta=_ms(load["arrives_at"]), fulfilment=plan,
-        )  # fmt: skip
-
-    def mark_arrived(self, parcel_id: str, now: Millis | None = None) -> InventoryEvent:
-        """The parcel was scanned in at the destination: SHUTTLE_ARRIVED."""
-        load = self._one("transport_loads", "parcel_id", parcel_id, "parcel_id")
-        if load["status"] not in ("LOADED", "ARRIVED"):
-            msg = f"parcel {parcel_id} is {load['status']}: it must be loaded before it arrives"
-            raise Conflict(msg)
-        return self._act(
-            EventType.SHUTTLE_ARRIVED, "arrived", load["reservation_id"], load["destination"], load["sku"], load["qty"],
-            now,
-        )  # fmt: skip
-
-    def _act(
-        self, kind: EventType, what: str, ref: object, site: object, sku: object, qty: object, now: Millis | None,
-        **extra: Any,
-    ) -> InventoryEvent:  # fmt: skip
-        assert isinstance(ref, str)
-        assert isinstance(site, str)
-        assert isinstance(sku, str)
-        assert isinstance(qty, int)
-        event = InventoryEvent(
-            # One id per action and reservation: a double click is a duplicate the fold ignores.
-            event_id=f"CONSOLE:{ref}:{what}",
-            type=kind,
-            occurred_at=self.clock() if now is None else now,
-            site_id=site,
-            sku=sku,
-            qty=qty,
-            ref=ref,
-            source="CONSOLE",
-            **extra,
-        )
-        self.inbox.send([event])
-        return event
-
-
-def _plan_from(value: object) -> Fulfilment:
-    """A plan as the snapshot table holds it (JSON text, or its decoded mapping)."""
-    record = json.loads(value) if isinstance(value, str) else value
-    if not isinstance(record, Mapping):
-        msg = f"a load's plan is not a fulfilment record: {value!r}"
-        raise InvalidRequest(msg)
-    plan = _fulfilment_of(record)
-    if plan is None:
-        msg = f"a load's plan does not validate: {value!r}"
-        raise InvalidRequest(msg)
-    return plan
-
-
-def _release_appointment(reservation_id: str, option: Option, now: Millis) -> InventoryEvent:
-    assert option.appointment_at is not None
-    return InventoryEvent(
-        event_id=f"OMS:{reservation_id}:appointment-release",
-        type=EventType.RESERVATION_RELEASED,
-        occurred_at=now,
-        site_id=option.deliver_to,
-        sku=appointment_sku(option.appointment_at),
-        qty=1,
-        ref=f"{reservation_id}/appt",
-        source="OMS",
-    )
-
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _ms(value: object) -> Millis:
+def as_millis(value: object) -> Millis:
+    """A timestamp as a snapshot table holds it (a datetime, or epoch millis) in epoch millis."""
     if isinstance(value, datetime):
         return (value - _EPOCH) // timedelta(milliseconds=1)
     assert isinstance(value, int)

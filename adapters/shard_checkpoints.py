@@ -8,6 +8,11 @@ Layout, under the run's recovery directory:
     recovery/shards/007/base-000000000010
                                     every position of shard 7 as of its checkpoint 10 (compaction)
 
+A checkpoint file is a pickled `(format, shard, S, c, payload)`. Format 2, written now:
+the payload is a `ledger.shard.ShardImage`'s fields, its columns as bytes, so a base is
+restored by copying bytes, not by building an object per position. Format 1 (the first
+shards, a `position_state` tuple per position) is still read; the next base rewrites it.
+
 Bytewax keeps, per shard, only a pointer `(shard, S, c)`: the snapshot of the stateful
 step is "checkpoint c of shard i", never the positions themselves, so its recovery
 store holds one small row per shard and its per-epoch garbage collection stays cheap.
@@ -38,13 +43,13 @@ import json
 import os
 import pickle
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 
 from ledger.errors import RecoveryError
-from ledger.position import Position
-from ledger.position_state import position_from_state, position_state
-from ledger.shard import PositionKey, position_key
+from ledger.position_state import position_from_state
+from ledger.shard import ChangedRows, Shard, ShardImage
 
 __all__ = [
     "LAYOUT",
@@ -59,7 +64,11 @@ __all__ = [
 SHARDS_DIR = "shards"
 """The shard checkpoints' directory, inside the recovery directory."""
 LAYOUT = "layout.json"
-_FORMAT = 1
+_LAYOUT_FORMAT = 1
+_FIRST_FORMAT = 1
+"""A checkpoint file of the first shards: pickled `position_state` rows. Still read."""
+_CHECKPOINT_FORMAT = 2
+"""A checkpoint file holding a `ShardImage`'s fields: columns as bytes."""
 _NAME = re.compile(r"^(base|delta)-(\d{12})$")
 _TMP = ".tmp-"
 
@@ -70,7 +79,7 @@ ShardPointer = tuple[int, int, int]
 def write_layout(root: Path, shards: int) -> None:
     """Record the shard count of a new store in `root` (the shards directory), durably."""
     root.mkdir(parents=True, exist_ok=True)
-    _write_durably(root, LAYOUT, json.dumps({"format": _FORMAT, "shards": shards}).encode())
+    _write_durably(root, LAYOUT, json.dumps({"format": _LAYOUT_FORMAT, "shards": shards}).encode())
 
 
 def read_layout(root: Path) -> int | None:
@@ -83,8 +92,8 @@ def read_layout(root: Path) -> int | None:
     except (OSError, ValueError) as exc:
         msg = f"{path} cannot be read ({exc}); restore the recovery directory from a backup, or run with --reset"
         raise RecoveryError(msg) from exc
-    if layout.get("format") != _FORMAT or not isinstance(layout.get("shards"), int):
-        msg = f"{path} holds {layout!r}; this ledger reads format {_FORMAT} with an integer shard count"
+    if layout.get("format") != _LAYOUT_FORMAT or not isinstance(layout.get("shards"), int):
+        msg = f"{path} holds {layout!r}; this ledger reads format {_LAYOUT_FORMAT} with an integer shard count"
         raise RecoveryError(msg)
     shards: int = layout["shards"]
     return shards
@@ -154,8 +163,8 @@ class ShardCheckpoints:
         _fsync_dir(self.directory)
         self.last = 0
 
-    def resume(self, checkpoint: int) -> Iterator[tuple[PositionKey, Position]]:
-        """Step 4: the shard's positions as of `checkpoint`, after deleting every newer file.
+    def resume(self, checkpoint: int) -> Iterator[ShardImage]:
+        """Step 4: the shard's images as of `checkpoint` (`Shard.restore` them), after deleting every newer file.
 
         A generator: the files are checked and deleted as it starts, so iterate it to the end.
         """
@@ -199,16 +208,19 @@ class ShardCheckpoints:
         self.last = checkpoint
         self._base_rows = self._delta_rows = 0
         if base:
-            rows = self._read("base", base)
-            self._base_rows = len(rows)
-            yield from _positions(rows)
+            image = self._read("base", base)
+            self._base_rows = len(image)
+            yield image
         for c in wanted:
-            rows = self._read("delta", c)
-            self._delta_rows += len(rows)
-            yield from _positions(rows)
+            image = self._read("delta", c)
+            self._delta_rows += len(image)
+            yield image
 
-    def save(self, changed: Mapping[PositionKey, Position], everything: Mapping[PositionKey, Position]) -> ShardPointer:
-        """Steps 1-3: make checkpoint last+1 durable (a delta of `changed`, or a base of `everything`)."""
+    def save(self, changed: ChangedRows, shard: Shard) -> ShardPointer:
+        """Steps 1-3: make checkpoint last+1 durable (a delta of `changed`, or a base of all of `shard`).
+
+        `changed` is what `shard.take_changed()` just returned: both are read as they are now.
+        """
         c = self.last + 1
         self.directory.mkdir(parents=True, exist_ok=True)
         rows = len(changed)
@@ -218,11 +230,11 @@ class ShardCheckpoints:
         )
         # 1. Durable before Bytewax can hold a pointer to it.
         if compact:
-            self._write("base", c, everything.values())
+            self._write("base", c, shard.image())
             self._bases.append(c)
-            self._base_rows, self._delta_rows = len(everything), 0
+            self._base_rows, self._delta_rows = len(shard), 0
         else:
-            self._write("delta", c, changed.values())
+            self._write("delta", c, changed.image())
             self._deltas.append(c)
             self._delta_rows += rows
         self.last = c
@@ -244,37 +256,40 @@ class ShardCheckpoints:
             return []
         return sorted(p.name for p in self.directory.iterdir())
 
-    def _write(self, kind: str, c: int, positions: Iterable[Position]) -> None:
-        rows = [position_state(p) for p in positions]
-        blob = pickle.dumps((_FORMAT, self.shard, self.shards, c, rows), protocol=pickle.HIGHEST_PROTOCOL)
+    def _write(self, kind: str, c: int, image: ShardImage) -> None:
+        # The image's fields are bytes and a few small tuples: pickling them is a copy, not a walk.
+        payload = tuple(getattr(image, field.name) for field in fields(ShardImage))
+        blob = pickle.dumps((_CHECKPOINT_FORMAT, self.shard, self.shards, c, payload), protocol=pickle.HIGHEST_PROTOCOL)
         _write_durably(self.directory, f"{kind}-{c:012d}", blob)
 
-    def _read(self, kind: str, c: int) -> list[tuple[object, ...]]:
+    def _read(self, kind: str, c: int) -> ShardImage:
         path = self.directory / f"{kind}-{c:012d}"
         try:
-            fmt, shard, shards, checkpoint, rows = pickle.loads(path.read_bytes())
-        except (OSError, pickle.UnpicklingError, ValueError, EOFError) as exc:
+            fmt, shard, shards, checkpoint, payload = pickle.loads(path.read_bytes())
+            if fmt == _CHECKPOINT_FORMAT:
+                image = ShardImage(*payload)
+            elif fmt == _FIRST_FORMAT:
+                # A list of `position_state` rows, one per position (the shard before columns): read
+                # as objects, which the restoring shard packs into columns; the next base is columns.
+                image = ShardImage.of_positions(position_from_state(row) for row in payload)
+            else:
+                image = None
+        except (OSError, pickle.UnpicklingError, ValueError, EOFError, TypeError) as exc:
             msg = f"{path} cannot be read ({exc}); restore the recovery directory from a backup, or run with --reset"
             raise RecoveryError(msg) from exc
-        if (fmt, shard, shards, checkpoint) != (_FORMAT, self.shard, self.shards, c):
+        if image is None or (shard, shards, checkpoint) != (self.shard, self.shards, c):
             msg = (
                 f"{path} belongs to format {fmt}, shard {shard} of {shards}, checkpoint {checkpoint}; expected "
-                f"format {_FORMAT}, shard {self.shard} of {self.shards}, checkpoint {c}. The directory was mixed "
-                "with another store's: restore it from one backup, or run with --reset"
+                f"format {_FIRST_FORMAT} or {_CHECKPOINT_FORMAT}, shard {self.shard} of {self.shards}, checkpoint "
+                f"{c}. The directory was mixed with another store's, or written by a newer ledger: restore it "
+                "from one backup, or run with --reset"
             )
             raise RecoveryError(msg)
-        result: list[tuple[object, ...]] = rows
-        return result
+        return image
 
     def _unlink(self, kind: str, c: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             (self.directory / f"{kind}-{c:012d}").unlink()
-
-
-def _positions(rows: list[tuple[object, ...]]) -> Iterator[tuple[PositionKey, Position]]:
-    for row in rows:
-        position = position_from_state(row)
-        yield position_key(position.site_id, position.sku), position
 
 
 def _write_durably(directory: Path, name: str, blob: bytes) -> None:

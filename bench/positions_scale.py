@@ -3,7 +3,9 @@
 `python -m bench.positions_scale --positions 2000000 [--json]` measures, in one process:
 
 - resident bytes per position: RSS after folding one receipt into each of N positions
-  spread over S shards, minus RSS before, over N;
+  spread over S shards, minus RSS before, over N; and the same at rest, after the first
+  checkpoint and one idle checkpoint interval (when the shards have packed every plain
+  position into columns);
 - the first checkpoint: every shard writes its positions (a base) durably;
 - events/s of a fixed stream (sales and receipts on a hot set of positions, in reads of
   1,000 effects, an epoch close every 20,000 events): fold time plus epoch-close time;
@@ -74,8 +76,11 @@ def measure_positions(positions: int, events: int, hot: int, shards: int, work: 
     began = time.process_time()
     for shard, store in zip(by_index, stores, strict=True):
         store.start_empty()
-        store.save(shard.take_changed(), shard.positions())
+        store.save(shard.take_changed(), shard)
     first_checkpoint_s = time.process_time() - began
+    for shard in by_index:
+        shard.take_changed()  # an idle interval: what was folded in the last one is packed
+    rss_at_rest = _rss_bytes()
 
     # The same stream at every size: `hot` positions among the first 100,000 (present at every N).
     rng = random.Random(7)
@@ -101,7 +106,7 @@ def measure_positions(positions: int, events: int, hot: int, shards: int, work: 
             for shard, store in zip(by_index, stores, strict=True):
                 changed = shard.take_changed()
                 if changed:
-                    store.save(changed, shard.positions())
+                    store.save(changed, shard)
             closes.append(time.process_time() - began)
             close_walls.append(time.perf_counter() - wall)
 
@@ -120,6 +125,7 @@ def measure_positions(positions: int, events: int, hot: int, shards: int, work: 
         "hot_positions": len(targets),
         "preload_cpu_s": preload_s,
         "rss_bytes_per_position": (rss_loaded - rss_before) / positions,
+        "rss_bytes_per_position_at_rest": (rss_at_rest - rss_before) / positions,
         "rss_bytes": rss_loaded,
         "first_checkpoint_cpu_s": first_checkpoint_s,
         "events_per_cpu_s": events / (fold_s + sum(closes)),
@@ -192,7 +198,8 @@ def rows(found: dict[str, Any]) -> list[Any]:
                 Row("positions", f"resume at {size['positions']:,}", round(size["resume_cpu_s"], 1), "s CPU",
                     note="restore of every shard from its base + deltas"),
                 Row("positions", f"resident bytes per position at {size['positions']:,}",
-                    round(size["rss_bytes_per_position"]), "B", note="Position objects in a dict per shard"),
+                    round(size.get("rss_bytes_per_position_at_rest", size["rss_bytes_per_position"])), "B",
+                    note=f"at rest (columns); {size['rss_bytes_per_position']:,.0f} B right after the load"),
             ]
         )  # fmt: skip
     if len(measured) >= 2:
@@ -201,6 +208,7 @@ def rows(found: dict[str, Any]) -> list[Any]:
         scale = TARGET_POSITIONS / large["positions"]
         label = "" if large["positions"] >= TARGET_POSITIONS else f" (projected linearly from {large['positions']:,})"
         resume = large["resume_cpu_s"] * scale
+        at_rest = large.get("rss_bytes_per_position_at_rest", large["rss_bytes_per_position"])
         out.extend(
             [
                 Row("positions", f"events/s at {large['positions']:,} / at {small['positions']:,}",
@@ -208,8 +216,7 @@ def rows(found: dict[str, Any]) -> list[Any]:
                 Row("positions", f"resume at {TARGET_POSITIONS:,}{label}", round(resume, 1), "s CPU",
                     target=f"<= {RESUME_S_AT_20M:.0f} s", met=resume <= RESUME_S_AT_20M),
                 Row("positions", f"bytes per position at {TARGET_POSITIONS:,}{label}",
-                    round(large["rss_bytes_per_position"]), "B", target=f"<= {BYTES_AT_20M}",
-                    met=large["rss_bytes_per_position"] <= BYTES_AT_20M),
+                    round(at_rest), "B", target=f"<= {BYTES_AT_20M}", met=at_rest <= BYTES_AT_20M),
             ]
         )  # fmt: skip
     if "error" in found:

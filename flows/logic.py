@@ -123,7 +123,7 @@ def _sorted(out: Sequence[Output]) -> Folded:
 class FoldObserver(Protocol):
     """Told what each fold call did (metrics); runs on the worker thread, so it must be cheap."""
 
-    def resumed(self, position: Position) -> None: ...
+    def resumed(self, positions: int, negative: int) -> None: ...
 
     def folded(
         self, before: Position | None, values: Sequence[Stamped], after: Position, out: Sequence[Output]
@@ -168,8 +168,9 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, tuple[PositionKey, Folded], Shar
             if self._store is not None:
                 self._shard.restore(self._store.resume(checkpoint))
             if observer is not None:
-                for position in self._shard.positions().values():
-                    observer.resumed(position)
+                # Counted over the columns: building a position per row to count it took
+                # ~47 us each, 95 s of a resume at 2M positions.
+                observer.resumed(*self._shard.census())
 
     def _open(self, index: int) -> None:
         self._index = index
@@ -228,7 +229,7 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, tuple[PositionKey, Folded], Shar
         changed = self._shard.take_changed()
         if changed or store.last == 0:
             # Durable before Bytewax holds the pointer (adapters/shard_checkpoints.py, step 1).
-            return store.save(changed, self._shard.positions())
+            return store.save(changed, self._shard)
         return store.pointer()
 
     @staticmethod

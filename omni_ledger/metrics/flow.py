@@ -192,12 +192,11 @@ class FlowMetrics(Collector):
                     self._by_thread[ident] = cells
         return cells
 
-    def resumed(self, position: Position) -> None:
-        """A position came back from recovery state on this worker."""
+    def resumed(self, positions: int, negative: int) -> None:
+        """A shard came back from recovery state on this worker: its positions, those below zero."""
         cells = self._mine()
-        cells.positions += 1
-        if position.on_hand < 0:
-            cells.negative += 1
+        cells.positions += positions
+        cells.negative += negative
 
     def folded(
         self,

@@ -28,7 +28,9 @@ from flows.logic import ShardLogic
 from ledger.contract import event_to_json_bytes
 from ledger.effects import split
 from ledger.errors import RecoveryError
+from ledger.events import EventType, InventoryEvent
 from ledger.outputs import PositionChange
+from ledger.position_state import position_state
 from ledger.shard import Shard, position_key
 from omni_ledger.bootstrap import _recorded_shards, reset_store
 from simulator import RetailerSimulator, SimConfig
@@ -58,7 +60,7 @@ def checkpointed_run(root, epochs, policy, *, stop_after=None):
     store.start_empty()
     for epoch in epochs[:stop_after]:
         fold_epoch(shard, epoch, policy)
-        pointers.append(store.save(shard.take_changed(), shard.positions()))
+        pointers.append(store.save(shard.take_changed(), shard))
     return shard, store, pointers
 
 
@@ -110,7 +112,7 @@ def test_a_crash_after_a_checkpoint_write_but_before_bytewax_commits_it_changes_
         assert all(int(name.rsplit("-", 1)[1]) <= again.last for name in again.files())
         for epoch in epochs[k:]:
             fold_epoch(resumed, epoch, policy)
-            again.save(resumed.take_changed(), resumed.positions())
+            again.save(resumed.take_changed(), resumed)
         assert dict(resumed.positions()) == dict(clean.positions())
         assert dict(restored(Path(crash_dir), again.pointer()).positions()) == dict(clean.positions())
 
@@ -213,7 +215,42 @@ def test_a_flow_without_the_checkpoint_directory_refuses_to_resume_a_shard_point
 def test_reset_removes_the_shard_checkpoints_with_the_recovery_state(tmp_path):
     store = ShardCheckpoints(tmp_path / "recovery" / SHARDS_DIR, 0, 1)
     store.start_empty()
-    store.save({}, {})
+    empty = Shard()
+    store.save(empty.take_changed(), empty)
     assert store.files() == ["delta-000000000001"]
     reset_store(tmp_path)
     assert not (tmp_path / "recovery").exists()
+
+
+def _write_checkpoint_file(root: Path, name: str, payload) -> None:
+    (root / "000").mkdir(parents=True, exist_ok=True)
+    (root / "000" / name).write_bytes(pickle.dumps(payload))
+
+
+def test_a_checkpoint_of_the_first_format_is_read_and_packed_into_columns(tmp_path):
+    # Format 1 (the shards before columns): a `position_state` tuple per position.
+    policy = WIDE
+    shard = Shard()
+    for n, site in enumerate(("ST-1", "ST-2", "ST-3")):
+        fold_epoch(shard, [(1_000 + n, e) for e in split(_received(f"e{n}", site, 1_000 + n))], policy)
+    live = dict(shard.positions())
+    _write_checkpoint_file(tmp_path, "base-000000000001", (1, 0, 1, 1, [position_state(p) for p in live.values()]))
+    store = ShardCheckpoints(tmp_path, 0, 1)
+    resumed = Shard()
+    resumed.restore(store.resume(1))
+    assert dict(resumed.positions()) == live
+    assert not resumed._objects  # plain positions went to columns
+    store.save(resumed.take_changed(), resumed)
+    again = Shard()
+    again.restore(ShardCheckpoints(tmp_path, 0, 1).resume(2))
+    assert dict(again.positions()) == live
+
+
+def test_a_checkpoint_of_an_unknown_format_is_refused(tmp_path):
+    _write_checkpoint_file(tmp_path, "base-000000000001", (3, 0, 1, 1, ()))
+    with pytest.raises(RecoveryError, match="expected format 1 or 2"):
+        Shard().restore(ShardCheckpoints(tmp_path, 0, 1).resume(1))
+
+
+def _received(event_id, site, at):
+    return InventoryEvent(event_id, EventType.RECEIVED, at, site, "A", 4)

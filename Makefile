@@ -46,8 +46,8 @@ run: $(STAMP) ## The living retailer: simulator, flow, simulated people, API and
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .
 
-typecheck: $(STAMP) ## mypy (strict on ledger/)
-	$(BIN)/mypy ledger flows adapters omni_ledger bench
+typecheck: $(STAMP) ## mypy (strict on ledger/ and simulator/)
+	$(BIN)/mypy ledger simulator flows adapters omni_ledger bench
 
 test: lint typecheck prometheus-tools ## Lint, type-check and run every test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

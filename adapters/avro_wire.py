@@ -44,6 +44,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from io import BytesIO
+from pathlib import Path
 from typing import Any, Protocol
 
 import fastavro
@@ -64,8 +65,10 @@ __all__ = [
     "SINGLE_OBJECT_MARKER",
     "SchemaRegistry",
     "WireCodec",
+    "WireSettings",
     "parsing_canonical_form",
     "schema_fingerprint",
+    "wire_codec",
 ]
 
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
@@ -414,3 +417,35 @@ class WireCodec:
     @staticmethod
     def _refuse(value: bytes, origin: str, detail: str) -> DeadLetter:
         return DeadLetter(origin=origin, reason=Reason.MALFORMED, detail=detail, raw=value)
+
+
+class WireSettings(Protocol):
+    """What `wire_codec` reads of the Kafka settings (`omni_ledger.config.KafkaSettings` has it)."""
+
+    @property
+    def framing(self) -> str: ...
+
+    @property
+    def schema_registry_url(self) -> str: ...
+
+    @property
+    def writer_schemas(self) -> tuple[Path, ...]: ...
+
+    def topic(self, name: str) -> str: ...
+
+
+def wire_codec(kafka: WireSettings) -> WireCodec:
+    """The Avro wire codec the settings ask for (single-object, or Confluent with a registry)."""
+    if kafka.framing == "confluent":
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
+        registry = SchemaRegistryClient({"url": kafka.schema_registry_url})
+        return WireCodec(schema_registry=registry, topic=kafka.topic("inventory.events"))
+    schemas = []
+    for path in kafka.writer_schemas:
+        try:
+            schemas.append(path.read_text())
+        except OSError as exc:
+            msg = f"kafka.writer_schemas: cannot read {path}: {exc.strerror}"
+            raise ConfigError(msg) from exc
+    return WireCodec(writer_schemas=schemas)

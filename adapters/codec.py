@@ -2,13 +2,13 @@
 
 Decoding never raises on bad bytes: it returns a `DeadLetter` (reason `malformed`) with
 the raw input, so the flow can route it and go on. Files are this module's; Kafka
-message values are `adapters.avro_wire`'s.
+message values are `adapters.avro_wire`'s. What the flow does with a record (validate
+it, stamp it with the ledger clock) is `flows.admission`'s.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -18,18 +18,15 @@ from typing import Any, BinaryIO
 import fastavro
 from fastavro.types import Schema
 
-from adapters.clock import Clock
-from ledger.contract import event_to_record, validate
+from ledger.contract import event_to_record
 from ledger.dead_letter import DeadLetter, Reason
 from ledger.errors import ContractError, SourceError
-from ledger.events import InventoryEvent, Millis
+from ledger.events import InventoryEvent
 
 __all__ = [
     "SCHEMA_PATH",
     "Decoder",
     "RawInput",
-    "admit",
-    "admit_read",
     "decode_json",
     "event_schema",
     "iter_avro_file",
@@ -98,76 +95,3 @@ class RawInput:
 
 Decoder = Callable[[bytes, str], "dict[str, Any] | DeadLetter"]
 """Turns a message's bytes into a record, or a dead letter: `decode_json`, or a wire codec."""
-
-
-def admit(
-    item: RawInput, clock: Clock, max_skew_ms: int, decode: Decoder | None = None
-) -> tuple[Millis, InventoryEvent] | DeadLetter:
-    """Decode and validate one input; stamp the accepted event with the ledger clock's reading."""
-    payload = item.payload
-    if isinstance(payload, InventoryEvent):
-        event: InventoryEvent | DeadLetter = payload
-    else:
-        if isinstance(payload, bytes):
-            raw = payload
-            record: dict[str, Any] | DeadLetter = (decode or decode_json)(payload, item.origin)
-        else:
-            record = payload
-            raw = _avro_record_bytes(payload)
-        if isinstance(record, DeadLetter):
-            return record
-        # Against the wall clock in a replay too: one event typed in 2099 would otherwise push
-        # the replay clock (and every position's window) decades ahead.
-        now = clock.now() if clock.live else time.time_ns() // 1_000_000
-        event = validate(record, origin=item.origin, raw=raw, now=now, max_skew_ms=max_skew_ms)
-    if isinstance(event, DeadLetter):
-        return event
-    return clock.observe(event.occurred_at), event
-
-
-def admit_read(
-    read: tuple[RawInput, ...], clock: Clock, max_skew_ms: int, decode: Decoder | None = None
-) -> list[tuple[Millis, InventoryEvent] | DeadLetter]:
-    """`admit` for every input of one source read, reading the clock once for the read.
-
-    Stamps are what `admit` one by one would give on one worker: the live clock's
-    reading, or the newest `occurred_at` so far (read's own events included).
-    """
-    decode = decode or decode_json
-    wall = clock.now() if clock.live else time.time_ns() // 1_000_000
-    stamp = clock.now()
-    newest = stamp
-    out: list[tuple[Millis, InventoryEvent] | DeadLetter] = []
-    for item in read:
-        payload = item.payload
-        if isinstance(payload, InventoryEvent):
-            event = payload
-        else:
-            if isinstance(payload, bytes):
-                raw = payload
-                record: dict[str, Any] | DeadLetter = decode(payload, item.origin)
-            else:
-                record = payload
-                raw = _avro_record_bytes(payload)
-            if isinstance(record, DeadLetter):
-                out.append(record)
-                continue
-            checked = validate(record, origin=item.origin, raw=raw, now=wall, max_skew_ms=max_skew_ms)
-            if isinstance(checked, DeadLetter):
-                out.append(checked)
-                continue
-            event = checked
-        if clock.live:
-            out.append((stamp, event))
-        else:
-            if event.occurred_at > newest:
-                newest = event.occurred_at
-            out.append((newest, event))
-    if not clock.live and newest > stamp:
-        clock.observe(newest)
-    return out
-
-
-def _avro_record_bytes(record: dict[str, Any]) -> bytes:
-    """A dead letter keeps what came; an Avro record is kept as its JSON rendering."""
-    return json.dumps(record, default=str, separators=(",", ":")).encode()

@@ -11,6 +11,7 @@ the console is decided while the simulator runs. Its resume state is the file po
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,14 +20,19 @@ from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+import simulator.state as sim_state
 from adapters.codec import RawInput
 from adapters.file_source import FileSource, FilesResume
 from adapters.shutdown import StopFlag
-from omni_ledger.simulator import RetailerSimulator, SimConfig, SimState
+from simulator import RetailerSimulator, SimConfig, SimState
 
 __all__ = ["SimResume", "SimSource"]
 
 _MAX_BATCH = 5_000
+
+# Recovery stores written while the simulator lived in the application pickled its state as
+# `omni_ledger.simulator.SimState`: that name still finds the class, so such a store resumes.
+sys.modules.setdefault("omni_ledger.simulator", sim_state)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from adapters.avro_wire import WireCodec
 from adapters.kafka_io import EventProducer
 from adapters.snapshot_store import SnapshotReader
 from bench.common import REPO, RESULTS, machine, machine_line, say, utc_stamp
-from omni_ledger.simulator import RetailerSimulator, SimConfig
+from simulator import RetailerSimulator, SimConfig
 
 BROKER_SCRIPT = REPO / "infra" / "kafka" / "broker.py"
 

@@ -26,8 +26,8 @@ from ledger.effects import Effect, split
 from ledger.fold import fold
 from ledger.policy import LedgerPolicy
 from ledger.position import Position
-from omni_ledger.simulator import RetailerSimulator, SimConfig
 from omni_ledger.table import render_table
+from simulator import RetailerSimulator, SimConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]

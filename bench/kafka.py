@@ -69,8 +69,8 @@ from bench.common import (
 )
 from ledger.dead_letter import DeadLetter
 from ledger.events import EventType, InventoryEvent
-from omni_ledger.simulator import RetailerSimulator, SimConfig
 from omni_ledger.table import render_table
+from simulator import RetailerSimulator, SimConfig
 
 __all__ = [
     "FlowRun",

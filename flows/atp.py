@@ -26,9 +26,9 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from adapters.batched import batched
 from adapters.clock import Clock
 from adapters.codec import Decoder
+from adapters.partitions import batched
 from flows.logic import Admitted, Folded, FoldObserver, ShardBatch, ShardLogic, SnapshotBatchLogic, admit_batch
 from ledger.dead_letter import DeadLetter
 from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask

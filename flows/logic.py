@@ -21,8 +21,9 @@ from typing import NamedTuple, Protocol
 from bytewax.operators import StatefulBatchLogic
 
 from adapters.clock import Clock
-from adapters.codec import Decoder, RawInput, admit_read
+from adapters.codec import Decoder, RawInput
 from adapters.shard_checkpoints import ShardCheckpoints, ShardPointer, check_pointer
+from flows.admission import admit_read
 from ledger.dead_letter import DeadLetter
 from ledger.effects import Effect, split
 from ledger.errors import RecoveryError

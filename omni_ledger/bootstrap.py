@@ -1,4 +1,6 @@
-"""The one place that picks the real adapters and wires them into the flow.
+"""The one place that picks the real adapters and wires them into the flow (`plan_run`).
+
+Running the plan, a process of the flow, is `omni_ledger.runner`'s.
 
 Layout of a snapshot directory:
 
@@ -16,36 +18,15 @@ Layout of a snapshot directory:
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import logging
-import os
 import shutil
-import socket
-import sys
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bytewax.inputs import (
-    DynamicSource,
-    FixedPartitionedSource,
-    Source,
-    StatefulSourcePartition,
-    StatelessSourcePartition,
-)
-from bytewax.outputs import (
-    DynamicSink,
-    FixedPartitionedSink,
-    StatefulSinkPartition,
-    StatelessSinkPartition,
-)
-from bytewax.recovery import RecoveryConfig, init_db_dir
-from bytewax.run import cli_main
+from bytewax.inputs import Source
 
-from adapters.avro_wire import WireCodec
+from adapters.avro_wire import wire_codec
 from adapters.clock import Clock, ReplayClock, WallClock
 from adapters.file_source import FileSource
 from adapters.jsonl_sink import (
@@ -63,22 +44,21 @@ from adapters.kafka_records import (
     render_order,
     render_task,
 )
-from adapters.recovery import discard_uncommitted
-from adapters.shard_checkpoints import SHARDS_DIR, read_layout, write_layout
+from adapters.shard_checkpoints import SHARDS_DIR, read_layout
 from adapters.shutdown import StopFlag
 from adapters.sim_source import SimSource
 from adapters.snapshot_store import drop_store, store_exists
 from adapters.snapshot_store.sink import SnapshotSink
-from flows.atp import Wiring, build_flow
+from flows.atp import Wiring
 from ledger.dead_letter import DeadLetter
-from ledger.errors import ConfigError, OmniLedgerError, RecoveryError
+from ledger.errors import ConfigError, RecoveryError
 from ledger.outputs import ReservationDecision
 from ledger.shard import DEFAULT_SHARDS
-from omni_ledger.config import KafkaSettings, Settings
+from omni_ledger.config import Settings
 from omni_ledger.metrics import FlowMetrics
 from omni_ledger.progress import Progress
 
-__all__ = ["RunPlan", "plan_run", "reset_store", "run"]
+__all__ = ["RunPlan", "plan_run", "reset_store"]
 
 CATALOG = "catalog.sqlite"
 CLOCK_BOARD = ".replay-clock"
@@ -188,23 +168,6 @@ def _counted_dead_letters(
     return counting
 
 
-def wire_codec(kafka: KafkaSettings) -> WireCodec:
-    """The Avro wire codec the settings ask for (single-object, or Confluent with a registry)."""
-    if kafka.framing == "confluent":
-        from confluent_kafka.schema_registry import SchemaRegistryClient
-
-        registry = SchemaRegistryClient({"url": kafka.schema_registry_url})
-        return WireCodec(schema_registry=registry, topic=kafka.topic("inventory.events"))
-    schemas = []
-    for path in kafka.writer_schemas:
-        try:
-            schemas.append(path.read_text())
-        except OSError as exc:
-            msg = f"kafka.writer_schemas: cannot read {path}: {exc.strerror}"
-            raise ConfigError(msg) from exc
-    return WireCodec(writer_schemas=schemas)
-
-
 def reset_store(directory: Path) -> None:
     """Remove what a previous run left in `directory` (snapshots, recovery state, outputs).
 
@@ -240,7 +203,7 @@ def reset_store(directory: Path) -> None:
     for marker in directory.glob(".published-*.json") if directory.is_dir() else ():
         marker.unlink(missing_ok=True)  # the snapshot writers' last published job (adapters/snapshot_store/sink.py)
     for leftover in directory.glob(f"{RECOVERY}.init-*") if directory.is_dir() else ():
-        # A recovery directory being initialised when its process died (see _init_recovery).
+        # A recovery directory being initialised when its process died (omni_ledger/runner.py).
         shutil.rmtree(leftover, ignore_errors=True)
 
 
@@ -340,9 +303,6 @@ def plan_run(
     return RunPlan(wiring, settings, recovery_dir, description)
 
 
-_LOG = logging.getLogger("omni_ledger.run")
-
-
 def _recorded_shards(recovery_dir: Path) -> int:
     """The shard count recorded in an existing recovery directory (a new one gets the default).
 
@@ -365,323 +325,3 @@ def _recorded_shards(recovery_dir: Path) -> int:
         )
         raise RecoveryError(msg)
     return DEFAULT_SHARDS
-
-
-def _init_recovery(recovery_dir: Path, partitions: int, shards: int = DEFAULT_SHARDS) -> None:
-    """Create Bytewax's recovery partitions once, even if every process of a cluster tries at once.
-
-    Each process that finds no recovery directory builds a complete one under a private
-    name and renames it into place: a rename onto an existing non-empty directory fails,
-    so the first complete one wins and the others discard theirs. No process ever sees a
-    half-initialised directory (Bytewax would take a missing partition file for a missing
-    partition). The count is the cluster's total workers; a later run may use any number
-    of workers or processes on the same partitions (Bytewax routes state to them).
-    """
-    if recovery_dir.exists():
-        return
-    staging = recovery_dir.with_name(f"{recovery_dir.name}.init-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        init_db_dir(staging, partitions)  # type: ignore[no-untyped-call]  # untyped in bytewax 0.21.1
-        # The shard count goes in with the partitions: a store never exists without it.
-        write_layout(staging / SHARDS_DIR, shards)
-        try:
-            staging.rename(recovery_dir)
-        except OSError as exc:
-            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not recovery_dir.is_dir():
-                raise
-            # Another process of the cluster was first: use its partitions.
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _check_addresses(settings: Settings) -> None:
-    """Fail now, with advice, if this process cannot listen on its own cluster address; warn of unknown peers.
-
-    Bytewax would otherwise panic deep in its network setup, or wait forever.
-    """
-    addresses = settings.addresses
-    duplicates = sorted({a for a in addresses if addresses.count(a) > 1})
-    if duplicates:
-        msg = f"runtime.addresses lists {', '.join(duplicates)} more than once: each process needs its own host:port"
-        raise ConfigError(msg)
-    own = addresses[settings.process_id]
-    host, _, port = own.rpartition(":")
-    host = host.strip("[]")
-    where = f"{own} (process {settings.process_id} of --addresses {';'.join(addresses)})"
-    try:
-        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        msg = f"cannot resolve {where}: {exc.strerror}"
-        raise ConfigError(msg) from exc
-    family, kind, proto, _canon, sockaddr = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        # As Bytewax's listener does: a port left in TIME_WAIT by a previous run is fine.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(sockaddr)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                msg = (
-                    f"cannot listen on {where}: the port is in use. Another program holds it, a previous run "
-                    f"of this process is still running, or two processes were given the same --process-id"
-                )
-            elif exc.errno == errno.EADDRNOTAVAIL:
-                msg = (
-                    f"cannot listen on {where}: {host} is not an address of this machine. --process-id picks "
-                    f"this process's own entry in --addresses (0 for the first)"
-                )
-            else:
-                msg = f"cannot listen on {where}: {exc.strerror}"
-            raise ConfigError(msg) from exc
-    for index, peer in enumerate(addresses):
-        peer_host, _, peer_port = peer.rpartition(":")
-        if index == settings.process_id:
-            continue
-        try:
-            socket.getaddrinfo(peer_host.strip("[]"), int(peer_port), type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            # Not fatal: in Kubernetes a peer's name resolves only once its pod exists.
-            _LOG.warning(
-                "cannot resolve process %d's address %s yet (%s); Bytewax keeps retrying every second",
-                index,
-                peer,
-                exc.strerror,
-            )
-
-
-class _FirstError:
-    """The first exception a source or sink of this process raised (see `_guard`)."""
-
-    def __init__(self) -> None:
-        self.error: Exception | None = None
-        self._lock = threading.Lock()
-
-    def call(self, method: Callable[..., _R], *args: Any) -> _R:
-        try:
-            return method(*args)
-        except StopIteration:  # a source's normal end of input
-            raise
-        except Exception as exc:
-            with self._lock:
-                if self.error is None:
-                    self.error = exc
-            raise
-
-
-class _GuardedStatefulSourcePart(StatefulSourcePartition[Any, Any]):
-    def __init__(self, inner: StatefulSourcePartition[Any, Any], errors: _FirstError) -> None:
-        self._inner, self._errors = inner, errors
-
-    def next_batch(self) -> Any:
-        return self._errors.call(self._inner.next_batch)
-
-    def next_awake(self) -> Any:
-        return self._errors.call(self._inner.next_awake)
-
-    def snapshot(self) -> Any:
-        return self._errors.call(self._inner.snapshot)
-
-    def close(self) -> None:
-        self._errors.call(self._inner.close)
-
-
-class _GuardedStatelessSourcePart(StatelessSourcePartition[Any]):
-    def __init__(self, inner: StatelessSourcePartition[Any], errors: _FirstError) -> None:
-        self._inner, self._errors = inner, errors
-
-    def next_batch(self) -> Any:
-        return self._errors.call(self._inner.next_batch)
-
-    def next_awake(self) -> Any:
-        return self._errors.call(self._inner.next_awake)
-
-    def close(self) -> None:
-        self._errors.call(self._inner.close)
-
-
-class _GuardedFixedSource(FixedPartitionedSource[Any, Any]):
-    def __init__(self, inner: FixedPartitionedSource[Any, Any], errors: _FirstError) -> None:
-        self._inner, self._errors = inner, errors
-
-    def list_parts(self) -> list[str]:
-        return self._errors.call(self._inner.list_parts)
-
-    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _GuardedStatefulSourcePart:
-        part = self._errors.call(self._inner.build_part, step_id, for_part, resume_state)
-        return _GuardedStatefulSourcePart(part, self._errors)
-
-
-class _GuardedDynamicSource(DynamicSource[Any]):
-    def __init__(self, inner: DynamicSource[Any], errors: _FirstError) -> None:
-        self._inner, self._errors = inner, errors
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _GuardedStatelessSourcePart:
-        part = self._errors.call(self._inner.build, step_id, worker_index, worker_count)
-        return _GuardedStatelessSourcePart(part, self._errors)
-
-
-class _GuardedStatefulSinkPart(StatefulSinkPartition[Any, Any]):
-    def __init__(self, inner: StatefulSinkPartition[Any, Any], errors: _FirstError) -> None:
-        self._inner, self._errors = inner, errors
-
-    def write_batch(self, values: list[Any]) -> None:
-        self._errors.call(self._inner.write_batch, values)
-
-    def snapshot(self) -> Any:
-        return self._errors.call(self._inner.snapshot)
-
-    def close(self) -> None:
-        self._errors.call(self._inner.close)
-
-
-class _GuardedStatelessSinkPart(StatelessSinkPartition[Any]):
-    def __init__(self, inner: StatelessSinkPartition[Any], errors: _FirstError) -> None:
-        self._inner, self._errors = inner, errors
-
-    def write_batch(self, items: list[Any]) -> None:
-        self._errors.call(self._inner.write_batch, items)
-
-    def close(self) -> None:
-        self._errors.call(self._inner.close)
-
-
-class _GuardedFixedSink(FixedPartitionedSink[Any, Any]):
-    def __init__(self, inner: FixedPartitionedSink[Any, Any], errors: _FirstError) -> None:
-        self._inner, self._errors = inner, errors
-
-    def list_parts(self) -> list[str]:
-        return self._errors.call(self._inner.list_parts)
-
-    def part_fn(self, item_key: str) -> int:
-        return self._inner.part_fn(item_key)
-
-    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _GuardedStatefulSinkPart:
-        part = self._errors.call(self._inner.build_part, step_id, for_part, resume_state)
-        return _GuardedStatefulSinkPart(part, self._errors)
-
-
-class _GuardedDynamicSink(DynamicSink[Any]):
-    def __init__(self, inner: DynamicSink[Any], errors: _FirstError) -> None:
-        self._inner, self._errors = inner, errors
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _GuardedStatelessSinkPart:
-        part = self._errors.call(self._inner.build, step_id, worker_index, worker_count)
-        return _GuardedStatelessSinkPart(part, self._errors)
-
-
-def _guard(wiring: Wiring, errors: _FirstError) -> Wiring:
-    """`wiring` with every source and sink remembering, in `errors`, the first exception it raised.
-
-    In a cluster Bytewax loses a step's exception: the failing process shuts down, its
-    peers' connections break, and every process reports only "Send thread panic". What
-    our sources and sinks raise (a file that cannot be read, a refused Kafka login, a
-    store that cannot be written) is then still known in the process where it happened.
-    """
-    guarded: dict[str, Any] = {}
-    for field in fields(wiring):
-        value = getattr(wiring, field.name)
-        if isinstance(value, FixedPartitionedSource):
-            guarded[field.name] = _GuardedFixedSource(value, errors)
-        elif isinstance(value, DynamicSource):
-            guarded[field.name] = _GuardedDynamicSource(value, errors)
-        elif isinstance(value, FixedPartitionedSink):
-            guarded[field.name] = _GuardedFixedSink(value, errors)
-        elif isinstance(value, DynamicSink):
-            guarded[field.name] = _GuardedDynamicSink(value, errors)
-    return replace(wiring, **guarded)
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """Send what is written to file descriptor 1 to stderr for a while.
-
-    Bytewax's network layer prints its connection retries ("worker 1: error connecting
-    to worker 0 ...") on standard output, which is where `run --json` prints its summary.
-    """
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-def run(plan: RunPlan) -> None:
-    """Run the flow to the end of its input (or until interrupted).
-
-    With `runtime.addresses`, this process is one of a Bytewax cluster: every process runs
-    the same command with its own `--process-id`, on the same snapshot directory. Bytewax
-    connects them first (each waits for the others), then assigns the input partitions
-    (Kafka partitions; the file source is one partition) and the recovery partitions
-    among all workers, and routes each site|sku to one worker of one process.
-    """
-    settings = plan.settings
-    cluster = bool(settings.addresses)
-    if cluster:
-        _check_addresses(settings)
-    recovery = None
-    if plan.recovery_dir is not None:
-        partitions = settings.workers * max(1, len(settings.addresses))
-        _init_recovery(plan.recovery_dir, partitions, plan.wiring.shards)
-        # State a crashed run saved for an epoch that never completed (its outputs maybe
-        # never acknowledged, a shard's pointer to a checkpoint that is rolled back) must
-        # not be loaded by a later resume: adapters/recovery.py.
-        discard_uncommitted(plan.recovery_dir)
-        recovery = RecoveryConfig(str(plan.recovery_dir))  # type: ignore[no-untyped-call]
-    if cluster:
-        others = [a for i, a in enumerate(settings.addresses) if i != settings.process_id]
-        _LOG.info(
-            "process %d of %d: listening on %s, waiting for %s to join",
-            settings.process_id,
-            len(settings.addresses),
-            settings.addresses[settings.process_id],
-            ", ".join(others) or "nobody",
-            extra={"process_id": settings.process_id, "addresses": ";".join(settings.addresses)},
-        )
-    errors = _FirstError()
-    try:
-        with _stdout_to_stderr() if cluster else contextlib.nullcontext():
-            cli_main(  # type: ignore[no-untyped-call]
-                build_flow(_guard(plan.wiring, errors) if cluster else plan.wiring),
-                workers_per_process=settings.workers,
-                process_id=settings.process_id if cluster else None,
-                addresses=list(settings.addresses) or None,
-                epoch_interval=settings.epoch_interval,
-                recovery_config=recovery,
-            )
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as exc:
-        # Bytewax wraps what a step raised in its own runtime error; the user needs ours,
-        # which says what was wrong and what to do.
-        cause: BaseException | None = exc
-        while cause is not None and not isinstance(cause, OmniLedgerError):
-            cause = cause.__cause__ or cause.__context__
-        if isinstance(cause, OmniLedgerError):
-            raise cause from exc
-        if cluster and type(exc).__name__ == "PanicException" and "thread panic" in str(exc):
-            # What every process of a cluster reports when one of them stops (kill -9, a
-            # crash, a failed step): the connections break and Bytewax panics.
-            local = errors.error
-            if isinstance(local, OmniLedgerError):
-                raise local from exc
-            if local is not None:
-                msg = f"the dataflow stopped in this process: {type(local).__name__}: {local}"
-                raise OmniLedgerError(msg) from local
-            msg = (
-                f"the dataflow stopped: the connection to another process of the cluster broke ({exc}). "
-                f"Another process died (killed, crashed, out of memory, its machine gone) or failed (its "
-                f"own log says why), or the processes were started with different --workers (each needs the "
-                f"same). Start every process again on the same snapshot directory; the cluster resumes from "
-                f"its last completed epoch"
-            )
-            raise OmniLedgerError(msg) from exc
-        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
-            raise
-        msg = f"the dataflow stopped: {exc}"
-        raise OmniLedgerError(msg) from exc

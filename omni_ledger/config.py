@@ -51,7 +51,7 @@ from omni_ledger.config_fields import (
     setting,
 )
 from omni_ledger.logs import LEVELS, LogFormat
-from omni_ledger.simulator import SimConfig
+from simulator import SimConfig
 
 __all__ = [
     "KafkaSettings",

@@ -214,7 +214,7 @@ def prepare_live_retailer(settings: Settings, network_file: Path, *, reset: bool
     from ledger.confirm import open_slots_events
     from ledger.network import DAY_MS
     from omni_ledger.bootstrap import reset_store
-    from omni_ledger.sim_network import network_toml, simulated_network
+    from simulator.network import network_toml, simulated_network
 
     network = simulated_network(settings.simulator.sim_config())
     network_file.parent.mkdir(parents=True, exist_ok=True)

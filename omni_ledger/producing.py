@@ -14,7 +14,7 @@ from ledger.contract import validate
 from ledger.dead_letter import DeadLetter
 from ledger.errors import SourceError
 from omni_ledger.config import KafkaSettings, Settings
-from omni_ledger.simulator import RetailerSimulator
+from simulator import RetailerSimulator
 
 __all__ = ["produce_file", "produce_simulator"]
 

@@ -44,7 +44,7 @@ def inbox_path(settings: Settings) -> Path:
 def open_inbox(settings: Settings) -> EventInbox:
     """Where events for the flow go: the followed inbox file, or the Kafka input topic."""
     if settings.serve.bus == "kafka":
-        from omni_ledger.bootstrap import wire_codec
+        from adapters.avro_wire import wire_codec
 
         kafka = settings.kafka
         return KafkaInbox(kafka.client_config(), kafka.topic("inventory.events"), wire_codec(kafka))

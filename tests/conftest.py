@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ledger.events import InventoryEvent
-from omni_ledger.simulator import RetailerSimulator, SimConfig
+from simulator import RetailerSimulator, SimConfig
 
 # The `kafka` and `topic_factory` fixtures: a real broker for the session (see the module).
 pytest_plugins = ["tests.kafka_broker"]

@@ -44,7 +44,7 @@ from adapters.kafka_io import EventProducer
 from adapters.snapshot_store import SnapshotReader
 from ledger.contract import event_to_json_bytes
 from ledger.events import EventType, InventoryEvent
-from omni_ledger.simulator import RetailerSimulator, SimConfig
+from simulator import RetailerSimulator, SimConfig
 from tests.conftest import REPO, recent_simulated_events, run_cli
 from tests.store_checks import events_applied
 

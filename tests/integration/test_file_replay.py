@@ -11,7 +11,7 @@ from adapters.snapshot_store import SnapshotReader
 from ledger.contract import event_to_json_bytes, validate
 from ledger.dead_letter import DeadLetter
 from ledger.events import InventoryEvent
-from omni_ledger.simulator import RetailerSimulator, SimConfig
+from simulator import RetailerSimulator, SimConfig
 from tests.conftest import EXAMPLES, read_jsonl
 from tests.store_checks import assert_store_matches, reference_for
 

@@ -13,7 +13,7 @@ import pytest
 
 from adapters.snapshot_store import SnapshotReader
 from ledger.contract import event_to_json_bytes
-from omni_ledger.simulator import RetailerSimulator, SimConfig
+from simulator import RetailerSimulator, SimConfig
 from tests.conftest import REPO
 from tests.store_checks import events_applied
 

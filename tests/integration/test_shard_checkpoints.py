@@ -33,7 +33,7 @@ from ledger.outputs import SnapshotBatch
 from ledger.position_state import position_state
 from ledger.shard import Shard, position_key
 from omni_ledger.bootstrap import _recorded_shards, reset_store
-from omni_ledger.simulator import RetailerSimulator, SimConfig
+from simulator import RetailerSimulator, SimConfig
 from tests.stories import deliveries, stories
 from tests.unit.test_fold_properties import NARROW, SETTINGS, WIDE, replay_clock
 

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from adapters.clock import ReplayClock
-from adapters.codec import RawInput, admit
+from adapters.codec import RawInput
 from adapters.file_source import FilePosition, FileSource, FilesResume
+from flows.admission import admit
 from ledger.dead_letter import DeadLetter, Reason
 
 pytestmark = pytest.mark.unit

@@ -11,7 +11,7 @@ import pytest
 from adapters.network_file import load_network
 from ledger.errors import ConfigError
 from omni_ledger.config import Settings, SimSettings, load_settings, parse_duration, reference_markdown
-from omni_ledger.simulator import SimConfig
+from simulator import SimConfig
 from tests.conftest import EXAMPLES
 
 pytestmark = pytest.mark.unit

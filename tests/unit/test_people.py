@@ -14,8 +14,8 @@ import pytest
 
 from ledger.network import Network
 from omni_ledger.people import People, PeopleConfig
-from omni_ledger.sim_network import simulated_network
-from omni_ledger.simulator import SimConfig
+from simulator import SimConfig
+from simulator.network import simulated_network
 
 pytestmark = pytest.mark.unit
 

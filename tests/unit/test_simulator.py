@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import omni_ledger.simulator as simulator
+import simulator
 from adapters.network_file import load_network
 from ledger.contract import event_to_record, validate
 from ledger.dead_letter import DeadLetter
@@ -25,8 +25,8 @@ from ledger.errors import ConfigError
 from ledger.events import EventType, InventoryEvent
 from ledger.network import Network, haversine_km
 from ledger.network_schema import network_from_mapping
-from omni_ledger.sim_network import network_toml, simulated_network
-from omni_ledger.simulator import EventMix, RetailerSimulator, SimConfig, SimState, Site, SiteKind
+from simulator import EventMix, RetailerSimulator, SimConfig, SimState, Site, SiteKind
+from simulator.network import network_toml, simulated_network
 from tests.conftest import EXAMPLES
 
 pytestmark = pytest.mark.unit
@@ -887,13 +887,29 @@ def test_the_module_exports_its_public_api() -> None:
 
 
 def test_the_simulator_imports_only_the_stdlib_and_ledger() -> None:
-    tree = ast.parse(Path(simulator.__file__).read_text())
-    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported: set[str] = set()
+    for path in Path(simulator.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     roots = {name.split(".")[0] for name in imported}
 
-    assert roots - {"__future__", "ledger"} <= set(sys.stdlib_module_names)
+    assert roots - {"__future__", "ledger", "simulator"} <= set(sys.stdlib_module_names)
     assert "bytewax" not in roots
+
+
+def test_a_state_pickled_when_the_simulator_lived_in_omni_ledger_still_resumes() -> None:
+    import adapters.sim_source  # noqa: F401  # where a resumed flow unpickles it
+
+    config = SimConfig(seed=5, stores=4, skus=20)
+    sim = RetailerSimulator(config)
+    sim.next_events(T0, 200)
+    # Protocol 2 names a class as text, "module\nname\n": the old module's name is put back.
+    old = pickle.dumps(sim.state(), protocol=2).replace(b"simulator.state\n", b"omni_ledger.simulator\n")
+
+    restored = pickle.loads(old)
+    assert restored == sim.state()
+    assert RetailerSimulator.resume(config, restored).next_events(T0 + HOUR, 50) == sim.next_events(T0 + HOUR, 50)
 
 
 # -- the replenishment band ------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from ledger.network import (
     Site,
     SupplierRoute,
 )
-from omni_ledger.simulator import SimConfig, SiteKind
+from simulator.config import SimConfig, SiteKind
 
 __all__ = ["network_toml", "simulated_network"]
 

@@ -11,7 +11,7 @@ SIM_NETWORK ?= var/sim-network.toml
 RATE ?= 2000
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test lint typecheck unit integration bench-fold clean
+.PHONY: help venv run test lint typecheck unit component integration bench-fold clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {n[NR] = $$1; d[NR] = $$2; if (length($$1) > w) w = length($$1)} END {for (i = 1; i <= NR; i++) printf "  \033[36m%-*s\033[0m  %s\n", w, n[i], d[i]}'
@@ -52,8 +52,11 @@ typecheck: $(STAMP) ## mypy (strict on ledger/ and simulator/)
 test: lint typecheck prometheus-tools ## Lint, type-check and run every test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-unit: $(STAMP) ## Only the pure domain tests
+unit: $(STAMP) ## Only the pure domain tests (ledger/, simulator/): seconds
 	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+
+component: $(STAMP) ## Adapters, flows and the application alone, without external services
+	$(BIN)/python -m pytest -m component $(PYTEST_ARGS)
 
 integration: $(STAMP) prometheus-tools ## Only the integration and end-to-end tests
 	$(BIN)/python -m pytest -m 'integration or e2e' $(PYTEST_ARGS)

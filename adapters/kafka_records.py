@@ -140,7 +140,7 @@ def render_change(change: PositionChange) -> OutMessage:
 
     Encoded by hand, field by field in the schema's order: a change leaves for almost
     every event, and fastavro's general writer took 2.5 times as long per record
-    (measured). `tests/unit/test_kafka_records.py` checks the bytes against fastavro's.
+    (measured). `tests/component/adapters/test_kafka_records.py` checks the bytes against fastavro's.
     """
     out = bytearray(_writer("position_change.avsc").header)
     _text(change.site_id, out)

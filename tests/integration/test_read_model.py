@@ -16,7 +16,7 @@ from ledger.network import appointment_sku
 from ledger.outputs import InboundLine, OfferTerms
 from ledger.promise import MAX_LIMIT, Stock, promise
 from tests.integration.test_snapshot_store import T0, change
-from tests.unit.test_promise import HashedSlots, scenarios
+from tests.unit.ledger.test_promise import HashedSlots, scenarios
 
 pytestmark = pytest.mark.integration
 

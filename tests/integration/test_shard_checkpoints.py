@@ -35,7 +35,7 @@ from ledger.shard import Shard, position_key
 from omni_ledger.bootstrap import _recorded_shards, reset_store
 from simulator import RetailerSimulator, SimConfig
 from tests.stories import deliveries, stories
-from tests.unit.test_fold_properties import NARROW, SETTINGS, WIDE, replay_clock
+from tests.unit.ledger.test_fold_properties import NARROW, SETTINGS, WIDE, replay_clock
 
 pytestmark = pytest.mark.integration
 

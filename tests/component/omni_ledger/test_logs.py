@@ -13,7 +13,7 @@ from ledger.errors import ConfigError
 from omni_ledger import logs
 from omni_ledger.config import load_settings
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.component
 
 
 class Tty(io.StringIO):

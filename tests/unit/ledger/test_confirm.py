@@ -20,7 +20,7 @@ from ledger.promise import Option, Promise, PromiseRequest, StaticView, Stock, p
 
 pytestmark = pytest.mark.unit
 
-NETWORK = load_network(Path(__file__).resolve().parents[2] / "examples" / "network.toml")
+NETWORK = load_network(Path(__file__).resolve().parents[3] / "examples" / "network.toml")
 LYON, VIENNE = "STORE-LYON-PART-DIEU", "STORE-VIENNE"
 MME_MARTIN = (45.7640, 4.8357)
 

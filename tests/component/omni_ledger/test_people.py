@@ -17,7 +17,7 @@ from omni_ledger.people import People, PeopleConfig
 from simulator import SimConfig
 from simulator.network import simulated_network
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.component
 
 NETWORK: Network = simulated_network(SimConfig(stores=8, dcs=1))
 T0 = datetime(2026, 12, 2, 1, 0, tzinfo=UTC).timestamp()

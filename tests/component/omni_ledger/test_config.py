@@ -14,7 +14,7 @@ from omni_ledger.config import Settings, SimSettings, load_settings, parse_durat
 from simulator import SimConfig
 from tests.conftest import EXAMPLES
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.component
 
 
 def test_defaults_need_no_file_and_no_environment():
@@ -109,7 +109,7 @@ def test_a_cluster_lists_every_process_and_this_one_among_them():
 
 
 def test_the_configuration_reference_is_generated_from_the_fields():
-    checked_in = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    checked_in = (Path(__file__).parents[3] / "docs" / "configuration.md").read_text()
     assert checked_in == reference_markdown(), "run: python -m omni_ledger.config --markdown > docs/configuration.md"
 
 

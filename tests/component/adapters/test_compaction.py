@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from adapters.snapshot_store.compaction import CompactionPolicy
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.component
 
 
 def publishes_until_due(policy: CompactionPolicy, times: list[float]) -> int | None:

@@ -25,7 +25,7 @@ from omni_ledger import metrics
 from omni_ledger.metrics import FlowMetrics, instrument_app, serve_metrics
 from tests.stories import MIN, T0, deliveries, stories
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.component
 
 # A narrow window, so that shuffled stories also produce too_late refusals.
 POLICY = LedgerPolicy(lateness_window_ms=20 * MIN)

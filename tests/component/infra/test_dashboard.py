@@ -12,9 +12,9 @@ from prometheus_client import CollectorRegistry
 
 from omni_ledger import metrics
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.component
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DASHBOARD = REPO / "infra" / "grafana" / "dashboards" / "omni-ledger.json"
 RECORDING = REPO / "infra" / "prometheus" / "rules" / "recording.yml"
 ALERTS = REPO / "infra" / "prometheus" / "rules" / "alerts.yml"

@@ -20,7 +20,7 @@ from ledger.network_schema import network_from_mapping, parse_network
 
 pytestmark = pytest.mark.unit
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "network.toml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "network.toml"
 PARIS, LONDON = "Europe/Paris", "Europe/London"
 
 

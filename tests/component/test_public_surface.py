@@ -14,7 +14,7 @@ import ledger
 import omni_ledger
 import simulator
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.component
 
 
 PACKAGES = (ledger, simulator, flows, adapters, omni_ledger)

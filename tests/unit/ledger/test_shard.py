@@ -12,7 +12,7 @@ from ledger.outputs import DecisionStatus, ReservationDecision
 from ledger.policy import LedgerPolicy
 from ledger.shard import Shard, position_key, shard_of
 from tests.stories import deliveries, stories
-from tests.unit.test_fold_properties import NARROW, SETTINGS, WIDE, replay_clock, run_fold
+from tests.unit.ledger.test_fold_properties import NARROW, SETTINGS, WIDE, replay_clock, run_fold
 
 pytestmark = pytest.mark.unit
 

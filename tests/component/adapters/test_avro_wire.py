@@ -27,7 +27,7 @@ from ledger.dead_letter import DeadLetter, Reason
 from ledger.errors import ConfigError, SourceError
 from ledger.events import EventType, InventoryEvent
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.component
 
 T = EventType
 SCHEMA = json.loads(SCHEMA_PATH.read_text())

@@ -49,7 +49,7 @@ from ledger.promise import (
 
 pytestmark = pytest.mark.unit
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "network.toml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "network.toml"
 PARIS, LONDON = "Europe/Paris", "Europe/London"
 R, T, D, H = (
     FulfilmentMode.RESERVE_IN_STORE,

@@ -37,7 +37,7 @@ from omni_ledger.cli import _parser
 from omni_ledger.config import Settings, load_settings
 from tests.prometheus_tools import PROMETHEUS_DIR, promtool
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 K8S = REPO / "infra" / "k8s"
 KUSTOMIZATION = K8S / "kustomization.yaml"
 SECRETS_EXAMPLE = K8S / "secrets.example.yaml"

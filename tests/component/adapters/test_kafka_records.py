@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from adapters.kafka_records import SingleObjectWriter, change_record, render_change
 from ledger.outputs import InboundLine, OfferTerms, PositionChange
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.component
 
 LONGS = st.integers(-(2**63), 2**63 - 1)
 MILLIS = st.integers(0, 253_402_300_799_999)

@@ -12,7 +12,7 @@ from ledger.contract import event_to_record, fulfilment_to_record, require_event
 from ledger.execution import DropshipOrder, LoadStatus, OrderStatus, ShuttleLoad, StoreTask, TaskKind, TaskStatus
 from ledger.fulfilment import Fulfilment, FulfilmentMode, SourceKind
 from ledger.outputs import DecisionStatus, ReservationDecision
-from tests.unit.test_fold import MIN, T0, Ledger, ev
+from tests.unit.ledger.test_fold import MIN, T0, Ledger, ev
 
 pytestmark = pytest.mark.unit
 

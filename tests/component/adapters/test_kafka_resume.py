@@ -7,7 +7,7 @@ import pytest
 from adapters.kafka_io import KafkaResume, resume_of
 from ledger.errors import SourceError
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.component
 
 
 def test_no_saved_state_means_no_resume() -> None:

@@ -10,7 +10,7 @@ from bytewax.testing import TestingSink, TestingSource
 
 from adapters.partitions import FirstError, batched, guarded
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.component
 
 
 def test_a_batched_source_hands_each_read_on_as_one_tuple_and_resumes_like_the_plain_one():

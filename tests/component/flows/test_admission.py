@@ -13,7 +13,7 @@ from adapters.file_source import FilePosition, FileSource, FilesResume
 from flows.admission import admit
 from ledger.dead_letter import DeadLetter, Reason
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.component
 
 LINE = {"event_id": "e1", "type": "SOLD", "site_id": "ST-1", "sku": "A", "qty": 1}
 

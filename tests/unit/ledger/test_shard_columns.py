@@ -17,7 +17,7 @@ from ledger.position import Position
 from ledger.position_columns import NUMBERS, numbers_of, position_of, tail_of
 from ledger.shard import Shard, position_key, shard_of
 from tests.stories import deliveries, stories
-from tests.unit.test_fold_properties import NARROW, SETTINGS, WIDE, replay_clock, run_fold
+from tests.unit.ledger.test_fold_properties import NARROW, SETTINGS, WIDE, replay_clock, run_fold
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import pytest
 
 from adapters.clock import ReplayClock, WallClock
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.component
 
 
 def test_a_process_that_read_nothing_ends_at_the_latest_reading_its_peers_shared(tmp_path):

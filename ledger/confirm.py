@@ -7,10 +7,10 @@ decides the reservation like any other; nothing here assumes it is accepted.
 
 from __future__ import annotations
 
+from ledger.answer import Option
 from ledger.events import EventType, InventoryEvent, Millis
 from ledger.fulfilment import HOME, Fulfilment, FulfilmentMode, SourceKind
 from ledger.network import Network, appointment_sku
-from ledger.promise import Option
 
 __all__ = ["HOLD_DAYS", "SOURCE", "confirm_events", "open_slots_events"]
 

@@ -21,10 +21,7 @@ from functools import partial
 
 from ledger.answer import (
     BASKET,
-    DEFAULT_LIMIT,
     EXAMPLES_PER_REASON,
-    MAX_BASKET,
-    MAX_LIMIT,
     Exclusion,
     ExclusionSummary,
     Option,
@@ -32,44 +29,17 @@ from ledger.answer import (
     PromiseRequest,
     Reason,
     SnapshotView,
-    StaticView,
     Stock,
     Together,
     best_options,
-    bounded,
     check_limit,
-    summarise,
 )
 from ledger.events import Millis
 from ledger.fulfilment import HOME, FulfilmentMode, SourceKind
 from ledger.network import MINUTE_MS, Lane, Network, Run, Site
 from ledger.schedule import next_opening, next_run, slots
 
-# The request and answer types live in `ledger.answer`, the schedules in `ledger.schedule`;
-# they are exported here too because a caller who promises needs them together.
-__all__ = [
-    "BASKET",
-    "DEFAULT_LIMIT",
-    "EXAMPLES_PER_REASON",
-    "MAX_BASKET",
-    "MAX_LIMIT",
-    "Exclusion",
-    "ExclusionSummary",
-    "Option",
-    "Promise",
-    "PromiseRequest",
-    "Reason",
-    "SnapshotView",
-    "StaticView",
-    "Stock",
-    "Together",
-    "best_options",
-    "bounded",
-    "next_run",
-    "promise",
-    "slots",
-    "summarise",
-]
+__all__ = ["promise"]
 
 _MODE_ORDER = {
     FulfilmentMode.RESERVE_IN_STORE: 0,

@@ -21,19 +21,10 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+from ledger.answer import DEFAULT_LIMIT, MAX_BASKET, MAX_LIMIT, Exclusion, ExclusionSummary, Option, Promise, Together
 from ledger.contract import MAX_QTY
 from ledger.errors import OmniLedgerError, SnapshotError, SourceError
 from ledger.events import InventoryEvent, Millis
-from ledger.promise import (
-    DEFAULT_LIMIT,
-    MAX_BASKET,
-    MAX_LIMIT,
-    Exclusion,
-    ExclusionSummary,
-    Option,
-    Promise,
-    Together,
-)
 from omni_ledger.config import Secret
 from omni_ledger.console import code128_svg, mount_console
 from omni_ledger.errors import (

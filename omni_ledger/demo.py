@@ -21,12 +21,12 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from adapters.network_file import load_network
+from ledger.answer import Option, Promise
 from ledger.confirm import open_slots_events
 from ledger.contract import fulfilment_to_record
 from ledger.events import EventType, InventoryEvent, Millis
 from ledger.fulfilment import Fulfilment
 from ledger.network import Network
-from ledger.promise import Option, Promise
 from omni_ledger.config import ServeSettings, Settings, SnapshotSettings
 from omni_ledger.embedded import EmbeddedFlow, embedded_flow
 from omni_ledger.service import ConfirmResult, LedgerService

@@ -41,11 +41,11 @@ import duckdb
 from adapters.snapshot_store.layout import store_exists
 from adapters.snapshot_store.reader import SnapshotReader
 from adapters.snapshot_store.replica import data_ranges, insertions_sql, lower_priority, snapshot_range
+from ledger.answer import Stock
 from ledger.errors import SnapshotError
 from ledger.events import Millis
 from ledger.network import appointment_slot
 from ledger.outputs import InboundLine, OfferTerms
-from ledger.promise import Stock
 
 __all__ = ["InboundRow", "ReadModel", "ReadView", "SkuColumns"]
 

@@ -20,11 +20,11 @@ import duckdb
 from adapters.snapshot_store.connection import Closing, attach, connect, dicts, to_utc
 from adapters.snapshot_store.layout import LAKE, SNAPSHOT_LOG, StoreLayout
 from adapters.snapshot_store.tables import TABLES
+from ledger.answer import Stock
 from ledger.errors import SnapshotError
 from ledger.events import Millis
 from ledger.network import appointment_slot
 from ledger.outputs import InboundLine, OfferTerms
-from ledger.promise import Stock
 
 __all__ = ["SnapshotReader", "SnapshotStamp"]
 

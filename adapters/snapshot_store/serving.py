@@ -18,9 +18,9 @@ from typing import Any
 
 from adapters.snapshot_store.layout import read_heartbeat, store_exists
 from adapters.snapshot_store.reader import SnapshotReader
+from ledger.answer import Stock
 from ledger.errors import SnapshotError
 from ledger.events import Millis
-from ledger.promise import Stock
 
 __all__ = ["ServingStore", "SnapshotMeta"]
 

@@ -16,9 +16,10 @@ from adapters.decision_feed import DecisionFeed
 from adapters.inbox import EventInbox
 from adapters.snapshot_store.read_model import ReadModel, ReadView
 from adapters.snapshot_store.serving import ServingStore, SnapshotMeta
+from ledger.answer import Promise, PromiseRequest, SnapshotView, StaticView
 from ledger.events import Millis
 from ledger.network import Network, appointment_slot
-from ledger.promise import Promise, PromiseRequest, SnapshotView, StaticView, promise
+from ledger.promise import promise
 from omni_ledger.config import ServeSettings
 from omni_ledger.errors import InvalidRequest, NotFound, StaleSnapshot
 

@@ -14,10 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ledger.answer import Option, Promise
 from ledger.confirm import confirm_events
 from ledger.events import EventType, InventoryEvent, Millis
 from ledger.network import appointment_sku
-from ledger.promise import Option, Promise
 from omni_ledger.errors import DecisionTimeout, OptionGone
 from omni_ledger.service.reads import Reads
 

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from adapters.snapshot_store import SnapshotReader, SnapshotWriter
 from adapters.snapshot_store.read_model import ReadModel, ReadView
+from ledger.answer import MAX_LIMIT, Stock
 from ledger.network import appointment_sku
 from ledger.outputs import InboundLine, OfferTerms
-from ledger.promise import MAX_LIMIT, Stock, promise
+from ledger.promise import promise
 from tests.integration.test_snapshot_store import T0, change
 from tests.unit.ledger.test_promise import HashedSlots, scenarios
 

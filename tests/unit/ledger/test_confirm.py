@@ -10,13 +10,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from adapters.network_file import load_network
+from ledger.answer import Option, Promise, PromiseRequest, StaticView, Stock
 from ledger.confirm import HOLD_DAYS, confirm_events, open_slots_events
 from ledger.contract import event_to_record, require_event
 from ledger.events import EventType, InventoryEvent
 from ledger.fulfilment import HOME, FulfilmentMode, SourceKind
 from ledger.network import DAY_MS, appointment_sku, appointment_slot
 from ledger.outputs import OfferTerms
-from ledger.promise import Option, Promise, PromiseRequest, StaticView, Stock, promise
+from ledger.promise import promise
 
 pytestmark = pytest.mark.unit
 

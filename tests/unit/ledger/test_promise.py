@@ -16,6 +16,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.network_file import load_network
+from ledger.answer import (
+    BASKET,
+    MAX_BASKET,
+    MAX_LIMIT,
+    Option,
+    Promise,
+    PromiseRequest,
+    Reason,
+    StaticView,
+    Stock,
+    best_options,
+    bounded,
+)
 from ledger.fulfilment import HOME, FulfilmentMode, SourceKind
 from ledger.network import (
     DAY_MS,
@@ -30,22 +43,8 @@ from ledger.network import (
 )
 from ledger.network_schema import network_from_mapping
 from ledger.outputs import InboundLine, OfferTerms
-from ledger.promise import (
-    BASKET,
-    MAX_BASKET,
-    MAX_LIMIT,
-    Option,
-    Promise,
-    PromiseRequest,
-    Reason,
-    StaticView,
-    Stock,
-    best_options,
-    bounded,
-    next_run,
-    promise,
-    slots,
-)
+from ledger.promise import promise
+from ledger.schedule import next_run, slots
 
 pytestmark = pytest.mark.unit
 

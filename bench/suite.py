@@ -191,21 +191,13 @@ def scale(ctx: Context) -> list[Row]:
         else f"positions differ: {found['digest_one']} vs {found['digest_cluster']}"
     )
     ceiling = ctx.ceiling
+
+    def rate(what: str, per_s: float) -> Row:
+        return Row("scale", what, round(per_s), "events/s", vs_ceiling=per_s / ceiling if ceiling else None)
+
     return [
-        Row(
-            "scale",
-            "1 process",
-            round(found["one_per_s"]),
-            "events/s",
-            vs_ceiling=found["one_per_s"] / ceiling if ceiling else None,
-        ),
-        Row(
-            "scale",
-            "2-process cluster",
-            round(found["cluster_per_s"]),
-            "events/s",
-            vs_ceiling=found["cluster_per_s"] / ceiling if ceiling else None,
-        ),
+        rate("1 process", found["one_per_s"]),
+        rate("2-process cluster", found["cluster_per_s"]),
         Row(
             "scale",
             "2-process cluster / 1 process",

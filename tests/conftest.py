@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,18 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
         cwd=REPO,
         env={**os.environ, **(env or {})},
         check=False,
+    )
+
+
+def start_cli(*args: str, env: dict[str, str] | None = None, text: bool = False) -> subprocess.Popen[Any]:
+    """`omni-ledger ARGS` started in a fresh interpreter, its output piped: a run the test stops itself."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "omni_ledger", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=text,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -46,6 +47,16 @@ def start_cli(*args: str, env: dict[str, str] | None = None, text: bool = False)
         stderr=subprocess.PIPE,
         text=text,
     )
+
+
+def interrupt(proc: subprocess.Popen[Any], timeout: float = 30) -> None:
+    """Stop a process as a user's Ctrl-C does; kill it if it has not ended within `timeout` seconds."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture

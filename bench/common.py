@@ -347,3 +347,11 @@ def topic_span(bootstrap: str, topic: str, before: dict[int, tuple[int, int]]) -
 
 def utc_stamp() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+
+
+def write_result(kind: str, result: dict[str, Any]) -> Path:
+    """A run's figures written as RESULTS/<kind>-<UTC stamp>.json; that file's path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{kind}-{utc_stamp()}.json"
+    path.write_text(json.dumps(result, indent=2))
+    return path

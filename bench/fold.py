@@ -20,6 +20,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from adapters.codec import decode_json
+from bench.common import write_result
 from ledger.contract import event_to_json_bytes, validate
 from ledger.dead_letter import DeadLetter
 from ledger.effects import Effect, split
@@ -136,9 +137,7 @@ def main() -> None:
         "platform": platform.platform(),
     }
     result = {"at": datetime.now(UTC).isoformat(), "machine": machine, "rows": rows, "replay": e2e}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"fold-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps(result, indent=2))
+    out = write_result("fold", result)
     if args.json:
         print(json.dumps(result))
         return

@@ -50,7 +50,6 @@ from adapters.kafka_io import EventProducer
 from adapters.kafka_records import SingleObjectWriter
 from bench.common import (
     REPO,
-    RESULTS,
     Broker,
     flow_env,
     free_port,
@@ -65,7 +64,7 @@ from bench.common import (
     tail,
     topic_span,
     topic_watermarks,
-    utc_stamp,
+    write_result,
 )
 from ledger.dead_letter import DeadLetter
 from ledger.events import EventType, InventoryEvent
@@ -627,9 +626,7 @@ def main() -> None:
         "latency": latency,
         "sinks_per_s": sinks,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"kafka-{utc_stamp()}.json"
-    path.write_text(json.dumps(result, indent=2))
+    path = write_result("kafka", result)
     if args.json:
         print(json.dumps(result))
         return

@@ -45,12 +45,12 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from bench.common import write_result
 from bench.serve_load import SCENARIOS
 from bench.serve_store import StoreBuild, copy_for_run, open_or_build, slot_window
 from omni_ledger.table import render_table
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
 
 # The server process: the real `serve`, with a snapshot age limit no static store reaches.
 _SERVER = """
@@ -241,9 +241,7 @@ def main() -> None:
         "scenarios": main_run["scenarios"],
         "modes": runs,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"serve-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(result, indent=2))
+    path = write_result("serve", result)
     if args.json:
         print(json.dumps(result))
         return

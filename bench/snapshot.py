@@ -39,7 +39,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -47,13 +47,13 @@ from typing import Any
 from adapters.snapshot_store import MaintenanceReport, SnapshotWriter
 from adapters.snapshot_store.layout import LAKE
 from adapters.snapshot_store.sink import SnapshotSink
+from bench.common import write_result
 from ledger.outputs import FoldTally, PositionChange, SnapshotBatch
 from omni_ledger.table import render_table
 
 __all__ = ["main", "run"]
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
 SERVER = REPO / "infra" / "postgres" / "server.py"
 SKUS = 10_000  # per site
 PUBLISH_TARGET_S = 1.0
@@ -614,9 +614,7 @@ def main(argv: list[str] | None = None) -> int:
         readers=[name.strip() for name in args.readers.split(",") if name.strip()],
         think=args.think,
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"snapshot-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(result, indent=2))
+    path = write_result("snapshot", result)
     if args.json:
         print(json.dumps(result))
     else:

@@ -106,6 +106,11 @@ def _at_most(value: float | None, limit: float) -> bool | None:
     return None if value is None else value <= limit
 
 
+def _failed(section: str, figure: str, error: str, target: str = "") -> Row:
+    """A figure that could not be measured: the first line of the error says why."""
+    return Row(section, figure, "failed", target=target, note=error.splitlines()[0])
+
+
 def throughput(ctx: Context) -> list[Row]:
     from bench.kafka import raw_ceiling, run_flow, startup_s
 
@@ -128,15 +133,7 @@ def throughput(ctx: Context) -> list[Row]:
     size = f"{inp.events:,} events, {inp.partitions} partitions"
     rows = [Row("throughput", "raw ceiling: consume + fastavro decode", round(ceiling), "events/s", note=size)]
     if run.error is not None:
-        rows.append(
-            Row(
-                "throughput",
-                "flow end to end",
-                "failed",
-                target=f">= {THROUGHPUT_TARGET:,}",
-                note=run.error.splitlines()[0],
-            )
-        )
+        rows.append(_failed("throughput", "flow end to end", run.error, target=f">= {THROUGHPUT_TARGET:,}"))
         return rows
     ctx.one_process = (run, startup)
     rate = run.net_rate(startup) or 0.0
@@ -176,36 +173,20 @@ def scale(ctx: Context) -> list[Row]:
     )
     ctx.raw["scale"] = found
     if "error" in found:
-        return [
-            Row(
-                "scale",
-                "2-process cluster / 1 process",
-                "failed",
-                target=f">= {SPEEDUP_TARGET}x",
-                note=found["error"].splitlines()[0],
-            )
-        ]
+        return [_failed("scale", "2-process cluster / 1 process", found["error"], target=f">= {SPEEDUP_TARGET}x")]
     same = (
         "same final positions"
         if found["same_positions"]
         else f"positions differ: {found['digest_one']} vs {found['digest_cluster']}"
     )
     ceiling = ctx.ceiling
+
+    def rate(what: str, per_s: float) -> Row:
+        return Row("scale", what, round(per_s), "events/s", vs_ceiling=per_s / ceiling if ceiling else None)
+
     return [
-        Row(
-            "scale",
-            "1 process",
-            round(found["one_per_s"]),
-            "events/s",
-            vs_ceiling=found["one_per_s"] / ceiling if ceiling else None,
-        ),
-        Row(
-            "scale",
-            "2-process cluster",
-            round(found["cluster_per_s"]),
-            "events/s",
-            vs_ceiling=found["cluster_per_s"] / ceiling if ceiling else None,
-        ),
+        rate("1 process", found["one_per_s"]),
+        rate("2-process cluster", found["cluster_per_s"]),
         Row(
             "scale",
             "2-process cluster / 1 process",
@@ -273,7 +254,7 @@ def latency(ctx: Context) -> list[Row]:
 
 def latency_rows(found: dict[str, Any], rate: int, sizes: Sizes, *, target: bool) -> list[Row]:
     if "error" in found:
-        return [Row("latency", f"latency at {rate:,}/s", "failed", note=found["error"].splitlines()[0])]
+        return [_failed("latency", f"latency at {rate:,}/s", found["error"])]
     at = f"{found['produced_per_s']:,.0f}/s for {sizes.latency_seconds:.0f} s"
     pace = "" if target else f" at {rate:,}/s (half the flow's throughput)"
     rows = []
@@ -381,15 +362,7 @@ def memory(ctx: Context) -> list[Row]:
     )
     rows = []
     if "error" in found:
-        rows.append(
-            Row(
-                "memory",
-                "resident bytes per position",
-                "failed",
-                target=f"<= {BYTES_PER_POSITION}",
-                note=found["error"].splitlines()[0],
-            )
-        )
+        rows.append(_failed("memory", "resident bytes per position", found["error"], target=f"<= {BYTES_PER_POSITION}"))
     else:
         per = found["rss_bytes_per_position"]
         rows.append(
@@ -416,7 +389,7 @@ def memory(ctx: Context) -> list[Row]:
             )
         )
     elif "breakdown_error" in found:
-        rows.append(Row("memory", "Python heap breakdown", "failed", note=found["breakdown_error"].splitlines()[0]))
+        rows.append(_failed("memory", "Python heap breakdown", found["breakdown_error"]))
     return rows
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +35,28 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
         env={**os.environ, **(env or {})},
         check=False,
     )
+
+
+def start_cli(*args: str, env: dict[str, str] | None = None, text: bool = False) -> subprocess.Popen[Any]:
+    """`omni-ledger ARGS` started in a fresh interpreter, its output piped: a run the test stops itself."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "omni_ledger", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=text,
+    )
+
+
+def interrupt(proc: subprocess.Popen[Any], timeout: float = 30) -> None:
+    """Stop a process as a user's Ctrl-C does; kill it if it has not ended within `timeout` seconds."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,30 +11,22 @@ import time
 import pytest
 
 from adapters.snapshot_store import SnapshotReader
-from tests.conftest import EXAMPLES, REPO
+from tests.conftest import EXAMPLES, REPO, start_cli
 
 pytestmark = pytest.mark.e2e
 
 
 def test_the_simulator_run_publishes_snapshots_that_advance(snapshot_dir):
     """What `make run` does, interrupted like a user's Ctrl-C after a few snapshots."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "omni_ledger",
-            "run",
-            "--source",
-            "sim",
-            "--rate",
-            "3000",
-            "--snapshot-dir",
-            str(snapshot_dir),
-        ],
-        cwd=REPO,
-        env={**os.environ, "OMNI_LEDGER_SNAPSHOTS_INTERVAL": "300ms"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    proc = start_cli(
+        "run",
+        "--source",
+        "sim",
+        "--rate",
+        "3000",
+        "--snapshot-dir",
+        str(snapshot_dir),
+        env={"OMNI_LEDGER_SNAPSHOTS_INTERVAL": "300ms"},
         text=True,
     )
     seen: list[int] = []
@@ -171,23 +162,15 @@ def test_follow_picks_up_appended_lines_until_interrupted(tmp_path):
         '{"event_id":"a","type":"RECEIVED","occurred_at":1790000000000,"site_id":"S1","sku":"K","qty":5}\n'
     )
     out = tmp_path / "snap"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "omni_ledger",
-            "run",
-            "--source",
-            f"file:{source}",
-            "--follow",
-            "--quiet",
-            "--snapshot-dir",
-            str(out),
-        ],
-        cwd=REPO,
-        env={**os.environ, "OMNI_LEDGER_SNAPSHOTS_INTERVAL": "200ms"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    proc = start_cli(
+        "run",
+        "--source",
+        f"file:{source}",
+        "--follow",
+        "--quiet",
+        "--snapshot-dir",
+        str(out),
+        env={"OMNI_LEDGER_SNAPSHOTS_INTERVAL": "200ms"},
         text=True,
     )
     try:

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -48,8 +49,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+@contextmanager
+def chromium_browser() -> Iterator[Browser]:
+    """That Chromium, headless, driven by Playwright until the block ends."""
     executable = chromium()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(executable), headless=True, args=["--no-sandbox"])
@@ -57,9 +59,16 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-def shot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium_browser() as launched:
+        yield launched
+
+
+def shot(page: Page, name: str, folder: Path = ARTIFACTS) -> None:
+    """The whole page as `folder`/`name`.png."""
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
 @pytest.fixture(autouse=True)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.e2e.test_console import ARTIFACTS, chromium
+from tests.e2e.test_console import ARTIFACTS, chromium_browser
+from tests.e2e.test_console import shot as console_shot
 from tests.up_stack import READY_TIMEOUT_S, TOKEN, Up
 
 pytestmark = pytest.mark.e2e
@@ -40,16 +42,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    executable = chromium()
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(executable), headless=True, args=["--no-sandbox"])
+    with chromium_browser() as launched:
         yield launched
-        launched.close()
 
 
-def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+shot = partial(console_shot, folder=SHOTS)
 
 
 def stocked_sku(world: Up) -> str:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pickle
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +22,7 @@ from ledger.events import EventType, InventoryEvent
 from omni_ledger.api import ERROR_RESPONSES, create_app
 from omni_ledger.serving import open_service
 from tests.api_stack import LYON, READ, WRITE, Server, Stack, free_port, running_stack
+from tests.conftest import interrupt
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +50,13 @@ def eventually(check, timeout: float = 15.0):  # type: ignore[no-untyped-def]
         if result or time.monotonic() > deadline:
             return result
         time.sleep(0.1)
+
+
+def counted(event_id: str, now: int, site: str, sku: str, qty: int) -> InventoryEvent:
+    """A test's stock count: `site` holds `qty` of `sku` at `now`."""
+    return InventoryEvent(
+        event_id=event_id, type=EventType.COUNTED, occurred_at=now, site_id=site, sku=sku, qty=qty, source="TEST"
+    )
 
 
 def test_health_reports_the_snapshot_and_its_age(stack: Stack) -> None:
@@ -187,18 +195,7 @@ def test_answers_are_pinned_to_the_snapshot_they_name_while_publishes_land(stack
             step += 1
             now = time.time_ns() // 1_000_000
             stack.service.emit(
-                [
-                    InventoryEvent(
-                        event_id=f"pin:{step}:{site}",
-                        type=EventType.COUNTED,
-                        occurred_at=now,
-                        site_id=site,
-                        sku=sku,
-                        qty=(step + n) % 4,
-                        source="TEST",
-                    )
-                    for n, site in enumerate(sites)
-                ]
+                [counted(f"pin:{step}:{site}", now, site, sku, (step + n) % 4) for n, site in enumerate(sites)]
             )
             time.sleep(0.05)
 
@@ -258,18 +255,7 @@ except KeyboardInterrupt:
 def test_customers_racing_for_the_last_unit_through_several_workers_get_one_acceptance(stack: Stack) -> None:
     sku, now = "PHONE-W", time.time_ns() // 1_000_000
     stack.service.emit(
-        [
-            InventoryEvent(
-                event_id=f"w:{site}",
-                type=EventType.COUNTED,
-                occurred_at=now,
-                site_id=site,
-                sku=sku,
-                qty=qty,
-                source="TEST",
-            )
-            for site, qty in (("STORE-VIENNE", 1), ("DC-LYON-EST", 3))
-        ]
+        [counted(f"w:{site}", now, site, sku, qty) for site, qty in (("STORE-VIENNE", 1), ("DC-LYON-EST", 3))]
     )
     settings = replace(stack.settings, serve=replace(stack.settings.serve, host="127.0.0.1", port=free_port()))
     frozen = stack.directory / "workers-settings.pickle"
@@ -314,12 +300,7 @@ def test_customers_racing_for_the_last_unit_through_several_workers_get_one_acce
         for other in (b for b in bodies if b.get("status") != "ACCEPTED"):
             assert other.get("status") == "REJECTED" or other.get("error") == "option_gone", other
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        interrupt(server)
 
 
 def test_a_confirm_needs_a_write_token(stack: Stack) -> None:
@@ -395,32 +376,34 @@ def test_malformed_and_oversized_bodies_are_refused(stack: Stack) -> None:
     assert huge.status_code == 413
 
 
-def test_a_quiet_ledger_stays_fresh_through_its_heartbeat(stack: Stack) -> None:
-    # No event for longer than the limit: the flow's heartbeat says the newest snapshot is still current.
-    quick = replace(stack.settings, serve=replace(stack.settings.serve, max_snapshot_age=timedelta(seconds=3)))
-    with open_service(quick) as service:
+@contextmanager
+def server_with_age_limit(stack: Stack, limit: timedelta) -> Iterator[Server]:
+    """Another API server over the stack's snapshots, answering from a snapshot at most `limit` old."""
+    settings = replace(stack.settings, serve=replace(stack.settings.serve, max_snapshot_age=limit))
+    with open_service(settings) as service:
         server = Server(service)
         try:
-            time.sleep(4.5)
-            health = httpx.get(server.url + "/health", timeout=10).json()
-            assert health["status"] == "ok", health
-            assert health["snapshot_age_s"] < 3
+            yield server
         finally:
             server.stop()
+
+
+def test_a_quiet_ledger_stays_fresh_through_its_heartbeat(stack: Stack) -> None:
+    # No event for longer than the limit: the flow's heartbeat says the newest snapshot is still current.
+    with server_with_age_limit(stack, timedelta(seconds=3)) as server:
+        time.sleep(4.5)
+        health = httpx.get(server.url + "/health", timeout=10).json()
+        assert health["status"] == "ok", health
+        assert health["snapshot_age_s"] < 3
 
 
 def test_a_snapshot_older_than_the_limit_answers_503(stack: Stack) -> None:
-    strict = replace(stack.settings, serve=replace(stack.settings.serve, max_snapshot_age=timedelta(milliseconds=1)))
-    with open_service(strict) as service:
-        server = Server(service)
-        try:
-            time.sleep(0.05)
-            response = httpx.get(server.url + "/v1/skus/PHONE-A/availability", timeout=10)
-            assert response.status_code == 503
-            assert response.json()["error"] == "snapshot_stale"
-            assert httpx.get(server.url + "/health", timeout=10).status_code == 503
-        finally:
-            server.stop()
+    with server_with_age_limit(stack, timedelta(milliseconds=1)) as server:
+        time.sleep(0.05)
+        response = httpx.get(server.url + "/v1/skus/PHONE-A/availability", timeout=10)
+        assert response.status_code == 503
+        assert response.json()["error"] == "snapshot_stale"
+        assert httpx.get(server.url + "/health", timeout=10).status_code == 503
 
 
 def test_no_input_the_spec_allows_makes_the_server_fail(stack: Stack) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import pytest
 from adapters.snapshot_store import SnapshotReader
 from ledger.contract import event_to_json_bytes
 from simulator import RetailerSimulator, SimConfig
-from tests.conftest import REPO
+from tests.conftest import start_cli
 from tests.store_checks import events_applied
 
 pytestmark = pytest.mark.integration
@@ -35,23 +33,8 @@ def write_day(path: Path, events: int) -> None:
 
 
 def start(source: Path, out: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "omni_ledger",
-            "run",
-            "--source",
-            f"file:{source}",
-            "--snapshot-dir",
-            str(out),
-            "--quiet",
-            "--json",
-        ],
-        cwd=REPO,
-        env={**os.environ, **FAST_EPOCHS},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    return start_cli(
+        "run", "--source", f"file:{source}", "--snapshot-dir", str(out), "--quiet", "--json", env=FAST_EPOCHS
     )
 
 

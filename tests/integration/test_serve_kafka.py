@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from ledger.errors import SnapshotError
 from omni_ledger.config import KafkaSettings, ServeSettings, Settings, SnapshotSettings
 from omni_ledger.serving import open_service
 from tests.api_stack import LYON, NETWORK, seed_events
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, interrupt, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -91,11 +90,6 @@ def test_a_confirm_over_kafka_is_decided_by_the_fold_and_opens_the_far_stores_ta
             again = service.promise({"PHONE-B": 1}, **LYON)
             assert all(o.source_id != "STORE-VIENNE" for o in again.options)
     finally:
-        flow.send_signal(signal.SIGINT)
-        try:
-            flow.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            flow.kill()
-            flow.wait()
+        interrupt(flow)
         log.close()
     assert flow.returncode == 0, (tmp_path / "flow.log").read_text()[-3000:]

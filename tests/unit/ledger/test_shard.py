@@ -17,12 +17,14 @@ from tests.unit.ledger.test_fold_properties import NARROW, SETTINGS, WIDE, repla
 pytestmark = pytest.mark.unit
 
 
-def fold_in_shards(order, policy, shards, batch_sizes=()):
-    """Fold an arrival order through `shards` shards, read by read as the flow does; expire at the end."""
+def fold_through_shards(order, policy, shards, batch_sizes=(), packs=()):
+    """Fold an arrival order through `shards` shards, read by read as the flow does; expire at the end.
+
+    After each read whose number is in `packs`, every shard packs what changed back into columns.
+    """
     items = [(now, effect) for now, event in zip(replay_clock(order), order, strict=True) for effect in split(event)]
     by_index = [Shard() for _ in range(shards)]
-    sizes = iter(batch_sizes)
-    i = 0
+    sizes, i, read = iter(batch_sizes), 0, 0
     while i < len(items):
         size = next(sizes, 1)
         chunk, i = items[i : i + size], i + size
@@ -31,13 +33,24 @@ def fold_in_shards(order, policy, shards, batch_sizes=()):
             groups.setdefault(position_key(effect.site_id, effect.sku), []).append((now, effect))
         for key, effects in groups.items():
             by_index[shard_of(key, shards)].fold(key, effects, policy)
+        if read in packs:
+            for shard in by_index:
+                shard.take_changed()
+        read += 1
     final_now = replay_clock(order)[-1] if order else 0
-    positions = {}
     for shard in by_index:
         shard.expire_all(final_now, policy)
+    return by_index
+
+
+def fold_in_shards(order, policy, shards, batch_sizes=()):
+    """The positions of `fold_through_shards`, each checked to sit in the shard its key names."""
+    by_index = fold_through_shards(order, policy, shards, batch_sizes)
+    positions = {}
+    for index, shard in enumerate(by_index):
         for key, position in shard.positions().items():
             positions[(position.site_id, position.sku)] = position
-            assert shard_of(key, shards) == by_index.index(shard)
+            assert shard_of(key, shards) == index
     return positions
 
 

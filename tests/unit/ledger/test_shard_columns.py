@@ -15,9 +15,10 @@ from ledger.fold import fold
 from ledger.policy import LedgerPolicy
 from ledger.position import Position
 from ledger.position_columns import NUMBERS, numbers_of, position_of, tail_of
-from ledger.shard import Shard, position_key, shard_of
+from ledger.shard import Shard
 from tests.stories import deliveries, stories
-from tests.unit.ledger.test_fold_properties import NARROW, SETTINGS, WIDE, replay_clock, run_fold
+from tests.unit.ledger.test_fold_properties import NARROW, SETTINGS, WIDE, run_fold
+from tests.unit.ledger.test_shard import fold_through_shards
 
 pytestmark = pytest.mark.unit
 
@@ -50,25 +51,9 @@ def test_a_plain_position_packed_into_columns_comes_back_equal_field_by_field(da
 
 def fold_in_shards(order, policy, shards, sizes, packs):
     """Fold reads through `shards` shards, packing what changed back into columns after the reads in `packs`."""
-    items = [(now, effect) for now, event in zip(replay_clock(order), order, strict=True) for effect in split(event)]
-    by_index = [Shard() for _ in range(shards)]
-    sizes, i, read = iter(sizes), 0, 0
-    while i < len(items):
-        size = next(sizes, 1)
-        chunk, i = items[i : i + size], i + size
-        groups: dict[str, list] = {}
-        for now, effect in chunk:
-            groups.setdefault(position_key(effect.site_id, effect.sku), []).append((now, effect))
-        for key, effects in groups.items():
-            by_index[shard_of(key, shards)].fold(key, effects, policy)
-        if read in packs:
-            for shard in by_index:
-                shard.take_changed()
-        read += 1
-    final_now = replay_clock(order)[-1] if order else 0
+    by_index = fold_through_shards(order, policy, shards, sizes, packs)
     found = {}
     for shard in by_index:
-        shard.expire_all(final_now, policy)
         shard.take_changed()
         for position in shard.positions().values():
             found[(position.site_id, position.sku)] = position

@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shards", type=int, default=DEFAULT_SHARDS)
     parser.add_argument("--dir", type=Path, help="where the checkpoints go (default: a temporary directory)")
     args = parser.parse_args(argv)
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)  # a checkpoint directory on another disk may not exist yet
     with tempfile.TemporaryDirectory(prefix="positions-", dir=args.dir) as tmp:
         found = measure_positions(args.positions, args.events, args.hot, args.shards, Path(tmp))
     print(json.dumps(found))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -93,11 +94,22 @@ def assert_store_matches(snapshot_dir: Path, model: ReferenceLedger, now: int) -
     assert not problem, problem
 
 
-def events_applied(snapshot_dir: Path) -> int:
-    """`events_applied` of the latest snapshot; 0 while the writer has not created the store."""
-    try:
-        with SnapshotReader.open(snapshot_dir) as reader:
-            info = reader.latest()
-    except Exception:  # the store may not exist yet, or be half created
-        return 0
-    return int(info["events_applied"]) if info else 0  # type: ignore[call-overload]
+def events_applied(snapshot_dir: Path, *, attempts: int = 8) -> int:
+    """`events_applied` of the latest snapshot; 0 while the writer has not created the store.
+
+    A read of a store being written can fail for a moment (seen beside a CPU hog: right after
+    a kill -9, while the surviving writer maintained the store, one read failed and the kill
+    test took it for "nothing published yet"), so a failed read is tried again before it
+    counts as "no store".
+    """
+    for attempt in range(attempts):
+        try:
+            with SnapshotReader.open(snapshot_dir) as reader:
+                info = reader.latest()
+        except Exception:  # the store may not exist yet, be half created, or be mid-publish
+            if not (snapshot_dir / "store.json").exists() and not (snapshot_dir / "catalog.sqlite").exists():
+                return 0  # not created yet: nothing to wait for
+            time.sleep(0.1 * (attempt + 1))
+            continue
+        return int(info["events_applied"]) if info else 0  # type: ignore[call-overload]
+    return 0

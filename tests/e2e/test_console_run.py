@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, FloatRect, Locator, Page, expect
 
 from tests.e2e.test_console import ARTIFACTS, chromium_browser
 from tests.e2e.test_console import shot as console_shot
@@ -61,6 +61,22 @@ def stocked_sku(world: Up) -> str:
 
     found: str = world.wait_for(f"a sku in stock at {LEFT_STORE}", find, 60)
     return found
+
+
+def box_of(element: Locator) -> FloatRect:
+    """Where `element` is drawn, read again if it went away in between.
+
+    The console redraws its tables at every new snapshot (about once a second in this
+    world), so an element seen visible can be replaced before its box is read: Playwright
+    then answers None (seen under load: 1 run in 8).
+    """
+    for _ in range(10):
+        expect(element).to_be_visible(timeout=WAIT_MS)
+        box = element.bounding_box()
+        if box is not None:
+            return box
+    msg = f"{element} stayed visible but was redrawn before its box could be read, 10 times"
+    raise AssertionError(msg)
 
 
 def sign_in(page: Page, world: Up) -> None:
@@ -177,9 +193,7 @@ def test_on_a_phone_the_atp_and_the_reserve_button_are_on_screen(world: Up, brow
     page.get_by_role("button", name="Search").click()
     row = page.locator("#availability tbody tr", has_text="Simulated store 001")
     expect(row).to_be_visible(timeout=WAIT_MS)
-    atp = row.locator("td").last
-    box = atp.bounding_box()
-    assert box is not None
+    box = box_of(row.locator("td").last)
     assert box["x"] + box["width"] <= 390, f"the ATP column is off-screen on a phone: {box}"
 
     page.get_by_label("SKUs (comma-separated)").fill(sku)
@@ -187,8 +201,7 @@ def test_on_a_phone_the_atp_and_the_reserve_button_are_on_screen(world: Up, brow
     page.get_by_role("button", name="Find options").click()
     first = page.get_by_role("button", name=re.compile(rf"^Reserve {sku}")).first
     expect(first).to_be_visible(timeout=WAIT_MS)
-    box = first.bounding_box()
-    assert box is not None
+    box = box_of(first)
     assert box["x"] + box["width"] <= 390, f"Reserve is off-screen on a phone: {box}"
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the page scrolls sideways on a phone ({width} px)"

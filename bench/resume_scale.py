@@ -40,25 +40,19 @@ import sys
 import tempfile
 import time
 import urllib.request
-import zlib
-from array import array
 from pathlib import Path
 from typing import Any
 
 from adapters.shard_checkpoints import SHARDS_DIR, ShardCheckpoints, read_layout
 from bench.common import REPO, free_port, say, tail, write_result
+from bench.planted import SITES, planted_images
 from bench.replay_scale import directory_bytes, replay_run, write_events
 from ledger.contract import event_to_json_bytes
-from ledger.effects import split
 from ledger.events import EventType, InventoryEvent
-from ledger.policy import LedgerPolicy
-from ledger.shard import Shard, ShardImage, _Index, position_key
 from omni_ledger.table import render_table
 
 __all__ = ["bytewax_pointers", "main", "plant_positions"]
 
-SITES = 1_000
-T0 = 1_790_000_000_000
 TARGET_FIRST_EVENT_S = 30.0
 _SAMPLE = re.compile(r"^(omni_ledger_events_total|omni_ledger_positions)(\{[^}]*\})? ([0-9.e+]+)$", re.M)
 
@@ -82,63 +76,6 @@ def bytewax_pointers(recovery: Path) -> dict[int, tuple[int, int, int]]:
     return {shard: (s, n, c) for shard, (_, s, n, c) in pointers.items()}
 
 
-def _template() -> ShardImage:
-    """One real position, packed: a receipt of 10 folded, then an idle interval (columns, no object)."""
-    shard = Shard()
-    effect = split(InventoryEvent("template", EventType.RECEIVED, T0, "ST-T", "SKU-T", 10))[0]
-    shard.fold(position_key("ST-T", "SKU-T"), [(T0, effect)], LedgerPolicy())
-    shard.take_changed()
-    shard.take_changed()  # a whole interval without a fold: packed into columns
-    image = shard.image()
-    assert len(image) == 1
-    assert not image.objects
-    return image
-
-
-def _shares(positions: int, shards: int) -> tuple[list[array[int]], int]:
-    """Per shard, the keys `site << 32 | sku` of its share of N positions (1,000 sites); and how many skus."""
-    skus = -(-positions // SITES)
-    shares = [array("q") for _ in range(shards)]
-    # crc32 continues from a prefix's: each site's is computed once, each key adds "|SKU-...".
-    site_crcs = [zlib.crc32(f"ST-{s:04d}".encode()) for s in range(SITES)]
-    made = 0
-    for k in range(skus):
-        suffix = f"|SKU-{k:07d}".encode()
-        for s in range(min(SITES, positions - made)):
-            shares[zlib.crc32(suffix, site_crcs[s]) % shards].append(s << 32 | k)
-        made = min(positions, made + SITES)
-        if k % 4_000 == 0:
-            say(f"  keys: {made:,}/{positions:,}")
-    return shares, skus
-
-
-def _whole_image(keys: array[int], template: ShardImage, sites: tuple[str, ...], skus: tuple[str, ...]) -> ShardImage:
-    """A shard's base: every row the template's packed position, under `keys`, with the index a restore adopts."""
-    n = len(keys)
-    tail = template.tails[: int.from_bytes(template.tail_len, "little", signed=True)]
-    # The shard's own open addressing (ledger.shard._Index), sized as its growth rule leaves
-    # it for n rows: a power of two at least 2n. Bench-only use of a private class; a public
-    # `ShardImage` builder from columns would belong in ledger/shard.py.
-    size = 1024
-    while size < 2 * n:
-        size *= 2
-    index = _Index(array("i", bytes(4 * size)))
-    for row, key in enumerate(keys):
-        index._place(key, row)
-    return ShardImage(
-        True,
-        sites,
-        skus,
-        keys.tobytes(),
-        tuple(column * n for column in template.columns),
-        array("q", range(0, n * len(tail), len(tail))).tobytes(),
-        array("i", [len(tail)]).tobytes() * n,
-        tail * n,
-        index.slots.tobytes(),
-        (),
-    )
-
-
 def plant_positions(recovery: Path, positions: int) -> dict[str, Any]:
     """Step 2: replace every shard's chain by one base of its share of `positions` (see the module docstring)."""
     root = recovery / SHARDS_DIR
@@ -147,21 +84,15 @@ def plant_positions(recovery: Path, positions: int) -> dict[str, Any]:
     pointers = bytewax_pointers(recovery)
     missing = sorted(set(range(shards)) - set(pointers))
     assert not missing, f"the seed run left no Bytewax pointer for shards {missing}: seed more positions"
-    template = _template()
     began, cpu = time.perf_counter(), time.process_time()
-    shares, sku_count = _shares(positions, shards)
-    sites = tuple(f"ST-{s:04d}" for s in range(SITES))
-    skus = tuple(f"SKU-{k:07d}" for k in range(sku_count))
+    images = planted_images(positions, shards)
     written = 0
     for shard_index in range(shards):
-        keys = shares[shard_index]
-        image = _whole_image(keys, template, sites, skus)
+        image = images.pop(0)  # dropped once written: the images of 20M positions are ~3 GB
         _, _, checkpoint = pointers[shard_index]
         ShardCheckpoints(root, shard_index, shards).replace_with_base(checkpoint, image)
-        written += len(keys)
-        say(f"  shard {shard_index}: {len(keys):,} positions as base {checkpoint} ({written:,}/{positions:,})")
-        shares[shard_index] = array("q")
-        del image
+        written += len(image)
+        say(f"  shard {shard_index}: {len(image):,} positions as base {checkpoint} ({written:,}/{positions:,})")
     return {
         "planted": written,
         "plant_wall_s": round(time.perf_counter() - began, 1),

@@ -892,6 +892,14 @@ def test_a_failed_background_publish_is_raised_on_the_worker_thread(
         part.close()
 
 
+def _until_published(part: object, seconds: float = 120.0) -> None:
+    """Wait until the sink partition's writer has nothing in flight and nothing waiting."""
+    deadline = time.monotonic() + seconds
+    while getattr(part, "_waiting", None) is not None or getattr(part, "_in_flight", None) is not None:
+        assert time.monotonic() < deadline, "the writer thread did not publish in time"
+        time.sleep(0.02)
+
+
 class _EveryThirdPublish(CompactionPolicy):
     """Due after every third publish: the sink's wiring, without timing (the rule has its unit tests)."""
 
@@ -919,6 +927,8 @@ def test_the_sink_runs_maintenance_when_its_compaction_policy_says_publishes_hav
             # Enough rows per publish to be written as files, not inlined in the catalog.
             rows = [change("S1", f"K{i:03d}", version, on_hand=version) for i in range(300)]
             part.write_batch([SnapshotBatch(tuple(rows), tally=FoldTally(applied=300, duplicates=0, too_late=0))])
+            # One publish each: intervals handed over while one is published would merge.
+            _until_published(part)
     finally:
         part.close()
     assert [reason for reason, _ in seen.runs] == ["publishes", "publishes"]

@@ -99,6 +99,10 @@ stack: $(STAMP) prometheus-tools ## The whole system: local Kafka, topics, simul
 bench-kafka: $(STAMP) ## Benchmark the flow on a local Kafka broker: events/s, the raw ceiling, their ratio, p50/p99 latency
 	$(BIN)/python -m bench.kafka $(BENCH_ARGS)
 
+.PHONY: bench-replay
+bench-replay: $(STAMP) ## Issue 14's done-when: 2M distinct positions replayed from a file with 1 s epochs, Bytewax's files, then a resume with a small new file
+	$(BIN)/python -m bench.replay_scale $(BENCH_ARGS)
+
 .PHONY: bench-serve
 bench-serve: $(STAMP) ## Benchmark the HTTP API over 1,000 sites x 20,000 skus: req/s, p50/p90/p99 per scenario
 	$(BIN)/python -m bench.serve $(BENCH_ARGS)

@@ -250,6 +250,24 @@ class ShardCheckpoints:
             self._deltas = [d for d in self._deltas if d > newest]
         return self.pointer()
 
+    def replace_with_base(self, checkpoint: int, image: ShardImage) -> None:
+        """Make `image` (whole) the shard's only file, as its base at `checkpoint`; never while a flow runs on it.
+
+        For tools that build a state offline (the benches' synthetic 20M-position stores):
+        Bytewax's pointer must already name `checkpoint`, or a resume deletes the base as
+        newer than the pointer (step 4) or finds a gap.
+        """
+        if not image.whole:
+            msg = f"a base of shard {self.shard} must be a whole image (Shard.image()), not a delta"
+            raise RecoveryError(msg)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for path in self.directory.iterdir():
+            path.unlink()
+        self._write("base", checkpoint, image)
+        self.last = checkpoint
+        self._bases, self._deltas = [checkpoint], []
+        self._base_rows, self._delta_rows = len(image), 0
+
     def files(self) -> list[str]:
         """The checkpoint files on disk, oldest first (for tests and operators)."""
         if not self.directory.is_dir():

@@ -48,6 +48,7 @@ from adapters.shard_checkpoints import SHARDS_DIR, read_layout
 from adapters.shutdown import StopFlag
 from adapters.sim_source import SimSource
 from adapters.snapshot_store import drop_store, store_exists
+from adapters.snapshot_store.pending import SINK_DIR
 from adapters.snapshot_store.sink import SnapshotSink
 from flows.atp import Wiring
 from ledger.dead_letter import DeadLetter
@@ -242,6 +243,8 @@ def plan_run(
         observer=metrics,
         catalog=settings.snapshot_catalog,
         writers=settings.snapshot_writers,
+        # Jobs not yet published at an epoch's close go to files beside the shard checkpoints.
+        pending_dir=None if recovery_dir is None else recovery_dir / SINK_DIR,
     )
     if kind == "kafka":
         # On Kafka, the outputs are topics: decisions, dead letters, every position change and

@@ -5,10 +5,17 @@ One partition per snapshot writer (`writers`, default 1): the flow keys each bat
 tables when there are several, see `adapters.snapshot_store.writer`). Each `write_batch`
 receives the `SnapshotBatch`es the batching step gathered during one snapshot interval.
 
-The publish (a MERGE into DuckLake, up to a second for 100,000 positions) runs on a
-background writer thread, so the Bytewax worker thread only joins the batches and hands
-them over. The handover queue is bounded (`max_pending` batches): a writer that falls
-behind blocks `write_batch` (backpressure), memory never grows without bound.
+The publish (a MERGE into DuckLake, up to a second for 100,000 positions, several under
+load) runs on a background writer thread, so the Bytewax worker thread only joins the
+batches and hands them over. The handover coalesces: while the writer publishes one job,
+the intervals that come meanwhile merge into a single waiting job (the newest version per
+position, the winning decision per reservation, the highest rank per piece of work:
+`adapters.snapshot_store.coalesce.Coalesced`, the rules the publish applies anyway). A slow
+publish therefore does not stall the fold: the next publish is simply bigger, and the
+store catches up in one commit. `write_batch` blocks only when the waiting job holds more
+than `max_waiting_rows` rows; since it holds at most one row per distinct position,
+reservation and piece of work, its memory is bounded by what the ledger holds, whatever
+the event rate (with 500,000 rows, about 200 MB of changes at most).
 
 Exactly once still holds. Bytewax calls `snapshot()` when an epoch closes and commits the
 fold's state of that epoch with what it returns; a change handed over but not yet
@@ -16,16 +23,20 @@ published when the process dies would be lost (the recovered fold would not emit
 again). Waiting there for the publish would stall the whole worker (the fold, the
 `atp.changes` producer) for up to a publish at every epoch. So instead:
 
-1. `write_batch` joins the batches' outputs, adds the events applied to the running total, keeps
-   the job as pending and puts it on the queue (blocking while it is full).
-2. The writer thread publishes jobs in order, then writes the heartbeat, then drops the
-   job from the pending ones; maintenance runs there too, between publishes, so it never
-   races a commit: every `maintenance_every`, and whenever the publishes have slowed by
-   as much as a maintenance run costs (files pile up; see `adapters.snapshot_store.compaction`).
-3. `snapshot()` returns the running total and the jobs still pending (usually none, or
-   the one being published): the epoch's state carries whatever of its outputs has not
-   landed yet. A partition resumed with pending jobs publishes them first; publishing a
-   job twice changes nothing (versions and ranks only move forward).
+1. `write_batch` joins the batches' outputs, adds the events applied to the running
+   total, and merges them into the waiting job (or makes them the waiting job), blocking
+   only while that job is over its bound and the writer has not taken it.
+2. The writer thread takes the waiting job, publishes it, then writes the heartbeat, then
+   drops it; maintenance runs there too, between publishes, so it never races a commit:
+   every `maintenance_every`, and whenever the publishes have slowed by as much as a
+   maintenance run costs (files pile up; see `adapters.snapshot_store.compaction`).
+3. `snapshot()` returns the running total and the jobs still pending (the one being
+   published and the waiting one): the epoch's state carries whatever of its outputs has
+   not landed yet. With a `pending_dir` the jobs are written to files there first and
+   the state holds only their numbers (`adapters.snapshot_store.pending`: Bytewax's own
+   files stay small however big a merged job grows). A partition resumed with pending
+   jobs publishes them first, merged; publishing a job twice changes nothing (versions
+   and ranks only move forward).
 4. A failure on the writer thread is kept and raised on the worker thread at the next
    `write_batch`, `snapshot` or `close`; jobs after it are not published (the flow stops
    and recovery replays them).
@@ -42,6 +53,7 @@ change nothing.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import queue
@@ -56,15 +68,24 @@ from typing import Any, Protocol
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from adapters.snapshot_store.coalesce import Coalesced
 from adapters.snapshot_store.compaction import CompactionPolicy
 from adapters.snapshot_store.maintenance import MaintenanceReport
+from adapters.snapshot_store.pending import PendingJobs
 from adapters.snapshot_store.writer import SnapshotWriter
 from ledger.errors import SnapshotError
 from ledger.events import Millis
 from ledger.execution import Work
 from ledger.outputs import PositionChange, ReservationDecision, SnapshotBatch
 
-__all__ = ["PublishCallback", "PublishObserver", "SnapshotSink", "writer_of_key"]
+__all__ = ["DEFAULT_MAX_WAITING_ROWS", "PublishCallback", "PublishObserver", "SnapshotSink", "writer_of_key"]
+
+DEFAULT_MAX_WAITING_ROWS = 500_000
+"""Rows the waiting job may hold before `write_batch` blocks: about 200 MB of position
+changes, at most one per distinct position changed while one publish ran."""
+
+_TOKENS = itertools.count(1)
+"""Names one content of one job in this process (see `PendingJobs.save`)."""
 
 PublishCallback = Callable[[int | None, int, int, float], None]
 """(snapshot id or None, cumulative events applied, rows written, seconds taken)."""
@@ -97,28 +118,46 @@ class PublishObserver(Protocol):
 
 @dataclass(slots=True, eq=False)
 class _Job:
-    """One interval's outputs, handed from the worker thread to the writer thread."""
+    """Outputs handed from the worker thread to the writer thread: one interval's, or several merged."""
 
-    changes: list[PositionChange]
-    decisions: list[ReservationDecision]
-    work: list[Work]
+    outputs: Coalesced
     applied: int
     handed_at: Millis
-    seq: int = 0
-    """Rises with each job a writer is handed, across restarts (see `_Partition`)."""
+    seq: int = -1
+    """Rises with each job a writer is handed, across restarts (see `_Partition`); -1: not handed yet."""
+    token: int = field(default_factory=lambda: next(_TOKENS))
+    """Changes with every merge: a saved copy of the job is current while its token is."""
+
+    def __bool__(self) -> bool:
+        return len(self.outputs) > 0
+
+    def merge(self, later: _Job) -> None:
+        """Add a later job's outputs; the running total and time are the later job's."""
+        o = later.outputs
+        self.outputs.add(o.changes(), o.decisions(), o.work())
+        self.applied, self.handed_at = later.applied, later.handed_at
+        # A restored job merged in: once this one lands, so has that one (see `_Partition`).
+        self.seq = max(self.seq, later.seq)
+        self.token = next(_TOKENS)
 
     def saved(self) -> tuple[Any, ...]:
-        return (tuple(self.changes), tuple(self.decisions), tuple(self.work), self.applied, self.handed_at, self.seq)
+        o = self.outputs
+        return (tuple(o.changes()), tuple(o.decisions()), tuple(o.work()), self.applied, self.handed_at, self.seq)
 
     @classmethod
     def restored(cls, saved: tuple[Any, ...]) -> _Job:
         changes, decisions, work, applied, handed_at, seq = saved
-        return cls(list(changes), list(decisions), list(work), applied, handed_at, seq)
+        outputs = Coalesced()
+        outputs.add(changes, decisions, work)
+        return cls(outputs, applied, handed_at, seq)
 
 
-SinkState = tuple[int, tuple[tuple[Any, ...], ...], int]
-"""(events applied so far, jobs handed over and not published yet, the next job's seq);
-a bare int: an older state."""
+SinkState = tuple[int, tuple[Any, ...], int]
+"""(events applied so far, the jobs handed over and not published yet, the next job's seq).
+
+The jobs are saved `_Job`s when the sink keeps them in Bytewax's state (no `pending_dir`),
+or the numbers of job files in `pending_dir` (`adapters.snapshot_store.pending`).
+A bare int: an older state."""
 
 
 @dataclass(slots=True)
@@ -141,9 +180,6 @@ class _Maintained:
     reason: str
 
 
-_STOP = None
-
-
 class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
     def __init__(
         self,
@@ -157,17 +193,20 @@ class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
         catalog: str = "",
         writers: int = 1,
         index: int = 0,
-        max_pending: int = 2,
+        max_waiting_rows: int = DEFAULT_MAX_WAITING_ROWS,
         compaction: CompactionPolicy | None = None,
+        pending_dir: Path | None = None,
     ) -> None:
         self._writer = SnapshotWriter.open(directory, catalog=catalog, writers=writers, writer=index)
         # No resume state means the flow starts from nothing: a store with rows here can
         # only come from a crash before the first epoch, whose events are read again.
-        pending: tuple[tuple[Any, ...], ...] = ()
+        saved: tuple[Any, ...] = ()
         next_seq = 0
         if isinstance(resume, tuple):
-            resume, pending, next_seq = resume
+            resume, saved, next_seq = resume
         self._applied = resume or 0
+        self._pending_files = None if pending_dir is None else PendingJobs(pending_dir)
+        restored = self._restore(saved)
         # Jobs are published in the order handed over, and the writer records the last
         # one's seq beside the store: a pending job at or below it has landed already (the
         # epoch closed while it was being published) and publishing it again would only
@@ -175,8 +214,6 @@ class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
         self._published_file = Path(directory) / f".published-{index}.json"
         published = self._read_published()
         self._next_seq = max(next_seq, published + 1)
-        self._pending: list[_Job] = []
-        self._lock = threading.Lock()
         self._retention = retention
         self._maintenance_every = maintenance_every.total_seconds()
         self._last_maintenance = time.monotonic()
@@ -185,17 +222,35 @@ class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
         self._compaction = compaction or CompactionPolicy()
         self._on_publish = on_publish
         self._observer = observer
-        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max(1, max_pending))
+        self._max_waiting_rows = max(1, max_waiting_rows)
+        # The handover: one job being published, at most one waiting, which later
+        # intervals merge into; the condition guards both and the stop flag.
+        self._handover = threading.Condition()
+        self._in_flight: _Job | None = None
+        self._waiting: _Job | None = None
+        self._stopping = False
         self._done: queue.SimpleQueue[_Done | _Maintained] = queue.SimpleQueue()
         self._failure: BaseException | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"snapshot-writer-{index}", daemon=True)
         self._thread.start()
-        for saved in pending:
-            # Handed over before the last epoch closed but not published then: publish first.
-            job = _Job.restored(saved)
+        # Handed over before the last epoch closed but not published then: publish first
+        # (merged: publishing them in one job writes what publishing them in turn would).
+        for job in restored:
             if job.seq > published:
-                self._hand_over(job, keep_seq=True)
+                self._merge_waiting(job)
+
+    def _restore(self, saved: tuple[Any, ...]) -> list[_Job]:
+        if self._pending_files is not None:
+            return [_Job.restored(job) for job in self._pending_files.resume(saved)]
+        if any(not isinstance(job, tuple) for job in saved):
+            # Names of job files: this state was written by a sink with a pending_dir.
+            msg = (
+                "the snapshot sink's recovery state names pending-job files, but this sink keeps its pending "
+                "jobs in Bytewax's state (no pending_dir): run it with the pending_dir it was run with"
+            )
+            raise SnapshotError(msg)
+        return [_Job.restored(job) for job in saved]
 
     # -- the worker thread
 
@@ -209,16 +264,29 @@ class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
             decisions.extend(batch.decisions)
             work.extend(batch.work)
             self._applied += batch.tally.applied
-        self._hand_over(_Job(changes, decisions, work, self._applied, time.time_ns() // 1_000_000))
+        job = _Job(Coalesced(), self._applied, time.time_ns() // 1_000_000)
+        job.outputs.add(changes, decisions, work)
+        self._merge_waiting(job)
 
-    def _hand_over(self, job: _Job, *, keep_seq: bool = False) -> None:
-        # 1. Pending until published; blocks while `max_pending` jobs wait (backpressure).
-        if not keep_seq:
-            job.seq = self._next_seq
-            self._next_seq += 1
-        with self._lock:
-            self._pending.append(job)
-        self._jobs.put(job)
+    def _merge_waiting(self, job: _Job) -> None:
+        # 1. Merge into the waiting job (or wait in its place); block only while the waiting
+        # job holds more than `max_waiting_rows` rows and the writer has not taken it yet.
+        with self._handover:
+            waiting = self._waiting
+            if waiting is None:
+                if job.seq < 0:
+                    job.seq = self._next_seq
+                    self._next_seq += 1
+                self._waiting = waiting = job
+            else:
+                waiting.merge(job)
+                self._next_seq = max(self._next_seq, job.seq + 1)
+            self._handover.notify_all()
+            while self._waiting is waiting and len(waiting.outputs) > self._max_waiting_rows:
+                if self._failure is not None or not self._thread.is_alive():
+                    break
+                self._handover.wait(timeout=1.0)
+        self._settle()
 
     def _read_published(self) -> int:
         try:
@@ -237,16 +305,25 @@ class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
     def snapshot(self) -> SinkState:
         # 3. The epoch keeps what of its outputs has not landed yet, instead of waiting for it.
         self._settle()
-        with self._lock:
-            pending = tuple(job.saved() for job in self._pending if job.changes or job.decisions or job.work)
-        return self._applied, pending, self._next_seq
+        with self._handover:
+            pending = [job for job in (self._in_flight, self._waiting) if job is not None and job]
+        # Outside the lock: only this thread changes a job (merging into the waiting one),
+        # the writer thread only takes it, so the writer is not held up by the pickling.
+        saved: tuple[Any, ...]
+        if self._pending_files is None:
+            saved = tuple(job.saved() for job in pending)
+        else:
+            saved = self._pending_files.save([(job.token, job.saved) for job in pending])
+        return self._applied, saved, self._next_seq
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         try:
-            self._jobs.put(_STOP)
+            with self._handover:
+                self._stopping = True
+                self._handover.notify_all()
             self._thread.join()
             self._settle()
         finally:
@@ -279,41 +356,46 @@ class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
 
     def _run(self) -> None:
         while True:
-            job = self._jobs.get()
+            with self._handover:
+                while self._waiting is None and not self._stopping:
+                    self._handover.wait()
+                job = self._waiting
+                if job is None:
+                    return  # stopping, and everything handed over is published
+                self._in_flight, self._waiting = job, None
+                self._handover.notify_all()  # a worker blocked on the bound may go on
             try:
-                if job is _STOP:
-                    return
                 if self._failure is None:
                     self._publish(job)
-                    if job.changes or job.decisions or job.work:
+                    if job:
                         self._write_published(job.seq)
-                    with self._lock:
-                        # Published in the order handed over: the oldest pending is this one.
-                        if self._pending and self._pending[0] is job:
-                            self._pending.pop(0)
             except BaseException as exc:
                 self._failure = exc
             finally:
-                self._jobs.task_done()
+                with self._handover:
+                    if self._failure is None:
+                        self._in_flight = None
+                    self._handover.notify_all()
 
     def _publish(self, job: _Job) -> None:
         # 2. Publish, heartbeat, maybe maintenance, in this order on this thread.
         writer = self._writer
-        if not (job.changes or job.decisions or job.work):
+        if not job:
             # A heartbeat (or only duplicates): nothing new, and the newest snapshot is still current.
             now = time.time_ns() // 1_000_000
             writer.heartbeat(now)
             self._done.put(_Done(None, job.applied, 0, 0.0, now))
             return
         started = time.perf_counter()
+        changes = job.outputs.changes()
         snapshot_id = writer.publish(
-            job.changes, job.decisions, job.work, events_applied=job.applied, now=job.handed_at
+            changes, job.outputs.decisions(), job.outputs.work(), events_applied=job.applied, now=job.handed_at
         )
         seconds = time.perf_counter() - started
         now = time.time_ns() // 1_000_000
         writer.heartbeat(now)
-        rows = len(job.changes) + len(job.decisions) + len(job.work)
-        self._done.put(_Done(snapshot_id, job.applied, rows, seconds, now, job.changes))
+        rows = len(job.outputs)
+        self._done.put(_Done(snapshot_id, job.applied, rows, seconds, now, changes))
         self._compaction.published(seconds)
         on_timer = time.monotonic() - self._last_maintenance >= self._maintenance_every
         if on_timer or self._compaction.due():
@@ -330,9 +412,11 @@ class SnapshotSink(FixedPartitionedSink[SnapshotBatch, SinkState]):
     `catalog`: "" keeps the DuckLake catalog in SQLite at DIR/catalog.sqlite;
     "postgres:<libpq conninfo>" keeps it in PostgreSQL (data files stay under DIR/data).
     `writers`: how many partitions (writers) share the store, each owning the keys the
-    flow routes to it; `max_pending`: batches a writer may have waiting before
-    `write_batch` blocks; `compaction`: makes each writer's policy for maintenance
-    between timer runs.
+    flow routes to it; `max_waiting_rows`: rows the job waiting for a busy writer may
+    hold (later intervals merge into it) before `write_batch` blocks; `compaction`: makes
+    each writer's policy for maintenance between timer runs; `pending_dir`: where the
+    jobs not yet published at an epoch's close are saved, Bytewax keeping only their
+    numbers (None: in Bytewax's state; see `adapters.snapshot_store.pending`).
     """
 
     def __init__(
@@ -345,8 +429,9 @@ class SnapshotSink(FixedPartitionedSink[SnapshotBatch, SinkState]):
         observer: PublishObserver | None = None,
         catalog: str = "",
         writers: int = 1,
-        max_pending: int = 2,
+        max_waiting_rows: int = DEFAULT_MAX_WAITING_ROWS,
         compaction: Callable[[], CompactionPolicy] = CompactionPolicy,
+        pending_dir: Path | None = None,
     ) -> None:
         if writers < 1:
             msg = f"a snapshot sink needs at least one writer, got writers={writers}"
@@ -358,8 +443,9 @@ class SnapshotSink(FixedPartitionedSink[SnapshotBatch, SinkState]):
         self._observer = observer
         self._catalog = catalog
         self._writers = writers
-        self._max_pending = max_pending
+        self._max_waiting_rows = max_waiting_rows
         self._compaction = compaction
+        self._pending_dir = pending_dir
 
     def list_parts(self) -> list[str]:
         # One writer keeps the historical part name, so its recovery state still matches.
@@ -385,6 +471,7 @@ class SnapshotSink(FixedPartitionedSink[SnapshotBatch, SinkState]):
             catalog=self._catalog,
             writers=self._writers,
             index=index,
-            max_pending=self._max_pending,
+            max_waiting_rows=self._max_waiting_rows,
             compaction=self._compaction(),
+            pending_dir=None if self._pending_dir is None else self._pending_dir / for_part,
         )

@@ -1,0 +1,214 @@
+"""The snapshot sink's handover: a slow publish does not stall the fold, and nothing is lost or doubled.
+
+Real DuckLake stores on disk; the only stand-in is a gate in front of the writer's own
+publish, to make a publish as slow as a test needs (a busy catalog under load).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.snapshot_store import SnapshotReader, SnapshotWriter
+from adapters.snapshot_store.pending import PendingJobs
+from adapters.snapshot_store.sink import SnapshotSink
+from ledger.errors import RecoveryError
+from ledger.execution import TaskStatus, Work
+from ledger.outputs import (
+    DecisionStatus,
+    FoldTally,
+    InboundLine,
+    OfferTerms,
+    PositionChange,
+    ReservationDecision,
+    SnapshotBatch,
+)
+from tests.integration.test_snapshot_store import T0, _GatedPublish, change, decision, on_hand_by_key, task
+
+_TASK_STATUSES = list(TaskStatus)
+_DECISIONS = [DecisionStatus.ACCEPTED, DecisionStatus.RELEASED, DecisionStatus.FULFILLED, DecisionStatus.EXPIRED]
+
+
+def _intervals(count: int, seed: int) -> list[SnapshotBatch]:
+    """`count` intervals of outputs on a few hot keys: versions rising per key, offers, inbound, decisions, work."""
+    rng = random.Random(seed)
+    versions: dict[tuple[str, str], int] = {}
+    out: list[SnapshotBatch] = []
+    clock = T0
+    for _ in range(count):
+        changes: list[PositionChange] = []
+        decisions: list[ReservationDecision] = []
+        work: list[Work] = []
+        for _ in range(rng.randint(0, 30)):
+            key = (f"S{rng.randint(1, 4)}", f"K{rng.randint(1, 40):02d}")
+            version = versions[key] = versions.get(key, 0) + 1
+            clock += 1
+            offer = OfferTerms(rng.randint(0, 9), 1.5, 2, clock) if rng.random() < 0.2 else None
+            inbound = (
+                (InboundLine(f"po-{version}", rng.randint(1, 5), clock + 3_600_000),) if rng.random() < 0.3 else ()
+            )
+            changes.append(
+                change(*key, version, on_hand=rng.randint(-3, 50), inbound=inbound, offer=offer, occurred=clock)
+            )
+        for _ in range(rng.randint(0, 3)):
+            clock += 1
+            decisions.append(decision(f"R{rng.randint(1, 15)}", rng.choice(_DECISIONS), clock))
+        for _ in range(rng.randint(0, 2)):
+            clock += 1
+            work.append(task(rng.choice(_TASK_STATUSES), ref=f"T{rng.randint(1, 6)}", updated=clock - T0))
+        applied = len(changes) + len(decisions)
+        out.append(SnapshotBatch(tuple(changes), tuple(decisions), tuple(work), FoldTally(applied, 0, 0)))
+    return out
+
+
+def _contents(store: Path) -> dict[str, Any]:
+    """Everything a reader sees in the latest snapshot, but the snapshot ids (a merged run makes fewer)."""
+    with SnapshotReader.open(store) as reader:
+        tables = {}
+        for name, order in (
+            ("positions", "site_id, sku"),
+            ("inbound", "site_id, sku, ref"),
+            ("offers", "seller_id, sku"),
+            ("reservations", "reservation_id"),
+            ("store_tasks", "task_id"),
+        ):
+            tables[name] = reader.sql(f"SELECT * FROM {name} ORDER BY {order}")
+        latest = reader.latest()
+        assert latest is not None
+        tables["events_applied"] = latest["events_applied"]
+    return tables
+
+
+def _published_one_by_one(store: Path, intervals: list[SnapshotBatch]) -> None:
+    """The uninterrupted reference: each interval published on its own, in order."""
+    applied = 0
+    with SnapshotWriter.open(store) as writer:
+        for n, batch in enumerate(intervals):
+            applied += batch.tally.applied
+            writer.publish(batch.changes, batch.decisions, batch.work, events_applied=applied, now=T0 + n)
+
+
+def _in_time(call: Callable[[], object], seconds: float = 20.0) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(call).result(timeout=seconds)
+
+
+@pytest.mark.integration
+def test_intervals_handed_over_during_a_slow_publish_merge_and_the_store_ends_as_if_published_one_by_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    intervals = _intervals(60, seed=3)
+    _published_one_by_one(tmp_path / "reference", intervals)
+
+    gated = _GatedPublish(monkeypatch)
+    part = SnapshotSink(tmp_path / "merged").build_part("snapshots", "snapshots", None)
+    try:
+        part.write_batch([intervals[0]])
+        assert gated.started.acquire(timeout=30)  # the writer holds the first interval, its publish held back
+        # The fold is not blocked: 59 intervals are handed over while that publish waits.
+        _in_time(lambda: [part.write_batch([batch]) for batch in intervals[1:]])
+        waiting = part._waiting
+        assert waiting is not None
+        # One job waits, holding at most one row per distinct position, reservation and task.
+        positions = {(c.site_id, c.sku) for b in intervals[1:] for c in b.changes}
+        reservations = {d.reservation_id for b in intervals[1:] for d in b.decisions}
+        tasks = {w.task_id for b in intervals[1:] for w in b.work}  # type: ignore[union-attr]
+        rows = len(waiting.outputs)
+        assert rows <= 2 * len(positions) + len(reservations) + len(tasks)
+        assert len(waiting.outputs.changes()) < sum(len(b.changes) for b in intervals[1:])
+        gated.gate.set()
+        part.close()
+    finally:
+        gated.gate.set()
+        part.close()
+    assert _contents(tmp_path / "merged") == _contents(tmp_path / "reference")
+
+
+@pytest.mark.integration
+def test_the_handover_blocks_only_when_the_waiting_job_outgrows_its_bound_in_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gated = _GatedPublish(monkeypatch)
+    store = tmp_path / "store"
+    part = SnapshotSink(store, max_waiting_rows=2).build_part("snapshots", "snapshots", None)
+    tally = FoldTally(1, 0, 0)
+    try:
+        part.write_batch([SnapshotBatch((change("S1", "A", 1),), tally=tally)])  # taken by the writer, held
+        assert gated.started.acquire(timeout=30)
+        # The same two positions again and again: they merge, the waiting job stays at 2 rows.
+        for version in range(2, 40):
+            batch = SnapshotBatch((change("S1", "A", version), change("S1", "B", version)), tally=tally)
+            _in_time(lambda batch=batch: part.write_batch([batch]))
+        # A third position takes it over its bound: the handover waits for the writer.
+        third = ThreadPoolExecutor(1).submit(
+            part.write_batch, [SnapshotBatch((change("S1", "C", 1, on_hand=7),), tally=tally)]
+        )
+        with pytest.raises(TimeoutError):
+            third.result(timeout=0.5)
+        gated.gate.set()
+        third.result(timeout=60)
+        part.close()
+    finally:
+        gated.gate.set()
+        part.close()
+    with SnapshotReader.open(store) as reader:
+        assert on_hand_by_key(reader) == {("S1", "A"): 10, ("S1", "B"): 10, ("S1", "C"): 7}
+        assert reader.latest()["events_applied"] == 40  # type: ignore[index]
+
+
+@pytest.mark.integration
+def test_pending_jobs_are_saved_in_files_bytewax_keeps_their_numbers_and_a_resume_publishes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    intervals = _intervals(20, seed=5)
+    _published_one_by_one(tmp_path / "reference", intervals)
+    store, pending = tmp_path / "store", tmp_path / "recovery" / "sink"
+    gated = _GatedPublish(monkeypatch)
+    part = SnapshotSink(store, pending_dir=pending).build_part("snapshots", "snapshots", None)
+    part.write_batch([intervals[0]])
+    assert gated.started.acquire(timeout=30)
+    for batch in intervals[1:]:
+        part.write_batch([batch])
+    saved = part.snapshot()  # the epoch's state, while the first publish is held back
+    applied, jobs, _ = saved
+    assert applied == sum(b.tally.applied for b in intervals)
+    assert all(isinstance(number, int) for number in jobs)
+    assert len(jobs) == 2  # the job being published and the merged waiting one
+    assert sorted(p.name for p in (pending / "snapshots").iterdir()) == [f"job-{n:012d}" for n in sorted(jobs)]
+    # The process dies here: the held-back publish never lands, the waiting job never starts.
+    monkeypatch.undo()
+    part._writer.close()  # release the store as a dead process would
+    resumed = SnapshotSink(store, pending_dir=pending).build_part("snapshots", "snapshots", saved)
+    try:
+        resumed.close()  # publishes the pending jobs first, then ends cleanly
+    finally:
+        gated.gate.set()  # the dead process's held-back call fails on its closed writer
+    assert _contents(store) == _contents(tmp_path / "reference")
+
+
+def test_job_files_never_pile_up_a_resume_drops_what_it_does_not_name_and_refuses_a_missing_one(
+    tmp_path: Path,
+) -> None:
+    jobs = PendingJobs(tmp_path)
+    first = jobs.save([(1, lambda: ("one",)), (2, lambda: ("two",))])
+    second = jobs.save([(2, lambda: ("two, rewritten",)), (3, lambda: ("three",))])
+    assert second[0] == first[1]  # job 2 unchanged (same token): not written again
+    third = jobs.save([(4, lambda: ("four",))])
+    # Only the files of the last two snapshots are left (the previous one is final).
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"job-{n:012d}" for n in sorted({*second, *third})]
+    (tmp_path / ".tmp-job-000000000099").write_bytes(b"half")
+
+    resumed = PendingJobs(tmp_path)
+    assert resumed.resume(second) == [("two",), ("three",)]
+    # Files of an epoch never committed (third) and temp files are gone; new numbers move past them.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"job-{n:012d}" for n in sorted(second)]
+    assert resumed.save([(9, lambda: ("nine",))])[0] > max(third)
+
+    (tmp_path / f"job-{second[0]:012d}").unlink()
+    with pytest.raises(RecoveryError, match="missing"):
+        PendingJobs(tmp_path).resume(second)

@@ -13,12 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from ledger.events import InventoryEvent
 from simulator import RetailerSimulator, SimConfig
 
 # The `kafka` and `topic_factory` fixtures: a real broker for the session (see the module).
 pytest_plugins = ["tests.kafka_broker"]
+
+# No timing in tests: Hypothesis's 200 ms deadline per example and its "generation is slow"
+# health check are timing assertions, and they failed property tests (test_promise at 288 ms,
+# test_compaction's generation) on a loaded machine while the properties held. Performance is
+# measured by `make bench`. Loaded before any test module builds its own `@settings`, which
+# inherit from it.
+settings.register_profile("omni-ledger", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("omni-ledger")
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

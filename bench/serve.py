@@ -54,7 +54,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 # The server process: the real `serve`, with a snapshot age limit no static store reaches.
 _SERVER = """
-import sys
+import os, sys
+# A checkout from before a dependency was added runs without it (uvicorn would pick it up).
+for name in filter(None, os.environ.get("BENCH_SERVE_HIDE", "").split(",")):
+    sys.modules[name] = None
 from datetime import timedelta
 from pathlib import Path
 from omni_ledger.config import ServeSettings, Settings, SnapshotSettings
@@ -70,6 +73,10 @@ except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it stopped on; `omni-l
 """
 
 
+_NEW_DEPENDENCIES = "uvloop,httptools,orjson"
+"""Installed for this code, hidden from a `--before` checkout's server (it did not have them)."""
+
+
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -80,11 +87,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(build: StoreBuild, port: int, log: Path, mode: str, workers: int) -> subprocess.Popen[bytes]:
+def start_server(
+    build: StoreBuild, port: int, log: Path, mode: str, workers: int, repo: Path = REPO
+) -> subprocess.Popen[bytes]:
+    """The server of `repo`'s code (another checkout, for a before/after in one run) on `build`'s store."""
+    env = dict(os.environ)
+    if repo != REPO:
+        env["BENCH_SERVE_HIDE"] = _NEW_DEPENDENCIES
     with log.open("wb") as out:
         return subprocess.Popen(
+            # `python -c` puts the working directory first on sys.path: `repo`'s packages are imported.
             [sys.executable, "-c", _SERVER, build.directory, build.network, str(port), mode, str(workers)],
-            cwd=REPO,
+            cwd=repo,
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -203,6 +218,10 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=1, help="server worker processes (each with its read model)")
     parser.add_argument(
+        "--before", type=Path, default=None,
+        help="another checkout (e.g. main's): each mode runs its server first, then ours, side by side",
+    )  # fmt: skip
+    parser.add_argument(
         "--publish-per-s", type=int, default=100_000, help="changed positions published a second (0: none)"
     )
     args = parser.parse_args()
@@ -217,7 +236,11 @@ def main() -> None:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or set(modes) - {"memory", "duckdb"}:
         parser.error(f"--modes takes memory and/or duckdb, got {args.modes!r}")
-    runs = {mode: run_mode(args, build, mode, scenarios) for mode in modes}
+    runs = {}
+    for mode in modes:
+        if args.before is not None:
+            runs[f"before:{mode}"] = run_mode(args, build, mode, scenarios, repo=args.before.resolve())
+        runs[mode] = run_mode(args, build, mode, scenarios)
     main_run = runs[modes[-1]]
     machine = {
         "cores": os.cpu_count(),
@@ -230,7 +253,7 @@ def main() -> None:
     result: dict[str, object] = {
         "at": datetime.now(UTC).isoformat(),
         "machine": machine,
-        "params": vars(args) | {"scenarios": scenarios},
+        "params": vars(args) | {"scenarios": scenarios, "before": None if args.before is None else str(args.before)},
         "store": asdict(build),
         "mode": modes[-1],
         "positions": build.positions,
@@ -248,13 +271,16 @@ def main() -> None:
     print(report(result, build, path))
 
 
-def run_mode(args: argparse.Namespace, build: StoreBuild, mode: str, scenarios: list[str]) -> dict[str, Any]:
+def run_mode(
+    args: argparse.Namespace, build: StoreBuild, mode: str, scenarios: list[str], repo: Path = REPO
+) -> dict[str, Any]:
     """Serve the store in one mode, run every scenario against it while publishes land, and summarise."""
     publishing = args.publish_per_s > 0
     store = copy_for_run(build) if publishing else build
     home = Path(build.directory).parent
-    log = home / f"server-{mode}.log"
-    commits = home / f"publishes-{mode}.log"
+    tag = mode if repo == REPO else f"{mode}-before"
+    log = home / f"server-{tag}.log"
+    commits = home / f"publishes-{tag}.log"
     commits.write_text("")
     publisher = None
     if publishing:
@@ -270,7 +296,7 @@ def run_mode(args: argparse.Namespace, build: StoreBuild, mode: str, scenarios: 
     port = free_port()
     say(f"[{mode}] starting the server on 127.0.0.1:{port} (log: {log.relative_to(REPO)})...")
     started = time.perf_counter()
-    server = start_server(store, port, log, mode, args.workers)
+    server = start_server(store, port, log, mode, args.workers, repo)
     try:
         health = wait_healthy(server, port, log, timeout=900)
         ready_s = time.perf_counter() - started
@@ -291,6 +317,7 @@ def run_mode(args: argparse.Namespace, build: StoreBuild, mode: str, scenarios: 
         per_position = round(int(model["bytes"]) * args.workers / int(model["positions"]), 1)
     return {
         "mode": mode,
+        "code": str(repo),
         "scenarios": results,
         "publishing": publishing and all(_published_during(r, published) for r in results),
         "publishes": {

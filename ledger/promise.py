@@ -36,6 +36,7 @@ from ledger.answer import (
 )
 from ledger.events import Millis
 from ledger.fulfilment import HOME, FulfilmentMode, SourceKind
+from ledger.nearby import candidates
 from ledger.network import MINUTE_MS, Lane, Network, Run, Site
 from ledger.schedule import next_opening, next_run, slots
 
@@ -69,10 +70,12 @@ def promise(
     if limit is not None:
         check_limit(limit)
     radius = request.radius_km if request.radius_km is not None else network.radius_km
+    # Measured only for the sites around the customer (ledger.nearby), in network order as before.
     stores = {
-        site.id: round(km, 3)
-        for site in network.sites
-        if site.kind is SourceKind.STORE and (km := network.distance_km(site.id, request.lat, request.lon)) <= radius
+        site_id: round(km, 3)
+        for site_id in candidates(network, request.lat, request.lon, radius)
+        if network.site(site_id).kind is SourceKind.STORE
+        and (km := network.distance_km(site_id, request.lat, request.lon)) <= radius
     }
     reach = _reachable(network, stores)
     ctx = _Context(network, view, request, radius, stores, explain)

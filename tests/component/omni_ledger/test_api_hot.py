@@ -40,8 +40,8 @@ def test_an_availability_answer_is_encoded_as_pydantic_encoded_it() -> None:
         "by": None,
         "sites": [
             {"site_id": "STORE-É", "name": "Lyon Part-Dieu", "kind": "STORE", "distance_km": 12.345, "atp": 3,
-             "atp_by_date": None, "negative": False, "inbound_lines": [{"ref": "PO-1", "qty": 2, "eta": 1, "promised": True}],
-             "updated_at": 1796169600000},
+             "atp_by_date": None, "negative": False,
+             "inbound_lines": [{"ref": "PO-1", "qty": 2, "eta": 1, "promised": True}], "updated_at": 1796169600000},
             {"site_id": "X", "name": None, "kind": None, "distance_km": None, "atp": 0, "negative": True,
              "inbound_lines": [], "updated_at": 0, "far": 0.1, "round": 100.0, "tiny": 1e-07},
         ],

@@ -101,6 +101,7 @@ class Reads:
                 "positions": view.positions,
                 "bytes": view.nbytes(),
                 "last_refresh_s": round(self.read_model.last_refresh_s, 3),
+                "resident_growth_bytes": self.read_model.resident_growth,
             }
         return body
 

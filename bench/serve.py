@@ -22,9 +22,11 @@ comparable with each other. Not a test: nothing asserts a timing.
 
 `publish_to_visible_p99_ms`: for each snapshot committed during a measured scenario,
 the first answer naming it or a newer one, minus its commit time (both wall clock,
-one machine). `read_model_bytes_per_position`: the read model's own count of its
-position columns (GET /health), divided by the positions; the peak RSS of each server
-is reported beside it.
+one machine). `read_model_bytes_per_position`: measured, the resident memory of
+the server processes at the end of the run less what each held just before its read
+model's first load (GET /health), divided by the positions (so the copies refreshes
+made and DuckDB's buffers count); `read_model_array_bytes_per_position`, the model's own
+count of its arrays, beside it.
 """
 
 from __future__ import annotations
@@ -317,8 +319,10 @@ def run_mode(
         # how much the server's resident memory grew over its first load (allocator and DuckDB
         # buffers included), as the model reports it; beside it the model's own count of its arrays.
         arrays_per_position = round(int(model["bytes"]) * args.workers / int(model["positions"]), 1)
-        if model.get("resident_growth_bytes"):
-            per_position = round(int(model["resident_growth_bytes"]) * args.workers / int(model["positions"]), 1)
+        if model.get("resident_before_load_bytes"):
+            # The servers' resident memory at the end of the run, less what each held before loading.
+            grown = tree_rss * 1024 * 1024 - int(model["resident_before_load_bytes"]) * args.workers
+            per_position = round(grown / int(model["positions"]), 1)
     return {
         "mode": mode,
         "code": str(repo),

@@ -296,9 +296,12 @@ class ReadModel:
         self._failure: BaseException | None = None
         self.last_refresh_s = 0.0
         """Seconds the last refresh that changed the view took (read by the bench)."""
+        self.resident_before = 0
+        """The process's resident bytes just before its first whole load (Linux; 0 elsewhere): its
+        resident memory now less this is the model as the machine holds it (allocator, DuckDB's
+        buffers and the copies a refresh makes included), measured rather than estimated."""
         self.resident_growth = 0
-        """Bytes the process's resident memory grew by over the last whole load (Linux; 0 elsewhere):
-        the model as the machine holds it, allocator and DuckDB buffers included, not an estimate."""
+        """Bytes the resident memory grew by over the last whole load, right after it."""
 
     @classmethod
     def open(cls, directory: Path, *, threads: int = 1) -> ReadModel:
@@ -352,6 +355,8 @@ class ReadModel:
         if view is None or since is None or oldest is None or oldest > since + 1 or newest < since:
             # First load; the snapshots the change feed needs were expired; or the store was made anew.
             before = _resident_bytes()
+            if view is None:
+                self.resident_before = before
             loaded = _load(cursor, newest)
             self._swap(loaded, started)
             del view

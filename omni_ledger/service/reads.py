@@ -102,6 +102,7 @@ class Reads:
                 "bytes": view.nbytes(),
                 "last_refresh_s": round(self.read_model.last_refresh_s, 3),
                 "resident_growth_bytes": self.read_model.resident_growth,
+                "resident_before_load_bytes": self.read_model.resident_before,
             }
         return body
 

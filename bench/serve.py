@@ -22,9 +22,11 @@ comparable with each other. Not a test: nothing asserts a timing.
 
 `publish_to_visible_p99_ms`: for each snapshot committed during a measured scenario,
 the first answer naming it or a newer one, minus its commit time (both wall clock,
-one machine). `read_model_bytes_per_position`: the read model's own count of its
-position columns (GET /health), divided by the positions; the peak RSS of each server
-is reported beside it.
+one machine). `read_model_bytes_per_position`: measured, the resident memory of
+the server processes at the end of the run less what each held just before its read
+model's first load (GET /health), divided by the positions (so the copies refreshes
+made and DuckDB's buffers count); `read_model_array_bytes_per_position`, the model's own
+count of its arrays, beside it.
 """
 
 from __future__ import annotations
@@ -54,7 +56,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 # The server process: the real `serve`, with a snapshot age limit no static store reaches.
 _SERVER = """
-import sys
+import os, sys
+# A checkout from before a dependency was added runs without it (uvicorn would pick it up).
+for name in filter(None, os.environ.get("BENCH_SERVE_HIDE", "").split(",")):
+    sys.modules[name] = None
 from datetime import timedelta
 from pathlib import Path
 from omni_ledger.config import ServeSettings, Settings, SnapshotSettings
@@ -70,6 +75,10 @@ except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it stopped on; `omni-l
 """
 
 
+_NEW_DEPENDENCIES = "uvloop,httptools,orjson"
+"""Installed for this code, hidden from a `--before` checkout's server (it did not have them)."""
+
+
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -80,11 +89,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(build: StoreBuild, port: int, log: Path, mode: str, workers: int) -> subprocess.Popen[bytes]:
+def start_server(
+    build: StoreBuild, port: int, log: Path, mode: str, workers: int, repo: Path = REPO
+) -> subprocess.Popen[bytes]:
+    """The server of `repo`'s code (another checkout, for a before/after in one run) on `build`'s store."""
+    env = dict(os.environ)
+    if repo != REPO:
+        env["BENCH_SERVE_HIDE"] = _NEW_DEPENDENCIES
     with log.open("wb") as out:
         return subprocess.Popen(
+            # `python -c` puts the working directory first on sys.path: `repo`'s packages are imported.
             [sys.executable, "-c", _SERVER, build.directory, build.network, str(port), mode, str(workers)],
-            cwd=REPO,
+            cwd=repo,
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -203,6 +220,10 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=1, help="server worker processes (each with its read model)")
     parser.add_argument(
+        "--before", type=Path, default=None,
+        help="another checkout (e.g. main's): each mode runs its server first, then ours, side by side",
+    )  # fmt: skip
+    parser.add_argument(
         "--publish-per-s", type=int, default=100_000, help="changed positions published a second (0: none)"
     )
     args = parser.parse_args()
@@ -217,7 +238,11 @@ def main() -> None:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or set(modes) - {"memory", "duckdb"}:
         parser.error(f"--modes takes memory and/or duckdb, got {args.modes!r}")
-    runs = {mode: run_mode(args, build, mode, scenarios) for mode in modes}
+    runs = {}
+    for mode in modes:
+        if args.before is not None:
+            runs[f"before:{mode}"] = run_mode(args, build, mode, scenarios, repo=args.before.resolve())
+        runs[mode] = run_mode(args, build, mode, scenarios)
     main_run = runs[modes[-1]]
     machine = {
         "cores": os.cpu_count(),
@@ -230,7 +255,7 @@ def main() -> None:
     result: dict[str, object] = {
         "at": datetime.now(UTC).isoformat(),
         "machine": machine,
-        "params": vars(args) | {"scenarios": scenarios},
+        "params": vars(args) | {"scenarios": scenarios, "before": None if args.before is None else str(args.before)},
         "store": asdict(build),
         "mode": modes[-1],
         "positions": build.positions,
@@ -248,13 +273,16 @@ def main() -> None:
     print(report(result, build, path))
 
 
-def run_mode(args: argparse.Namespace, build: StoreBuild, mode: str, scenarios: list[str]) -> dict[str, Any]:
+def run_mode(
+    args: argparse.Namespace, build: StoreBuild, mode: str, scenarios: list[str], repo: Path = REPO
+) -> dict[str, Any]:
     """Serve the store in one mode, run every scenario against it while publishes land, and summarise."""
     publishing = args.publish_per_s > 0
     store = copy_for_run(build) if publishing else build
     home = Path(build.directory).parent
-    log = home / f"server-{mode}.log"
-    commits = home / f"publishes-{mode}.log"
+    tag = mode if repo == REPO else f"{mode}-before"
+    log = home / f"server-{tag}.log"
+    commits = home / f"publishes-{tag}.log"
     commits.write_text("")
     publisher = None
     if publishing:
@@ -270,7 +298,7 @@ def run_mode(args: argparse.Namespace, build: StoreBuild, mode: str, scenarios: 
     port = free_port()
     say(f"[{mode}] starting the server on 127.0.0.1:{port} (log: {log.relative_to(REPO)})...")
     started = time.perf_counter()
-    server = start_server(store, port, log, mode, args.workers)
+    server = start_server(store, port, log, mode, args.workers, repo)
     try:
         health = wait_healthy(server, port, log, timeout=900)
         ready_s = time.perf_counter() - started
@@ -285,12 +313,19 @@ def run_mode(args: argparse.Namespace, build: StoreBuild, mode: str, scenarios: 
             publisher.wait(timeout=30)
     published = _commits(commits)
     model = health.get("read_model")
-    per_position = None
+    per_position = arrays_per_position = None
     if isinstance(model, dict) and model.get("positions"):
-        # Each worker holds its own copy: the figure is for all of them together.
-        per_position = round(int(model["bytes"]) * args.workers / int(model["positions"]), 1)
+        # Each worker holds its own copy: the figures are for all of them together. Measured:
+        # how much the server's resident memory grew over its first load (allocator and DuckDB
+        # buffers included), as the model reports it; beside it the model's own count of its arrays.
+        arrays_per_position = round(int(model["bytes"]) * args.workers / int(model["positions"]), 1)
+        if model.get("resident_before_load_bytes"):
+            # The servers' resident memory at the end of the run, less what each held before loading.
+            grown = tree_rss * 1024 * 1024 - int(model["resident_before_load_bytes"]) * args.workers
+            per_position = round(grown / int(model["positions"]), 1)
     return {
         "mode": mode,
+        "code": str(repo),
         "scenarios": results,
         "publishing": publishing and all(_published_during(r, published) for r in results),
         "publishes": {
@@ -300,6 +335,7 @@ def run_mode(args: argparse.Namespace, build: StoreBuild, mode: str, scenarios: 
         },
         "publish_to_visible_p99_ms": _visible_p99(results, published),
         "read_model_bytes_per_position": per_position,
+        "read_model_array_bytes_per_position": arrays_per_position,
         "server": {
             "ready_s": ready_s, "peak_rss_mb": rss, "rss_mb_all_processes": tree_rss, "workers": args.workers,
             "health": health, "log": str(log),
@@ -380,7 +416,8 @@ def report(result: dict[str, Any], build: StoreBuild, path: Path) -> str:
             + f"publishing during every scenario: {run['publishing']} ({publishes['count']} publishes of "
             f"{publishes['changes_per_publish']:,}, {publishes['mean_seconds']} s each); "
             f"publish to visible p99: {run['publish_to_visible_p99_ms']} ms; "
-            f"read model bytes per position: {run['read_model_bytes_per_position']}"
+            f"read model bytes per position: {run['read_model_bytes_per_position']} resident "
+            f"({run.get('read_model_array_bytes_per_position')} in its arrays)"
         )
         lines.extend(
             f"  {r['scenario']}: {_answers(r)}; {r['mean_response_bytes'] / 1024:,.1f} KiB of JSON"

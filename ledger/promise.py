@@ -36,6 +36,7 @@ from ledger.answer import (
 )
 from ledger.events import Millis
 from ledger.fulfilment import HOME, FulfilmentMode, SourceKind
+from ledger.nearby import candidates
 from ledger.network import MINUTE_MS, Lane, Network, Run, Site
 from ledger.schedule import next_opening, next_run, slots
 
@@ -69,13 +70,17 @@ def promise(
     if limit is not None:
         check_limit(limit)
     radius = request.radius_km if request.radius_km is not None else network.radius_km
+    # Measured only for the sites around the customer (ledger.nearby), in network order as before.
     stores = {
-        site.id: round(km, 3)
-        for site in network.sites
-        if site.kind is SourceKind.STORE and (km := network.distance_km(site.id, request.lat, request.lon)) <= radius
+        site_id: round(km, 3)
+        for site_id in candidates(network, request.lat, request.lon, radius)
+        if network.site(site_id).kind is SourceKind.STORE
+        and (km := network.distance_km(site_id, request.lat, request.lon)) <= radius
     }
+    into = _into(network)
     reach = _reachable(network, stores)
     ctx = _Context(network, view, request, radius, stores, explain)
+    counts = ctx.counts
     options: list[Option] = []
     bound: dict[tuple[str, str], list[Option]] = {}
     for sku, qty in request.items:
@@ -85,13 +90,20 @@ def promise(
         # site that has the units and a way to the customer becomes objects.
         sites, atps = view.sku_atp(sku)
         for site_id, atp in zip(sites, atps, strict=True):
-            if not network.has_site(site_id):
-                ctx.exclude(site_id, sku, Reason.NOT_IN_NETWORK, f"{site_id} is not in the network file")
-            elif atp < qty:
-                ctx.exclude(site_id, sku, Reason.INSUFFICIENT_ATP, partial(ctx.short, site_id, sku, qty))
-            elif site_id not in reach:
-                site = network.site(site_id)
-                ctx.exclude(site_id, sku, _NO_PATH[site.kind], partial(ctx.no_path, site))
+            if site_id not in reach or atp < qty:  # `reach` holds network sites only
+                if site_id not in into.kinds:
+                    reason = Reason.NOT_IN_NETWORK
+                elif atp < qty:
+                    reason = Reason.INSUFFICIENT_ATP
+                else:
+                    reason = _NO_PATH[into.kinds[site_id]]
+                if explain or counts.get(reason, 0) < EXAMPLES_PER_REASON:
+                    ctx.exclude(site_id, sku, reason, partial(ctx.left_out, reason, site_id, sku, qty))
+                else:
+                    # Only counted (the summary's examples are full): inline, as nine sites in ten
+                    # of a national sku end here and a call per site was a quarter of a promise.
+                    counts[reason] += 1
+                    ctx.found += 1
             else:
                 for option in ctx.from_source(site_id, sku, view.stock_at(site_id, sku), qty):
                     if option.deliver_to != HOME:
@@ -134,6 +146,8 @@ class _Into:
     routes: Mapping[str, frozenset[str]]
     anywhere: frozenset[str]
     """Sources that may serve whatever the radius: DCs with a carrier, sellers."""
+    kinds: Mapping[str, SourceKind]
+    """Every site of the network and its kind."""
 
 
 _INTO: dict[int, tuple[Network, _Into]] = {}
@@ -159,6 +173,7 @@ def _into(network: Network) -> _Into:
         {store: frozenset(found) for store, found in lanes.items()},
         {store: frozenset(found) for store, found in routes.items()},
         anywhere,
+        {site.id: site.kind for site in network.sites},
     )
     if len(_INTO) >= 8:  # a process serves one network; tests build many
         _INTO.clear()
@@ -194,9 +209,17 @@ def _rank(option: Option) -> tuple[Millis, int, float, bool, float, str]:
     )
 
 
-def _option_id(*parts: object) -> str:
-    # A hash keeps the id short and free of separators whatever the ids contain.
-    text = "\x1f".join("" if part is None else str(part) for part in parts)
+def _option_id(
+    mode: str, sku: str, qty: int, source: str, deliver_to: str, run_id: str | None, slot: Millis | None
+) -> str:
+    """`opt-` and 16 hex digits of the SHA-256 of the parts joined by U+001F (None as nothing).
+
+    A hash keeps the id short and free of separators whatever the ids contain. One
+    f-string rather than a join over the parts: a promise builds ~150 of them.
+    """
+    run = "" if run_id is None else run_id
+    at = "" if slot is None else slot
+    text = f"{mode}\x1f{sku}\x1f{qty}\x1f{source}\x1f{deliver_to}\x1f{run}\x1f{at}"
     return "opt-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -249,16 +272,18 @@ class _Context:
         self.explain = explain
         self.excluded: list[Exclusion] = []
         """Every exclusion, in the order found; empty unless `explain`."""
-        self._counts: dict[Reason, int] = {}
+        self.counts: dict[Reason, int] = {}
+        """Exclusions by reason so far (a reason counted is in `_examples` too)."""
         self._examples: dict[Reason, list[Exclusion]] = {}
-        self._found = 0
+        self.found = 0
+        """Exclusions so far."""
         self._slots: dict[tuple[str, Millis], Millis | str] = {}
 
     def exclude(self, site_id: str, sku: str, reason: Reason, detail: str | Callable[[], str]) -> None:
         """Count an exclusion; its detail (text, or a function making it) is built only if it is shown."""
-        self._found += 1
-        seen = self._counts.get(reason, 0)
-        self._counts[reason] = seen + 1
+        self.found += 1
+        seen = self.counts.get(reason, 0)
+        self.counts[reason] = seen + 1
         if self.explain or seen < EXAMPLES_PER_REASON:
             item = Exclusion(site_id, sku, reason, detail if isinstance(detail, str) else detail())
             if seen < EXAMPLES_PER_REASON:
@@ -268,8 +293,16 @@ class _Context:
 
     def summary(self) -> tuple[ExclusionSummary, ...]:
         """The exclusions by reason, as `summarise` gives them from the full list."""
-        order = sorted(self._counts, key=lambda reason: (-self._counts[reason], reason.value))
-        return tuple(ExclusionSummary(r, self._counts[r], tuple(self._examples[r])) for r in order)
+        order = sorted(self.counts, key=lambda reason: (-self.counts[reason], reason.value))
+        return tuple(ExclusionSummary(r, self.counts[r], tuple(self._examples[r])) for r in order)
+
+    def left_out(self, reason: Reason, site_id: str, sku: str, qty: int) -> str:
+        """The detail of a source left out before its options were looked at: unknown, short, or no way."""
+        if reason is Reason.NOT_IN_NETWORK:
+            return f"{site_id} is not in the network file"
+        if reason is Reason.INSUFFICIENT_ATP:
+            return self.short(site_id, sku, qty)
+        return self.no_path(self.network.site(site_id))
 
     def short(self, site_id: str, sku: str, qty: int) -> str:
         """Why the site's ATP does not cover `qty` (its unpromised inbound lines named)."""
@@ -285,7 +318,7 @@ class _Context:
         if stock is None or stock.atp < qty:  # the view's columns and rows disagree: offer nothing
             self.exclude(site.id, sku, Reason.INSUFFICIENT_ATP, self._short(site_id, sku, stock, qty))
             return []
-        before = self._found
+        before = self.found
         if site.kind is SourceKind.STORE:
             found = self._from_store(site, sku, qty)
         elif site.kind is SourceKind.DC:
@@ -294,7 +327,7 @@ class _Context:
             found = self._from_supplier(site, sku, qty)
         else:
             found = self._from_seller(site, stock, qty)
-        if not found and self._found == before:
+        if not found and self.found == before:
             reason, detail = self._no_path(site)
             self.exclude(site.id, sku, reason, detail)
         return found
@@ -472,5 +505,7 @@ def _iso(at: Millis) -> str:
 
 def _booked(option: Option, slot: Millis) -> Option:
     """The option with an appointment slot, under the id of that booked variant."""
-    parts = (option.mode.value, option.sku, option.qty, option.source_id, option.deliver_to, option.run_id, slot)
-    return replace(option, appointment_at=slot, option_id=_option_id(*parts))
+    option_id = _option_id(
+        option.mode.value, option.sku, option.qty, option.source_id, option.deliver_to, option.run_id, slot
+    )
+    return replace(option, appointment_at=slot, option_id=option_id)

@@ -11,9 +11,12 @@ and `Network.next_opening` (a property test compares them).
 from __future__ import annotations
 
 from bisect import bisect_left
+from datetime import timedelta
 
 from ledger.events import Millis
-from ledger.network import DAY_MS, MINUTE_MS, Lane, Network, Run
+
+# The network's own wall-clock helpers: the memo must compute exactly what Network.next_opening does.
+from ledger.network import DAY_MS, MINUTE_MS, Lane, Network, Run, _local, _open, _wall
 
 __all__ = ["next_opening", "next_run", "slots"]
 
@@ -59,16 +62,43 @@ def slots(network: Network, store_id: str, at: Millis, days: int) -> tuple[Milli
     return found[bisect_left(found, at) : bisect_left(found, at + days * DAY_MS)]
 
 
-_OPENINGS: dict[tuple[int, str, Millis], tuple[Network, Millis | None]] = {}
+_QUARTER_DAY_MS = DAY_MS // 4
+_OPENINGS: dict[tuple[int, str, Millis], tuple[Network, Millis, tuple[tuple[tuple[Millis, Millis], ...], ...]]] = {}
 
 
 def next_opening(network: Network, site_id: str, at: Millis) -> Millis | None:
-    """`network.next_opening`, remembered by exact arguments: a transfer arrives with its run, at
-    the same instant for every request of the day, and each answer went through zoneinfo."""
-    key = (id(network), site_id, at)
+    """`network.next_opening(site_id, at)`, from the site's opening intervals of the UTC day around `at`.
+
+    A store's next opening is asked for every store with the units in every promise (the
+    unit ready `prep_minutes` from now, a new instant every millisecond), and each answer
+    went through zoneinfo. The intervals of the local days `Network.next_opening` would
+    walk from any instant of that UTC day are computed once: the days from the local date
+    of the day's first instant, and where `at` is past the next local midnight, from the
+    day after; then the same walk over plain integers.
+    """
+    day = at - at % DAY_MS
+    key = (id(network), site_id, day)
     cached = _OPENINGS.get(key)
     if cached is None or cached[0] is not network:
+        site = network.site(site_id)
+        # Only where the zone keeps one UTC offset from a day before to a day after: there the
+        # local date of any instant of the day is plain arithmetic. A day near a change of
+        # offset (DST, twice a year) is answered by the network itself, as before.
+        offsets = {_local(day + k * _QUARTER_DAY_MS, site.zone).utcoffset() for k in range(-4, 9)}
+        if len(offsets) != 1:
+            return network.next_opening(site_id, at)
+        first = _local(day, site.zone).date()
+        days = tuple(
+            tuple((_wall(date, lo, site.zone), _wall(date, hi, site.zone)) for lo, hi in _open(site, date))
+            for date in (first + timedelta(days=k) for k in range(network.horizon_days + 2))
+        )
         if len(_OPENINGS) >= _MEMO_ENTRIES:
             _OPENINGS.clear()
-        cached = _OPENINGS[key] = (network, network.next_opening(site_id, at))
-    return cached[1]
+        cached = _OPENINGS[key] = (network, _wall(first + timedelta(days=1), 0, site.zone), days)
+    _, midnight, days = cached
+    start = 0 if at < midnight else 1
+    for intervals in days[start : start + network.horizon_days + 1]:
+        for opens, closes in intervals:
+            if at < closes:
+                return max(at, opens)
+    return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request
@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ledger.answer import DEFAULT_LIMIT, MAX_BASKET, MAX_LIMIT, Exclusion, ExclusionSummary, Option, Promise, Together
 from ledger.contract import MAX_QTY
 from ledger.errors import OmniLedgerError, SnapshotError, SourceError
-from ledger.events import InventoryEvent, Millis
+from ledger.events import InventoryEvent
+from omni_ledger.api_hot import HotRoutes, availability_json, iso, promise_json
 from omni_ledger.config import Secret
 from omni_ledger.console import code128_svg, mount_console
 from omni_ledger.errors import (
@@ -55,10 +56,7 @@ _SKU = Field(min_length=1, max_length=64, pattern=_SKU_PATTERN)
 _ID = Path(min_length=1, max_length=100, pattern=_ID_PATTERN)
 
 
-def _iso(ms: Millis | None) -> str | None:
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+_iso = iso
 
 
 # -- request models ------------------------------------------------------------------------
@@ -83,6 +81,16 @@ class PromiseBody(BaseModel):
         DEFAULT_LIMIT
     )
     explain: Annotated[bool, Field(description="also list every exclusion, not only the summary by reason")] = False
+
+
+class AvailabilityParams(BaseModel):
+    """The availability route's path and query parameters (but `by`), bounded as the route declares them."""
+
+    model_config = ConfigDict(extra="forbid")
+    sku: Annotated[str, Field(min_length=1, max_length=64, pattern=_SKU_PATTERN)]
+    lat: Annotated[float | None, Field(ge=-90, le=90)] = None
+    lon: Annotated[float | None, Field(ge=-180, le=180)] = None
+    radius_km: Annotated[float | None, Field(gt=0, le=2000)] = None
 
 
 class ConfirmBody(PromiseBody):
@@ -357,7 +365,7 @@ def create_app(service: LedgerService) -> FastAPI:
         body = service.health()
         return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
-    @app.get("/v1/skus/{sku}/availability", dependencies=read, tags=["availability"])
+    @app.get("/v1/skus/{sku}/availability", dependencies=read, tags=["availability"], response_model=dict[str, Any])
     def availability(
         sku: Annotated[str, Path(min_length=1, max_length=64, pattern=_SKU_PATTERN)],
         lat: Annotated[float | None, Query(ge=-90, le=90)] = None,
@@ -366,7 +374,7 @@ def create_app(service: LedgerService) -> FastAPI:
         by: Annotated[
             datetime | None, Query(description="ATP by this date: ATP plus unpromised inbound due by then")
         ] = None,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """Every site's position of a sku: by site, nearest first from a point, and by a date."""
         by_ms = None
         if by is not None:
@@ -374,17 +382,19 @@ def create_app(service: LedgerService) -> FastAPI:
                 msg = "by: give a time zone, e.g. 2026-11-26T18:00:00Z"
                 raise InvalidRequest(msg)
             by_ms = int(by.timestamp() * 1000)
-        return service.availability(sku, lat=lat, lon=lon, radius_km=radius_km, by=by_ms)
+        answer = service.availability(sku, lat=lat, lon=lon, radius_km=radius_km, by=by_ms)
+        return Response(availability_json(answer), media_type="application/json")
 
-    @app.post("/v1/promise", dependencies=read, tags=["promise"])
-    def make_promise(body: PromiseBody) -> PromiseOut:
+    @app.post("/v1/promise", dependencies=read, tags=["promise"], response_model=PromiseOut)
+    def make_promise(body: PromiseBody) -> Response:
         """The best `limit` options for a sku or a basket, ranked, with why other sources were excluded."""
         items = [(item.sku, item.qty) for item in body.items]
         result = service.promise(
             items, lat=body.lat, lon=body.lon, radius_km=body.radius_km, appointment=body.appointment,
             limit=body.limit, explain=body.explain,
         )  # fmt: skip
-        return PromiseOut.of(result)
+        # The bytes PromiseOut would serialise to (tests/component/omni_ledger/test_api_hot.py), encoded once.
+        return Response(promise_json(result), media_type="application/json")
 
     @app.post("/v1/confirm", dependencies=write, tags=["promise"])
     def confirm(body: ConfirmBody, request: Request) -> ConfirmOut:
@@ -480,6 +490,17 @@ def create_app(service: LedgerService) -> FastAPI:
         return Response(svg, media_type="image/svg+xml")
 
     mount_console(app)
+    # Inside the body limit and the timing: a hot answer is limited and counted like any other.
+    app.add_middleware(
+        HotRoutes,
+        service=service,
+        role=auth.role,
+        open_reads=auth.open_reads,
+        routes={route.path: route for route in app.routes if hasattr(route, "path")},
+        availability_model=AvailabilityParams,
+        promise_model=PromiseBody,
+        error_response=_error_response,
+    )
     app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
     instrument_app(app)
     return app

@@ -25,7 +25,6 @@ __all__ = [
 ]
 
 
-
 def cmd_atp(args: argparse.Namespace) -> int:
     """`omni-ledger atp`: positions of a sku from the latest (or an earlier) snapshot."""
     from adapters.snapshot_store import TABLES, SnapshotReader

@@ -18,12 +18,16 @@ from adapters.snapshot_store.read_model import ReadModel, ReadView
 from adapters.snapshot_store.serving import ServingStore, SnapshotMeta
 from ledger.answer import Promise, PromiseRequest, SnapshotView, StaticView
 from ledger.events import Millis
+from ledger.nearby import candidates
 from ledger.network import Network, appointment_slot
 from ledger.promise import promise
 from omni_ledger.config import ServeSettings
 from omni_ledger.errors import InvalidRequest, NotFound, StaleSnapshot
 
 __all__ = ["Reads", "as_millis"]
+
+_ROUNDING_KM = 0.001
+"""A site is in the radius when its distance rounded to metres is: candidates are sought that much wider."""
 
 
 def _wall_ms() -> Millis:
@@ -51,6 +55,7 @@ class Reads:
         self.decisions = decisions
         self.settings = settings
         self.clock = clock
+        self._unknown_sites: dict[int, tuple[Sequence[str], tuple[str, ...]]] = {}
 
     # -- the snapshot
 
@@ -96,6 +101,8 @@ class Reads:
                 "positions": view.positions,
                 "bytes": view.nbytes(),
                 "last_refresh_s": round(self.read_model.last_refresh_s, 3),
+                "resident_growth_bytes": self.read_model.resident_growth,
+                "resident_before_load_bytes": self.read_model.resident_before,
             }
         return body
 
@@ -118,7 +125,16 @@ class Reads:
         """Every site's position of `sku`, nearest first from a point if given, with ATP by a date."""
         meta = self.snapshot()
         view = self._read_view()
-        if view is not None:
+        if view is not None and lat is not None and lon is not None and radius_km is not None:
+            # Only the sites that may be in the radius (ledger.nearby), and those the network does not
+            # know (listed whatever the point, as below): not a row and a distance for every site.
+            holders = view.sku_sites(sku)
+            near = set(candidates(self.network, lat, lon, radius_km + _ROUNDING_KM))
+            near.update(self._unknown(holders))
+            snapshot_id, rows = view.snapshot_id, (view.sku_rows(sku, near) if holders else [])
+            if holders and not rows:
+                return {"snapshot_id": snapshot_id, "sku": sku, "by": by, "sites": []}
+        elif view is not None:
             snapshot_id, rows = view.snapshot_id, view.sku_rows(sku)
         else:
             snapshot_id, rows = meta.snapshot_id, self.store.sku_positions(sku, meta.snapshot_id)
@@ -171,6 +187,16 @@ class Reads:
             )
         sites.sort(key=lambda s: (s["distance_km"] is None, s["distance_km"] or 0.0, s["site_id"]))
         return {"snapshot_id": snapshot_id, "sku": sku, "by": by, "sites": sites}
+
+    def _unknown(self, sites: Sequence[str]) -> tuple[str, ...]:
+        """The sites among `sites` the network does not know; remembered per tuple (skus held by the
+        same sites share one tuple in the read model)."""
+        cached = self._unknown_sites.get(id(sites))
+        if cached is None or cached[0] is not sites:
+            if len(self._unknown_sites) >= 1024:
+                self._unknown_sites.clear()
+            cached = self._unknown_sites[id(sites)] = (sites, tuple(s for s in sites if not self.network.has_site(s)))
+        return cached[1]
 
     def promise(
         self,

@@ -1,0 +1,65 @@
+"""CPU a request of the service alone (no HTTP, no client): availability and the promise scenarios.
+
+`python -m bench.serve_service --sites 1000 --skus 200 --requests 150`, run from a
+checkout's root, opens that checkout's service over the cached bench store (build it
+first with `python -m bench.serve --sites ... --skus ...`), answers `--requests` random
+requests of each scenario unmeasured (the schedules' memos fill), then as many again
+measured with the process's CPU clock, and prints CPU ms a request. Run it from main's
+checkout and from ours, back to back: the same store, the same requests, the code apart.
+Not a test: nothing asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from bench.serve_network import customer_point, sku_name
+from omni_ledger.config import ServeSettings, Settings, SnapshotSettings
+from omni_ledger.serving import open_service
+
+CACHE = Path(__file__).resolve().parents[1] / "var" / "bench-serve"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sites", type=int, default=1_000)
+    parser.add_argument("--skus", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=150)
+    parser.add_argument("--store", type=Path, default=None, help="the bench store's directory (default: the cache's)")
+    args = parser.parse_args()
+    home = args.store or CACHE / f"{args.sites}x{args.skus}-seed1-slots14d-v1"
+    settings = Settings(
+        snapshots=SnapshotSettings(dir=home / "store"),
+        serve=ServeSettings(network=home / "network.toml", max_snapshot_age=timedelta(days=3650)),
+    )
+    figures = []
+    with open_service(settings) as service:
+        for scenario in ("availability", "promise", "promise_appt", "promise_basket3"):
+            rng = random.Random(1)
+
+            def one(scenario: str = scenario, rng: random.Random = rng) -> Any:
+                lat, lon = customer_point(rng)
+                if scenario == "availability":
+                    return service.availability(sku_name(rng.randrange(args.skus)), lat=lat, lon=lon, radius_km=50.0)
+                count = 3 if scenario == "promise_basket3" else 1
+                items = [(sku_name(i), 1) for i in rng.sample(range(args.skus), count)]
+                appointment = scenario == "promise_appt"
+                return service.promise(items, lat=lat, lon=lon, radius_km=50.0, appointment=appointment, limit=10)
+
+            for _ in range(args.requests):
+                one()
+            started = time.process_time()
+            for _ in range(args.requests):
+                one()
+            figures.append(f"{scenario} {(time.process_time() - started) / args.requests * 1000:.2f}")
+    print(f"{Path.cwd()}: CPU ms a request: " + ", ".join(figures), file=sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -21,6 +21,10 @@ Pieces of `make bench` (bench/suite.py), and `make bench-kafka` on their own:
    - reservation request -> decision: the simulator's RESERVATION_REQUESTED events against
      the first `reservation.decisions` message of their reservation id.
 
+`--baseline DIR` runs the flow of another checkout (DIR/.venv/bin/python, in DIR) on the
+same input too, alternating with this one for `--rounds`, so a change is measured side by
+side with what it replaces under the same load; `--no-latency --no-sinks` keep to throughput.
+
 Uses KAFKA_BOOTSTRAP_SERVERS when set, else starts a private broker (infra/kafka/broker.py).
 Not a test: nothing asserts a timing.
 """
@@ -30,6 +34,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -179,6 +185,8 @@ class FlowRun:
     error: str | None = None
     logs: list[str] = field(default_factory=list)
     store: str = ""
+    cpu_s: float | None = None
+    """CPU seconds (user + system) of the flow's processes (py-spy's too when wrapped)."""
 
     def net_rate(self, startup: float) -> float | None:
         """Events/s over the wall time net of start-up (None when it failed)."""
@@ -204,6 +212,8 @@ class FlowRun:
             "error": self.error,
             "logs": self.logs,
             "store": self.store,
+            "cpu_s": self.cpu_s,
+            "cpu_us_per_event": None if self.cpu_s is None or not self.events else self.cpu_s / self.events * 1e6,
         }
 
 
@@ -231,10 +241,12 @@ def run_flow(
     timeout: float = 600.0,
     env: dict[str, str] | None = None,
     extra: Sequence[str] = (),
+    checkout: Path | None = None,
 ) -> FlowRun:
     """`omni-ledger run --source kafka --until-end` on `inp` by `processes` processes (a cluster when > 1).
 
     Each run writes a new store under `work`. `wrapper` prefixes process 0's command (py-spy).
+    `checkout` runs another checkout's flow (its `.venv`, from its directory) instead of this one.
     """
     snapdir = work / "store"
     base = env or flow_env(bootstrap, inp.prefix, inp.partitions)
@@ -262,9 +274,10 @@ def run_flow(
         addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
         cluster = [["--process-id", str(i), "--addresses", addresses] for i in range(processes)]
     logs = [work / f"flow-{i}.log" for i in range(len(cluster))]
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     procs = [
-        spawn_omni(base, [*args, *more], log, wrapper=wrapper if i == 0 else ())
+        _spawn(base, [*args, *more], log, wrapper if i == 0 else (), checkout)
         for i, (more, log) in enumerate(zip(cluster, logs, strict=True))
     ]
     deadline = time.monotonic() + timeout
@@ -275,6 +288,8 @@ def run_flow(
             break  # one failed: the others would wait for it forever
         time.sleep(0.05)
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (used.ru_utime + used.ru_stime)
     error = None
     if any(c != 0 for c in codes):
         for proc in procs:
@@ -285,7 +300,14 @@ def run_flow(
         error = f"{why}:\n{detail}"
     summaries = [s for s in (last_json(log) for log in logs) if s is not None]
     run = FlowRun(
-        processes, inp.events, wall, summaries, error=error, logs=[str(log) for log in logs], store=str(snapdir)
+        processes,
+        inp.events,
+        wall,
+        summaries,
+        error=error,
+        logs=[str(log) for log in logs],
+        store=str(snapdir),
+        cpu_s=cpu if error is None else None,
     )
     if error is None and inp.events:
         span = topic_span(bootstrap, changes, before)
@@ -295,10 +317,29 @@ def run_flow(
     return run
 
 
-def startup_s(bootstrap: str, work: Path, processes: int = 1, workers: int = 1) -> float:
+def _spawn(
+    env: dict[str, str], args: list[str], log: Path, wrapper: Sequence[str], checkout: Path | None
+) -> subprocess.Popen[bytes]:
+    if checkout is None:
+        return spawn_omni(env, args, log, wrapper=wrapper)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    # Its own code only: PYTHONPATH or a stray path of this checkout would mix the two.
+    clean = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    with log.open("ab") as out, log.with_name(log.name + ".err").open("ab") as err:
+        return subprocess.Popen(
+            [*wrapper, str(checkout / ".venv" / "bin" / "python"), "-m", "omni_ledger", *args],
+            cwd=checkout,
+            env=clean,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+
+
+def startup_s(bootstrap: str, work: Path, processes: int = 1, workers: int = 1, checkout: Path | None = None) -> float:
     """Wall time of the flow on an empty topic: interpreter, imports, Bytewax and Kafka start-up, exit."""
     empty = make_input(bootstrap, 0, 2, tag="empty")
-    run = run_flow(bootstrap, empty, work, processes=processes, workers=workers, timeout=120)
+    run = run_flow(bootstrap, empty, work, processes=processes, workers=workers, timeout=120, checkout=checkout)
     if run.error is not None:
         msg = f"the flow on an empty topic failed: {run.error}"
         raise RuntimeError(msg)
@@ -387,7 +428,14 @@ def _wait_ready(bootstrap: str, producer: Producer, codec: WireCodec, prefix: st
 
 
 def measure_latency(
-    bootstrap: str, work: Path, *, rate: int, seconds: float, partitions: int = 2, probe_every: float = 0.1
+    bootstrap: str,
+    work: Path,
+    *,
+    rate: int,
+    seconds: float,
+    partitions: int = 2,
+    probe_every: float = 0.1,
+    checkout: Path | None = None,
 ) -> dict[str, Any]:
     """Latencies of a tailing flow fed `rate` events/s for `seconds` (see the module docstring)."""
     run_id = uuid.uuid4().hex[:8]
@@ -396,10 +444,12 @@ def measure_latency(
     env = flow_env(bootstrap, prefix, partitions)
     snapdir = work / "lat-store"
     log = work / "lat-flow.log"
-    flow = spawn_omni(
+    flow = _spawn(
         env,
         ["run", "--source", "kafka", "--quiet", "--log-format", "json", "--snapshot-dir", str(snapdir)],
         log,
+        (),
+        checkout,
     )
     watcher: subprocess.Popen[bytes] | None = None
     codec = WireCodec()
@@ -568,62 +618,123 @@ def compare_sinks(bootstrap: str, prefix: str, count: int) -> dict[str, float]:
     return rates
 
 
+def _throughput_rows(label: str, runs: list[FlowRun], startup: float, ceilings: list[float]) -> list[list[object]]:
+    rates = [run.net_rate(startup) or 0.0 for run in runs]
+    ratios = [rate / ceiling for rate, ceiling in zip(rates, ceilings, strict=True)]
+    cpu = [run.cpu_s / run.events * 1e6 for run in runs if run.cpu_s is not None and run.events]
+    each = ", ".join(f"{rate:,.0f}" for rate in rates)
+    return [
+        [f"{label}: flow end to end (wall net of start-up)", f"{statistics.median(rates):,.0f} ({each})", "events/s"],
+        [f"{label}: flow / raw ceiling of its round", f"{statistics.median(ratios):.1%}", "ratio"],
+        [f"{label}: CPU per event (flow processes)", f"{statistics.median(cpu):.1f}" if cpu else "-", "us"],
+        [
+            f"{label}: first change to last snapshot",
+            f"{statistics.median(r.span_rate() or 0 for r in runs):,.0f}",
+            "/s",
+        ],
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--partitions", type=int, default=2)
     parser.add_argument("--latency-rate", type=int, default=20_000, help="events/s produced during the latency run")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--baseline", type=Path, help="another checkout (with its .venv) to run side by side")
+    parser.add_argument("--rounds", type=int, default=1, help="throughput runs of each flow, alternating")
+    parser.add_argument("--no-latency", action="store_true", help="skip the latency run")
+    parser.add_argument("--no-sinks", action="store_true", help="skip the sink comparison")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    baseline = args.baseline.resolve() if args.baseline else None
+    if baseline is not None and not (baseline / ".venv" / "bin" / "python").exists():
+        sys.exit(f"--baseline {baseline}: no .venv/bin/python there (make venv in it first)")
+    flows: list[tuple[str, Path | None]] = [("this", None)] + ([("baseline", baseline)] if baseline else [])
 
+    latency: dict[str, dict[str, Any]] = {}
+    sinks: dict[str, float] = {}
+    runs: dict[str, list[FlowRun]] = {name: [] for name, _ in flows}
+    ceilings: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-kafka-") as tmp:
         work = Path(tmp)
         broker = Broker(work)
         try:
             bootstrap = broker.bootstrap
             inp = make_input(bootstrap, args.events, args.partitions)
-            say("raw ceiling: consumer + fastavro decode...")
-            ceiling = raw_ceiling(bootstrap, inp)
-            say("start-up: the flow on an empty topic...")
-            startup = startup_s(bootstrap, work / "empty")
-            say("the flow, to the end of the topic...")
-            flow = run_flow(bootstrap, inp, work / "flow", timeout=60 + args.events / 2_000)
-            if flow.error is not None:
-                sys.exit(f"the flow failed: {flow.error}")
-            say(f"latency: {args.latency_rate:,} events/s for {args.latency_seconds:.0f} s through a tailing flow...")
-            latency = measure_latency(
-                bootstrap, work, rate=args.latency_rate, seconds=args.latency_seconds, partitions=args.partitions
-            )
-            say("sinks: Bytewax's KafkaSink against ours, the same messages through a bare dataflow...")
-            sinks = compare_sinks(bootstrap, inp.prefix, 200_000)
+            startup = {}
+            for name, checkout in flows:
+                say(f"start-up of {name}: the flow on an empty topic...")
+                startup[name] = startup_s(bootstrap, work / f"empty-{name}", checkout=checkout)
+            for round_ in range(args.rounds):
+                say(f"round {round_ + 1}: raw ceiling, consumer + fastavro decode...")
+                ceilings.append(raw_ceiling(bootstrap, inp))
+                # Alternate who goes first: the machine's load drifts within a round too.
+                for name, checkout in flows if round_ % 2 == 0 else flows[::-1]:
+                    say(f"round {round_ + 1}: the flow of {name}, to the end of the topic...")
+                    where = work / f"flow-{name}-{round_}"
+                    flow = run_flow(bootstrap, inp, where, timeout=60 + args.events / 500, checkout=checkout)
+                    if flow.error is not None:
+                        sys.exit(f"the flow of {name} failed: {flow.error}")
+                    runs[name].append(flow)
+            if not args.no_latency:
+                for name, checkout in flows:
+                    say(f"latency of {name}: {args.latency_rate:,} events/s for {args.latency_seconds:.0f} s...")
+                    latency[name] = measure_latency(
+                        bootstrap,
+                        work / f"latency-{name}",
+                        rate=args.latency_rate,
+                        seconds=args.latency_seconds,
+                        partitions=args.partitions,
+                        checkout=checkout,
+                    )
+            if not args.no_sinks:
+                say("sinks: Bytewax's KafkaSink against ours, the same messages through a bare dataflow...")
+                sinks = compare_sinks(bootstrap, inp.prefix, 200_000)
         finally:
             broker.close()
-    rate = flow.net_rate(startup) or 0.0
     rows: list[list[object]] = [
         ["producer (Avro encode + produce)", round(inp.produce_per_s), "events/s"],
-        ["sink: bytewax KafkaSink (flush per batch)", round(sinks["bytewax"]), "messages/s"],
-        ["sink: KafkaOutSink (flush per epoch)", round(sinks["ours"]), "messages/s"],
-        ["raw ceiling (consume + fastavro decode)", round(ceiling), "events/s"],
-        ["flow end to end (wall net of start-up)", round(rate), "events/s"],
-        ["flow / raw ceiling", f"{rate / ceiling:.1%}", "ratio"],
-        ["flow, first change to last snapshot", round(flow.span_rate() or 0), "events/s"],
+        ["raw ceiling (consume + fastavro decode)", ", ".join(f"{c:,.0f}" for c in ceilings), "events/s"],
     ]
-    for name in ("changes", "snapshots", "decisions"):
-        found = latency.get(name) or {}
-        rows.append(
-            [f"{name}: p50 / p99 at {args.latency_rate:,}/s", f"{found.get('p50_ms')} / {found.get('p99_ms')}", "ms"]
+    if sinks:
+        rows[1:1] = [
+            ["sink: bytewax KafkaSink (flush per batch)", round(sinks["bytewax"]), "messages/s"],
+            ["sink: KafkaOutSink (flush per epoch)", round(sinks["ours"]), "messages/s"],
+        ]
+    for name, _ in flows:
+        rows += _throughput_rows(name, runs[name], startup[name], ceilings)
+    if baseline is not None:
+        ratio = statistics.median(
+            (a.net_rate(startup["this"]) or 0) / max(b.net_rate(startup["baseline"]) or 1e-9, 1e-9)
+            for a, b in zip(runs["this"], runs["baseline"], strict=True)
         )
+        rows.append(["this / baseline, events/s (median of rounds)", f"{ratio:.2f}x", "ratio"])
+    for name, found in latency.items():
+        for what in ("changes", "snapshots", "decisions"):
+            dist = found.get(what) or {}
+            rows.append(
+                [
+                    f"{name}: {what} p50 / p99 at {args.latency_rate:,}/s",
+                    f"{dist.get('p50_ms')} / {dist.get('p99_ms')}",
+                    "ms",
+                ]
+            )
+    this = runs["this"][0]
     result = {
         "at": datetime.now(UTC).isoformat(),
         "machine": machine(),
         "events": args.events,
         "partitions": args.partitions,
         "produce_per_s": inp.produce_per_s,
-        "raw_ceiling_per_s": ceiling,
-        "flow": flow.as_dict(startup),
-        "ratio": rate / ceiling,
-        "latency": latency,
+        "raw_ceiling_per_s": ceilings[0],
+        "raw_ceilings_per_s": ceilings,
+        "flow": this.as_dict(startup["this"]),
+        "ratio": (this.net_rate(startup["this"]) or 0.0) / ceilings[0],
+        "runs": {name: [r.as_dict(startup[name]) for r in found] for name, found in runs.items()},
+        "baseline": None if baseline is None else str(baseline),
+        "latency": latency.get("this"),
+        "latencies": latency,
         "sinks_per_s": sinks,
     }
     path = write_result("kafka", result)

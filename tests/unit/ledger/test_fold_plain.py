@@ -1,4 +1,4 @@
-"""The fold's plain path (sales, receipts, counts at a position without holds) gives what the general path gives."""
+"""The fold's plain path (sales, receipts, counts, offers; no hold due) gives what the general path gives."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def _sale(n: int, at: int, qty: int = 1) -> InventoryEvent:
     return InventoryEvent(f"e{n}", EventType.SOLD, at, "ST-1", "A", qty)
 
 
-def test_sales_receipts_and_counts_at_a_position_without_holds_take_the_plain_path():
+def test_sales_receipts_counts_and_offers_take_the_plain_path():
     policy = LedgerPolicy(lateness_window_ms=10 * MIN)
     events = [
         InventoryEvent("r1", EventType.RECEIVED, 1 * MIN, "ST-1", "A", 5),
@@ -74,14 +74,37 @@ def test_sales_receipts_and_counts_at_a_position_without_holds_take_the_plain_pa
         InventoryEvent("c3", EventType.COUNTED, 3 * MIN, "ST-1", "A", 7),
         _sale(2, 2 * MIN),  # a duplicate
         _sale(4, 90 * 1000, qty=2),  # before the count: inside it already
+        InventoryEvent("o5", EventType.OFFER_UPDATED, 3 * MIN + 1, "ST-1", "A", 9, price=4.5, lead_time_days=2),
     ]
     batch = [(3 * MIN, effect) for event in events for effect in split(event)]
-    assert all(effect.kind in (EffectKind.DELTA, EffectKind.COUNT) for _, effect in batch)
+    assert all(effect.kind in (EffectKind.DELTA, EffectKind.COUNT, EffectKind.OFFER) for _, effect in batch)
     plain = _fold_plain(empty("ST-1", "A"), batch, policy, 0)
     assert plain is not None
     assert plain == general(None, "ST-1", "A", batch, policy)
-    assert plain[0].on_hand == 7
-    assert plain[1][-1] == FoldTally(4, 1, 0)
+    assert plain[0].on_hand == 9
+    assert plain[0].offer is not None
+    assert plain[0].offer.price == 4.5
+    assert plain[1][-1] == FoldTally(5, 1, 0)
+
+
+def test_a_sale_beside_a_hold_takes_the_plain_path_until_the_hold_is_due():
+    policy = LedgerPolicy(lateness_window_ms=60 * MIN)
+    received = InventoryEvent("r1", EventType.RECEIVED, 1 * MIN, "ST-1", "A", 5)
+    request = InventoryEvent(
+        "q2", EventType.RESERVATION_REQUESTED, 2 * MIN, "ST-1", "A", 2, ref="R-1", expires_at=10 * MIN
+    )
+    held, _ = fold(None, "ST-1", "A", [(2 * MIN, e) for event in (received, request) for e in split(event)], policy)
+    assert held.reserved == 2
+    before_due = [(5 * MIN, e) for e in split(_sale(3, 5 * MIN))]
+    plain = _fold_plain(held, before_due, policy, 0)
+    assert plain is not None
+    assert plain == general(held, "ST-1", "A", before_due, policy)
+    assert plain[0].holds == held.holds
+    due = [(10 * MIN, e) for e in split(_sale(4, 10 * MIN))]
+    assert _fold_plain(held, due, policy, 0) is None
+    after, out = fold(held, "ST-1", "A", due, policy)
+    assert (after, out) == general(held, "ST-1", "A", due, policy)
+    assert after.reserved == 0  # the general path expired the hold
 
 
 def test_a_batch_with_a_too_late_sale_takes_the_general_path_and_dead_letters_it():

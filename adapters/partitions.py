@@ -1,10 +1,15 @@
-"""Wrappers around Bytewax sources and sinks: reads as one item each, and a process's first error kept.
+"""Wrappers around Bytewax sources and sinks: reads and writes as one item each, and a process's first error kept.
 
 `batched(source)` hands the flow each read of a source as one tuple item, not one item
 per message. Every item that crosses a Bytewax step costs a call from Rust into Python,
 whatever the work it carries. A Kafka poll returns up to a thousand messages; passing
 them on as one tuple lets the next step decode, validate and group them in one call, so
 the per-message cost is the decoding itself.
+
+`each(sink)` is the other end: the flow hands it `(key, items)` pairs, one per fold call
+of a shard, and the wrapped sink's `write_batch` gets every item of every pair, as if
+each had crossed the steps on its own. A partitioned sink routes a pair by its key (a
+shard's), so every item of one key still goes through one partition, in order.
 
 `guarded(source_or_sink, errors)` remembers, in a `FirstError`, the first exception any
 of its calls raised. In a cluster Bytewax loses a step's exception: the failing process
@@ -38,7 +43,7 @@ from bytewax.outputs import (
     StatelessSinkPartition,
 )
 
-__all__ = ["FirstError", "batched", "guarded"]
+__all__ = ["FirstError", "batched", "each", "guarded"]
 
 _R = TypeVar("_R")
 
@@ -119,12 +124,16 @@ class _DynamicSource(DynamicSource[Any]):
 
 
 class _SinkPart(StatelessSinkPartition[Any]):
-    """A sink partition's calls made through `calls`."""
+    """A sink partition's calls made through `calls`; with `flatten`, each value a sequence of items to write."""
 
-    def __init__(self, inner: Any, calls: _Calls) -> None:
-        self._inner, self._calls = inner, calls
+    def __init__(self, inner: Any, calls: _Calls, flatten: bool = False) -> None:
+        self._inner, self._calls, self._flatten = inner, calls, flatten
 
     def write_batch(self, items: list[Any]) -> None:
+        if self._flatten:
+            items = [item for batch in items for item in batch]
+            if not items:
+                return
         self._calls.call(self._inner.write_batch, items)
 
     def close(self) -> None:
@@ -137,8 +146,8 @@ class _StatefulSinkPart(_SinkPart, StatefulSinkPartition[Any, Any]):
 
 
 class _FixedSink(FixedPartitionedSink[Any, Any]):
-    def __init__(self, inner: FixedPartitionedSink[Any, Any], calls: _Calls) -> None:
-        self._inner, self._calls = inner, calls
+    def __init__(self, inner: FixedPartitionedSink[Any, Any], calls: _Calls, flatten: bool = False) -> None:
+        self._inner, self._calls, self._flatten = inner, calls, flatten
 
     def list_parts(self) -> list[str]:
         return self._calls.call(self._inner.list_parts)
@@ -148,7 +157,7 @@ class _FixedSink(FixedPartitionedSink[Any, Any]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _StatefulSinkPart:
         part = self._calls.call(self._inner.build_part, step_id, for_part, resume_state)
-        return _StatefulSinkPart(part, self._calls)
+        return _StatefulSinkPart(part, self._calls, self._flatten)
 
 
 class _DynamicSink(DynamicSink[Any]):
@@ -168,6 +177,15 @@ def batched(source: Source[Any]) -> Source[tuple[Any, ...]]:
         return _DynamicSource(source, _STRAIGHT, batch=True)
     msg = f"cannot batch a {type(source).__name__}: expected a FixedPartitionedSource or a DynamicSource"
     raise TypeError(msg)
+
+
+def each(sink: FixedPartitionedSink[Any, Any]) -> FixedPartitionedSink[Any, Any]:
+    """`sink`, fed `(key, items)` pairs: it writes every item of each pair, routed by the pair's key.
+
+    Partitioned sinks only: their `write_batch` gets values without keys, so the items of
+    a pair need no key of their own (a dynamic sink's items carry theirs).
+    """
+    return _FixedSink(sink, _STRAIGHT, flatten=True)
 
 
 def guarded(source_or_sink: Source[Any] | Sink[Any], errors: FirstError) -> Source[Any] | Sink[Any]:

@@ -12,14 +12,12 @@ Pieces of `make bench` (bench/suite.py), and `make bench-kafka` on their own:
    start-up is the wall time of the same command on an empty topic (`startup_s`); the
    rate over the span from the first `atp.changes` message to the last snapshot is kept
    beside it.
-4. Latency (`measure_latency`): the flow tailing while events are produced at a steady
-   rate, each with `occurred_at` := its produce time:
-   - produce -> `atp.changes`: the first change of the event's key whose `max_occurred_at`
-     reached the event's produce time (broker CreateTime of the change: the flow's produce);
-   - produce -> published snapshot: probe events on keys of their own (site BENCH-PROBE),
-     seen by another process polling the store (bench/snapwatch.py);
-   - reservation request -> decision: the simulator's RESERVATION_REQUESTED events against
-     the first `reservation.decisions` message of their reservation id.
+4. Latency (`bench.latency.measure_latency`): the flow tailing while events are produced
+   at a steady rate; produce -> `atp.changes`, -> published snapshot, request -> decision.
+
+`--baseline DIR` runs the flow of another checkout (DIR/.venv/bin/python, in DIR) on the
+same input too, alternating with this one for `--rounds`, so a change is measured side by
+side with what it replaces under the same load; `--no-latency --no-sinks` keep to throughput.
 
 Uses KAFKA_BOOTSTRAP_SERVERS when set, else starts a private broker (infra/kafka/broker.py).
 Not a test: nothing asserts a timing.
@@ -28,26 +26,24 @@ Not a test: nothing asserts a timing.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from bisect import bisect_left
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from adapters.avro_wire import WireCodec
 from adapters.kafka_io import EventProducer
-from adapters.kafka_records import SingleObjectWriter
 from bench.common import (
     REPO,
     Broker,
@@ -57,7 +53,6 @@ from bench.common import (
     machine,
     machine_line,
     omni,
-    percentile,
     say,
     spawn_omni,
     stop_process,
@@ -67,7 +62,7 @@ from bench.common import (
     write_result,
 )
 from ledger.dead_letter import DeadLetter
-from ledger.events import EventType, InventoryEvent
+from ledger.events import InventoryEvent
 from omni_ledger.table import render_table
 from simulator import RetailerSimulator, SimConfig
 
@@ -75,14 +70,14 @@ __all__ = [
     "FlowRun",
     "InputTopic",
     "make_input",
-    "measure_latency",
     "raw_ceiling",
     "run_flow",
+    "simulated",
+    "spawn_flow",
     "startup_s",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-PROBE_SITE = "BENCH-PROBE"
 
 
 @dataclass(frozen=True)
@@ -179,6 +174,8 @@ class FlowRun:
     error: str | None = None
     logs: list[str] = field(default_factory=list)
     store: str = ""
+    cpu_s: float | None = None
+    """CPU seconds (user + system) of the flow's processes (py-spy's too when wrapped)."""
 
     def net_rate(self, startup: float) -> float | None:
         """Events/s over the wall time net of start-up (None when it failed)."""
@@ -204,6 +201,8 @@ class FlowRun:
             "error": self.error,
             "logs": self.logs,
             "store": self.store,
+            "cpu_s": self.cpu_s,
+            "cpu_us_per_event": None if self.cpu_s is None or not self.events else self.cpu_s / self.events * 1e6,
         }
 
 
@@ -231,10 +230,12 @@ def run_flow(
     timeout: float = 600.0,
     env: dict[str, str] | None = None,
     extra: Sequence[str] = (),
+    checkout: Path | None = None,
 ) -> FlowRun:
     """`omni-ledger run --source kafka --until-end` on `inp` by `processes` processes (a cluster when > 1).
 
     Each run writes a new store under `work`. `wrapper` prefixes process 0's command (py-spy).
+    `checkout` runs another checkout's flow (its `.venv`, from its directory) instead of this one.
     """
     snapdir = work / "store"
     base = env or flow_env(bootstrap, inp.prefix, inp.partitions)
@@ -262,9 +263,10 @@ def run_flow(
         addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
         cluster = [["--process-id", str(i), "--addresses", addresses] for i in range(processes)]
     logs = [work / f"flow-{i}.log" for i in range(len(cluster))]
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     procs = [
-        spawn_omni(base, [*args, *more], log, wrapper=wrapper if i == 0 else ())
+        spawn_flow(base, [*args, *more], log, wrapper if i == 0 else (), checkout)
         for i, (more, log) in enumerate(zip(cluster, logs, strict=True))
     ]
     deadline = time.monotonic() + timeout
@@ -275,6 +277,8 @@ def run_flow(
             break  # one failed: the others would wait for it forever
         time.sleep(0.05)
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (used.ru_utime + used.ru_stime)
     error = None
     if any(c != 0 for c in codes):
         for proc in procs:
@@ -285,7 +289,14 @@ def run_flow(
         error = f"{why}:\n{detail}"
     summaries = [s for s in (last_json(log) for log in logs) if s is not None]
     run = FlowRun(
-        processes, inp.events, wall, summaries, error=error, logs=[str(log) for log in logs], store=str(snapdir)
+        processes,
+        inp.events,
+        wall,
+        summaries,
+        error=error,
+        logs=[str(log) for log in logs],
+        store=str(snapdir),
+        cpu_s=cpu if error is None else None,
     )
     if error is None and inp.events:
         span = topic_span(bootstrap, changes, before)
@@ -295,236 +306,34 @@ def run_flow(
     return run
 
 
-def startup_s(bootstrap: str, work: Path, processes: int = 1, workers: int = 1) -> float:
+def spawn_flow(
+    env: dict[str, str], args: list[str], log: Path, wrapper: Sequence[str], checkout: Path | None
+) -> subprocess.Popen[bytes]:
+    """`omni-ledger ARGS` of this checkout (`bench.common.spawn_omni`), or of `checkout` with its own venv."""
+    if checkout is None:
+        return spawn_omni(env, args, log, wrapper=wrapper)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    # Its own code only: PYTHONPATH or a stray path of this checkout would mix the two.
+    clean = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    with log.open("ab") as out, log.with_name(log.name + ".err").open("ab") as err:
+        return subprocess.Popen(
+            [*wrapper, str(checkout / ".venv" / "bin" / "python"), "-m", "omni_ledger", *args],
+            cwd=checkout,
+            env=clean,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+
+
+def startup_s(bootstrap: str, work: Path, processes: int = 1, workers: int = 1, checkout: Path | None = None) -> float:
     """Wall time of the flow on an empty topic: interpreter, imports, Bytewax and Kafka start-up, exit."""
     empty = make_input(bootstrap, 0, 2, tag="empty")
-    run = run_flow(bootstrap, empty, work, processes=processes, workers=workers, timeout=120)
+    run = run_flow(bootstrap, empty, work, processes=processes, workers=workers, timeout=120, checkout=checkout)
     if run.error is not None:
         msg = f"the flow on an empty topic failed: {run.error}"
         raise RuntimeError(msg)
     return run.wall_s
-
-
-# -- latency
-
-
-def _millis(value: object) -> int:
-    return (value - _EPOCH) // timedelta(milliseconds=1) if isinstance(value, datetime) else int(value)  # type: ignore[call-overload]
-
-
-def _read_topic(bootstrap: str, topic: str) -> list[tuple[bytes, bytes, int]]:
-    """Every (key, value, CreateTime ms) of `topic`, to its current end."""
-    ends = topic_watermarks(bootstrap, topic)
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}", "enable.auto.commit": False}
-    )
-    out: list[tuple[bytes, bytes, int]] = []
-    todo = {p: high for p, (_, high) in ends.items() if high > 0}
-    consumer.assign([TopicPartition(topic, p, 0) for p in todo])
-    deadline = time.monotonic() + 120
-    while todo and time.monotonic() < deadline:
-        for message in consumer.consume(1000, 1.0):
-            if message.error() is not None:
-                continue
-            part = message.partition() or 0
-            out.append((message.key() or b"", message.value() or b"", int(message.timestamp()[1])))
-            if part in todo and (message.offset() or 0) >= todo[part] - 1:
-                del todo[part]
-    consumer.close()
-    return out
-
-
-def _distribution(latencies: list[float], **extra: Any) -> dict[str, Any]:
-    latencies.sort()
-    return {
-        "samples": len(latencies),
-        "p50_ms": percentile(latencies, 0.50),
-        "p99_ms": percentile(latencies, 0.99),
-        "max_ms": latencies[-1] if latencies else None,
-        **extra,
-    }
-
-
-def _probe(n: int, now: int, run: str) -> InventoryEvent:
-    return InventoryEvent(
-        event_id=f"probe-{run}-{n}", type=EventType.RECEIVED, occurred_at=now, site_id=PROBE_SITE,
-        sku=f"P-{n:07d}", qty=1, source="BENCH",
-    )  # fmt: skip
-
-
-def _send(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
-    while True:
-        try:
-            producer.produce(topic, value, key)
-            return
-        except BufferError:
-            producer.poll(0.05)
-
-
-def _wait_ready(bootstrap: str, producer: Producer, codec: WireCodec, prefix: str, run: str) -> float:
-    """Produce probe events until the flow answers one on `atp.changes`; seconds waited."""
-    topic = prefix + "atp.changes"
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}", "auto.offset.reset": "earliest"}
-    )
-    consumer.subscribe([topic])
-    started = time.monotonic()
-    n = 0
-    try:
-        while time.monotonic() - started < 120:
-            event = _probe(n, time.time_ns() // 1_000_000, run + "w")
-            warm = dataclasses.replace(event, sku=f"W{n}")
-            _send(producer, prefix + "inventory.events", f"{PROBE_SITE}|W{n}".encode(), codec.encode(warm))
-            producer.flush(10)
-            n += 1
-            message = consumer.poll(0.5)
-            if message is not None and message.error() is None:
-                return time.monotonic() - started
-    finally:
-        consumer.close()
-    msg = "the tailing flow did not answer a probe event within 120 s"
-    raise RuntimeError(msg)
-
-
-def measure_latency(
-    bootstrap: str, work: Path, *, rate: int, seconds: float, partitions: int = 2, probe_every: float = 0.1
-) -> dict[str, Any]:
-    """Latencies of a tailing flow fed `rate` events/s for `seconds` (see the module docstring)."""
-    run_id = uuid.uuid4().hex[:8]
-    prefix = f"lat{run_id}."
-    create_topics(bootstrap, prefix, partitions)
-    env = flow_env(bootstrap, prefix, partitions)
-    snapdir = work / "lat-store"
-    log = work / "lat-flow.log"
-    flow = spawn_omni(
-        env,
-        ["run", "--source", "kafka", "--quiet", "--log-format", "json", "--snapshot-dir", str(snapdir)],
-        log,
-    )
-    watcher: subprocess.Popen[bytes] | None = None
-    codec = WireCodec()
-    # A plain producer that sends at once (EventProducer lingers 20 ms to batch: that is the
-    # producer's latency, not the flow's).
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": "1", "queue.buffering.max.messages": "1000000"})
-    topic = prefix + "inventory.events"
-    # key -> [(occurred_at, sent at)]: occurred_at is the event's planned send time; a change
-    # whose max_occurred_at reached it includes the event.
-    sent: dict[bytes, list[tuple[int, int]]] = defaultdict(list)
-    requests: dict[str, int] = {}
-    probes: dict[str, int] = {}
-    count = 0
-    try:
-        total = int(rate * seconds)
-        say(f"  generating and encoding {total:,} simulated events, {rate:,} a second of their clock...")
-        base = time.time_ns() // 1_000_000
-        planned = [
-            dataclasses.replace(event, occurred_at=base + i * 1_000 // rate)
-            for i, event in enumerate(simulated(total, base, int(time.time()) + 1, rate))
-        ]
-        encoded = [
-            (
-                f"{e.site_id}|{e.sku}".encode(),
-                codec.encode(e),
-                e.occurred_at,
-                e.ref if e.type is EventType.RESERVATION_REQUESTED else None,
-            )
-            for e in planned
-        ]
-        del planned
-        ready = _wait_ready(bootstrap, producer, codec, prefix, run_id)
-        say(f"  flow ready after {ready:.1f} s; {rate:,} events/s for {seconds:.0f} s...")
-        seen_path = work / "lat-snapshots.tsv"
-        with seen_path.open("wb") as seen_out:
-            watcher = subprocess.Popen(
-                [sys.executable, "-m", "bench.snapwatch", str(snapdir), PROBE_SITE, str(seconds + 60)],
-                cwd=REPO,
-                stdout=seen_out,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        step = max(1, rate // 200)  # at most 5 ms of events a pass, so probes keep their pace
-        next_probe = 0.0
-        started = time.monotonic()
-        while count < total:
-            elapsed = time.monotonic() - started
-            due = min(total, int(elapsed * rate), count + step)
-            if due <= count:
-                time.sleep(0.0005)
-                continue
-            now = time.time_ns() // 1_000_000
-            if elapsed >= next_probe:
-                probe = _probe(len(probes), now, run_id)
-                _send(producer, topic, f"{PROBE_SITE}|{probe.sku}".encode(), codec.encode(probe))
-                probes[probe.sku] = now
-                next_probe += probe_every
-            for key, value, occurred_at, ref in encoded[count:due]:
-                _send(producer, topic, key, value)
-                sent[key].append((occurred_at, now))
-                if ref is not None:
-                    requests[ref] = now
-            count = due
-            producer.poll(0)
-        produced_s = time.monotonic() - started
-        producer.flush(30)
-        say(f"  produced {count:,} events at {count / produced_s:,.0f}/s; letting the flow catch up...")
-        last_probe = max(probes, key=probes.__getitem__) if probes else None
-        _drain(seen_path, last_probe, limit=60)
-    finally:
-        stop_process(flow, grace=60)
-        if watcher is not None:
-            stop_process(watcher, grace=10, sig=15)
-    if flow.returncode not in (0, 130, -2):
-        return {"error": f"the tailing flow exited {flow.returncode}:\n{tail(log.with_name(log.name + '.err'))}"}
-
-    changes: dict[bytes, list[tuple[int, int]]] = defaultdict(list)
-    writer = SingleObjectWriter("position_change.avsc")
-    for key, value, stamp in _read_topic(bootstrap, prefix + "atp.changes"):
-        changes[key].append((_millis(writer.decode(value)["max_occurred_at"]), stamp))
-    change_ms: list[float] = []
-    missing = 0
-    for key, times in sent.items():
-        seen = sorted(changes.get(key, []))
-        marks = [m for m, _ in seen]
-        earliest = [0] * len(seen)  # earliest[i]: the first broker time among changes i..
-        for i in range(len(seen) - 1, -1, -1):
-            earliest[i] = seen[i][1] if i == len(seen) - 1 else min(seen[i][1], earliest[i + 1])
-        for occurred_at, at in times:
-            i = bisect_left(marks, occurred_at)
-            if i < len(seen):
-                change_ms.append(float(earliest[i] - at))
-            else:
-                missing += 1
-
-    decided: dict[str, int] = {}
-    for key, _, stamp in _read_topic(bootstrap, prefix + "reservation.decisions"):
-        ref = key.decode()
-        decided[ref] = min(stamp, decided.get(ref, stamp))
-    decision_ms = [float(decided[ref] - at) for ref, at in requests.items() if ref in decided]
-
-    snapshot_ms: list[float] = []
-    for line in (work / "lat-snapshots.tsv").read_text().splitlines():
-        sku, _, seen_at = line.partition("\t")
-        if sku in probes and seen_at:
-            snapshot_ms.append(float(int(seen_at) - probes[sku]))
-    return {
-        "rate": rate,
-        "seconds": seconds,
-        "produced": count,
-        "produced_per_s": count / produced_s,
-        "changes": _distribution(change_ms, missing=missing),
-        "decisions": _distribution(decision_ms, requests=len(requests)),
-        "snapshots": _distribution(snapshot_ms, probes=len(probes)),
-    }
-
-
-def _drain(seen: Path, last_probe: str | None, limit: float) -> None:
-    """Wait (at most `limit` s) until the snapshot watcher saw the last probe, then 1 s more."""
-    deadline = time.monotonic() + limit
-    while last_probe is not None and time.monotonic() < deadline:
-        if f"{last_probe}\t" in seen.read_text():
-            break
-        time.sleep(0.5)
-    time.sleep(1.0)
 
 
 # -- make bench-kafka
@@ -568,62 +377,125 @@ def compare_sinks(bootstrap: str, prefix: str, count: int) -> dict[str, float]:
     return rates
 
 
+def _throughput_rows(label: str, runs: list[FlowRun], startup: float, ceilings: list[float]) -> list[list[object]]:
+    rates = [run.net_rate(startup) or 0.0 for run in runs]
+    ratios = [rate / ceiling for rate, ceiling in zip(rates, ceilings, strict=True)]
+    cpu = [run.cpu_s / run.events * 1e6 for run in runs if run.cpu_s is not None and run.events]
+    each = ", ".join(f"{rate:,.0f}" for rate in rates)
+    return [
+        [f"{label}: flow end to end (wall net of start-up)", f"{statistics.median(rates):,.0f} ({each})", "events/s"],
+        [f"{label}: flow / raw ceiling of its round", f"{statistics.median(ratios):.1%}", "ratio"],
+        [f"{label}: CPU per event (flow processes)", f"{statistics.median(cpu):.1f}" if cpu else "-", "us"],
+        [
+            f"{label}: first change to last snapshot",
+            f"{statistics.median(r.span_rate() or 0 for r in runs):,.0f}",
+            "/s",
+        ],
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--partitions", type=int, default=2)
     parser.add_argument("--latency-rate", type=int, default=20_000, help="events/s produced during the latency run")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--baseline", type=Path, help="another checkout (with its .venv) to run side by side")
+    parser.add_argument("--rounds", type=int, default=1, help="throughput runs of each flow, alternating")
+    parser.add_argument("--no-latency", action="store_true", help="skip the latency run")
+    parser.add_argument("--no-sinks", action="store_true", help="skip the sink comparison")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    baseline = args.baseline.resolve() if args.baseline else None
+    if baseline is not None and not (baseline / ".venv" / "bin" / "python").exists():
+        sys.exit(f"--baseline {baseline}: no .venv/bin/python there (make venv in it first)")
+    flows: list[tuple[str, Path | None]] = [("this", None)] + ([("baseline", baseline)] if baseline else [])
 
+    latency: dict[str, dict[str, Any]] = {}
+    sinks: dict[str, float] = {}
+    runs: dict[str, list[FlowRun]] = {name: [] for name, _ in flows}
+    ceilings: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-kafka-") as tmp:
         work = Path(tmp)
         broker = Broker(work)
         try:
             bootstrap = broker.bootstrap
             inp = make_input(bootstrap, args.events, args.partitions)
-            say("raw ceiling: consumer + fastavro decode...")
-            ceiling = raw_ceiling(bootstrap, inp)
-            say("start-up: the flow on an empty topic...")
-            startup = startup_s(bootstrap, work / "empty")
-            say("the flow, to the end of the topic...")
-            flow = run_flow(bootstrap, inp, work / "flow", timeout=60 + args.events / 2_000)
-            if flow.error is not None:
-                sys.exit(f"the flow failed: {flow.error}")
-            say(f"latency: {args.latency_rate:,} events/s for {args.latency_seconds:.0f} s through a tailing flow...")
-            latency = measure_latency(
-                bootstrap, work, rate=args.latency_rate, seconds=args.latency_seconds, partitions=args.partitions
-            )
-            say("sinks: Bytewax's KafkaSink against ours, the same messages through a bare dataflow...")
-            sinks = compare_sinks(bootstrap, inp.prefix, 200_000)
+            startup = {}
+            for name, checkout in flows:
+                say(f"start-up of {name}: the flow on an empty topic...")
+                startup[name] = startup_s(bootstrap, work / f"empty-{name}", checkout=checkout)
+            for round_ in range(args.rounds):
+                say(f"round {round_ + 1}: raw ceiling, consumer + fastavro decode...")
+                ceilings.append(raw_ceiling(bootstrap, inp))
+                # Alternate who goes first: the machine's load drifts within a round too.
+                for name, checkout in flows if round_ % 2 == 0 else flows[::-1]:
+                    say(f"round {round_ + 1}: the flow of {name}, to the end of the topic...")
+                    where = work / f"flow-{name}-{round_}"
+                    flow = run_flow(bootstrap, inp, where, timeout=60 + args.events / 500, checkout=checkout)
+                    if flow.error is not None:
+                        sys.exit(f"the flow of {name} failed: {flow.error}")
+                    runs[name].append(flow)
+            if not args.no_latency:
+                from bench.latency import measure_latency  # it builds on this module
+
+                for name, checkout in flows:
+                    say(f"latency of {name}: {args.latency_rate:,} events/s for {args.latency_seconds:.0f} s...")
+                    latency[name] = measure_latency(
+                        bootstrap,
+                        work / f"latency-{name}",
+                        rate=args.latency_rate,
+                        seconds=args.latency_seconds,
+                        partitions=args.partitions,
+                        checkout=checkout,
+                    )
+            if not args.no_sinks:
+                say("sinks: Bytewax's KafkaSink against ours, the same messages through a bare dataflow...")
+                sinks = compare_sinks(bootstrap, inp.prefix, 200_000)
         finally:
             broker.close()
-    rate = flow.net_rate(startup) or 0.0
     rows: list[list[object]] = [
         ["producer (Avro encode + produce)", round(inp.produce_per_s), "events/s"],
-        ["sink: bytewax KafkaSink (flush per batch)", round(sinks["bytewax"]), "messages/s"],
-        ["sink: KafkaOutSink (flush per epoch)", round(sinks["ours"]), "messages/s"],
-        ["raw ceiling (consume + fastavro decode)", round(ceiling), "events/s"],
-        ["flow end to end (wall net of start-up)", round(rate), "events/s"],
-        ["flow / raw ceiling", f"{rate / ceiling:.1%}", "ratio"],
-        ["flow, first change to last snapshot", round(flow.span_rate() or 0), "events/s"],
+        ["raw ceiling (consume + fastavro decode)", ", ".join(f"{c:,.0f}" for c in ceilings), "events/s"],
     ]
-    for name in ("changes", "snapshots", "decisions"):
-        found = latency.get(name) or {}
-        rows.append(
-            [f"{name}: p50 / p99 at {args.latency_rate:,}/s", f"{found.get('p50_ms')} / {found.get('p99_ms')}", "ms"]
+    if sinks:
+        rows[1:1] = [
+            ["sink: bytewax KafkaSink (flush per batch)", round(sinks["bytewax"]), "messages/s"],
+            ["sink: KafkaOutSink (flush per epoch)", round(sinks["ours"]), "messages/s"],
+        ]
+    for name, _ in flows:
+        rows += _throughput_rows(name, runs[name], startup[name], ceilings)
+    if baseline is not None:
+        ratio = statistics.median(
+            (a.net_rate(startup["this"]) or 0) / max(b.net_rate(startup["baseline"]) or 1e-9, 1e-9)
+            for a, b in zip(runs["this"], runs["baseline"], strict=True)
         )
+        rows.append(["this / baseline, events/s (median of rounds)", f"{ratio:.2f}x", "ratio"])
+    for name, found in latency.items():
+        for what in ("changes", "snapshots", "decisions"):
+            dist = found.get(what) or {}
+            rows.append(
+                [
+                    f"{name}: {what} p50 / p99 at {args.latency_rate:,}/s",
+                    f"{dist.get('p50_ms')} / {dist.get('p99_ms')}",
+                    "ms",
+                ]
+            )
+    this = runs["this"][0]
     result = {
         "at": datetime.now(UTC).isoformat(),
         "machine": machine(),
         "events": args.events,
         "partitions": args.partitions,
         "produce_per_s": inp.produce_per_s,
-        "raw_ceiling_per_s": ceiling,
-        "flow": flow.as_dict(startup),
-        "ratio": rate / ceiling,
-        "latency": latency,
+        "raw_ceiling_per_s": ceilings[0],
+        "raw_ceilings_per_s": ceilings,
+        "flow": this.as_dict(startup["this"]),
+        "ratio": (this.net_rate(startup["this"]) or 0.0) / ceilings[0],
+        "runs": {name: [r.as_dict(startup[name]) for r in found] for name, found in runs.items()},
+        "baseline": None if baseline is None else str(baseline),
+        "latency": latency.get("this"),
+        "latencies": latency,
         "sinks_per_s": sinks,
     }
     path = write_result("kafka", result)

@@ -227,7 +227,7 @@ def profile(ctx: Context) -> list[Row]:
 
 
 def latency(ctx: Context) -> list[Row]:
-    from bench.kafka import measure_latency
+    from bench.latency import measure_latency
 
     sizes = ctx.sizes
     rates = [sizes.latency_rate]

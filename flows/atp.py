@@ -1,9 +1,9 @@
 """The ATP dataflow: events in, per-site available-to-promise out.
 
     input ─ admit ─┬─ split ─ fold ─┬─ changes, decisions, work, tallies ─ batch ─ snapshots
-    (one item      │   (per shard)  ├─ changes ─────────────────────────────── atp.changes (optional)
-     per read)     │                ├─ decisions ───────────────────────────── decisions
-                   │                ├─ store tasks ─────────────────────────── tasks (optional)
+    (one item      │   (per shard,  ├─ changes ─────────────────────────────── atp.changes (optional)
+     per read)     │   one item per ├─ decisions ───────────────────────────── decisions
+                   │   fold call)   ├─ store tasks ─────────────────────────── tasks (optional)
                    │                ├─ shuttle loads ───────────────────────── loads (optional)
                    │                ├─ dropship orders ─────────────────────── orders (optional)
                    └─ refused ──────┴─ too late ────────────────────────────── dead letters
@@ -14,7 +14,6 @@ simulator or Kafka, into DuckLake or anything else with the same item shapes.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -24,17 +23,17 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
-from bytewax.outputs import Sink
+from bytewax.outputs import FixedPartitionedSink, Sink
 
 from adapters.clock import Clock
 from adapters.codec import Decoder
-from adapters.partitions import batched
+from adapters.partitions import batched, each
 from flows.logic import Admitted, Folded, FoldObserver, ShardBatch, ShardLogic, SnapshotBatchLogic, admit_batch
 from ledger.dead_letter import DeadLetter
 from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask
 from ledger.outputs import PositionChange
 from ledger.policy import LedgerPolicy
-from ledger.shard import DEFAULT_SHARDS, PositionKey
+from ledger.shard import DEFAULT_SHARDS
 
 __all__ = ["SNAPSHOT_KEY", "Wiring", "build_flow"]
 
@@ -82,10 +81,6 @@ def _groups(admitted: Admitted) -> list[tuple[str, ShardBatch]]:
     return admitted.groups
 
 
-def _position_keyed(item: tuple[str, tuple[PositionKey, Folded]]) -> tuple[PositionKey, Folded]:
-    return item[1]
-
-
 def _rejected(admitted: Admitted) -> list[tuple[str, DeadLetter]]:
     return [(letter.origin, letter) for letter in admitted.rejected]
 
@@ -111,16 +106,22 @@ def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
         checkpoints=w.shard_checkpoints,
         shards=w.shards,
         observer=w.fold_observer,
+        writers=w.snapshot_writers,
     )
-    folded = op.map("position_key", op.stateful_batch("fold", keyed, fold_logic), _position_keyed)
-    # ("site|sku", Folded): one per position per fold call
+    folded = op.stateful_batch("fold", keyed, fold_logic)
+    # ("shard-<i>", Folded): one per fold call of a shard (per snapshot writer)
     one_writer = op.map("one_writer", folded, partial(_writer_key, writers=w.snapshot_writers))
     batcher = partial(SnapshotBatchLogic, interval=w.snapshot_interval, max_items=w.snapshot_max_items)
     batches = op.stateful_batch("batch", one_writer, batcher)
     # ("snapshot[-i]", SnapshotBatch(changes, decisions, work, tally)) once per interval
     op.output("snapshots", batches, w.snapshots)
     if w.changes is not None:
-        op.output("changes_out", op.filter_map("changes", folded, _change), w.changes)
+        changes = op.filter_map("changes", folded, _changes)
+        # ("shard-<i>", (PositionChange, ...)): the sink writes each, routed by shard
+        if isinstance(w.changes, FixedPartitionedSink):
+            op.output("changes_out", changes, each(w.changes))
+        else:
+            op.output("changes_out", op.flat_map("each_change", changes, _each_change), w.changes)
     # Decisions, work and late events are rare next to position changes: one step
     # picks them out of every fold result, the steps after it see only them.
     notices = op.flat_map("notices", folded, _notices)
@@ -144,16 +145,20 @@ def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
 
 
 def _writer_key(item: tuple[str, Folded], writers: int) -> tuple[str, Folded]:
-    key, folded = item
+    folded = item[1]
     if writers == 1:
         return SNAPSHOT_KEY, folded
-    # A stable hash (not Python's salted one): every process sends a key to the same writer.
-    return f"{SNAPSHOT_KEY}-{zlib.crc32(key.encode()) % writers}", folded
+    # The fold split its outputs by writer (a stable hash of site|sku, the same in every process).
+    return f"{SNAPSHOT_KEY}-{folded.writer}", folded
 
 
-def _change(item: tuple[str, Folded]) -> tuple[str, PositionChange] | None:
-    change = item[1].change
-    return None if change is None else (item[0], change)
+def _changes(item: tuple[str, Folded]) -> tuple[str, tuple[PositionChange, ...]] | None:
+    changes = item[1].changes
+    return (item[0], changes) if changes else None
+
+
+def _each_change(item: tuple[str, tuple[PositionChange, ...]]) -> list[tuple[str, PositionChange]]:
+    return [(change.key, change) for change in item[1]]
 
 
 _Notice = tuple[str, object]

@@ -8,11 +8,13 @@ one per position (docs/scaling.md says why that matters past a million positions
 
 Items are micro-batches wherever the runtime allows, because each item crossing a step
 costs a call from Rust into Python: a source read is admitted as one item and leaves
-as one group of effects per key (`admit_batch`); a fold call of one position leaves as one `(site|sku, Folded)`.
+as one group of effects per shard (`admit_batch`); a fold call of a shard leaves as one
+`Folded` (per snapshot writer), whatever the number of positions it changed.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -90,34 +92,70 @@ def admit_batch(
 
 
 class Folded(NamedTuple):
-    """What one fold call produced, sorted by where it goes (one item per call, not per output)."""
+    """What one fold call of a shard produced, sorted by where it goes: one item per call, not per position.
 
-    change: PositionChange | None
+    Each item crossing a Bytewax step costs a call from Rust into Python; a position per
+    item paid it six to eight times per event. `writer` is the snapshot writer of these
+    positions (0 with a single writer; with several, a call's outputs are split by writer).
+    """
+
+    changes: tuple[PositionChange, ...]
     decisions: tuple[ReservationDecision, ...]
     work: tuple[Work, ...]
     dead_letters: tuple[DeadLetter, ...]
-    tally: FoldTally | None
+    tally: FoldTally
+    writer: int = 0
 
 
-def _sorted(out: Sequence[Output]) -> Folded:
-    change: PositionChange | None = None
-    tally: FoldTally | None = None
-    decisions: list[ReservationDecision] = []
-    work: list[Work] = []
-    dead: list[DeadLetter] = []
-    for item in out:
-        kind = type(item)
-        if kind is PositionChange:
-            change = item  # type: ignore[assignment]
-        elif kind is FoldTally:
-            tally = item  # type: ignore[assignment]
-        elif kind is ReservationDecision:
-            decisions.append(item)  # type: ignore[arg-type]
-        elif kind is DeadLetter:
-            dead.append(item)  # type: ignore[arg-type]
-        else:
-            work.append(item)  # type: ignore[arg-type]
-    return Folded(change, tuple(decisions), tuple(work), tuple(dead), tally)
+class _Outputs:
+    """The outputs of one fold call, gathered by kind (one `_Outputs` per snapshot writer)."""
+
+    __slots__ = ("applied", "changes", "dead", "decisions", "duplicates", "too_late", "work")
+
+    def __init__(self) -> None:
+        self.changes: list[PositionChange] = []
+        self.decisions: list[ReservationDecision] = []
+        self.work: list[Work] = []
+        self.dead: list[DeadLetter] = []
+        self.applied = self.duplicates = self.too_late = 0
+
+    def add(self, out: Sequence[Output]) -> None:
+        # The common shape, [change, tally] (a sale, a receipt, a count), without a type test each.
+        if len(out) == 2 and type(out[0]) is PositionChange and type(out[1]) is FoldTally:
+            self.changes.append(out[0])
+            tally: FoldTally = out[1]
+            self.applied += tally.applied
+            self.duplicates += tally.duplicates
+            self.too_late += tally.too_late
+            return
+        for item in out:
+            kind = type(item)
+            if kind is PositionChange:
+                self.changes.append(item)  # type: ignore[arg-type]
+            elif kind is FoldTally:
+                self.applied += item.applied  # type: ignore[union-attr]
+                self.duplicates += item.duplicates  # type: ignore[union-attr]
+                self.too_late += item.too_late  # type: ignore[union-attr]
+            elif kind is ReservationDecision:
+                self.decisions.append(item)  # type: ignore[arg-type]
+            elif kind is DeadLetter:
+                self.dead.append(item)  # type: ignore[arg-type]
+            else:
+                self.work.append(item)  # type: ignore[arg-type]
+
+    def folded(self, writer: int) -> Folded | None:
+        if not (self.changes or self.decisions or self.work or self.dead) and not (
+            self.applied or self.duplicates or self.too_late
+        ):
+            return None
+        return Folded(
+            tuple(self.changes),
+            tuple(self.decisions),
+            tuple(self.work),
+            tuple(self.dead),
+            FoldTally(self.applied, self.duplicates, self.too_late),
+            writer,
+        )
 
 
 class FoldObserver(Protocol):
@@ -130,11 +168,13 @@ class FoldObserver(Protocol):
     ) -> None: ...
 
 
-class ShardLogic(StatefulBatchLogic[ShardBatch, tuple[PositionKey, Folded], ShardPointer]):
+class ShardLogic(StatefulBatchLogic[ShardBatch, Folded, ShardPointer]):
     """Folds the batches of one shard's positions; checkpoints what changed at each epoch close.
 
-    A live clock arms one timer per shard, for the earliest hold expiry among its positions.
-    With no checkpoint directory (recovery off) nothing is written and the pointer is `c = 0`.
+    Each call emits one `Folded` per snapshot writer it has outputs for (one with a single
+    writer). A live clock arms one timer per shard, for the earliest hold expiry among its
+    positions. With no checkpoint directory (recovery off) nothing is written and the
+    pointer is `c = 0`.
     """
 
     def __init__(
@@ -145,7 +185,9 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, tuple[PositionKey, Folded], Shar
         checkpoints: Path | None,
         shards: int,
         observer: FoldObserver | None = None,
+        writers: int = 1,
     ) -> None:
+        self._writers = writers
         self._policy = policy
         self._clock = clock
         self._observer = observer
@@ -177,7 +219,7 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, tuple[PositionKey, Folded], Shar
         if self._root is not None:
             self._store = ShardCheckpoints(self._root, index, self._shards)
 
-    def on_batch(self, values: list[ShardBatch]) -> tuple[list[tuple[PositionKey, Folded]], bool]:
+    def on_batch(self, values: list[ShardBatch]) -> tuple[list[Folded], bool]:
         if self._index is None:
             # A shard with no saved pointer: built on its first item, which names it.
             self._open(values[0][0])
@@ -198,18 +240,28 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, tuple[PositionKey, Folded], Shar
                         got.extend(read_effects)
             groups = list(merged.items())
         shard, policy, observer = self._shard, self._policy, self._observer
-        out: list[tuple[PositionKey, Folded]] = []
+        if self._writers == 1:
+            gathered = _Outputs()
+            add = gathered.add
+            for key, effects in groups:
+                before, after, outputs = shard.fold(key, effects, policy)
+                if observer is not None:
+                    observer.folded(before, effects, after, outputs)
+                add(outputs)
+            folded = gathered.folded(0)
+            return ([] if folded is None else [folded]), StatefulBatchLogic.RETAIN
+        results = []
         for key, effects in groups:
             before, after, outputs = shard.fold(key, effects, policy)
             if observer is not None:
                 observer.folded(before, effects, after, outputs)
-            out.append((key, _sorted(outputs)))
-        return out, StatefulBatchLogic.RETAIN
+            results.append((key, outputs))
+        return self._folded(results), StatefulBatchLogic.RETAIN
 
-    def on_notify(self) -> tuple[list[tuple[PositionKey, Folded]], bool]:
+    def on_notify(self) -> tuple[list[Folded], bool]:
         return self._folded(self._shard.expire_due(self._clock.now(), self._policy)), StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[list[tuple[PositionKey, Folded]], bool]:
+    def on_eof(self) -> tuple[list[Folded], bool]:
         # A finite replay ends with the clock at the input's newest event: expire what is due.
         if self._clock.live:
             return [], StatefulBatchLogic.RETAIN
@@ -232,9 +284,19 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, tuple[PositionKey, Folded], Shar
             return store.save(changed, self._shard)
         return store.pointer()
 
-    @staticmethod
-    def _folded(results: list[tuple[PositionKey, list[Output]]]) -> list[tuple[PositionKey, Folded]]:
-        return [(key, _sorted(out)) for key, out in results]
+    def _folded(self, results: Sequence[tuple[PositionKey, Sequence[Output]]]) -> list[Folded]:
+        """The outputs of several positions, gathered by snapshot writer."""
+        writers = self._writers
+        by_writer: dict[int, _Outputs] = {}
+        for key, out in results:
+            # A stable hash (not Python's salted one): every process sends a key to the same writer.
+            writer = 0 if writers == 1 else zlib.crc32(key.encode()) % writers
+            gathered = by_writer.get(writer)
+            if gathered is None:
+                gathered = by_writer[writer] = _Outputs()
+            gathered.add(out)
+        folded = (gathered.folded(writer) for writer, gathered in sorted(by_writer.items()))
+        return [f for f in folded if f is not None]
 
 
 class SnapshotBatchLogic(StatefulBatchLogic[Folded, SnapshotBatch, SnapshotBatch]):
@@ -278,17 +340,15 @@ class SnapshotBatchLogic(StatefulBatchLogic[Folded, SnapshotBatch, SnapshotBatch
         if not self._items() and not self._applied:
             self._due = datetime.now(UTC) + self._interval
         for folded in values:
-            if folded.change is not None:
-                self._changes.append(folded.change)
+            self._changes.extend(folded.changes)
             if folded.decisions:
                 self._decisions.extend(folded.decisions)
             if folded.work:
                 self._work.extend(folded.work)
             tally = folded.tally
-            if tally is not None:
-                self._applied += tally.applied
-                self._duplicates += tally.duplicates
-                self._too_late += tally.too_late
+            self._applied += tally.applied
+            self._duplicates += tally.duplicates
+            self._too_late += tally.too_late
         if self._items() >= self._max_items:
             return self._flush(), StatefulBatchLogic.RETAIN
         return [], StatefulBatchLogic.RETAIN

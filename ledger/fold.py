@@ -22,7 +22,7 @@ Rules, per (site, sku) position:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -449,7 +449,7 @@ def fold(
     position: Position | None,
     site_id: str,
     sku: str,
-    batch: Iterable[tuple[Millis, Effect]],
+    batch: Sequence[tuple[Millis, Effect]],
     policy: LedgerPolicy,
 ) -> tuple[Position, list[Output]]:
     """Fold a batch of `(now, effect)` for one (site, sku) into its position.
@@ -459,7 +459,18 @@ def fold(
     if anything visible changed, then a `FoldTally` of the batch.
     """
     safety_stock = policy.safety_stock.for_position(site_id, sku)
-    draft = _Draft(position if position is not None else empty(site_id, sku, safety_stock))
+    base = position if position is not None else empty(site_id, sku, safety_stock)
+    plain = _fold_plain(base, batch, policy, safety_stock)
+    if plain is not None:
+        return plain
+    return _fold_general(base, batch, policy, safety_stock)
+
+
+def _fold_general(
+    position: Position, batch: Iterable[tuple[Millis, Effect]], policy: LedgerPolicy, safety_stock: int
+) -> tuple[Position, list[Output]]:
+    """`fold` for any batch, through a `_Draft`."""
+    draft = _Draft(position)
     now: Millis | None = None
     for now, effect in batch:
         if draft.holds:
@@ -468,6 +479,97 @@ def fold(
     position = _finish(draft, policy, safety_stock, now)
     draft.out.append(FoldTally(draft.applied, draft.duplicates, draft.too_late))
     return position, draft.out
+
+
+def _fold_plain(
+    position: Position, batch: Sequence[tuple[Millis, Effect]], policy: LedgerPolicy, safety_stock: int
+) -> tuple[Position, list[Output]] | None:
+    """`fold` of the common batch, or None when the batch is not one (then `_fold_general` folds it from scratch).
+
+    The common batch: only on-hand deltas, counts and seller offers (sales, receipts,
+    returns, adjustments, cycle counts, offer levels: most of a retailer's events), none
+    of them too late, no hold due before its last effect, and nothing to forget at its
+    end. The rules are `_apply`'s and `_finish`'s for those kinds, written out over local
+    variables: the draft's two dozen fields and the dispatch on kinds were most of a
+    fold's cost for them. `tests/unit/ledger/test_fold_plain.py` checks that it gives
+    what `_fold_general` gives.
+    """
+    window = policy.lateness_window_ms
+    # Holds stay as they are unless one is due: `_expire` does nothing before this.
+    due = position.expiry_floor if position.holds else NEVER
+    seen = EventIdsDraft(position.seen)
+    deltas = DeltaLogDraft(position.deltas)
+    count = position.count
+    on_hand, settled = position.on_hand, position.settled
+    max_at, forget_at = position.max_at, position.forget_at
+    offer, offer_id = position.offer, position.offer_id
+    applied = duplicates = 0
+    delta, recount, offered = _K.DELTA, _K.COUNT, _K.OFFER
+    for now, effect in batch:
+        kind = effect.kind
+        event = effect.event
+        at = event.occurred_at
+        if (kind is not delta and kind is not recount and kind is not offered) or at < max_at - window or now >= due:
+            return None  # another kind, a too-late event or a hold due: the general path
+        event_id = event.event_id
+        if event_id in seen:
+            duplicates += 1
+            continue
+        applied += 1
+        seen.add(event_id, at)
+        if at < forget_at:
+            forget_at = at
+        if at > max_at:
+            max_at = at
+        if kind is delta:
+            # A delta dated at or before the latest count is already inside that count.
+            if count is None or at > count.at:
+                deltas.add(at, effect.qty)
+                on_hand += effect.qty
+        elif count is None or (at, event_id) > (count.at, count.event_id):
+            # A count, or an offer's level (a count with terms): the latest by (at, event id) wins.
+            count = Count(at, effect.qty, event_id)
+            settled = 0
+            on_hand = count.qty + deltas.drop_through(at)
+            if kind is offered:
+                offer = OfferTerms(effect.qty, event.price, event.lead_time_days, at)
+                offer_id = event_id
+    if forget_at < max_at - window - window // 8:
+        return None  # time to forget what the window no longer needs: `_finish` does it
+    last_now = batch[-1][0] if batch else None
+    visible_changed = (
+        on_hand != position.on_hand
+        or offer != position.offer
+        or safety_stock != position.safety_stock
+        or (position.version == 0 and max_at != position.max_at)
+    )
+    new = Position(
+        position.site_id,
+        position.sku,
+        safety_stock,
+        on_hand,
+        count,
+        settled,
+        deltas.freeze(),
+        position.holds,
+        position.staged,
+        position.inbound,
+        position.ended,
+        seen.freeze(),
+        max_at,
+        forget_at,
+        offer,
+        offer_id,
+        position.version + 1 if visible_changed else position.version,
+        (last_now if last_now is not None else max_at) if visible_changed else position.updated_at,
+        position.plans,
+        position.reserved,
+        position.staged_qty,
+        position.expiry_floor,
+    )
+    out: list[Output] = [new.view()] if visible_changed else []
+    out.append(FoldTally(applied, duplicates, 0))
+    return new, out
 
 
 def expire(position: Position, now: Millis, policy: LedgerPolicy) -> tuple[Position, list[Output]]:

@@ -1,14 +1,16 @@
-"""The Bytewax wrappers: a read as one item, and the first error of a process kept (adapters/partitions.py)."""
+"""The Bytewax wrappers: a read as one item, pairs of items written each, the first error kept (partitions.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+import bytewax.operators as op
 import pytest
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from bytewax.testing import TestingSink, TestingSource
+from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
+from bytewax.testing import TestingSink, TestingSource, run_main
 
-from adapters.partitions import FirstError, batched, guarded
+from adapters.partitions import FirstError, batched, each, guarded
 
 pytestmark = pytest.mark.component
 
@@ -77,3 +79,51 @@ def test_only_sources_and_sinks_can_be_wrapped():
         batched([1, 2])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="cannot guard a list"):
         guarded([1, 2], FirstError())  # type: ignore[arg-type]
+
+
+class _RecordingSink(FixedPartitionedSink[str, None]):
+    """Two partitions that keep what each was asked to write; keys route by their first letter."""
+
+    def __init__(self) -> None:
+        self.written: dict[str, list[str]] = {"a": [], "b": []}
+
+    def list_parts(self) -> list[str]:
+        return ["a", "b"]
+
+    def part_fn(self, item_key: str) -> int:
+        return 0 if item_key.startswith("a") else 1
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> StatefulSinkPartition[str, None]:
+        written = self.written[for_part]
+
+        class _Part(StatefulSinkPartition[str, None]):
+            def write_batch(self, values: list[str]) -> None:
+                written.append(values)  # type: ignore[arg-type]
+
+            def snapshot(self) -> None:
+                return None
+
+        return _Part()
+
+
+def test_each_writes_every_item_of_every_pair_routed_by_the_pairs_key():
+    inner = _RecordingSink()
+    sink = each(inner)
+    assert sink.list_parts() == ["a", "b"]
+    assert (sink.part_fn("a-shard"), sink.part_fn("b-shard")) == (0, 1)
+
+    part = sink.build_part("out", "a", None)
+    part.write_batch([("x", "y"), (), ("z",)])
+    part.write_batch([(), ()])  # nothing to write: the inner partition is not called
+    assert inner.written["a"] == [["x", "y", "z"]]
+    assert part.snapshot() is None
+
+
+def test_each_through_a_dataflow_writes_the_items_in_order_per_key():
+    inner = _RecordingSink()
+    flow = Dataflow("each")
+    pairs = op.input("in", flow, TestingSource([("a1", ("1", "2")), ("b1", ("3",)), ("a2", ("4", "5"))]))
+    op.output("out", pairs, each(inner))
+    run_main(flow)
+    assert [item for batch in inner.written["a"] for item in batch] == ["1", "2", "4", "5"]
+    assert [item for batch in inner.written["b"] for item in batch] == ["3"]

@@ -1,0 +1,267 @@
+"""Latency of a tailing flow at a steady rate (part of `make bench` and `make bench-kafka`).
+
+Events are produced at a steady rate, each with `occurred_at` := its produce time:
+
+- produce -> `atp.changes`: the first change of the event's key whose `max_occurred_at`
+  reached the event's produce time (broker CreateTime of the change: the flow's produce);
+- produce -> published snapshot: probe events on keys of their own (site BENCH-PROBE),
+  seen by another process polling the store (bench/snapwatch.py);
+- reservation request -> decision: the simulator's RESERVATION_REQUESTED events against
+  the first `reservation.decisions` message of their reservation id.
+
+Not a test: nothing asserts a timing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import time
+import uuid
+from bisect import bisect_left
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from adapters.avro_wire import WireCodec
+from adapters.kafka_records import SingleObjectWriter
+from bench.common import REPO, flow_env, percentile, say, stop_process, tail, topic_watermarks
+from bench.kafka import create_topics, simulated, spawn_flow
+from ledger.events import EventType, InventoryEvent
+
+__all__ = ["PROBE_SITE", "measure_latency"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+PROBE_SITE = "BENCH-PROBE"
+
+
+def _millis(value: object) -> int:
+    return (value - _EPOCH) // timedelta(milliseconds=1) if isinstance(value, datetime) else int(value)  # type: ignore[call-overload]
+
+
+def _read_topic(bootstrap: str, topic: str) -> list[tuple[bytes, bytes, int]]:
+    """Every (key, value, CreateTime ms) of `topic`, to its current end."""
+    ends = topic_watermarks(bootstrap, topic)
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}", "enable.auto.commit": False}
+    )
+    out: list[tuple[bytes, bytes, int]] = []
+    todo = {p: high for p, (_, high) in ends.items() if high > 0}
+    consumer.assign([TopicPartition(topic, p, 0) for p in todo])
+    deadline = time.monotonic() + 120
+    while todo and time.monotonic() < deadline:
+        for message in consumer.consume(1000, 1.0):
+            if message.error() is not None:
+                continue
+            part = message.partition() or 0
+            out.append((message.key() or b"", message.value() or b"", int(message.timestamp()[1])))
+            if part in todo and (message.offset() or 0) >= todo[part] - 1:
+                del todo[part]
+    consumer.close()
+    return out
+
+
+def _distribution(latencies: list[float], **extra: Any) -> dict[str, Any]:
+    latencies.sort()
+    return {
+        "samples": len(latencies),
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+        "max_ms": latencies[-1] if latencies else None,
+        **extra,
+    }
+
+
+def _probe(n: int, now: int, run: str) -> InventoryEvent:
+    return InventoryEvent(
+        event_id=f"probe-{run}-{n}", type=EventType.RECEIVED, occurred_at=now, site_id=PROBE_SITE,
+        sku=f"P-{n:07d}", qty=1, source="BENCH",
+    )  # fmt: skip
+
+
+def _send(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
+    while True:
+        try:
+            producer.produce(topic, value, key)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
+def _wait_ready(bootstrap: str, producer: Producer, codec: WireCodec, prefix: str, run: str) -> float:
+    """Produce probe events until the flow answers one on `atp.changes`; seconds waited."""
+    topic = prefix + "atp.changes"
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}", "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([topic])
+    started = time.monotonic()
+    n = 0
+    try:
+        while time.monotonic() - started < 120:
+            event = _probe(n, time.time_ns() // 1_000_000, run + "w")
+            warm = dataclasses.replace(event, sku=f"W{n}")
+            _send(producer, prefix + "inventory.events", f"{PROBE_SITE}|W{n}".encode(), codec.encode(warm))
+            producer.flush(10)
+            n += 1
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                return time.monotonic() - started
+    finally:
+        consumer.close()
+    msg = "the tailing flow did not answer a probe event within 120 s"
+    raise RuntimeError(msg)
+
+
+def measure_latency(
+    bootstrap: str,
+    work: Path,
+    *,
+    rate: int,
+    seconds: float,
+    partitions: int = 2,
+    probe_every: float = 0.1,
+    checkout: Path | None = None,
+) -> dict[str, Any]:
+    """Latencies of a tailing flow fed `rate` events/s for `seconds` (see the module docstring)."""
+    run_id = uuid.uuid4().hex[:8]
+    prefix = f"lat{run_id}."
+    create_topics(bootstrap, prefix, partitions)
+    env = flow_env(bootstrap, prefix, partitions)
+    snapdir = work / "lat-store"
+    log = work / "lat-flow.log"
+    flow = spawn_flow(
+        env,
+        ["run", "--source", "kafka", "--quiet", "--log-format", "json", "--snapshot-dir", str(snapdir)],
+        log,
+        (),
+        checkout,
+    )
+    watcher: subprocess.Popen[bytes] | None = None
+    codec = WireCodec()
+    # A plain producer that sends at once (EventProducer lingers 20 ms to batch: that is the
+    # producer's latency, not the flow's).
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": "1", "queue.buffering.max.messages": "1000000"})
+    topic = prefix + "inventory.events"
+    # key -> [(occurred_at, sent at)]: occurred_at is the event's planned send time; a change
+    # whose max_occurred_at reached it includes the event.
+    sent: dict[bytes, list[tuple[int, int]]] = defaultdict(list)
+    requests: dict[str, int] = {}
+    probes: dict[str, int] = {}
+    count = 0
+    try:
+        total = int(rate * seconds)
+        say(f"  generating and encoding {total:,} simulated events, {rate:,} a second of their clock...")
+        base = time.time_ns() // 1_000_000
+        planned = [
+            dataclasses.replace(event, occurred_at=base + i * 1_000 // rate)
+            for i, event in enumerate(simulated(total, base, int(time.time()) + 1, rate))
+        ]
+        encoded = [
+            (
+                f"{e.site_id}|{e.sku}".encode(),
+                codec.encode(e),
+                e.occurred_at,
+                e.ref if e.type is EventType.RESERVATION_REQUESTED else None,
+            )
+            for e in planned
+        ]
+        del planned
+        ready = _wait_ready(bootstrap, producer, codec, prefix, run_id)
+        say(f"  flow ready after {ready:.1f} s; {rate:,} events/s for {seconds:.0f} s...")
+        seen_path = work / "lat-snapshots.tsv"
+        with seen_path.open("wb") as seen_out:
+            watcher = subprocess.Popen(
+                [sys.executable, "-m", "bench.snapwatch", str(snapdir), PROBE_SITE, str(seconds + 60)],
+                cwd=REPO,
+                stdout=seen_out,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        step = max(1, rate // 200)  # at most 5 ms of events a pass, so probes keep their pace
+        next_probe = 0.0
+        started = time.monotonic()
+        while count < total:
+            elapsed = time.monotonic() - started
+            due = min(total, int(elapsed * rate), count + step)
+            if due <= count:
+                time.sleep(0.0005)
+                continue
+            now = time.time_ns() // 1_000_000
+            if elapsed >= next_probe:
+                probe = _probe(len(probes), now, run_id)
+                _send(producer, topic, f"{PROBE_SITE}|{probe.sku}".encode(), codec.encode(probe))
+                probes[probe.sku] = now
+                next_probe += probe_every
+            for key, value, occurred_at, ref in encoded[count:due]:
+                _send(producer, topic, key, value)
+                sent[key].append((occurred_at, now))
+                if ref is not None:
+                    requests[ref] = now
+            count = due
+            producer.poll(0)
+        produced_s = time.monotonic() - started
+        producer.flush(30)
+        say(f"  produced {count:,} events at {count / produced_s:,.0f}/s; letting the flow catch up...")
+        last_probe = max(probes, key=probes.__getitem__) if probes else None
+        _drain(seen_path, last_probe, limit=60)
+    finally:
+        stop_process(flow, grace=60)
+        if watcher is not None:
+            stop_process(watcher, grace=10, sig=15)
+    if flow.returncode not in (0, 130, -2):
+        return {"error": f"the tailing flow exited {flow.returncode}:\n{tail(log.with_name(log.name + '.err'))}"}
+
+    changes: dict[bytes, list[tuple[int, int]]] = defaultdict(list)
+    writer = SingleObjectWriter("position_change.avsc")
+    for key, value, stamp in _read_topic(bootstrap, prefix + "atp.changes"):
+        changes[key].append((_millis(writer.decode(value)["max_occurred_at"]), stamp))
+    change_ms: list[float] = []
+    missing = 0
+    for key, times in sent.items():
+        seen = sorted(changes.get(key, []))
+        marks = [m for m, _ in seen]
+        earliest = [0] * len(seen)  # earliest[i]: the first broker time among changes i..
+        for i in range(len(seen) - 1, -1, -1):
+            earliest[i] = seen[i][1] if i == len(seen) - 1 else min(seen[i][1], earliest[i + 1])
+        for occurred_at, at in times:
+            i = bisect_left(marks, occurred_at)
+            if i < len(seen):
+                change_ms.append(float(earliest[i] - at))
+            else:
+                missing += 1
+
+    decided: dict[str, int] = {}
+    for key, _, stamp in _read_topic(bootstrap, prefix + "reservation.decisions"):
+        ref = key.decode()
+        decided[ref] = min(stamp, decided.get(ref, stamp))
+    decision_ms = [float(decided[ref] - at) for ref, at in requests.items() if ref in decided]
+
+    snapshot_ms: list[float] = []
+    for line in (work / "lat-snapshots.tsv").read_text().splitlines():
+        sku, _, seen_at = line.partition("\t")
+        if sku in probes and seen_at:
+            snapshot_ms.append(float(int(seen_at) - probes[sku]))
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "produced": count,
+        "produced_per_s": count / produced_s,
+        "changes": _distribution(change_ms, missing=missing),
+        "decisions": _distribution(decision_ms, requests=len(requests)),
+        "snapshots": _distribution(snapshot_ms, probes=len(probes)),
+    }
+
+
+def _drain(seen: Path, last_probe: str | None, limit: float) -> None:
+    """Wait (at most `limit` s) until the snapshot watcher saw the last probe, then 1 s more."""
+    deadline = time.monotonic() + limit
+    while last_probe is not None and time.monotonic() < deadline:
+        if f"{last_probe}\t" in seen.read_text():
+            break
+        time.sleep(0.5)
+    time.sleep(1.0)

@@ -186,7 +186,9 @@ BYTES_AT_20M = 200
 TARGET_POSITIONS = 20_000_000
 
 
-def run_sizes(sizes: tuple[int, ...], events: int, work: Path, timeout: float) -> dict[str, Any]:
+def run_sizes(
+    sizes: tuple[int, ...], events: int, work: Path, timeout: float, *, planted: bool = False
+) -> dict[str, Any]:
     """`measure_positions` at each size, each in a fresh process; {"sizes": [figures...]} (or an error)."""
     import subprocess
 
@@ -194,7 +196,7 @@ def run_sizes(sizes: tuple[int, ...], events: int, work: Path, timeout: float) -
     for positions in sizes:
         done = subprocess.run(
             [sys.executable, "-m", "bench.positions_scale", "--positions", str(positions), "--events", str(events),
-             "--dir", str(work)],
+             "--dir", str(work), "--preload", "planted" if planted else "folded"],
             capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
         if done.returncode != 0:

@@ -1,4 +1,4 @@
-"""`make bench`: every figure of issue 8 against its target, in one table.
+"""`make bench`: every figure of issues 8 and 14 against its target, in one table.
 
 Sections (`--only NAME[,NAME]` runs some):
 
@@ -11,9 +11,10 @@ Sections (`--only NAME[,NAME]` runs some):
   snapshot, reservation request -> decision (p99), bench/kafka.py;
 - snapshot: publish and lookup on a large store, `bench.snapshot.run` (the store's own);
 - memory: resident bytes per tracked position and what dominates, bench/memory.py;
-- positions: the fold's shard store pre-loaded with 100,000 and 2,000,000 positions (the
-  20,000,000 target projected from the largest, and labelled so), the same event stream:
-  events/s, epoch close, resume, resident bytes per position, bench/positions_scale.py.
+- positions: the fold's shard store pre-loaded with 100,000 and 20,000,000 positions
+  (planted by `bench.planted`, not folded one by one: a folded 20M preload takes ~40 min),
+  the same event stream: events/s and its ratio between the sizes, epoch close, resume,
+  resident bytes per position, bench/positions_scale.py.
 
 `--quick` shrinks every size (seconds per section, for a loaded machine). Prints the table
 (`--json`: the JSON instead) and writes the JSON, timestamped, under bench/results/
@@ -46,11 +47,13 @@ __all__ = ["main"]
 
 SECTIONS = ("throughput", "scale", "profile", "latency", "snapshot", "memory", "positions")
 
-THROUGHPUT_TARGET = 100_000
-CEILING_SHARE_TARGET = 0.40
-CHANGE_P99_MS = 200
+# Issue 14's targets for the flow (issue 8 asked 100,000 events/s at 40% of the ceiling,
+# 200 ms and 100 ms; issue 14 set what a national retailer's peak needs).
+THROUGHPUT_TARGET = 60_000
+CEILING_SHARE_TARGET = 0.50
+CHANGE_P99_MS = 250
 SNAPSHOT_P99_MS = 2_000
-DECISION_P99_MS = 100
+DECISION_P99_MS = 150
 BYTES_PER_POSITION = 400
 POSITIONS_TARGET = 5_000_000
 SPEEDUP_TARGET = 1.6
@@ -396,10 +399,11 @@ def memory(ctx: Context) -> list[Row]:
 def positions(ctx: Context) -> list[Row]:
     from bench import positions_scale
 
-    # 20,000,000 Position objects would need ~20 GB here: the largest size is measured, 20M projected.
-    sizes = (10_000, 100_000) if ctx.args.quick else (100_000, 2_000_000)
-    say(f"positions: the shard store at {', '.join(f'{n:,}' for n in sizes)} positions...")
-    found = positions_scale.run_sizes(sizes, 100_000, ctx.work, timeout=3_600)
+    # Planted, not folded: the issue's 20,000,000 is measured, not projected (a folded preload
+    # of 20M takes ~40 min here; a planted one minutes, with the same rows).
+    sizes = (10_000, 100_000) if ctx.args.quick else (100_000, positions_scale.TARGET_POSITIONS)
+    say(f"positions: the shard store at {', '.join(f'{n:,}' for n in sizes)} positions (planted)...")
+    found = positions_scale.run_sizes(sizes, 100_000, ctx.work, timeout=3_600, planted=True)
     ctx.raw["positions"] = found
     result: list[Row] = positions_scale.rows(found)
     return result

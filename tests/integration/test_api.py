@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -203,12 +204,21 @@ def test_answers_are_pinned_to_the_snapshot_they_name_while_publishes_land(stack
     writer.start()
     availability: list[dict] = []
     promises: list[dict] = []
+    per_snapshot: Counter[int] = Counter()
     try:
-        deadline = time.monotonic() + 30
-        while len({a["snapshot_id"] for a in availability}) < 5 and time.monotonic() < deadline:
+        # The loop ends as soon as five snapshots were seen. The bound is only for a flow that
+        # stopped publishing: 30 s was too short on a loaded machine (3 of 5 seen, the answers
+        # all right), and this is not a timing test. At most three answers per snapshot are kept
+        # for the checks below, however many the loop got.
+        deadline = time.monotonic() + 240
+        while len(per_snapshot) < 5 and time.monotonic() < deadline:
             found = get(stack, f"/v1/skus/{sku}/availability")
             if found.status_code == 200:
-                availability.append(found.json())
+                answer = found.json()
+                per_snapshot[answer["snapshot_id"]] += 1
+                if per_snapshot[answer["snapshot_id"]] > 3:
+                    continue
+                availability.append(answer)
                 request = {"items": [{"sku": sku, "qty": 2}], **LYON, "limit": 100}
                 promises.append(post(stack, "/v1/promise", request, None).json())
     finally:

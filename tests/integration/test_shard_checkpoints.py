@@ -118,6 +118,46 @@ def test_a_crash_after_a_checkpoint_write_but_before_bytewax_commits_it_changes_
 
 
 @SETTINGS
+@given(
+    data=st.data(),
+    policy=st.sampled_from([WIDE, NARROW]),
+    cuts=st.lists(st.integers(0, 400), min_size=1, max_size=12),
+    crash=st.integers(0, 20),
+    torn=st.floats(0, 1),
+)
+def test_a_kill_inside_a_checkpoint_write_leaves_a_torn_temp_file_that_the_resume_discards(
+    data, policy, cuts, crash, torn
+):
+    """Fault injection: killed while writing checkpoint k+1, after some of its bytes and before the rename."""
+    order = data.draw(deliveries(data.draw(stories())))
+    epochs = epochs_of(order, cuts)
+    k = crash % len(epochs)
+    with tempfile.TemporaryDirectory() as clean_dir, tempfile.TemporaryDirectory() as crash_dir:
+        clean, _, _ = checkpointed_run(Path(clean_dir), epochs, policy)
+        _, store, pointers = checkpointed_run(Path(crash_dir), epochs, policy, stop_after=k + 1)
+        # Turn checkpoint k+1 back into what a kill -9 inside its write leaves: a prefix of its
+        # bytes under the temp name, never renamed (the write is temp, fsync, rename).
+        newest = max(store.files(), key=lambda name: int(name.rsplit("-", 1)[1]))
+        written = store.directory / newest
+        blob = written.read_bytes()
+        written.unlink()
+        (store.directory / f".tmp-{newest}").write_bytes(blob[: int(len(blob) * torn)])
+        committed = pointers[k - 1] if k else None
+        resumed = Shard()
+        again = ShardCheckpoints(Path(crash_dir), 0, 1, **SMALL)
+        if committed is None:
+            again.start_empty()
+        else:
+            resumed.restore(again.resume(committed[2]))
+        assert not [name for name in again.files() if name.startswith(".tmp-")], again.files()
+        for epoch in epochs[k:]:
+            fold_epoch(resumed, epoch, policy)
+            again.save(resumed.take_changed(), resumed)
+        assert dict(resumed.positions()) == dict(clean.positions())
+        assert dict(restored(Path(crash_dir), again.pointer()).positions()) == dict(clean.positions())
+
+
+@SETTINGS
 @given(data=st.data(), cuts=st.lists(st.integers(0, 400), min_size=3, max_size=12))
 def test_a_checkpoint_chain_with_a_missing_delta_is_refused(data, cuts):
     order = data.draw(deliveries(data.draw(stories())))

@@ -40,13 +40,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import pickle
 import re
 from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 
+from adapters.durable_files import TEMP_PREFIX, fsync_dir, write_durably
 from ledger.errors import RecoveryError
 from ledger.position_state import position_from_state
 from ledger.shard import ChangedRows, Shard, ShardImage
@@ -70,7 +70,7 @@ _FIRST_FORMAT = 1
 _CHECKPOINT_FORMAT = 2
 """A checkpoint file holding a `ShardImage`'s fields: columns as bytes."""
 _NAME = re.compile(r"^(base|delta)-(\d{12})$")
-_TMP = ".tmp-"
+_TMP = TEMP_PREFIX
 
 ShardPointer = tuple[int, int, int]
 """What Bytewax saves for a shard: (shard index, shard count S, checkpoint number c)."""
@@ -79,7 +79,7 @@ ShardPointer = tuple[int, int, int]
 def write_layout(root: Path, shards: int) -> None:
     """Record the shard count of a new store in `root` (the shards directory), durably."""
     root.mkdir(parents=True, exist_ok=True)
-    _write_durably(root, LAYOUT, json.dumps({"format": _LAYOUT_FORMAT, "shards": shards}).encode())
+    write_durably(root, LAYOUT, json.dumps({"format": _LAYOUT_FORMAT, "shards": shards}).encode())
 
 
 def read_layout(root: Path) -> int | None:
@@ -160,7 +160,7 @@ class ShardCheckpoints:
         self.directory.mkdir(parents=True, exist_ok=True)
         for path in self.directory.iterdir():
             path.unlink()
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self.last = 0
 
     def resume(self, checkpoint: int) -> Iterator[ShardImage]:
@@ -181,7 +181,7 @@ class ShardCheckpoints:
                 continue
             found[match[1]].append(int(match[2]))
         if directory.is_dir():
-            _fsync_dir(directory)
+            fsync_dir(directory)
         bases = sorted(found["base"])
         base = bases[-1] if bases else 0
         wanted = range(base + 1, checkpoint + 1)
@@ -278,7 +278,7 @@ class ShardCheckpoints:
         # The image's fields are bytes and a few small tuples: pickling them is a copy, not a walk.
         payload = tuple(getattr(image, field.name) for field in fields(ShardImage))
         blob = pickle.dumps((_CHECKPOINT_FORMAT, self.shard, self.shards, c, payload), protocol=pickle.HIGHEST_PROTOCOL)
-        _write_durably(self.directory, f"{kind}-{c:012d}", blob)
+        write_durably(self.directory, f"{kind}-{c:012d}", blob)
 
     def _read(self, kind: str, c: int) -> ShardImage:
         path = self.directory / f"{kind}-{c:012d}"
@@ -308,29 +308,6 @@ class ShardCheckpoints:
     def _unlink(self, kind: str, c: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             (self.directory / f"{kind}-{c:012d}").unlink()
-
-
-def _write_durably(directory: Path, name: str, blob: bytes) -> None:
-    """Write `name` so that after a crash it is either absent or whole: temp file, fsync, rename, dir fsync."""
-    tmp = directory / f"{_TMP}{name}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(blob)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, directory / name)
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _ranges(numbers: list[int]) -> str:

@@ -26,13 +26,13 @@ epoch e, the previous one is final, the new one may still be rolled back):
 from __future__ import annotations
 
 import contextlib
-import os
 import pickle
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from adapters.durable_files import TEMP_PREFIX, fsync_dir, write_durably
 from ledger.errors import RecoveryError
 
 __all__ = ["SINK_DIR", "PendingJobs"]
@@ -42,7 +42,7 @@ SINK_DIR = "sink"
 
 _FORMAT = 1
 _NAME = re.compile(r"^job-(\d{12})$")
-_TMP = ".tmp-"
+_TMP = TEMP_PREFIX
 
 
 class PendingJobs:
@@ -66,7 +66,7 @@ class PendingJobs:
                 self._next += 1
                 self.directory.mkdir(parents=True, exist_ok=True)
                 blob = pickle.dumps((_FORMAT, number, saved()), protocol=pickle.HIGHEST_PROTOCOL)
-                _write_durably(self.directory, _file(number), blob)
+                write_durably(self.directory, _file(number), blob)
                 self._written[token] = number
             numbers.append(number)
         self._previous, self._current = self._current, tuple(numbers)
@@ -96,7 +96,7 @@ class PendingJobs:
                     self._next = max(self._next, int(match[1]) + 1)
                 if match is None or int(match[1]) not in numbers:
                     path.unlink()
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         # The named files stay until the next snapshot is final; they are not this process's
         # jobs (those get new tokens), so the next `save` writes its own and keeps these one more time.
         self._current = tuple(numbers)
@@ -128,26 +128,3 @@ class PendingJobs:
 
 def _file(number: int) -> str:
     return f"job-{number:012d}"
-
-
-def _write_durably(directory: Path, name: str, blob: bytes) -> None:
-    """Write `name` so that after a crash it is either absent or whole: temp file, fsync, rename, dir fsync."""
-    tmp = directory / f"{_TMP}{name}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(blob)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, directory / name)
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

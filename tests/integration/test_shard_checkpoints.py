@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from adapters.clock import ReplayClock
 from adapters.codec import RawInput
+from adapters.durable_files import TEMP_PREFIX
 from adapters.shard_checkpoints import SHARDS_DIR, ShardCheckpoints, check_pointer, write_layout
 from flows.atp import Wiring, build_flow
 from flows.logic import ShardLogic
@@ -64,6 +65,25 @@ def checkpointed_run(root, epochs, policy, *, stop_after=None):
     return shard, store, pointers
 
 
+def resumed_from(root, pointers, k):
+    """The shard and its checkpoints as a resume finds them when Bytewax committed epochs before k only."""
+    committed = pointers[k - 1] if k else None
+    shard = Shard()
+    store = ShardCheckpoints(root, 0, 1, **SMALL)
+    if committed is None:
+        store.start_empty()
+    else:
+        shard.restore(store.resume(committed[2]))
+    return shard, store
+
+
+def fold_on(shard, store, epochs, policy):
+    """The epochs a resumed run replays, each checkpointed as at an epoch close."""
+    for epoch in epochs:
+        fold_epoch(shard, epoch, policy)
+        store.save(shard.take_changed(), shard)
+
+
 def restored(root, pointer):
     shard = Shard()
     shard.restore(ShardCheckpoints(root, 0, 1, **SMALL).resume(check_pointer(pointer, 1)[2]))
@@ -102,17 +122,9 @@ def test_a_crash_after_a_checkpoint_write_but_before_bytewax_commits_it_changes_
         clean, _, _ = checkpointed_run(Path(clean_dir), epochs, policy)
         # The run that crashes writes checkpoint k+1 (epoch k+1 folded) before Bytewax commits it.
         _, _, pointers = checkpointed_run(Path(crash_dir), epochs, policy, stop_after=k + 1)
-        committed = pointers[k - 1] if k else None
-        resumed = Shard()
-        again = ShardCheckpoints(Path(crash_dir), 0, 1, **SMALL)
-        if committed is None:
-            again.start_empty()
-        else:
-            resumed.restore(again.resume(committed[2]))
+        resumed, again = resumed_from(Path(crash_dir), pointers, k)
         assert all(int(name.rsplit("-", 1)[1]) <= again.last for name in again.files())
-        for epoch in epochs[k:]:
-            fold_epoch(resumed, epoch, policy)
-            again.save(resumed.take_changed(), resumed)
+        fold_on(resumed, again, epochs[k:], policy)
         assert dict(resumed.positions()) == dict(clean.positions())
         assert dict(restored(Path(crash_dir), again.pointer()).positions()) == dict(clean.positions())
 
@@ -141,18 +153,10 @@ def test_a_kill_inside_a_checkpoint_write_leaves_a_torn_temp_file_that_the_resum
         written = store.directory / newest
         blob = written.read_bytes()
         written.unlink()
-        (store.directory / f".tmp-{newest}").write_bytes(blob[: int(len(blob) * torn)])
-        committed = pointers[k - 1] if k else None
-        resumed = Shard()
-        again = ShardCheckpoints(Path(crash_dir), 0, 1, **SMALL)
-        if committed is None:
-            again.start_empty()
-        else:
-            resumed.restore(again.resume(committed[2]))
-        assert not [name for name in again.files() if name.startswith(".tmp-")], again.files()
-        for epoch in epochs[k:]:
-            fold_epoch(resumed, epoch, policy)
-            again.save(resumed.take_changed(), resumed)
+        (store.directory / f"{TEMP_PREFIX}{newest}").write_bytes(blob[: int(len(blob) * torn)])
+        resumed, again = resumed_from(Path(crash_dir), pointers, k)
+        assert not [name for name in again.files() if name.startswith(TEMP_PREFIX)], again.files()
+        fold_on(resumed, again, epochs[k:], policy)
         assert dict(resumed.positions()) == dict(clean.positions())
         assert dict(restored(Path(crash_dir), again.pointer()).positions()) == dict(clean.positions())
 

@@ -40,6 +40,7 @@ registry framing instead, under subject ``<topic>-value``.
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -53,10 +54,10 @@ from fastavro.schema import SchemaParseException
 from fastavro.types import Schema
 
 from adapters.codec import SCHEMA_PATH, decode_json
-from ledger.contract import event_to_json_bytes, event_to_record
+from ledger.contract import event_to_json_bytes, event_to_record, plain_event, validate
 from ledger.dead_letter import DeadLetter, Reason
 from ledger.errors import ConfigError, ContractError, SourceError
-from ledger.events import InventoryEvent
+from ledger.events import InventoryEvent, Millis
 
 __all__ = [
     "CONFLUENT_MAGIC",
@@ -305,6 +306,27 @@ class WireCodec:
 
     # -- decoding ---------------------------------------------------------------------
 
+    def read_event(
+        self, value: bytes, origin: str, now: Millis | None, max_skew_ms: int
+    ) -> InventoryEvent | DeadLetter:
+        """Decode and validate a message value in one pass: the event it holds, or a dead letter saying why not.
+
+        A value written with our own schema and holding a plain valid event (no
+        fulfilment plan: sales, receipts, counts, offers, requests, moves) is read field
+        by field straight into the event (`_plain_body`, checked by
+        `ledger.contract.plain_event`): no dict, no second pass over it. Anything else,
+        a refusal included, takes `decode` then `ledger.contract.validate`, so what this
+        returns is what those two would return (`tests/component/adapters/test_avro_one_pass.py`).
+        """
+        if value[:_HEADER] == self._header:
+            event = _plain_body(value, origin, now, max_skew_ms)
+            if event is not None:
+                return event
+        record = self.decode(value, origin)
+        if isinstance(record, DeadLetter):
+            return record
+        return validate(record, origin=origin, raw=value, now=now, max_skew_ms=max_skew_ms)
+
     def decode(self, value: bytes | None, origin: str) -> dict[str, Any] | DeadLetter:
         """The record a message value holds, or a `malformed` dead letter that keeps the bytes."""
         if not value:
@@ -417,6 +439,79 @@ class WireCodec:
     @staticmethod
     def _refuse(value: bytes, origin: str, detail: str) -> DeadLetter:
         return DeadLetter(origin=origin, reason=Reason.MALFORMED, detail=detail, raw=value)
+
+
+_DOUBLE = struct.Struct("<d")
+
+
+def _varint(value: bytes, at: int) -> tuple[int, int]:
+    """An Avro int or long (zig-zag varint) at `at`: (number, next position); IndexError past the end."""
+    byte = value[at]
+    at += 1
+    n = byte & 0x7F
+    shift = 7
+    while byte & 0x80:
+        if shift > 63:
+            raise IndexError  # longer than a long: not ours to read
+        byte = value[at]
+        at += 1
+        n |= (byte & 0x7F) << shift
+        shift += 7
+    return (n >> 1) ^ -(n & 1), at
+
+
+def _text(value: bytes, at: int) -> tuple[str, int]:
+    """An Avro string at `at`, ASCII only (anything else goes the general way): (text, next position)."""
+    size, at = _varint(value, at)
+    end = at + size
+    if size < 0 or end > len(value):
+        raise IndexError
+    return value[at:end].decode("ascii"), end
+
+
+def _plain_body(value: bytes, origin: str, now: Millis | None, max_skew_ms: int) -> InventoryEvent | None:
+    """The plain valid event a value of our own schema holds, read field by field; None for anything else.
+
+    The fields in `schemas/inventory_event.avsc` order; optional ones are unions with
+    null first (branch 0). A fulfilment plan, a string outside ASCII, bytes that do not
+    parse or are left over: None, and `WireCodec.decode` reads the value as usual.
+    """
+    try:
+        at = _HEADER
+        event_id, at = _text(value, at)
+        type_index, at = _varint(value, at)
+        occurred_at, at = _varint(value, at)
+        site_id, at = _text(value, at)
+        sku, at = _text(value, at)
+        qty, at = _varint(value, at)
+        optional: list[object] = []
+        for reads in _OPTIONAL:
+            branch = value[at]
+            at += 1
+            if branch == 0:
+                optional.append(None)
+            elif branch != 2:  # zig-zag 1: the second branch
+                return None
+            elif reads is _DOUBLE:
+                optional.append(_DOUBLE.unpack_from(value, at)[0])
+                at += 8
+            else:
+                got, at = reads(value, at)  # type: ignore[operator]
+                optional.append(got)
+        if value[at] != 0 or at + 1 != len(value):
+            return None  # a fulfilment plan (branch 1), or bytes left over
+    except (IndexError, ValueError, struct.error):
+        return None
+    ref, to_site_id, eta, expires_at, price, lead_time_days, source = optional
+    return plain_event(
+        event_id, type_index, occurred_at, site_id, sku, qty,
+        ref, to_site_id, eta, expires_at, price, lead_time_days, source,  # type: ignore[arg-type]
+        origin, now, max_skew_ms,
+    )  # fmt: skip
+
+
+_OPTIONAL = (_text, _text, _varint, _varint, _DOUBLE, _varint, _text)
+"""How to read each optional field's value: ref, to_site_id, eta, expires_at, price, lead_time_days, source."""
 
 
 class WireSettings(Protocol):

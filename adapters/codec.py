@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import fastavro
 from fastavro.types import Schema
@@ -21,11 +21,12 @@ from fastavro.types import Schema
 from ledger.contract import event_to_record
 from ledger.dead_letter import DeadLetter, Reason
 from ledger.errors import ContractError, SourceError
-from ledger.events import InventoryEvent
+from ledger.events import InventoryEvent, Millis
 
 __all__ = [
     "SCHEMA_PATH",
     "Decoder",
+    "EventReader",
     "RawInput",
     "decode_json",
     "event_schema",
@@ -95,3 +96,18 @@ class RawInput:
 
 Decoder = Callable[[bytes, str], "dict[str, Any] | DeadLetter"]
 """Turns a message's bytes into a record, or a dead letter: `decode_json`, or a wire codec."""
+
+
+@runtime_checkable
+class EventReader(Protocol):
+    """A decoder that also validates, in one pass: `adapters.avro_wire.WireCodec`.
+
+    Admission asks the object a `Decoder` is bound to (`codec.decode.__self__`) for this
+    when it has it, and gets what decoding then `ledger.contract.validate` would give.
+    """
+
+    def read_event(
+        self, value: bytes, origin: str, now: Millis | None, max_skew_ms: int
+    ) -> InventoryEvent | DeadLetter:
+        """The event `value` holds, validated against the contract, or the dead letter saying why not."""
+        ...

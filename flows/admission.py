@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from adapters.clock import Clock
-from adapters.codec import Decoder, RawInput, decode_json
+from adapters.codec import Decoder, EventReader, RawInput, decode_json
 from ledger.contract import validate
 from ledger.dead_letter import DeadLetter
 from ledger.events import InventoryEvent, Millis
@@ -55,6 +55,9 @@ def admit_read(
     reading, or the newest `occurred_at` so far (read's own events included).
     """
     decode = decode or decode_json
+    # A wire codec decodes and validates in one pass (the same events and dead letters).
+    reader = getattr(decode, "__self__", None)
+    read_event = reader.read_event if isinstance(reader, EventReader) else None
     wall = clock.now() if clock.live else time.time_ns() // 1_000_000
     stamp = clock.now()
     newest = stamp
@@ -64,16 +67,19 @@ def admit_read(
         if isinstance(payload, InventoryEvent):
             event = payload
         else:
-            if isinstance(payload, bytes):
-                raw = payload
-                record: dict[str, Any] | DeadLetter = decode(payload, item.origin)
+            if read_event is not None and isinstance(payload, bytes):
+                checked = read_event(payload, item.origin, wall, max_skew_ms)
             else:
-                record = payload
-                raw = _avro_record_bytes(payload)
-            if isinstance(record, DeadLetter):
-                out.append(record)
-                continue
-            checked = validate(record, origin=item.origin, raw=raw, now=wall, max_skew_ms=max_skew_ms)
+                if isinstance(payload, bytes):
+                    raw = payload
+                    record: dict[str, Any] | DeadLetter = decode(payload, item.origin)
+                else:
+                    record = payload
+                    raw = _avro_record_bytes(payload)
+                if isinstance(record, DeadLetter):
+                    out.append(record)
+                    continue
+                checked = validate(record, origin=item.origin, raw=raw, now=wall, max_skew_ms=max_skew_ms)
             if isinstance(checked, DeadLetter):
                 out.append(checked)
                 continue

@@ -25,6 +25,7 @@ __all__ = [
     "event_to_json_bytes",
     "event_to_record",
     "fulfilment_to_record",
+    "plain_event",
     "plan_from_record",
     "require_event",
     "validate",
@@ -306,6 +307,110 @@ def validate(
             raw=raw,
             event_id=event_id if isinstance(event_id, str) else None,
         )
+
+
+_TYPE_LIST = tuple(EventType)
+"""Event types by their Avro enum index (the schema lists the symbols in `EventType`'s order)."""
+
+
+def _plain_text(value: str | None) -> bool:
+    # `_string`'s fast path: printable ASCII, not blank (hence valid UTF-8, no control character).
+    return value is not None and value.isascii() and value.isprintable() and not value.isspace() and value != ""
+
+
+def plain_event(
+    event_id: str,
+    type_index: int,
+    occurred_at: int,
+    site_id: str,
+    sku: str,
+    qty: int,
+    ref: str | None,
+    to_site_id: str | None,
+    eta: int | None,
+    expires_at: int | None,
+    price: float | None,
+    lead_time_days: int | None,
+    source: str | None,
+    origin: str,
+    now: Millis | None,
+    max_skew_ms: int,
+) -> InventoryEvent | None:
+    """The event a record's fields describe when it is a plain valid one, else None (then `validate` decides).
+
+    For a decoder that reads the fields itself, typed as the Avro schema types them
+    (strings, ints, a float), with no fulfilment plan: one pass instead of a dict and
+    `validate`'s checks of it. It accepts only what `validate` accepts, and returns the
+    same event (`tests/component/adapters/test_avro_one_pass.py` holds it to that); it returns
+    None for anything else, including every record `validate` would refuse and a few it
+    would accept (text outside printable ASCII, say), so the caller then validates the
+    record in full, and a refusal keeps its reason and detail.
+    """
+    if not 0 <= type_index < len(_TYPE_LIST):
+        return None
+    kind = _TYPE_LIST[type_index]
+    if not (
+        _plain_text(event_id)
+        and _plain_text(site_id)
+        and _plain_text(sku)
+        and _MIN_MILLIS <= occurred_at <= _MAX_MILLIS
+        and (now is None or occurred_at <= now + max_skew_ms)
+    ):
+        return None
+    # `_check_qty`'s rules, as tests rather than raises.
+    if abs(qty) > MAX_QTY:
+        return None
+    if kind is EventType.ADJUSTED:
+        if qty == 0:
+            return None
+    elif kind in _ZERO_ALLOWED:
+        if qty < 0:
+            return None
+    elif qty <= 0:
+        return None
+    if ref is None:
+        if kind in _NEEDS_REF:
+            return None
+    elif not _plain_text(ref):
+        return None
+    if to_site_id is None:
+        if kind in _NEEDS_DESTINATION:
+            return None
+    elif not _plain_text(to_site_id) or to_site_id == site_id:
+        return None
+    if eta is None:
+        if kind in _NEEDS_ETA:
+            return None
+    elif not _MIN_MILLIS <= eta <= _MAX_MILLIS:
+        return None
+    if expires_at is None:
+        if kind is EventType.RESERVATION_REQUESTED:
+            return None
+    elif not _MIN_MILLIS <= expires_at <= _MAX_MILLIS or expires_at <= occurred_at:
+        return None
+    if price is not None and not price >= 0:  # NaN fails it too
+        return None
+    if lead_time_days is not None and not 0 <= lead_time_days <= 365:
+        return None
+    if source is not None and not _plain_text(source):
+        return None
+    return InventoryEvent(
+        event_id,
+        kind,
+        occurred_at,
+        sys.intern(site_id),
+        sys.intern(sku),
+        qty,
+        ref,
+        to_site_id,
+        eta,
+        expires_at,
+        price,
+        lead_time_days,
+        source,
+        None,
+        origin,
+    )
 
 
 def require_event(record: Mapping[str, object], *, origin: str = "test") -> InventoryEvent:

@@ -414,6 +414,7 @@ class _SinkPartition(StatefulSinkPartition[Any, None]):
     def __init__(
         self, config: dict[str, str], topic: str, render: Callable[[Any], OutMessage], flush_timeout: float
     ) -> None:
+        self._failed: KafkaError | None = None
         self._producer = Producer(
             {
                 **config,
@@ -422,12 +423,15 @@ class _SinkPartition(StatefulSinkPartition[Any, None]):
                 "linger.ms": "5",
                 "queue.buffering.max.messages": "200000",
                 "logger": _LOG,
+                # Told of failures only: a Python call back per acknowledged message cost
+                # about as much as producing it, and a success needs no action.
+                "on_delivery": self._delivered,
+                "delivery.report.only.error": "true",
             }
         )
         self._topic = topic
         self._render = render
         self._flush_timeout = flush_timeout
-        self._failed: KafkaError | None = None
         self._bootstrap = config["bootstrap.servers"]
 
     def _delivered(self, error: KafkaError | None, message: object) -> None:
@@ -435,14 +439,15 @@ class _SinkPartition(StatefulSinkPartition[Any, None]):
             self._failed = error
 
     def write_batch(self, values: list[Any]) -> None:
-        produce, poll = self._producer.produce, self._producer.poll
+        produce, poll, topic, render = self._producer.produce, self._producer.poll, self._topic, self._render
         for item in values:
-            out = self._render(item)
+            out = render(item)
             while True:
                 try:
-                    produce(
-                        self._topic, out.value, out.key, headers=list(out.headers) or None, on_delivery=self._delivered
-                    )
+                    if out.headers:
+                        produce(topic, out.value, out.key, headers=list(out.headers))
+                    else:
+                        produce(topic, out.value, out.key)
                     break
                 except BufferError:
                     poll(0.05)  # the queue is full: wait for acknowledgements, bounded by the broker

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from ledger._frozen import fast_init
 from ledger.fulfilment import Fulfilment
 
 __all__ = ["EventType", "InventoryEvent", "Millis"]
@@ -37,6 +38,7 @@ class EventType(StrEnum):
     OFFER_UPDATED = "OFFER_UPDATED"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class InventoryEvent:
     """One validated event, as the contract `omniledger.v1.InventoryEvent` defines it."""

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ledger._frozen import fast_init
 from ledger._pickle import positional_reduce
 from ledger.events import Millis
 from ledger.fulfilment import Fulfilment
@@ -41,6 +42,7 @@ NO_TIME: Millis = -(2**62)
 """Earlier than any event: the watermark of a position that has seen nothing."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Count:
     """The latest cycle count (or seller offer level) by (occurred_at, event_id)."""
@@ -52,6 +54,7 @@ class Count:
     event_id: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Hold:
     """Units held for an accepted reservation until `expires_at`."""
@@ -63,6 +66,7 @@ class Hold:
     requested_at: Millis
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Position:
     """Everything the fold knows about one (site, sku) position."""

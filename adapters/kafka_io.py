@@ -426,7 +426,7 @@ class _SinkPartition(StatefulSinkPartition[Any, None]):
                 # Told of failures only: a Python call back per acknowledged message cost
                 # about as much as producing it, and a success needs no action.
                 "on_delivery": self._delivered,
-                "delivery.report.only.error": "true",
+                "delivery.report.only.error": True,
             }
         )
         self._topic = topic

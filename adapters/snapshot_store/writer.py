@@ -226,6 +226,14 @@ class SnapshotWriter(Closing):
             msg = f"cannot create or upgrade the snapshot store tables: {exc}"
             raise SnapshotError(msg) from exc
 
+    def use_one_thread(self) -> None:
+        """Run this writer's queries on the calling thread only (DuckDB's `threads`, per database)."""
+        try:
+            self._con.execute("SET threads = 1")
+        except duckdb.Error as exc:
+            msg = f"cannot set the snapshot writer's DuckDB threads at {self._dir}: {exc}"
+            raise SnapshotError(msg) from exc
+
     def close(self) -> None:
         """Close the connection and release the writer lock."""
         try:

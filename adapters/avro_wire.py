@@ -447,6 +447,8 @@ _DOUBLE = struct.Struct("<d")
 def _varint(value: bytes, at: int) -> tuple[int, int]:
     """An Avro int or long (zig-zag varint) at `at`: (number, next position); IndexError past the end."""
     byte = value[at]
+    if byte < 0x80:  # most numbers: one byte
+        return (byte >> 1) ^ -(byte & 1), at + 1
     at += 1
     n = byte & 0x7F
     shift = 7
@@ -462,7 +464,12 @@ def _varint(value: bytes, at: int) -> tuple[int, int]:
 
 def _text(value: bytes, at: int) -> tuple[str, int]:
     """An Avro string at `at`, ASCII only (anything else goes the general way): (text, next position)."""
-    size, at = _varint(value, at)
+    size = value[at]
+    if size < 0x80 and not size & 1:  # a name under 64 bytes: its length in one byte
+        at += 1
+        size >>= 1
+    else:
+        size, at = _varint(value, at)
     end = at + size
     if size < 0 or end > len(value):
         raise IndexError

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 import fastavro
 from fastavro.types import Schema
 
+from ledger._frozen import fast_init
 from ledger.contract import event_to_record
 from ledger.dead_letter import DeadLetter, Reason
 from ledger.errors import ContractError, SourceError
@@ -86,6 +87,7 @@ def write_avro_file(path: Path, events: list[InventoryEvent]) -> None:
         fastavro.writer(out, event_schema(), records, codec="deflate")
 
 
+@fast_init  # one per message
 @dataclass(frozen=True, slots=True)
 class RawInput:
     """One input as a source read it: bytes (JSON), a decoded Avro record, or a simulator event."""

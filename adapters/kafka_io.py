@@ -34,6 +34,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from adapters.clock import Clock
 from adapters.codec import RawInput
 from adapters.shutdown import StopFlag
+from ledger._frozen import fast_init
 from ledger.errors import SourceError
 
 __all__ = [
@@ -401,6 +402,7 @@ class KafkaEventSource(FixedPartitionedSource[RawInput, KafkaResume]):
         )
 
 
+@fast_init  # one per message
 @dataclass(frozen=True, slots=True)
 class OutMessage:
     """What a sink produces for one item."""

@@ -7,6 +7,7 @@ publish, to make a publish as slow as a test needs (a busy catalog under load).
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -212,3 +213,22 @@ def test_job_files_never_pile_up_a_resume_drops_what_it_does_not_name_and_refuse
     (tmp_path / f"job-{second[0]:012d}").unlink()
     with pytest.raises(RecoveryError, match="missing"):
         PendingJobs(tmp_path).resume(second)
+
+
+def _niceness(tid: int) -> int:
+    # /proc/<pid>/task/<tid>/stat: field 19 is the nice value (after the parenthesised name).
+    stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="thread nice values are read from Linux's /proc")
+def test_the_writer_thread_yields_the_cpu_to_the_fold_and_duckdb_runs_on_it_alone(tmp_path: Path) -> None:
+    part = SnapshotSink(tmp_path / "store").build_part("snapshots", "snapshots", None)
+    try:
+        writer = next(t for t in threading.enumerate() if t.name == "snapshot-writer-0")
+        assert writer.native_id is not None
+        fold = _niceness(threading.get_native_id())
+        assert _niceness(writer.native_id) == min(19, fold + 10)
+        assert part._writer._con.execute("SELECT current_setting('threads')").fetchone() == (1,)
+    finally:
+        part.close()

@@ -26,7 +26,7 @@ from typing import Any
 
 from bench.kafka import InputTopic, run_flow
 
-__all__ = ["flame_svg", "profile_flow", "py_spy", "top_frames"]
+__all__ = ["flame_svg", "groups", "main", "profile_flow", "py_spy", "top_frames"]
 
 
 def py_spy() -> str | None:
@@ -71,6 +71,33 @@ def top_frames(stacks: list[tuple[list[str], int]], limit: int = 15) -> list[dic
         {"frame": frame, "self_samples": n, "self_share": n / total, "total_share": anywhere[frame] / total}
         for frame, n in own.most_common(limit)
     ]
+
+
+_GROUPS = (
+    # (group, a frame that puts a sample in it), first match wins: what the flow spends its time on.
+    ("snapshot writer thread", "_run (adapters/snapshot_store/sink.py)"),
+    ("decode + validate", "read_event (adapters/avro_wire.py)"),
+    ("decode (fastavro)", "WireCodec.decode (adapters/avro_wire.py)"),
+    ("validate", "validate (ledger/contract.py)"),
+    ("admission: split, grouping", "admit_batch (flows/logic.py)"),
+    ("fold: metrics", "FlowMetrics.folded"),
+    ("fold", "ShardLogic.on_batch (flows/logic.py)"),
+    ("shard checkpoints", "ShardLogic.snapshot (flows/logic.py)"),
+    ("outputs: encode + produce", "_SinkPartition.write_batch (adapters/kafka_io.py)"),
+    ("snapshot sink, worker side", "_Partition."),
+    ("Kafka source", "_SourcePartition.next_batch (adapters/kafka_io.py)"),
+    ("start-up: imports", "<module>"),
+)
+
+
+def groups(stacks: list[tuple[list[str], int]]) -> dict[str, float]:
+    """Share of the samples per part of the flow (`_GROUPS`), the rest as "other"."""
+    total = sum(count for _, count in stacks) or 1
+    shares: Counter[str] = Counter()
+    for frames, count in stacks:
+        joined = ";".join(frames)
+        shares[next((name for name, frame in _GROUPS if frame in joined), "other")] += count
+    return {name: n / total for name, n in shares.most_common()}
 
 
 def speedscope(stacks: list[tuple[list[str], int]], name: str) -> dict[str, Any]:
@@ -151,9 +178,21 @@ def flame_svg(stacks: list[tuple[list[str], int]], title: str, width: int = 1400
 
 
 def profile_flow(
-    bootstrap: str, inp: InputTopic, work: Path, out_prefix: Path, *, rate: int = 100, timeout: float = 600.0
+    bootstrap: str,
+    inp: InputTopic,
+    work: Path,
+    out_prefix: Path,
+    *,
+    rate: int = 100,
+    timeout: float = 600.0,
+    gil: bool = False,
 ) -> dict[str, Any]:
-    """The flow over `inp` under py-spy; files at `out_prefix`-*; top frames and where the files are."""
+    """The flow over `inp` under py-spy; files at `out_prefix`-*; top frames and where the files are.
+
+    `gil`: only the samples of the thread holding the GIL (py-spy `--gil`), which tells
+    native work that runs beside the fold (DuckDB's MERGE, librdkafka) from Python work
+    that takes turns with it.
+    """
     spy = py_spy()
     if spy is None:
         return {"error": "py-spy is not installed (pip install py-spy; it is in the dev extras)"}
@@ -162,7 +201,8 @@ def profile_flow(
         return {"error": f"py-spy cannot attach here (ptrace): {why}"}
     collapsed = out_prefix.with_name(out_prefix.name + "-collapsed.txt")
     collapsed.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = [spy, "record", "--format", "raw", "--nolineno", "--rate", str(rate), "--output", str(collapsed), "--"]
+    wrapper = [spy, "record", "--format", "raw", "--nolineno", "--rate", str(rate), *(["--gil"] if gil else [])]
+    wrapper += ["--output", str(collapsed), "--"]
     run = run_flow(bootstrap, inp, work, wrapper=wrapper, timeout=timeout)
     if run.error is not None:
         return {"error": run.error}
@@ -176,9 +216,46 @@ def profile_flow(
     scope.write_text(json.dumps(speedscope(stacks, title)))
     return {
         "tool": "py-spy",
+        "gil_only": gil,
         "rate_hz": rate,
+        "groups": groups(stacks),
         "samples": sum(count for _, count in stacks),
         "wall_s": run.wall_s,
         "top_self": top_frames(stacks),
         "files": {"flame_svg": str(svg), "speedscope": str(scope), "collapsed": str(collapsed)},
     }
+
+
+def main() -> None:
+    """`python -m bench.profile`: the flow over a fresh Avro input under py-spy, all samples or only the GIL's."""
+    import argparse
+    import tempfile
+
+    from bench.common import REPO, Broker, say
+    from bench.kafka import make_input
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
+    parser.add_argument("--gil", action="store_true", help="only samples of the thread holding the GIL")
+    args = parser.parse_args()
+    out = REPO / "bench" / "results"
+    with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
+        broker = Broker(Path(tmp))
+        try:
+            inp = make_input(broker.bootstrap, args.events, args.partitions)
+            stamp = "gil" if args.gil else "all"
+            say(f"the flow under py-spy ({stamp} samples)...")
+            found = profile_flow(
+                broker.bootstrap, inp, Path(tmp) / "flow", out / f"profile-{stamp}", rate=args.rate, gil=args.gil
+            )
+        finally:
+            broker.close()
+    if "error" in found:
+        sys.exit(found["error"])
+    print(json.dumps({"samples": found["samples"], "groups": found["groups"], "files": found["files"]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -2,9 +2,9 @@
 
 `batched(source)` hands the flow each read of a source as one tuple item, not one item
 per message. Every item that crosses a Bytewax step costs a call from Rust into Python,
-whatever the work it carries. A Kafka poll returns up to a thousand messages; passing
-them on as one tuple lets the next step decode, validate and group them in one call, so
-the per-message cost is the decoding itself.
+whatever the work it carries. A Kafka poll returns up to 4,000 messages
+(`adapters.kafka_io.READ_SIZE`); passing them on as one tuple lets the next step decode,
+validate and group them in one call, so the per-message cost is the decoding itself.
 
 `each(sink)` is the other end: the flow hands it `(key, items)` pairs, one per fold call
 of a shard, and the wrapped sink's `write_batch` gets every item of every pair, as if

@@ -57,7 +57,7 @@ from adapters.codec import SCHEMA_PATH, decode_json
 from ledger.contract import event_to_json_bytes, event_to_record, plain_event, validate
 from ledger.dead_letter import DeadLetter, Reason
 from ledger.errors import ConfigError, ContractError, SourceError
-from ledger.events import InventoryEvent, Millis
+from ledger.events import EventType, InventoryEvent, Millis
 
 __all__ = [
     "CONFLUENT_MAGIC",
@@ -222,6 +222,8 @@ class WireCodec:
         self._fingerprint = fingerprint
         self._schema = parsed
         self._header = SINGLE_OBJECT_MARKER + fingerprint
+        (kinds,) = [field["type"]["symbols"] for field in json.loads(text)["fields"] if field["name"] == "type"]
+        self._kinds = tuple(EventType(kind) for kind in kinds)
         self._by_fingerprint: dict[bytes, _Writer] = {fingerprint: _Writer(parsed, None, f"{fingerprint.hex()} (ours)")}
         self._by_id: dict[int, _Writer] = {}
         self._schema_id: int | None = None
@@ -319,7 +321,7 @@ class WireCodec:
         returns is what those two would return (`tests/component/adapters/test_avro_one_pass.py`).
         """
         if value[:_HEADER] == self._header:
-            event = _plain_body(value, origin, now, max_skew_ms)
+            event = _plain_body(value, self._kinds, origin, now, max_skew_ms)
             if event is not None:
                 return event
         record = self.decode(value, origin)
@@ -476,10 +478,13 @@ def _text(value: bytes, at: int) -> tuple[str, int]:
     return value[at:end].decode("ascii"), end
 
 
-def _plain_body(value: bytes, origin: str, now: Millis | None, max_skew_ms: int) -> InventoryEvent | None:
+def _plain_body(
+    value: bytes, kinds: tuple[EventType, ...], origin: str, now: Millis | None, max_skew_ms: int
+) -> InventoryEvent | None:
     """The plain valid event a value of our own schema holds, read field by field; None for anything else.
 
-    The fields in `schemas/inventory_event.avsc` order; optional ones are unions with
+    The fields in `schemas/inventory_event.avsc` order (`kinds`: the event types by their
+    enum index, in the schema's order of symbols); optional ones are unions with
     null first (branch 0). A fulfilment plan, a string outside ASCII, bytes that do not
     parse or are left over: None, and `WireCodec.decode` reads the value as usual.
     """
@@ -487,6 +492,9 @@ def _plain_body(value: bytes, origin: str, now: Millis | None, max_skew_ms: int)
         at = _HEADER
         event_id, at = _text(value, at)
         type_index, at = _varint(value, at)
+        if not 0 <= type_index < len(kinds):
+            return None
+        kind = kinds[type_index]
         occurred_at, at = _varint(value, at)
         site_id, at = _text(value, at)
         sku, at = _text(value, at)
@@ -511,7 +519,7 @@ def _plain_body(value: bytes, origin: str, now: Millis | None, max_skew_ms: int)
         return None
     ref, to_site_id, eta, expires_at, price, lead_time_days, source = optional
     return plain_event(
-        event_id, type_index, occurred_at, site_id, sku, qty,
+        event_id, kind, occurred_at, site_id, sku, qty,
         ref, to_site_id, eta, expires_at, price, lead_time_days, source,  # type: ignore[arg-type]
         origin, now, max_skew_ms,
     )  # fmt: skip

@@ -309,10 +309,6 @@ def validate(
         )
 
 
-_TYPE_LIST = tuple(EventType)
-"""Event types by their Avro enum index (the schema lists the symbols in `EventType`'s order)."""
-
-
 def _plain_text(value: str | None) -> bool:
     # `_string`'s fast path: printable ASCII, not blank (hence valid UTF-8, no control character).
     return value is not None and value.isascii() and value.isprintable() and not value.isspace() and value != ""
@@ -320,7 +316,7 @@ def _plain_text(value: str | None) -> bool:
 
 def plain_event(
     event_id: str,
-    type_index: int,
+    kind: EventType,
     occurred_at: int,
     site_id: str,
     sku: str,
@@ -346,9 +342,6 @@ def plain_event(
     would accept (text outside printable ASCII, say), so the caller then validates the
     record in full, and a refusal keeps its reason and detail.
     """
-    if not 0 <= type_index < len(_TYPE_LIST):
-        return None
-    kind = _TYPE_LIST[type_index]
     if not (
         _plain_text(event_id)
         and _plain_text(site_id)

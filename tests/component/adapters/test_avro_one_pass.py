@@ -89,7 +89,7 @@ def test_any_record_of_our_schema_reads_in_one_pass_as_in_two_events_and_dead_le
 def test_the_common_events_take_the_one_pass_path():
     codec = WireCodec()
     sale = InventoryEvent("e-1", EventType.SOLD, NOW, "ST-1", "SKU-1", 2, source="POS")
-    assert _plain_body(codec.encode(sale), ORIGIN, NOW, SKEW) is not None
+    assert _plain_body(codec.encode(sale), tuple(EventType), ORIGIN, NOW, SKEW) is not None
 
 
 def test_a_refused_record_keeps_its_reason_through_the_one_pass_reader():

@@ -85,6 +85,12 @@ WIDE = _records("<i8")
 """The same as int64, for a snapshot holding a count beyond int32 (the store's columns are BIGINT)."""
 _INT32 = np.iinfo(np.int32)
 
+
+def raw(dtype: np.dtype[np.void]) -> np.dtype[np.void]:
+    """The record type as plain bytes of its size: what `SkuColumns` stores."""
+    return np.dtype(f"V{dtype.itemsize}")
+
+
 _APPT = "sku >= 'appt:' AND sku < 'appt;'"  # a range, not starts_with: Parquet min/max statistics can prune it
 _FEED_COLUMNS = ("site_id", "sku", "atp", "on_hand", "reserved", "staged", "inbound", "negative", "updated_at")
 _FIGURES_SQL = (
@@ -111,15 +117,21 @@ class SkuColumns:
 
     held: SiteSet
     records: Records
-    """One record per site (`NARROW` or `WIDE`): atp, on_hand, reserved, staged, inbound, negative, updated_at."""
+    """One record per site as raw bytes (`raw(NARROW)` or `raw(WIDE)`): copied and written by a
+    refresh at memcpy speed (a copy field by field cost twice as much); read through `figures`."""
 
     @property
     def sites(self) -> tuple[str, ...]:
         return self.held.names
 
+    @property
+    def figures(self) -> Records:
+        """The records with their fields: atp, on_hand, reserved, staged, inbound, negative, updated_at."""
+        return self.records.view(NARROW if self.records.dtype.itemsize == NARROW.itemsize else WIDE)
+
     def atp(self) -> list[int]:
         """The ATP column as Python ints (one C call: a promise iterates it)."""
-        values: list[int] = self.records["atp"].tolist()
+        values: list[int] = self.figures["atp"].tolist()
         return values
 
     def index(self, site_id: str) -> int | None:
@@ -129,7 +141,7 @@ class SkuColumns:
         return i if i < len(sites) and sites[i] == site_id else None
 
     def row(self, i: int) -> PositionRow:
-        atp, on_hand, reserved, staged, inbound, negative, updated_at = self.records[i].item()
+        atp, on_hand, reserved, staged, inbound, negative, updated_at = self.figures[i].item()
         return (self.held.names[i], atp, on_hand, reserved, staged, inbound, bool(negative), updated_at)
 
     def nbytes(self, *, with_sites: bool = True) -> int:
@@ -232,11 +244,6 @@ def _to_records(columns: Mapping[str, npt.NDArray[Any]], dtype: np.dtype[np.void
     return records
 
 
-def _bytes(records: Records) -> npt.NDArray[np.uint8]:
-    """The records as a (rows, record size) byte matrix: a view, copied and scattered at memcpy speed."""
-    return records.view(np.uint8).reshape(len(records), records.dtype.itemsize)
-
-
 @dataclass(frozen=True, slots=True)
 class _Located:
     """Where each changed row goes in its sku's current columns."""
@@ -315,7 +322,7 @@ class ReadView:
             for ref, qty, eta, promised in self.inbound.get((site_id, sku), ())
             if not promised
         )
-        return Stock(site_id, sku, int(columns.records["atp"][i]), lines, self.offers.get((site_id, sku)))
+        return Stock(site_id, sku, int(columns.figures["atp"][i]), lines, self.offers.get((site_id, sku)))
 
     def free_slot_capacity(self, store_id: str, slot_start: Millis) -> int | None:
         """The free capacity of a slot, None when it was never opened."""
@@ -337,10 +344,10 @@ class ReadView:
         names = columns.held.names
         if sites is None:
             at: list[int] = list(range(len(names)))
-            records = columns.records.tolist()
+            records = columns.figures.tolist()
         else:
             at = sorted(i for i in map(columns.index, set(sites)) if i is not None)
-            records = columns.records[at].tolist()
+            records = columns.figures[at].tolist()
         rows = []
         for i, (atp, on_hand, reserved, staged, inbound, negative, updated_at) in zip(at, records, strict=True):
             site = names[i]
@@ -422,9 +429,8 @@ class ReadView:
         if not changes.fits(dtype):
             # A count beyond int32: every sku's records widened (once; the store's columns are BIGINT).
             dtype = WIDE
-            skus = {sku: SkuColumns(c.held, c.records.astype(WIDE)) for sku, c in skus.items()}
-        records = changes.records(dtype)
-        rows = _bytes(records)
+            skus = {sku: SkuColumns(c.held, c.figures.astype(WIDE).view(raw(WIDE))) for sku, c in skus.items()}
+        records = changes.records(dtype).view(raw(dtype))
         located = _locate(changes, np.array(numbers, dtype=np.int32), [skus.get(sku) for sku in changes.skus], table)
         bounds = changes.bounds
         for g, sku in enumerate(changes.skus):
@@ -435,16 +441,15 @@ class ReadView:
                 added += end - first
             elif not located.missing[g]:
                 # The common case: every changed site already held the sku. A copy of its
-                # records as bytes (memcpy: a copy field by field cost twice as much), the
-                # changed rows written over theirs.
-                copy = old.records.view(np.uint8).copy().view(dtype)
-                _bytes(copy)[at] = rows[first:end]
+                # records (memcpy), the changed rows written over theirs.
+                copy = old.records.copy()
+                copy[at] = records[first:end]
                 skus[sku] = SkuColumns(old.held, copy)
             else:
                 # A site new to the sku (rare: the fold keeps positions): both merged in site order.
                 old_codes, new_codes = old.held.codes, located.codes[first:end]
                 merged = np.union1d(old_codes, new_codes).astype(np.int32)
-                copy = np.empty(len(merged), dtype=dtype)
+                copy = np.empty(len(merged), dtype=raw(dtype))
                 copy[np.searchsorted(merged, old_codes)] = old.records
                 copy[np.searchsorted(merged, new_codes)] = records[first:end]
                 added += len(merged) - len(old_codes)
@@ -730,7 +735,7 @@ def _load(cursor: duckdb.DuckDBPyConnection, snapshot_id: int) -> ReadView:
             continue  # a count beyond int32: the wide records
     sku_codes: npt.NDArray[np.int32] = columns.pop("sku")
     site_codes: Codes = columns.pop("site")
-    records = _to_records(columns, dtype)
+    records = _to_records(columns, dtype).view(raw(dtype))
     del columns
     bounds = np.searchsorted(sku_codes, np.arange(len(sku_names) + 1)).tolist()
     del sku_codes

@@ -227,7 +227,7 @@ def view_state(view: ReadView) -> dict[str, object]:
     return {
         "snapshot_id": view.snapshot_id,
         "positions": view.positions,
-        "skus": {sku: (c.sites, c.records.tolist()) for sku, c in sorted(view.skus.items())},
+        "skus": {sku: (c.sites, c.figures.tolist()) for sku, c in sorted(view.skus.items())},
         "slots": dict(sorted(view.slots.items())),
         "inbound": dict(sorted(view.inbound.items())),
         "offers": dict(sorted(view.offers.items())),

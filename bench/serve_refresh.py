@@ -111,7 +111,9 @@ def run(checkout: Path, source: Path, network: str, args: argparse.Namespace) ->
         sys.exit(f"{checkout}: the read model run failed:\n{out.stderr[-4000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert isinstance(result, dict)
-    return {"code": str(checkout)} | result
+    found: dict[str, object] = {"code": str(checkout)}
+    found.update(result)
+    return found
 
 
 def main() -> None:

@@ -75,8 +75,9 @@ except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it stopped on; `omni-l
 """
 
 
-_NEW_DEPENDENCIES = "uvloop,httptools,orjson"
-"""Installed for this code, hidden from a `--before` checkout's server (it did not have them)."""
+_NEW_DEPENDENCIES = ""
+"""Installed for this code, hidden from a `--before` checkout's server (comma-separated modules it
+did not have). Empty now: main has uvloop, httptools and orjson, and never imports numpy."""
 
 
 def say(text: str) -> None:

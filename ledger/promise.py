@@ -38,7 +38,7 @@ from ledger.events import Millis
 from ledger.fulfilment import HOME, FulfilmentMode, SourceKind
 from ledger.nearby import candidates
 from ledger.network import MINUTE_MS, Lane, Network, Run, Site
-from ledger.schedule import next_opening, next_run, slots
+from ledger.schedule import add_days, next_opening, next_run, slots
 
 __all__ = ["promise"]
 
@@ -105,7 +105,7 @@ def promise(
                     counts[reason] += 1
                     ctx.found += 1
             else:
-                for option in ctx.from_source(site_id, sku, view.stock_at(site_id, sku), qty):
+                for option in ctx.from_source(site_id, sku, atp, qty):
                     if option.deliver_to != HOME:
                         bound.setdefault((sku, option.deliver_to), []).append(option)
                     if request.appointment and option.deliver_to != HOME:
@@ -312,11 +312,18 @@ class _Context:
         """Why a source with the units has no way to the customer."""
         return self._no_path(site)[1]
 
-    def from_source(self, site_id: str, sku: str, stock: Stock | None, qty: int) -> list[Option]:
-        """The options one source with `qty` units offers; exclusions recorded on the way."""
+    def from_source(self, site_id: str, sku: str, atp: int, qty: int) -> list[Option]:
+        """The options one source with `atp` units (its ATP column's) offers; exclusions recorded on the way.
+
+        Only a seller's position is read whole (its offer): the others need nothing but
+        the ATP the walk over the column already read (a `stock_at` per source was a
+        twentieth of a promise).
+        """
         site = self.network.site(site_id)
-        if stock is None or stock.atp < qty:  # the view's columns and rows disagree: offer nothing
-            self.exclude(site.id, sku, Reason.INSUFFICIENT_ATP, self._short(site_id, sku, stock, qty))
+        stock = self.view.stock_at(site_id, sku) if site.kind is SourceKind.SELLER else None
+        if atp < qty or (site.kind is SourceKind.SELLER and (stock is None or stock.atp < qty)):
+            # Short, or the view's column and its row disagree: offer nothing.
+            self.exclude(site.id, sku, Reason.INSUFFICIENT_ATP, self.short(site_id, sku, qty))
             return []
         before = self.found
         if site.kind is SourceKind.STORE:
@@ -326,6 +333,7 @@ class _Context:
         elif site.kind is SourceKind.SUPPLIER:
             found = self._from_supplier(site, sku, qty)
         else:
+            assert stock is not None  # a seller's, read above
             found = self._from_seller(site, stock, qty)
         if not found and self.found == before:
             reason, detail = self._no_path(site)
@@ -381,7 +389,7 @@ class _Context:
                 )
                 self.exclude(site.id, sku, Reason.OUT_OF_CARRIER_RANGE, detail)
             else:
-                at = self.network.add_days(site.id, self.now, carrier.lead_days)
+                at = add_days(self.network, site.id, self.now, carrier.lead_days)
                 mode = FulfilmentMode.HOME_DELIVERY
                 found.append(_make(mode, sku, qty, site, HOME, at, km, arrives_at=at))
         return found
@@ -418,7 +426,7 @@ class _Context:
                 detail = f"{route.store} does not accept {sku} by dropship from {site.id}"
                 self.exclude(site.id, sku, Reason.NOT_ACCEPTED, detail)
                 continue
-            arrives = self.network.add_days(route.store, self.now, route.lead_days)
+            arrives = add_days(self.network, route.store, self.now, route.lead_days)
             at = self._opening(route.store, arrives, site.id, sku)
             if at is not None:
                 mode = FulfilmentMode.DROPSHIP_TO_STORE
@@ -431,7 +439,7 @@ class _Context:
             self.exclude(site.id, stock.sku, Reason.NO_OFFER, f"{site.id} has no current offer for {stock.sku}")
             return []
         days = offer.lead_time_days if offer.lead_time_days is not None else self.network.seller_lead_days
-        at = self.network.add_days(site.id, self.now, days)
+        at = add_days(self.network, site.id, self.now, days)
         km = self.network.distance_km(site.id, self.request.lat, self.request.lon)
         mode = FulfilmentMode.HOME_DELIVERY
         return [_make(mode, stock.sku, qty, site, HOME, at, km, price=offer.price, arrives_at=at)]

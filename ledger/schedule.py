@@ -1,4 +1,4 @@
-"""The network's schedules, memoised: lane departures, appointment slots, store openings.
+"""The network's schedules, memoised: lane departures, appointment slots, store openings, lead days.
 
 A lane's departures and a store's slots are pure functions of the network and the
 time, and computing them (local wall-clock dates through zoneinfo) was most of a
@@ -18,7 +18,7 @@ from ledger.events import Millis
 # The network's own wall-clock helpers: the memo must compute exactly what Network.next_opening does.
 from ledger.network import DAY_MS, MINUTE_MS, Lane, Network, Run, _local, _open, _wall
 
-__all__ = ["next_opening", "next_run", "slots"]
+__all__ = ["add_days", "next_opening", "next_run", "slots"]
 
 _RUNS: dict[tuple[int, str, Millis], tuple[Network, tuple[Run, ...], tuple[Millis, ...]]] = {}
 _SLOTS: dict[tuple[int, str, Millis], tuple[Network, tuple[Millis, ...]]] = {}
@@ -102,3 +102,29 @@ def next_opening(network: Network, site_id: str, at: Millis) -> Millis | None:
             if at < closes:
                 return max(at, opens)
     return None
+
+
+_STEADY: dict[tuple[int, str, Millis, int], tuple[Network, bool]] = {}
+
+
+def add_days(network: Network, site_id: str, at: Millis, days: int) -> Millis:
+    """`network.add_days(site_id, at, days)`: plain arithmetic where the site's zone keeps one UTC offset.
+
+    Every promise adds a carrier's, a route's or a seller's lead days to `now` on the
+    source's or store's wall clock, through zoneinfo each time (a twentieth of a
+    promise's CPU, cProfile). Wall-clock days are whole 24-hour days wherever the
+    offset stays the same from the day before `at` to two days after `at + days`, which
+    is looked up once per (site, UTC day, days); elsewhere (a change of offset in
+    between) the network answers, as before.
+    """
+    day = at - at % DAY_MS
+    key = (id(network), site_id, day, days)
+    cached = _STEADY.get(key)
+    if cached is None or cached[0] is not network:
+        zone = network.site(site_id).zone
+        first, last = min(0, days) - 1, max(0, days) + 2
+        offsets = {_local(day + k * _QUARTER_DAY_MS, zone).utcoffset() for k in range(4 * first, 4 * last + 1)}
+        if len(_STEADY) >= _MEMO_ENTRIES:
+            _STEADY.clear()
+        cached = _STEADY[key] = (network, len(offsets) == 1)
+    return at + days * DAY_MS if cached[1] else network.add_days(site_id, at, days)

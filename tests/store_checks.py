@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from adapters.codec import decode_json
 from adapters.snapshot_store import SnapshotReader
@@ -92,6 +94,41 @@ def assert_store_matches(snapshot_dir: Path, model: ReferenceLedger, now: int) -
     }
     problem = difference("positions (on_hand, reserved, staged, atp, negative), inbound, lines", expected, found)
     assert not problem, problem
+
+
+def finish_while_progressing(
+    process: subprocess.Popen[Any],
+    progress: Callable[[], object],
+    what: str,
+    *,
+    stall_s: float = 240,
+    cap_s: float = 1800,
+    poll_s: float = 2.0,
+) -> tuple[Any, Any]:
+    """Wait for `process` to end as long as `progress()` keeps changing; its (stdout, stderr).
+
+    A fixed timeout for a whole replay failed beside other work (a 300 s cap was tight
+    at load ~40 on 2 cores), yet a run that stopped moving must still fail: it fails when
+    `progress()` (events applied, say) has not changed for `stall_s` seconds, and in any
+    case after `cap_s`. Output is read as it comes, so a full pipe never blocks the child.
+    """
+    started = last_change = time.monotonic()
+    seen = progress()
+    while True:
+        try:
+            return process.communicate(timeout=poll_s)
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        current = progress()
+        if current != seen:
+            seen, last_change = current, now
+        if now - last_change > stall_s or now - started > cap_s:
+            process.kill()
+            _out, err = process.communicate()
+            stuck = f"no progress for {now - last_change:.0f} s" if now - last_change > stall_s else f"{cap_s:.0f} s"
+            msg = f"{what} did not finish ({stuck}; progress {seen!r}); its stderr:\n{err!r:.4000}"
+            raise AssertionError(msg)
 
 
 def events_applied(snapshot_dir: Path, *, attempts: int = 8) -> int:

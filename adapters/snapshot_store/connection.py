@@ -194,15 +194,47 @@ def connect(directory: Path, layout: StoreLayout | None = None) -> duckdb.DuckDB
     return con
 
 
+# Readers plan without DuckDB's statistics propagation. DuckLake 1.5.5 keeps one set of
+# column statistics per table, for the newest data: `ducklake_rewrite_data_files`
+# recomputes them from the live rows (before, they only ever widened). A query `AT
+# (VERSION => n)` of an older snapshot is planned with them, so rows outside the newest
+# min/max came back wrong: an ORDER BY packed on_hand 0 as (0 - 5) in a byte and read
+# back 256 (compressed materialization, which needs propagated statistics), and
+# `WHERE on_hand = 0` was pruned to nothing. Every read of ours may be as of an older
+# snapshot (pinned API answers, the read model's change feed, `--as-of`), and a
+# maintenance can land between a snapshot and its read, so no reader uses them
+# (tests/integration/test_maintenance_history.py). The writer reads only the newest
+# snapshot, whose statistics are right, and keeps them for its MERGE. Measured on a
+# 200,000-position store after maintenance, the same queries with and without: within
+# the machine's noise (0.67-1.22x, both directions). DuckDB's setting is per database
+# instance, so a reader's cursors inherit it.
+_HISTORY_SAFE = "SET disabled_optimizers = 'statistics_propagation'"
+
+
+# Writers never inline rows in the catalog: every publish writes Parquet files. With
+# DuckLake 1.5.5 inlined data is where its defects with concurrent readers live: our
+# writer aborted the process (glibc "double free") inside `ducklake_flush_inlined_data`
+# in 2 of 5 runs of 40 publishes and 10 maintenances beside two reader processes, and
+# upstream reports a reader failing for good after a concurrent flush (duckdb/ducklake
+# #1413) and flushes after a rewrite corrupting time travel (#1406). The cost is a small
+# file per table a publish touches (snapshot_info included), which maintenance merges
+# (step 3); small publishes were no slower (1-500 rows, median of 10: 307-409 ms without
+# inlining, 433-544 ms with, load ~25). A store written with inlining keeps its inlined
+# rows readable; the next maintenance's step 1 flushes them once.
+_NO_INLINING = ", DATA_INLINING_ROW_LIMIT 0"
+
+
 def attach(con: duckdb.DuckDBPyConnection, directory: Path, layout: StoreLayout, *, read_only: bool) -> None:
     # DuckLake records the data path in the catalog and file paths relative to it. Passing
     # DIR/data with OVERRIDE_DATA_PATH (this session only; the catalog is not rewritten)
     # keeps a store readable and writable after it is copied or moved.
     data_path = sql_literal(str(directory / DATA_DIR) + os.sep)
-    options = f"DATA_PATH {data_path}, OVERRIDE_DATA_PATH true" + (", READ_ONLY" if read_only else "")
+    options = f"DATA_PATH {data_path}, OVERRIDE_DATA_PATH true" + (", READ_ONLY" if read_only else _NO_INLINING)
     try:
         con.execute(f"ATTACH {sql_literal(layout.target(directory))} AS {LAKE} ({options})")
         con.execute(f"USE {LAKE}")
+        if read_only:
+            con.execute(_HISTORY_SAFE)
     except duckdb.Error as exc:
         detail = mask_password(str(exc))
         msg = f"cannot attach the DuckLake catalog of {directory} ({layout.described()}): {detail}"

@@ -77,7 +77,8 @@ def maintain(
     it started, so keep it longer than any reader's query (0 is for tests). Creates
     snapshots of its own (no snapshot_info row), so publish ids after it jump.
 
-    Order: 1. flush inlined rows (small commits live in the catalog) to Parquet;
+    Order: 1. flush inlined rows to Parquet (only stores written before writers stopped
+       inlining small commits in the catalog, see `connection._NO_INLINING`, have any);
     2. rewrite files with deleted rows (positions are updated in place, so every
        file collects delete files; merging skips files that have them);
     3. merge adjacent small files; 4. expire the snapshots older than the cutoff

@@ -5,12 +5,21 @@ then every data and delete file of the table). `ReadModel` loads what a promise 
 an availability read need once, and then follows the snapshots' change feed the way
 `PositionReplica` does (`ducklake_table_insertions` over the new snapshots only):
 
-    skus      sku -> `SkuColumns`: the sites holding the sku, ascending, and their
-              figures as flat integer arrays, so a promise walks one sku's sites in
+    skus      sku -> `SkuColumns`: the sites holding the sku, ascending (a `SiteSet`
+              shared by every sku held by the same sites), and one numpy record per
+              site (ATP and the other figures), so a promise walks one sku's sites in
               one contiguous block and makes no object per site
     slots     (store, slot start) -> free appointment capacity (the `appt:` positions)
     inbound   (site, sku) -> its inbound lines
     offers    (seller, sku) -> its offer terms
+
+Columnar and bulk, both ways in and out of DuckDB: a whole load reads the positions as
+numpy columns (`fetchnumpy`), sites and skus numbered by DuckDB, sorted by (sku, site),
+and cuts them into one block per sku; a refresh reads the changed positions the same
+way, sorted by (sku, site), and for each changed sku locates its changed sites with one
+`searchsorted` over the sku's site numbers and writes them into a copy of its block.
+No Python object is made per position on either path (a tuple per row through
+`fetchall` and a bisect per change made a refresh of 20,000 changes cost 6-10 s).
 
 A refresh builds a new `ReadView` from the old one, copying only the skus that changed
 (copy on write: the old view is never altered, so a request still reading it sees one
@@ -31,15 +40,17 @@ import os
 import sys
 import threading
 import time
-from array import array
+import weakref
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 import duckdb
+import numpy as np
+import numpy.typing as npt
 
 from adapters.snapshot_store.layout import store_exists
 from adapters.snapshot_store.reader import SnapshotReader
@@ -50,102 +61,229 @@ from ledger.events import Millis
 from ledger.network import appointment_slot
 from ledger.outputs import InboundLine, OfferTerms
 
-__all__ = ["InboundRow", "ReadModel", "ReadView", "SkuColumns"]
+__all__ = ["InboundRow", "ReadModel", "ReadView", "SiteSet", "SkuColumns"]
 
 # (site_id, atp, on_hand, reserved, staged, inbound, negative, updated_at ms)
 PositionRow = tuple[str, int, int, int, int, int, bool, int]
 InboundRow = tuple[str, int, Millis, bool]
 """(ref, qty, eta, promised) of one inbound line."""
 
-_FIGURES = 5  # on_hand, reserved, staged, inbound, updated_at per site in SkuColumns.figures
-_POSITION_SELECT = (
-    "sku, site_id, atp, on_hand, reserved, staged, inbound, coalesce(negative, false), epoch_ms(updated_at)"
-)
+Codes = npt.NDArray[np.int32]
+Records = npt.NDArray[np.void]
+
+_COUNTS = ("atp", "on_hand", "reserved", "staged", "inbound")
+_FIELDS = (*_COUNTS, "negative", "updated_at")
+
+
+def _records(count: str) -> np.dtype[np.void]:
+    return np.dtype([*((name, count) for name in _COUNTS), ("negative", "?"), ("updated_at", "<i8")])
+
+
+NARROW = _records("<i4")
+"""A position's figures in 29 bytes: the counts as int32, whenever every count of the snapshot fits."""
+WIDE = _records("<i8")
+"""The same as int64, for a snapshot holding a count beyond int32 (the store's columns are BIGINT)."""
+_INT32 = np.iinfo(np.int32)
+
+
+def raw(dtype: np.dtype[np.void]) -> np.dtype[np.void]:
+    """The record type as plain bytes of its size: what `SkuColumns` stores."""
+    return np.dtype(f"V{dtype.itemsize}")
+
+
+_APPT = "sku >= 'appt:' AND sku < 'appt;'"  # a range, not starts_with: Parquet min/max statistics can prune it
 _FEED_COLUMNS = ("site_id", "sku", "atp", "on_hand", "reserved", "staged", "inbound", "negative", "updated_at")
+_FIGURES_SQL = (
+    "atp, on_hand, reserved, staged, inbound, coalesce(negative, false) AS negative, epoch_ms(updated_at) AS updated_at"
+)
+
+
+@dataclass(frozen=True, slots=True, weakref_slot=True, eq=False)
+class SiteSet:
+    """The sites holding a sku, ascending: their ids and their numbers in the view's site table.
+
+    Shared by every sku held by the same sites (a national range is held everywhere):
+    the ids are stored once, and what is computed per site set is computed once.
+    """
+
+    names: tuple[str, ...]
+    codes: Codes
+    """The sites' numbers (`_SiteTable`), ascending as the ids are."""
 
 
 @dataclass(frozen=True, slots=True)
 class SkuColumns:
     """One sku's positions, site by site in ascending order; never changed once built."""
 
-    sites: tuple[str, ...]
-    atp: array[int]
-    figures: array[int]
-    """`_FIGURES` integers per site: on_hand, reserved, staged, inbound, updated_at (ms)."""
-    negative: bytes
+    held: SiteSet
+    records: Records
+    """One record per site as raw bytes (`raw(NARROW)` or `raw(WIDE)`): copied and written by a
+    refresh at memcpy speed (a copy field by field cost twice as much); read through `figures`."""
 
-    @classmethod
-    def of(cls, rows: Sequence[PositionRow]) -> SkuColumns:
-        """Columns from rows sorted by site."""
-        figures = array("q")
-        for row in rows:
-            figures.extend((row[2], row[3], row[4], row[5], row[7]))
-        return cls(
-            tuple(row[0] for row in rows),
-            array("q", [row[1] for row in rows]),
-            figures,
-            bytes(1 if row[6] else 0 for row in rows),
-        )
+    @property
+    def sites(self) -> tuple[str, ...]:
+        return self.held.names
 
-    @classmethod
-    def of_lists(
-        cls,
-        sites: list[str],
-        atp: list[int],
-        figures: Sequence[list[int]],
-        negative: list[bool],
-        site_sets: dict[tuple[str, ...], tuple[str, ...]] | None = None,
-    ) -> SkuColumns:
-        """Columns from one list per column, sites ascending (as DuckDB's `list()` hands them over).
+    @property
+    def figures(self) -> Records:
+        """The records with their fields: atp, on_hand, reserved, staged, inbound, negative, updated_at."""
+        return self.records.view(NARROW if self.records.dtype.itemsize == NARROW.itemsize else WIDE)
 
-        Each column is copied in C (array from a list, an extended-slice assignment): no
-        Python bytecode runs per position, which made a first load 5x slower. Skus held
-        by the same sites share one tuple of them through `site_sets` (a national range
-        is held everywhere): 8 bytes a position saved, and what is computed per site set
-        (the sites a network does not know) is computed once.
-        """
-        interleaved = array("q", bytes(8 * _FIGURES * len(sites)))
-        for k, column in enumerate(figures):
-            interleaved[k::_FIGURES] = array("q", column)
-        held = tuple(map(sys.intern, sites))
-        if site_sets is not None:
-            held = site_sets.setdefault(held, held)
-        return cls(held, array("q", atp), interleaved, bytes(negative))
+    def atp(self) -> list[int]:
+        """The ATP column as Python ints (one C call: a promise iterates it)."""
+        values: list[int] = self.figures["atp"].tolist()
+        return values
 
     def index(self, site_id: str) -> int | None:
         """Where the site is in the columns, None when it holds no position of the sku."""
-        i = bisect_left(self.sites, site_id)
-        return i if i < len(self.sites) and self.sites[i] == site_id else None
+        sites = self.held.names
+        i = bisect_left(sites, site_id)
+        return i if i < len(sites) and sites[i] == site_id else None
 
     def row(self, i: int) -> PositionRow:
-        f = self.figures[i * _FIGURES : (i + 1) * _FIGURES]
-        return (self.sites[i], self.atp[i], f[0], f[1], f[2], f[3], bool(self.negative[i]), f[4])
-
-    def merged(self, changes: Sequence[PositionRow]) -> tuple[SkuColumns, int]:
-        """New columns with `changes` applied (a copy: these stay as they are) and how many sites are new."""
-        at = [self.index(row[0]) for row in changes]
-        if None not in at:
-            atp, figures, negative = array("q", self.atp), array("q", self.figures), bytearray(self.negative)
-            for i, row in zip(at, changes, strict=True):
-                assert i is not None
-                atp[i] = row[1]
-                figures[i * _FIGURES : (i + 1) * _FIGURES] = array("q", (row[2], row[3], row[4], row[5], row[7]))
-                negative[i] = 1 if row[6] else 0
-            return SkuColumns(self.sites, atp, figures, bytes(negative)), 0
-        # A site new to the sku: rebuilt in site order (rare: the fold keeps positions).
-        rows = {site: self.row(i) for i, site in enumerate(self.sites)}
-        before = len(rows)
-        rows.update((row[0], row) for row in changes)
-        return SkuColumns.of([rows[site] for site in sorted(rows)]), len(rows) - before
+        atp, on_hand, reserved, staged, inbound, negative, updated_at = self.figures[i].item()
+        return (self.held.names[i], atp, on_hand, reserved, staged, inbound, bool(negative), updated_at)
 
     def nbytes(self, *, with_sites: bool = True) -> int:
-        """Bytes held by the columns (the site strings are shared by every sku, not counted)."""
-        return (
-            len(self.sites) * 8 * with_sites
-            + self.atp.buffer_info()[1] * self.atp.itemsize
-            + self.figures.buffer_info()[1] * self.figures.itemsize
-            + len(self.negative)
-        )
+        """Bytes held by the records (and the site set's numbers and id references, unless shared)."""
+        return int(self.records.nbytes) + with_sites * (len(self.held.names) * 8 + int(self.held.codes.nbytes))
+
+
+class _SiteTable:
+    """Every site of a view numbered in ascending id order, and the site sets made of them.
+
+    Numbers in id order let a sku's sites be located by number (`searchsorted`) and
+    still come out in id order. Never changed once a view holds it, but for its intern
+    table of site sets (weak: a set no view holds any more is dropped). A site new to
+    the model makes a new table (`extended`), every number after it moving up.
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = tuple(map(sys.intern, names))
+        self.code = {name: i for i, name in enumerate(self.names)}
+        self._sets: weakref.WeakValueDictionary[bytes, SiteSet] = weakref.WeakValueDictionary()
+        self._lock = threading.Lock()
+
+    def site_set(self, codes: Codes) -> SiteSet:
+        """The shared site set of these numbers (ascending)."""
+        key = codes.tobytes()
+        with self._lock:
+            found = self._sets.get(key)
+            if found is None:
+                own = np.array(codes, dtype=np.int32)  # its own memory, not a view into a load's block
+                own.flags.writeable = False
+                names = self.names
+                found = SiteSet(tuple([names[c] for c in own.tolist()]), own)
+                self._sets[key] = found
+            return found
+
+    def extended(self, new: Iterable[str]) -> tuple[_SiteTable, npt.NDArray[np.int32]]:
+        """A table with these sites too, and each old number's new one."""
+        table = _SiteTable(sorted(set(self.names).union(new)))
+        remap = np.array([table.code[name] for name in self.names], dtype=np.int32)
+        return table, remap
+
+
+_NO_SITES = _SiteTable(())
+
+
+@dataclass(frozen=True, slots=True)
+class _Changes:
+    """Changed product positions as columns, sorted by (sku, site id), one row per key."""
+
+    skus: list[str]
+    """The changed skus, in order; sku g's rows are `bounds[g]:bounds[g + 1]`."""
+    bounds: list[int]
+    sites: list[str]
+    """The site id of each row."""
+    row_skus: list[str]
+    """The sku of each row."""
+    columns: Mapping[str, npt.NDArray[Any]]
+    """Each of `_FIELDS` as a numpy column."""
+
+    @classmethod
+    def of_columns(cls, columns: Mapping[str, npt.NDArray[Any]]) -> _Changes:
+        """From DuckDB's `fetchnumpy()` of rows sorted by (sku, site_id): sku and site_id object columns."""
+        skus = columns["sku"]
+        n = len(skus)
+        if n == 0:
+            return cls([], [0], [], [], columns)
+        cuts = (np.flatnonzero(skus[1:] != skus[:-1]) + 1).tolist()
+        starts = [0, *cuts]
+        return cls(skus[starts].tolist(), [*starts, n], columns["site_id"].tolist(), skus.tolist(), columns)
+
+    @classmethod
+    def of_rows(cls, rows: Iterable[tuple[str, PositionRow]]) -> _Changes:
+        """From (sku, row) pairs in any order; the last of a key wins."""
+        latest = {(sku, row[0]): row for sku, row in rows}
+        ordered = [(sku, site, latest[(sku, site)]) for sku, site in sorted(latest)]
+        columns: dict[str, npt.NDArray[Any]] = {
+            "sku": np.array([sku for sku, _, _ in ordered], dtype=object),
+            "site_id": np.array([site for _, site, _ in ordered], dtype=object),
+        }
+        for k, name in enumerate(_FIELDS, start=1):
+            kind = bool if name == "negative" else np.int64
+            columns[name] = np.array([row[k] for _, _, row in ordered], dtype=kind)
+        return cls.of_columns(columns)
+
+    def fits(self, dtype: np.dtype[np.void]) -> bool:
+        """Whether every count fits the record type."""
+        if dtype == WIDE or not self.sites:
+            return True
+        return all(_INT32.min <= self.columns[c].min() and self.columns[c].max() <= _INT32.max for c in _COUNTS)
+
+    def records(self, dtype: np.dtype[np.void]) -> Records:
+        return _to_records(self.columns, dtype) if self.sites else np.empty(0, dtype=dtype)
+
+
+def _to_records(columns: Mapping[str, npt.NDArray[Any]], dtype: np.dtype[np.void]) -> Records:
+    n = len(columns["atp"])
+    records = np.empty(n, dtype=dtype)
+    for name in _FIELDS:
+        records[name] = columns[name]
+    return records
+
+
+@dataclass(frozen=True, slots=True)
+class _Located:
+    """Where each changed row goes in its sku's current columns."""
+
+    codes: Codes
+    """Each row's site number."""
+    olds: list[SkuColumns | None]
+    """Each changed sku's current columns (None: a sku new to the model)."""
+    at: npt.NDArray[np.intp]
+    """Each row's index in its sku's columns (meaningless where the site is new to the sku)."""
+    missing: list[int]
+    """How many of each changed sku's rows are at sites new to it."""
+
+
+def _locate(changes: _Changes, codes: Codes, olds: list[SkuColumns | None], table: _SiteTable) -> _Located:
+    """Every changed row located in its sku's site numbers by one `searchsorted` over all changed skus.
+
+    The changed skus' site numbers are laid end to end, each keyed (sku's rank, site
+    number): sorted, since each sku's numbers are; a row's key is found the same way.
+    """
+    groups = len(changes.skus)
+    sizes = np.diff(np.asarray(changes.bounds))
+    held = [_NO_CODES if old is None else old.held.codes for old in olds]
+    lengths = np.fromiter(map(len, held), dtype=np.int64, count=groups)
+    span = np.int64(len(table.names) + 1)
+    rank = np.arange(groups, dtype=np.int64)
+    row_rank = np.repeat(rank, sizes)
+    old_keys = np.repeat(rank, lengths) * span + np.concatenate(held) if groups else np.empty(0, np.int64)
+    new_keys = row_rank * span + codes
+    pos = np.searchsorted(old_keys, new_keys)
+    if len(old_keys):
+        hit = old_keys[np.minimum(pos, len(old_keys) - 1)] == new_keys
+    else:
+        hit = np.zeros(len(new_keys), dtype=bool)
+    starts = np.concatenate((np.zeros(1, np.int64), np.cumsum(lengths)[:-1])) if groups else lengths
+    missing = np.bincount(row_rank[~hit], minlength=groups).tolist()
+    return _Located(codes, olds, pos - np.repeat(starts, sizes), missing)
+
+
+_NO_CODES: Codes = np.empty(0, dtype=np.int32)
 
 
 _EMPTY: tuple[Sequence[str], Sequence[int]] = ((), ())
@@ -162,13 +300,16 @@ class ReadView:
     offers: Mapping[tuple[str, str], OfferTerms] = field(default_factory=dict)
     positions: int = 0
     """Positions of the snapshot, appointment slots included (checked against the store's count)."""
+    site_table: _SiteTable = _NO_SITES
+    dtype: np.dtype[np.void] = NARROW
+    """The record type of every sku's columns."""
 
     # -- SnapshotView
 
     def sku_atp(self, sku: str) -> tuple[Sequence[str], Sequence[int]]:
         """The sites holding the sku, ascending, and their ATP."""
         columns = self.skus.get(sku)
-        return _EMPTY if columns is None else (columns.sites, columns.atp)
+        return _EMPTY if columns is None else (columns.held.names, columns.atp())
 
     def stock_at(self, site_id: str, sku: str) -> Stock | None:
         """The position of the sku at the site with its unpromised inbound lines and offer."""
@@ -181,7 +322,7 @@ class ReadView:
             for ref, qty, eta, promised in self.inbound.get((site_id, sku), ())
             if not promised
         )
-        return Stock(site_id, sku, columns.atp[i], lines, self.offers.get((site_id, sku)))
+        return Stock(site_id, sku, int(columns.figures["atp"][i]), lines, self.offers.get((site_id, sku)))
 
     def free_slot_capacity(self, store_id: str, slot_start: Millis) -> int | None:
         """The free capacity of a slot, None when it was never opened."""
@@ -192,7 +333,7 @@ class ReadView:
     def sku_sites(self, sku: str) -> Sequence[str]:
         """The sites holding a position of the sku, ascending."""
         columns = self.skus.get(sku)
-        return () if columns is None else columns.sites
+        return () if columns is None else columns.held.names
 
     def sku_rows(self, sku: str, sites: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Every site's position of the sku (or only these sites' ones) with all its inbound lines,
@@ -200,14 +341,16 @@ class ReadView:
         columns = self.skus.get(sku)
         if columns is None:
             return []
+        names = columns.held.names
         if sites is None:
-            at: Iterable[int] = range(len(columns.sites))
+            at: list[int] = list(range(len(names)))
+            records = columns.figures.tolist()
         else:
             at = sorted(i for i in map(columns.index, set(sites)) if i is not None)
+            records = columns.figures[at].tolist()
         rows = []
-        for i in at:
-            site = columns.sites[i]
-            _, atp, on_hand, reserved, staged, inbound, negative, updated_at = columns.row(i)
+        for i, (atp, on_hand, reserved, staged, inbound, negative, updated_at) in zip(at, records, strict=True):
+            site = names[i]
             lines = [
                 {"ref": ref, "qty": qty, "eta": eta, "promised": promised}
                 for ref, qty, eta, promised in self.inbound.get((site, sku), ())
@@ -223,13 +366,13 @@ class ReadView:
 
     def nbytes(self) -> int:
         """Approximate bytes of the position columns and the per-sku objects (the lines and offers apart)."""
-        per_sku = 3 * 64 + 100  # three array headers and the dataclass, roughly (sys.getsizeof)
+        per_sku = 112 + 56  # a numpy array's header and the dataclass, roughly (sys.getsizeof)
         seen: set[int] = set()
         total = 0
         for columns in self.skus.values():
-            # A tuple of sites shared by several skus is counted once.
-            shared = id(columns.sites) in seen
-            seen.add(id(columns.sites))
+            # A site set shared by several skus is counted once.
+            shared = id(columns.held) in seen
+            seen.add(id(columns.held))
             total += columns.nbytes(with_sites=not shared) + per_sku
         return total
 
@@ -244,41 +387,85 @@ class ReadView:
     ) -> ReadView:
         """A new view with the changed positions (sku, row) and, for their keys, these inbound lines and offers.
 
-        A changed key with no entry in `inbound` (or `offers`) has none any more.
+        A changed key with no entry in `inbound` (or `offers`) has none any more. Row by
+        row, for tests and small changes; a refresh hands `_applied` columns.
         """
-        by_sku: dict[str, list[PositionRow]] = {}
-        slots = dict(self.slots)
-        keys: list[tuple[str, str]] = []
-        added = 0
+        products: list[tuple[str, PositionRow]] = []
+        slots: list[tuple[str, str, int]] = []
         for sku, row in rows:
-            slot = appointment_slot(sku) if sku.startswith("appt:") else None
+            if sku.startswith("appt:"):
+                slots.append((row[0], sku, row[1]))
+            else:
+                products.append((sku, row))
+        return self._applied(snapshot_id, _Changes.of_rows(products), slots, inbound, offers)
+
+    def _applied(
+        self,
+        snapshot_id: int,
+        changes: _Changes,
+        slot_rows: Iterable[tuple[str, str, int]],
+        inbound: Mapping[tuple[str, str], tuple[InboundRow, ...]],
+        offers: Mapping[tuple[str, str], OfferTerms],
+    ) -> ReadView:
+        """The view with these changes applied: only the changed skus' columns are copied.
+
+        `slot_rows`: changed `appt:` positions as (site, sku, atp).
+        """
+        added = 0
+        slots = dict(self.slots)
+        slot_rows = list(slot_rows)
+        for site, sku, atp in slot_rows:
+            slot = appointment_slot(sku)
             if slot is not None:
-                added += (row[0], slot) not in slots
-                slots[(row[0], slot)] = row[1]
-            else:
-                by_sku.setdefault(sku, []).append(row)
-                keys.append((row[0], sku))
-        skus = dict(self.skus)
-        for sku, changes in by_sku.items():
-            old = skus.get(sku)
+                added += (site, slot) not in slots
+                slots[(sys.intern(site), slot)] = int(atp)
+        table, skus, dtype = self.site_table, dict(self.skus), self.dtype
+        numbers = list(map(table.code.get, changes.sites))
+        if None in numbers:
+            # A site new to the model: a new table, every sku's site numbers moved along.
+            table, remap = table.extended(site for site, n in zip(changes.sites, numbers, strict=True) if n is None)
+            skus = {sku: SkuColumns(table.site_set(remap[c.held.codes]), c.records) for sku, c in skus.items()}
+            numbers = list(map(table.code.get, changes.sites))
+        if not changes.fits(dtype):
+            # A count beyond int32: every sku's records widened (once; the store's columns are BIGINT).
+            dtype = WIDE
+            skus = {sku: SkuColumns(c.held, c.figures.astype(WIDE).view(raw(WIDE))) for sku, c in skus.items()}
+        records = changes.records(dtype).view(raw(dtype))
+        located = _locate(changes, np.array(numbers, dtype=np.int32), [skus.get(sku) for sku in changes.skus], table)
+        bounds = changes.bounds
+        for g, sku in enumerate(changes.skus):
+            first, end = bounds[g], bounds[g + 1]
+            old, at = located.olds[g], located.at[first:end]
             if old is None:
-                skus[sku] = SkuColumns.of(sorted(changes))
-                added += len(changes)
+                skus[sku] = SkuColumns(table.site_set(located.codes[first:end]), records[first:end].copy())
+                added += end - first
+            elif not located.missing[g]:
+                # The common case: every changed site already held the sku. A copy of its
+                # records (memcpy), the changed rows written over theirs.
+                copy = old.records.copy()
+                copy[at] = records[first:end]
+                skus[sku] = SkuColumns(old.held, copy)
             else:
-                skus[sku], new = old.merged(changes)
-                added += new
+                # A site new to the sku (rare: the fold keeps positions): both merged in site order.
+                old_codes, new_codes = old.held.codes, located.codes[first:end]
+                merged = np.union1d(old_codes, new_codes).astype(np.int32)
+                copy = np.empty(len(merged), dtype=raw(dtype))
+                copy[np.searchsorted(merged, old_codes)] = old.records
+                copy[np.searchsorted(merged, new_codes)] = records[first:end]
+                added += len(merged) - len(old_codes)
+                skus[sku] = SkuColumns(table.site_set(merged), copy)
+        # The changed keys' lines and offers: the new ones put, the old ones of a key that has
+        # none any more dropped (set operations in C, not a Python step per changed key).
+        keys = set(zip(changes.sites, changes.row_skus, strict=True))
+        keys.update((site, sku) for site, sku, _ in slot_rows)
         lines, terms = dict(self.inbound), dict(self.offers)
-        for key in keys:
-            _put(lines, key, inbound.get(key))
-            _put(terms, key, offers.get(key))
-        return ReadView(snapshot_id, skus, slots, lines, terms, self.positions + added)
-
-
-def _put(mapping: dict[tuple[str, str], Any], key: tuple[str, str], value: object) -> None:
-    if value is None:
-        mapping.pop(key, None)
-    else:
-        mapping[key] = value
+        for key in (self.inbound.keys() & keys) - inbound.keys():
+            del lines[key]
+        for key in (self.offers.keys() & keys) - offers.keys():
+            del terms[key]
+        lines.update(inbound)
+        terms.update(offers)
+        return ReadView(snapshot_id, skus, slots, lines, terms, self.positions + added, table, dtype)
 
 
 class ReadModel:
@@ -365,7 +552,7 @@ class ReadModel:
             return loaded.positions
         ranges = data_ranges(cursor, since, newest)
         if not ranges:  # only maintenance since: the same rows in other files
-            self._swap(ReadView(newest, view.skus, view.slots, view.inbound, view.offers, view.positions), started)
+            self._swap(replace(view, snapshot_id=newest), started)
             return 0
         # 1. The newest inserted row per key over the new snapshots (into a table first:
         #    see PositionReplica._apply_changes on QUALIFY over a DuckLake scan).
@@ -375,11 +562,16 @@ class ReadModel:
             "CREATE OR REPLACE TEMP TABLE read_model_changed AS SELECT * FROM read_model_feed "
             "QUALIFY row_number() OVER (PARTITION BY site_id, sku ORDER BY snapshot_id DESC) = 1"
         )
-        cursor.execute(f"SELECT {_POSITION_SELECT} FROM read_model_changed")
-        # DuckDB hands back Python ints, strs and bools already: a slice, not a conversion per field
-        # (converting was a quarter of the serving process's samples under publishes, py-spy).
-        rows = [(r[0], cast(PositionRow, r[1:])) for r in cursor.fetchall()]
-        # 2. The inbound lines and offers of those keys as of the new snapshot.
+        # 2. The product positions as numpy columns, sorted by (sku, site): grouped by sku
+        #    and located in bulk (a tuple per row through fetchall, then a bisect per row,
+        #    was a refresh's whole cost); the few appointment slots as rows.
+        changes = _Changes.of_columns(
+            cursor.execute(
+                f"SELECT sku, site_id, {_FIGURES_SQL} FROM read_model_changed WHERE NOT ({_APPT}) ORDER BY sku, site_id"
+            ).fetchnumpy()
+        )
+        slot_rows = cursor.execute(f"SELECT site_id, sku, atp FROM read_model_changed WHERE {_APPT}").fetchall()
+        # 3. The inbound lines and offers of those keys as of the new snapshot.
         at = f"AT (VERSION => {int(newest)})"
         inbound = _inbound(
             cursor,
@@ -393,14 +585,14 @@ class ReadModel:
             f"FROM (SELECT * FROM offers {at}) o "
             "SEMI JOIN read_model_changed c ON o.seller_id = c.site_id AND o.sku = c.sku",
         )
-        new = view.changed(newest, rows, inbound, offers)
-        # 3. The flow never deletes a position: if the counts differ, something did, and
+        new = view._applied(newest, changes, slot_rows, inbound, offers)
+        # 4. The flow never deletes a position: if the counts differ, something did, and
         #    the view is loaded whole rather than answering with a key the store dropped.
         row = cursor.execute(f"SELECT count(*) FROM positions {at}").fetchone()
         if row is None or int(row[0]) != new.positions:
             new = _load(cursor, newest)
         self._swap(new, started)
-        return len(rows)
+        return len(changes.sites) + len(slot_rows)
 
     def _swap(self, view: ReadView, started: float) -> None:
         # One assignment: a request holding the old view keeps it whole.
@@ -494,7 +686,12 @@ def _offers(cursor: duckdb.DuckDBPyConnection, query: str) -> dict[tuple[str, st
 
 
 def _load(cursor: duckdb.DuckDBPyConnection, snapshot_id: int) -> ReadView:
-    """The whole snapshot: one row per sku, each column a list in site order."""
+    """The whole snapshot, as numpy columns sorted by (sku, site) cut into one block per sku.
+
+    DuckDB numbers the sites (ascending ids) and the skus, and hands every column over
+    as one numpy array (`fetchnumpy`): no Python object per position. The counts come
+    as int32 when they all fit (29 bytes a position), else as int64.
+    """
     at = f"AT (VERSION => {int(snapshot_id)})"
     inbound = _inbound(
         cursor,
@@ -505,26 +702,48 @@ def _load(cursor: duckdb.DuckDBPyConnection, snapshot_id: int) -> ReadView:
     )
     slots: dict[tuple[str, Millis], int] = {}
     count = 0
-    # A range on sku, not starts_with: Parquet min/max statistics can prune it.
-    for site, sku, atp in cursor.execute(
-        f"SELECT site_id, sku, atp FROM positions {at} WHERE sku >= 'appt:' AND sku < 'appt;'"
-    ).fetchall():
+    for site, sku, atp in cursor.execute(f"SELECT site_id, sku, atp FROM positions {at} WHERE {_APPT}").fetchall():
         count += 1
         slot = appointment_slot(sku)
         if slot is not None:
             slots[(sys.intern(site), slot)] = int(atp)
-    by = "ORDER BY site_id"
-    cursor.execute(
-        f"SELECT sku, list(site_id {by}), list(atp {by}), list(on_hand {by}), list(reserved {by}), "
-        f"list(staged {by}), list(inbound {by}), list(epoch_ms(updated_at) {by}), "
-        f"list(coalesce(negative, false) {by}) FROM positions {at} WHERE NOT (sku >= 'appt:' AND sku < 'appt;') "
-        "GROUP BY sku"
+    products = f"(SELECT * FROM positions {at} WHERE NOT ({_APPT}))"
+    for name, column in (("sites", "site_id"), ("skus", "sku")):
+        cursor.execute(
+            f"CREATE OR REPLACE TEMP TABLE read_model_{name} AS SELECT {column} AS name, "
+            f"(row_number() OVER (ORDER BY {column}) - 1)::INTEGER AS code "
+            f"FROM (SELECT DISTINCT {column} FROM {products})"
+        )
+    table = _SiteTable(
+        [name for (name,) in cursor.execute("SELECT name FROM read_model_sites ORDER BY code").fetchall()]
     )
+    sku_names = [name for (name,) in cursor.execute("SELECT name FROM read_model_skus ORDER BY code").fetchall()]
+    dtype = NARROW
+    columns: dict[str, npt.NDArray[Any]] = {}
+    for kind, count_sql in ((NARROW, "INTEGER"), (WIDE, "BIGINT")):
+        dtype = kind
+        figures = ", ".join(f"p.{c}::{count_sql} AS {c}" for c in _COUNTS)
+        try:
+            columns = cursor.execute(
+                f"SELECT k.code AS sku, s.code AS site, {figures}, coalesce(p.negative, false) AS negative, "
+                f"epoch_ms(p.updated_at) AS updated_at FROM {products} p "
+                "JOIN read_model_skus k ON k.name = p.sku JOIN read_model_sites s ON s.name = p.site_id "
+                "ORDER BY k.code, s.code"
+            ).fetchnumpy()
+            break
+        except duckdb.ConversionException:
+            continue  # a count beyond int32: the wide records
+    sku_codes: npt.NDArray[np.int32] = columns.pop("sku")
+    site_codes: Codes = columns.pop("site")
+    records = _to_records(columns, dtype).view(raw(dtype))
+    del columns
+    bounds = np.searchsorted(sku_codes, np.arange(len(sku_names) + 1)).tolist()
+    del sku_codes
     skus: dict[str, SkuColumns] = {}
-    site_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
-    while batch := cursor.fetchmany(256):
-        for sku, sites, atp, on_hand, reserved, staged, inbound_qty, updated, negative in batch:
-            figures = (on_hand, reserved, staged, inbound_qty, updated)
-            skus[sku] = SkuColumns.of_lists(sites, atp, figures, negative, site_sets)
-            count += len(sites)
-    return ReadView(snapshot_id, skus, slots, inbound, offers, count)
+    for k, sku in enumerate(sku_names):
+        first, end = bounds[k], bounds[k + 1]
+        # A copy per sku: a refresh replaces skus one by one, and a block shared by all
+        # would stay whole in memory as long as one sku still used it.
+        skus[sku] = SkuColumns(table.site_set(site_codes[first:end]), records[first:end].copy())
+    count += len(records)
+    return ReadView(snapshot_id, skus, slots, inbound, offers, count, table, dtype)

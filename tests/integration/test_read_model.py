@@ -14,7 +14,7 @@ from adapters.snapshot_store import SnapshotReader, SnapshotWriter
 from adapters.snapshot_store.read_model import ReadModel, ReadView
 from ledger.answer import MAX_LIMIT, Stock
 from ledger.network import appointment_sku
-from ledger.outputs import InboundLine, OfferTerms
+from ledger.outputs import InboundLine, OfferTerms, PositionChange
 from ledger.promise import promise
 from tests.integration.test_snapshot_store import T0, change
 from tests.unit.ledger.test_promise import HashedSlots, scenarios
@@ -214,3 +214,66 @@ def test_a_promise_over_the_read_model_is_the_promise_over_its_snapshot(scenario
         for option in [*answer.options, *(leg for plan in answer.together for leg in plan.legs)]:
             # Never more than the ATP of the snapshot the answer names.
             assert option.qty == wanted[option.sku] <= atp[(option.source_id, option.sku)]
+
+
+# -- a refresh is a whole load, change by change --------------------------------------------
+
+_SITES = ("S0", "S1", "S2", "S3", "M1", "Z9")  # Z9 sorts last; S10 and A0 are sites new to the model in between
+_SKUS = ("A", "B", "C", "D", appointment_sku(T0 + 86_400_000), appointment_sku(T0 + 2 * 86_400_000))
+
+
+def view_state(view: ReadView) -> dict[str, object]:
+    """Everything a view answers from, as plain values (site sets and records included)."""
+    return {
+        "snapshot_id": view.snapshot_id,
+        "positions": view.positions,
+        "skus": {sku: (c.sites, c.figures.tolist()) for sku, c in sorted(view.skus.items())},
+        "slots": dict(sorted(view.slots.items())),
+        "inbound": dict(sorted(view.inbound.items())),
+        "offers": dict(sorted(view.offers.items())),
+    }
+
+
+@st.composite
+def position_changes(draw: st.DrawFn, version: int) -> list[PositionChange]:
+    sites = st.sampled_from((*_SITES, "S10", "A0"))
+    keys = draw(st.lists(st.tuples(sites, st.sampled_from(_SKUS)), min_size=1, max_size=8, unique=True))
+    found = []
+    for site, sku in keys:
+        # Now and then a count beyond int32: the model's records widen.
+        on_hand = draw(st.integers(-2, 30) | st.just(3_000_000_000))
+        lines = tuple(
+            InboundLine(f"PO-{k}", draw(st.integers(1, 5)), T0 + 3_600_000 * (k + 1))
+            for k in range(draw(st.integers(0, 2)))
+        )
+        offer = draw(st.none() | st.builds(OfferTerms, st.integers(0, 9), st.just(9.5), st.none(), st.just(T0)))
+        found.append(change(site, sku, version, on_hand=on_hand, inbound=lines, offer=offer))
+    return found
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_a_model_refreshed_after_random_publishes_equals_a_whole_load_of_the_same_snapshot(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    path = tmp_path_factory.mktemp("refresh") / "snapshots"
+    with SnapshotWriter.open(path) as writer:
+        first = [change(site, sku, 1, on_hand=i) for i, (site, sku) in enumerate(zip(_SITES, _SKUS * 2, strict=False))]
+        writer.publish(first, [], events_applied=len(first), now=T0)
+        with ReadModel.open(path) as model:
+            for step in range(2, 2 + data.draw(st.integers(1, 5))):
+                before = model.view
+                assert before is not None
+                kept = view_state(before)
+                writer.publish(data.draw(position_changes(step)), [], events_applied=step, now=T0 + step)
+                if data.draw(st.booleans()):  # sometimes two publishes in one refresh
+                    model.refresh()
+                    # Copy on write: the view a request may still hold is what it was.
+                    assert view_state(before) == kept
+            model.refresh()
+            refreshed = model.view
+            assert refreshed is not None
+            with ReadModel.open(path) as whole:
+                assert whole.view is not None
+                assert view_state(refreshed) == view_state(whole.view)
+                assert refreshed.dtype == whole.view.dtype

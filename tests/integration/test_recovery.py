@@ -13,7 +13,7 @@ from adapters.snapshot_store import SnapshotReader
 from ledger.contract import event_to_json_bytes
 from simulator import RetailerSimulator, SimConfig
 from tests.conftest import start_cli
-from tests.store_checks import events_applied
+from tests.store_checks import events_applied, finish_while_progressing
 
 pytestmark = pytest.mark.integration
 
@@ -47,10 +47,13 @@ def test_kill_during_a_replay_then_restart_gives_the_positions_of_a_clean_run(tm
     source = tmp_path / "day.jsonl"
     write_day(source, 120_000)
     clean, crashed = tmp_path / "clean", tmp_path / "crashed"
-    assert start(source, clean).wait(timeout=300) == 0
+    first = start(source, clean)
+    _stdout, stderr = finish_while_progressing(first, lambda: events_applied(clean), "the clean run")
+    assert first.returncode == 0, stderr.decode()
 
     victim = start(source, crashed)
-    deadline = time.monotonic() + 120
+    # Killed once 20,000 events are applied: it may take a while on a busy machine, never forever.
+    deadline = time.monotonic() + 900
     while events_applied(crashed) < 20_000 and time.monotonic() < deadline and victim.poll() is None:
         time.sleep(0.1)
     assert victim.poll() is None, "the run ended before it could be killed; make the input larger"
@@ -60,7 +63,7 @@ def test_kill_during_a_replay_then_restart_gives_the_positions_of_a_clean_run(tm
     assert 0 < killed_at < 120_000
 
     restarted = start(source, crashed)
-    _stdout, stderr = restarted.communicate(timeout=300)
+    _stdout, stderr = finish_while_progressing(restarted, lambda: events_applied(crashed), "the restarted run")
     assert restarted.returncode == 0, stderr.decode()
 
     with SnapshotReader.open(clean) as a, SnapshotReader.open(crashed) as b:

@@ -19,6 +19,7 @@ import pytest
 
 from adapters.snapshot_store import MaintenanceReport, SnapshotReader, SnapshotWriter, tables
 from adapters.snapshot_store.compaction import CompactionPolicy
+from adapters.snapshot_store.layout import LAKE
 from adapters.snapshot_store.sink import SnapshotSink
 from ledger.contract import fulfilment_to_record
 from ledger.errors import SnapshotError
@@ -176,6 +177,20 @@ def test_publishing_nothing_writes_no_snapshot(writer: SnapshotWriter, reader: S
     assert writer.publish([], [], events_applied=0, now=T0) is None
     assert reader.latest() is None
     assert reader.snapshots() == []
+
+
+@pytest.mark.integration
+def test_a_one_row_publish_lands_in_parquet_and_nothing_is_inlined_in_the_catalog(
+    writer: SnapshotWriter, reader: SnapshotReader
+) -> None:
+    # Inlined rows are where DuckLake 1.5.5's flush crashed beside readers (connection._NO_INLINING).
+    published = writer.publish([change("A", "PIN", 1)], [], events_applied=1, now=T0)
+    assert published is not None
+    _, rows = reader.sql(f"SELECT changes FROM {LAKE}.snapshots() WHERE snapshot_id = {int(published)}")
+    (changes,) = rows[0]
+    assert "tables_inserted_into" in changes
+    assert not [kind for kind in changes if kind.startswith("inlined")]
+    assert [p["site_id"] for p in reader.positions(sku="PIN")] == ["A"]
 
 
 @pytest.mark.integration
@@ -424,7 +439,9 @@ def test_a_reader_in_another_process_sees_only_whole_snapshots_while_the_writer_
     final_id = first + publishes
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     child = subprocess.Popen(
-        [sys.executable, "-c", _READER_LOOP, str(store), str(final_id), "90"],
+        # The reader stops when it sees the last publish; its deadline only bounds a broken
+        # run (90 s was too short for 30 publishes beside other work, load ~50 on 2 cores).
+        [sys.executable, "-c", _READER_LOOP, str(store), str(final_id), "900"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -435,7 +452,7 @@ def test_a_reader_in_another_process_sees_only_whole_snapshots_while_the_writer_
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready", child.stderr.read() if child.stderr else ""
         ids = [writer.publish(moves(v), [], events_applied=20 * (v + 1), now=T0 + v) for v in range(1, publishes + 1)]
-        out, err = child.communicate(timeout=120)
+        out, err = child.communicate(timeout=960)
     finally:
         if child.poll() is None:
             child.kill()

@@ -44,7 +44,7 @@ from ledger.network import (
 from ledger.network_schema import network_from_mapping
 from ledger.outputs import InboundLine, OfferTerms
 from ledger.promise import promise
-from ledger.schedule import next_opening, next_run, slots
+from ledger.schedule import add_days, next_opening, next_run, slots
 
 pytestmark = pytest.mark.unit
 
@@ -791,6 +791,8 @@ def test_the_memoised_schedules_are_the_networks_own(network, moment, data):
         assert slots(network, site.id, moment, days) == network.slots(site.id, moment, moment + days * DAY_MS)
         for at in (moment, moment + data.draw(st.integers(0, 3 * DAY_MS)), moment - moment % DAY_MS + DAY_MS - 1):
             assert next_opening(network, site.id, at) == network.next_opening(site.id, at)
+            lead = data.draw(st.integers(0, 12))
+            assert add_days(network, site.id, at, lead) == network.add_days(site.id, at, lead)
 
 
 @given(

@@ -1,0 +1,140 @@
+"""The read model alone: a first load's time and resident memory, then the CPU of each refresh.
+
+`python -m bench.serve_refresh --sites 1000 --skus 2000 --changes 100000 --publishes 3
+--before /work/main` builds (or reuses) the bench store of bench/serve_store.py, and for
+each checkout (`--before`'s first, then this one), in a process of its own on a fresh
+copy of the store:
+
+1. opens `ReadModel` on it (the first load): wall and CPU seconds, and how much the
+   process's resident memory grew (per position);
+2. `--publishes` times: publishes `--changes` changed positions through
+   `SnapshotWriter.publish` (random sites and skus, as `make bench-serve`'s publisher
+   does), then times `ReadModel.refresh()` alone, wall and process CPU, and checks the
+   view names the new snapshot.
+
+Prints one line a checkout and writes the JSON under bench/results/. The two
+checkouts run one after the other on the same machine: compare them within one run.
+Not a test: nothing asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.common import write_result
+from bench.serve_store import open_or_build
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Run in the checkout under test (`python -c` puts it first on sys.path): its ReadModel and writer.
+_CHILD = """
+import json, os, random, sys, time
+from pathlib import Path
+from adapters.network_file import load_network
+from adapters.snapshot_store import SnapshotWriter
+from adapters.snapshot_store.read_model import ReadModel
+from ledger.outputs import PositionChange
+
+store, network, skus, changes, publishes, seed = (
+    Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+)
+
+def rss():
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+before = rss()
+wall, cpu = time.perf_counter(), time.process_time()
+model = ReadModel.open(store)
+view = model.view
+out = {
+    "load_wall_s": round(time.perf_counter() - wall, 2),
+    "load_cpu_s": round(time.process_time() - cpu, 2),
+    "positions": view.positions,
+    "resident_growth_bytes": rss() - before,
+}
+out["resident_bytes_per_position"] = round(out["resident_growth_bytes"] / view.positions, 1)
+rng = random.Random(seed)
+sites = [site.id for site in load_network(network).sites]
+writer = SnapshotWriter.open(store)
+applied = 0
+refreshes = []
+for step in range(publishes):
+    now = time.time_ns() // 1_000_000
+    keys = {(rng.choice(sites), f"SKU-{rng.randrange(skus):06d}") for _ in range(changes)}
+    batch = []
+    for site, sku in keys:
+        on_hand = rng.randrange(13)
+        batch.append(PositionChange(
+            site_id=site, sku=sku, on_hand=on_hand, reserved=0, staged=0, inbound_qty=0, safety_stock=0,
+            atp=on_hand, negative=False, version=1_000 + step, updated_at=now, max_occurred_at=now,
+        ))
+    applied += len(batch)
+    sid = writer.publish(batch, [], events_applied=applied, now=now)
+    wall, cpu = time.perf_counter(), time.process_time()
+    changed = model.refresh()
+    took = {"changes": changed, "wall_s": round(time.perf_counter() - wall, 3),
+            "cpu_s": round(time.process_time() - cpu, 3)}
+    assert model.view.snapshot_id == sid, (model.view.snapshot_id, sid)
+    refreshes.append(took)
+out["refreshes"] = refreshes
+out["resident_bytes_per_position_end"] = round((rss() - before) / model.view.positions, 1)
+writer.close()
+model.close()
+print(json.dumps(out))
+"""
+
+
+def run(checkout: Path, source: Path, network: str, args: argparse.Namespace) -> dict[str, object]:
+    """One checkout's load and refreshes, on a fresh copy of the store."""
+    store = source.parent / f"refresh-store-{checkout.name}"
+    if store.exists():
+        shutil.rmtree(store)
+    shutil.copytree(source, store)
+    try:
+        out = subprocess.run(
+            [
+                sys.executable, "-c", _CHILD, str(store), network, str(args.skus), str(args.changes),
+                str(args.publishes), str(args.seed),
+            ],
+            cwd=checkout, capture_output=True, text=True, check=False, env=dict(os.environ),
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+    if out.returncode != 0:
+        sys.exit(f"{checkout}: the read model run failed:\n{out.stderr[-4000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert isinstance(result, dict)
+    found: dict[str, object] = {"code": str(checkout)}
+    found.update(result)
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sites", type=int, default=1_000)
+    parser.add_argument("--skus", type=int, default=2_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--slot-days", type=int, default=14)
+    parser.add_argument("--changes", type=int, default=100_000, help="changed positions a publish")
+    parser.add_argument("--publishes", type=int, default=3)
+    parser.add_argument("--before", type=Path, default=None, help="another checkout, run first (e.g. main's)")
+    args = parser.parse_args()
+    build = open_or_build(sites=args.sites, skus=args.skus, seed=args.seed, slot_days=args.slot_days)
+    runs = []
+    for checkout in ([args.before.resolve()] if args.before else []) + [REPO]:
+        result = run(checkout, Path(build.directory), build.network, args)
+        runs.append(result)
+        print(json.dumps(result), flush=True)
+    path = write_result("serve-refresh", {"params": {k: str(v) for k, v in vars(args).items()}, "runs": runs})
+    print(f"results in {path.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()

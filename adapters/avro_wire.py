@@ -40,6 +40,7 @@ registry framing instead, under subject ``<topic>-value``.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ _CONFLUENT_HEADER = len(CONFLUENT_MAGIC) + 4
 # that is not UTF-8 (UnicodeDecodeError, a ValueError), a number out of range, or a field
 # the writer's type cannot be resolved to ours.
 _BODY_ERRORS = (EOFError, IndexError, ValueError, OverflowError, SchemaResolutionError)
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 _BODY_TROUBLE = {
     EOFError: "the body ends before the record does (truncated?)",
     IndexError: "an enum or union index is out of range, or a string is cut short",
@@ -355,7 +357,10 @@ class WireCodec:
             record = fastavro.schemaless_reader(buf, writer.schema, writer.reader)
         except _BODY_ERRORS as exc:
             trouble = _BODY_TROUBLE.get(type(exc), type(exc).__name__)
-            said = str(exc)
+            # fastavro names the buffer it read ("cannot read double from <_io.BytesIO object at
+            # 0x7f...>"): an address would make the same bad input give a different dead letter
+            # each time it is read (a replay after a crash, the one-pass and two-pass readers).
+            said = _OBJECT_REPR.sub("the body", str(exc))
             if len(said) > 160:  # fastavro's resolution errors print whole schemas
                 said = said[:160] + "..."
             detail = (

@@ -37,7 +37,7 @@ from ledger.events import Millis
 from ledger.fulfilment import HOME, FulfilmentMode, SourceKind
 from ledger.nearby import candidates
 from ledger.network import MINUTE_MS, Lane, Network, Run, Site
-from ledger.schedule import add_days, next_opening, next_run, slots
+from ledger.schedule import add_days, next_opening, slot_range, transfer
 
 __all__ = ["promise"]
 
@@ -78,7 +78,7 @@ def promise(
     }
     into = _into(network)
     reach = _reachable(network, stores)
-    ctx = _Context(network, view, request, radius, stores, explain)
+    ctx = _Context(network, view, request, radius, stores, explain, into)
     counts = ctx.counts
     found: list[_Found] = []
     bound: dict[tuple[str, str], list[_Found]] = {}
@@ -155,6 +155,8 @@ class _Into:
     """Sources that may serve whatever the radius: DCs with a carrier, sellers."""
     kinds: Mapping[str, SourceKind]
     """Every site of the network and its kind."""
+    lanes_into: Mapping[str, tuple[tuple[int, Lane], ...]]
+    """Per store, the lanes into it, each with its place among its origin's `lanes_from`."""
 
 
 _INTO: dict[int, tuple[Network, _Into]] = {}
@@ -176,11 +178,16 @@ def _into(network: Network) -> _Into:
         for site in network.sites
         if site.kind is SourceKind.SELLER or (site.kind is SourceKind.DC and network.carrier(site.id) is not None)
     )
+    lanes_into: dict[str, list[tuple[int, Lane]]] = {}
+    for origin in {lane.origin for lane in network.lanes}:
+        for place, lane in enumerate(network.lanes_from(origin)):
+            lanes_into.setdefault(lane.destination, []).append((place, lane))
     into = _Into(
         {store: frozenset(found) for store, found in lanes.items()},
         {store: frozenset(found) for store, found in routes.items()},
         anywhere,
         {site.id: site.kind for site in network.sites},
+        {store: tuple(found) for store, found in lanes_into.items()},
     )
     if len(_INTO) >= 8:  # a process serves one network; tests build many
         _INTO.clear()
@@ -294,21 +301,18 @@ class _Found:
         return (*self.key, self.option_id())
 
     def booked(self, slot: Millis) -> _Found:
-        """The same option with an appointment slot (a variant under its own id)."""
-        available_at, _, distance_km, _, _ = self.key
-        return _Found(
+        """The same option with an appointment slot (a variant under its own id; the same rank key)."""
+        other = _Found.__new__(_Found)
+        other.mode, other.sku, other.qty, other.source, other.deliver_to = (
             self.mode,
             self.sku,
             self.qty,
             self.source,
             self.deliver_to,
-            available_at,
-            distance_km,
-            price=self.price,
-            run=self.run,
-            arrives_at=self.arrives_at,
-            appointment_at=slot,
         )
+        other.price, other.run, other.arrives_at, other.appointment_at = self.price, self.run, self.arrives_at, slot
+        other.key, other._id = self.key, None
+        return other
 
     def option(self) -> Option:
         """The option as the answer shows it."""
@@ -330,6 +334,10 @@ class _Found:
             arrives_at=run.arrives_at if run is not None else self.arrives_at,
             appointment_at=self.appointment_at,
         )
+
+
+def _place(lane: tuple[int, Lane]) -> int:
+    return lane[0]
 
 
 def _key(found: _Found) -> tuple[Millis, int, float, bool, float]:
@@ -433,7 +441,8 @@ class _Context:
         request: PromiseRequest,
         radius: float,
         stores: dict[str, float],
-        explain: bool = True,
+        explain: bool,
+        into: _Into,
     ) -> None:
         self.network, self.view, self.request = network, view, request
         self.now, self.radius, self.stores = request.now, radius, stores
@@ -446,6 +455,15 @@ class _Context:
         self.found = 0
         """Exclusions so far."""
         self._slots: dict[tuple[str, Millis], Millis | str] = {}
+        # Per origin, its lanes into a store in the radius, in `lanes_from` order (the order
+        # exclusions are found in): a DC has ~90 lanes and a basket asked each of them.
+        lanes: dict[str, list[tuple[int, Lane]]] = {}
+        for store in stores:
+            for place, lane in into.lanes_into.get(store, ()):
+                lanes.setdefault(lane.origin, []).append((place, lane))
+        self.lanes_in: dict[str, list[Lane]] = {
+            origin: [lane for _, lane in sorted(found, key=_place)] for origin, found in lanes.items()
+        }
 
     def exclude(self, site_id: str, sku: str, reason: Reason, detail: str | Callable[[], str]) -> None:
         """Count an exclusion; its detail (text, or a function making it) is built only if it is shown."""
@@ -564,23 +582,23 @@ class _Context:
 
     def _transfers(self, site: Site, sku: str, qty: int) -> list[_Found]:
         found: list[_Found] = []
-        for lane in self.network.lanes_from(site.id):
-            if lane.destination in self.stores:
-                option = self._transfer(site, lane, sku, qty)
-                if option is not None:
-                    found.append(option)
+        for lane in self.lanes_in.get(site.id, ()):
+            option = self._transfer(site, lane, sku, qty)
+            if option is not None:
+                found.append(option)
         return found
 
     def _transfer(self, site: Site, lane: Lane, sku: str, qty: int) -> _Found | None:
         # The clerk can start picking now: the first departure whose cut-off is not passed.
-        run = next_run(self.network, lane, self.now)
-        if run is None:
+        found = transfer(self.network, lane, self.now)
+        if found is None:
             days = self.network.horizon_days
             detail = f"lane {lane.id} has no departure with its pick cut-off after {_iso(self.now)} within {days} days"
             self.exclude(site.id, sku, Reason.NO_DEPARTURE, detail)
             return None
-        at = self._opening(lane.destination, run.arrives_at, site.id, sku)
+        run, at = found
         if at is None:
+            self._closed(lane.destination, run.arrives_at, site.id, sku)
             return None
         mode = FulfilmentMode.TRANSFER_TO_STORE
         return _Found(mode, sku, qty, site, lane.destination, at, self.stores[lane.destination], run=run)
@@ -617,9 +635,12 @@ class _Context:
     def _opening(self, store_id: str, at: Millis, source_id: str, sku: str) -> Millis | None:
         opening = next_opening(self.network, store_id, at)
         if opening is None:
-            detail = f"{store_id} does not open within {self.network.horizon_days} days after {_iso(at)}"
-            self.exclude(source_id, sku, Reason.CLOSED, detail)
+            self._closed(store_id, at, source_id, sku)
         return opening
+
+    def _closed(self, store_id: str, at: Millis, source_id: str, sku: str) -> None:
+        detail = f"{store_id} does not open within {self.network.horizon_days} days after {_iso(at)}"
+        self.exclude(source_id, sku, Reason.CLOSED, detail)
 
     def with_slot(self, option: _Found) -> _Found | None:
         """The option with the first free appointment slot at its store, or None (excluded)."""
@@ -641,8 +662,11 @@ class _Context:
         if self.network.site(store_id).appointments is None:
             return f"{store_id} takes no appointments"
         full = unopened = 0
-        for slot in slots(self.network, store_id, at, days):
-            free = self.view.free_slot_capacity(store_id, slot)
+        found, lo, hi = slot_range(self.network, store_id, at, days)
+        capacity = self.view.free_slot_capacity
+        for i in range(lo, hi):
+            slot = found[i]
+            free = capacity(store_id, slot)
             if free is None:
                 unopened += 1
             elif free > 0:

@@ -44,7 +44,7 @@ from ledger.network import (
 from ledger.network_schema import network_from_mapping
 from ledger.outputs import InboundLine, OfferTerms
 from ledger.promise import promise
-from ledger.schedule import add_days, next_opening, next_run, slots
+from ledger.schedule import add_days, next_opening, next_run, slots, transfer
 
 pytestmark = pytest.mark.unit
 
@@ -875,3 +875,25 @@ def test_ranking_first_and_building_only_the_kept_options_equals_building_all_th
     ranked = sorted(whole.options, key=lambda o: (o.available_at, list(FulfilmentMode).index(o.mode), o.distance_km))
     assert [o.available_at for o in ranked] == [o.available_at for o in whole.options]
     assert promise(network, view, request, limit=limit, explain=False) == bounded(whole, limit)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    networks(),
+    st.integers(at("2026-01-01T00:00"), at("2027-01-01T00:00")),
+    st.lists(st.integers(-DAY_MS, 3 * DAY_MS), min_size=1, max_size=12),
+)
+def test_a_lanes_transfer_kept_between_cutoffs_is_the_next_run_and_the_opening_after_it(network, moment, steps):
+    # Asked at instants before, on and after cut-offs, forwards and back: the kept answer
+    # must be what the lane's next run and the destination's next opening give each time.
+    def expected(lane: Lane, now: int) -> tuple[object, int | None] | None:
+        run = network.next_run(lane, now)
+        return None if run is None else (run, network.next_opening(lane.destination, run.arrives_at))
+
+    for lane in network.lanes:
+        for now in [moment + step for step in steps] + [moment]:
+            assert transfer(network, lane, now) == expected(lane, now)
+            run = network.next_run(lane, now)
+            if run is not None:
+                for edge in (run.cutoff_at - 1, run.cutoff_at, run.cutoff_at + 1):
+                    assert transfer(network, lane, edge) == expected(lane, edge)

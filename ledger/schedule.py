@@ -20,8 +20,12 @@ from ledger.network import DAY_MS, MINUTE_MS, Lane, Network, Run, _local, _open,
 
 __all__ = ["add_days", "next_opening", "next_run", "slot_range", "slots", "transfer"]
 
-_RUNS: dict[tuple[int, str, Millis], tuple[Network, tuple[Run, ...], tuple[Millis, ...]]] = {}
+_RUNS: dict[tuple[int, str, Millis], tuple[Network, tuple[Run, ...], tuple[Millis, ...], bool]] = {}
+"""(network, lane, UTC day) -> the lane's runs from that day, their cut-offs, and whether they cover the horizon."""
+_FIRST_DAYS = 2
 _SLOTS: dict[tuple[int, str, Millis], tuple[Network, tuple[Millis, ...]]] = {}
+_SLOT_BLOCK_MS = 4 * DAY_MS
+"""The days of `at` one store's kept slots serve (`slot_range`)."""
 _MEMO_ENTRIES = 50_000
 """Entries kept per memo before it is cleared: a day of a national network is ~3,000 windows."""
 
@@ -41,13 +45,16 @@ def _next_run(network: Network, lane: Lane, ready_at: Millis) -> tuple[Run | Non
     key = (id(network), lane.id, day)
     cached = _RUNS.get(key)
     if cached is None or cached[0] is not network:
-        end = day + (network.horizon_days + 2) * DAY_MS + lane.cutoff_minutes * MINUTE_MS
-        found = network.runs(lane, day, end)
-        if len(_RUNS) >= _MEMO_ENTRIES:
-            _RUNS.clear()
-        cached = _RUNS[key] = (network, found, tuple(run.cutoff_at for run in found))
-    _, runs, cutoffs = cached
+        # The next two days first: a shuttle runs most days, and the whole horizon's departures
+        # (through zoneinfo, ~15 days of them) were most of a cold promise's time. Their runs
+        # are the first of the horizon's (sorted by departure), so a run found there is the same.
+        cached = _kept_runs(key, network, lane, day, day + _FIRST_DAYS * DAY_MS, whole=False)
+    _, runs, cutoffs, whole = cached
     i = bisect_left(cutoffs, ready_at)
+    if i == len(runs) and not whole:
+        end = day + (network.horizon_days + 2) * DAY_MS + lane.cutoff_minutes * MINUTE_MS
+        _, runs, cutoffs, whole = _kept_runs(key, network, lane, day, end, whole=True)
+        i = bisect_left(cutoffs, ready_at)
     if i == len(runs):
         return None, 0, 0
     run = runs[i]
@@ -56,6 +63,16 @@ def _next_run(network: Network, lane: Lane, ready_at: Millis) -> tuple[Run | Non
         return None, 0, 0
     lo = max(cutoffs[i - 1] if i else day - 1, run.departs_at - reach, day - 1)
     return run, lo, min(run.cutoff_at, run.departs_at, day + DAY_MS - 1)
+
+
+def _kept_runs(
+    key: tuple[int, str, Millis], network: Network, lane: Lane, start: Millis, end: Millis, *, whole: bool
+) -> tuple[Network, tuple[Run, ...], tuple[Millis, ...], bool]:
+    found = network.runs(lane, start, end)
+    if len(_RUNS) >= _MEMO_ENTRIES:
+        _RUNS.clear()
+    kept = _RUNS[key] = (network, found, tuple(run.cutoff_at for run in found), whole)
+    return kept
 
 
 _TRANSFERS: dict[tuple[int, str], tuple[Network, Millis, Millis, Run, Millis | None]] = {}
@@ -98,11 +115,14 @@ def slot_range(network: Network, store_id: str, at: Millis, days: int) -> tuple[
     if days > network.horizon_days:  # past the window kept
         found = network.slots(store_id, at, at + days * DAY_MS)
         return found, 0, len(found)
-    day = at - at % DAY_MS
-    key = (id(network), store_id, day)
+    # One window per store and block of days, wide enough for any `at` in the block: the
+    # options of one promise arrive over several days (reserve today, a shuttle tomorrow, a
+    # dropship in five), and a window per day of `at` computed ~15 days of slots for each.
+    block = at - at % _SLOT_BLOCK_MS
+    key = (id(network), store_id, block)
     cached = _SLOTS.get(key)
     if cached is None or cached[0] is not network:
-        found = network.slots(store_id, day, day + (network.horizon_days + 1) * DAY_MS)
+        found = network.slots(store_id, block, block + _SLOT_BLOCK_MS + (network.horizon_days + 1) * DAY_MS)
         if len(_SLOTS) >= _MEMO_ENTRIES:
             _SLOTS.clear()
         cached = _SLOTS[key] = (network, found)

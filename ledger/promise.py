@@ -117,7 +117,7 @@ def promise(
     # (ready, distance, store) is unique per plan: the order needs no leg built.
     plans.sort(key=lambda plan: (plan.ready_at, plan.distance_km, plan.store_id))
     if limit is None:
-        # Whole (confirm, explain): every option built, then sorted by its full rank. This is
+        # Whole (limit None, as confirm asks): every option built, then sorted by its full rank. This is
         # the reference the bounded answer below is held to (tests/unit/ledger/test_promise.py).
         options = tuple(sorted((each.option() for each in found), key=_rank))
         together = tuple(plan.build(_best_leg_built) for plan in plans)

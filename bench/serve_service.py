@@ -31,6 +31,9 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=1_000)
     parser.add_argument("--skus", type=int, default=200)
     parser.add_argument("--requests", type=int, default=150)
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="requests answered unmeasured first (default: --requests)"
+    )
     parser.add_argument("--store", type=Path, default=None, help="the bench store's directory (default: the cache's)")
     args = parser.parse_args()
     home = args.store or CACHE / f"{args.sites}x{args.skus}-seed1-slots14d-v1"
@@ -52,7 +55,7 @@ def main() -> None:
                 appointment = scenario == "promise_appt"
                 return service.promise(items, lat=lat, lon=lon, radius_km=50.0, appointment=appointment, limit=10)
 
-            for _ in range(args.requests):
+            for _ in range(args.requests if args.warmup is None else args.warmup):
                 one()
             started = time.process_time()
             for _ in range(args.requests):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -31,14 +31,13 @@ from ledger.answer import (
     SnapshotView,
     Stock,
     Together,
-    best_options,
     check_limit,
 )
 from ledger.events import Millis
 from ledger.fulfilment import HOME, FulfilmentMode, SourceKind
 from ledger.nearby import candidates
 from ledger.network import MINUTE_MS, Lane, Network, Run, Site
-from ledger.schedule import add_days, next_opening, next_run, slots
+from ledger.schedule import add_days, next_opening, slot_range, transfer
 
 __all__ = ["promise"]
 
@@ -79,10 +78,10 @@ def promise(
     }
     into = _into(network)
     reach = _reachable(network, stores)
-    ctx = _Context(network, view, request, radius, stores, explain)
+    ctx = _Context(network, view, request, radius, stores, explain, into)
     counts = ctx.counts
-    options: list[Option] = []
-    bound: dict[tuple[str, str], list[Option]] = {}
+    found: list[_Found] = []
+    bound: dict[tuple[str, str], list[_Found]] = {}
     for sku, qty in request.items:
         # The sources are the sites with a position of the sku; a site that never held
         # it is no source, and listing every site of a national network would bury the
@@ -111,19 +110,27 @@ def promise(
                     if request.appointment and option.deliver_to != HOME:
                         booked = ctx.with_slot(option)
                         if booked is not None:
-                            options.append(booked)
+                            found.append(booked)
                     else:
-                        options.append(option)
-    together = [plan for store in sorted(stores) if (plan := ctx.together(store, bound)) is not None]
-    ranked = sorted(options, key=_rank)
-    plans = sorted(together, key=lambda plan: (plan.ready_at, plan.distance_km, plan.store_id))
+                        found.append(option)
+    plans = [plan for store in sorted(stores) if (plan := ctx.together(store, bound)) is not None]
+    # (ready, distance, store) is unique per plan: the order needs no leg built.
+    plans.sort(key=lambda plan: (plan.ready_at, plan.distance_km, plan.store_id))
+    if limit is None:
+        # Whole (limit None, as confirm asks): every option built, then sorted by its full rank. This is
+        # the reference the bounded answer below is held to (tests/unit/ledger/test_promise.py).
+        options = tuple(sorted((each.option() for each in found), key=_rank))
+        together = tuple(plan.build(_best_leg_built) for plan in plans)
+    else:
+        options = _best(found, limit)
+        together = tuple(plan.build(_best_leg) for plan in plans[:limit])
     return Promise(
         snapshot_id=view.snapshot_id,
         now=request.now,
-        options=tuple(ranked) if limit is None else best_options(ranked, limit),
-        together=tuple(plans[:limit]),
+        options=options,
+        together=together,
         excluded=tuple(ctx.excluded),
-        options_total=len(ranked),
+        options_total=len(found),
         together_total=len(plans),
         exclusions=ctx.summary(),
     )
@@ -148,6 +155,8 @@ class _Into:
     """Sources that may serve whatever the radius: DCs with a carrier, sellers."""
     kinds: Mapping[str, SourceKind]
     """Every site of the network and its kind."""
+    lanes_into: Mapping[str, tuple[tuple[int, Lane], ...]]
+    """Per store, the lanes into it, each with its place among its origin's `lanes_from`."""
 
 
 _INTO: dict[int, tuple[Network, _Into]] = {}
@@ -169,11 +178,16 @@ def _into(network: Network) -> _Into:
         for site in network.sites
         if site.kind is SourceKind.SELLER or (site.kind is SourceKind.DC and network.carrier(site.id) is not None)
     )
+    lanes_into: dict[str, list[tuple[int, Lane]]] = {}
+    for origin in {lane.origin for lane in network.lanes}:
+        for place, lane in enumerate(network.lanes_from(origin)):
+            lanes_into.setdefault(lane.destination, []).append((place, lane))
     into = _Into(
         {store: frozenset(found) for store, found in lanes.items()},
         {store: frozenset(found) for store, found in routes.items()},
         anywhere,
         {site.id: site.kind for site in network.sites},
+        {store: tuple(found) for store, found in lanes_into.items()},
     )
     if len(_INTO) >= 8:  # a process serves one network; tests build many
         _INTO.clear()
@@ -223,36 +237,198 @@ def _option_id(
     return "opt-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _make(
-    mode: FulfilmentMode,
-    sku: str,
-    qty: int,
-    source: Site,
-    deliver_to: str,
-    available_at: Millis,
-    distance_km: float,
-    *,
-    price: float | None = None,
-    run: Run | None = None,
-    arrives_at: Millis | None = None,
-) -> Option:
-    run_id = run.run_id if run is not None else None
-    return Option(
-        option_id=_option_id(mode.value, sku, qty, source.id, deliver_to, run_id, None),
-        mode=mode,
-        sku=sku,
-        qty=qty,
-        source_id=source.id,
-        source_kind=source.kind,
-        deliver_to=deliver_to,
-        available_at=available_at,
-        distance_km=round(distance_km, 3),
-        price=price,
-        run_id=run_id,
-        pick_by=run.cutoff_at if run is not None else None,
-        departs_at=run.departs_at if run is not None else None,
-        arrives_at=run.arrives_at if run is not None else arrives_at,
+class _Found:
+    """An option found, not yet built: its rank without the id, and what building it needs.
+
+    A one-sku promise on a national network finds ~150 options and shows ten; building
+    each as an `Option` with its SHA-256 id was a quarter of a basket's CPU. The id only
+    breaks ties of (available_at, mode, distance, price), so it is computed for an
+    option that is shown or tied with one that might be, and remembered.
+    """
+
+    __slots__ = (
+        "_id",
+        "appointment_at",
+        "arrives_at",
+        "deliver_to",
+        "key",
+        "mode",
+        "price",
+        "qty",
+        "run",
+        "sku",
+        "source",
     )
+
+    def __init__(
+        self,
+        mode: FulfilmentMode,
+        sku: str,
+        qty: int,
+        source: Site,
+        deliver_to: str,
+        available_at: Millis,
+        distance_km: float,
+        *,
+        price: float | None = None,
+        run: Run | None = None,
+        arrives_at: Millis | None = None,
+        appointment_at: Millis | None = None,
+    ) -> None:
+        self.mode, self.sku, self.qty, self.source, self.deliver_to = mode, sku, qty, source, deliver_to
+        self.price, self.run, self.arrives_at, self.appointment_at = price, run, arrives_at, appointment_at
+        # `_rank` but the id, on the values the option will carry (distance rounded to metres).
+        self.key: tuple[Millis, int, float, bool, float] = (
+            available_at,
+            _MODE_ORDER[mode],
+            round(distance_km, 3),
+            price is None,
+            price if price is not None else 0.0,
+        )
+        self._id: str | None = None
+
+    def option_id(self) -> str:
+        """The id the built option carries (computed once)."""
+        if self._id is None:
+            run_id = self.run.run_id if self.run is not None else None
+            self._id = _option_id(
+                self.mode.value, self.sku, self.qty, self.source.id, self.deliver_to, run_id, self.appointment_at
+            )
+        return self._id
+
+    def rank(self) -> tuple[Millis, int, float, bool, float, str]:
+        """`_rank` of the built option."""
+        return (*self.key, self.option_id())
+
+    def booked(self, slot: Millis) -> _Found:
+        """The same option with an appointment slot (a variant under its own id; the same rank key)."""
+        other = _Found.__new__(_Found)
+        other.mode, other.sku, other.qty, other.source, other.deliver_to = (
+            self.mode,
+            self.sku,
+            self.qty,
+            self.source,
+            self.deliver_to,
+        )
+        other.price, other.run, other.arrives_at, other.appointment_at = self.price, self.run, self.arrives_at, slot
+        other.key, other._id = self.key, None
+        return other
+
+    def option(self) -> Option:
+        """The option as the answer shows it."""
+        run = self.run
+        return Option(
+            option_id=self.option_id(),
+            mode=self.mode,
+            sku=self.sku,
+            qty=self.qty,
+            source_id=self.source.id,
+            source_kind=self.source.kind,
+            deliver_to=self.deliver_to,
+            available_at=self.key[0],
+            distance_km=self.key[2],
+            price=self.price,
+            run_id=run.run_id if run is not None else None,
+            pick_by=run.cutoff_at if run is not None else None,
+            departs_at=run.departs_at if run is not None else None,
+            arrives_at=run.arrives_at if run is not None else self.arrives_at,
+            appointment_at=self.appointment_at,
+        )
+
+
+def _place(lane: tuple[int, Lane]) -> int:
+    return lane[0]
+
+
+def _key(found: _Found) -> tuple[Millis, int, float, bool, float]:
+    return found.key
+
+
+def _groups(ordered: list[_Found]) -> list[tuple[int, int]]:
+    """The runs of equal keys in `ordered` (sorted by key), as (start, end) slices."""
+    bounds = []
+    start = 0
+    for i in range(1, len(ordered)):
+        if ordered[i].key != ordered[i - 1].key:
+            bounds.append((start, i))
+            start = i
+    if ordered:
+        bounds.append((start, len(ordered)))
+    return bounds
+
+
+def _in_id_order(ordered: list[_Found], start: int, end: int) -> list[_Found]:
+    """One run of equal keys put in full rank order (in place: by id) and returned."""
+    if end - start > 1:
+        ordered[start:end] = sorted(ordered[start:end], key=_Found.option_id)
+    return ordered[start:end]
+
+
+def _best(found: list[_Found], limit: int) -> tuple[Option, ...]:
+    """`best_options` of every option built and sorted by `_rank`, building only those kept.
+
+    Sorted by the rank without the id; a run of equal keys is put in id order only when
+    the walk reaches it. The same two steps as `best_options`: each (sku, mode)'s best in
+    rank order until `limit`, then the next best by rank.
+    """
+    found.sort(key=_key)
+    groups = _groups(found)
+    if len(found) <= limit:
+        return tuple(f.option() for start, end in groups for f in _in_id_order(found, start, end))
+    chosen: list[_Found] = []
+    pairs: set[tuple[str, FulfilmentMode]] = set()
+    for start, end in groups:
+        if all((f.sku, f.mode) in pairs for f in found[start:end]):
+            continue
+        for f in _in_id_order(found, start, end):
+            if (f.sku, f.mode) not in pairs:
+                pairs.add((f.sku, f.mode))
+                chosen.append(f)
+                if len(chosen) == limit:
+                    break
+        if len(chosen) == limit:
+            break
+    taken = {id(f) for f in chosen}
+    for start, end in groups:
+        if len(chosen) >= limit:
+            break
+        for f in _in_id_order(found, start, end):
+            if id(f) not in taken:
+                chosen.append(f)
+                if len(chosen) == limit:
+                    break
+    chosen.sort(key=_Found.rank)
+    return tuple(f.option() for f in chosen)
+
+
+def _best_leg(candidates: list[_Found]) -> _Found:
+    """The candidate `_rank` puts first; ids computed only for those tied on the rest of the rank."""
+    best = min(f.key for f in candidates)
+    tied = [f for f in candidates if f.key == best]
+    return tied[0] if len(tied) == 1 else min(tied, key=_Found.option_id)
+
+
+def _best_leg_built(candidates: list[_Found]) -> _Found:
+    """`_best_leg` the plain way: every candidate's full rank (the reference)."""
+    return min(candidates, key=_Found.rank)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A together plan before its legs are chosen by id: enough to order the plans."""
+
+    store_id: str
+    distance_km: float
+    ready_at: Millis
+    candidates: tuple[list[_Found], ...]
+    """Per sku of the request, the options bound to the store."""
+    slot: Millis | None
+
+    def build(self, best: Callable[[list[_Found]], _Found]) -> Together:
+        legs = [best(options) for options in self.candidates]
+        if self.slot is not None:
+            legs = [leg.booked(self.slot) for leg in legs]
+        return Together(self.store_id, self.distance_km, self.ready_at, tuple(leg.option() for leg in legs), self.slot)
 
 
 class _Context:
@@ -265,7 +441,8 @@ class _Context:
         request: PromiseRequest,
         radius: float,
         stores: dict[str, float],
-        explain: bool = True,
+        explain: bool,
+        into: _Into,
     ) -> None:
         self.network, self.view, self.request = network, view, request
         self.now, self.radius, self.stores = request.now, radius, stores
@@ -278,6 +455,15 @@ class _Context:
         self.found = 0
         """Exclusions so far."""
         self._slots: dict[tuple[str, Millis], Millis | str] = {}
+        # Per origin, its lanes into a store in the radius, in `lanes_from` order (the order
+        # exclusions are found in): a DC has ~90 lanes and a basket asked each of them.
+        lanes: dict[str, list[tuple[int, Lane]]] = {}
+        for store in stores:
+            for place, lane in into.lanes_into.get(store, ()):
+                lanes.setdefault(lane.origin, []).append((place, lane))
+        self.lanes_in: dict[str, list[Lane]] = {
+            origin: [lane for _, lane in sorted(found, key=_place)] for origin, found in lanes.items()
+        }
 
     def exclude(self, site_id: str, sku: str, reason: Reason, detail: str | Callable[[], str]) -> None:
         """Count an exclusion; its detail (text, or a function making it) is built only if it is shown."""
@@ -312,7 +498,7 @@ class _Context:
         """Why a source with the units has no way to the customer."""
         return self._no_path(site)[1]
 
-    def from_source(self, site_id: str, sku: str, atp: int, qty: int) -> list[Option]:
+    def from_source(self, site_id: str, sku: str, atp: int, qty: int) -> list[_Found]:
         """The options one source with `atp` units (its ATP column's) offers; exclusions recorded on the way.
 
         Only a seller's position is read whole (its offer): the others need nothing but
@@ -367,18 +553,18 @@ class _Context:
         targets = ", ".join(route.store for route in routes)
         return Reason.NO_ROUTE, f"{site.id} ships only to {targets}, none within {self.radius:g} km"
 
-    def _from_store(self, site: Site, sku: str, qty: int) -> list[Option]:
-        found: list[Option] = []
+    def _from_store(self, site: Site, sku: str, qty: int) -> list[_Found]:
+        found: list[_Found] = []
         if site.id in self.stores:
             ready = self.now + site.prep_minutes * MINUTE_MS
             at = self._opening(site.id, ready, site.id, sku)
             if at is not None:
                 mode = FulfilmentMode.RESERVE_IN_STORE
-                found.append(_make(mode, sku, qty, site, site.id, at, self.stores[site.id]))
+                found.append(_Found(mode, sku, qty, site, site.id, at, self.stores[site.id]))
         found.extend(self._transfers(site, sku, qty))
         return found
 
-    def _from_dc(self, site: Site, sku: str, qty: int) -> list[Option]:
+    def _from_dc(self, site: Site, sku: str, qty: int) -> list[_Found]:
         found = self._transfers(site, sku, qty)
         carrier = self.network.carrier(site.id)
         if carrier is not None:
@@ -391,34 +577,34 @@ class _Context:
             else:
                 at = add_days(self.network, site.id, self.now, carrier.lead_days)
                 mode = FulfilmentMode.HOME_DELIVERY
-                found.append(_make(mode, sku, qty, site, HOME, at, km, arrives_at=at))
+                found.append(_Found(mode, sku, qty, site, HOME, at, km, arrives_at=at))
         return found
 
-    def _transfers(self, site: Site, sku: str, qty: int) -> list[Option]:
-        found: list[Option] = []
-        for lane in self.network.lanes_from(site.id):
-            if lane.destination in self.stores:
-                option = self._transfer(site, lane, sku, qty)
-                if option is not None:
-                    found.append(option)
+    def _transfers(self, site: Site, sku: str, qty: int) -> list[_Found]:
+        found: list[_Found] = []
+        for lane in self.lanes_in.get(site.id, ()):
+            option = self._transfer(site, lane, sku, qty)
+            if option is not None:
+                found.append(option)
         return found
 
-    def _transfer(self, site: Site, lane: Lane, sku: str, qty: int) -> Option | None:
+    def _transfer(self, site: Site, lane: Lane, sku: str, qty: int) -> _Found | None:
         # The clerk can start picking now: the first departure whose cut-off is not passed.
-        run = next_run(self.network, lane, self.now)
-        if run is None:
+        found = transfer(self.network, lane, self.now)
+        if found is None:
             days = self.network.horizon_days
             detail = f"lane {lane.id} has no departure with its pick cut-off after {_iso(self.now)} within {days} days"
             self.exclude(site.id, sku, Reason.NO_DEPARTURE, detail)
             return None
-        at = self._opening(lane.destination, run.arrives_at, site.id, sku)
+        run, at = found
         if at is None:
+            self._closed(lane.destination, run.arrives_at, site.id, sku)
             return None
         mode = FulfilmentMode.TRANSFER_TO_STORE
-        return _make(mode, sku, qty, site, lane.destination, at, self.stores[lane.destination], run=run)
+        return _Found(mode, sku, qty, site, lane.destination, at, self.stores[lane.destination], run=run)
 
-    def _from_supplier(self, site: Site, sku: str, qty: int) -> list[Option]:
-        found: list[Option] = []
+    def _from_supplier(self, site: Site, sku: str, qty: int) -> list[_Found]:
+        found: list[_Found] = []
         for route in self.network.routes_from(site.id):
             if route.store not in self.stores:
                 continue
@@ -430,10 +616,12 @@ class _Context:
             at = self._opening(route.store, arrives, site.id, sku)
             if at is not None:
                 mode = FulfilmentMode.DROPSHIP_TO_STORE
-                found.append(_make(mode, sku, qty, site, route.store, at, self.stores[route.store], arrives_at=arrives))
+                found.append(
+                    _Found(mode, sku, qty, site, route.store, at, self.stores[route.store], arrives_at=arrives)
+                )
         return found
 
-    def _from_seller(self, site: Site, stock: Stock, qty: int) -> list[Option]:
+    def _from_seller(self, site: Site, stock: Stock, qty: int) -> list[_Found]:
         offer = stock.offer
         if offer is None:
             self.exclude(site.id, stock.sku, Reason.NO_OFFER, f"{site.id} has no current offer for {stock.sku}")
@@ -442,22 +630,25 @@ class _Context:
         at = add_days(self.network, site.id, self.now, days)
         km = self.network.distance_km(site.id, self.request.lat, self.request.lon)
         mode = FulfilmentMode.HOME_DELIVERY
-        return [_make(mode, stock.sku, qty, site, HOME, at, km, price=offer.price, arrives_at=at)]
+        return [_Found(mode, stock.sku, qty, site, HOME, at, km, price=offer.price, arrives_at=at)]
 
     def _opening(self, store_id: str, at: Millis, source_id: str, sku: str) -> Millis | None:
         opening = next_opening(self.network, store_id, at)
         if opening is None:
-            detail = f"{store_id} does not open within {self.network.horizon_days} days after {_iso(at)}"
-            self.exclude(source_id, sku, Reason.CLOSED, detail)
+            self._closed(store_id, at, source_id, sku)
         return opening
 
-    def with_slot(self, option: Option) -> Option | None:
+    def _closed(self, store_id: str, at: Millis, source_id: str, sku: str) -> None:
+        detail = f"{store_id} does not open within {self.network.horizon_days} days after {_iso(at)}"
+        self.exclude(source_id, sku, Reason.CLOSED, detail)
+
+    def with_slot(self, option: _Found) -> _Found | None:
         """The option with the first free appointment slot at its store, or None (excluded)."""
-        slot = self._first_slot(option.deliver_to, option.available_at)
+        slot = self._first_slot(option.deliver_to, option.key[0])
         if isinstance(slot, str):
-            self.exclude(option.source_id, option.sku, Reason.NO_APPOINTMENT, slot)
+            self.exclude(option.source.id, option.sku, Reason.NO_APPOINTMENT, slot)
             return None
-        return _booked(option, slot)
+        return option.booked(slot)
 
     def _first_slot(self, store_id: str, at: Millis) -> Millis | str:
         """The first slot with free capacity at or after `at`, or why there is none."""
@@ -471,8 +662,11 @@ class _Context:
         if self.network.site(store_id).appointments is None:
             return f"{store_id} takes no appointments"
         full = unopened = 0
-        for slot in slots(self.network, store_id, at, days):
-            free = self.view.free_slot_capacity(store_id, slot)
+        found, lo, hi = slot_range(self.network, store_id, at, days)
+        capacity = self.view.free_slot_capacity
+        for i in range(lo, hi):
+            slot = found[i]
+            free = capacity(store_id, slot)
             if free is None:
                 unopened += 1
             elif free > 0:
@@ -486,16 +680,17 @@ class _Context:
             f"{full} full, {unopened} not opened (no capacity position in snapshot {self.view.snapshot_id})"
         )
 
-    def together(self, store_id: str, bound: Mapping[tuple[str, str], list[Option]]) -> Together | None:
+    def together(self, store_id: str, bound: Mapping[tuple[str, str], list[_Found]]) -> _Plan | None:
         """The basket at one store, each item by its best option to it; None if an item cannot get there."""
-        legs: list[Option] = []
+        candidates = []
         for sku, _ in self.request.items:
-            candidates = bound.get((sku, store_id))
-            if not candidates:
+            options = bound.get((sku, store_id))
+            if not options:
                 return None
             # One leg per sku (skus are merged), so no source is counted twice.
-            legs.append(min(candidates, key=_rank))
-        ready = max(leg.available_at for leg in legs)
+            candidates.append(options)
+        # The best leg's available_at is the least of its candidates' (the rank's first term).
+        ready = max(min(option.key[0] for option in options) for options in candidates)
         slot: Millis | None = None
         if self.request.appointment:
             found = self._first_slot(store_id, ready)
@@ -503,17 +698,8 @@ class _Context:
                 self.exclude(store_id, BASKET, Reason.NO_APPOINTMENT, f"basket ready {_iso(ready)}; {found}")
                 return None
             slot = found
-            legs = [_booked(leg, slot) for leg in legs]
-        return Together(store_id, self.stores[store_id], ready, tuple(legs), slot)
+        return _Plan(store_id, self.stores[store_id], ready, tuple(candidates), slot)
 
 
 def _iso(at: Millis) -> str:
     return (_EPOCH + timedelta(milliseconds=at)).strftime("%Y-%m-%dT%H:%MZ")
-
-
-def _booked(option: Option, slot: Millis) -> Option:
-    """The option with an appointment slot, under the id of that booked variant."""
-    option_id = _option_id(
-        option.mode.value, option.sku, option.qty, option.source_id, option.deliver_to, option.run_id, slot
-    )
-    return replace(option, appointment_at=slot, option_id=option_id)

@@ -18,48 +18,116 @@ from ledger.events import Millis
 # The network's own wall-clock helpers: the memo must compute exactly what Network.next_opening does.
 from ledger.network import DAY_MS, MINUTE_MS, Lane, Network, Run, _local, _open, _wall
 
-__all__ = ["add_days", "next_opening", "next_run", "slots"]
+__all__ = ["add_days", "next_opening", "next_run", "slot_range", "slots", "transfer"]
 
-_RUNS: dict[tuple[int, str, Millis], tuple[Network, tuple[Run, ...], tuple[Millis, ...]]] = {}
+_RUNS: dict[tuple[int, str, Millis], tuple[Network, tuple[Run, ...], tuple[Millis, ...], bool]] = {}
+"""(network, lane, UTC day) -> the lane's runs from that day, their cut-offs, and whether they cover the horizon."""
+_FIRST_DAYS = 2
 _SLOTS: dict[tuple[int, str, Millis], tuple[Network, tuple[Millis, ...]]] = {}
+_SLOT_BLOCK_MS = 4 * DAY_MS
+"""The days of `at` one store's kept slots serve (`slot_range`)."""
 _MEMO_ENTRIES = 50_000
 """Entries kept per memo before it is cleared: a day of a national network is ~3,000 windows."""
 
 
 def next_run(network: Network, lane: Lane, ready_at: Millis) -> Run | None:
     """`network.next_run(lane, ready_at)`, from the lane's departures of the window around `ready_at`."""
+    return _next_run(network, lane, ready_at)[0]
+
+
+def _next_run(network: Network, lane: Lane, ready_at: Millis) -> tuple[Run | None, Millis, Millis]:
+    """`next_run`, and the instants (lo, hi] of the same UTC day for which it is the same run.
+
+    The same departure is the answer from the cut-off before it (or from when it enters
+    the horizon, if later) to its own cut-off; None has no range ((0, 0]).
+    """
     day = ready_at - ready_at % DAY_MS
     key = (id(network), lane.id, day)
     cached = _RUNS.get(key)
     if cached is None or cached[0] is not network:
-        end = day + (network.horizon_days + 2) * DAY_MS + lane.cutoff_minutes * MINUTE_MS
-        found = network.runs(lane, day, end)
-        if len(_RUNS) >= _MEMO_ENTRIES:
-            _RUNS.clear()
-        cached = _RUNS[key] = (network, found, tuple(run.cutoff_at for run in found))
-    _, runs, cutoffs = cached
+        # The next two days first: a shuttle runs most days, and the whole horizon's departures
+        # (through zoneinfo, ~15 days of them) were most of a cold promise's time. Their runs
+        # are the first of the horizon's (sorted by departure), so a run found there is the same.
+        cached = _kept_runs(key, network, lane, day, day + _FIRST_DAYS * DAY_MS, whole=False)
+    _, runs, cutoffs, whole = cached
     i = bisect_left(cutoffs, ready_at)
+    if i == len(runs) and not whole:
+        end = day + (network.horizon_days + 2) * DAY_MS + lane.cutoff_minutes * MINUTE_MS
+        _, runs, cutoffs, whole = _kept_runs(key, network, lane, day, end, whole=True)
+        i = bisect_left(cutoffs, ready_at)
     if i == len(runs):
-        return None
+        return None, 0, 0
     run = runs[i]
-    horizon_end = ready_at + network.horizon_days * DAY_MS + lane.cutoff_minutes * MINUTE_MS
-    return run if ready_at <= run.departs_at < horizon_end else None
+    reach = network.horizon_days * DAY_MS + lane.cutoff_minutes * MINUTE_MS
+    if not ready_at <= run.departs_at < ready_at + reach:
+        return None, 0, 0
+    lo = max(cutoffs[i - 1] if i else day - 1, run.departs_at - reach, day - 1)
+    return run, lo, min(run.cutoff_at, run.departs_at, day + DAY_MS - 1)
+
+
+def _kept_runs(
+    key: tuple[int, str, Millis], network: Network, lane: Lane, start: Millis, end: Millis, *, whole: bool
+) -> tuple[Network, tuple[Run, ...], tuple[Millis, ...], bool]:
+    found = network.runs(lane, start, end)
+    if len(_RUNS) >= _MEMO_ENTRIES:
+        _RUNS.clear()
+    kept = _RUNS[key] = (network, found, tuple(run.cutoff_at for run in found), whole)
+    return kept
+
+
+_TRANSFERS: dict[tuple[int, str], tuple[Network, Millis, Millis, Run, Millis | None]] = {}
+
+
+def transfer(network: Network, lane: Lane, now: Millis) -> tuple[Run, Millis | None] | None:
+    """The lane's next run from `now` and the destination's first opening after it arrives.
+
+    `(next_run(...), next_opening(network, lane.destination, run.arrives_at))`, None without
+    a run. Every promise asks it for every lane into every store near the customer (a
+    basket: ~250 lanes), and the answer only changes at the lane's next cut-off, so it is
+    kept per lane with the instants it holds for.
+    """
+    key = (id(network), lane.id)
+    cached = _TRANSFERS.get(key)
+    if cached is not None and cached[1] < now <= cached[2] and cached[0] is network:
+        return cached[3], cached[4]
+    run, lo, hi = _next_run(network, lane, now)
+    if run is None:
+        return None
+    opening = next_opening(network, lane.destination, run.arrives_at)
+    if len(_TRANSFERS) >= _MEMO_ENTRIES:
+        _TRANSFERS.clear()
+    _TRANSFERS[key] = (network, lo, hi, run, opening)
+    return run, opening
 
 
 def slots(network: Network, store_id: str, at: Millis, days: int) -> tuple[Millis, ...]:
     """`network.slots(store_id, at, at + days * DAY_MS)`, from the store's slots of the window around `at`."""
+    found, lo, hi = slot_range(network, store_id, at, days)
+    return found[lo:hi]
+
+
+def slot_range(network: Network, store_id: str, at: Millis, days: int) -> tuple[tuple[Millis, ...], int, int]:
+    """`slots(...)` as `found[lo:hi]` of the window kept, uncut.
+
+    A search for the first free slot usually stops at the first slot; cutting out the
+    fourteen days of slots it might walk (a tuple of ~500) cost more than the walk.
+    """
     if days > network.horizon_days:  # past the window kept
-        return network.slots(store_id, at, at + days * DAY_MS)
-    day = at - at % DAY_MS
-    key = (id(network), store_id, day)
+        found = network.slots(store_id, at, at + days * DAY_MS)
+        return found, 0, len(found)
+    # One window per store and block of days, wide enough for any `at` in the block: the
+    # options of one promise arrive over several days (reserve today, a shuttle tomorrow, a
+    # dropship in five), and a window per day of `at` computed ~15 days of slots for each.
+    block = at - at % _SLOT_BLOCK_MS
+    key = (id(network), store_id, block)
     cached = _SLOTS.get(key)
     if cached is None or cached[0] is not network:
-        found = network.slots(store_id, day, day + (network.horizon_days + 1) * DAY_MS)
+        found = network.slots(store_id, block, block + _SLOT_BLOCK_MS + (network.horizon_days + 1) * DAY_MS)
         if len(_SLOTS) >= _MEMO_ENTRIES:
             _SLOTS.clear()
         cached = _SLOTS[key] = (network, found)
     found = cached[1]
-    return found[bisect_left(found, at) : bisect_left(found, at + days * DAY_MS)]
+    return found, bisect_left(found, at), bisect_left(found, at + days * DAY_MS)
 
 
 _QUARTER_DAY_MS = DAY_MS // 4

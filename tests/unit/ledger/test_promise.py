@@ -44,7 +44,7 @@ from ledger.network import (
 from ledger.network_schema import network_from_mapping
 from ledger.outputs import InboundLine, OfferTerms
 from ledger.promise import promise
-from ledger.schedule import add_days, next_opening, next_run, slots
+from ledger.schedule import add_days, next_opening, next_run, slots, transfer
 
 pytestmark = pytest.mark.unit
 
@@ -811,3 +811,89 @@ def test_the_best_options_keep_rank_order_and_the_best_of_each_skus_modes(keys, 
     if len(firsts) < limit:
         rest = [o for o in ranked if o not in firsts]
         assert set(rest[: limit - len(firsts)]) <= set(best)  # then the next best by rank
+
+
+@st.composite
+def tied_scenarios(draw: st.DrawFn) -> tuple[Network, HashedSlots, PromiseRequest]:
+    """Many options tied on (available_at, mode, distance, price): the id alone orders them.
+
+    Every store keeps the same hours, every lane departs at night and arrives before the
+    stores open, and every supplier's route has the same lead: the transfers (and the
+    dropships) into one store all become available at its opening, so only their ids
+    decide which make the cut.
+    """
+    week = (((9 * 60, 19 * 60),),) * 7
+    spots = [(45.70, 4.80), (45.72, 4.85), (45.75, 4.90)]
+    sites = [
+        Site(f"S{n}", f"S{n}", SourceKind.STORE, lat, lon, PARIS, week, 30, "Z", Appointments(60, 2))
+        for n, (lat, lon) in enumerate(spots[: draw(st.integers(1, 3))])
+    ]
+    stores = [site.id for site in sites]
+    sites += [Site(f"D{n}", f"D{n}", SourceKind.DC, 45.6, 4.7, PARIS) for n in range(draw(st.integers(1, 6)))]
+    sites += [Site(f"P{n}", f"P{n}", SourceKind.SUPPLIER, 45.5, 4.6, PARIS) for n in range(draw(st.integers(0, 4)))]
+    sites += [Site(f"M{n}", f"M{n}", SourceKind.SELLER, 45.5, 4.6, PARIS) for n in range(draw(st.integers(0, 3)))]
+    nightly = tuple((day, 22 * 60) for day in range(7))
+    lanes = tuple(
+        Lane(f"L{origin.id}{store}", origin.id, store, nightly, 120, 60)
+        for origin in sites
+        if origin.kind in (SourceKind.DC, SourceKind.STORE)
+        for store in stores
+        if origin.id != store
+    )
+    routes = tuple(
+        SupplierRoute(site.id, store, 2, None) for site in sites if site.kind is SourceKind.SUPPLIER for store in stores
+    )
+    carriers = tuple(CarrierRoute(site.id, 1, None) for site in sites if site.kind is SourceKind.DC)
+    network = Network(tuple(sites), lanes, routes, carriers, horizon_days=7)
+    rows = [
+        Stock(site.id, sku, draw(st.integers(0, 3)), (), OfferTerms(5, 10.0, 2, 0))
+        for site in network.sites
+        for sku in SKUS
+        if draw(st.integers(0, 4))  # most sites hold most skus
+    ]
+    view = HashedSlots(draw(st.integers(0, 10**9)), tuple(rows), draw(st.integers()))
+    items = draw(st.lists(st.tuples(st.sampled_from(SKUS), st.integers(1, 2)), min_size=1, max_size=3))
+    request = PromiseRequest.of(
+        items,
+        lat=45.72,
+        lon=4.85,
+        now=draw(st.integers(at("2026-03-02T00:00"), at("2026-03-06T00:00"))),
+        radius_km=50.0,
+        appointment=draw(st.booleans()),
+    )
+    return network, view, request
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(tied_scenarios(), scenarios()), st.integers(1, 12))
+def test_ranking_first_and_building_only_the_kept_options_equals_building_all_then_sorting(scenario, limit):
+    # Asked bounded, the promise ranks without ids and builds only the options it keeps
+    # (ids only where keys tie at the cut); asked whole, it builds every option and sorts
+    # by the full rank. On networks where most options tie, the two must agree.
+    network, view, request = scenario
+    whole = promise(network, view, request)
+    ranked = sorted(whole.options, key=lambda o: (o.available_at, list(FulfilmentMode).index(o.mode), o.distance_km))
+    assert [o.available_at for o in ranked] == [o.available_at for o in whole.options]
+    assert promise(network, view, request, limit=limit, explain=False) == bounded(whole, limit)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    networks(),
+    st.integers(at("2026-01-01T00:00"), at("2027-01-01T00:00")),
+    st.lists(st.integers(-DAY_MS, 3 * DAY_MS), min_size=1, max_size=12),
+)
+def test_a_lanes_transfer_kept_between_cutoffs_is_the_next_run_and_the_opening_after_it(network, moment, steps):
+    # Asked at instants before, on and after cut-offs, forwards and back: the kept answer
+    # must be what the lane's next run and the destination's next opening give each time.
+    def expected(lane: Lane, now: int) -> tuple[object, int | None] | None:
+        run = network.next_run(lane, now)
+        return None if run is None else (run, network.next_opening(lane.destination, run.arrives_at))
+
+    for lane in network.lanes:
+        for now in [moment + step for step in steps] + [moment]:
+            assert transfer(network, lane, now) == expected(lane, now)
+            run = network.next_run(lane, now)
+            if run is not None:
+                for edge in (run.cutoff_at - 1, run.cutoff_at, run.cutoff_at + 1):
+                    assert transfer(network, lane, edge) == expected(lane, edge)

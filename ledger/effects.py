@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from ledger._frozen import fast_init
 from ledger.events import EventType, InventoryEvent
 
 __all__ = ["Effect", "EffectKind", "split"]
@@ -41,6 +42,7 @@ class EffectKind(IntEnum):
     """a marketplace seller's offer: on hand := qty as of the event time, with its terms."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Effect:
     """One event's effect on one (site, sku) position; `qty` is signed for DELTA."""

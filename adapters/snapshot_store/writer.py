@@ -64,7 +64,7 @@ from adapters.snapshot_store.layout import (
     heartbeat_file,
 )
 from adapters.snapshot_store.maintenance import MaintenanceReport, maintain
-from adapters.snapshot_store.staging import merge, stage, stage_csv
+from adapters.snapshot_store.staging import merge, stage, stage_columns
 from adapters.snapshot_store.tables import (
     INBOUND,
     SNAPSHOT_INFO,
@@ -304,9 +304,9 @@ class SnapshotWriter(Closing):
             # an empty one is skipped with its statement: each costs ~3 ms.
             lines = [SiteLine(c.site_id, c.sku, line) for c in positions for line in c.inbound]
             if positions:
-                stage_csv(con, TABLES["positions"], positions)
+                stage_columns(con, TABLES["positions"], positions)
             if lines:
-                stage_csv(con, TABLES["inbound"], lines)
+                stage_columns(con, TABLES["inbound"], lines)
             for name, rows in (
                 ("offers", offers),
                 ("reservations", reservations),

@@ -492,18 +492,52 @@ def _plain_body(
     enum index, in the schema's order of symbols); optional ones are unions with
     null first (branch 0). A fulfilment plan, a string outside ASCII, bytes that do not
     parse or are left over: None, and `WireCodec.decode` reads the value as usual.
+
+    `_text` and `_varint` are inlined for their one-byte cases (names under 64 bytes, the
+    event type, small quantities), and a value whose optional fields are all null (a
+    sale, a receipt, a count: most events) ends in eight zero bytes, checked at once: the
+    calls and the loop over the optional fields were half of the reading's cost.
     """
     try:
-        at = _HEADER
-        event_id, at = _text(value, at)
-        type_index, at = _varint(value, at)
-        if not 0 <= type_index < len(kinds):
+        size = value[_HEADER]
+        if size < 0x80 and not size & 1:
+            at = _HEADER + 1 + (size >> 1)
+            event_id = value[_HEADER + 1 : at].decode("ascii")
+        else:
+            event_id, at = _text(value, _HEADER)
+        type_index = value[at]
+        if type_index >= 0x80 or type_index & 1:
+            return None  # a negative index, or one past 63: not a symbol of ours
+        type_index >>= 1
+        if type_index >= len(kinds):
             return None
         kind = kinds[type_index]
-        occurred_at, at = _varint(value, at)
-        site_id, at = _text(value, at)
-        sku, at = _text(value, at)
-        qty, at = _varint(value, at)
+        occurred_at, at = _varint(value, at + 1)
+        size = value[at]
+        if size < 0x80 and not size & 1:
+            start, at = at + 1, at + 1 + (size >> 1)
+            site_id = value[start:at].decode("ascii")
+        else:
+            site_id, at = _text(value, at)
+        size = value[at]
+        if size < 0x80 and not size & 1:
+            start, at = at + 1, at + 1 + (size >> 1)
+            sku = value[start:at].decode("ascii")
+        else:
+            sku, at = _text(value, at)
+        qty = value[at]
+        if qty < 0x80:
+            qty = (qty >> 1) ^ -(qty & 1)
+            at += 1
+        else:
+            qty, at = _varint(value, at)
+        if at + 8 == len(value) and value.endswith(_ALL_NULL):
+            # Every optional field null, then no fulfilment plan.
+            return plain_event(
+                event_id, kind, occurred_at, site_id, sku, qty,
+                None, None, None, None, None, None, None,
+                origin, now, max_skew_ms,
+            )  # fmt: skip
         optional: list[object] = []
         for reads in _OPTIONAL:
             branch = value[at]
@@ -528,6 +562,10 @@ def _plain_body(
         ref, to_site_id, eta, expires_at, price, lead_time_days, source,  # type: ignore[arg-type]
         origin, now, max_skew_ms,
     )  # fmt: skip
+
+
+_ALL_NULL = bytes(8)
+"""The end of a value whose seven optional fields are null (branch 0 each) and that has no fulfilment plan."""
 
 
 _OPTIONAL = (_text, _text, _varint, _varint, _DOUBLE, _varint, _text)

@@ -251,6 +251,7 @@ class _SourcePartition(StatefulSourcePartition[RawInput, KafkaResume]):
             "logger": _LOG,
         }
         self._topic, self._index = topic, index
+        self._origin = f"{topic}[{index}]@"  # a message's origin is this and its offset
         resume = resume_of(resume)
         self._next = resume.offset if resume is not None else OFFSET_BEGINNING
         self._clock = clock
@@ -275,6 +276,7 @@ class _SourcePartition(StatefulSourcePartition[RawInput, KafkaResume]):
         if self._stop is not None and self._stop.is_set():
             raise StopIteration
         batch: list[RawInput] = []
+        origin = self._origin
         for message in self._consumer.consume(self._batch_size, 0.001):
             error = message.error()
             if error is not None:
@@ -289,7 +291,7 @@ class _SourcePartition(StatefulSourcePartition[RawInput, KafkaResume]):
                 continue  # transient (a broker restarting): librdkafka retries
             offset = message.offset()
             assert offset is not None  # a message without error has an offset
-            batch.append(RawInput(f"{self._topic}[{self._index}]@{offset}", message.value() or b""))
+            batch.append(RawInput(f"{origin}{offset}", message.value() or b""))
             self._next = offset + 1
             self._at_end = False
         now = time.monotonic()

@@ -27,9 +27,9 @@ from adapters.codec import Decoder, RawInput
 from adapters.shard_checkpoints import ShardCheckpoints, ShardPointer, check_pointer
 from flows.admission import admit_read
 from ledger.dead_letter import DeadLetter
-from ledger.effects import Effect, split
+from ledger.effects import Effect, by_position
 from ledger.errors import RecoveryError
-from ledger.events import Millis
+from ledger.events import InventoryEvent, Millis
 from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask, Work
 from ledger.fold import Output
 from ledger.outputs import FoldTally, PositionChange, ReservationDecision, SnapshotBatch
@@ -71,20 +71,14 @@ def admit_batch(
     shards: int = 1,
 ) -> Admitted:
     """Decode, validate, stamp and split a read; group its effects by position, the positions by shard key."""
-    by_key: dict[str, list[Stamped]] = {}
+    stamped: list[tuple[Millis, InventoryEvent]] = []
     rejected: list[DeadLetter] = []
     for admitted in admit_read(read if isinstance(read, tuple) else (read,), clock, max_skew_ms, decode):
         if isinstance(admitted, DeadLetter):
             rejected.append(admitted)
-            continue
-        now, event = admitted
-        for effect in split(event):
-            key = f"{effect.site_id}|{effect.sku}"
-            group = by_key.get(key)
-            if group is None:
-                by_key[key] = [(now, effect)]
-            else:
-                group.append((now, effect))
+        else:
+            stamped.append(admitted)
+    by_key = by_position(stamped)
     by_shard: dict[int, list[tuple[PositionKey, tuple[Stamped, ...]]]] = {}
     for key, group in by_key.items():
         by_shard.setdefault(shard_of(key, shards), []).append((key, tuple(group)))

@@ -8,12 +8,14 @@ keep the event id: deduplication is per key, so the two legs never collide.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 
-from ledger.events import EventType, InventoryEvent
+from ledger._frozen import fast_init
+from ledger.events import EventType, InventoryEvent, Millis
 
-__all__ = ["Effect", "EffectKind", "split"]
+__all__ = ["Effect", "EffectKind", "by_position", "split"]
 
 
 class EffectKind(IntEnum):
@@ -41,6 +43,7 @@ class EffectKind(IntEnum):
     """a marketplace seller's offer: on hand := qty as of the event time, with its terms."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Effect:
     """One event's effect on one (site, sku) position; `qty` is signed for DELTA."""
@@ -88,3 +91,35 @@ def split(event: InventoryEvent) -> tuple[Effect, ...]:
         Effect(_K.DISPATCH, event.site_id, event.sku, event.qty, event),
         Effect(_K.INBOUND, destination, event.sku, event.qty, event),
     )
+
+
+def by_position(stamped: Iterable[tuple[Millis, InventoryEvent]]) -> dict[str, list[tuple[Millis, Effect]]]:
+    """The effects of stamped events grouped by position `site_id|sku`, each group in arrival order.
+
+    What `split` then grouping gives (`tests/unit/ledger/test_effects.py` holds it to that),
+    with a one-site event's effect built in place: that is almost every event, and the
+    call and the tuple per event were a fifth of admission's cost after decoding.
+    """
+    groups: dict[str, list[tuple[Millis, Effect]]] = {}
+    get, simple_of = groups.get, _SIMPLE.get
+    for now, event in stamped:
+        simple = simple_of(event.type)
+        if simple is None:
+            for effect in split(event):
+                key = f"{effect.site_id}|{effect.sku}"
+                group = get(key)
+                if group is None:
+                    groups[key] = [(now, effect)]
+                else:
+                    group.append((now, effect))
+            continue
+        kind, sign = simple
+        site_id, sku = event.site_id, event.sku
+        key = f"{site_id}|{sku}"
+        item = (now, Effect(kind, site_id, sku, sign * event.qty, event))
+        group = get(key)
+        if group is None:
+            groups[key] = [item]
+        else:
+            group.append(item)
+    return groups

@@ -486,30 +486,41 @@ def _fold_plain(
 ) -> tuple[Position, list[Output]] | None:
     """`fold` of the common batch, or None when the batch is not one (then `_fold_general` folds it from scratch).
 
-    The common batch: only on-hand deltas, counts and seller offers (sales, receipts,
-    returns, adjustments, cycle counts, offer levels: most of a retailer's events), none
-    of them too late, no hold due before its last effect, and nothing to forget at its
-    end. The rules are `_apply`'s and `_finish`'s for those kinds, written out over local
+    The common batch: only on-hand deltas, counts, seller offers and new reservation
+    requests without a promise's plan (sales, receipts, returns, adjustments, cycle
+    counts, offer levels, a shop's holds: most of a retailer's events), none of them too
+    late, no hold due before its last effect, no request for a reservation the position
+    already knows (held, picked, ended), and nothing to forget at its end. The rules are
+    `_apply`'s, `_request`'s and `_finish`'s for those kinds, written out over local
     variables: the draft's two dozen fields and the dispatch on kinds were most of a
     fold's cost for them. `tests/unit/ledger/test_fold_plain.py` checks that it gives
     what `_fold_general` gives.
     """
     window = policy.lateness_window_ms
-    # Holds stay as they are unless one is due: `_expire` does nothing before this.
-    due = position.expiry_floor if position.holds else NEVER
+    # `_Draft.due`: no hold expires before it. While the position holds anything, `_expire`
+    # does nothing before it; at or past it the general path expires (and rescans).
+    floor = position.expiry_floor
+    due = floor if position.holds else NEVER
     seen = EventIdsDraft(position.seen)
     deltas = DeltaLogDraft(position.deltas)
     count = position.count
     on_hand, settled = position.on_hand, position.settled
     max_at, forget_at = position.max_at, position.forget_at
     offer, offer_id = position.offer, position.offer_id
+    holds, reserved, staged_qty = position.holds, position.reserved, position.staged_qty
+    own_holds = False  # `holds` is the position's own until the batch's first hold copies it
+    decisions: list[Output] = []
     applied = duplicates = 0
-    delta, recount, offered = _K.DELTA, _K.COUNT, _K.OFFER
+    delta, recount, offered, request = _K.DELTA, _K.COUNT, _K.OFFER, _K.HOLD
     for now, effect in batch:
         kind = effect.kind
         event = effect.event
         at = event.occurred_at
-        if (kind is not delta and kind is not recount and kind is not offered) or at < max_at - window or now >= due:
+        if (
+            (kind is not delta and kind is not recount and kind is not offered and kind is not request)
+            or at < max_at - window
+            or now >= due
+        ):
             return None  # another kind, a too-late event or a hold due: the general path
         event_id = event.event_id
         if event_id in seen:
@@ -526,6 +537,35 @@ def _fold_plain(
             if count is None or at > count.at:
                 deltas.add(at, effect.qty)
                 on_hand += effect.qty
+        elif kind is request:
+            ref, expires_at = event.ref, event.expires_at
+            assert ref is not None
+            assert expires_at is not None
+            if (
+                event.fulfilment is not None
+                or ref in holds
+                or ref in position.staged
+                or (_HOLD, ref) in position.ended
+                or (_STAGED, ref) in position.ended
+            ):
+                return None  # a promise's plan, or a reservation this position knows: `_request` decides
+            qty = effect.qty
+            atp = max(0, on_hand - reserved - staged_qty - safety_stock)
+            if expires_at <= now:
+                status, reason = _S.REJECTED, "expired_on_arrival"
+            elif atp >= qty:
+                status, reason = _S.ACCEPTED, "atp_sufficient"
+                if not own_holds:
+                    holds, own_holds = dict(holds), True
+                holds[ref] = Hold(qty, expires_at, at)  # type: ignore[index]
+                reserved += qty
+                floor = min(floor, expires_at)
+                due = floor
+            else:
+                status, reason = _S.REJECTED, "insufficient_atp"
+            decisions.append(
+                ReservationDecision(ref, effect.site_id, effect.sku, qty, status, reason, expires_at, now, atp)
+            )
         elif count is None or (at, event_id) > (count.at, count.event_id):
             # A count, or an offer's level (a count with terms): the latest by (at, event id) wins.
             count = Count(at, effect.qty, event_id)
@@ -541,6 +581,7 @@ def _fold_plain(
         on_hand != position.on_hand
         or offer != position.offer
         or safety_stock != position.safety_stock
+        or reserved != position.reserved
         or (position.version == 0 and max_at != position.max_at)
     )
     new = Position(
@@ -551,7 +592,7 @@ def _fold_plain(
         count,
         settled,
         deltas.freeze(),
-        position.holds,
+        holds,
         position.staged,
         position.inbound,
         position.ended,
@@ -563,11 +604,35 @@ def _fold_plain(
         position.version + 1 if visible_changed else position.version,
         (last_now if last_now is not None else max_at) if visible_changed else position.updated_at,
         position.plans,
-        position.reserved,
-        position.staged_qty,
-        position.expiry_floor,
+        reserved,
+        staged_qty,
+        floor,
     )
-    out: list[Output] = [new.view()] if visible_changed else []
+    out = decisions
+    if visible_changed:
+        if position.inbound:
+            out.append(new.view())  # the inbound lines sorted by when they are due
+        else:
+            # `Position.view` written out for a position with nothing inbound: a change leaves
+            # for most folds, and the view's general steps were a tenth of this path's cost.
+            out.append(
+                PositionChange(
+                    position.site_id,
+                    position.sku,
+                    on_hand,
+                    reserved,
+                    staged_qty,
+                    0,
+                    safety_stock,
+                    max(0, on_hand - reserved - staged_qty - safety_stock),
+                    on_hand < 0,
+                    new.version,
+                    new.updated_at,
+                    max_at,
+                    (),
+                    offer,
+                )
+            )
     out.append(FoldTally(applied, duplicates, 0))
     return new, out
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from ledger._frozen import fast_init
 from ledger._pickle import positional_reduce
 from ledger.events import Millis
 from ledger.execution import Work
@@ -52,6 +53,7 @@ class OfferTerms:
     updated_at: Millis
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PositionChange:
     """The visible state of one (site, sku) position after a change.
@@ -93,6 +95,7 @@ class DecisionStatus(StrEnum):
     EXPIRED = "EXPIRED"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ReservationDecision:
     """A reservation's new status: the answer to a request, or the end of a hold."""
@@ -112,6 +115,7 @@ class ReservationDecision:
     """ATP at the position when the decision was taken (before the hold)."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class FoldTally:
     """What one fold call did with its events (each event counted once, on its own site).

@@ -86,6 +86,29 @@ def test_any_record_of_our_schema_reads_in_one_pass_as_in_two_events_and_dead_le
     assert codec.read_event(value, ORIGIN, now, SKEW) == two_passes(codec, value, now)
 
 
+# Names of every length around the one-byte length prefix (under 64 bytes) the reader inlines.
+long_names = st.text(alphabet="abcXYZ-09 \x7f\u00e9", min_size=60, max_size=70) | st.sampled_from(
+    ["x" * 63, "x" * 64, "y" * 65, "z" * 200]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(record=any_records(), id_=long_names, site=long_names, sku=long_names, qty=st.integers(-(2**20), 2**20))
+def test_long_names_and_large_quantities_read_in_one_pass_as_in_two(record, id_, site, sku, qty):
+    codec = WireCodec()
+    value = our_bytes(codec, {**record, "event_id": id_, "site_id": site, "sku": sku, "qty": qty})
+    assert codec.read_event(value, ORIGIN, NOW, SKEW) == two_passes(codec, value, NOW)
+
+
+def test_an_event_with_every_optional_field_null_reads_in_one_pass():
+    codec = WireCodec()
+    for qty in (1, 63, 64, 10_000):
+        receipt = InventoryEvent("e-1", EventType.RECEIVED, NOW, "ST-1", "SKU-1", qty, origin=ORIGIN)
+        value = codec.encode(receipt)
+        assert value.endswith(bytes(8))
+        assert _plain_body(value, tuple(EventType), ORIGIN, NOW, SKEW) == receipt
+
+
 def test_the_common_events_take_the_one_pass_path():
     codec = WireCodec()
     sale = InventoryEvent("e-1", EventType.SOLD, NOW, "ST-1", "SKU-1", 2, source="POS")

@@ -1,4 +1,4 @@
-"""The hand-written `atp.changes` encoder against fastavro's, on any change."""
+"""The hand-written `atp.changes` and `reservation.decisions` encoders against fastavro's, on any record."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.kafka_records import SingleObjectWriter, change_record, render_change
-from ledger.outputs import InboundLine, OfferTerms, PositionChange
+from adapters.kafka_records import SingleObjectWriter, change_record, render_change, render_decision
+from ledger.outputs import DecisionStatus, InboundLine, OfferTerms, PositionChange, ReservationDecision, decision_fields
 
 pytestmark = pytest.mark.component
 
@@ -51,3 +51,36 @@ def test_a_change_encodes_to_the_bytes_fastavro_writes_and_reads_back(change: Po
     decoded = writer.decode(message.value)
     assert decoded["version"] == change.version
     assert len(decoded["inbound"]) == len(change.inbound)
+
+
+DECISIONS = st.builds(
+    ReservationDecision,
+    reservation_id=TEXT,
+    site_id=TEXT,
+    sku=TEXT,
+    qty=LONGS,
+    status=st.sampled_from(DecisionStatus),
+    reason=st.text(max_size=40),
+    expires_at=st.none() | MILLIS,
+    decided_at=MILLIS,
+    atp_before=LONGS,
+)
+
+
+@settings(max_examples=400)
+@given(decision=DECISIONS)
+def test_a_decision_encodes_to_the_bytes_fastavro_writes_and_reads_back(decision: ReservationDecision) -> None:
+    writer = SingleObjectWriter("reservation_decision.avsc")
+    message = render_decision(decision)
+    assert message.key == decision.reservation_id.encode()
+    assert message.value == writer.encode(decision_fields(decision))
+    decoded = writer.decode(message.value)
+    assert (decoded["status"], decoded["atp_before"]) == (decision.status.value, decision.atp_before)
+    assert (decoded["expires_at"] is None) == (decision.expires_at is None)
+
+
+def test_every_status_encodes_as_the_schema_names_it() -> None:
+    writer = SingleObjectWriter("reservation_decision.avsc")
+    for status in DecisionStatus:
+        decision = ReservationDecision("r-1", "S", "K", 1, status, "why", None, 5, 0)
+        assert writer.decode(render_decision(decision).value)["status"] == status.value

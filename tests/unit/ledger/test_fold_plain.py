@@ -124,3 +124,47 @@ def test_a_batch_that_must_forget_takes_the_general_path_which_forgets():
     after, _ = fold(position, "ST-1", "A", later, policy)
     assert "e1" not in after.seen  # forgotten: an hour past a 10-minute window
     assert (after, _) == general(position, "ST-1", "A", later, policy)
+
+
+def _request(n: int, at: int, qty: int, ref: str, expires_at: int) -> InventoryEvent:
+    return InventoryEvent(
+        f"q{n}", EventType.RESERVATION_REQUESTED, at, "ST-1", "A", qty, ref=ref, expires_at=expires_at
+    )
+
+
+def test_new_reservation_requests_take_the_plain_path_accepted_rejected_or_expired_as_the_general_path_decides():
+    policy = LedgerPolicy(lateness_window_ms=60 * MIN)
+    events = [
+        InventoryEvent("r1", EventType.RECEIVED, 1 * MIN, "ST-1", "A", 5),
+        _request(2, 2 * MIN, 3, "R-1", 30 * MIN),  # accepted: ATP 5
+        _request(3, 2 * MIN, 3, "R-2", 30 * MIN),  # rejected: ATP 2 left
+        _request(4, 1 * MIN, 1, "R-3", 2 * MIN),  # expired on arrival (now is 2 min)
+        _sale(5, 2 * MIN),
+        _request(2, 2 * MIN, 3, "R-1", 30 * MIN),  # a duplicate: no second decision
+    ]
+    batch = [(2 * MIN, effect) for event in events for effect in split(event)]
+    plain = _fold_plain(empty("ST-1", "A"), batch, policy, 1)
+    assert plain is not None
+    assert plain == general(
+        None, "ST-1", "A", batch, LedgerPolicy(lateness_window_ms=60 * MIN, safety_stock=SafetyStock(default=1))
+    )
+    position, out = plain
+    assert [(d.reservation_id, d.status.value, d.reason, d.atp_before) for d in out[:3]] == [
+        ("R-1", "ACCEPTED", "atp_sufficient", 4),
+        ("R-2", "REJECTED", "insufficient_atp", 1),
+        ("R-3", "REJECTED", "expired_on_arrival", 1),
+    ]
+    assert (position.reserved, position.expiry_floor, position.on_hand) == (3, 30 * MIN, 4)
+    assert out[-1] == FoldTally(5, 1, 0)
+
+
+def test_a_request_for_a_reservation_the_position_already_holds_takes_the_general_path():
+    policy = LedgerPolicy(lateness_window_ms=60 * MIN)
+    received = InventoryEvent("r1", EventType.RECEIVED, 1 * MIN, "ST-1", "A", 5)
+    first = [(2 * MIN, e) for ev in (received, _request(2, 2 * MIN, 2, "R-1", 30 * MIN)) for e in split(ev)]
+    held, _ = fold(None, "ST-1", "A", first, policy)
+    again = [(3 * MIN, e) for e in split(_request(3, 3 * MIN, 2, "R-1", 30 * MIN))]  # already held
+    assert _fold_plain(held, again, policy, 0) is None
+    after, out = fold(held, "ST-1", "A", again, policy)
+    assert (after, out) == general(held, "ST-1", "A", again, policy)
+    assert (out[0].reason, after.reserved) == ("already_held", 2)

@@ -12,7 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger._frozen import fast_init
+from ledger.effects import Effect, EffectKind
 from ledger.events import EventType, InventoryEvent
+from ledger.outputs import DecisionStatus, FoldTally, OfferTerms, PositionChange, ReservationDecision
 from ledger.position import Count, Hold, Position
 
 pytestmark = pytest.mark.unit
@@ -26,7 +28,10 @@ def _plain(cls: type) -> type:
     return dataclasses.make_dataclass(f"Plain{cls.__name__}", spec, frozen=True, slots=True)
 
 
-@pytest.mark.parametrize("cls", [InventoryEvent, Position, Count, Hold])
+_FAST = [InventoryEvent, Position, Count, Hold, PositionChange, FoldTally, ReservationDecision, Effect]
+
+
+@pytest.mark.parametrize("cls", _FAST)
 def test_the_signature_is_the_dataclasses_own(cls):
     assert inspect.signature(cls).parameters.keys() == inspect.signature(_plain(cls)).parameters.keys()
     for name, param in inspect.signature(cls).parameters.items():
@@ -66,3 +71,45 @@ def test_a_class_that_is_not_a_frozen_slotted_dataclass_is_refused():
 
     with pytest.raises(TypeError, match="frozen dataclass with slots"):
         fast_init(Loose)
+
+
+_offers = st.none() | st.builds(OfferTerms, st.integers(0, 99), st.none() | st.floats(0, 9), st.none(), st.integers())
+_changes = st.builds(
+    PositionChange,
+    st.text(min_size=1), st.text(min_size=1), st.integers(), st.integers(0, 9), st.integers(0, 9), st.integers(0, 9),
+    st.integers(0, 9), st.integers(0), st.booleans(), st.integers(0), st.integers(), st.integers(),
+    offer=_offers,
+)  # fmt: skip
+_decisions = st.builds(
+    ReservationDecision,
+    st.text(min_size=1), st.text(min_size=1), st.text(min_size=1), st.integers(1, 9), st.sampled_from(DecisionStatus),
+    st.text(), st.none() | st.integers(), st.integers(), st.integers(),
+)  # fmt: skip
+_tallies = st.builds(FoldTally, st.integers(0), st.integers(0), st.integers(0))
+_effects = st.builds(
+    Effect,
+    st.sampled_from(EffectKind), st.text(min_size=1), st.text(min_size=1), st.integers(),
+    st.just(InventoryEvent("e-1", EventType.SOLD, 1, "S", "K", 1)),
+)  # fmt: skip
+
+
+@given(st.one_of(_changes, _decisions, _tallies, _effects))
+def test_fold_outputs_and_effects_hold_what_the_dataclasses_own_init_would(value):
+    cls = type(value)
+    values = [getattr(value, f.name) for f in dataclasses.fields(cls)]
+    plain = _plain(cls)(*values)
+    assert dataclasses.astuple(value) == dataclasses.astuple(plain)
+    assert cls(*values) == value
+    assert cls(**{f.name: v for f, v in zip(dataclasses.fields(cls), values, strict=True)}) == value
+    assert hash(cls(*values)) == hash(value)
+    assert pickle.loads(pickle.dumps(value)) == value
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(value, dataclasses.fields(cls)[0].name, values[0])
+
+
+def test_a_change_left_without_inbound_or_offer_takes_the_defaults():
+    change = PositionChange("S", "K", 1, 0, 0, 0, 0, 1, False, 1, 5, 5)
+    assert (change.inbound, change.offer) == ((), None)
+    assert dataclasses.astuple(change) == dataclasses.astuple(
+        _plain(PositionChange)("S", "K", 1, 0, 0, 0, 0, 1, False, 1, 5, 5)
+    )

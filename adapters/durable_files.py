@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
-__all__ = ["TEMP_PREFIX", "fsync_dir", "write_durably"]
+__all__ = ["TEMP_PREFIX", "fsync_dir", "pickle_durably", "write_durably"]
 
 TEMP_PREFIX = ".tmp-"
 """A file being written; a resume deletes whatever still carries it (a write cut short by a crash)."""
@@ -22,6 +23,22 @@ def write_durably(directory: Path, name: str, blob: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    os.replace(tmp, directory / name)
+    fsync_dir(directory)
+
+
+def pickle_durably(directory: Path, name: str, value: object) -> None:
+    """`write_durably` of `value` pickled (highest protocol), streamed into the file.
+
+    Bytes as `pickle.dumps` gives them, without building them in memory first: a large
+    bytes field (a shard base's columns, ~180 MB at 1.25M rows) goes from the object to the
+    file in one write that releases the GIL, where `dumps` copied it while holding it.
+    """
+    tmp = directory / f"{TEMP_PREFIX}{name}"
+    with tmp.open("wb") as out:
+        pickle.dump(value, out, protocol=pickle.HIGHEST_PROTOCOL)
+        out.flush()
+        os.fsync(out.fileno())
     os.replace(tmp, directory / name)
     fsync_dir(directory)
 

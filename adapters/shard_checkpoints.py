@@ -27,10 +27,19 @@ itself may still be rolled back by a crash before Bytewax commits e. Hence:
 2. In the same call, files made useless by the now final c-1 are deleted: bases older than
    the newest base <= c-1, and every delta <= that base.
 3. When the deltas since the last base hold more rows than `compact_ratio` x the base (or
-   there are more than `max_deltas` of them), c is written as a new base instead of a
-   delta, so restore time and disk use stay proportional to the shard's size.
-4. `resume(c)` first deletes every file newer than c and any temp file (writes of an epoch
-   Bytewax never committed: the store was ahead), then loads the newest base <= c and the
+   there are more than `max_deltas` of them), c is also written as a new base, so restore
+   time and disk use stay proportional to the shard's size. The delta c is written in the
+   call as always (1 holds); the base is the shard's image taken in the call and written
+   by the process's `Compactor` thread, one base at a time: at 1.25M rows a base is
+   ~180 MB, about a second of writing and fsyncs that an epoch close would otherwise stall
+   on, and all the shards of a uniform key space want their base in the same epoch. A
+   shard whose turn has not come writes deltas and asks again at its next checkpoint.
+   `base-c` beside `delta-c` holds the same state, so whether it landed before a crash
+   changes nothing: a resume from c or later loads it, one from before c deletes it (4).
+   It counts as a base (2, the chain's start) once a later `save` saw it written.
+4. `resume(c)` first waits for a base still being written in this process, then deletes
+   every file newer than c and any temp file (writes of an epoch Bytewax never committed:
+   the store was ahead), then loads the newest base <= c and the
    deltas after it up to c, refusing a chain with a gap.
 5. `start_empty` (the shard has no pointer yet) deletes whatever its directory holds: the
    leftovers of a first checkpoint whose epoch was never committed.
@@ -40,20 +49,25 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import pickle
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
 
-from adapters.durable_files import TEMP_PREFIX, fsync_dir, write_durably
+from adapters.durable_files import TEMP_PREFIX, fsync_dir, pickle_durably, write_durably
 from ledger.errors import RecoveryError
 from ledger.position_state import position_from_state
 from ledger.shard import ChangedRows, Shard, ShardImage
 
 __all__ = [
+    "COMPACTOR",
     "LAYOUT",
     "SHARDS_DIR",
+    "Compactor",
     "ShardCheckpoints",
     "ShardPointer",
     "check_pointer",
@@ -69,11 +83,46 @@ _FIRST_FORMAT = 1
 """A checkpoint file of the first shards: pickled `position_state` rows. Still read."""
 _CHECKPOINT_FORMAT = 2
 """A checkpoint file holding a `ShardImage`'s fields: columns as bytes."""
+_LOG = logging.getLogger("omni_ledger.recovery")
 _NAME = re.compile(r"^(base|delta)-(\d{12})$")
 _TMP = TEMP_PREFIX
 
 ShardPointer = tuple[int, int, int]
 """What Bytewax saves for a shard: (shard index, shard count S, checkpoint number c)."""
+
+
+class Compactor:
+    """Writes checkpoint bases in a thread of its own, one at a time (step 3).
+
+    One per process (`COMPACTOR`): one base in flight bounds the memory its image holds
+    (one shard's columns, not all of them when every shard wants a base in one epoch) and
+    keeps the bases' writes from competing for the disk with each other.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-compaction")
+        self._lock = threading.Lock()
+        self._current: Future[None] | None = None
+
+    def start(self, write: Callable[[], None]) -> Future[None] | None:
+        """Run `write` in the thread unless a base is being written already (then None)."""
+        with self._lock:
+            if self._current is not None and not self._current.done():
+                return None
+            self._current = self._pool.submit(write)
+            return self._current
+
+    def wait(self) -> None:
+        """Until the base in flight, if any, is written (or failed: its shard reports it)."""
+        with self._lock:
+            current = self._current
+        if current is not None:
+            with contextlib.suppress(Exception):
+                current.result()
+
+
+COMPACTOR = Compactor()
+"""The process's compactor (`ShardCheckpoints`' default)."""
 
 
 def write_layout(root: Path, shards: int) -> None:
@@ -136,6 +185,7 @@ class ShardCheckpoints:
         compact_ratio: float = 1.0,
         max_deltas: int = 200,
         min_compact_rows: int = 10_000,
+        compactor: Compactor | None = COMPACTOR,
     ) -> None:
         self.shard = shard
         self.shards = shards
@@ -150,6 +200,11 @@ class ShardCheckpoints:
         self._deltas: list[int] = []
         self._base_rows = 0
         self._delta_rows = 0
+        # None: bases are written inline, in `save` (tools, and the benches' comparison).
+        self._compactor = compactor
+        self._pending: tuple[int, int, Future[None]] | None = None
+        """The base being written: (checkpoint, rows, its future)."""
+        self._rows_since_pending = 0
 
     def pointer(self) -> ShardPointer:
         """What Bytewax keeps for the newest checkpoint."""
@@ -157,6 +212,7 @@ class ShardCheckpoints:
 
     def start_empty(self) -> None:
         """Step 5: a shard with no pointer yet; anything in its directory was never committed."""
+        self._settle_writes()
         self.directory.mkdir(parents=True, exist_ok=True)
         for path in self.directory.iterdir():
             path.unlink()
@@ -172,6 +228,9 @@ class ShardCheckpoints:
         if checkpoint == 0:
             self.start_empty()
             return
+        # A base of this directory still being written by an earlier flow in this process
+        # (a flow run again after an error) would land after the listing below: wait.
+        self._settle_writes()
         found: dict[str, list[int]] = {"base": [], "delta": []}
         for path in list(directory.iterdir()) if directory.is_dir() else ():
             match = _NAME.match(path.name)
@@ -217,19 +276,20 @@ class ShardCheckpoints:
             yield image
 
     def save(self, changed: ChangedRows, shard: Shard) -> ShardPointer:
-        """Steps 1-3: make checkpoint last+1 durable (a delta of `changed`, or a base of all of `shard`).
+        """Steps 1-3: make checkpoint last+1 durable (a delta of `changed`), and start a base of `shard` when due.
 
         `changed` is what `shard.take_changed()` just returned: both are read as they are now.
         """
         c = self.last + 1
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._adopt_written_base()
         rows = len(changed)
-        compact = (
+        compact = self._pending is None and (
             self._delta_rows + rows > self._compact_ratio * max(self._base_rows, self._min_compact_rows)
             or len(self._deltas) >= self._max_deltas
         )
         # 1. Durable before Bytewax can hold a pointer to it.
-        if compact:
+        if compact and self._compactor is None:
             self._write("base", c, shard.image())
             self._bases.append(c)
             self._base_rows, self._delta_rows = len(shard), 0
@@ -237,6 +297,9 @@ class ShardCheckpoints:
             self._write("delta", c, changed.image())
             self._deltas.append(c)
             self._delta_rows += rows
+            self._rows_since_pending += rows
+            if compact:
+                self._start_base(c, shard)
         self.last = c
         # 2. c-1 is final now: what only served checkpoints before the newest final base can go.
         final_bases = [b for b in self._bases if b <= c - 1]
@@ -250,6 +313,51 @@ class ShardCheckpoints:
             self._deltas = [d for d in self._deltas if d > newest]
         return self.pointer()
 
+    def settle(self) -> None:
+        """Wait for this shard's base in flight and count it (tests, tools; a flow never needs to)."""
+        if self._pending is not None:
+            self._pending[2].exception()
+        self._adopt_written_base()
+
+    def _start_base(self, c: int, shard: Shard) -> None:
+        """Step 3 in the background: the image now (the shard changes after this call), written by the compactor."""
+        assert self._compactor is not None
+        image = shard.image()
+        directory, name, payload = self.directory, f"base-{c:012d}", self._payload(c, image)
+        started = self._compactor.start(lambda: pickle_durably(directory, name, payload))
+        if started is not None:
+            self._pending = (c, len(image), started)
+            self._rows_since_pending = 0
+
+    def _adopt_written_base(self) -> None:
+        """A base the compactor finished becomes the chain's start (step 2 collects what it replaced)."""
+        if self._pending is None or not self._pending[2].done():
+            return
+        c, rows, done = self._pending
+        self._pending = None
+        error = done.exception()
+        if error is not None:
+            # The deltas are whole: the chain stands without this base, and the next
+            # checkpoint tries again. A full disk fails the next delta too, loudly.
+            _LOG.warning(
+                "shard %d: writing base %d in %s failed (%s); its deltas keep the state, the next checkpoint "
+                "tries again",
+                self.shard,
+                c,
+                self.directory,
+                error,
+            )
+            with contextlib.suppress(FileNotFoundError):
+                (self.directory / f"{_TMP}base-{c:012d}").unlink()
+            return
+        self._bases.append(c)
+        self._base_rows, self._delta_rows = rows, self._rows_since_pending
+
+    def _settle_writes(self) -> None:
+        if self._compactor is not None:
+            self._compactor.wait()
+        self._pending = None
+
     def replace_with_base(self, checkpoint: int, image: ShardImage) -> None:
         """Make `image` (whole) the shard's only file, as its base at `checkpoint`; never while a flow runs on it.
 
@@ -260,6 +368,7 @@ class ShardCheckpoints:
         if not image.whole:
             msg = f"a base of shard {self.shard} must be a whole image (Shard.image()), not a delta"
             raise RecoveryError(msg)
+        self._settle_writes()
         self.directory.mkdir(parents=True, exist_ok=True)
         for path in self.directory.iterdir():
             path.unlink()
@@ -275,10 +384,12 @@ class ShardCheckpoints:
         return sorted(p.name for p in self.directory.iterdir())
 
     def _write(self, kind: str, c: int, image: ShardImage) -> None:
+        pickle_durably(self.directory, f"{kind}-{c:012d}", self._payload(c, image))
+
+    def _payload(self, c: int, image: ShardImage) -> tuple[object, ...]:
         # The image's fields are bytes and a few small tuples: pickling them is a copy, not a walk.
-        payload = tuple(getattr(image, field.name) for field in fields(ShardImage))
-        blob = pickle.dumps((_CHECKPOINT_FORMAT, self.shard, self.shards, c, payload), protocol=pickle.HIGHEST_PROTOCOL)
-        write_durably(self.directory, f"{kind}-{c:012d}", blob)
+        fields_ = tuple(getattr(image, field.name) for field in fields(ShardImage))
+        return (_CHECKPOINT_FORMAT, self.shard, self.shards, c, fields_)
 
     def _read(self, kind: str, c: int) -> ShardImage:
         path = self.directory / f"{kind}-{c:012d}"

@@ -224,6 +224,8 @@ def measure_latency(
     for key, value, stamp in _read_topic(bootstrap, prefix + "atp.changes"):
         changes[key].append((_millis(writer.decode(value)["max_occurred_at"]), stamp))
     change_ms: list[float] = []
+    # Per second of produce time, the worst latency: where the p99 comes from (steady or stalls).
+    worst: dict[str, dict[int, float]] = {"changes": {}, "decisions": {}}
     missing = 0
     for key, times in sent.items():
         seen = sorted(changes.get(key, []))
@@ -235,6 +237,7 @@ def measure_latency(
             i = bisect_left(marks, occurred_at)
             if i < len(seen):
                 change_ms.append(float(earliest[i] - at))
+                _note_worst(worst["changes"], at, change_ms[-1])
             else:
                 missing += 1
 
@@ -243,6 +246,9 @@ def measure_latency(
         ref = key.decode()
         decided[ref] = min(stamp, decided.get(ref, stamp))
     decision_ms = [float(decided[ref] - at) for ref, at in requests.items() if ref in decided]
+    for ref, at in requests.items():
+        if ref in decided:
+            _note_worst(worst["decisions"], at, float(decided[ref] - at))
 
     snapshot_ms: list[float] = []
     for line in (work / "lat-snapshots.tsv").read_text().splitlines():
@@ -257,7 +263,16 @@ def measure_latency(
         "changes": _distribution(change_ms, missing=missing),
         "decisions": _distribution(decision_ms, requests=len(requests)),
         "snapshots": _distribution(snapshot_ms, probes=len(probes)),
+        "worst_by_second": {
+            name: [[second, round(ms)] for second, ms in sorted(by_second.items())] for name, by_second in worst.items()
+        },
     }
+
+
+def _note_worst(by_second: dict[int, float], sent_ms: int, latency_ms: float) -> None:
+    second = sent_ms // 1000
+    if latency_ms > by_second.get(second, -1.0):
+        by_second[second] = latency_ms
 
 
 def _drain(seen: Path, last_probe: str | None, limit: float) -> None:

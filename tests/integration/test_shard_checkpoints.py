@@ -8,9 +8,11 @@ deltas and their collection all happen within a short story.
 from __future__ import annotations
 
 import itertools
+import logging
 import pickle
 import sqlite3
 import tempfile
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from hypothesis import strategies as st
 from adapters.clock import ReplayClock
 from adapters.codec import RawInput
 from adapters.durable_files import TEMP_PREFIX
-from adapters.shard_checkpoints import SHARDS_DIR, ShardCheckpoints, check_pointer, write_layout
+from adapters.shard_checkpoints import SHARDS_DIR, Compactor, ShardCheckpoints, check_pointer, write_layout
 from flows.atp import Wiring, build_flow
 from flows.logic import ShardLogic
 from ledger.contract import event_to_json_bytes
@@ -55,9 +57,9 @@ def fold_epoch(shard, epoch, policy):
         shard.fold(position_key(effect.site_id, effect.sku), [(now, effect)], policy)
 
 
-def checkpointed_run(root, epochs, policy, *, stop_after=None):
+def checkpointed_run(root, epochs, policy, *, stop_after=None, **options):
     """Fold epochs into one shard, checkpointing after each; returns the shard, its store and each pointer."""
-    shard, store, pointers = Shard(), ShardCheckpoints(root, 0, 1, **SMALL), []
+    shard, store, pointers = Shard(), ShardCheckpoints(root, 0, 1, **SMALL, **options), []
     store.start_empty()
     for epoch in epochs[:stop_after]:
         fold_epoch(shard, epoch, policy)
@@ -147,13 +149,15 @@ def test_a_kill_inside_a_checkpoint_write_leaves_a_torn_temp_file_that_the_resum
     with tempfile.TemporaryDirectory() as clean_dir, tempfile.TemporaryDirectory() as crash_dir:
         clean, _, _ = checkpointed_run(Path(clean_dir), epochs, policy)
         _, store, pointers = checkpointed_run(Path(crash_dir), epochs, policy, stop_after=k + 1)
+        store.settle()
         # Turn checkpoint k+1 back into what a kill -9 inside its write leaves: a prefix of its
-        # bytes under the temp name, never renamed (the write is temp, fsync, rename).
-        newest = max(store.files(), key=lambda name: int(name.rsplit("-", 1)[1]))
-        written = store.directory / newest
-        blob = written.read_bytes()
-        written.unlink()
-        (store.directory / f"{TEMP_PREFIX}{newest}").write_bytes(blob[: int(len(blob) * torn)])
+        # bytes under the temp name, never renamed (the write is temp, fsync, rename). Its
+        # delta and, when one was due, its base (written by the compactor thread) are both torn.
+        for newest in [name for name in store.files() if int(name.rsplit("-", 1)[1]) == k + 1]:
+            written = store.directory / newest
+            blob = written.read_bytes()
+            written.unlink()
+            (store.directory / f"{TEMP_PREFIX}{newest}").write_bytes(blob[: int(len(blob) * torn)])
         resumed, again = resumed_from(Path(crash_dir), pointers, k)
         assert not [name for name in again.files() if name.startswith(TEMP_PREFIX)], again.files()
         fold_on(resumed, again, epochs[k:], policy)
@@ -169,6 +173,7 @@ def test_a_checkpoint_chain_with_a_missing_delta_is_refused(data, cuts):
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         _, store, pointers = checkpointed_run(root, epochs, WIDE)
+        store.settle()  # the newest base may still be in the compactor's hands
         base = max((int(n[5:]) for n in store.files() if n.startswith("base-")), default=0)
         needed = [n for n in store.files() if n.startswith("delta-") and int(n[6:]) > base]
         if not needed:
@@ -298,3 +303,131 @@ def test_a_checkpoint_of_an_unknown_format_is_refused(tmp_path):
 
 def _received(event_id, site, at):
     return InventoryEvent(event_id, EventType.RECEIVED, at, site, "A", 4)
+
+
+# -- bases written by the compactor thread (step 3)
+
+
+class GatedCompactor(Compactor):
+    """The real compactor, whose writes wait until the test opens the gate: a base held "in flight"."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.fail = fail
+
+    def start(self, write):
+        def gated():
+            self.gate.wait(30)
+            if self.fail:
+                msg = "No space left on device"
+                raise OSError(28, msg)
+            write()
+
+        return super().start(gated)
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    policy=st.sampled_from([WIDE, NARROW]),
+    cuts=st.lists(st.integers(0, 400), max_size=12),
+)
+def test_bases_written_by_the_compactor_thread_restore_what_bases_written_inline_restore(data, policy, cuts):
+    order = data.draw(deliveries(data.draw(stories())))
+    epochs = epochs_of(order, cuts)
+    with tempfile.TemporaryDirectory() as inline_dir, tempfile.TemporaryDirectory() as thread_dir:
+        live, _, inline = checkpointed_run(Path(inline_dir), epochs, policy, compactor=None)
+        _, store, threaded = checkpointed_run(Path(thread_dir), epochs, policy)
+        assert inline == threaded  # the same pointers: a base never delays a checkpoint
+        store.settle()
+        assert dict(restored(Path(thread_dir), threaded[-1]).positions()) == dict(live.positions())
+        assert dict(restored(Path(inline_dir), inline[-1]).positions()) == dict(live.positions())
+
+
+def _due_story(shard, store, policy, epochs, first=0):
+    """Checkpoint `epochs` epochs of fresh receipts (one new position each): SMALL makes a base due at once."""
+    pointers = []
+    for n in range(first, first + epochs):
+        fold_epoch(shard, [(1_000 + n, e) for e in split(_received(f"e{n}", f"ST-{n}", 1_000 + n))], policy)
+        pointers.append(store.save(shard.take_changed(), shard))
+    return pointers
+
+
+def test_a_checkpoint_returns_while_its_base_is_still_being_written_and_the_base_counts_once_written(tmp_path):
+    compactor = GatedCompactor()
+    shard, store = Shard(), ShardCheckpoints(tmp_path, 0, 1, **SMALL, compactor=compactor)
+    store.start_empty()
+    _due_story(shard, store, WIDE, 3)
+    # Every checkpoint is its delta, durable; the base the first one started waits at the gate.
+    assert [n for n in store.files() if not n.startswith(TEMP_PREFIX)] == [
+        "delta-000000000001",
+        "delta-000000000002",
+        "delta-000000000003",
+    ]
+    compactor.gate.set()
+    store.settle()
+    assert "base-000000000002" in store.files()  # the second checkpoint made the base due
+    pointers = _due_story(shard, store, WIDE, 2, first=3)
+    # Once the base counts and is final, the deltas it holds are collected.
+    names = store.files()
+    assert not [n for n in names if n.startswith("delta-") and int(n[6:]) <= 2], names
+    assert dict(restored(tmp_path, pointers[-1]).positions()) == dict(shard.positions())
+
+
+def test_one_base_at_a_time_a_shard_whose_turn_has_not_come_writes_deltas_and_asks_again(tmp_path):
+    compactor = GatedCompactor()
+    shards = {i: (Shard(), ShardCheckpoints(tmp_path, i, 2, **SMALL, compactor=compactor)) for i in (0, 1)}
+    for _, store in shards.values():
+        store.start_empty()
+    for i, (shard, store) in shards.items():
+        _due_story(shard, store, WIDE, 2, first=10 * i)
+    # Shard 0 holds the compactor: shard 1 has only deltas, and nothing of its own in flight.
+    assert all(n.startswith("delta-") for n in shards[1][1].files()), shards[1][1].files()
+    compactor.gate.set()
+    shards[0][1].settle()
+    shard, store = shards[1]
+    _due_story(shard, store, WIDE, 1, first=20)  # its turn: this checkpoint starts its base
+    store.settle()
+    assert any(n.startswith("base-") for n in store.files()), store.files()
+    assert dict(restored_of(tmp_path, 1, 2, store.pointer()).positions()) == dict(shard.positions())
+
+
+def restored_of(root, index, count, pointer):
+    shard = Shard()
+    shard.restore(ShardCheckpoints(root, index, count, **SMALL).resume(check_pointer(pointer, count)[2]))
+    return shard
+
+
+def test_a_resume_waits_for_a_base_still_in_flight_so_none_lands_after_it_read_the_directory(tmp_path):
+    """A flow run again in the same process after an error: the old flow's base must not land behind the resume."""
+    compactor = GatedCompactor()
+    shard, store = Shard(), ShardCheckpoints(tmp_path, 0, 1, **SMALL, compactor=compactor)
+    store.start_empty()
+    pointers = _due_story(shard, store, WIDE, 3)
+    opener = threading.Timer(0.2, compactor.gate.set)
+    opener.start()
+    resumed = Shard()
+    again = ShardCheckpoints(tmp_path, 0, 1, **SMALL, compactor=compactor)
+    resumed.restore(again.resume(pointers[0][2]))  # Bytewax committed the first epoch only
+    opener.join()
+    assert compactor.gate.is_set()
+    assert all(int(n.rsplit("-", 1)[1]) <= 1 for n in again.files()), again.files()
+    assert [p.sku for p in resumed.positions().values()] == ["A"]
+
+
+def test_a_base_the_compactor_fails_to_write_is_reported_and_the_deltas_keep_the_state(tmp_path, caplog):
+    compactor = GatedCompactor(fail=True)
+    compactor.gate.set()
+    shard, store = Shard(), ShardCheckpoints(tmp_path, 0, 1, **SMALL, compactor=compactor)
+    store.start_empty()
+    with caplog.at_level(logging.WARNING, logger="omni_ledger.recovery"):
+        _due_story(shard, store, WIDE, 2)
+        store.settle()
+    assert "No space left on device" in caplog.text
+    assert not [n for n in store.files() if not n.startswith("delta-")], store.files()
+    compactor.fail = False
+    pointers = _due_story(shard, store, WIDE, 1, first=2)  # the next checkpoint tries again
+    store.settle()
+    assert any(n.startswith("base-") for n in store.files()), store.files()
+    assert dict(restored(tmp_path, pointers[-1]).positions()) == dict(shard.positions())

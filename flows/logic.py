@@ -39,6 +39,7 @@ from ledger.shard import PositionKey, Shard, shard_of
 
 __all__ = [
     "Admitted",
+    "Fold",
     "FoldObserver",
     "Folded",
     "ShardBatch",
@@ -152,14 +153,17 @@ class _Outputs:
         )
 
 
+Fold = tuple[Position | None, Sequence[Stamped], Position, Sequence[Output]]
+"""One position's fold in a shard call: (before, its effects, after, what it emitted)."""
+
+
 class FoldObserver(Protocol):
-    """Told what each fold call did (metrics); runs on the worker thread, so it must be cheap."""
+    """Told what each fold call of a shard did (metrics); runs on the worker thread, so it must be cheap."""
 
     def resumed(self, positions: int, negative: int) -> None: ...
 
-    def folded(
-        self, before: Position | None, values: Sequence[Stamped], after: Position, out: Sequence[Output]
-    ) -> None: ...
+    def folded_call(self, folds: Sequence[Fold]) -> None:
+        """Every position a shard call folded, in the order folded: one call per shard call, not per position."""
 
 
 class ShardLogic(StatefulBatchLogic[ShardBatch, Folded, ShardPointer]):
@@ -234,22 +238,27 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, Folded, ShardPointer]):
                         got.extend(read_effects)
             groups = list(merged.items())
         shard, policy, observer = self._shard, self._policy, self._observer
+        folds: list[Fold] = []
         if self._writers == 1:
             gathered = _Outputs()
             add = gathered.add
             for key, effects in groups:
                 before, after, outputs = shard.fold(key, effects, policy)
                 if observer is not None:
-                    observer.folded(before, effects, after, outputs)
+                    folds.append((before, effects, after, outputs))
                 add(outputs)
+            if observer is not None:
+                observer.folded_call(folds)
             folded = gathered.folded(0)
             return ([] if folded is None else [folded]), StatefulBatchLogic.RETAIN
         results = []
         for key, effects in groups:
             before, after, outputs = shard.fold(key, effects, policy)
             if observer is not None:
-                observer.folded(before, effects, after, outputs)
+                folds.append((before, effects, after, outputs))
             results.append((key, outputs))
+        if observer is not None:
+            observer.folded_call(folds)
         return self._folded(results), StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[Folded], bool]:

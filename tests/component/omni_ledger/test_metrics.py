@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 import urllib.request
@@ -79,6 +80,38 @@ def test_outcomes_by_type_add_up_to_the_folds_own_tally(data, batch):
         assert counted == total, outcome
     # Every applied event is one lag observation.
     assert value(registry, "omni_ledger_event_lag_seconds_count") == expected["applied"]
+
+
+def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in registry.collect() for s in f.samples}
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), batch=st.integers(1, 6))
+def test_one_call_per_shard_call_counts_what_one_call_per_position_counts(data, batch):
+    # `folded_call` reads the worker's cells and the clock once for many positions: nothing
+    # of one position (its max_at, its outcomes, negative or new) may leak into the next.
+    events = data.draw(stories())
+    arrivals = data.draw(deliveries(events))
+    now = T0 + 200 * MIN
+    folds: list[tuple[object, ...]] = []
+
+    class Recorder:
+        def folded(self, *fold: object) -> None:
+            folds.append(fold)
+
+    fold_through(Recorder(), arrivals, batch, now)  # type: ignore[arg-type]
+    one, calls = CollectorRegistry(), CollectorRegistry()
+    per_position = FlowMetrics(one, clock=lambda: now / 1000)
+    per_call = FlowMetrics(calls, clock=lambda: now / 1000)
+    for fold_ in folds:
+        per_position.folded(*fold_)  # type: ignore[arg-type]
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(folds)), max_size=4)) | {0, len(folds)})
+    for start, end in itertools.pairwise(cuts):
+        per_call.folded_call(folds[start:end])  # type: ignore[arg-type]
+    assert _samples(calls) == _samples(one)
+    effects = [s.value for f in calls.collect() if f.name == "omni_ledger_worker_effects" for s in f.samples]
+    assert sum(effects) == sum(len(f[1]) for f in folds)  # type: ignore[arg-type]
 
 
 def _event(event_id: str, type_: EventType, at: int, qty: int = 1) -> InventoryEvent:

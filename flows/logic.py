@@ -14,6 +14,7 @@ as one group of effects per shard (`admit_batch`); a fold call of a shard leaves
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -165,6 +166,9 @@ class FoldObserver(Protocol):
     def folded_call(self, folds: Sequence[Fold]) -> None:
         """Every position a shard call folded, in the order folded: one call per shard call, not per position."""
 
+    def checkpointed(self, rows: int, seconds: float) -> None:
+        """A shard's checkpoint at an epoch close: `rows` changed rows made durable in `seconds` (the fold waited)."""
+
 
 class ShardLogic(StatefulBatchLogic[ShardBatch, Folded, ShardPointer]):
     """Folds the batches of one shard's positions; checkpoints what changed at each epoch close.
@@ -281,11 +285,15 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, Folded, ShardPointer]):
         store = self._store
         if store is None:
             return self._index, self._shards, 0
+        began = time.perf_counter()
         changed = self._shard.take_changed()
-        if changed or store.last == 0:
-            # Durable before Bytewax holds the pointer (adapters/shard_checkpoints.py, step 1).
-            return store.save(changed, self._shard)
-        return store.pointer()
+        if not changed and store.last != 0:
+            return store.pointer()
+        # Durable before Bytewax holds the pointer (adapters/shard_checkpoints.py, step 1).
+        pointer = store.save(changed, self._shard)
+        if self._observer is not None:
+            self._observer.checkpointed(len(changed), time.perf_counter() - began)
+        return pointer
 
     def _folded(self, results: Sequence[tuple[PositionKey, Sequence[Output]]]) -> list[Folded]:
         """The outputs of several positions, gathered by snapshot writer."""

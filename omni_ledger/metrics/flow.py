@@ -180,6 +180,19 @@ class FlowMetrics(Collector):
             buckets=PUBLISH_BUCKETS,
             registry=registry,
         )
+        self.checkpoint_seconds = Histogram(
+            "omni_ledger_checkpoint_duration_seconds",
+            "Time of one shard's checkpoint at an epoch close (its changed rows made durable); the fold waits "
+            "for it. A worker's epoch close is the sum over its shards.",
+            buckets=PUBLISH_BUCKETS,
+            registry=registry,
+        )
+        self.checkpoint_rows = Histogram(
+            "omni_ledger_checkpoint_rows",
+            "Changed rows one shard's checkpoint wrote at an epoch close.",
+            buckets=ROWS_BUCKETS,
+            registry=registry,
+        )
         self.kafka_lag = Gauge(
             "omni_ledger_kafka_consumer_lag_messages",
             "Messages in the input partition not read yet: its high watermark minus the next offset to read.",
@@ -209,6 +222,11 @@ class FlowMetrics(Collector):
         cells = self._mine()
         cells.positions += positions
         cells.negative += negative
+
+    def checkpointed(self, rows: int, seconds: float) -> None:
+        """A shard's checkpoint at an epoch close (on the worker thread: a few per epoch, not per event)."""
+        self.checkpoint_seconds.observe(seconds)
+        self.checkpoint_rows.observe(rows)
 
     def folded(
         self,

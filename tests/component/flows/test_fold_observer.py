@@ -25,12 +25,16 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: list[list[Fold]] = []
+        self.checkpoints: list[tuple[int, float]] = []
 
     def resumed(self, positions: int, negative: int) -> None:
         raise AssertionError("no shard resumes here")
 
     def folded_call(self, folds: Sequence[Fold]) -> None:
         self.calls.append(list(folds))
+
+    def checkpointed(self, rows: int, seconds: float) -> None:
+        self.checkpoints.append((rows, seconds))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -56,3 +60,23 @@ def test_each_shard_call_tells_the_observer_once_of_each_position_it_folded(data
             expected = reference.fold(key, effects, POLICY)  # type: ignore[arg-type]
             assert (before, after, out) == expected
             assert values is effects
+
+
+def test_each_checkpoint_at_an_epoch_close_tells_the_observer_its_changed_rows(tmp_path):
+    from adapters.shard_checkpoints import write_layout
+    from ledger.events import EventType, InventoryEvent
+
+    write_layout(tmp_path, 1)
+    observer = Recorder()
+    logic = ShardLogic(None, POLICY, ReplayClock(), tmp_path, 1, observer=observer)
+    received = [InventoryEvent(f"e{n}", EventType.RECEIVED, 1_000 + n, f"ST-{n % 3}", "A", 2) for n in range(5)]
+    groups: dict[str, list[tuple[int, object]]] = {}
+    for event in received:
+        for effect in split(event):
+            groups.setdefault(effect.key, []).append((event.occurred_at, effect))
+    logic.on_batch([(0, tuple((key, tuple(effects)) for key, effects in groups.items()))])  # type: ignore[list-item]
+    first = logic.snapshot()
+    second = logic.snapshot()  # nothing changed since: the same pointer, no checkpoint written
+    assert second == first
+    assert [rows for rows, _ in observer.checkpoints] == [3]  # three positions, one checkpoint
+    assert all(seconds >= 0 for _, seconds in observer.checkpoints)

@@ -200,6 +200,17 @@ def test_dead_letters_and_decisions_are_counted_by_reason_and_status_from_zero()
     assert value(registry, "omni_ledger_reservation_decisions_total", status="REJECTED", reason="insufficient_atp") == 1
 
 
+def test_checkpoints_are_timed_and_their_rows_counted_per_shard_checkpoint():
+    registry = CollectorRegistry()
+    observer = FlowMetrics(registry)
+    observer.checkpointed(1_200, 0.012)
+    observer.checkpointed(0, 0.004)
+    assert value(registry, "omni_ledger_checkpoint_duration_seconds_count") == 2
+    assert value(registry, "omni_ledger_checkpoint_duration_seconds_sum") == pytest.approx(0.016)
+    assert value(registry, "omni_ledger_checkpoint_duration_seconds_bucket", le="0.005") == 1
+    assert value(registry, "omni_ledger_checkpoint_rows_sum") == 1_200
+
+
 def test_snapshot_timestamps_appear_with_the_first_publish_and_heartbeats_move_only_one():
     registry = CollectorRegistry()
     observer = FlowMetrics(registry)

@@ -481,6 +481,17 @@ def main() -> None:
                     "ms",
                 ]
             )
+        stalls = found.get("stalls") or {}
+        for what in ("checkpoints", "publishes", "maintenance"):
+            stall = stalls.get(what)
+            if stall:
+                rows.append(
+                    [
+                        f"{name}: {what} while tailing ({stalls.get('over_s')} s)",
+                        f"{stall['count']:,}, {stall['seconds']:.2f} s in all, largest <= {stall['largest_at_most_s']}",
+                        "s",
+                    ]
+                )
     this = runs["this"][0]
     result = {
         "at": datetime.now(UTC).isoformat(),

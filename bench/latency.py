@@ -20,6 +20,7 @@ import dataclasses
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from bisect import bisect_left
 from collections import defaultdict
@@ -28,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.avro_wire import WireCodec
 from adapters.kafka_records import SingleObjectWriter
-from bench.common import REPO, flow_env, percentile, say, stop_process, tail, topic_watermarks
+from bench.common import REPO, flow_env, free_port, percentile, say, stop_process, tail, topic_watermarks
 from bench.kafka import create_topics, simulated, spawn_flow
 from ledger.events import EventType, InventoryEvent
 
@@ -136,9 +138,21 @@ def measure_latency(
     env = flow_env(bootstrap, prefix, partitions)
     snapdir = work / "lat-store"
     log = work / "lat-flow.log"
+    port = free_port()
     flow = spawn_flow(
         env,
-        ["run", "--source", "kafka", "--quiet", "--log-format", "json", "--snapshot-dir", str(snapdir)],
+        [
+            "run",
+            "--source",
+            "kafka",
+            "--quiet",
+            "--log-format",
+            "json",
+            "--snapshot-dir",
+            str(snapdir),
+            "--metrics-port",
+            str(port),
+        ],
         log,
         (),
         checkout,
@@ -158,6 +172,7 @@ def measure_latency(
     requests: dict[str, int] = {}
     probes: dict[str, int] = {}
     count = 0
+    stalls: dict[str, Any] = {}
     try:
         total = int(rate * seconds)
         say(f"  generating and encoding {total:,} simulated events, {rate:,} a second of their clock...")
@@ -214,6 +229,7 @@ def measure_latency(
         say(f"  produced {count:,} events at {count / produced_s:,.0f}/s; letting the flow catch up...")
         last_probe = max(probes, key=probes.__getitem__) if probes else None
         _drain(seen_path, last_probe, limit=60)
+        stalls = _stalls(port, time.monotonic() - started)
     finally:
         stop_process(flow, grace=60)
         if watcher is not None:
@@ -271,10 +287,47 @@ def measure_latency(
         "changes": _distribution(change_ms, missing=missing, shared=shared),
         "decisions": _distribution(decision_ms, requests=len(requests)),
         "snapshots": _distribution(snapshot_ms, probes=len(probes)),
+        "stalls": stalls,
         "worst_by_second": {
             name: [[second, round(ms)] for second, ms in sorted(by_second.items())] for name, by_second in worst.items()
         },
     }
+
+
+_STALLS = {
+    "checkpoints": "omni_ledger_checkpoint_duration_seconds",
+    "publishes": "omni_ledger_snapshot_publish_duration_seconds",
+    "maintenance": "omni_ledger_snapshot_maintenance_duration_seconds",
+}
+
+
+def _stalls(port: int, seconds: float) -> dict[str, Any]:
+    """What the flow waited on while tailing, from its /metrics: count, total and largest bucket bound of each.
+
+    Shard checkpoints stall the fold at every epoch close; publishes and maintenance stall
+    only the published snapshots (the writer's own thread). A flow too old to have a
+    metric leaves it out.
+    """
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError as exc:
+        return {"error": f"cannot read the flow's /metrics on port {port}: {exc}"}
+    found: dict[str, Any] = {"over_s": round(seconds, 1)}
+    for family in text_string_to_metric_families(text):
+        for label, name in _STALLS.items():
+            if family.name != name:
+                continue
+            count = sum(s.value for s in family.samples if s.name == name + "_count")
+            total = sum(s.value for s in family.samples if s.name == name + "_sum")
+            buckets: dict[float, float] = defaultdict(float)
+            for sample in family.samples:
+                if sample.name == name + "_bucket":
+                    buckets[float(sample.labels["le"])] += sample.value
+            # The smallest bound holding every observation: the largest one was at most that.
+            bound = min((le for le, n in buckets.items() if n >= count), default=None) if count else None
+            found[label] = {"count": int(count), "seconds": round(total, 3), "largest_at_most_s": bound}
+    return found
 
 
 def _note_worst(by_second: dict[int, float], sent_ms: int, latency_ms: float) -> None:

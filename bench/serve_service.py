@@ -15,15 +15,34 @@ import argparse
 import random
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from bench.serve_network import customer_point, sku_name
 from omni_ledger.config import ServeSettings, Settings, SnapshotSettings
+from omni_ledger.service import LedgerService
 from omni_ledger.serving import open_service
 
 CACHE = Path(__file__).resolve().parents[1] / "var" / "bench-serve"
+SCENARIOS = ("availability", "promise", "promise_appt", "promise_basket3")
+
+
+def request_maker(service: LedgerService, scenario: str, *, skus: int, rng: random.Random) -> Callable[[], Any]:
+    """A function answering one random request of the scenario per call, as the HTTP bench asks them:
+    a customer point (`customer_point`), random skus of the store's `skus`, a 50 km radius, limit 10."""
+
+    def one() -> Any:
+        lat, lon = customer_point(rng)
+        if scenario == "availability":
+            return service.availability(sku_name(rng.randrange(skus)), lat=lat, lon=lon, radius_km=50.0)
+        count = 3 if scenario == "promise_basket3" else 1
+        items = [(sku_name(i), 1) for i in rng.sample(range(skus), count)]
+        appointment = scenario == "promise_appt"
+        return service.promise(items, lat=lat, lon=lon, radius_km=50.0, appointment=appointment, limit=10)
+
+    return one
 
 
 def main() -> None:
@@ -43,18 +62,8 @@ def main() -> None:
     )
     figures = []
     with open_service(settings) as service:
-        for scenario in ("availability", "promise", "promise_appt", "promise_basket3"):
-            rng = random.Random(1)
-
-            def one(scenario: str = scenario, rng: random.Random = rng) -> Any:
-                lat, lon = customer_point(rng)
-                if scenario == "availability":
-                    return service.availability(sku_name(rng.randrange(args.skus)), lat=lat, lon=lon, radius_km=50.0)
-                count = 3 if scenario == "promise_basket3" else 1
-                items = [(sku_name(i), 1) for i in rng.sample(range(args.skus), count)]
-                appointment = scenario == "promise_appt"
-                return service.promise(items, lat=lat, lon=lon, radius_km=50.0, appointment=appointment, limit=10)
-
+        for scenario in SCENARIOS:
+            one = request_maker(service, scenario, skus=args.skus, rng=random.Random(1))
             for _ in range(args.requests if args.warmup is None else args.warmup):
                 one()
             started = time.process_time()

@@ -8,25 +8,25 @@ read's CPU (bench/serve_profile.py: 36 % the rows, 23 % the distances).
 
 Here, per request:
 
-1. The sku's block (`SkuColumns`): its sites' numbers in the view's site table and
-   their records, contiguous.
-2. One great-circle bound over all of the sku's sites at once (numpy over the site
-   numbers, each site's latitude, longitude and cosine computed once per site table):
-   only the sites within the radius plus `_MARGIN_KM`, and the sites the network does
-   not know (listed whatever the point, as the reference does), go on. A prefilter
-   only: numpy's sine may differ from libm's in the last bit, so each site it keeps is
-   measured again with `haversine_km` exactly as `Network.distance_km` does, rounded to
-   metres and held to the radius as before. The answer is the reference's to the last
-   float (a property holds the two equal: tests/unit/service/test_near.py).
-3. The kept sites' records in one `tolist()`, and one dict per site shown.
-
-The per-site constants (name, kind, coordinates) are kept per site table, which a
-refresh replaces only when a site new to the model appears.
+1. The sku's block (`SkuColumns`): its sites, ascending, and their records, contiguous.
+2. One bound over all of the sku's sites at once: each site is kept as a unit vector
+   per site set (the sites holding a sku, shared by every sku held by the same sites:
+   a national range is one set), so the sites within the radius plus `_MARGIN_KM` are
+   one matrix-vector product and a comparison; the sites the network does not know go
+   on too (listed whatever the point, as the reference does). A prefilter only: its
+   floats are not haversine's, so each site it keeps is measured again with
+   `haversine_km`'s own steps (its `radians(lat)` and cosine kept per site: the same
+   floats), rounded to metres and held to the radius as before. The answer is the
+   reference's to the last float: a property holds the two equal
+   (tests/component/omni_ledger/test_near.py).
+3. The kept sites' records unpacked from their raw bytes in one C call (`struct`: a
+   structured array's `tolist()` cost as much as the bound), one dict per site shown.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from adapters.snapshot_store.read_model import ReadView
+from adapters.snapshot_store.read_model import NARROW, WIDE, ReadView, SiteSet
 from ledger.events import Millis
-from ledger.network import Network, haversine_km
+from ledger.network import Network
 
 __all__ = ["NearbyAvailability"]
 
@@ -45,36 +45,46 @@ _EARTH_RADIUS_KM = 6371.0088
 _MARGIN_KM = 1.0
 """How much wider than the radius the numpy bound keeps sites: far above any rounding of it (~1e-9 km)."""
 
+_SETS_KEPT = 4096
 Floats = npt.NDArray[np.float64]
+_NARROW, _WIDE = "<5i?q", "<5q?q"
+"""`NARROW` and `WIDE` records as `struct` reads them: five counts, `negative`, `updated_at`, unpadded."""
+_NARROW_SIZE = NARROW.itemsize
+assert struct.calcsize(_NARROW) == NARROW.itemsize
+assert struct.calcsize(_WIDE) == WIDE.itemsize
+
+
+_Static = tuple[str, str, float, float, float, float]
+"""A known site's (name, kind, latitude, longitude, latitude in radians, its cosine)."""
 
 
 @dataclass(frozen=True, slots=True)
-class _Sites:
-    """A view's site table measured once against the network, by site number."""
+class _Measured:
+    """A site set (the sites holding a sku, shared by every sku held by the same sites) measured once."""
 
-    names: tuple[str, ...]
-    """The table's site ids (the cache's key: a new table is a new tuple)."""
-    lat: Floats
-    """Latitude in radians (0 for a site the network does not know)."""
-    lon: Floats
-    cos_lat: Floats
+    held: SiteSet
+    """Kept so that the set, the cache's key by identity, lives as long as its entry."""
+    unit: Floats
+    """Each site as a unit vector (n x 3): the bound is one product with the point's."""
     unknown: npt.NDArray[np.bool_]
-    static: tuple[tuple[str, str, float, float] | None, ...]
-    """(name, kind, latitude, longitude) in degrees as the network holds them; None when unknown."""
+    static: tuple[_Static | None, ...]
+    """Per site of the set, its constants; None when the network does not know it."""
 
 
-def _measured(network: Network, names: tuple[str, ...]) -> _Sites:
-    static: list[tuple[str, str, float, float] | None] = []
-    for name in names:
+def _measured(network: Network, held: SiteSet) -> _Measured:
+    static: list[_Static | None] = []
+    for name in held.names:
         if network.has_site(name):
             site = network.site(name)
-            static.append((site.name, site.kind.value, site.lat, site.lon))
+            p1 = math.radians(site.lat)  # as haversine_km computes it: the same float
+            static.append((site.name, site.kind.value, site.lat, site.lon, p1, math.cos(p1)))
         else:
             static.append(None)
-    lat = np.radians(np.array([0.0 if s is None else s[2] for s in static], dtype=np.float64))
+    lat = np.array([0.0 if s is None else s[4] for s in static], dtype=np.float64)
     lon = np.radians(np.array([0.0 if s is None else s[3] for s in static], dtype=np.float64))
+    unit = np.stack((np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)), axis=1)
     unknown = np.array([s is None for s in static], dtype=np.bool_)
-    return _Sites(names, lat, lon, np.cos(lat), unknown, tuple(static))
+    return _Measured(held, unit.reshape(len(static), 3), unknown, tuple(static))
 
 
 class NearbyAvailability:
@@ -82,18 +92,17 @@ class NearbyAvailability:
 
     def __init__(self, network: Network) -> None:
         self.network = network
-        self._sites: _Sites | None = None
+        self._measured: dict[int, _Measured] = {}
         self._lock = threading.Lock()
 
-    def _sites_of(self, view: ReadView) -> _Sites:
-        names = view.site_ids
-        sites = self._sites
-        if sites is None or sites.names is not names:
+    def _measure(self, held: SiteSet) -> _Measured:
+        found = self._measured.get(id(held))
+        if found is None or found.held is not held:
             with self._lock:
-                sites = self._sites
-                if sites is None or sites.names is not names:
-                    sites = self._sites = _measured(self.network, names)
-        return sites
+                if len(self._measured) >= _SETS_KEPT:
+                    self._measured.clear()  # a view holds a few site sets; many means many tables went by
+                found = self._measured[id(held)] = _measured(self.network, held)
+        return found
 
     def answer(
         self, view: ReadView, sku: str, *, lat: float, lon: float, radius_km: float, by: Millis | None
@@ -102,33 +111,36 @@ class NearbyAvailability:
         block = view.skus.get(sku)
         if block is None:
             return None
-        sites = self._sites_of(view)
-        codes = block.held.codes
-        # 2. The bound, in haversine's own terms: within d km iff a <= sin(d / 2R)^2.
-        reach = (radius_km + _MARGIN_KM) / (2 * _EARTH_RADIUS_KM)
-        if reach < math.pi / 2:
-            p2 = math.radians(lat)
-            half_dp = (p2 - sites.lat[codes]) * 0.5
-            half_dl = (math.radians(lon) - sites.lon[codes]) * 0.5
-            a = np.sin(half_dp) ** 2 + sites.cos_lat[codes] * math.cos(p2) * np.sin(half_dl) ** 2
-            kept = np.flatnonzero((a <= math.sin(reach) ** 2) | sites.unknown[codes])
+        sites = self._measure(block.held)
+        # 2. The bound: within an angle t of the point iff the unit vectors' product is >= cos t.
+        reach = (radius_km + _MARGIN_KM) / _EARTH_RADIUS_KM
+        p2 = math.radians(lat)
+        if reach < math.pi:
+            cos_p2, lon2 = math.cos(p2), math.radians(lon)
+            point = np.array((cos_p2 * math.cos(lon2), cos_p2 * math.sin(lon2), math.sin(p2)))
+            kept = np.flatnonzero((sites.unit @ point >= math.cos(reach)) | sites.unknown)
         else:
-            kept = np.arange(len(codes))
-        # 3. The kept sites' figures in one call, one dict each.
-        at = kept.tolist()
-        records = block.figures[kept].tolist()
-        names, numbers, static, inbound = block.held.names, codes[kept].tolist(), sites.static, view.inbound
+            kept = np.arange(len(sites.static))
+        # 3. The kept sites' records in one C call (their raw bytes unpacked), one dict each.
+        packed = block.records[kept].tobytes()
+        records = struct.iter_unpack(_NARROW if block.records.dtype.itemsize == _NARROW_SIZE else _WIDE, packed)
+        names, static, inbound = block.held.names, sites.static, view.inbound
+        cos_p2 = math.cos(p2)
+        asin, sin, sqrt, radians = math.asin, math.sin, math.sqrt, math.radians
         shown = []
-        for i, number, (atp, on_hand, reserved, staged, inbound_count, negative, updated_at) in zip(
-            at, numbers, records, strict=True
+        for i, (atp, on_hand, reserved, staged, inbound_count, negative, updated_at) in zip(
+            kept.tolist(), records, strict=True
         ):
             site_id = names[i]
-            measured = static[number]
+            measured = static[i]
             if measured is None:
                 name = kind = distance = None
             else:
-                name, kind, site_lat, site_lon = measured
-                distance = round(haversine_km(site_lat, site_lon, lat, lon), 3)
+                name, kind, _, site_lon, p1, cos_p1 = measured
+                # ledger.network.haversine_km(site lat, site lon, lat, lon), step for step: the same float
+                # (its p1 and cos(p1) kept per site; the property compares with Network.distance_km).
+                a = sin((p2 - p1) / 2) ** 2 + cos_p1 * cos_p2 * sin(radians(lon - site_lon) / 2) ** 2
+                distance = round(2 * _EARTH_RADIUS_KM * asin(min(1.0, sqrt(a))), 3)
                 if distance > radius_km:
                     continue
             lines = inbound.get((site_id, sku), ())

@@ -45,7 +45,8 @@ _EARTH_RADIUS_KM = 6371.0088
 _MARGIN_KM = 1.0
 """How much wider than the radius the numpy bound keeps sites: far above any rounding of it (~1e-9 km)."""
 
-_SETS_KEPT = 4096
+_SITES_KEPT = 1_000_000
+"""Sites measured and kept over all site sets (~50 bytes each) before the cache starts again."""
 Floats = npt.NDArray[np.float64]
 _NARROW, _WIDE = "<5i?q", "<5q?q"
 """`NARROW` and `WIDE` records as `struct` reads them: five counts, `negative`, `updated_at`, unpadded."""
@@ -93,15 +94,20 @@ class NearbyAvailability:
     def __init__(self, network: Network) -> None:
         self.network = network
         self._measured: dict[int, _Measured] = {}
+        self._kept = 0
         self._lock = threading.Lock()
 
     def _measure(self, held: SiteSet) -> _Measured:
         found = self._measured.get(id(held))
         if found is None or found.held is not held:
             with self._lock:
-                if len(self._measured) >= _SETS_KEPT:
-                    self._measured.clear()  # a view holds a few site sets; many means many tables went by
+                if self._kept + len(held.names) > _SITES_KEPT:
+                    # A view holds a few site sets (a national range is one); many means many
+                    # views went by, or a store whose skus are each held by other sites.
+                    self._measured.clear()
+                    self._kept = 0
                 found = self._measured[id(held)] = _measured(self.network, held)
+                self._kept += len(held.names)
         return found
 
     def answer(

@@ -162,6 +162,10 @@ class _Held:
 
 
 _HELD: dict[int, tuple[_Into, _Held]] = {}
+_HELD_SITES = [0]
+"""Sites indexed in `_HELD` over all its entries: bounded, as a view answering without the read
+model hands a new list per request (each indexed once, then dropped when the bound is reached)."""
+_HELD_SITES_KEPT = 200_000
 
 
 def _held(into: _Into, sites: Sequence[str]) -> _Held:
@@ -180,9 +184,12 @@ def _held(into: _Into, sites: Sequence[str]) -> _Held:
         [site in kinds for site in sites],
         {reason: tuple(places) for reason, places in by_path.items()},
     )
-    if len(_HELD) >= 4096:  # a read model shares a few site tuples; many means many views went by
+    if _HELD_SITES[0] + len(sites) > _HELD_SITES_KEPT:
+        # A read model shares a few site tuples; many means many views went by, or new lists.
         _HELD.clear()
+        _HELD_SITES[0] = 0
     _HELD[id(sites)] = (into, held)
+    _HELD_SITES[0] += len(sites)
     return held
 
 

@@ -2,7 +2,8 @@
 
 `python -m bench.serve_profile --skus 2000 --requests 100 --scenarios promise,promise_appt`
 loads the service over the cached bench store (as `bench.serve_service`), answers
-`--requests` requests of each scenario unmeasured (the memos fill), then as many again
+`--requests` requests of each scenario (the same as `bench.serve_service`'s: one
+generator, `request_maker`) unmeasured (the memos fill), then as many again
 under cProfile, and prints the top functions by own and cumulative time. Not a test.
 """
 
@@ -15,14 +16,10 @@ import pstats
 import random
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
-from bench.serve_network import customer_point, sku_name
+from bench.serve_service import CACHE, SCENARIOS, request_maker
 from omni_ledger.config import ServeSettings, Settings, SnapshotSettings
 from omni_ledger.serving import open_service
-
-CACHE = Path(__file__).resolve().parents[1] / "var" / "bench-serve"
-SCENARIOS = ("availability", "promise", "promise_appt", "promise_basket3")
 
 
 def main() -> None:
@@ -44,17 +41,7 @@ def main() -> None:
     )
     with open_service(settings) as service:
         for scenario in args.scenarios.split(","):
-            rng = random.Random(1)
-
-            def one(scenario: str = scenario, rng: random.Random = rng) -> Any:
-                lat, lon = customer_point(rng)
-                if scenario == "availability":
-                    return service.availability(sku_name(rng.randrange(args.skus)), lat=lat, lon=lon, radius_km=50.0)
-                count = 3 if scenario == "promise_basket3" else 1
-                items = [(sku_name(i), 1) for i in rng.sample(range(args.skus), count)]
-                appointment = scenario == "promise_appt"
-                return service.promise(items, lat=lat, lon=lon, radius_km=50.0, appointment=appointment, limit=10)
-
+            one = request_maker(service, scenario, skus=args.skus, rng=random.Random(1))
             for _ in range(args.requests if args.warmup is None else args.warmup):
                 one()
             profile = cProfile.Profile()

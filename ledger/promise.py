@@ -14,10 +14,12 @@ transfer rides a real departure of its lane (cut-off not passed) and arrives
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from itertools import islice
 
 from ledger.answer import (
     BASKET,
@@ -88,7 +90,10 @@ def promise(
         # answer under a thousand exclusions. One pass over the sku's two columns: only a
         # site that has the units and a way to the customer becomes objects.
         sites, atps = view.sku_atp(sku)
-        for site_id, atp in zip(sites, atps, strict=True):
+        # Explained, every site is a step (each is listed). Bounded, only the sources and the
+        # first few left out of each reason are; the rest are counted in bulk (`_walk`).
+        walk, counted = (zip(sites, atps, strict=True), None) if explain else _walk(into, sites, atps, qty, reach)
+        for site_id, atp in walk:
             if site_id not in reach or atp < qty:  # `reach` holds network sites only
                 if site_id not in into.kinds:
                     reason = Reason.NOT_IN_NETWORK
@@ -113,6 +118,11 @@ def promise(
                             found.append(booked)
                     else:
                         found.append(option)
+        for reason, more in (counted or {}).items():
+            # Each reason's first few in this sku's walk were steps above: the count is at the summary's
+            # examples already, so the rest would have been counted only, as they are here.
+            counts[reason] += more
+            ctx.found += more
     plans = [plan for store in sorted(stores) if (plan := ctx.together(store, bound)) is not None]
     # (ready, distance, store) is unique per plan: the order needs no leg built.
     plans.sort(key=lambda plan: (plan.ready_at, plan.distance_km, plan.store_id))
@@ -134,6 +144,90 @@ def promise(
         together_total=len(plans),
         exclusions=ctx.summary(),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """The sites holding a sku (one tuple shared by every sku held by the same sites), indexed once."""
+
+    sites: Sequence[str]
+    """Kept: the cache's key is its identity."""
+    at: Mapping[str, int]
+    """Site -> its place in `sites`."""
+    unknown: tuple[int, ...]
+    """The places of the sites the network does not know, ascending."""
+    known: Sequence[bool]
+    by_path: Mapping[Reason, tuple[int, ...]]
+    """Known sites by the reason they are left out for when they have units but no way, ascending."""
+
+
+_HELD: dict[int, tuple[_Into, _Held]] = {}
+_HELD_SITES = [0]
+"""Sites indexed in `_HELD` over all its entries: bounded, as a view answering without the read
+model hands a new list per request (each indexed once, then dropped when the bound is reached)."""
+_HELD_SITES_KEPT = 200_000
+
+
+def _held(into: _Into, sites: Sequence[str]) -> _Held:
+    cached = _HELD.get(id(sites))
+    if cached is not None and cached[0] is into and cached[1].sites is sites:
+        return cached[1]
+    kinds = into.kinds
+    by_path: dict[Reason, list[int]] = {}
+    for i, site in enumerate(sites):
+        if site in kinds:
+            by_path.setdefault(_NO_PATH[kinds[site]], []).append(i)
+    held = _Held(
+        sites,
+        {site: i for i, site in enumerate(sites)},
+        tuple(i for i, site in enumerate(sites) if site not in kinds),
+        [site in kinds for site in sites],
+        {reason: tuple(places) for reason, places in by_path.items()},
+    )
+    if _HELD_SITES[0] + len(sites) > _HELD_SITES_KEPT:
+        # A read model shares a few site tuples; many means many views went by, or new lists.
+        _HELD.clear()
+        _HELD_SITES[0] = 0
+    _HELD[id(sites)] = (into, held)
+    _HELD_SITES[0] += len(sites)
+    return held
+
+
+def _walk(
+    into: _Into, sites: Sequence[str], atps: Sequence[int], qty: int, reach: Set[str]
+) -> tuple[list[tuple[str, int]], dict[Reason, int]]:
+    """The walk over a sku's sites for a bounded promise: the steps that matter, and the rest counted.
+
+    A step is a site with the units and a way (a source), or one of the first
+    `EXAMPLES_PER_REASON` sites left out for each reason, in site order: the walk over
+    every site would make exactly these exclusions examples, and only count the others
+    (by then their reason has its examples). Those others are counted by reason here,
+    with a Python step per source and per example rather than per site: nine sites in
+    ten of a national sku are left out.
+    """
+    held = _held(into, sites)
+    at, known = held.at, held.known
+    sources = sorted(i for site in reach if (i := at.get(site)) is not None and atps[i] >= qty)
+    steps = set(sources)
+    counted: dict[Reason, int] = {}
+
+    def left_out(reason: Reason, places: Iterable[int], total: int) -> None:
+        first = list(islice(places, EXAMPLES_PER_REASON))
+        steps.update(first)
+        if total > len(first):
+            counted[reason] = total - len(first)
+
+    unknown = held.unknown
+    left_out(Reason.NOT_IN_NETWORK, iter(unknown), len(unknown))
+    short = sum(map(qty.__gt__, atps)) - sum(1 for i in unknown if atps[i] < qty)
+    left_out(Reason.INSUFFICIENT_ATP, (i for i, atp in enumerate(atps) if atp < qty and known[i]), short)
+    placed = Counter(_NO_PATH[into.kinds[sites[i]]] for i in sources)
+    for reason, places in held.by_path.items():
+        with_units = sum(map(qty.__le__, map(atps.__getitem__, places))) - placed[reason]
+        if with_units:
+            ways = (i for i in places if atps[i] >= qty and sites[i] not in reach)
+            left_out(reason, ways, with_units)
+    return [(sites[i], atps[i]) for i in sorted(steps)], counted
 
 
 _NO_PATH = {

@@ -330,6 +330,12 @@ class ReadView:
 
     # -- availability
 
+    @property
+    def site_ids(self) -> tuple[str, ...]:
+        """Every site of the view by its number (`SiteSet.codes` index it); a new tuple only when a
+        site new to the model appears, so what is computed per site can be kept per tuple."""
+        return self.site_table.names
+
     def sku_sites(self, sku: str) -> Sequence[str]:
         """The sites holding a position of the sku, ascending."""
         columns = self.skus.get(sku)

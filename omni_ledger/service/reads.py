@@ -23,8 +23,9 @@ from ledger.network import Network, appointment_slot
 from ledger.promise import promise
 from omni_ledger.config import ServeSettings
 from omni_ledger.errors import InvalidRequest, NotFound, StaleSnapshot
+from omni_ledger.service.near import NearbyAvailability
 
-__all__ = ["Reads", "as_millis"]
+__all__ = ["Reads", "as_millis", "reference_near", "sites_shown"]
 
 _ROUNDING_KM = 0.001
 """A site is in the radius when its distance rounded to metres is: candidates are sought that much wider."""
@@ -55,7 +56,7 @@ class Reads:
         self.decisions = decisions
         self.settings = settings
         self.clock = clock
-        self._unknown_sites: dict[int, tuple[Sequence[str], tuple[str, ...]]] = {}
+        self._near = NearbyAvailability(network)
 
     # -- the snapshot
 
@@ -126,15 +127,13 @@ class Reads:
         meta = self.snapshot()
         view = self._read_view()
         if view is not None and lat is not None and lon is not None and radius_km is not None:
-            # Only the sites that may be in the radius (ledger.nearby), and those the network does not
-            # know (listed whatever the point, as below): not a row and a distance for every site.
-            holders = view.sku_sites(sku)
-            near = set(candidates(self.network, lat, lon, radius_km + _ROUNDING_KM))
-            near.update(self._unknown(holders))
-            snapshot_id, rows = view.snapshot_id, (view.sku_rows(sku, near) if holders else [])
-            if holders and not rows:
-                return {"snapshot_id": snapshot_id, "sku": sku, "by": by, "sites": []}
-        elif view is not None:
+            # From the read model's arrays (omni_ledger.service.near): the answer `reference_near` gives.
+            answer = self._near.answer(view, sku, lat=lat, lon=lon, radius_km=radius_km, by=by)
+            if answer is None:
+                msg = f"unknown sku {sku!r}: no site has a position for it in snapshot {view.snapshot_id}"
+                raise NotFound(msg)
+            return answer
+        if view is not None:
             snapshot_id, rows = view.snapshot_id, view.sku_rows(sku)
         else:
             snapshot_id, rows = meta.snapshot_id, self.store.sku_positions(sku, meta.snapshot_id)
@@ -144,59 +143,8 @@ class Reads:
         if (lat is None) != (lon is None):
             msg = "give both lat and lon, or neither"
             raise InvalidRequest(msg)
-        sites = []
-        for row in rows:
-            site_id = str(row["site_id"])
-            known = self.network.has_site(site_id)
-            distance = None
-            if known and lat is not None and lon is not None:
-                distance = round(self.network.distance_km(site_id, lat, lon), 3)
-                if radius_km is not None and distance > radius_km:
-                    continue
-            lines = row.pop("inbound_lines")
-            free_due = sum(
-                int(line["qty"])
-                for line in lines
-                if not line.get("promised") and (by is None or as_millis(line["eta"]) <= by)
-            )
-            site = self.network.site(site_id) if known else None
-            sites.append(
-                {
-                    "site_id": site_id,
-                    "name": site.name if site else None,
-                    "kind": site.kind.value if site else None,
-                    "distance_km": distance,
-                    "on_hand": row["on_hand"],
-                    "reserved": row["reserved"],
-                    "staged": row["staged"],
-                    "inbound": row["inbound"],
-                    "atp": row["atp"],
-                    "atp_by_date": None if by is None else int(row["atp"]) + free_due,
-                    "negative": row["negative"],
-                    "inbound_lines": [
-                        {
-                            "ref": line["ref"],
-                            "qty": line["qty"],
-                            "eta": as_millis(line["eta"]),
-                            "promised": bool(line.get("promised")),
-                        }
-                        for line in lines
-                    ],
-                    "updated_at": as_millis(row["updated_at"]),
-                }
-            )
-        sites.sort(key=lambda s: (s["distance_km"] is None, s["distance_km"] or 0.0, s["site_id"]))
+        sites = sites_shown(self.network, rows, lat=lat, lon=lon, radius_km=radius_km, by=by)
         return {"snapshot_id": snapshot_id, "sku": sku, "by": by, "sites": sites}
-
-    def _unknown(self, sites: Sequence[str]) -> tuple[str, ...]:
-        """The sites among `sites` the network does not know; remembered per tuple (skus held by the
-        same sites share one tuple in the read model)."""
-        cached = self._unknown_sites.get(id(sites))
-        if cached is None or cached[0] is not sites:
-            if len(self._unknown_sites) >= 1024:
-                self._unknown_sites.clear()
-            cached = self._unknown_sites[id(sites)] = (sites, tuple(s for s in sites if not self.network.has_site(s)))
-        return cached[1]
 
     def promise(
         self,
@@ -323,3 +271,77 @@ def as_millis(value: object) -> Millis:
         return (value - _EPOCH) // timedelta(milliseconds=1)
     assert isinstance(value, int)
     return value
+
+
+def reference_near(
+    network: Network, view: ReadView, sku: str, *, lat: float, lon: float, radius_km: float, by: Millis | None
+) -> dict[str, Any] | None:
+    """Availability near a point from a view, row by row: the reference `NearbyAvailability` is held to.
+
+    None when the view holds no position of the sku. Only the sites that may be in the
+    radius (ledger.nearby), and those the network does not know (listed whatever the
+    point), are read, each as a row dict, then measured and shown by `sites_shown`.
+    """
+    holders = view.sku_sites(sku)
+    if not holders:
+        return None
+    near = set(candidates(network, lat, lon, radius_km + _ROUNDING_KM))
+    near.update(site for site in holders if not network.has_site(site))
+    rows = view.sku_rows(sku, near)
+    sites = sites_shown(network, rows, lat=lat, lon=lon, radius_km=radius_km, by=by)
+    return {"snapshot_id": view.snapshot_id, "sku": sku, "by": by, "sites": sites}
+
+
+def sites_shown(
+    network: Network,
+    rows: Sequence[dict[str, Any]],
+    *,
+    lat: float | None,
+    lon: float | None,
+    radius_km: float | None,
+    by: Millis | None,
+) -> list[dict[str, Any]]:
+    """The availability answer's sites from position rows (the read model's or the store's), nearest first."""
+    sites = []
+    for row in rows:
+        site_id = str(row["site_id"])
+        known = network.has_site(site_id)
+        distance = None
+        if known and lat is not None and lon is not None:
+            distance = round(network.distance_km(site_id, lat, lon), 3)
+            if radius_km is not None and distance > radius_km:
+                continue
+        lines = row["inbound_lines"]
+        free_due = sum(
+            int(line["qty"])
+            for line in lines
+            if not line.get("promised") and (by is None or as_millis(line["eta"]) <= by)
+        )
+        site = network.site(site_id) if known else None
+        sites.append(
+            {
+                "site_id": site_id,
+                "name": site.name if site else None,
+                "kind": site.kind.value if site else None,
+                "distance_km": distance,
+                "on_hand": row["on_hand"],
+                "reserved": row["reserved"],
+                "staged": row["staged"],
+                "inbound": row["inbound"],
+                "atp": row["atp"],
+                "atp_by_date": None if by is None else int(row["atp"]) + free_due,
+                "negative": row["negative"],
+                "inbound_lines": [
+                    {
+                        "ref": line["ref"],
+                        "qty": line["qty"],
+                        "eta": as_millis(line["eta"]),
+                        "promised": bool(line.get("promised")),
+                    }
+                    for line in lines
+                ],
+                "updated_at": as_millis(row["updated_at"]),
+            }
+        )
+    sites.sort(key=lambda s: (s["distance_km"] is None, s["distance_km"] or 0.0, s["site_id"]))
+    return sites

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -897,3 +897,47 @@ def test_a_lanes_transfer_kept_between_cutoffs_is_the_next_run_and_the_opening_a
             if run is not None:
                 for edge in (run.cutoff_at - 1, run.cutoff_at, run.cutoff_at + 1):
                     assert transfer(network, lane, edge) == expected(lane, edge)
+
+
+@st.composite
+def crowded_scenarios(draw: st.DrawFn) -> tuple[Network, HashedSlots, PromiseRequest]:
+    """Many sites left out for each reason (far stores, DCs without a lane, suppliers without a route,
+    sites the network does not know, short ones), so that a bounded promise counts most of them."""
+    base = draw(networks())
+    extra = []
+    for n in range(draw(st.integers(0, 24))):
+        kind = draw(st.sampled_from([SourceKind.STORE, SourceKind.STORE, SourceKind.DC, SourceKind.SUPPLIER]))
+        lat, lon = draw(st.floats(44.5, 47.0)), draw(st.floats(3.5, 6.5))
+        extra.append(Site(f"X{n:02d}", f"X{n}", kind, lat, lon, draw(st.sampled_from(ZONES))))
+    network = Network(sites=(*base.sites, *extra), lanes=base.lanes, dropship=base.dropship, carriers=base.carriers)
+    rows = []
+    for site_id in [*(site.id for site in network.sites), "U1", "U2", "U3", "U4", "U5"]:
+        for sku in SKUS:
+            if draw(st.integers(0, 3)):
+                atp = draw(st.integers(0, 4))
+                offer = OfferTerms(5, None, 2, 0) if site_id.startswith("M") and draw(st.booleans()) else None
+                rows.append(Stock(site_id, sku, atp, (), offer))
+    view = HashedSlots(draw(st.integers(0, 10**9)), tuple(rows), draw(st.integers()))
+    items = draw(st.lists(st.tuples(st.sampled_from(SKUS), st.integers(1, 3)), min_size=1, max_size=4))
+    request = PromiseRequest.of(
+        items,
+        lat=draw(st.floats(45.4, 46.0)),
+        lon=draw(st.floats(4.5, 5.2)),
+        now=draw(st.integers(at("2026-01-01T00:00"), at("2027-01-01T00:00"))),
+        radius_km=draw(st.none() | st.floats(5, 100)),
+        appointment=draw(st.booleans()),
+    )
+    return network, view, request
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(crowded_scenarios(), scenarios()), st.integers(1, MAX_LIMIT))
+def test_counting_the_left_out_sites_in_bulk_equals_walking_every_site(scenario, limit):
+    # A bounded promise steps only through the sources and each reason's first examples and counts
+    # the rest (ledger.promise._walk); explained, it steps through every site. Both must give the
+    # same answer, the full list apart, and the bounded one is the whole one cut.
+    network, view, request = scenario
+    counted = promise(network, view, request, limit=limit, explain=False)
+    walked = promise(network, view, request, limit=limit, explain=True)
+    assert counted == replace(walked, excluded=())
+    assert counted == bounded(promise(network, view, request), limit)

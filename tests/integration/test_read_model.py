@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,30 @@ def store_rows(reader: SnapshotReader, snapshot_id: int) -> list[dict[str, objec
 def atp_of(view: ReadView, sku: str) -> tuple[tuple[str, ...], list[int]]:
     sites, atp = view.sku_atp(sku)
     return tuple(sites), list(atp)
+
+
+def test_a_following_model_sees_every_publish_and_reads_an_idle_catalog_about_once_a_second(
+    tmp_path: Path,
+) -> None:
+    """The follower skips a poll whose catalog files stat unchanged: no publish is missed, idle costs ~nothing."""
+    path = tmp_path / "snapshots"
+    with SnapshotWriter.open(path) as writer:
+        writer.publish([change("S1", "A", 1, on_hand=5)], [], events_applied=1, now=T0)
+        with ReadModel.open(path) as model:
+            model.follow(every=0.01)
+            for n in range(2, 12):
+                sid = writer.publish([change("S1", "A", n, on_hand=n)], [], events_applied=n, now=T0 + n)
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and (model.view is None or model.view.snapshot_id != sid):
+                    time.sleep(0.005)
+                view = model.view
+                assert view is not None
+                assert view.snapshot_id == sid, f"publish {n} not seen within 10 s"
+                assert atp_of(view, "A") == (("S1",), [n])
+            before = model.follower_refreshes
+            time.sleep(2.0)  # ~200 polls of an idle catalog
+            idle = model.follower_refreshes - before
+            assert 1 <= idle <= 4, idle  # the once-a-second reading, not a refresh a poll
 
 
 def test_a_model_opened_before_the_store_exists_loads_it_once_it_does(tmp_path: Path) -> None:

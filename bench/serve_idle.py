@@ -1,0 +1,89 @@
+"""What an idle server's read model costs: its follower polling a store nobody publishes to.
+
+`python -m bench.serve_idle [--store DIR] [--seconds 5] [--rounds 2] [--json]` opens the
+read model on the store (default: the 1,000 x 2,000 `bench-serve` store), follows it every
+50 ms, and reports the process's CPU over `--seconds` of idling as a share of a core and
+how many refreshes the follower ran; each round measures the follower as it is (a poll
+whose SQLite catalog files stat unchanged is skipped) and the follower refreshing at every
+poll (the way before 2026-12-02), side by side in one process. That CPU is taken from the
+requests on a 2-core server. Not a test: nothing asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+from adapters.snapshot_store.read_model import ReadModel
+from bench.common import REPO, say
+
+__all__ = ["measure_idle"]
+
+DEFAULT_STORE = REPO / "var" / "bench-serve" / "1000x2000-seed1-slots14d-v1" / "store"
+
+
+def _idle(store: Path, seconds: float, *, stat_first: bool) -> dict[str, Any]:
+    with (
+        mock.patch.object(ReadModel, "_catalog_marker", return_value=None)
+        if not stat_first
+        else contextlib.nullcontext()
+    ):
+        model = ReadModel.open(store)
+        try:
+            model.follow(every=0.05)
+            time.sleep(1.0)  # the first poll's refresh is done
+            cpu, wall, refreshes = time.process_time(), time.perf_counter(), model.follower_refreshes
+            time.sleep(seconds)
+            share = (time.process_time() - cpu) / (time.perf_counter() - wall)
+            return {
+                "follower": "stat first" if stat_first else "refresh every poll",
+                "cpu_share_of_a_core": round(share, 4),
+                "refreshes": model.follower_refreshes - refreshes,
+                "seconds": seconds,
+            }
+        finally:
+            model.close()
+
+
+def measure_idle(store: Path, seconds: float, rounds: int) -> list[dict[str, Any]]:
+    """Each round: the follower refreshing at every poll, then as it is."""
+    runs = []
+    for round_ in range(rounds):
+        for stat_first in (False, True):
+            found = _idle(store, seconds, stat_first=stat_first)
+            found["round"] = round_ + 1
+            say(
+                f"  round {round_ + 1}, {found['follower']}: {found['cpu_share_of_a_core']:.1%} of a core, "
+                f"{found['refreshes']} refreshes in {seconds:.0f} s"
+            )
+            runs.append(found)
+    return runs
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.serve_idle", description=__doc__)
+    parser.add_argument(
+        "--store", type=Path, default=DEFAULT_STORE, help="a snapshot store (make bench-serve builds one)"
+    )
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    if not args.store.is_dir():
+        parser.error(f"no store at {args.store}: run `make bench-serve` first, or give --store DIR")
+    runs = measure_idle(args.store, args.seconds, args.rounds)
+    if args.json:
+        print(json.dumps(runs))
+        return
+    print(f"{'round':>6}  {'follower':<20}{'CPU, share of a core':>22}{'refreshes':>11}")
+    for run in runs:
+        print(f"{run['round']:>6}  {run['follower']:<20}{run['cpu_share_of_a_core']:>22.1%}{run['refreshes']:>11}")
+
+
+if __name__ == "__main__":
+    main()

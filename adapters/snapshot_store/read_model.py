@@ -633,7 +633,7 @@ class ReadModel:
         checked = 0.0
         while not self._stop.is_set():
             # A refresh that finds nothing new still cost ~22 ms of CPU (reading the newest
-            # snapshot_info row through DuckDB): every 50 ms, a third of a core of an idle
+            # snapshot_info row through DuckDB): every 50 ms, a quarter of a core of an idle
             # server. A SQLite catalog in WAL mode changes its files at every commit, so an
             # unchanged stat means nothing was published; it is taken before the refresh, so a
             # commit during one changes it again. Once a second the catalog is read anyway,

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ledger._frozen import fast_init
 from ledger._pickle import positional_reduce
 from ledger.events import Millis
 
@@ -27,6 +28,7 @@ N entries in its window scans N / CHUNK sealed chunks per lookup."""
 NEVER: Millis = 2**62
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class IdChunk:
     """A sealed set of event ids and the newest occurred_at among them."""
@@ -46,6 +48,7 @@ class IdChunk:
         return self._packed
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class EventIds:
     """Event ids seen inside the window (sealed chunks, then the open chunk with times)."""
@@ -94,6 +97,7 @@ class EventIdsDraft:
         return EventIds(self.sealed, self.open)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DeltaChunk:
     """Sealed on-hand deltas: (occurred_at, qty) with their time range and sum."""
@@ -122,6 +126,7 @@ def _chunk(items: Iterable[tuple[Millis, int]]) -> DeltaChunk | None:
     return DeltaChunk(min(times), max(times), sum(q for _, q in kept), kept)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DeltaLog:
     """On-hand deltas after the latest count and not yet settled."""

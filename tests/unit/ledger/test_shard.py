@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger.effects import split
 from ledger.events import EventType, InventoryEvent
+from ledger.memory import NEVER
 from ledger.outputs import DecisionStatus, ReservationDecision
-from ledger.policy import LedgerPolicy
+from ledger.policy import LedgerPolicy, SafetyStock
 from ledger.shard import Shard, position_key, shard_of
 from tests.stories import deliveries, stories
 from tests.unit.ledger.test_fold_properties import NARROW, SETTINGS, WIDE, replay_clock, run_fold
@@ -103,3 +106,42 @@ def test_a_hold_released_early_leaves_no_timer_behind():
     shard.fold("ST-1|A", [(2_000, e) for e in split(release)], policy)
     assert shard.next_due() is None
     assert shard.expire_due(10_000, policy) == []
+
+
+def _expire_all_row_by_row(shard: Shard, now, policy):
+    # The reference: every row visited in turn (how expire_all walked before 2026-12-03).
+    rule, visit = policy.safety_stock.for_position, []
+    for row in range(len(shard)):
+        p = shard._objects.get(row)
+        if p is None:
+            key = shard._keys[row]
+            if rule(shard._sites[key >> 32], shard._skus[key & 0xFFFFFFFF]) != shard._columns[0][row]:
+                visit.append(row)
+        elif p.holds or p.expiry_floor < NEVER or rule(p.site_id, p.sku) != p.safety_stock:
+            visit.append(row)
+    for row in visit:
+        shard._armed.pop(row, None)
+    return shard._expire(visit, now, policy)
+
+
+@SETTINGS
+@given(data=st.data(), policy=st.sampled_from([WIDE, NARROW]), packs=st.sets(st.integers(0, 60)))
+def test_the_end_of_a_replay_under_a_new_safety_stock_visits_what_a_walk_over_every_row_visits(data, policy, packs):
+    order = data.draw(deliveries(data.draw(stories())))
+    (shard,) = fold_through_shards(order, policy, 1, packs=packs)
+    shard.take_changed()
+    shard.take_changed()  # most rows compact: their safety stock is only a column
+    sites = sorted({p.site_id for p in shard.positions().values()}) or ["ST-1"]
+    skus = sorted({p.sku for p in shard.positions().values()}) or ["A"]
+    units = st.integers(0, 3)
+    safety = SafetyStock(
+        default=data.draw(units),
+        by_sku=data.draw(st.dictionaries(st.sampled_from(skus), units, max_size=2)),
+        by_site=data.draw(st.dictionaries(st.sampled_from(sites), units, max_size=2)),
+    )
+    later = dataclasses.replace(policy, safety_stock=safety)
+    now = (replay_clock(order)[-1] if order else 0) + data.draw(st.integers(0, 10**9))
+    twin = Shard()
+    twin.restore([shard.image()])
+    assert shard.expire_all(now, later) == _expire_all_row_by_row(twin, now, later)
+    assert dict(shard.positions()) == dict(twin.positions())

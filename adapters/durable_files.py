@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 __all__ = ["TEMP_PREFIX", "fsync_dir", "pickle_durably", "write_durably"]
 
@@ -12,19 +15,26 @@ TEMP_PREFIX = ".tmp-"
 """A file being written; a resume deletes whatever still carries it (a write cut short by a crash)."""
 
 
-def write_durably(directory: Path, name: str, blob: bytes) -> None:
-    """Write `name` so that after a crash it is either absent or whole: temp file, fsync, rename, dir fsync."""
+@contextmanager
+def _replacing(directory: Path, name: str) -> Iterator[BinaryIO]:
+    """A temp file to write `name` into; on leaving: fsync, rename over `name`, fsync the directory.
+
+    After a crash `name` is either absent (or its older self) or whole. A write cut short
+    leaves the temp file, which a resume deletes (`TEMP_PREFIX`).
+    """
     tmp = directory / f"{TEMP_PREFIX}{name}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(blob)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with tmp.open("wb") as out:
+        yield out
+        out.flush()
+        os.fsync(out.fileno())
     os.replace(tmp, directory / name)
     fsync_dir(directory)
+
+
+def write_durably(directory: Path, name: str, blob: bytes) -> None:
+    """Write `name` so that after a crash it is either absent or whole: temp file, fsync, rename, dir fsync."""
+    with _replacing(directory, name) as out:
+        out.write(blob)
 
 
 def pickle_durably(directory: Path, name: str, value: object) -> None:
@@ -34,13 +44,8 @@ def pickle_durably(directory: Path, name: str, value: object) -> None:
     bytes field (a shard base's columns, ~180 MB at 1.25M rows) goes from the object to the
     file in one write that releases the GIL, where `dumps` copied it while holding it.
     """
-    tmp = directory / f"{TEMP_PREFIX}{name}"
-    with tmp.open("wb") as out:
+    with _replacing(directory, name) as out:
         pickle.dump(value, out, protocol=pickle.HIGHEST_PROTOCOL)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, directory / name)
-    fsync_dir(directory)
 
 
 def fsync_dir(directory: Path) -> None:

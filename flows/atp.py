@@ -28,7 +28,6 @@ from bytewax.outputs import FixedPartitionedSink, Sink
 from adapters.clock import Clock
 from adapters.codec import Decoder
 from adapters.partitions import batched, each
-from flows.collector import tune_collector
 from flows.logic import Admitted, Folded, FoldObserver, ShardBatch, ShardLogic, SnapshotBatchLogic, admit_batch
 from ledger.dead_letter import DeadLetter
 from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask
@@ -89,10 +88,9 @@ def _rejected(admitted: Admitted) -> list[tuple[str, DeadLetter]]:
 def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
     """The dataflow, wired to `wiring`'s source and sinks.
 
-    The process building it runs it: its garbage collector is set for the flow's
-    allocations first (`flows.collector`: ~19% of the flow's CPU with CPython's defaults).
+    The process that runs it sets its garbage collector for the flow's allocations first
+    (`flows.collector.tune_collector`, called by `omni_ledger.runner`).
     """
-    tune_collector()
     w = wiring
     flow = Dataflow(flow_id)
     reads = op.input(f"input_{w.source_kind}", flow, batched(w.source))

@@ -30,6 +30,7 @@ from adapters.partitions import FirstError, guarded
 from adapters.recovery import discard_uncommitted
 from adapters.shard_checkpoints import SHARDS_DIR, write_layout
 from flows.atp import Wiring, build_flow
+from flows.collector import tune_collector
 from ledger.errors import ConfigError, OmniLedgerError
 from ledger.shard import DEFAULT_SHARDS
 from omni_ledger.bootstrap import RunPlan
@@ -189,6 +190,9 @@ def run(plan: RunPlan) -> None:
             extra={"process_id": settings.process_id, "addresses": ";".join(settings.addresses)},
         )
     errors = FirstError()
+    # This process runs the flow from here on: start-up's objects out of the collector's
+    # reach, collections less often (~19% of the flow's CPU with CPython's defaults).
+    tune_collector()
     try:
         with _stdout_to_stderr() if cluster else contextlib.nullcontext():
             cli_main(  # type: ignore[no-untyped-call]

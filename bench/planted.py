@@ -17,7 +17,7 @@ from bench.common import say
 from ledger.effects import split
 from ledger.events import EventType, InventoryEvent
 from ledger.policy import LedgerPolicy
-from ledger.shard import Shard, ShardImage, _Index, position_key
+from ledger.shard import Shard, ShardImage, position_key
 
 __all__ = ["SITES", "T0", "planted_images", "sku_name"]
 
@@ -64,26 +64,12 @@ def _whole_image(keys: array[int], template: ShardImage, sites: tuple[str, ...],
     """A shard's base: every row the template's packed position, under `keys`, with the index a restore adopts."""
     n = len(keys)
     tail = template.tails[: int.from_bytes(template.tail_len, "little", signed=True)]
-    # The shard's own open addressing (ledger.shard._Index), sized as its growth rule leaves
-    # it for n rows: a power of two at least 2n. Bench-only use of a private class; a public
-    # `ShardImage` builder from columns would belong in ledger/shard.py.
-    size = 1024
-    while size < 2 * n:
-        size *= 2
-    index = _Index(array("i", bytes(4 * size)))
-    for row, key in enumerate(keys):
-        index._place(key, row)
-    return ShardImage(
-        True,
+    return ShardImage.of_columns(
         sites,
         skus,
-        keys.tobytes(),
+        keys,
         tuple(column * n for column in template.columns),
-        array("q", range(0, n * len(tail), len(tail))).tobytes(),
-        array("i", [len(tail)]).tobytes() * n,
-        tail * n,
-        index.slots.tobytes(),
-        (),
+        (array("q", range(0, n * len(tail), len(tail))).tobytes(), array("i", [len(tail)]).tobytes() * n, tail * n),
     )
 
 

@@ -127,6 +127,27 @@ class ShardImage:
             bytes(4 * len(keys)), b"", b"", tuple(objects),
         )  # fmt: skip
 
+    @staticmethod
+    def of_columns(
+        sites: tuple[str, ...],
+        skus: tuple[str, ...],
+        keys: array[int],
+        columns: tuple[bytes | bytearray, ...],
+        tails: tuple[bytes | bytearray, bytes | bytearray, bytes | bytearray],
+    ) -> ShardImage:
+        """A base of plain rows given as bytes (`tails`: tail_at, tail_len, the tail heap), indexed as a shard would be.
+
+        For tools that write a store without folding it position by position (the
+        benchmarks plant 20,000,000 positions this way); a restore adopts it as it is.
+        """
+        index = _Index.sized_for(len(keys))
+        for row, key in enumerate(keys):
+            index._place(key, row)
+        tail_at, tail_len, heap = tails
+        return ShardImage(
+            True, sites, skus, keys.tobytes(), columns, tail_at, tail_len, heap, index.slots.tobytes(), ()
+        )
+
 
 class _Index:
     """Open addressing from a row's key to its row: one int32 slot (row + 1, 0 when free)
@@ -137,6 +158,14 @@ class _Index:
     def __init__(self, slots: array[int] | None = None) -> None:
         self.slots = slots if slots is not None else array("i", bytes(4 * 1024))
         self.shift = 64 - (len(self.slots).bit_length() - 1)
+
+    @staticmethod
+    def sized_for(rows: int) -> _Index:
+        """An empty index sized as `add` leaves it after `rows` rows: a power of two >= 1,024 and >= 2 x `rows`."""
+        size = 1024
+        while size < 2 * rows:
+            size *= 2
+        return _Index(array("i", bytes(4 * size)))
 
     def find(self, key: int, keys: array[int]) -> int:
         slots, mask = self.slots, len(self.slots) - 1

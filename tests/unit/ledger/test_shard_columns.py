@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from unittest.mock import patch
 
 import pytest
@@ -15,7 +16,7 @@ from ledger.fold import fold
 from ledger.policy import LedgerPolicy
 from ledger.position import Position
 from ledger.position_columns import NUMBERS, numbers_of, position_of, tail_of
-from ledger.shard import Shard
+from ledger.shard import Shard, ShardImage
 from tests.stories import deliveries, stories
 from tests.unit.ledger.test_fold_properties import NARROW, SETTINGS, WIDE, run_fold
 from tests.unit.ledger.test_shard import fold_through_shards
@@ -178,3 +179,25 @@ def test_a_base_image_keeps_the_shard_as_it_was_when_taken_whatever_the_shard_do
     restored = Shard()
     restored.restore([image])
     assert dict(restored.positions()) == then
+
+
+def test_a_base_built_from_columns_restores_the_positions_they_hold():
+    live = Shard()
+    for n in range(3_000):  # past the index's first size (1,024 slots): it must be sized as a shard grows it
+        site, sku = f"ST-{n % 7}", f"SKU-{n}"
+        live.fold(f"{site}|{sku}", [(n, _receipt(site, sku))], LedgerPolicy())
+    live.take_changed()
+    live.take_changed()
+    whole = live.image()
+    assert not whole.objects  # every position plain: all of it is in the columns
+    keys = array("q")
+    keys.frombytes(whole.keys)
+    built = ShardImage.of_columns(
+        whole.sites, whole.skus, keys, whole.columns, (whole.tail_at, whole.tail_len, whole.tails)
+    )
+    assert built.index == whole.index
+    restored = Shard()
+    restored.restore([built])
+    assert dict(restored.positions()) == dict(live.positions())
+    assert restored.get("ST-0|SKU-2999") is None
+    assert restored.get("ST-3|SKU-3") == live.get("ST-3|SKU-3")

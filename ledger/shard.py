@@ -10,8 +10,8 @@ a timer expires only the positions that are due.
 
 How it keeps them (docs/scaling.md, "Positions at scale"): a position is a row. A plain
 position at rest (no holds, staged parcels, inbound lines, plans or offer: most of them)
-is nine int64 columns plus a packed tail in one shared byte heap
-(`ledger.position_columns`), about 140 bytes; the site and sku are interned to small
+is nine int64 numbers (row-major: one slice a row) plus a packed tail in one shared byte
+heap (`ledger.position_columns`), about 140 bytes; the site and sku are interned to small
 ints, and the key `site << 32 | sku` is found through an open-addressing index in an
 `array`, so no Python object exists per plain position. Positions with rare parts, and
 the ones folded since the last checkpoint, are `Position` objects in a side map. A fold
@@ -68,6 +68,9 @@ a position folded in two intervals in a row is not unpacked and packed again eac
 Past this many (a bulk load, a flow without recovery that never calls `take_changed`) all
 are packed at once, so objects stay bounded."""
 _LOW = 0xFFFFFFFF
+_W = len(NUMBERS)
+"""Numbers a row holds."""
+_ZERO_ROW = array("q", bytes(8 * _W))
 _GOLDEN = 0x9E3779B97F4A7C15
 _MASK64 = 0xFFFFFFFFFFFFFFFF
 
@@ -201,13 +204,13 @@ class Shard:
     __slots__ = (
         "_armed",
         "_changed",
-        "_columns",
         "_dirty",
         "_garbage",
         "_generation",
         "_heap",
         "_index",
         "_keys",
+        "_numbers",
         "_objects",
         "_older",
         "_recent",
@@ -229,7 +232,10 @@ class Shard:
         self._skus: list[str] = []
         self._sku_ids: dict[str, int] = {}
         self._keys = array("q")
-        self._columns = tuple(array("q") for _ in NUMBERS)
+        # Row-major: row r's numbers are `_numbers[_W * r : _W * r + _W]`, so a row is read,
+        # written and copied into a delta as one slice (nine boxed reads per row were most of
+        # an epoch close's ~10 us a row); a checkpoint's image stays column by column.
+        self._numbers = array("q")
         self._tail_at = array("q")
         self._tail_len = array("i")
         self._tails = bytearray()
@@ -258,7 +264,7 @@ class Shard:
 
     def census(self) -> tuple[int, int]:
         """(positions, positions with negative on hand), counted over the columns without building a position."""
-        on_hand, objects = self._columns[1], self._objects
+        on_hand, objects = self._numbers[1::_W], self._objects
         negative = sum(1 for value in on_hand if value < 0)
         negative -= sum(1 for row in objects if on_hand[row] < 0)  # an object row's column is stale
         negative += sum(1 for p in objects.values() if p.on_hand < 0)
@@ -311,7 +317,7 @@ class Shard:
         when the policy gives every position of the shard the same safety stock (a Python
         step per row cost ~1 us: over 20 s at the end of a replay into 20,000,000 positions).
         """
-        objects, safety, rule = self._objects, self._columns[0], policy.safety_stock.for_position
+        objects, safety, rule = self._objects, self._numbers[0::_W], policy.safety_stock.for_position
         visit = [
             row
             for row, p in objects.items()
@@ -372,7 +378,8 @@ class Shard:
         took twice the time (0.41-0.43 s CPU at 1,250,000 rows, mostly page faults of the
         fresh memory), on the fold's thread, for every shard a compaction takes.
         """
-        columns = [bytearray(c) for c in self._columns]
+        with memoryview(self._numbers) as numbers:
+            columns = [bytearray(numbers[i::_W]) for i in range(_W)]
         tail_at, tail_len, tails = bytearray(self._tail_at), bytearray(self._tail_len), bytearray(self._tails)
         objects = []
         with contextlib.ExitStack() as views:
@@ -423,7 +430,7 @@ class Shard:
         self._skus = list(image.skus)
         self._sku_ids = {name: i for i, name in enumerate(self._skus)}
         self._keys = _array("q", image.keys)
-        self._columns = tuple(_array("q", c) for c in image.columns)
+        self._numbers = _interleaved(image.columns, len(self._keys))
         self._tail_at = _array("q", image.tail_at)
         self._tail_len = _array("i", image.tail_len)
         self._tails = bytearray(image.tails)
@@ -437,7 +444,7 @@ class Shard:
 
     def _merge(self, image: ShardImage) -> None:
         keys = _array("q", image.keys)
-        columns = [_array("q", c) for c in image.columns]
+        numbers = _interleaved(image.columns, len(keys))
         tail_at, tail_len, tails = _array("q", image.tail_at), _array("i", image.tail_len), image.tails
         objects = dict(image.objects)
         for r, key in enumerate(keys):
@@ -455,8 +462,7 @@ class Shard:
                 continue
             self._objects.pop(row, None)
             self._armed.pop(row, None)
-            for column, values in zip(self._columns, columns, strict=True):
-                column[row] = values[r]
+            self._numbers[_W * row : _W * row + _W] = numbers[_W * r : _W * r + _W]
             at = tail_at[r]
             self._set_tail(row, tails[at : at + tail_len[r]])
 
@@ -508,8 +514,7 @@ class Shard:
         row = len(self._keys)
         key = site << 32 | item
         self._keys.append(key)
-        for column in self._columns:
-            column.append(0)
+        self._numbers.extend(_ZERO_ROW)
         self._tail_at.append(0)
         self._tail_len.append(0)
         self._dirty.append(0)
@@ -525,7 +530,7 @@ class Shard:
         return position_of(
             self._sites[key >> 32],
             self._skus[key & _LOW],
-            tuple(column[row] for column in self._columns),
+            tuple(self._numbers[_W * row : _W * row + _W]),
             bytes(self._tails[at : at + self._tail_len[row]]),
         )
 
@@ -546,7 +551,7 @@ class Shard:
 
     def _settle(self, rows: set[int]) -> None:
         """Pack the plain positions among `rows` back into columns."""
-        objects, columns = self._objects, self._columns
+        objects, numbers = self._objects, self._numbers
         for row in rows:
             position = objects.get(row)
             if position is None:
@@ -554,8 +559,7 @@ class Shard:
             tail = tail_of(position)
             if tail is None:
                 continue
-            for column, value in zip(columns, numbers_of(position), strict=True):
-                column[row] = value
+            numbers[_W * row : _W * row + _W] = array("q", numbers_of(position))
             self._set_tail(row, tail)
             del objects[row]
 
@@ -601,45 +605,47 @@ class Shard:
                 heapq.heapify(self._heap)
 
     def _rows_image(self, rows: Sequence[int]) -> ShardImage:
-        """The rows `rows` as a delta image, with names of their own."""
+        """The rows `rows` as a delta image, with names of their own (numbered in order of first use)."""
         sites: dict[str, int] = {}
         skus: dict[str, int] = {}
         keys = array("q")
-        numbers: list[Sequence[int]] = []
-        tails: list[bytes | bytearray] = []
-        objects = []
-        own_keys, own_columns, own_sites, own_skus = self._keys, self._columns, self._sites, self._skus
-        own_objects, heap, at_of, len_of = self._objects, self._tails, self._tail_at, self._tail_len
-        zeros = (0,) * len(NUMBERS)
-        for r, row in enumerate(rows):
+        own_keys, own_sites, own_skus = self._keys, self._sites, self._skus
+        for row in rows:
             key = own_keys[row]
             keys.append(
                 sites.setdefault(own_sites[key >> 32], len(sites)) << 32
                 | skus.setdefault(own_skus[key & _LOW], len(skus))
             )
-            position = own_objects.get(row)
-            if position is None:
-                numbers.append([column[row] for column in own_columns])
-                at = at_of[row]
-                tails.append(heap[at : at + len_of[row]])
-                continue
+        # Each row's numbers as one slice of the row-major array, then the delta's columns
+        # as strided copies: no Python step per number.
+        numbers = array("q")
+        with memoryview(self._numbers) as own:
+            numbers.frombytes(b"".join([own[_W * row : _W * row + _W] for row in rows]))
+        heap, at_of = self._tails, self._tail_at
+        sizes = array("i", map(self._tail_len.__getitem__, rows))
+        tails: list[bytes | bytearray] = [
+            heap[at : at + size] for at, size in zip(map(at_of.__getitem__, rows), sizes, strict=True)
+        ]
+        objects = []
+        own_objects = self._objects
+        for r in [r for r, row in enumerate(rows) if row in own_objects]:
+            position = own_objects[rows[r]]
             tail = tail_of(position)
             if tail is None:
                 objects.append((r, position_state(position)))
-                numbers.append(zeros)
-                tails.append(b"")
+                numbers[_W * r : _W * r + _W] = _ZERO_ROW  # an object row's columns mean nothing
+                tail = b""
             else:
-                numbers.append(numbers_of(position))
-                tails.append(tail)
-        # Transposed at C speed: one array per column.
-        columns = [array("q", column) for column in zip(*numbers, strict=True)] if numbers else []
-        sizes = array("i", map(len, tails))
+                numbers[_W * r : _W * r + _W] = array("q", numbers_of(position))
+            tails[r] = tail
+            sizes[r] = len(tail)
         starts = array("q", accumulate(sizes, initial=0))
         starts.pop()
+        with memoryview(numbers) as view:
+            columns = tuple(view[i::_W].tobytes() for i in range(_W))
         return ShardImage(
-            False, tuple(sites), tuple(skus), keys.tobytes(),
-            tuple(c.tobytes() for c in columns) if columns else (b"",) * len(NUMBERS),
-            starts.tobytes(), sizes.tobytes(), b"".join(tails), b"", tuple(objects),
+            False, tuple(sites), tuple(skus), keys.tobytes(), columns, starts.tobytes(), sizes.tobytes(),
+            b"".join(tails), b"", tuple(objects),
         )  # fmt: skip
 
 
@@ -698,6 +704,14 @@ class _Positions(Mapping[PositionKey, Position]):
         if row < 0:
             raise KeyError(key)
         return self._shard._position(row)
+
+
+def _interleaved(columns: Sequence[bytes | bytearray], rows: int) -> array[int]:
+    """An image's columns as a shard's row-major numbers."""
+    numbers = array("q", bytes(8 * _W * rows))
+    for i, column in enumerate(columns):
+        numbers[i::_W] = _array("q", column)
+    return numbers
 
 
 def _array(typecode: str, blob: bytes | bytearray) -> array[int]:

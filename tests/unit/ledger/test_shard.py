@@ -115,7 +115,7 @@ def _expire_all_row_by_row(shard: Shard, now, policy):
         p = shard._objects.get(row)
         if p is None:
             key = shard._keys[row]
-            if rule(shard._sites[key >> 32], shard._skus[key & 0xFFFFFFFF]) != shard._columns[0][row]:
+            if rule(shard._sites[key >> 32], shard._skus[key & 0xFFFFFFFF]) != shard._numbers[9 * row]:
                 visit.append(row)
         elif p.holds or p.expiry_floor < NEVER or rule(p.site_id, p.sku) != p.safety_stock:
             visit.append(row)

@@ -8,10 +8,12 @@ Layout, under the run's recovery directory:
     recovery/shards/007/base-000000000010
                                     every position of shard 7 as of its checkpoint 10 (compaction)
 
-A checkpoint file is a pickled `(format, shard, S, c, payload)`. Format 2, written now:
-the payload is a `ledger.shard.ShardImage`'s fields, its columns as bytes, so a base is
-restored by copying bytes, not by building an object per position. Format 1 (the first
-shards, a `position_state` tuple per position) is still read; the next base rewrites it.
+A checkpoint file is a pickled `(format, shard, S, c, payload)`. Format 3, written now:
+the payload is a `ledger.shard.ShardImage`'s fields, its arrays as bytes (the numbers
+row-major, as the shard keeps them), so a base is written and restored by copying bytes,
+not by building an object per position. Still read, and rewritten by the next base:
+format 2 (the same with the numbers column by column: interleaved on reading) and
+format 1 (the first shards, a `position_state` tuple per position).
 
 Bytewax keeps, per shard, only a pointer `(shard, S, c)`: the snapshot of the stateful
 step is "checkpoint c of shard i", never the positions themselves, so its recovery
@@ -81,7 +83,8 @@ LAYOUT = "layout.json"
 _LAYOUT_FORMAT = 1
 _FIRST_FORMAT = 1
 """A checkpoint file of the first shards: pickled `position_state` rows. Still read."""
-_CHECKPOINT_FORMAT = 2
+_COLUMNS_FORMAT = 2
+_CHECKPOINT_FORMAT = 3
 """A checkpoint file holding a `ShardImage`'s fields: columns as bytes."""
 _LOG = logging.getLogger("omni_ledger.recovery")
 _NAME = re.compile(r"^(base|delta)-(\d{12})$")
@@ -405,6 +408,8 @@ class ShardCheckpoints:
             fmt, shard, shards, checkpoint, payload = pickle.loads(path.read_bytes())
             if fmt == _CHECKPOINT_FORMAT:
                 image = ShardImage(*payload)
+            elif fmt == _COLUMNS_FORMAT:
+                image = ShardImage.of_column_fields(*payload)
             elif fmt == _FIRST_FORMAT:
                 # A list of `position_state` rows, one per position (the shard before columns): read
                 # as objects, which the restoring shard packs into columns; the next base is columns.
@@ -417,7 +422,7 @@ class ShardCheckpoints:
         if image is None or (shard, shards, checkpoint) != (self.shard, self.shards, c):
             msg = (
                 f"{path} belongs to format {fmt}, shard {shard} of {shards}, checkpoint {checkpoint}; expected "
-                f"format {_FIRST_FORMAT} or {_CHECKPOINT_FORMAT}, shard {self.shard} of {self.shards}, checkpoint "
+                f"format {_FIRST_FORMAT} to {_CHECKPOINT_FORMAT}, shard {self.shard} of {self.shards}, checkpoint "
                 f"{c}. The directory was mixed with another store's, or written by a newer ledger: restore it "
                 "from one backup, or run with --reset"
             )

@@ -64,11 +64,11 @@ def _whole_image(keys: array[int], template: ShardImage, sites: tuple[str, ...],
     """A shard's base: every row the template's packed position, under `keys`, with the index a restore adopts."""
     n = len(keys)
     tail = template.tails[: int.from_bytes(template.tail_len, "little", signed=True)]
-    return ShardImage.of_columns(
+    return ShardImage.of_rows(
         sites,
         skus,
         keys,
-        tuple(column * n for column in template.columns),
+        template.numbers * n,
         (array("q", range(0, n * len(tail), len(tail))).tobytes(), array("i", [len(tail)]).tobytes() * n, tail * n),
     )
 

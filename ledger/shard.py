@@ -18,7 +18,7 @@ the ones folded since the last checkpoint, are `Position` objects in a side map.
 rebuilds the `Position` of a compact row, folds it as the per-position ledger did, and
 keeps the result as an object until a `take_changed` finds it unfolded for a whole
 checkpoint interval and packs it back (hot positions are not unpacked at every fold). A shard's
-`image` is its columns as bytes, so a checkpoint's base is written, and restored, without
+`image` is its arrays as bytes, so a checkpoint's base is written, and restored, without
 one Python object per position.
 
 Which shard a position belongs to is a stable hash (`shard_of`): the same in every
@@ -90,19 +90,19 @@ class ShardImage:
     """Rows of a shard as bytes: all of them (`whole`, a checkpoint's base) or the changed ones (a delta).
 
     Row r is named by `keys[r]` = `site << 32 | sku`, indexes into `sites` and `skus`. Its
-    numbers are `columns[i][r]` (`ledger.position_columns.NUMBERS`), its tail
-    `tails[tail_at[r] : tail_at[r] + tail_len[r]]`, unless it is one of `objects`: (row,
-    `position_state`) of the positions that are not plain, whose columns mean nothing.
-    `index` is the shard's open-addressing table (a base only), so a restore copies it.
-    A base's columns and tails are the `bytearray`s it was patched in (one copy, not two);
-    nothing changes them after.
+    numbers are the int64 `numbers[9r : 9r + 9]` (row-major, in the order of
+    `ledger.position_columns.NUMBERS`), its tail `tails[tail_at[r] : tail_at[r] + tail_len[r]]`,
+    unless it is one of `objects`: (row, `position_state`) of the positions that are not
+    plain, whose numbers mean nothing. `index` is the shard's open-addressing table (a base
+    only), so a restore copies it. A base's numbers and tails are the `bytearray`s it was
+    patched in (one copy, not two); nothing changes them after.
     """
 
     whole: bool
     sites: tuple[str, ...]
     skus: tuple[str, ...]
     keys: bytes
-    columns: tuple[bytes | bytearray, ...]
+    numbers: bytes | bytearray
     tail_at: bytes | bytearray
     tail_len: bytes | bytearray
     tails: bytes | bytearray
@@ -124,18 +124,35 @@ class ShardImage:
             sku = skus.setdefault(p.sku, len(skus))
             objects.append((len(keys), position_state(p)))
             keys.append(site << 32 | sku)
-        zeros = bytes(8 * len(keys))  # int64 zeros: the columns of object rows mean nothing
+        zeros = bytes(8 * len(keys))  # int64 zeros: the numbers of object rows mean nothing
         return ShardImage(
-            False, tuple(sites), tuple(skus), keys.tobytes(), (zeros,) * len(NUMBERS), zeros,
-            bytes(4 * len(keys)), b"", b"", tuple(objects),
+            False, tuple(sites), tuple(skus), keys.tobytes(), zeros * _W, zeros, bytes(4 * len(keys)), b"", b"",
+            tuple(objects),
         )  # fmt: skip
 
     @staticmethod
-    def of_columns(
+    def of_column_fields(
+        whole: bool,
+        sites: tuple[str, ...],
+        skus: tuple[str, ...],
+        keys: bytes,
+        columns: Sequence[bytes],
+        tail_at: bytes,
+        tail_len: bytes,
+        tails: bytes,
+        index: bytes,
+        objects: tuple[tuple[int, PositionState], ...],
+    ) -> ShardImage:
+        """An image from the fields of the column-by-column layout (checkpoint format 2), its numbers made row-major."""
+        numbers = _interleaved(columns, len(keys) // 8).tobytes()
+        return ShardImage(whole, sites, skus, keys, numbers, tail_at, tail_len, tails, index, objects)
+
+    @staticmethod
+    def of_rows(
         sites: tuple[str, ...],
         skus: tuple[str, ...],
         keys: array[int],
-        columns: tuple[bytes | bytearray, ...],
+        numbers: bytes | bytearray,
         tails: tuple[bytes | bytearray, bytes | bytearray, bytes | bytearray],
     ) -> ShardImage:
         """A base of plain rows given as bytes (`tails`: tail_at, tail_len, the tail heap), indexed as a shard would be.
@@ -148,7 +165,7 @@ class ShardImage:
             index._place(key, row)
         tail_at, tail_len, heap = tails
         return ShardImage(
-            True, sites, skus, keys.tobytes(), columns, tail_at, tail_len, heap, index.slots.tobytes(), ()
+            True, sites, skus, keys.tobytes(), numbers, tail_at, tail_len, heap, index.slots.tobytes(), ()
         )
 
 
@@ -373,17 +390,16 @@ class Shard:
         """Every row of the shard as bytes (a checkpoint's base); read it before the shard changes.
 
         Positions kept as objects are written packed when they are plain, so a restore
-        brings back as objects only those with rare parts. Each buffer is copied once and
-        the objects' rows patched in the copy: copying into arrays and then into bytes
-        took twice the time (0.41-0.43 s CPU at 1,250,000 rows, mostly page faults of the
-        fresh memory), on the fold's thread, for every shard a compaction takes.
+        brings back as objects only those with rare parts. Each buffer is copied once, as
+        it is, and the objects' rows patched in the copy: copying into arrays and then into
+        bytes took twice the time (0.41-0.43 s CPU at 1,250,000 rows, mostly page faults of
+        the fresh memory), on the fold's thread, for every shard a compaction takes.
         """
-        with memoryview(self._numbers) as numbers:
-            columns = [bytearray(numbers[i::_W]) for i in range(_W)]
+        numbers = bytearray(self._numbers)
         tail_at, tail_len, tails = bytearray(self._tail_at), bytearray(self._tail_len), bytearray(self._tails)
         objects = []
         with contextlib.ExitStack() as views:
-            values = [views.enter_context(memoryview(c).cast("q")) for c in columns]
+            values = views.enter_context(memoryview(numbers).cast("q"))
             starts = views.enter_context(memoryview(tail_at).cast("q"))
             sizes = views.enter_context(memoryview(tail_len).cast("i"))
             for row, position in self._objects.items():
@@ -391,8 +407,7 @@ class Shard:
                 if tail is None:
                     objects.append((row, position_state(position)))
                     continue
-                for column, value in zip(values, numbers_of(position), strict=True):
-                    column[row] = value
+                values[_W * row : _W * row + _W] = array("q", numbers_of(position))
                 starts[row] = len(tails)
                 sizes[row] = len(tail)
                 tails += tail
@@ -401,7 +416,7 @@ class Shard:
             tuple(self._sites),
             tuple(self._skus),
             self._keys.tobytes(),
-            tuple(columns),
+            numbers,
             tail_at,
             tail_len,
             tails,
@@ -430,7 +445,7 @@ class Shard:
         self._skus = list(image.skus)
         self._sku_ids = {name: i for i, name in enumerate(self._skus)}
         self._keys = _array("q", image.keys)
-        self._numbers = _interleaved(image.columns, len(self._keys))
+        self._numbers = _array("q", image.numbers)
         self._tail_at = _array("q", image.tail_at)
         self._tail_len = _array("i", image.tail_len)
         self._tails = bytearray(image.tails)
@@ -444,7 +459,7 @@ class Shard:
 
     def _merge(self, image: ShardImage) -> None:
         keys = _array("q", image.keys)
-        numbers = _interleaved(image.columns, len(keys))
+        numbers = _array("q", image.numbers)
         tail_at, tail_len, tails = _array("q", image.tail_at), _array("i", image.tail_len), image.tails
         objects = dict(image.objects)
         for r, key in enumerate(keys):
@@ -616,8 +631,7 @@ class Shard:
                 sites.setdefault(own_sites[key >> 32], len(sites)) << 32
                 | skus.setdefault(own_skus[key & _LOW], len(skus))
             )
-        # Each row's numbers as one slice of the row-major array, then the delta's columns
-        # as strided copies: no Python step per number.
+        # Each row's numbers as one slice of the row-major array: no Python step per number.
         numbers = array("q")
         with memoryview(self._numbers) as own:
             numbers.frombytes(b"".join([own[_W * row : _W * row + _W] for row in rows]))
@@ -641,10 +655,8 @@ class Shard:
             sizes[r] = len(tail)
         starts = array("q", accumulate(sizes, initial=0))
         starts.pop()
-        with memoryview(numbers) as view:
-            columns = tuple(view[i::_W].tobytes() for i in range(_W))
         return ShardImage(
-            False, tuple(sites), tuple(skus), keys.tobytes(), columns, starts.tobytes(), sizes.tobytes(),
+            False, tuple(sites), tuple(skus), keys.tobytes(), numbers.tobytes(), starts.tobytes(), sizes.tobytes(),
             b"".join(tails), b"", tuple(objects),
         )  # fmt: skip
 
@@ -706,8 +718,8 @@ class _Positions(Mapping[PositionKey, Position]):
         return self._shard._position(row)
 
 
-def _interleaved(columns: Sequence[bytes | bytearray], rows: int) -> array[int]:
-    """An image's columns as a shard's row-major numbers."""
+def _interleaved(columns: Sequence[bytes], rows: int) -> array[int]:
+    """Numbers given column by column, row-major."""
     numbers = array("q", bytes(8 * _W * rows))
     for i, column in enumerate(columns):
         numbers[i::_W] = _array("q", column)

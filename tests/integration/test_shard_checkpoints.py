@@ -13,6 +13,7 @@ import pickle
 import sqlite3
 import tempfile
 import threading
+from array import array
 from datetime import timedelta
 from pathlib import Path
 
@@ -304,9 +305,37 @@ def test_a_checkpoint_of_the_first_format_is_read_and_packed_into_columns(tmp_pa
     assert dict(again.positions()) == live
 
 
+def test_a_checkpoint_of_the_second_format_with_its_numbers_column_by_column_is_read(tmp_path):
+    # Format 2 (2026-12-02): a ShardImage's fields with the nine numbers as nine columns.
+    policy = WIDE
+    shard = Shard()
+    for n, site in enumerate(("ST-1", "ST-2", "ST-3")):
+        fold_epoch(shard, [(1_000 + n, e) for e in split(_received(f"e{n}", site, 1_000 + n))], policy)
+    hold = InventoryEvent("r1", EventType.RESERVATION_REQUESTED, 1_010, "ST-1", "A", 1, ref="R1", expires_at=9_000)
+    fold_epoch(shard, [(1_010, e) for e in split(hold)], policy)  # ST-1 keeps a hold: an object row
+    shard.take_changed()
+    shard.take_changed()
+    base = shard.image()
+    sale = InventoryEvent("s1", EventType.SOLD, 1_020, "ST-2", "A", 1)
+    fold_epoch(shard, [(1_020, e) for e in split(sale)], policy)
+    delta = shard.take_changed().image()
+    assert len(delta) == 1
+    live = dict(shard.positions())
+    for name, image in (("base-000000000001", base), ("delta-000000000002", delta)):
+        numbers = array("q", bytes(image.numbers))
+        columns = tuple(numbers[i::9].tobytes() for i in range(9))
+        fields = (image.whole, image.sites, image.skus, bytes(image.keys), columns, bytes(image.tail_at))
+        fields += (bytes(image.tail_len), bytes(image.tails), bytes(image.index), image.objects)
+        _write_checkpoint_file(tmp_path, name, (2, 0, 1, int(name[-12:]), fields))
+    resumed = Shard()
+    resumed.restore(ShardCheckpoints(tmp_path, 0, 1).resume(2))
+    assert dict(resumed.positions()) == live
+    assert len(resumed._objects) == 1  # the row with a hold stays an object, the others are packed
+
+
 def test_a_checkpoint_of_an_unknown_format_is_refused(tmp_path):
-    _write_checkpoint_file(tmp_path, "base-000000000001", (3, 0, 1, 1, ()))
-    with pytest.raises(RecoveryError, match="expected format 1 or 2"):
+    _write_checkpoint_file(tmp_path, "base-000000000001", (4, 0, 1, 1, ()))
+    with pytest.raises(RecoveryError, match="expected format 1 to 3"):
         Shard().restore(ShardCheckpoints(tmp_path, 0, 1).resume(1))
 
 

@@ -181,7 +181,7 @@ def test_a_base_image_keeps_the_shard_as_it_was_when_taken_whatever_the_shard_do
     assert dict(restored.positions()) == then
 
 
-def test_a_base_built_from_columns_restores_the_positions_they_hold():
+def test_a_base_built_from_rows_restores_the_positions_they_hold():
     live = Shard()
     for n in range(3_000):  # past the index's first size (1,024 slots): it must be sized as a shard grows it
         site, sku = f"ST-{n % 7}", f"SKU-{n}"
@@ -192,8 +192,8 @@ def test_a_base_built_from_columns_restores_the_positions_they_hold():
     assert not whole.objects  # every position plain: all of it is in the columns
     keys = array("q")
     keys.frombytes(whole.keys)
-    built = ShardImage.of_columns(
-        whole.sites, whole.skus, keys, whole.columns, (whole.tail_at, whole.tail_len, whole.tails)
+    built = ShardImage.of_rows(
+        whole.sites, whole.skus, keys, whole.numbers, (whole.tail_at, whole.tail_len, whole.tails)
     )
     assert built.index == whole.index
     restored = Shard()

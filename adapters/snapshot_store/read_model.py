@@ -52,7 +52,7 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 
-from adapters.snapshot_store.layout import CATALOG_FILE, store_exists
+from adapters.snapshot_store.layout import store_exists
 from adapters.snapshot_store.reader import SnapshotReader
 from adapters.snapshot_store.replica import data_ranges, insertions_sql, lower_priority, snapshot_range
 from ledger.answer import Stock
@@ -660,17 +660,7 @@ class ReadModel:
     def _catalog_marker(self) -> object:
         """The SQLite catalog's files as stat sees them (None: cannot tell, e.g. PostgreSQL or no store yet)."""
         reader = self._reader
-        if reader is None or reader.layout.postgres:
-            return None
-        marks: list[tuple[int, int, int] | None] = []
-        for name in (CATALOG_FILE, f"{CATALOG_FILE}-wal"):
-            try:
-                found = os.stat(self._directory / name)
-            except FileNotFoundError:
-                marks.append(None)
-                continue
-            marks.append((found.st_ino, found.st_size, found.st_mtime_ns))
-        return tuple(marks)
+        return None if reader is None else reader.catalog_stat()
 
     def close(self) -> None:
         """Stop following and detach."""

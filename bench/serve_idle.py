@@ -7,6 +7,12 @@ how many refreshes the follower ran; each round measures the follower as it is (
 whose SQLite catalog files stat unchanged is skipped) and the follower refreshing at every
 poll (the way before 2026-12-02), side by side in one process. That CPU is taken from the
 requests on a 2-core server. Not a test: nothing asserts a timing.
+
+`--http [--before /work/main]`: the whole server instead (`omni_ledger.serving.serve`, as
+`make bench-serve` starts it, read model on, nothing published and no request), each
+checkout's in turn per round (`--before`'s first): the server process's CPU over
+`--seconds` once it is healthy, as a share of a core. Counts every thread of the idle
+server: the read model's follower and the store watch (`ServingStore`) both poll.
 """
 
 from __future__ import annotations
@@ -65,6 +71,35 @@ def measure_idle(store: Path, seconds: float, rounds: int) -> list[dict[str, Any
     return runs
 
 
+def measure_idle_http(checkouts: list[Path], seconds: float, rounds: int) -> list[dict[str, Any]]:
+    """Each round, each checkout's server started on the bench store, left idle, its CPU measured."""
+    from bench.serve import free_port, start_server, stop, wait_healthy
+    from bench.serve_load import _cpu_seconds
+    from bench.serve_store import open_or_build
+
+    build = open_or_build(sites=1_000, skus=2_000, seed=1, slot_days=14)
+    runs = []
+    for round_ in range(rounds):
+        for checkout in checkouts:
+            port = free_port()
+            log = Path(build.directory).parent / "server-idle.log"
+            server = start_server(build, port, log, "memory", 1, checkout)
+            try:
+                wait_healthy(server, port, log, timeout=900)
+                time.sleep(2.0)  # the first polls after the load are done
+                cpu, wall = _cpu_seconds(server.pid), time.perf_counter()
+                time.sleep(seconds)
+                after = _cpu_seconds(server.pid)
+                took = time.perf_counter() - wall
+            finally:
+                stop(server)
+            share = None if cpu is None or after is None else round((after - cpu) / took, 4)
+            found = {"round": round_ + 1, "code": str(checkout), "cpu_share_of_a_core": share, "seconds": seconds}
+            say(f"  round {round_ + 1}, {checkout}: {share if share is None else f'{share:.1%}'} of a core idle")
+            runs.append(found)
+    return runs
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.serve_idle", description=__doc__)
     parser.add_argument(
@@ -73,7 +108,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--http", action="store_true", help="the whole server, idle, instead of the read model alone")
+    parser.add_argument("--before", type=Path, default=None, help="with --http: another checkout, run first each round")
     args = parser.parse_args(argv)
+    if args.http:
+        checkouts = ([args.before.resolve()] if args.before else []) + [REPO]
+        found = measure_idle_http(checkouts, args.seconds, args.rounds)
+        if args.json:
+            print(json.dumps(found))
+            return
+        print(f"{'round':>6}  {'code':<30}{'CPU, share of a core':>22}")
+        for run in found:
+            share = run["cpu_share_of_a_core"]
+            print(f"{run['round']:>6}  {run['code']:<30}{'-' if share is None else f'{share:.1%}':>22}")
+        return
     if not args.store.is_dir():
         parser.error(f"no store at {args.store}: run `make bench-serve` first, or give --store DIR")
     runs = measure_idle(args.store, args.seconds, args.rounds)

@@ -52,7 +52,7 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 
-from adapters.snapshot_store.layout import CATALOG_FILE, store_exists
+from adapters.snapshot_store.layout import store_exists
 from adapters.snapshot_store.reader import SnapshotReader
 from adapters.snapshot_store.replica import data_ranges, insertions_sql, lower_priority, snapshot_range
 from ledger.answer import Stock
@@ -203,11 +203,22 @@ class _Changes:
 
     @classmethod
     def of_columns(cls, columns: Mapping[str, npt.NDArray[Any]]) -> _Changes:
-        """From DuckDB's `fetchnumpy()` of rows sorted by (sku, site_id): sku and site_id object columns."""
-        skus = columns["sku"]
+        """From DuckDB's `fetchnumpy()` of rows sorted by (sku, site_id, snapshot): sku and site_id object columns.
+
+        A key changed in several of the snapshots read has a row for each, oldest first:
+        the last of each key's run is kept (one comparison of neighbours over the
+        columns; a window over the feed in DuckDB cost as much as the rest of the reading).
+        """
+        skus, sites = columns["sku"], columns["site_id"]
         n = len(skus)
         if n == 0:
             return cls([], [0], [], [], columns)
+        last = np.ones(n, dtype=bool)
+        last[:-1] = (skus[1:] != skus[:-1]) | (sites[1:] != sites[:-1])
+        if not last.all():
+            columns = {name: column[last] for name, column in columns.items()}
+            skus = columns["sku"]
+            n = len(skus)
         cuts = (np.flatnonzero(skus[1:] != skus[:-1]) + 1).tolist()
         starts = [0, *cuts]
         return cls(skus[starts].tolist(), [*starts, n], columns["site_id"].tolist(), skus.tolist(), columns)
@@ -415,7 +426,7 @@ class ReadView:
     ) -> ReadView:
         """The view with these changes applied: only the changed skus' columns are copied.
 
-        `slot_rows`: changed `appt:` positions as (site, sku, atp).
+        `slot_rows`: changed `appt:` positions as (site, sku, atp), oldest first: the last of a key wins.
         """
         added = 0
         slots = dict(self.slots)
@@ -566,36 +577,38 @@ class ReadModel:
         if not ranges:  # only maintenance since: the same rows in other files
             self._swap(replace(view, snapshot_id=newest), started)
             return 0
-        # 1. The newest inserted row per key over the new snapshots (into a table first:
-        #    see PositionReplica._apply_changes on QUALIFY over a DuckLake scan).
+        # 1. The inserted rows over the new snapshots (into a table first: see
+        #    PositionReplica._apply_changes on QUALIFY over a DuckLake scan).
         feed = insertions_sql(reader.physical_tables("positions"), ranges, _FEED_COLUMNS)
         cursor.execute(f"CREATE OR REPLACE TEMP TABLE read_model_feed AS {feed}")
-        cursor.execute(
-            "CREATE OR REPLACE TEMP TABLE read_model_changed AS SELECT * FROM read_model_feed "
-            "QUALIFY row_number() OVER (PARTITION BY site_id, sku ORDER BY snapshot_id DESC) = 1"
-        )
-        # 2. The product positions as numpy columns, sorted by (sku, site): grouped by sku
-        #    and located in bulk (a tuple per row through fetchall, then a bisect per row,
-        #    was a refresh's whole cost); the few appointment slots as rows.
+        # 2. The product positions as numpy columns, sorted by (sku, site, snapshot): the newest
+        #    row per key kept by comparing neighbours (`_Changes.of_columns`; a QUALIFY window
+        #    over the feed into another table cost ~0.1 s of CPU per 100,000 changes), grouped
+        #    by sku and located in bulk (a tuple per row through fetchall, then a bisect per
+        #    row, was a refresh's whole cost); the few appointment slots as rows, oldest first
+        #    (the newest wins in `_applied`).
         changes = _Changes.of_columns(
             cursor.execute(
-                f"SELECT sku, site_id, {_FIGURES_SQL} FROM read_model_changed WHERE NOT ({_APPT}) ORDER BY sku, site_id"
+                f"SELECT sku, site_id, {_FIGURES_SQL} FROM read_model_feed WHERE NOT ({_APPT}) "
+                "ORDER BY sku, site_id, snapshot_id"
             ).fetchnumpy()
         )
-        slot_rows = cursor.execute(f"SELECT site_id, sku, atp FROM read_model_changed WHERE {_APPT}").fetchall()
+        slot_rows = cursor.execute(
+            f"SELECT site_id, sku, atp FROM read_model_feed WHERE {_APPT} ORDER BY snapshot_id"
+        ).fetchall()
         # 3. The inbound lines and offers of those keys as of the new snapshot.
         at = f"AT (VERSION => {int(newest)})"
         inbound = _inbound(
             cursor,
             "SELECT i.site_id, i.sku, i.ref, i.qty, epoch_ms(i.eta), coalesce(i.promised, false) "
             f"FROM (SELECT * FROM inbound {at}) i "
-            "SEMI JOIN read_model_changed c ON i.site_id = c.site_id AND i.sku = c.sku ORDER BY i.eta, i.ref",
+            "SEMI JOIN read_model_feed c ON i.site_id = c.site_id AND i.sku = c.sku ORDER BY i.eta, i.ref",
         )
         offers = _offers(
             cursor,
             "SELECT o.seller_id, o.sku, o.qty, o.price, o.lead_time_days, epoch_ms(o.updated_at) "
             f"FROM (SELECT * FROM offers {at}) o "
-            "SEMI JOIN read_model_changed c ON o.seller_id = c.site_id AND o.sku = c.sku",
+            "SEMI JOIN read_model_feed c ON o.seller_id = c.site_id AND o.sku = c.sku",
         )
         new = view._applied(newest, changes, slot_rows, inbound, offers)
         # 4. The flow never deletes a position: if the counts differ, something did, and
@@ -604,7 +617,7 @@ class ReadModel:
         if row is None or int(row[0]) != new.positions:
             new = _load(cursor, newest)
         self._swap(new, started)
-        return len(changes.sites) + len(slot_rows)
+        return len(changes.sites) + len({(site, sku) for site, sku, _ in slot_rows})
 
     def _swap(self, view: ReadView, started: float) -> None:
         # One assignment: a request holding the old view keeps it whole.
@@ -660,17 +673,7 @@ class ReadModel:
     def _catalog_marker(self) -> object:
         """The SQLite catalog's files as stat sees them (None: cannot tell, e.g. PostgreSQL or no store yet)."""
         reader = self._reader
-        if reader is None or reader.layout.postgres:
-            return None
-        marks: list[tuple[int, int, int] | None] = []
-        for name in (CATALOG_FILE, f"{CATALOG_FILE}-wal"):
-            try:
-                found = os.stat(self._directory / name)
-            except FileNotFoundError:
-                marks.append(None)
-                continue
-            marks.append((found.st_ino, found.st_size, found.st_mtime_ns))
-        return tuple(marks)
+        return None if reader is None else reader.catalog_stat()
 
     def close(self) -> None:
         """Stop following and detach."""

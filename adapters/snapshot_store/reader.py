@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, NamedTuple
 import duckdb
 
 from adapters.snapshot_store.connection import Closing, attach, connect, dicts, to_utc
-from adapters.snapshot_store.layout import LAKE, SNAPSHOT_LOG, StoreLayout
+from adapters.snapshot_store.layout import CATALOG_FILE, LAKE, SNAPSHOT_LOG, StoreLayout
 from adapters.snapshot_store.tables import TABLES
 from ledger.answer import Stock
 from ledger.errors import SnapshotError
@@ -273,6 +274,26 @@ class SnapshotReader(Closing):
     def directory(self) -> Path:
         """The store's directory."""
         return self._dir
+
+    def catalog_stat(self) -> object:
+        """The SQLite catalog's files as stat sees them (inode, size, mtime of the file and its WAL).
+
+        Equal before and after a poll: nothing was committed in between (a catalog in WAL
+        mode changes its files at every commit), except a write of the same size within the
+        clock's tick: a poller reads the catalog anyway now and then. None where a stat
+        cannot tell (a PostgreSQL catalog).
+        """
+        if self._layout.postgres:
+            return None
+        marks: list[tuple[int, int, int] | None] = []
+        for name in (CATALOG_FILE, f"{CATALOG_FILE}-wal"):
+            try:
+                found = os.stat(self._dir / name)
+            except FileNotFoundError:
+                marks.append(None)
+                continue
+            marks.append((found.st_ino, found.st_size, found.st_mtime_ns))
+        return tuple(marks)
 
     def physical_tables(self, name: str) -> list[str]:
         """The tables behind public table `name`: itself, or each writer's table."""

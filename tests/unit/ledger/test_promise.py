@@ -795,6 +795,48 @@ def test_the_memoised_schedules_are_the_networks_own(network, moment, data):
             assert add_days(network, site.id, at, lead) == network.add_days(site.id, at, lead)
 
 
+_WEEKS = (
+    (((9 * 60, 19 * 60),),) * 7,
+    (((8 * 60, 12 * 60), (14 * 60, 20 * 60)),) * 6 + ((),),
+    (((10 * 60, 18 * 60),),) * 5 + (((10 * 60, 13 * 60),), ()),
+    None,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([PARIS, LONDON, "America/New_York"]),
+            st.sampled_from(_WEEKS),
+            st.one_of(st.none(), st.tuples(st.sampled_from([15, 30, 60]), st.integers(1, 3))),
+            st.sampled_from([None, 9 * 60 + 30]),
+            st.sampled_from([None, 17 * 60, 20 * 60]),
+        ),
+        min_size=1,
+        max_size=10,
+    ),
+    st.integers(at("2026-01-01T00:00"), at("2027-01-01T00:00")),
+    st.data(),
+)
+def test_stores_sharing_a_calendar_share_their_kept_slots_and_each_gets_its_own(calendars, moment, data):
+    # The slot windows are kept per calendar (zone, hours, slot length, appointment day), not
+    # per store: stores that share one must get the same slots, the others their own, however
+    # the memo was filled before (stores asked in a random order, at random days).
+    sites = tuple(
+        Site(
+            f"S{n}", f"S{n}", SourceKind.STORE, 45.7, 4.8, tz, hours, 30, "Z",
+            None if book is None else Appointments(book[0], book[1], opens, closes),
+        )
+        for n, (tz, hours, book, opens, closes) in enumerate(calendars)
+    )  # fmt: skip
+    network = Network(sites, (), (), (), horizon_days=data.draw(st.integers(1, 14)))
+    for site in data.draw(st.permutations(sites)):
+        at_ = moment + data.draw(st.integers(0, 6 * DAY_MS))
+        days = data.draw(st.integers(1, network.horizon_days + 1))
+        assert slots(network, site.id, at_, days) == network.slots(site.id, at_, at_ + days * DAY_MS)
+
+
 @given(
     st.lists(st.tuples(st.sampled_from(["A", "B"]), st.sampled_from(list(FulfilmentMode))), max_size=40),
     st.integers(1, 12),

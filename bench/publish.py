@@ -8,8 +8,10 @@
    a process of its own (`SnapshotWriter.publish` with DuckDB on one thread, as the
    sink runs it), the trees' order alternating between rounds (the machine is shared
    and noisy). Both trees get the same keys and versions.
-3. Per publish: CPU seconds of the process, wall seconds, and the load average. A
-   writer's first publish is reported apart: it may read what later ones keep.
+3. Per publish: CPU seconds of the process, wall seconds, the load average, the
+   process's resident memory and the bytes of the versions the writer keeps (0 for a
+   tree without). A writer's first publish is reported apart ("first CPU"): it reads
+   what later ones keep.
 
 Prints a table and writes the JSON under bench/results/ (git-ignored). Not a test.
 """
@@ -38,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 # One round of one tree: open the writer, publish, print one JSON line per publish.
 _CHILD = textwrap.dedent(
     """
-    import json, os, random, resource, sys, time
+    import json, os, random, sys, time
     from pathlib import Path
     from adapters.snapshot_store import SnapshotWriter
     from ledger.outputs import PositionChange
@@ -60,8 +62,12 @@ _CHILD = textwrap.dedent(
         cpu, wall = time.process_time(), time.perf_counter()
         writer.publish(batch, [], events_applied=first + k, now=now)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        print(json.dumps({"k": k, "cpu": cpu, "wall": wall, "load": os.getloadavg()[0], "max_rss": rss}), flush=True)
+        # Resident now (ru_maxrss would carry the parent's peak across exec).
+        rss = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        kept = getattr(writer, "_versions", None)  # the versions a writer keeps, where it keeps them
+        kept_bytes = kept.nbytes if kept is not None else 0
+        print(json.dumps({"k": k, "cpu": cpu, "wall": wall, "load": os.getloadavg()[0], "rss": rss,
+                          "kept_bytes": kept_bytes}), flush=True)
     writer.close()
     """
 )
@@ -104,7 +110,8 @@ def report(result: dict[str, Any]) -> str:
     lines = [
         f"{result['changes']:,} changed positions into {result['build']['positions']:,}; "
         f"{result['rounds']} rounds alternating; CPU and wall seconds per publish (median, min-max)",
-        f"{'tree':8} {'publishes':>9} {'first CPU':>10} {'CPU':>18} {'wall':>18} {'load':>10} {'max RSS MB':>10}",
+        f"{'tree':8} {'publishes':>9} {'first CPU':>10} {'CPU':>18} {'wall':>18} {'load':>10} "
+        f"{'RSS MB':>7} {'kept MB':>7}",
     ]
     for name, rows in result["publishes"].items():
         first = [row["cpu"] for row in rows if row["k"] == 0]
@@ -115,7 +122,8 @@ def report(result: dict[str, Any]) -> str:
             f"{name:8} {len(rows):>9} {statistics.median(first):>10.2f} "
             f"{statistics.median(cpu):>6.2f} ({min(cpu):.2f}-{max(cpu):.2f}) "
             f"{statistics.median(wall):>6.2f} ({min(wall):.2f}-{max(wall):.2f}) "
-            f"{min(loads):>4.1f}-{max(loads):<4.1f} {max(row['max_rss'] for row in rows) / 2**20:>10.0f}"
+            f"{min(loads):>4.1f}-{max(loads):<4.1f} {max(row['rss'] for row in rows) / 2**20:>7.0f} "
+            f"{max(row['kept_bytes'] for row in rows) / 2**20:>7.0f}"
         )
     return "\n".join(lines)
 

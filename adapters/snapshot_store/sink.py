@@ -8,7 +8,7 @@ receives the `SnapshotBatch`es the batching step gathered during one snapshot in
 The publish (a MERGE into DuckLake: 100,000 positions into 2,000,000 cost 1.8-3.4 s of
 CPU, into 20,000,000 3-5.6 s; docs/snapshots.md) runs on a background writer thread, so
 the Bytewax worker thread only joins the batches and hands them over. The writer's first
-publish with positions also reads the stored versions it then keeps (9.6 s of CPU at
+publish with positions also reads the stored versions it then keeps (5.7-7.4 s of CPU at
 20,000,000 positions), there too, never on the worker thread. The handover coalesces:
 while the writer publishes one job, the intervals that come meanwhile merge into a single
 waiting job (the newest version per position, the winning decision per reservation, the highest rank per piece of work:

@@ -77,7 +77,8 @@ class StoredVersions:
         """Read the versions of lake.`table` (its newest snapshot); raises duckdb.Error.
 
         The codes are made in DuckDB (two small lists, then one join), so the positions
-        never become Python objects: at 2,000,000 positions 0.9 s of CPU, mostly the scan.
+        never become Python objects: 1.05-1.36 s of CPU at 2,000,000 positions, 5.7-7.4 s at
+        20,000,000 (against 9.3-10.0 s sorted by SQL, side by side).
         """
         index = cls()
         sites = [str(s) for (s,) in con.execute(f"SELECT DISTINCT site_id FROM {LAKE}.{table}").fetchall()]
@@ -95,13 +96,18 @@ class StoredVersions:
             columns = con.execute(
                 f"SELECT (s.code << {_SITE_SHIFT}) | k.code AS key, p.version "
                 f"FROM {LAKE}.{table} p JOIN stored_versions_sites s USING (site_id) "
-                "JOIN stored_versions_skus k USING (sku) ORDER BY key"
+                "JOIN stored_versions_skus k USING (sku)"
             ).fetchnumpy()
         finally:
             con.unregister("stored_versions_sites")
             con.unregister("stored_versions_skus")
-        index._keys = np.ascontiguousarray(columns["key"], dtype=np.int64)
-        index._versions = np.ascontiguousarray(columns["version"], dtype=np.int64)
+        # Sorted here, not by an ORDER BY: at 20,000,000 positions the join took 4.1-5.3 s
+        # of CPU and numpy's sort 1.4-1.7 s, the join with ORDER BY 9.45 s (casting the
+        # text to ENUMs instead of the joins: 7.1 s).
+        keys = np.asarray(columns["key"], dtype=np.int64)
+        order = np.argsort(keys)
+        index._keys = np.ascontiguousarray(keys[order])
+        index._versions = np.ascontiguousarray(np.asarray(columns["version"], dtype=np.int64)[order])
         return index
 
     def judge(self, positions: Sequence[PositionChange]) -> Verdicts:

@@ -18,7 +18,11 @@ plus the two code dictionaries.
 
 The index is only as good as the writer's knowledge of its commits: the writer drops it
 whenever a commit fails or its outcome is unknown, and reads it again from the lake
-before the next publish (`SnapshotWriter.publish`).
+before the next publish (`SnapshotWriter.publish`). It does not see SQL run on its
+tables by anyone else while it is open (an operator's repair): a position deleted by
+hand comes back with the fold's next, higher version (its MERGE inserts a missing key),
+but a position inserted by hand would be inserted again by the next publish that finds
+it new. Repair with the writer stopped; it reads the versions afresh when it starts.
 """
 
 from __future__ import annotations

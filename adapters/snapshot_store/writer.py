@@ -132,6 +132,9 @@ class SnapshotWriter(Closing):
         # Read at the first publish with positions (on the sink's writer thread, not at
         # open), dropped whenever a commit fails: see `_stored_versions`.
         self._versions: StoredVersions | None = None
+        # The snapshot as of which the kept versions are right: this writer's last commit
+        # or maintenance, or the newest when they were read.
+        self._seen = 0
 
     # -- lifecycle
 
@@ -384,6 +387,7 @@ class SnapshotWriter(Closing):
                 rollback(con)
                 self._versions = None
                 raise
+        self._seen = committed
         if snapshot_id is not None and committed != snapshot_id:
             self._versions = None
             msg = (
@@ -487,14 +491,32 @@ class SnapshotWriter(Closing):
         return snapshot_id, committed
 
     def _stored_versions(self) -> StoredVersions:
-        """The kept versions of this writer's positions, read from the lake when there are none."""
-        if self._versions is None:
-            try:
+        """The kept versions of this writer's positions, read from the lake when there are none or they are stale."""
+        try:
+            if self._versions is not None and self._changed_by_others():
+                self._versions = None
+            if self._versions is None:
+                seen = scalar(self._con, f"SELECT * FROM {LAKE}.current_snapshot()")
                 self._versions = StoredVersions.load(self._con, self._names["positions"])
-            except duckdb.Error as exc:
-                msg = f"cannot read the stored position versions of the snapshot store {self._dir}: {exc}"
-                raise SnapshotError(msg) from exc
+                self._seen = seen
+        except duckdb.Error as exc:
+            msg = f"cannot read the stored position versions of the snapshot store {self._dir}: {exc}"
+            raise SnapshotError(msg) from exc
         return self._versions
+
+    def _changed_by_others(self) -> bool:
+        """Whether a snapshot this writer did not make came after `_seen` (one writer alone).
+
+        Nobody else should commit (the writer lock keeps other writers out), but an
+        operator's SQL repair may; with the kept versions stale, a key inserted by hand
+        would be inserted again. One catalog read. With several writers the others commit
+        all the time and telling their snapshots from a repair of this writer's tables
+        would mean reading every snapshot's changes at each publish: not checked there
+        (repair a store of several writers with all of them stopped).
+        """
+        if self._layout.sharded:
+            return False
+        return scalar(self._con, f"SELECT * FROM {LAKE}.current_snapshot()") != self._seen
 
     def heartbeat(self, now: Millis) -> None:
         """Record that the newest snapshot is current as of `now` (DIR/heartbeat.json, replaced atomically).
@@ -548,4 +570,11 @@ class SnapshotWriter(Closing):
 
         Creates snapshots of its own (no snapshot_info row), so publish ids after it jump.
         """
-        return maintain(self._con, self._dir, self._layout, self._index, keep_snapshots_for=keep_snapshots_for)
+        report = maintain(self._con, self._dir, self._layout, self._index, keep_snapshots_for=keep_snapshots_for)
+        if self._versions is not None:
+            # Maintenance moves rows between files and changes no version: still right.
+            try:
+                self._seen = scalar(self._con, f"SELECT * FROM {LAKE}.current_snapshot()")
+            except duckdb.Error:
+                self._versions = None
+        return report

@@ -179,3 +179,20 @@ def test_judging_and_committing_follow_a_dictionary_of_versions(
         for (site, sku), version in model.items():
             assert index.version(f"S{site}", f"K{sku}") == version
         assert bool(np.all(np.diff(index._keys) > 0))
+
+
+@pytest.mark.integration
+def test_a_position_inserted_by_hand_while_the_writer_is_open_is_not_inserted_twice(tmp_path: Path) -> None:
+    store = tmp_path / "snapshots"
+    with SnapshotWriter.open(store) as writer:
+        writer.publish([change("S1", "A", 1, 1, 0)], [], events_applied=1, now=T0)
+        # An operator's repair in SQL on the lake, not through publish: a snapshot the
+        # writer did not make, so it reads the versions again before its next publish.
+        writer._con.execute(
+            "INSERT INTO lake.positions SELECT 'S1' AS site_id, 'B' AS sku, * EXCLUDE (site_id, sku) "
+            "FROM lake.positions WHERE sku = 'A'"
+        )
+        writer.publish([change("S1", "B", 2, 5, 0)], [], events_applied=2, now=T0 + 1)
+    with SnapshotReader.open(store) as reader:
+        rows = [(p["site_id"], p["sku"], p["on_hand"], p["version"]) for p in reader.positions()]
+    assert rows == [("S1", "A", 1, 1), ("S1", "B", 5, 2)]

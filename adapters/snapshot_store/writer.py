@@ -65,6 +65,7 @@ from adapters.snapshot_store.layout import (
 )
 from adapters.snapshot_store.maintenance import MaintenanceReport, maintain
 from adapters.snapshot_store.staging import merge, stage, stage_columns
+from adapters.snapshot_store.stored_versions import StoredVersions, Verdicts
 from adapters.snapshot_store.tables import (
     INBOUND,
     SNAPSHOT_INFO,
@@ -89,6 +90,9 @@ class _Staged:
     """Which temp tables a publish staged (step 2), for the commit steps."""
 
     positions: bool
+    """Accepted positions the table holds (stage_positions), to MERGE."""
+    new_positions: bool
+    """Accepted positions it does not hold yet (stage_new_positions), to INSERT."""
     inbound: bool
     offers: bool
     reservations: bool
@@ -125,6 +129,12 @@ class SnapshotWriter(Closing):
         self._index = writer
         self._names = {name: self._layout.table(name, writer) for name in TABLES}
         self._last_info = self._read_last_info()
+        # Read at the first publish with positions (on the sink's writer thread, not at
+        # open), dropped whenever a commit fails: see `_stored_versions`.
+        self._versions: StoredVersions | None = None
+        # The snapshot as of which the kept versions are right: this writer's last commit
+        # or maintenance, or the newest when they were read.
+        self._seen = 0
 
     # -- lifecycle
 
@@ -264,14 +274,18 @@ class SnapshotWriter(Closing):
         1. Coalesce in memory: the highest version per (site, sku), the newest offer per
            (seller, sku), the winning decision per reservation, the highest rank per
            piece of work (equal ranks: the later one).
-        2. Stage the rows in temp tables (one JSON parameter per table: cost grows with
-           the change, not with the store).
+        2. Pick the accepted positions: new keys, or a version at least the stored one,
+           from the versions this writer keeps in memory (`StoredVersions`: it is the
+           only writer of its tables; read from the lake once, then kept up to date with
+           its own commits), which also says which keys are new. Stage the accepted
+           rows in temp tables (numpy columns or one JSON parameter per table: cost
+           grows with the change, not with the store).
         3. BEGIN (with several writers on SQLite, after taking the commit turn); one
            writer alone reads the current snapshot id: this commit will create id + 1.
-        4. Pick the accepted positions: new keys, or a version above the stored one.
-        5. Replace the inbound lines of the accepted keys (before 6, which changes the
-           versions that 4 compared).
-        6. MERGE the accepted positions (the version guard is repeated in the MERGE).
+        4. (Was the accepted-versions join against the lake; now step 2.)
+        5. Replace the inbound lines of the accepted keys (before 6).
+        6. MERGE the accepted positions the table holds (the version guard is repeated
+           in the MERGE) and INSERT the new ones.
         7. MERGE offers (newer updated_at wins), reservations (last decision wins
            unless the stored one is terminal and newer) and work (store tasks, transport
            loads, dropship orders: a higher rank replaces, new keys are inserted; statuses
@@ -280,7 +294,9 @@ class SnapshotWriter(Closing):
            writers: the snapshot_log row (writer, events_applied, max_occurred_at), whose
            id DuckLake records as it commits.
         9. COMMIT, then check DuckLake created the id written in 8; only now may the
-           caller advance its input position.
+           caller advance its input position, and only now do the kept versions take
+           the accepted ones. Any failure drops the kept versions: the next publish
+           reads them from the lake again.
 
         A commit that lost a race with another writer (a conflict, a locked SQLite
         catalog) is rolled back and steps 3-9 run again with the staged rows, up to
@@ -299,12 +315,25 @@ class SnapshotWriter(Closing):
         if isinstance(previous, int) and (max_occurred is None or previous > max_occurred):
             max_occurred = previous
         con = self._con
+        verdicts: Verdicts | None = None
+        stored: list[PositionChange] = []
+        new: list[PositionChange] = []
+        if positions:
+            # 2. Accepted positions, split into stored and new keys.
+            verdicts = self._stored_versions().judge(positions)
+            for position, accepted, fresh in zip(
+                positions, verdicts.accepted.tolist(), verdicts.new.tolist(), strict=True
+            ):
+                if accepted:
+                    (new if fresh else stored).append(position)
         try:
             # 2. Stage (temp tables are local to this connection, outside the lake);
             # an empty one is skipped with its statement: each costs ~3 ms.
-            lines = [SiteLine(c.site_id, c.sku, line) for c in positions for line in c.inbound]
-            if positions:
-                stage_columns(con, TABLES["positions"], positions)
+            lines = [SiteLine(c.site_id, c.sku, line) for part in (stored, new) for c in part for line in c.inbound]
+            if stored:
+                stage_columns(con, TABLES["positions"], stored)
+            if new:
+                stage_columns(con, TABLES["positions"], new, "stage_new_positions")
             if lines:
                 stage_columns(con, TABLES["inbound"], lines)
             for name, rows in (
@@ -320,7 +349,14 @@ class SnapshotWriter(Closing):
             msg = f"cannot stage a publish to the snapshot store {self._dir}: {exc}"
             raise SnapshotError(msg) from exc
         staged = _Staged(
-            bool(positions), bool(lines), bool(offers), bool(reservations), bool(tasks), bool(loads), bool(orders)
+            bool(stored),
+            bool(new),
+            bool(lines),
+            bool(offers),
+            bool(reservations),
+            bool(tasks),
+            bool(loads),
+            bool(orders),
         )
         for attempt in range(COMMIT_ATTEMPTS):
             try:
@@ -329,9 +365,13 @@ class SnapshotWriter(Closing):
                 break
             except SnapshotError:
                 rollback(con)
+                self._versions = None
                 raise
             except duckdb.Error as exc:
                 rollback(con)
+                # A transient error is a lost race that committed nothing (the protocol
+                # relies on it already: a retry inserts the snapshot_info row again), so
+                # the kept versions still hold; anything else drops them.
                 if attempt + 1 < COMMIT_ATTEMPTS and is_transient(exc):
                     pause(attempt)
                     continue
@@ -341,14 +381,26 @@ class SnapshotWriter(Closing):
                     f"{len(orders)} dropship orders to the snapshot store {self._dir}"
                     f"{f' (writer {self._index}, attempt {attempt + 1})' if self._layout.sharded else ''}: {exc}"
                 )
+                self._versions = None
                 raise SnapshotError(msg) from exc
+            except BaseException:
+                rollback(con)
+                self._versions = None
+                raise
+        self._seen = committed
         if snapshot_id is not None and committed != snapshot_id:
+            self._versions = None
             msg = (
                 f"published DuckLake snapshot {committed} but recorded it as {snapshot_id} in "
                 f"snapshot_info at {self._dir}: another process wrote to the catalog; "
                 "the store takes one writer (or open it with writers=N, one index each)"
             )
             raise SnapshotError(msg)
+        if verdicts is not None and self._versions is not None:
+            try:
+                self._versions.committed(verdicts)
+            except ValueError:
+                self._versions = None  # read again at the next publish
         self._last_info = {
             "snapshot_id": committed,
             "created_at": millis_to_datetime(now),
@@ -367,34 +419,43 @@ class SnapshotWriter(Closing):
         # 3. Begin; predict the snapshot id (one writer: nobody else commits).
         con.execute("BEGIN")
         snapshot_id = None if self._layout.sharded else scalar(con, f"SELECT * FROM {LAKE}.current_snapshot()") + 1
-        if staged.positions:
-            # 4. Accepted positions.
-            con.execute(
-                "CREATE OR REPLACE TEMP TABLE accepted AS "
-                "SELECT s.* FROM stage_positions s "
-                f"LEFT JOIN {LAKE}.{names['positions']} p ON p.site_id = s.site_id AND p.sku = s.sku "
-                # >=: after a crash the replayed epoch may re-derive a version with other
-                # content (live clock, partitions interleaving anew); the fold continues
-                # from the replay, so the replay's row is the true one.
-                "WHERE p.version IS NULL OR s.version >= p.version"
-            )
-            if scalar(con, "SELECT count(*) FROM accepted"):
-                # 5. Inbound lines of accepted keys: delete, then insert the new ones.
-                inbound = names["inbound"]
-                con.execute(
-                    f"DELETE FROM {LAKE}.{inbound} USING accepted a "
-                    f"WHERE {inbound}.site_id = a.site_id AND {inbound}.sku = a.sku"
+        if staged.positions or staged.new_positions:
+            # 4. The accepted positions were picked in step 2 (`StoredVersions.judge`):
+            # new keys, or a version >= the stored one. >=: after a crash the replayed
+            # epoch may re-derive a version with other content (live clock, partitions
+            # interleaving anew); the fold continues from the replay, so the replay's row
+            # is the true one.
+            accepted = " UNION ALL ".join(
+                f"SELECT site_id, sku FROM {table}"
+                for table, present in (
+                    ("stage_positions", staged.positions),
+                    ("stage_new_positions", staged.new_positions),
                 )
-                if staged.inbound:
-                    # Columns by name: a store upgraded in place has them in another order.
-                    inbound_columns = ", ".join(INBOUND.names)
-                    con.execute(
-                        f"INSERT INTO {LAKE}.{inbound} ({inbound_columns}) "
-                        f"SELECT {inbound_columns} FROM stage_inbound i SEMI JOIN accepted a "
-                        "ON i.site_id = a.site_id AND i.sku = a.sku"
-                    )
-                # 6. Positions.
-                merge(con, "positions", names["positions"], "accepted", "s.version >= t.version")
+                if present
+            )
+            # 5. Inbound lines of accepted keys: delete, then insert the new ones (staged
+            # for the accepted keys only).
+            inbound = names["inbound"]
+            con.execute(
+                f"DELETE FROM {LAKE}.{inbound} USING ({accepted}) a "
+                f"WHERE {inbound}.site_id = a.site_id AND {inbound}.sku = a.sku"
+            )
+            # Columns by name: a store upgraded in place has them in another order.
+            if staged.inbound:
+                inbound_columns = ", ".join(INBOUND.names)
+                con.execute(
+                    f"INSERT INTO {LAKE}.{inbound} ({inbound_columns}) SELECT {inbound_columns} FROM stage_inbound"
+                )
+            # 6. Positions: the stored keys by MERGE (its guard repeats step 2's), the new
+            # ones by INSERT, which reads nothing of the table.
+            if staged.positions:
+                merge(con, "positions", names["positions"], "stage_positions", "s.version >= t.version")
+            if staged.new_positions:
+                position_columns = ", ".join(TABLES["positions"].names)
+                con.execute(
+                    f"INSERT INTO {LAKE}.{names['positions']} ({position_columns}) "
+                    f"SELECT {position_columns} FROM stage_new_positions"
+                )
         # 7. Offers, reservations and work.
         if staged.offers:
             merge(con, "offers", names["offers"], "stage_offers", "s.updated_at > t.updated_at")
@@ -428,6 +489,34 @@ class SnapshotWriter(Closing):
         con.execute("COMMIT")
         committed = scalar(con, f"SELECT * FROM ducklake_last_committed_snapshot('{LAKE}')")
         return snapshot_id, committed
+
+    def _stored_versions(self) -> StoredVersions:
+        """The kept versions of this writer's positions, read from the lake when there are none or they are stale."""
+        try:
+            if self._versions is not None and self._changed_by_others():
+                self._versions = None
+            if self._versions is None:
+                seen = scalar(self._con, f"SELECT * FROM {LAKE}.current_snapshot()")
+                self._versions = StoredVersions.load(self._con, self._names["positions"])
+                self._seen = seen
+        except duckdb.Error as exc:
+            msg = f"cannot read the stored position versions of the snapshot store {self._dir}: {exc}"
+            raise SnapshotError(msg) from exc
+        return self._versions
+
+    def _changed_by_others(self) -> bool:
+        """Whether a snapshot this writer did not make came after `_seen` (one writer alone).
+
+        Nobody else should commit (the writer lock keeps other writers out), but an
+        operator's SQL repair may; with the kept versions stale, a key inserted by hand
+        would be inserted again. One catalog read. With several writers the others commit
+        all the time and telling their snapshots from a repair of this writer's tables
+        would mean reading every snapshot's changes at each publish: not checked there
+        (repair a store of several writers with all of them stopped).
+        """
+        if self._layout.sharded:
+            return False
+        return scalar(self._con, f"SELECT * FROM {LAKE}.current_snapshot()") != self._seen
 
     def heartbeat(self, now: Millis) -> None:
         """Record that the newest snapshot is current as of `now` (DIR/heartbeat.json, replaced atomically).
@@ -481,4 +570,11 @@ class SnapshotWriter(Closing):
 
         Creates snapshots of its own (no snapshot_info row), so publish ids after it jump.
         """
-        return maintain(self._con, self._dir, self._layout, self._index, keep_snapshots_for=keep_snapshots_for)
+        report = maintain(self._con, self._dir, self._layout, self._index, keep_snapshots_for=keep_snapshots_for)
+        if self._versions is not None:
+            # Maintenance moves rows between files and changes no version: still right.
+            try:
+                self._seen = scalar(self._con, f"SELECT * FROM {LAKE}.current_snapshot()")
+            except duckdb.Error:
+                self._versions = None
+        return report

@@ -1,0 +1,152 @@
+"""`python -m bench.publish`: one publish's cost, this tree against another (before/after), side by side in one run.
+
+1. Build a store of `--positions` positions (as `bench.snapshot` does: sites x 10,000
+   skus, one snapshot) once, and copy it for each tree.
+2. `--rounds` rounds; in each, every tree (this one and `--before DIR`, a checkout of
+   the code to compare with, e.g. `git archive main | tar -x -C DIR`) publishes
+   `--publishes` intervals of `--changes` random changed positions into its own copy, in
+   a process of its own (`SnapshotWriter.publish` with DuckDB on one thread, as the
+   sink runs it), the trees' order alternating between rounds (the machine is shared
+   and noisy). Both trees get the same keys and versions.
+3. Per publish: CPU seconds of the process, wall seconds, the load average, the
+   process's resident memory and the bytes of the versions the writer keeps (0 for a
+   tree without). A writer's first publish is reported apart ("first CPU"): it reads
+   what later ones keep.
+
+Prints a table and writes the JSON under bench/results/ (git-ignored). Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from bench.common import write_result
+from bench.snapshot import SKUS, _build
+
+__all__ = ["main"]
+
+REPO = Path(__file__).resolve().parents[1]
+
+# One round of one tree: open the writer, publish, print one JSON line per publish.
+_CHILD = textwrap.dedent(
+    """
+    import json, os, random, sys, time
+    from pathlib import Path
+    from adapters.snapshot_store import SnapshotWriter
+    from ledger.outputs import PositionChange
+
+    store, seed, first, publishes, changes, sites, skus = Path(sys.argv[1]), *map(int, sys.argv[2:8])
+    rng = random.Random(seed)
+    writer = SnapshotWriter.open(store)
+    writer.use_one_thread()
+    for k in range(publishes):
+        now = 1_764_000_000_000 + first + k
+        batch = []
+        for i in rng.sample(range(sites * skus), changes):
+            on_hand = rng.randrange(50)
+            batch.append(PositionChange(
+                site_id=f"S{i // skus:05d}", sku=f"SKU-{i % skus:05d}", on_hand=on_hand, reserved=0, staged=0,
+                inbound_qty=0, safety_stock=0, atp=on_hand, negative=False, version=first + k, updated_at=now,
+                max_occurred_at=now, inbound=(), offer=None,
+            ))
+        cpu, wall = time.process_time(), time.perf_counter()
+        writer.publish(batch, [], events_applied=first + k, now=now)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        # Resident now (ru_maxrss would carry the parent's peak across exec).
+        rss = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        kept = getattr(writer, "_versions", None)  # the versions a writer keeps, where it keeps them
+        kept_bytes = kept.nbytes if kept is not None else 0
+        print(json.dumps({"k": k, "cpu": cpu, "wall": wall, "load": os.getloadavg()[0], "rss": rss,
+                          "kept_bytes": kept_bytes}), flush=True)
+    writer.close()
+    """
+)
+
+
+def _round(
+    tree: Path, store: Path, seed: int, first: int, publishes: int, changes: int, sites: int
+) -> list[dict[str, Any]]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    args = [str(a) for a in (store, seed, first, publishes, changes, sites, SKUS)]
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, *args], cwd=tree, env=env, check=True, capture_output=True, text=True
+    )
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def run(positions: int, changes: int, rounds: int, publishes: int, before: Path | None, work: Path) -> dict[str, Any]:
+    template = work / "template"
+    if not template.exists():
+        build = _build(template, positions, "", 1)
+    else:
+        build = {"sites": positions // SKUS, "positions": positions // SKUS * SKUS, "reused": True}
+    trees = {"after": REPO, **({"before": before.resolve()} if before else {})}
+    for name in trees:
+        shutil.rmtree(work / name, ignore_errors=True)
+        shutil.copytree(template, work / name)
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    for r in range(rounds):
+        order = list(trees) if r % 2 else list(reversed(trees))
+        for name in order:
+            rows = _round(trees[name], work / name, 1000 + r, 2 + r * publishes, publishes, changes, build["sites"])
+            for row in rows:
+                row["round"] = r
+            results[name] += rows
+            print(f"round {r} {name}: " + ", ".join(f"{row['cpu']:.2f}s cpu" for row in rows), file=sys.stderr)
+    return {"build": build, "positions": positions, "changes": changes, "rounds": rounds, "publishes": results}
+
+
+def report(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['changes']:,} changed positions into {result['build']['positions']:,}; "
+        f"{result['rounds']} rounds alternating; CPU and wall seconds per publish (median, min-max)",
+        f"{'tree':8} {'publishes':>9} {'first CPU':>10} {'CPU':>18} {'wall':>18} {'load':>10} "
+        f"{'RSS MB':>7} {'kept MB':>7}",
+    ]
+    for name, rows in result["publishes"].items():
+        first = [row["cpu"] for row in rows if row["k"] == 0]
+        later = [row for row in rows if row["k"] > 0] or rows
+        cpu, wall = [row["cpu"] for row in later], [row["wall"] for row in later]
+        loads = [row["load"] for row in rows]
+        lines.append(
+            f"{name:8} {len(rows):>9} {statistics.median(first):>10.2f} "
+            f"{statistics.median(cpu):>6.2f} ({min(cpu):.2f}-{max(cpu):.2f}) "
+            f"{statistics.median(wall):>6.2f} ({min(wall):.2f}-{max(wall):.2f}) "
+            f"{min(loads):>4.1f}-{max(loads):<4.1f} {max(row['rss'] for row in rows) / 2**20:>7.0f} "
+            f"{max(row['kept_bytes'] for row in rows) / 2**20:>7.0f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.publish", description=__doc__.splitlines()[0])
+    parser.add_argument("--positions", type=int, default=2_000_000, help="store size (default 2,000,000)")
+    parser.add_argument("--changes", type=int, default=100_000, help="changed positions per publish")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--publishes", type=int, default=3, help="publishes per round and tree (the first apart)")
+    parser.add_argument("--before", type=Path, help="a checkout of the code to compare with")
+    parser.add_argument("--work", type=Path, help="keep the stores here (default: a temporary directory)")
+    args = parser.parse_args(argv)
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-publish-"))
+    try:
+        result = run(args.positions, args.changes, args.rounds, args.publishes, args.before, work)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print(report(result))
+    print(f"written to {write_result('publish', result)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

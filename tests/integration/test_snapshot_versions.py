@@ -22,30 +22,16 @@ from adapters.snapshot_store import SnapshotReader, SnapshotWriter
 from adapters.snapshot_store.stored_versions import StoredVersions
 from ledger.errors import SnapshotError
 from ledger.outputs import InboundLine, PositionChange
+from tests.integration.test_snapshot_store import T0
+from tests.integration.test_snapshot_store import change as store_change
 
-T0 = 1_764_000_000_000
 SITES = ("S1", "S2", "S10")
 SKUS = ("A", "B", "A ", "é")  # a trailing space and non-ASCII text are keys of their own
 
 
 def change(site: str, sku: str, version: int, on_hand: int, lines: int) -> PositionChange:
     inbound = tuple(InboundLine(ref=f"r{version}-{on_hand}-{i}", qty=i + 1, eta=T0 + i) for i in range(lines))
-    return PositionChange(
-        site_id=site,
-        sku=sku,
-        on_hand=on_hand,
-        reserved=0,
-        staged=0,
-        inbound_qty=sum(line.qty for line in inbound),
-        safety_stock=0,
-        atp=max(0, on_hand),
-        negative=on_hand < 0,
-        version=version,
-        updated_at=T0 + version,
-        max_occurred_at=T0 + version,
-        inbound=inbound,
-        offer=None,
-    )
+    return store_change(site, sku, version, on_hand=on_hand, inbound=inbound)
 
 
 @dataclass

@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import re
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from io import BytesIO
@@ -54,6 +54,7 @@ from fastavro.read import SchemaResolutionError
 from fastavro.schema import SchemaParseException
 from fastavro.types import Schema
 
+from adapters.avro_batch import MIN_BATCH, plain_events
 from adapters.codec import SCHEMA_PATH, decode_json
 from ledger.contract import event_to_json_bytes, event_to_record, plain_event, validate
 from ledger.dead_letter import DeadLetter, Reason
@@ -330,6 +331,22 @@ class WireCodec:
         if isinstance(record, DeadLetter):
             return record
         return validate(record, origin=origin, raw=value, now=now, max_skew_ms=max_skew_ms)
+
+    def read_events(
+        self, values: Sequence[bytes], origins: Sequence[str], now: Millis | None, max_skew_ms: int
+    ) -> list[InventoryEvent | DeadLetter]:
+        """`read_event` of each value (`origins[i]` the origin of `values[i]`), a source read at a time.
+
+        The plain events of our own schema are read together over columns
+        (`adapters.avro_batch`); the rest, every refusal included, one by one.
+        """
+        if len(values) < MIN_BATCH:
+            return [self.read_event(v, o, now, max_skew_ms) for v, o in zip(values, origins, strict=True)]
+        read = self.read_event
+        return [
+            read(values[i], origins[i], now, max_skew_ms) if event is None else event
+            for i, event in enumerate(plain_events(values, origins, self._header, self._kinds, now, max_skew_ms))
+        ]
 
     def decode(self, value: bytes | None, origin: str) -> dict[str, Any] | DeadLetter:
         """The record a message value holds, or a `malformed` dead letter that keeps the bytes."""

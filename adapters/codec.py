@@ -9,7 +9,7 @@ it, stamp it with the ledger clock) is `flows.admission`'s.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -112,4 +112,10 @@ class EventReader(Protocol):
         self, value: bytes, origin: str, now: Millis | None, max_skew_ms: int
     ) -> InventoryEvent | DeadLetter:
         """The event `value` holds, validated against the contract, or the dead letter saying why not."""
+        ...
+
+    def read_events(
+        self, values: Sequence[bytes], origins: Sequence[str], now: Millis | None, max_skew_ms: int
+    ) -> list[InventoryEvent | DeadLetter]:
+        """`read_event` of each value, `origins[i]` the origin of `values[i]`: a whole source read at once."""
         ...

@@ -12,8 +12,9 @@ import json
 import re
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from ledger.dead_letter import DeadLetter, Reason
 from ledger.errors import ContractError
@@ -21,11 +22,15 @@ from ledger.events import EventType, InventoryEvent, Millis
 from ledger.fulfilment import Fulfilment, FulfilmentMode, SourceKind
 
 __all__ = [
+    "MAX_MILLIS",
     "MAX_QTY",
+    "MIN_MILLIS",
+    "PlainRule",
     "event_to_json_bytes",
     "event_to_record",
     "fulfilment_to_record",
     "plain_event",
+    "plain_rule",
     "plan_from_record",
     "require_event",
     "validate",
@@ -58,8 +63,8 @@ _MODES = {m.value: m for m in FulfilmentMode}
 _SOURCE_KINDS = {k.value: k for k in SourceKind}
 _TYPES = {t.value: t for t in EventType}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MIN_MILLIS = 0
-_MAX_MILLIS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+MIN_MILLIS = 0
+MAX_MILLIS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
 class _Invalid(Exception):
@@ -139,7 +144,7 @@ def _millis(record: Mapping[str, object], name: str, *, required: bool) -> Milli
 
 def _in_range(name: str, millis: int) -> Millis:
     # Beyond these, dates cannot be shown, stored or timed; a typo, not an event.
-    if not _MIN_MILLIS <= millis <= _MAX_MILLIS:
+    if not MIN_MILLIS <= millis <= MAX_MILLIS:
         detail = f"field '{name}' = {millis} ms is outside 1970..9999; timestamps are epoch milliseconds"
         raise _Invalid(Reason.INVALID_FIELD, detail)
     return millis
@@ -314,6 +319,35 @@ def _plain_text(value: str | None) -> bool:
     return value is not None and value.isascii() and value.isprintable() and not value.isspace() and value != ""
 
 
+@dataclass(frozen=True, slots=True)
+class PlainRule:
+    """What `plain_event` asks of one kind's fields, for a reader that checks many events at once."""
+
+    qty: Literal["nonzero", "non_negative", "positive"]
+    needs_ref: bool
+    needs_destination: bool
+    needs_eta: bool
+    needs_expiry: bool
+
+
+def plain_rule(kind: EventType) -> PlainRule:
+    """The rules `plain_event` applies to an event of `kind` besides the ones every kind shares.
+
+    Read from the same sets `plain_event` and `validate` use, so a batch reader built on
+    it cannot drift from them (`adapters.avro_batch`; its tests hold it to `plain_event`).
+    """
+    qty: Literal["nonzero", "non_negative", "positive"] = (
+        "nonzero" if kind is EventType.ADJUSTED else "non_negative" if kind in _ZERO_ALLOWED else "positive"
+    )
+    return PlainRule(
+        qty=qty,
+        needs_ref=kind in _NEEDS_REF,
+        needs_destination=kind in _NEEDS_DESTINATION,
+        needs_eta=kind in _NEEDS_ETA,
+        needs_expiry=kind is EventType.RESERVATION_REQUESTED,
+    )
+
+
 def plain_event(
     event_id: str,
     kind: EventType,
@@ -346,7 +380,7 @@ def plain_event(
         _plain_text(event_id)
         and _plain_text(site_id)
         and _plain_text(sku)
-        and _MIN_MILLIS <= occurred_at <= _MAX_MILLIS
+        and MIN_MILLIS <= occurred_at <= MAX_MILLIS
         and (now is None or occurred_at <= now + max_skew_ms)
     ):
         return None
@@ -374,12 +408,12 @@ def plain_event(
     if eta is None:
         if kind in _NEEDS_ETA:
             return None
-    elif not _MIN_MILLIS <= eta <= _MAX_MILLIS:
+    elif not MIN_MILLIS <= eta <= MAX_MILLIS:
         return None
     if expires_at is None:
         if kind is EventType.RESERVATION_REQUESTED:
             return None
-    elif not _MIN_MILLIS <= expires_at <= _MAX_MILLIS or expires_at <= occurred_at:
+    elif not MIN_MILLIS <= expires_at <= MAX_MILLIS or expires_at <= occurred_at:
         return None
     if price is not None and not price >= 0:  # NaN fails it too
         return None

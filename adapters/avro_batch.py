@@ -22,6 +22,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from functools import cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -215,18 +216,12 @@ def plain_events(
     text = joined.decode("latin-1")
     # Python values for the rows that read as plain only, a column at a time: first the sales,
     # receipts and counts (a source at most), then the rows with other optional fields.
+    every: tuple[npt.NDArray[Any], ...] = (id_start, id_end, kind, occurred_at, site_start, site_end, sku_start)
+    every += (sku_end, qty, has_source, source_start, source_end)
     rows = np.flatnonzero(ok & ~rare)
     for row, i0, i1, k, at, s0, s1, u0, u1, units, sourced, o0, o1 in zip(
-        rows.tolist(),
-        id_start[rows].tolist(), id_end[rows].tolist(),
-        kind[rows].tolist(),
-        occurred_at[rows].tolist(),
-        site_start[rows].tolist(), site_end[rows].tolist(),
-        sku_start[rows].tolist(), sku_end[rows].tolist(),
-        qty[rows].tolist(),
-        has_source[rows].tolist(), source_start[rows].tolist(), source_end[rows].tolist(),
-        strict=True,
-    ):  # fmt: skip
+        rows.tolist(), *(column[rows].tolist() for column in every), strict=True
+    ):
         out[row] = InventoryEvent(
             text[i0:i1],
             kinds_of[k],
@@ -241,25 +236,41 @@ def plain_events(
         )  # fmt: skip
     rows = np.flatnonzero(ok & rare)
     for (
-        row, i0, i1, k, at, s0, s1, u0, u1, units, sourced, o0, o1,
-        refd, r0, r1, moved, t0, t1, dated, eta_at, expiring, expiry, priced, amount, led, days,
+        row,
+        i0,
+        i1,
+        k,
+        at,
+        s0,
+        s1,
+        u0,
+        u1,
+        units,
+        sourced,
+        o0,
+        o1,
+        refd,
+        r0,
+        r1,
+        moved,
+        t0,
+        t1,
+        dated,
+        eta_at,
+        expiring,
+        expiry,
+        priced,
+        amount,
+        led,
+        days,
     ) in zip(
         rows.tolist(),
-        id_start[rows].tolist(), id_end[rows].tolist(),
-        kind[rows].tolist(),
-        occurred_at[rows].tolist(),
-        site_start[rows].tolist(), site_end[rows].tolist(),
-        sku_start[rows].tolist(), sku_end[rows].tolist(),
-        qty[rows].tolist(),
-        has_source[rows].tolist(), source_start[rows].tolist(), source_end[rows].tolist(),
-        has_ref[rows].tolist(), ref_start[rows].tolist(), ref_end[rows].tolist(),
-        has_to[rows].tolist(), to_start[rows].tolist(), to_end[rows].tolist(),
-        has_eta[rows].tolist(), eta[rows].tolist(),
-        has_expiry[rows].tolist(), expires_at[rows].tolist(),
-        has_price[rows].tolist(), price[rows].tolist(),
-        has_lead[rows].tolist(), lead[rows].tolist(),
+        *(column[rows].tolist() for column in every),
+        *(column[rows].tolist() for column in (has_ref, ref_start, ref_end, has_to, to_start, to_end)),
+        *(column[rows].tolist() for column in (has_eta, eta, has_expiry, expires_at)),
+        *(column[rows].tolist() for column in (has_price, price, has_lead, lead)),
         strict=True,
-    ):  # fmt: skip
+    ):
         site = text[s0:s1]
         to_site = text[t0:t1] if moved else None
         if to_site == site:

@@ -56,15 +56,15 @@ def near_valid(draw, kind: EventType) -> bytes:
     """A valid event of `kind` with one or two fields moved to the edge of what the contract accepts."""
     record = event_to_record(draw(valid_events(kind)))
     for field in draw(st.lists(st.sampled_from(sorted(_EDGES)), min_size=1, max_size=2)):
-        edge = draw(st.sampled_from(_EDGES[field]))
-        if edge == "occurred_at":
-            edge = record["occurred_at"]
-        elif edge == "occurred_at+1":
-            edge = record["occurred_at"] + 1
-        elif edge == "site_id":
-            edge = record["site_id"]
-        record[field] = edge
+        record = _at_edge(record, field, draw(st.sampled_from(_EDGES[field])))
     return our_bytes(CODEC, record)
+
+
+def _at_edge(record: dict, field: str, edge: object) -> dict:
+    """`record` with `field` moved to `edge` (named edges: the record's own time + 0 or 1, its own site)."""
+    named = {"occurred_at": record["occurred_at"], "occurred_at+1": record["occurred_at"] + 1}
+    named["site_id"] = record["site_id"]
+    return {**record, field: named.get(edge, edge) if isinstance(edge, str) else edge}
 
 
 def _bases(kind: EventType) -> list[dict]:
@@ -89,16 +89,7 @@ def test_every_edge_of_the_contract_reads_over_columns_as_one_by_one():
         for base in _bases(kind):
             read.append(our_bytes(CODEC, base))
             for field, edges in _EDGES.items():
-                for edge in edges:
-                    record = dict(base)
-                    if edge == "occurred_at":
-                        edge = record["occurred_at"]
-                    elif edge == "occurred_at+1":
-                        edge = record["occurred_at"] + 1
-                    elif edge == "site_id":
-                        edge = record["site_id"]
-                    record[field] = edge
-                    read.append(our_bytes(CODEC, record))
+                read.extend(our_bytes(CODEC, _at_edge(base, field, edge)) for edge in edges)
     origins = [f"inventory[0]@{i}" for i in range(len(read))]
     together = CODEC.read_events(read, origins, NOW, SKEW)
     one_by_one = [CODEC.read_event(v, o, NOW, SKEW) for v, o in zip(read, origins, strict=True)]

@@ -579,7 +579,7 @@ class ReadModel:
             return 0
         # 1. The inserted rows over the new snapshots (into a table first: see
         #    PositionReplica._apply_changes on QUALIFY over a DuckLake scan).
-        feed = insertions_sql(reader.physical_tables("positions"), ranges, _FEED_COLUMNS)
+        feed = insertions_sql(reader.position_feed_tables(), ranges, _FEED_COLUMNS)
         cursor.execute(f"CREATE OR REPLACE TEMP TABLE read_model_feed AS {feed}")
         # 2. The product positions as numpy columns, sorted by (sku, site, snapshot): the newest
         #    row per key kept by comparing neighbours (`_Changes.of_columns`; a QUALIFY window
@@ -613,7 +613,7 @@ class ReadModel:
         new = view._applied(newest, changes, slot_rows, inbound, offers)
         # 4. The flow never deletes a position: if the counts differ, something did, and
         #    the view is loaded whole rather than answering with a key the store dropped.
-        row = cursor.execute(f"SELECT count(*) FROM positions {at}").fetchone()
+        row = cursor.execute(reader.position_count_sql(newest)).fetchone()
         if row is None or int(row[0]) != new.positions:
             new = _load(cursor, newest)
         self._swap(new, started)

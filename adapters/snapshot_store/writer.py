@@ -617,6 +617,7 @@ class SnapshotWriter(Closing):
             if self._versions is None:
                 seen = scalar(self._con, f"SELECT * FROM {LAKE}.current_snapshot()")
                 self._versions = StoredVersions.load(self._con, self._names["positions"])
+                self._recent_rows = scalar(self._con, f"SELECT count(*) FROM {LAKE}.{self._recent}")
                 self._seen = seen
         except duckdb.Error as exc:
             msg = f"cannot read the stored position versions of the snapshot store {self._dir}: {exc}"

@@ -8,7 +8,6 @@ replaced by a version at least the stored one, its inbound lines with it.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path

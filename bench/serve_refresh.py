@@ -5,6 +5,9 @@
 each checkout (`--before`'s first, then this one), in a process of its own on a fresh
 copy of the store:
 
+With `--before` the store is built by that checkout (cached in its var/bench-serve/): a
+checkout of a newer store layout migrates its copy when its writer opens it.
+
 1. opens `ReadModel` on it (the first load): wall and CPU seconds, and how much the
    process's resident memory grew (per position);
 2. `--publishes` times: publishes `--changes` changed positions through
@@ -91,6 +94,14 @@ print(json.dumps(out))
 """
 
 
+_BUILD = """
+import json, sys
+from bench.serve_store import open_or_build
+build = open_or_build(sites=int(sys.argv[1]), skus=int(sys.argv[2]), seed=int(sys.argv[3]), slot_days=int(sys.argv[4]))
+print(json.dumps([str(build.directory), str(build.network)]))
+"""
+
+
 def run(checkout: Path, source: Path, network: str, args: argparse.Namespace) -> dict[str, object]:
     """One checkout's load and refreshes, on a fresh copy of the store."""
     store = source.parent / f"refresh-store-{checkout.name}"
@@ -126,10 +137,20 @@ def main() -> None:
     parser.add_argument("--publishes", type=int, default=3)
     parser.add_argument("--before", type=Path, default=None, help="another checkout, run first (e.g. main's)")
     args = parser.parse_args()
-    build = open_or_build(sites=args.sites, skus=args.skus, seed=args.seed, slot_days=args.slot_days)
+    if args.before:
+        # Built (and cached) by the older checkout, so that it can open it; a checkout of
+        # a newer store layout migrates its copy at its first open, as in service.
+        out = subprocess.run(
+            [sys.executable, "-c", _BUILD, *(str(v) for v in (args.sites, args.skus, args.seed, args.slot_days))],
+            cwd=args.before, capture_output=True, text=True, check=True, env=dict(os.environ),
+        )  # fmt: skip
+        directory, network = json.loads(out.stdout.strip().splitlines()[-1])
+    else:
+        build = open_or_build(sites=args.sites, skus=args.skus, seed=args.seed, slot_days=args.slot_days)
+        directory, network = build.directory, build.network
     runs = []
     for checkout in ([args.before.resolve()] if args.before else []) + [REPO]:
-        result = run(checkout, Path(build.directory), build.network, args)
+        result = run(checkout, Path(directory), network, args)
         runs.append(result)
         print(json.dumps(result), flush=True)
     path = write_result("serve-refresh", {"params": {k: str(v) for k, v in vars(args).items()}, "runs": runs})

@@ -562,8 +562,11 @@ class ReadModel:
             return 0
         oldest, _ = snapshot_range(cursor)
         since = None if view is None else view.snapshot_id
-        if view is None or since is None or oldest is None or oldest > since + 1 or newest < since:
-            # First load; the snapshots the change feed needs were expired; or the store was made anew.
+        migrated = reader.refresh_layout()
+        if migrated or view is None or since is None or oldest is None or oldest > since + 1 or newest < since:
+            # First load; a writer migrated the store to another layout (the change feed's
+            # tables changed); the snapshots the change feed needs were expired; or the
+            # store was made anew.
             before = _resident_bytes()
             if view is None:
                 self.resident_before = before

@@ -299,6 +299,20 @@ class SnapshotReader(Closing):
         """The tables (or, for positions in layout 2, views) behind public table `name`: itself, or each writer's."""
         return [self._layout.table(name, writer) for writer in range(self._layout.writers)]
 
+    def refresh_layout(self) -> bool:
+        """Read DIR/store.json again; True when a writer has migrated the store to another layout since.
+
+        A follower then loads the whole table again: its change feed's tables changed names.
+        """
+        try:
+            found = StoreLayout.of(self._dir)
+        except SnapshotError:
+            return False  # a manifest being replaced: the next refresh reads it
+        if found is None or found.version == self._layout.version:
+            return False
+        self._layout = StoreLayout(self._layout.catalog, self._layout.writers, found.version)
+        return True
+
     def position_feed_tables(self) -> list[str]:
         """The tables whose `ducklake_table_insertions` are the positions' changes, one per writer.
 

@@ -96,9 +96,11 @@ class PositionReplica(Closing):
                     self._refreshed_at = time.time()
                     return 0
                 since = self._snapshot_id
-                if since is None or oldest is None or oldest > since + 1 or newest < since:
-                    # First load; maintenance expired snapshots the change feed needs; or
-                    # the store was dropped and created again (ids start over).
+                migrated = self._reader.refresh_layout()
+                if migrated or since is None or oldest is None or oldest > since + 1 or newest < since:
+                    # First load; a writer migrated the store to another layout; maintenance
+                    # expired snapshots the change feed needs; or the store was dropped and
+                    # created again (ids start over).
                     return self._load(cursor, newest)
                 return self._apply_changes(cursor, since, newest)
             except duckdb.Error as exc:

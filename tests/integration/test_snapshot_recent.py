@@ -265,3 +265,22 @@ def test_a_writer_killed_inside_a_compaction_leaves_a_committed_state(tmp_path: 
             published = newest.events_applied
             assert positions(reader) == model_after(published)
             assert count(reader, newest.snapshot_id) == len(model_after(published))
+
+
+def test_followers_opened_before_a_migration_load_the_migrated_store_and_follow_it(tmp_path: Path) -> None:
+    store = tmp_path / "snapshots"
+    layout_one_store(store)
+    with PositionReplica.open(store) as replica, ReadModel.open(store) as model:
+        with SnapshotWriter.open(store, recent_limit=None) as writer:
+            writer.publish([change("S1", "A", 4, on_hand=9)], [], events_applied=3, now=T0)
+        replica.refresh()
+        model.refresh()
+        assert replica.position("S1", "A")["on_hand"] == 9  # type: ignore[index]
+        view = model.view
+        assert view is not None
+        assert view.skus["A"].atp() == [9, 6]
+        with SnapshotWriter.open(store, recent_limit=None) as writer:
+            writer.publish([change("S2", "A", 2, on_hand=1)], [], events_applied=4, now=T0 + 1)
+        assert replica.refresh() == 1
+        assert model.refresh() == 1
+        assert replica.position("S2", "A")["on_hand"] == 1  # type: ignore[index]

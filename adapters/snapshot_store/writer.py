@@ -146,6 +146,8 @@ class SnapshotWriter(Closing):
         # Rows in the recent table (every accepted version since the last compaction),
         # kept up to date with this writer's own commits: it is the only one writing it.
         self._recent_rows = scalar(con, f"SELECT count(*) FROM {LAKE}.{self._recent}")
+        self.compaction_seconds = 0.0
+        """Wall seconds the last `publish` spent compacting after its commit (step 10), 0 when it did not."""
         # Read at the first publish with positions (on the sink's writer thread, not at
         # open), dropped whenever a commit fails: see `_stored_versions`.
         self._versions: StoredVersions | None = None
@@ -440,8 +442,11 @@ class SnapshotWriter(Closing):
         }
         # 10. Past the bound, fold the recent rows into the base: a snapshot of its own,
         # after this publish's, which readers see as no change at all.
+        self.compaction_seconds = 0.0
         if self._recent_limit is not None and self._recent_rows >= self._recent_limit:
+            started = time.perf_counter()
             self.compact_recent()
+            self.compaction_seconds = time.perf_counter() - started
         return committed
 
     @property

@@ -314,8 +314,9 @@ class SnapshotWriter(Closing):
            writer alone reads the current snapshot id: this commit will create id + 1.
         4. (Was the accepted-versions join against the lake; now step 2.)
         5. Replace the inbound lines of the accepted keys (before 6).
-        6. MERGE the accepted positions the table holds (the version guard is repeated
-           in the MERGE) and INSERT the new ones.
+        6. INSERT the accepted positions into this writer's recent table, `new_key` on
+           the keys it had not stored (the view `positions` takes the newest per key;
+           nothing of the positions is read).
         7. MERGE offers (newer updated_at wins), reservations (last decision wins
            unless the stored one is terminal and newer) and work (store tasks, transport
            loads, dropship orders: a higher rank replaces, new keys are inserted; statuses
@@ -327,6 +328,8 @@ class SnapshotWriter(Closing):
            caller advance its input position, and only now do the kept versions take
            the accepted ones. Any failure drops the kept versions: the next publish
            reads them from the lake again.
+        10. With `recent_limit` rows or more in the recent table, fold it into the base
+           (`compact_recent`, a snapshot of its own that changes no position).
 
         A commit that lost a race with another writer (a conflict, a locked SQLite
         catalog) is rolled back and steps 3-9 run again with the staged rows, up to

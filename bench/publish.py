@@ -12,6 +12,16 @@
    process's resident memory and the bytes of the versions the writer keeps (0 for a
    tree without). A writer's first publish is reported apart ("first CPU"): it reads
    what later ones keep.
+4. After each round's publishes, in the same process, a reader (one DuckDB thread)
+   queries `positions` at the last publish: one sku's sites, one key, the whole table,
+   and the position count the followers check; CPU seconds, median of a few. The
+   recent table (a tree of layout 2) is then at its fullest.
+5. A tree of layout 2 (its writer has `compact_recent`) then folds the round's
+   publishes into the base: that CPU divided by the round's publishes is what each
+   publish owes for it (amortised).
+
+With `--before`, the store is built by the `--before` tree (layout 1), and a tree of
+layout 2 migrates its copy at its first open, as it would a store in service.
 
 Prints a table and writes the JSON under bench/results/ (git-ignored). Not a test.
 """
@@ -37,18 +47,29 @@ __all__ = ["main"]
 
 REPO = Path(__file__).resolve().parents[1]
 
-# One round of one tree: open the writer, publish, print one JSON line per publish.
+# One round of one tree: open the writer, publish, read through `positions`, compact; one JSON line each.
 _CHILD = textwrap.dedent(
     """
-    import json, os, random, sys, time
+    import inspect, json, os, random, statistics, sys, time
     from pathlib import Path
-    from adapters.snapshot_store import SnapshotWriter
+    from adapters.snapshot_store import SnapshotReader, SnapshotWriter
     from ledger.outputs import PositionChange
 
     store, seed, first, publishes, changes, sites, skus = Path(sys.argv[1]), *map(int, sys.argv[2:8])
     rng = random.Random(seed)
-    writer = SnapshotWriter.open(store)
+    appends = "recent_limit" in inspect.signature(SnapshotWriter.open).parameters  # layout 2: compacted here
+    writer = SnapshotWriter.open(store, recent_limit=None) if appends else SnapshotWriter.open(store)
     writer.use_one_thread()
+
+    def rss():
+        # Resident now (ru_maxrss would carry the parent's peak across exec).
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def timed(action):
+        cpu, wall = time.process_time(), time.perf_counter()
+        out = action()
+        return time.process_time() - cpu, time.perf_counter() - wall, out
+
     for k in range(publishes):
         now = 1_764_000_000_000 + first + k
         batch = []
@@ -59,18 +80,51 @@ _CHILD = textwrap.dedent(
                 inbound_qty=0, safety_stock=0, atp=on_hand, negative=False, version=first + k, updated_at=now,
                 max_occurred_at=now, inbound=(), offer=None,
             ))
-        cpu, wall = time.process_time(), time.perf_counter()
-        writer.publish(batch, [], events_applied=first + k, now=now)
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        # Resident now (ru_maxrss would carry the parent's peak across exec).
-        rss = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        cpu, wall, sid = timed(lambda: writer.publish(batch, [], events_applied=first + k, now=now))
         kept = getattr(writer, "_versions", None)  # the versions a writer keeps, where it keeps them
         kept_bytes = kept.nbytes if kept is not None else 0
-        print(json.dumps({"k": k, "cpu": cpu, "wall": wall, "load": os.getloadavg()[0], "rss": rss,
+        print(json.dumps({"k": k, "cpu": cpu, "wall": wall, "load": os.getloadavg()[0], "rss": rss(),
                           "kept_bytes": kept_bytes}), flush=True)
+    # A reader in this process (one DuckDB thread), with the recent table at its fullest:
+    # what the view's join adds to a query by sku, by key, of the whole table, and the
+    # followers' position count.
+    reader = SnapshotReader.open(store)
+    with reader.cursor() as c:
+        c.execute("SET threads = 1")
+    at = f"AT (VERSION => {int(sid)})"
+    count_sql = (reader.position_count_sql(sid) if hasattr(reader, "position_count_sql")
+                 else f"SELECT count(*) FROM positions {at}")
+    def sku():
+        return f"SKU-{rng.randrange(skus):05d}"
+
+    def site():
+        return f"S{rng.randrange(sites):05d}"
+
+    reads = {}
+    for name, query, times in (
+        ("sku", lambda: f"SELECT site_id, sku, atp FROM positions {at} WHERE sku = '{sku()}'", 5),
+        ("key", lambda: f"SELECT * FROM positions {at} WHERE site_id = '{site()}' AND sku = '{sku()}'", 5),
+        ("whole", lambda: f"SELECT count(*), sum(atp) FROM positions {at}", 3),
+        ("count", lambda: count_sql, 3),
+    ):
+        reads[name] = statistics.median(timed(lambda: reader.sql(query()))[0] for _ in range(times))
+    reader.close()
+    print(json.dumps({"reads": reads}), flush=True)
+    if appends:
+        cpu, wall, moved = timed(writer.compact_recent)
+        print(json.dumps({"compaction": {"cpu": cpu, "wall": wall, "moved": moved, "load": os.getloadavg()[0]}}),
+              flush=True)
     writer.close()
     """
 )
+
+
+_BUILD = """
+import json, sys
+from pathlib import Path
+from bench.snapshot import _build
+print(json.dumps(_build(Path(sys.argv[1]), int(sys.argv[2]), "", 1)))
+"""
 
 
 def _round(
@@ -86,7 +140,16 @@ def _round(
 
 def run(positions: int, changes: int, rounds: int, publishes: int, before: Path | None, work: Path) -> dict[str, Any]:
     template = work / "template"
-    if not template.exists():
+    if not template.exists() and before is not None:
+        # Built by the older tree, so that it can open it: a tree of layout 2 migrates it
+        # at its first open (a rename), as it would a store in service.
+        out = subprocess.run(
+            [sys.executable, "-c", _BUILD, str(template), str(positions)],
+            cwd=before, env={**os.environ, "PYTHONPATH": str(before.resolve())},
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        build = json.loads(out.stdout.strip().splitlines()[-1])
+    elif not template.exists():
         build = _build(template, positions, "", 1)
     else:
         build = {"sites": positions // SKUS, "positions": positions // SKUS * SKUS, "reused": True}
@@ -95,15 +158,31 @@ def run(positions: int, changes: int, rounds: int, publishes: int, before: Path 
         shutil.rmtree(work / name, ignore_errors=True)
         shutil.copytree(template, work / name)
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    reads: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+    compactions: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
     for r in range(rounds):
         order = list(trees) if r % 2 else list(reversed(trees))
         for name in order:
             rows = _round(trees[name], work / name, 1000 + r, 2 + r * publishes, publishes, changes, build["sites"])
             for row in rows:
                 row["round"] = r
-            results[name] += rows
-            print(f"round {r} {name}: " + ", ".join(f"{row['cpu']:.2f}s cpu" for row in rows), file=sys.stderr)
-    return {"build": build, "positions": positions, "changes": changes, "rounds": rounds, "publishes": results}
+            published = [row for row in rows if "k" in row]
+            reads[name] += [row["reads"] for row in rows if "reads" in row]
+            compactions[name] += [row["compaction"] for row in rows if "compaction" in row]
+            results[name] += published
+            print(
+                f"round {r} {name}: " + ", ".join(f"{row['cpu']:.2f}s cpu" for row in published) + f"; {rows[-1]}",
+                file=sys.stderr,
+            )
+    return {
+        "build": build,
+        "positions": positions,
+        "changes": changes,
+        "rounds": rounds,
+        "publishes": results,
+        "reads": reads,
+        "compactions": compactions,
+    }
 
 
 def report(result: dict[str, Any]) -> str:
@@ -125,6 +204,22 @@ def report(result: dict[str, Any]) -> str:
             f"{min(loads):>4.1f}-{max(loads):<4.1f} {max(row['rss'] for row in rows) / 2**20:>7.0f} "
             f"{max(row['kept_bytes'] for row in rows) / 2**20:>7.0f}"
         )
+    publishes = max(1, len(next(iter(result["publishes"].values()))) // max(1, result["rounds"]))
+    for name, runs in result["compactions"].items():
+        if runs:
+            cpu = [run["cpu"] for run in runs]
+            lines.append(
+                f"{name}: compaction of the recent table after each round ({publishes} publishes, "
+                f"{statistics.median(run['moved'] for run in runs):,.0f} keys): CPU {statistics.median(cpu):.2f} "
+                f"({min(cpu):.2f}-{max(cpu):.2f}), {statistics.median(cpu) / publishes:.2f} per publish amortised"
+            )
+    lines.append("a reader's query through `positions` at the round's last publish (CPU seconds, median of rounds):")
+    for name, runs in result["reads"].items():
+        if runs:
+            lines.append(
+                f"  {name:8} "
+                + ", ".join(f"{what} {statistics.median(run[what] for run in runs):.3f}" for what in runs[0])
+            )
     return "\n".join(lines)
 
 

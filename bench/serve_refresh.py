@@ -5,6 +5,9 @@
 each checkout (`--before`'s first, then this one), in a process of its own on a fresh
 copy of the store:
 
+With `--before` the store is built by that checkout (cached in its var/bench-serve/): a
+checkout of a newer store layout migrates its copy when its writer opens it.
+
 1. opens `ReadModel` on it (the first load): wall and CPU seconds, and how much the
    process's resident memory grew (per position);
 2. `--publishes` times: publishes `--changes` changed positions through
@@ -12,8 +15,11 @@ copy of the store:
    does), then times `ReadModel.refresh()` alone, wall and process CPU, and checks the
    view names the new snapshot.
 
-Prints one line a checkout and writes the JSON under bench/results/. The two
-checkouts run one after the other on the same machine: compare them within one run.
+Prints one line a checkout and round and writes the JSON under bench/results/. The
+checkouts run one after the other, their order alternating between `--rounds`, on the
+same machine: compare them within one run. With more than 10 publishes of 100,000
+changes, a checkout of layout 2 compacts its recent table once (`RECENT_LIMIT`), and the
+refresh after it reads that snapshot too.
 Not a test: nothing asserts a timing.
 """
 
@@ -49,6 +55,8 @@ def rss():
     with open("/proc/self/statm", "rb") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
+# The writer first: a checkout of a newer store layout migrates the store as it opens.
+writer = SnapshotWriter.open(store)
 before = rss()
 wall, cpu = time.perf_counter(), time.process_time()
 model = ReadModel.open(store)
@@ -62,7 +70,6 @@ out = {
 out["resident_bytes_per_position"] = round(out["resident_growth_bytes"] / view.positions, 1)
 rng = random.Random(seed)
 sites = [site.id for site in load_network(network).sites]
-writer = SnapshotWriter.open(store)
 applied = 0
 refreshes = []
 for step in range(publishes):
@@ -88,6 +95,14 @@ out["resident_bytes_per_position_end"] = round((rss() - before) / model.view.pos
 writer.close()
 model.close()
 print(json.dumps(out))
+"""
+
+
+_BUILD = """
+import json, sys
+from bench.serve_store import open_or_build
+build = open_or_build(sites=int(sys.argv[1]), skus=int(sys.argv[2]), seed=int(sys.argv[3]), slot_days=int(sys.argv[4]))
+print(json.dumps([str(build.directory), str(build.network)]))
 """
 
 
@@ -124,14 +139,28 @@ def main() -> None:
     parser.add_argument("--slot-days", type=int, default=14)
     parser.add_argument("--changes", type=int, default=100_000, help="changed positions a publish")
     parser.add_argument("--publishes", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1, help="rounds, the checkouts' order alternating")
     parser.add_argument("--before", type=Path, default=None, help="another checkout, run first (e.g. main's)")
     args = parser.parse_args()
-    build = open_or_build(sites=args.sites, skus=args.skus, seed=args.seed, slot_days=args.slot_days)
+    if args.before:
+        # Built (and cached) by the older checkout, so that it can open it; a checkout of
+        # a newer store layout migrates its copy at its first open, as in service.
+        out = subprocess.run(
+            [sys.executable, "-c", _BUILD, *(str(v) for v in (args.sites, args.skus, args.seed, args.slot_days))],
+            cwd=args.before, capture_output=True, text=True, check=True, env=dict(os.environ),
+        )  # fmt: skip
+        directory, network = json.loads(out.stdout.strip().splitlines()[-1])
+    else:
+        build = open_or_build(sites=args.sites, skus=args.skus, seed=args.seed, slot_days=args.slot_days)
+        directory, network = build.directory, build.network
     runs = []
-    for checkout in ([args.before.resolve()] if args.before else []) + [REPO]:
-        result = run(checkout, Path(build.directory), build.network, args)
-        runs.append(result)
-        print(json.dumps(result), flush=True)
+    checkouts = ([args.before.resolve()] if args.before else []) + [REPO]
+    for r in range(args.rounds):
+        for checkout in checkouts if r % 2 == 0 else checkouts[::-1]:
+            result = run(checkout, Path(directory), network, args)
+            result["round"] = r
+            runs.append(result)
+            print(json.dumps(result), flush=True)
     path = write_result("serve-refresh", {"params": {k: str(v) for k, v in vars(args).items()}, "runs": runs})
     print(f"results in {path.relative_to(REPO)}")
 

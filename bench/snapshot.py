@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.snapshot_store import MaintenanceReport, SnapshotWriter
-from adapters.snapshot_store.layout import LAKE
+from adapters.snapshot_store.layout import LAKE, StoreLayout
 from adapters.snapshot_store.sink import SnapshotSink
 from bench.common import write_result
 from ledger.outputs import FoldTally, PositionChange, SnapshotBatch
@@ -204,7 +204,7 @@ def _build(directory: Path, positions: int, catalog: str, writers: int) -> dict[
         con.execute("SET enable_progress_bar = false")
         con.execute("BEGIN")
         for w in range(writers):
-            table = "positions" if writers == 1 else f"positions_w{w}"
+            table = StoreLayout(catalog, writers).positions_base(w)  # layout 2: the compacted rows
             owned = "" if writers == 1 else f"WHERE i % {SKUS} % {writers} = {w}"
             con.execute(
                 f"INSERT INTO {LAKE}.{table} SELECT printf('S%05d', i // {SKUS}) AS site_id, "

@@ -3,9 +3,9 @@
 Layout of a store directory `DIR`:
 
     DIR/catalog.sqlite        DuckLake catalog: a SQLite database in WAL mode (the default)
-    DIR/store.json            which catalog and how many writers, when not the default
-                              (a PostgreSQL catalog, or several writers): readers find
-                              the catalog here
+    DIR/store.json            which catalog, how many writers and which layout version
+                              (`LAYOUT_VERSION`): readers find the catalog here; a store
+                              without one is a SQLite store of one writer, layout 1
     DIR/data/                 Parquet data and delete files written by DuckLake
     DIR/.writer.lock          held (flock) by the open SnapshotWriter (writer i of several:
                               DIR/.writer-{i}.lock)
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ledger.errors import SnapshotError
@@ -31,6 +31,7 @@ __all__ = [
     "DATA_DIR",
     "HEARTBEAT_FILE",
     "LAKE",
+    "LAYOUT_VERSION",
     "LOCK_FILE",
     "MANIFEST_FILE",
     "POSTGRES_PREFIX",
@@ -52,6 +53,14 @@ LAKE = "lake"
 POSTGRES_PREFIX = "postgres:"
 # With several writers: the one table all of them insert into, one row per publish.
 SNAPSHOT_LOG = "snapshot_log"
+# The store's layout version (DIR/store.json "layout"):
+# 1: each writer's positions are one table (`positions`, or `positions_w{i}`), updated
+#    in place by a MERGE at every publish.
+# 2: each writer's positions are a view (the same name) over an append-only recent table
+#    (`..._recent`, a publish only inserts) and a base table (`..._base`) that the writer
+#    folds the recent rows into now and then (see `SnapshotWriter.compact_recent`).
+# A writer opening a layout-1 store migrates it in one snapshot (`tables.create_missing`).
+LAYOUT_VERSION = 2
 
 
 _PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\\\]|\\\\.)*'|\S+)", re.IGNORECASE)
@@ -68,6 +77,8 @@ class StoreLayout:
 
     catalog: str = ""
     writers: int = 1
+    version: int = field(default=LAYOUT_VERSION, compare=False)
+    """The on-disk layout (`LAYOUT_VERSION`); not compared: a writer migrates an older one."""
 
     def __post_init__(self) -> None:
         if self.catalog and not self.catalog.startswith(POSTGRES_PREFIX):
@@ -105,6 +116,14 @@ class StoreLayout:
             return SNAPSHOT_LOG
         return f"{name}_w{writer}" if self.sharded else name
 
+    def positions_base(self, writer: int) -> str:
+        """Layout 2: the table a writer folds its recent positions into (`positions_base`, `positions_w{i}_base`)."""
+        return f"{self.table('positions', writer)}_base"
+
+    def positions_recent(self, writer: int) -> str:
+        """Layout 2: the append-only table a writer's publishes insert positions into."""
+        return f"{self.table('positions', writer)}_recent"
+
     def described(self) -> str:
         """The catalog for messages, password masked."""
         if not self.catalog:
@@ -118,24 +137,22 @@ class StoreLayout:
         if manifest.is_file():
             try:
                 record = json.loads(manifest.read_text())
-                return cls(str(record.get("catalog", "")), int(record.get("writers", 1)))
+                return cls(str(record.get("catalog", "")), int(record.get("writers", 1)), int(record.get("layout", 1)))
             except (OSError, ValueError, TypeError, AttributeError) as exc:
                 msg = f"cannot read the store manifest {manifest}: {exc}"
                 raise SnapshotError(msg) from exc
         if (directory / CATALOG_FILE).is_file():
-            return cls()
+            return cls(version=1)  # written before the manifest recorded the layout
         return None
 
     def save(self, directory: Path) -> None:
-        """Write DIR/store.json (only for a layout that is not the default), atomically, owner-only."""
-        if self.default:
-            return
+        """Write DIR/store.json, atomically, owner-only."""
         target = directory / MANIFEST_FILE
         scratch = target.with_name(f".{MANIFEST_FILE}.{os.getpid()}")
         try:
             fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as out:
-                json.dump({"catalog": self.catalog, "writers": self.writers}, out)
+                json.dump({"catalog": self.catalog, "writers": self.writers, "layout": self.version}, out)
             os.replace(scratch, target)
         except OSError as exc:
             msg = f"cannot write the store manifest {target}: {exc.strerror}"

@@ -97,7 +97,17 @@ def maintain(
     files_before = _file_count(directory)
     cutoff = datetime.now(UTC) - keep_snapshots_for
     if layout.sharded:
-        tables: list[str | None] = [layout.table(name, writer) for name in TABLES if name != "snapshot_info"]
+        # A writer's positions are a view over its base and recent tables: those are compacted.
+        tables: list[str | None] = [
+            table
+            for name in TABLES
+            if name != "snapshot_info"
+            for table in (
+                (layout.positions_base(writer), layout.positions_recent(writer))
+                if name == "positions"
+                else (layout.table(name, writer),)
+            )
+        ]
         if writer == 0:
             tables.append(SNAPSHOT_LOG)
         orphan_cutoff = min(cutoff, datetime.now(UTC) - timedelta(hours=1))

@@ -562,8 +562,11 @@ class ReadModel:
             return 0
         oldest, _ = snapshot_range(cursor)
         since = None if view is None else view.snapshot_id
-        if view is None or since is None or oldest is None or oldest > since + 1 or newest < since:
-            # First load; the snapshots the change feed needs were expired; or the store was made anew.
+        migrated = reader.refresh_layout()
+        if migrated or view is None or since is None or oldest is None or oldest > since + 1 or newest < since:
+            # First load; a writer migrated the store to another layout (the change feed's
+            # tables changed); the snapshots the change feed needs were expired; or the
+            # store was made anew.
             before = _resident_bytes()
             if view is None:
                 self.resident_before = before
@@ -579,7 +582,7 @@ class ReadModel:
             return 0
         # 1. The inserted rows over the new snapshots (into a table first: see
         #    PositionReplica._apply_changes on QUALIFY over a DuckLake scan).
-        feed = insertions_sql(reader.physical_tables("positions"), ranges, _FEED_COLUMNS)
+        feed = insertions_sql(reader.position_feed_tables(), ranges, _FEED_COLUMNS)
         cursor.execute(f"CREATE OR REPLACE TEMP TABLE read_model_feed AS {feed}")
         # 2. The product positions as numpy columns, sorted by (sku, site, snapshot): the newest
         #    row per key kept by comparing neighbours (`_Changes.of_columns`; a QUALIFY window
@@ -613,7 +616,7 @@ class ReadModel:
         new = view._applied(newest, changes, slot_rows, inbound, offers)
         # 4. The flow never deletes a position: if the counts differ, something did, and
         #    the view is loaded whole rather than answering with a key the store dropped.
-        row = cursor.execute(f"SELECT count(*) FROM positions {at}").fetchone()
+        row = cursor.execute(reader.position_count_sql(newest)).fetchone()
         if row is None or int(row[0]) != new.positions:
             new = _load(cursor, newest)
         self._swap(new, started)

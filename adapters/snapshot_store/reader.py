@@ -83,7 +83,7 @@ class SnapshotReader(Closing):
             msg = f"no snapshot store at {directory}: run `omni-ledger run ... --snapshot-dir {directory}` first"
             raise SnapshotError(msg)
         if catalog is not None and catalog != layout.catalog:
-            layout = StoreLayout(catalog, layout.writers)
+            layout = StoreLayout(catalog, layout.writers, layout.version)
         con = connect(directory, layout)
         try:
             attach(con, directory, layout, read_only=True)
@@ -296,8 +296,51 @@ class SnapshotReader(Closing):
         return tuple(marks)
 
     def physical_tables(self, name: str) -> list[str]:
-        """The tables behind public table `name`: itself, or each writer's table."""
+        """The tables (or, for positions in layout 2, views) behind public table `name`: itself, or each writer's."""
         return [self._layout.table(name, writer) for writer in range(self._layout.writers)]
+
+    def refresh_layout(self) -> bool:
+        """Read DIR/store.json again; True when a writer has migrated the store to another layout since.
+
+        A follower then loads the whole table again: its change feed's tables changed names.
+        """
+        try:
+            found = StoreLayout.of(self._dir)
+        except SnapshotError:
+            return False  # a manifest being replaced: the next refresh reads it
+        if found is None or found.version == self._layout.version:
+            return False
+        self._layout = StoreLayout(self._layout.catalog, self._layout.writers, found.version)
+        return True
+
+    def position_feed_tables(self) -> list[str]:
+        """The tables whose `ducklake_table_insertions` are the positions' changes, one per writer.
+
+        Layout 2: the recent tables. A publish inserts every changed position there, and a
+        compaction only deletes from them (its MERGE into the base moves rows that are
+        already in the feed, with the same versions): a follower of these sees every
+        publish and no compaction. Layout 1: the positions tables themselves.
+        """
+        if self._layout.version < 2:
+            return self.physical_tables("positions")
+        return [self._layout.positions_recent(writer) for writer in range(self._layout.writers)]
+
+    def position_count_sql(self, snapshot_id: int) -> str:
+        """A query of the number of positions at `snapshot_id`, without the view's join.
+
+        Layout 2: each writer's base count plus its recent rows that were a key's first
+        (`new_key`); the same as `count(*) FROM positions`, which would join every base
+        row against the recent ones.
+        """
+        at = f"AT (VERSION => {int(snapshot_id)})"
+        if self._layout.version < 2:
+            return f"SELECT count(*) FROM {LAKE}.positions {at}"
+        parts = [
+            f"(SELECT count(*) FROM {LAKE}.{self._layout.positions_base(w)} {at}) + "
+            f"(SELECT count(*) FROM {LAKE}.{self._layout.positions_recent(w)} {at} WHERE new_key)"
+            for w in range(self._layout.writers)
+        ]
+        return "SELECT " + " + ".join(parts)
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new cursor of this reader's DuckDB (the lake its default schema); close it when done.

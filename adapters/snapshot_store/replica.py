@@ -96,9 +96,11 @@ class PositionReplica(Closing):
                     self._refreshed_at = time.time()
                     return 0
                 since = self._snapshot_id
-                if since is None or oldest is None or oldest > since + 1 or newest < since:
-                    # First load; maintenance expired snapshots the change feed needs; or
-                    # the store was dropped and created again (ids start over).
+                migrated = self._reader.refresh_layout()
+                if migrated or since is None or oldest is None or oldest > since + 1 or newest < since:
+                    # First load; a writer migrated the store to another layout; maintenance
+                    # expired snapshots the change feed needs; or the store was dropped and
+                    # created again (ids start over).
                     return self._load(cursor, newest)
                 return self._apply_changes(cursor, since, newest)
             except duckdb.Error as exc:
@@ -217,7 +219,7 @@ class PositionReplica(Closing):
 
     def _apply_changes(self, cursor: duckdb.DuckDBPyConnection, since: int, until: int) -> int:
         cols = ", ".join(self._columns)
-        tables = self._reader.physical_tables("positions")
+        tables = self._reader.position_feed_tables()
         ranges = data_ranges(cursor, since, until)
         if not ranges:
             # Only maintenance since: the same rows in other files.
@@ -259,8 +261,10 @@ class PositionReplica(Closing):
             # deleted. Only then are the deletions read: they come from the old files
             # (345 ms of a 1 s refresh at 10,000,000 positions, measured), and the flow
             # never deletes a position.
-            stored = _count(cursor, f"SELECT count(*) FROM {LAKE}.positions AT (VERSION => {int(until)})")
-            if _count(cursor, f"SELECT count(*) FROM {_TABLE}") != stored:
+            stored = _count(cursor, self._reader.position_count_sql(until))
+            # Layout 2: the feed's deletions are compactions emptying the recent table, not
+            # positions gone; a count that differs there loads the whole table (below).
+            if self._reader.layout.version == 1 and _count(cursor, f"SELECT count(*) FROM {_TABLE}") != stored:
                 # A key is gone when its last deletion came after its last insertion.
                 cursor.execute(
                     "CREATE OR REPLACE TEMP TABLE replica_deleted AS SELECT d.site_id, d.sku FROM "

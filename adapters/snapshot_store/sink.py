@@ -401,7 +401,9 @@ class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
         writer.heartbeat(now)
         rows = len(job.outputs)
         self._done.put(_Done(snapshot_id, job.applied, rows, seconds, now, changes))
-        self._compaction.published(seconds)
+        # The file maintenance policy judges the publishes alone: a compaction of the recent
+        # table (step 10 of the publish) is not a publish slowed down by files piling up.
+        self._compaction.published(seconds - writer.compaction_seconds)
         on_timer = time.monotonic() - self._last_maintenance >= self._maintenance_every
         if on_timer or self._compaction.due():
             # Between publishes, on the writer's own thread: maintenance never races a commit.

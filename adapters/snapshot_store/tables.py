@@ -29,6 +29,7 @@ from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask, Work
 from ledger.outputs import InboundLine, OfferTerms, PositionChange, ReservationDecision
 
 __all__ = [
+    "POSITIONS_RECENT",
     "POSITION_COLUMNS",
     "SNAPSHOT_LOG_TABLE",
     "TABLES",
@@ -39,6 +40,7 @@ __all__ = [
     "Table",
     "create_missing",
     "markdown",
+    "positions_view_sql",
 ]
 
 T = TypeVar("T")
@@ -184,6 +186,25 @@ POSITIONS: Table[PositionChange] = Table(
 )
 POSITION_COLUMNS: tuple[str, ...] = POSITIONS.names
 """The positions table's columns, in order."""
+
+POSITIONS_RECENT: Table[PositionChange] = Table(
+    "positions_recent",
+    "Layout 2: a writer's positions published since its last compaction, one row per accepted version, "
+    "inserted only; `positions` is the newest of these per key, else the base row.",
+    key=("site_id", "sku"),
+    order="site_id, sku, version",
+    columns=(
+        *POSITIONS.columns,
+        Column(
+            "new_key",
+            "BOOLEAN",
+            "The key's first row in the store: neither base nor recent held it when published "
+            "(so `count(*)` of `positions` is base's count plus these, without a join).",
+            lambda _: False,  # set by the publish's INSERT, never staged
+        ),
+    ),
+)
+"""Declared apart from `TABLES`: not a public table (docs/snapshots.md: the recent table and the change feed)."""
 
 INBOUND: Table[SiteLine] = Table(
     "inbound",
@@ -367,21 +388,49 @@ TABLES: dict[str, Table[Any]] = {
 
 
 def _physical_tables(layout: StoreLayout) -> dict[str, tuple[str, Table[Any]]]:
-    """Physical table -> (public name, declaration)."""
-    if not layout.sharded:
-        return {name: (name, table) for name, table in TABLES.items()}
-    tables = {
-        layout.table(name, writer): (name, table)
-        for name, table in TABLES.items()
-        if name != "snapshot_info"
-        for writer in range(layout.writers)
-    }
-    tables[SNAPSHOT_LOG] = ("snapshot_info", SNAPSHOT_LOG_TABLE)
+    """Physical table -> (public name, declaration); each writer's positions are a base and a recent table."""
+    tables: dict[str, tuple[str, Table[Any]]] = {}
+    for name, table in TABLES.items():
+        if name == "snapshot_info" and layout.sharded:
+            tables[SNAPSHOT_LOG] = ("snapshot_info", SNAPSHOT_LOG_TABLE)
+            continue
+        for writer in range(layout.writers):
+            if name == "positions":
+                tables[layout.positions_base(writer)] = (name, table)
+                tables[layout.positions_recent(writer)] = (name, POSITIONS_RECENT)
+            else:
+                tables[layout.table(name, writer)] = (name, table)
     return tables
 
 
+def positions_view_sql(layout: StoreLayout, writer: int) -> str:
+    """A writer's positions (the view `positions`, or `positions_w{i}`): per key the newest recent row, else base.
+
+    Recent holds only versions the writer accepted (at least the stored one), so a recent
+    row always wins over the base row; among a key's recent rows the highest version wins
+    and, at equal versions (a replay after a crash), the later publish (DuckLake's
+    `snapshot_id` virtual column: the snapshot that inserted the row).
+    """
+    columns = ", ".join(TABLES["positions"].names)
+    base, recent = layout.positions_base(writer), layout.positions_recent(writer)
+    return (
+        f"SELECT {columns} FROM {recent} "
+        "QUALIFY row_number() OVER (PARTITION BY site_id, sku ORDER BY version DESC, snapshot_id DESC) = 1 "
+        f"UNION ALL SELECT {', '.join('b.' + c for c in TABLES['positions'].names)} FROM {base} b "
+        f"ANTI JOIN {recent} r ON b.site_id = r.site_id AND b.sku = r.sku"
+    )
+
+
+def _views(layout: StoreLayout) -> dict[str, str]:
+    """Every view the store has, by name: each writer's positions, and (several writers) the public names."""
+    views = {layout.table("positions", writer): positions_view_sql(layout, writer) for writer in range(layout.writers)}
+    if layout.sharded:
+        views.update({name: _view_sql(name, layout) for name in TABLES})
+    return views
+
+
 def _view_sql(name: str, layout: StoreLayout) -> str:
-    """The public view `name` over the writers' tables (several writers only)."""
+    """The public view `name` over the writers' tables or views (several writers only)."""
     if name == "snapshot_info":
         # One row per publish; events_applied is the total at that snapshot: each row adds
         # its writer's progress since that writer's previous row (a replay after a crash
@@ -422,6 +471,18 @@ def create_missing(con: duckdb.DuckDBPyConnection, layout: StoreLayout) -> None:
         if table in tables:
             existing.setdefault(table, set()).add(column)
     wanted = _physical_tables(layout)
+    # Layout 1 -> 2 (see `layout.LAYOUT_VERSION`): a writer's positions table becomes its
+    # base, under a new name, in the same snapshot that creates its recent table and the
+    # view taking the old name. A DuckLake rename keeps the table's history, and a read
+    # `AT (VERSION => n)` resolves names as of n: the old snapshots still read the table.
+    renamed: list[str] = []
+    for writer in range(layout.writers):
+        old, base = layout.table("positions", writer), layout.positions_base(writer)
+        if old in tables and base not in tables:
+            con.execute(f"ALTER TABLE {LAKE}.{old} RENAME TO {base}")
+            tables = (tables - {old}) | {base}
+            existing[base] = existing.pop(old, set())
+            renamed.append(old)
     missing = [name for name in wanted if name not in tables]
     added = [
         (name, column)
@@ -430,7 +491,7 @@ def create_missing(con: duckdb.DuckDBPyConnection, layout: StoreLayout) -> None:
         for column in declared.columns
         if column.name not in existing.get(name, set())
     ]
-    stale_views = [name for name in TABLES if name not in views or missing or added] if layout.sharded else []
+    stale_views = [name for name in _views(layout) if name not in views or missing or added or renamed]
     if not missing and not added and not stale_views:
         con.execute("ROLLBACK")  # no empty snapshot for a re-open
         return
@@ -443,8 +504,9 @@ def create_missing(con: duckdb.DuckDBPyConnection, layout: StoreLayout) -> None:
     for name, column in added:
         default = f" DEFAULT {column.added}" if column.added is not None else ""
         con.execute(f"ALTER TABLE {LAKE}.{name} ADD COLUMN {column.name} {column.stored}{default}")
+    sqls = _views(layout)
     for name in stale_views:
-        con.execute(f"CREATE OR REPLACE VIEW {LAKE}.{name} AS {_view_sql(name, layout)}")
+        con.execute(f"CREATE OR REPLACE VIEW {LAKE}.{name} AS {sqls[name]}")
     con.execute("COMMIT")
 
 
@@ -475,6 +537,29 @@ column, and its `events_applied` is the store's total at that snapshot.
 A store written by an earlier version gains the tables and columns it lacks when a writer
 opens it, in one snapshot; rows written before a column existed hold the value listed
 under "older rows", or NULL. Nothing is dropped or retyped.
+
+**`positions` is a view** (store layout 2, `"layout": 2` in `DIR/store.json`). A publish
+only appends the changed positions to a writer's recent table (`positions_recent`, with
+several writers `positions_w{i}_recent`); now and then the writer folds it into its base
+table (`positions_base`, `positions_w{i}_base`) with one MERGE and empties it, in one
+transaction. `positions` gives per (site, sku) the newest recent row (highest `version`,
+then the later snapshot), else the base row: the same rows, `AT (VERSION => n)` included,
+as when each publish updated one table in place. Query `positions`, not the tables
+behind it. A store of layout 1 (one positions table per writer) is migrated when a writer
+of layout 2 opens it: in one snapshot the table is renamed to the base, the recent table
+and the view are created; snapshots from before the migration still read the old table.
+Readers of layout 1 cannot read a migrated store: upgrade them with the writer.
+
+**Following the positions' changes.** A view has no change feed. Every publish's changes
+are the insertions of the recent tables:
+`ducklake_table_insertions('lake', 'main', 'positions_recent', first, last)` lists each
+new version of a position with the columns above plus `new_key` (the key's first row) and
+`snapshot_id`; take the newest per key. A compaction shows there as deletions only (and as
+updates of the base table, with the same versions): skip the deletions of the recent
+table, and do not follow the base table. `ducklake_table_changes` of the recent table
+gives no pre-images: a position's value before a change is `positions AT (VERSION =>
+snapshot_id - 1)`. This is what `omni-ledger`'s own followers (`ReadModel`,
+`PositionReplica`) read.
 """
 
 

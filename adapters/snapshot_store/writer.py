@@ -24,6 +24,7 @@ and write one at a time (one host). A PostgreSQL catalog is the one for a cluste
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -80,9 +81,18 @@ from ledger.events import Millis
 from ledger.execution import Work
 from ledger.outputs import PositionChange, ReservationDecision
 
-__all__ = ["SnapshotWriter"]
+__all__ = ["RECENT_LIMIT", "SnapshotWriter"]
 
 _TERMINAL_SQL = ", ".join(f"'{s}'" for s in TERMINAL)
+
+RECENT_LIMIT = 1_000_000
+"""Rows in a writer's recent table past which a publish folds it into the base (`compact_recent`).
+
+Every read of `positions` joins the recent rows against the base and ranks them per key,
+so the bound is what a read pays on top; the compaction costs about one whole-table MERGE,
+so the bound also sets how many publishes share one (ten of 100,000 changes; see
+docs/snapshots.md for the figures).
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +130,7 @@ class SnapshotWriter(Closing):
         lock: IO[bytes],
         layout: StoreLayout | None = None,
         writer: int = 0,
+        recent_limit: int | None = None,
     ) -> None:
         """Use `SnapshotWriter.open`."""
         self._dir = directory
@@ -128,7 +139,15 @@ class SnapshotWriter(Closing):
         self._layout = layout or StoreLayout()
         self._index = writer
         self._names = {name: self._layout.table(name, writer) for name in TABLES}
+        self._base = self._layout.positions_base(writer)
+        self._recent = self._layout.positions_recent(writer)
+        self._recent_limit = recent_limit
         self._last_info = self._read_last_info()
+        # Rows in the recent table (every accepted version since the last compaction),
+        # kept up to date with this writer's own commits: it is the only one writing it.
+        self._recent_rows = scalar(con, f"SELECT count(*) FROM {LAKE}.{self._recent}")
+        self.compaction_seconds = 0.0
+        """Wall seconds the last `publish` spent compacting after its commit (step 10), 0 when it did not."""
         # Read at the first publish with positions (on the sink's writer thread, not at
         # open), dropped whenever a commit fails: see `_stored_versions`.
         self._versions: StoredVersions | None = None
@@ -139,12 +158,23 @@ class SnapshotWriter(Closing):
     # -- lifecycle
 
     @classmethod
-    def open(cls, directory: Path, *, catalog: str = "", writers: int = 1, writer: int = 0) -> SnapshotWriter:
+    def open(
+        cls,
+        directory: Path,
+        *,
+        catalog: str = "",
+        writers: int = 1,
+        writer: int = 0,
+        recent_limit: int | None = RECENT_LIMIT,
+    ) -> SnapshotWriter:
         """Open the store at `directory` as writer `writer` of `writers`, creating whatever is missing (idempotent).
 
         `catalog`: "" for SQLite at DIR/catalog.sqlite, "postgres:<libpq conninfo>" for
         PostgreSQL. A store keeps the catalog and writer count it was created with
-        (DIR/store.json): opening it with others is refused.
+        (DIR/store.json): opening it with others is refused. A store of layout 1 (each
+        writer's positions one table) is migrated to layout 2 in one snapshot.
+        `recent_limit`: a publish that leaves at least this many rows in the recent table
+        then folds it into the base (`compact_recent`); None: only when called.
         """
         directory = Path(directory).resolve()
         layout = StoreLayout(catalog, writers)
@@ -195,7 +225,7 @@ class SnapshotWriter(Closing):
             cls._create_tables(con, directory, layout)
             # Last: a reader that finds the manifest finds the tables.
             layout.save(directory)
-            return cls(directory, con, lock, layout, writer)
+            return cls(directory, con, lock, layout, writer, recent_limit)
         except BaseException:
             if con is not None:
                 con.close()
@@ -284,8 +314,9 @@ class SnapshotWriter(Closing):
            writer alone reads the current snapshot id: this commit will create id + 1.
         4. (Was the accepted-versions join against the lake; now step 2.)
         5. Replace the inbound lines of the accepted keys (before 6).
-        6. MERGE the accepted positions the table holds (the version guard is repeated
-           in the MERGE) and INSERT the new ones.
+        6. INSERT the accepted positions into this writer's recent table, `new_key` on
+           the keys it had not stored (the view `positions` takes the newest per key;
+           nothing of the positions is read).
         7. MERGE offers (newer updated_at wins), reservations (last decision wins
            unless the stored one is terminal and newer) and work (store tasks, transport
            loads, dropship orders: a higher rank replaces, new keys are inserted; statuses
@@ -297,6 +328,8 @@ class SnapshotWriter(Closing):
            caller advance its input position, and only now do the kept versions take
            the accepted ones. Any failure drops the kept versions: the next publish
            reads them from the lake again.
+        10. With `recent_limit` rows or more in the recent table, fold it into the base
+           (`compact_recent`, a snapshot of its own that changes no position).
 
         A commit that lost a race with another writer (a conflict, a locked SQLite
         catalog) is rolled back and steps 3-9 run again with the staged rows, up to
@@ -396,11 +429,13 @@ class SnapshotWriter(Closing):
                 "the store takes one writer (or open it with writers=N, one index each)"
             )
             raise SnapshotError(msg)
-        if verdicts is not None and self._versions is not None:
-            try:
-                self._versions.committed(verdicts)
-            except ValueError:
-                self._versions = None  # read again at the next publish
+        if verdicts is not None:
+            self._recent_rows += int(verdicts.accepted.sum())
+            if self._versions is not None:
+                try:
+                    self._versions.committed(verdicts)
+                except ValueError:
+                    self._versions = None  # read again at the next publish
         self._last_info = {
             "snapshot_id": committed,
             "created_at": millis_to_datetime(now),
@@ -408,7 +443,96 @@ class SnapshotWriter(Closing):
             "max_occurred_at": None if max_occurred is None else millis_to_datetime(max_occurred),
             "max_occurred_at_ms": max_occurred,
         }
+        # 10. Past the bound, fold the recent rows into the base: a snapshot of its own,
+        # after this publish's, which readers see as no change at all.
+        self.compaction_seconds = 0.0
+        if self._recent_limit is not None and self._recent_rows >= self._recent_limit:
+            started = time.perf_counter()
+            self.compact_recent()
+            self.compaction_seconds = time.perf_counter() - started
         return committed
+
+    @property
+    def recent_rows(self) -> int:
+        """How many rows the recent table holds (every accepted version since the last compaction)."""
+        return self._recent_rows
+
+    def compact_recent(self) -> int:
+        """Fold the recent positions into the base in one snapshot and empty the recent table; return the keys moved.
+
+        A publish only appends to the recent table, so what the old MERGE per publish
+        cost (reading the whole table to find the rows, rewriting every touched file's
+        delete file) is paid here once for many publishes. Readers see the same
+        `positions` before and after (the same rows, the same versions), and the change
+        feed our readers follow (the recent table's insertions) shows nothing.
+
+        Order (one transaction: killed anywhere, the store keeps the state before or after):
+
+        1. Copy the recent rows out of the lake, newest per key (before BEGIN: temp
+           tables are another database, and DuckDB writes one per transaction; nobody
+           else writes this writer's tables, so the copy stays right until 5).
+        2. BEGIN, in the commit turn.
+        3. INSERT the keys first published since the last compaction (`new_key`): the
+           base lacks them, so this reads nothing of it.
+        4. MERGE the others into the base; its version guard (>=) is a second check,
+           recent only ever took versions at least the stored one.
+        5. DELETE every row of the recent table, then COMMIT.
+        """
+        if self._recent_rows == 0:
+            return 0
+        con = self._con
+        columns = ", ".join(TABLES["positions"].names)
+        try:
+            # 1.
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE compact_copy AS "
+                f"SELECT {columns}, new_key, snapshot_id AS published FROM {LAKE}.{self._recent}"
+            )
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE compact_newest AS SELECT {columns}, "
+                "bool_or(coalesce(new_key, false)) OVER (PARTITION BY site_id, sku) AS new_key FROM compact_copy "
+                "QUALIFY row_number() OVER (PARTITION BY site_id, sku ORDER BY version DESC, published DESC) = 1"
+            )
+            con.execute("DROP TABLE compact_copy")
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE stage_compact AS SELECT {columns} FROM compact_newest WHERE NOT new_key"
+            )
+            moved = scalar(con, "SELECT count(*) FROM compact_newest")
+        except duckdb.Error as exc:
+            msg = f"cannot read the recent positions of the snapshot store {self._dir} to compact them: {exc}"
+            raise SnapshotError(msg) from exc
+
+        def fold() -> int:
+            # 2.
+            con.execute("BEGIN")
+            # 3.
+            con.execute(
+                f"INSERT INTO {LAKE}.{self._base} ({columns}) SELECT {columns} FROM compact_newest WHERE new_key"
+            )
+            # 4.
+            merge(con, "positions", self._base, "stage_compact", "s.version >= t.version")
+            # 5.
+            con.execute(f"DELETE FROM {LAKE}.{self._recent}")
+            con.execute("COMMIT")
+            return scalar(con, f"SELECT * FROM ducklake_last_committed_snapshot('{LAKE}')")
+
+        try:
+            committed = taking_turns(con, self._dir, self._layout, fold)
+        except duckdb.Error as exc:
+            self._versions = None
+            msg = f"cannot fold the recent positions into the base of the snapshot store {self._dir}: {exc}"
+            raise SnapshotError(msg) from exc
+        except BaseException:
+            rollback(con)
+            self._versions = None
+            raise
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("DROP TABLE IF EXISTS compact_newest; DROP TABLE IF EXISTS stage_compact")
+        self._recent_rows = 0
+        # The same versions in other tables: the kept ones stay right.
+        self._seen = committed
+        return moved
 
     def _commit(
         self, staged: _Staged, events_applied: int, now: Millis, max_occurred: Millis | None
@@ -446,16 +570,19 @@ class SnapshotWriter(Closing):
                 con.execute(
                     f"INSERT INTO {LAKE}.{inbound} ({inbound_columns}) SELECT {inbound_columns} FROM stage_inbound"
                 )
-            # 6. Positions: the stored keys by MERGE (its guard repeats step 2's), the new
-            # ones by INSERT, which reads nothing of the table.
-            if staged.positions:
-                merge(con, "positions", names["positions"], "stage_positions", "s.version >= t.version")
-            if staged.new_positions:
-                position_columns = ", ".join(TABLES["positions"].names)
-                con.execute(
-                    f"INSERT INTO {LAKE}.{names['positions']} ({position_columns}) "
-                    f"SELECT {position_columns} FROM stage_new_positions"
+            # 6. Positions: appended to the recent table, stored and new keys alike (the
+            # view `positions` takes the newest per key); nothing of the table is read.
+            # `new_key` marks a key's first row, so the view's count needs no join.
+            position_columns = ", ".join(TABLES["positions"].names)
+            rows = " UNION ALL ".join(
+                f"SELECT {position_columns}, {fresh} FROM {table}"
+                for table, fresh, present in (
+                    ("stage_positions", "false", staged.positions),
+                    ("stage_new_positions", "true", staged.new_positions),
                 )
+                if present
+            )
+            con.execute(f"INSERT INTO {LAKE}.{self._recent} ({position_columns}, new_key) {rows}")
         # 7. Offers, reservations and work.
         if staged.offers:
             merge(con, "offers", names["offers"], "stage_offers", "s.updated_at > t.updated_at")
@@ -498,6 +625,7 @@ class SnapshotWriter(Closing):
             if self._versions is None:
                 seen = scalar(self._con, f"SELECT * FROM {LAKE}.current_snapshot()")
                 self._versions = StoredVersions.load(self._con, self._names["positions"])
+                self._recent_rows = scalar(self._con, f"SELECT count(*) FROM {LAKE}.{self._recent}")
                 self._seen = seen
         except duckdb.Error as exc:
             msg = f"cannot read the stored position versions of the snapshot store {self._dir}: {exc}"

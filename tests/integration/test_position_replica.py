@@ -77,7 +77,11 @@ def test_a_position_deleted_from_the_store_leaves_the_replica(
     writer.publish([change("S1", "A", 1, on_hand=5), change("S1", "B", 1, on_hand=6)], [], events_applied=2, now=T0)
     with PositionReplica.open(path) as replica:
         # The flow never deletes a position; an operator's repair may (SQL on the lake).
-        writer._con.execute("DELETE FROM lake.positions WHERE sku = 'A'")
+        # In layout 2 a position lives in the recent and the base table behind the view.
+        writer._con.execute(
+            "BEGIN; DELETE FROM lake.positions_recent WHERE sku = 'A'; "
+            "DELETE FROM lake.positions_base WHERE sku = 'A'; COMMIT"
+        )
         assert replica.refresh() == 1
         assert replica.position("S1", "A") is None
         assert replica_rows(replica, reader) == reader.positions()

@@ -171,7 +171,11 @@ def test_a_position_deleted_from_the_store_leaves_the_model(
     writer.publish([change("S1", "A", 1, on_hand=5), change("S1", "B", 1, on_hand=6)], [], events_applied=2, now=T0)
     with ReadModel.open(path) as model:
         # The flow never deletes a position; an operator's repair may (SQL on the lake).
-        writer._con.execute("DELETE FROM lake.positions WHERE sku = 'A'")
+        # In layout 2 a position lives in the recent and the base table behind the view.
+        writer._con.execute(
+            "BEGIN; DELETE FROM lake.positions_recent WHERE sku = 'A'; "
+            "DELETE FROM lake.positions_base WHERE sku = 'A'; COMMIT"
+        )
         last = writer.publish([change("S1", "B", 2, on_hand=1)], [], events_applied=3, now=T0 + 1)
         assert last is not None
         model.refresh()

@@ -8,7 +8,6 @@ replaced by a version at least the stored one, its inbound lines with it.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -123,13 +122,14 @@ def test_a_failed_commit_drops_the_kept_versions_and_the_next_publish_reads_them
     store = tmp_path / "snapshots"
     with SnapshotWriter.open(store) as writer:
         writer.publish([change("S1", "A", 1, 1, 0)], [], events_applied=1, now=T0)
-        # The data files out of reach: the MERGE can neither read nor write them (a real
-        # I/O failure, not a lost race), so the publish fails inside its transaction.
+        # The data directory replaced by a file: the publish's INSERT cannot write its
+        # Parquet file (a real I/O failure, not a lost race) and fails inside its transaction.
         (store / "data").rename(store / "away")
+        (store / "data").write_bytes(b"")
         with pytest.raises(SnapshotError, match="cannot publish 1 positions"):
             writer.publish([change("S1", "A", 2, 2, 0)], [], events_applied=2, now=T0 + 1)
         assert writer._versions is None
-        shutil.rmtree(store / "data")  # what the failed publish wrote before it failed
+        (store / "data").unlink()
         (store / "away").rename(store / "data")
         # Had the failed version 2 been kept, this version 1 would be refused.
         writer.publish([change("S1", "A", 1, 7, 0), change("S1", "B", 1, 1, 0)], [], events_applied=3, now=T0 + 2)
@@ -175,7 +175,7 @@ def test_a_position_inserted_by_hand_while_the_writer_is_open_is_not_inserted_tw
         # An operator's repair in SQL on the lake, not through publish: a snapshot the
         # writer did not make, so it reads the versions again before its next publish.
         writer._con.execute(
-            "INSERT INTO lake.positions SELECT 'S1' AS site_id, 'B' AS sku, * EXCLUDE (site_id, sku) "
+            "INSERT INTO lake.positions_base SELECT 'S1' AS site_id, 'B' AS sku, * EXCLUDE (site_id, sku) "
             "FROM lake.positions WHERE sku = 'A'"
         )
         writer.publish([change("S1", "B", 2, 5, 0)], [], events_applied=2, now=T0 + 1)

@@ -1,0 +1,286 @@
+"""Layout 2: a publish appends positions to a recent table, a compaction folds it into the base.
+
+Readers see no difference: `positions` (and `AT (VERSION => n)`) equals what the old MERGE
+per publish gave, the followers see every publish and no compaction as a change, a store
+of layout 1 is migrated when a writer opens it, and a writer killed inside a compaction
+leaves one of the committed states.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adapters.snapshot_store import SnapshotReader, SnapshotWriter, StoreLayout
+from adapters.snapshot_store.connection import attach, connect
+from adapters.snapshot_store.layout import LAKE
+from adapters.snapshot_store.read_model import ReadModel
+from adapters.snapshot_store.replica import PositionReplica
+from adapters.snapshot_store.tables import TABLES
+from tests.integration.test_snapshot_store import T0, change
+
+pytestmark = pytest.mark.integration
+
+Key = tuple[str, str]
+Model = dict[Key, tuple[int, int]]
+"""(site, sku) -> (version, on_hand): what the old MERGE per publish left."""
+
+
+def merged(model: Model, batch: dict[Key, tuple[int, int]]) -> Model:
+    """The old semantics: a position is replaced by a version at least the stored one."""
+    after = dict(model)
+    for key, (version, on_hand) in batch.items():
+        if key not in after or version >= after[key][0]:
+            after[key] = (version, on_hand)
+    return after
+
+
+def positions(reader: SnapshotReader, as_of: int | None = None) -> Model:
+    return {(str(p["site_id"]), str(p["sku"])): (p["version"], p["on_hand"]) for p in reader.positions(as_of=as_of)}  # type: ignore[misc]
+
+
+def count(reader: SnapshotReader, snapshot_id: int) -> int:
+    _, rows = reader.sql(reader.position_count_sql(snapshot_id))
+    return int(rows[0][0])
+
+
+batches = st.lists(
+    st.tuples(
+        st.dictionaries(
+            st.tuples(st.sampled_from(["S1", "S2", "S3"]), st.sampled_from(["A", "B", "C"])),
+            st.tuples(st.integers(0, 6), st.integers(-3, 50)),
+            min_size=1,
+            max_size=6,
+        ),
+        st.booleans(),  # compact after this publish
+    ),
+    min_size=1,
+    max_size=7,
+)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=batches, writers=st.sampled_from([1, 2]))
+def test_the_view_equals_the_old_merge_on_any_publishes_and_compactions(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[dict[Key, tuple[int, int]], bool]], writers: int
+) -> None:
+    store = tmp_path_factory.mktemp("recent") / "snapshots"
+    model: Model = {}
+    states: dict[int, Model] = {}
+    opened = [SnapshotWriter.open(store, writers=writers, writer=w, recent_limit=None) for w in range(writers)]
+    try:
+        for n, (batch, compact) in enumerate(steps):
+            # Each writer publishes its own keys (the flow routes a key to one writer).
+            for w, writer in enumerate(opened):
+                own = {key: value for key, value in batch.items() if hash_share(key, writers) == w}
+                if not own:
+                    continue
+                snapshot_id = writer.publish(
+                    [change(site, sku, version, on_hand=on_hand) for (site, sku), (version, on_hand) in own.items()],
+                    [],
+                    events_applied=n + 1,
+                    now=T0 + n,
+                )
+                model = merged(model, own)
+                assert snapshot_id is not None
+                states[snapshot_id] = model
+                if compact:
+                    writer.compact_recent()
+                    assert writer.recent_rows == 0
+        with SnapshotReader.open(store) as reader:
+            assert positions(reader) == model
+            newest = reader.newest()
+            assert newest is not None
+            assert count(reader, newest.snapshot_id) == len(model)
+            for snapshot_id, state in states.items():
+                assert positions(reader, snapshot_id) == state
+                assert count(reader, snapshot_id) == len(state)
+    finally:
+        for writer in opened:
+            writer.close()
+
+
+def hash_share(key: Key, writers: int) -> int:
+    # Any fixed split will do for the store: it only needs each key to have one writer.
+    return (ord(key[0][-1]) + ord(key[1])) % writers
+
+
+def test_a_publish_only_inserts_and_a_compaction_empties_the_recent_table(tmp_path: Path) -> None:
+    store = tmp_path / "snapshots"
+    with SnapshotWriter.open(store, recent_limit=None) as writer:
+        writer.publish([change("S1", "A", 1, on_hand=5), change("S1", "B", 1)], [], events_applied=2, now=T0)
+        writer.publish([change("S1", "A", 2, on_hand=7)], [], events_applied=3, now=T0 + 1)
+        assert writer.recent_rows == 3
+        assert writer.compact_recent() == 2
+    with SnapshotReader.open(store) as reader:
+        _, recent = reader.sql("SELECT count(*) FROM positions_recent")
+        _, base = reader.sql("SELECT site_id, sku, version, on_hand FROM positions_base ORDER BY ALL")
+        _, ((last,),) = reader.sql("SELECT max(snapshot_id) FROM ducklake_snapshots('lake')")
+        _, feed = reader.sql(
+            f"SELECT count(*) FROM ducklake_table_changes('lake', 'main', 'positions_base', 0, {last}) "
+            "WHERE change_type != 'insert'"
+        )
+    assert recent == [(0,)]
+    assert base == [("S1", "A", 2, 7), ("S1", "B", 1, 10)]
+    assert feed == [(0,)]  # new keys go into the base by INSERT: nothing read, nothing deleted
+
+
+def test_a_publish_past_the_limit_compacts_the_recent_table(tmp_path: Path) -> None:
+    store = tmp_path / "snapshots"
+    with SnapshotWriter.open(store, recent_limit=3) as writer:
+        writer.publish([change("S1", "A", 1), change("S1", "B", 1)], [], events_applied=2, now=T0)
+        assert writer.recent_rows == 2
+        writer.publish([change("S1", "A", 2, on_hand=4)], [], events_applied=3, now=T0 + 1)
+        assert writer.recent_rows == 0
+    with SnapshotReader.open(store) as reader:
+        assert positions(reader) == {("S1", "A"): (2, 4), ("S1", "B"): (1, 10)}
+
+
+def test_followers_see_every_publish_and_no_compaction_as_a_change(tmp_path: Path) -> None:
+    store = tmp_path / "snapshots"
+    with SnapshotWriter.open(store, recent_limit=None) as writer:
+        writer.publish([change("S1", "A", 1), change("S2", "A", 1)], [], events_applied=2, now=T0)
+        with PositionReplica.open(store) as replica, ReadModel.open(store) as model:
+            # A publish, a compaction and another publish between two refreshes: both
+            # publishes' changes arrive, the compaction's moves do not.
+            writer.publish([change("S1", "A", 2, on_hand=3)], [], events_applied=3, now=T0 + 1)
+            writer.compact_recent()
+            writer.publish([change("S2", "A", 2, on_hand=4)], [], events_applied=4, now=T0 + 2)
+            assert replica.refresh() == 2
+            assert model.refresh() == 2
+            assert replica.position("S1", "A")["on_hand"] == 3  # type: ignore[index]
+            assert replica.position("S2", "A")["on_hand"] == 4  # type: ignore[index]
+            # A compaction alone: nothing changed.
+            writer.compact_recent()
+            assert replica.refresh() == 0
+            view = model.view
+            assert view is not None
+            assert view.skus["A"].atp() == [3, 4]
+            with SnapshotReader.open(store) as reader:
+                newest = reader.newest()
+                assert newest is not None
+                assert replica.snapshot_id is not None
+                assert replica.count() == count(reader, replica.snapshot_id) == 2
+
+
+def layout_one_store(directory: Path) -> None:
+    """A store as the writers before layout 2 made it: each public table one table, no manifest."""
+    (directory / "data").mkdir(parents=True)
+    con = connect(directory)
+    try:
+        attach(con, directory, StoreLayout(), read_only=False)
+        for name, table in TABLES.items():
+            columns = ", ".join(f"{c.name} {c.stored}" for c in table.columns)
+            con.execute(f"CREATE TABLE {LAKE}.{name} ({columns})")
+        con.execute(
+            f"INSERT INTO {LAKE}.positions (site_id, sku, on_hand, reserved, staged, inbound, safety_stock, atp, "
+            "negative, version, updated_at) VALUES ('S1', 'A', 5, 0, 0, 0, 0, 5, false, 3, now()), "
+            "('S2', 'A', 6, 0, 0, 0, 0, 6, false, 1, now())"
+        )
+        con.execute(
+            f"INSERT INTO {LAKE}.snapshot_info VALUES ((SELECT * FROM {LAKE}.current_snapshot()) + 1, now(), 2, now())"
+        )
+    finally:
+        con.close()
+
+
+def test_a_writer_migrates_a_store_of_layout_one_and_its_history_stays_readable(tmp_path: Path) -> None:
+    store = tmp_path / "snapshots"
+    layout_one_store(store)
+    with SnapshotReader.open(store) as reader:
+        assert reader.layout.version == 1
+        before = reader.newest()
+        assert before is not None
+        old = positions(reader)
+    with SnapshotWriter.open(store, recent_limit=None) as writer:
+        # A version below the stored 3 is refused, as before: the kept versions read the view.
+        writer.publish([change("S1", "A", 2, on_hand=0), change("S1", "B", 1)], [], events_applied=4, now=T0)
+    assert json.loads((store / "store.json").read_text())["layout"] == 2
+    with SnapshotReader.open(store) as reader:
+        assert reader.layout.version == 2
+        assert positions(reader, before.snapshot_id) == old
+        assert positions(reader) == {**old, ("S1", "B"): (1, 10)}
+        newest = reader.newest()
+        assert newest is not None
+        assert count(reader, newest.snapshot_id) == 3
+    with SnapshotWriter.open(store, recent_limit=None) as writer:  # a second open changes nothing
+        assert writer.recent_rows == 1
+
+
+_CHILD = """
+import sys
+from pathlib import Path
+from adapters.snapshot_store import SnapshotWriter
+from tests.integration.test_snapshot_recent import batch_for
+store, marker = Path(sys.argv[1]), Path(sys.argv[2])
+with SnapshotWriter.open(store, recent_limit=None) as writer:
+    n = (writer.last_snapshot_info() or {}).get("events_applied", 0)
+    while True:
+        n += 1
+        writer.publish(batch_for(n), [], events_applied=n, now=1_700_000_000_000 + n)
+        marker.write_text(str(n))  # compacting after publish n
+        writer.compact_recent()
+"""
+
+
+def batch_for(n: int) -> list:  # type: ignore[type-arg]
+    """Publish n of the killed writer: 300 keys, a third of them new, version n."""
+    return [change(f"S{(n * 7 + i) % 40}", f"K{i % 30}", n, on_hand=n + i) for i in range(300)]
+
+
+def model_after(n: int) -> Model:
+    model: Model = {}
+    for k in range(1, n + 1):
+        model = merged(model, {(c.site_id, c.sku): (c.version, c.on_hand) for c in batch_for(k)})
+    return model
+
+
+def test_a_writer_killed_inside_a_compaction_leaves_a_committed_state(tmp_path: Path) -> None:
+    store, marker = tmp_path / "snapshots", tmp_path / "compacting"
+    root = Path(__file__).resolve().parents[2]
+    for round_ in range(3):
+        marker.unlink(missing_ok=True)
+        child = subprocess.Popen([sys.executable, "-c", _CHILD, str(store), str(marker)], cwd=root)
+        try:
+            deadline = time.monotonic() + 120
+            while not marker.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert marker.exists(), "the writer never reached a compaction"
+            time.sleep(0.02 * round_)  # at different points of the compaction
+            os.kill(child.pid, signal.SIGKILL)
+        finally:
+            child.wait()
+        with SnapshotReader.open(store) as reader:
+            newest = reader.newest()
+            assert newest is not None
+            published = newest.events_applied
+            assert positions(reader) == model_after(published)
+            assert count(reader, newest.snapshot_id) == len(model_after(published))
+
+
+def test_followers_opened_before_a_migration_load_the_migrated_store_and_follow_it(tmp_path: Path) -> None:
+    store = tmp_path / "snapshots"
+    layout_one_store(store)
+    with PositionReplica.open(store) as replica, ReadModel.open(store) as model:
+        with SnapshotWriter.open(store, recent_limit=None) as writer:
+            writer.publish([change("S1", "A", 4, on_hand=9)], [], events_applied=3, now=T0)
+        replica.refresh()
+        model.refresh()
+        assert replica.position("S1", "A")["on_hand"] == 9  # type: ignore[index]
+        view = model.view
+        assert view is not None
+        assert view.skus["A"].atp() == [9, 6]
+        with SnapshotWriter.open(store, recent_limit=None) as writer:
+            writer.publish([change("S2", "A", 2, on_hand=1)], [], events_applied=4, now=T0 + 1)
+        assert replica.refresh() == 1
+        assert model.refresh() == 1
+        assert replica.position("S2", "A")["on_hand"] == 1  # type: ignore[index]

@@ -33,9 +33,12 @@ from pathlib import Path
 import duckdb
 
 from adapters.snapshot_store import SnapshotWriter
-from adapters.snapshot_store.layout import LAKE
+from adapters.snapshot_store.layout import LAKE, StoreLayout
 from bench.serve_network import NetworkSpec, sku_name, write_network
 from ledger.network import DAY_MS, appointment_sku
+
+# `positions` is a view over the base and recent tables (layout 2): a built store's positions go in the base.
+_POSITIONS = StoreLayout().positions_base(0)
 
 __all__ = ["StoreBuild", "copy_for_run", "open_or_build", "publish_changes"]
 
@@ -202,7 +205,7 @@ def _insert_rows(
         "ELSE CASE WHEN offered(i) THEN offer_qty(i) ELSE 0 END END)::BIGINT"
     )
     positions = (
-        f"INSERT INTO {LAKE}.positions (site_id, sku, on_hand, reserved, staged, inbound, safety_stock, atp, "
+        f"INSERT INTO {LAKE}.{_POSITIONS} (site_id, sku, on_hand, reserved, staged, inbound, safety_stock, atp, "
         "negative, version, updated_at) "
         "SELECT site_id, sku, on_hand, reserved, staged, inbound, safety, "
         "greatest(0, on_hand - reserved - staged - safety), false, version, updated_at FROM ("
@@ -264,7 +267,7 @@ def _insert_slots(
         # A CSV read by DuckDB: binding Python values costs ~50 us each on this build.
         path.write_text("".join(f"{sku},{site},{cap}\n" for sku, site, cap in rows))
         con.execute(
-            f"INSERT INTO {LAKE}.positions (site_id, sku, on_hand, reserved, staged, inbound, safety_stock, atp, "
+            f"INSERT INTO {LAKE}.{_POSITIONS} (site_id, sku, on_hand, reserved, staged, inbound, safety_stock, atp, "
             "negative, version, updated_at) "
             "SELECT site, sku, cap, taken, 0, 0, 0, cap - taken, false, 1 + taken, ms(0) FROM ("
             # A fifth of the slots full, the others with 0 or 1 customer booked.

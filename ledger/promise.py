@@ -17,7 +17,7 @@ import hashlib
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from itertools import islice
@@ -154,15 +154,13 @@ def _in_bulk(ctx: _Context, reach: Set[str], limit: int) -> Promise:
     that can make the cut become `_Found` (`_contenders`), and only the shown plans' legs.
     """
     request, counts = ctx.request, ctx.counts
-    ranked: list[tuple[str, int, list[_Row], set[int]]] = []
-    ready: dict[tuple[str, str], Millis] = {}
-    """(sku, store) -> the earliest `available_at` of the sku's options bound to the store."""
-    bound: dict[tuple[str, str], list[_Row]] = {}
+    ranked: list[tuple[str, int, list[_Row]]] = []
+    to_stores: list[list[_Row]] = []
     for sku, qty in request.items:
         sites, atps = ctx.view.sku_atp(sku)
         steps, counted = _walk(ctx.into, sites, atps, qty, reach)
         rows: list[_Row] = []
-        modes: set[int] = set()
+        to_store: list[_Row] = []
         for site_id, atp in steps:
             if site_id not in reach or atp < qty:
                 reason = ctx.reason_left_out(site_id, atp, qty)
@@ -171,36 +169,51 @@ def _in_bulk(ctx: _Context, reach: Set[str], limit: int) -> Promise:
             ways = ctx.ways(site_id, sku, qty)
             if ways is None:
                 continue
-            rows.extend(ways.found)
-            modes.update(ways.modes)
-            for store, at, to_store in ways.bound:
-                key = (sku, store)
-                if key in bound:
-                    bound[key].extend(to_store)
-                    ready[key] = min(ready[key], at)
-                else:
-                    bound[key] = list(to_store)
-                    ready[key] = at
-            if all(counts.get(reason, 0) >= EXAMPLES_PER_REASON for reason, _ in ways.tally):
-                for reason, more in ways.tally:
+            found, stored, left, tally = ways
+            rows += found
+            to_store += stored
+            if not left:
+                continue
+            if all(counts.get(reason, 0) >= EXAMPLES_PER_REASON for reason in tally):
+                # The summary's examples of these reasons are full: counted only, as `exclude` would.
+                for reason, more in tally.items():
                     counts[reason] += more
-                ctx.found += len(ways.left)
+                ctx.found += len(left)
             else:
-                for reason, detail in ways.left:
+                for reason, detail in left:
                     ctx.exclude(site_id, sku, reason, detail)
         ctx.count_rest(counted)
-        ranked.append((sku, qty, rows, modes))
+        ranked.append((sku, qty, rows))
+        to_stores.append(to_store)
+    # Per item, its options to each store (the together plans' legs) and the earliest, in one pass.
+    bound: list[dict[str, list[_Row]]] = []
+    earliest: list[dict[str, Millis]] = []
+    for rows in to_stores:
+        by_store: dict[str, list[_Row]] = {}
+        first: dict[str, Millis] = {}
+        for row in rows:
+            store, at = row[3], row[0][0]
+            if store in by_store:
+                by_store[store].append(row)
+                if at < first[store]:
+                    first[store] = at
+            else:
+                by_store[store] = [row]
+                first[store] = at
+        bound.append(by_store)
+        earliest.append(first)
+    # (ready, distance, store, slot) per plan, as `together` then `plan` would make them; ordered by
+    # the first three (unique per plan), and a `_Plan` made only for the shown ones.
     plans = []
-    for store in sorted(ctx.stores):
-        ats = [ready.get((sku, store)) for sku, _ in request.items]
-        if None not in ats:
-            plan = ctx.plan(store, max(at for at in ats if at is not None), ())
-            if plan is not None:
-                plans.append(plan)
-    plans.sort(key=_plan_order)
+    for store in sorted(set(earliest[0]).intersection(*earliest[1:])):
+        ready = max(first[store] for first in earliest)
+        kept, slot = ctx.plan_slot(store, ready)
+        if kept:
+            plans.append((ready, ctx.stores[store], store, slot))
+    plans.sort()
     shown = [
-        replace(plan, candidates=tuple(bound[(sku, plan.store_id)] for sku, _ in request.items))
-        for plan in plans[:limit]
+        _Plan(store, distance, ready, request.items, tuple(by_store[store] for by_store in bound), slot)
+        for ready, distance, store, slot in plans[:limit]
     ]
     return Promise(
         snapshot_id=ctx.view.snapshot_id,
@@ -208,40 +221,39 @@ def _in_bulk(ctx: _Context, reach: Set[str], limit: int) -> Promise:
         options=_best(_contenders(ranked, limit), limit),
         together=tuple(plan.build(_best_leg) for plan in shown),
         excluded=(),
-        options_total=sum(len(rows) for _, _, rows, _ in ranked),
+        options_total=sum(len(rows) for _, _, rows in ranked),
         together_total=len(plans),
         exclusions=ctx.summary(),
     )
 
 
-def _contenders(ranked: list[tuple[str, int, list[_Row], set[int]]], limit: int) -> list[_Found]:
+def _contenders(ranked: list[tuple[str, int, list[_Row]]], limit: int) -> list[_Found]:
     """The rows that can make `_best`'s cut, built as `_Found`; `_best` of these is `_best` of all.
 
     `_best` keeps each (sku, mode)'s best option (the first in rank order: one with its
     least key) and then the best by rank: every option it keeps is one of a (sku, mode)'s
     options at its least key, or among the first `limit` by rank, so has a key no greater
-    than the `limit`-th least. Per sku (`ranked`: sku, qty, its rows, the modes among them)
-    those are the rows up to that key and each mode's run at its least key; the rest are
-    never built.
+    than the `limit`-th least. Per sku (`ranked`: sku, qty, its rows) those are the rows
+    up to that key and each mode's run at its least key; the rest are never built.
     """
-    for _, _, rows, _ in ranked:
+    if sum(len(rows) for _, _, rows in ranked) <= limit:
+        return [_Found.of(row, sku, qty) for sku, qty, rows in ranked for row in rows]
+    for _, _, rows in ranked:
         rows.sort(key=_row_key)
-    heads = sorted(row[0] for _, _, rows, _ in ranked for row in rows[:limit])
-    if len(heads) <= limit:
-        return [_Found.of(row, sku, qty) for sku, qty, rows, _ in ranked for row in rows]
-    cut = heads[limit - 1]
+    cut = sorted(row[0] for _, _, rows in ranked for row in rows[:limit])[limit - 1]
     kept: list[_Found] = []
-    for sku, qty, rows, modes in ranked:
+    for sku, qty, rows in ranked:
         end = bisect_right(rows, cut, key=_row_key)
         chosen = rows[:end]
-        wanted = modes - {row[0][1] for row in chosen}
+        wanted = set(map(_row_mode, rows))
+        wanted.difference_update(map(_row_mode, chosen))
         i = end
-        while wanted and i < len(rows):
-            key = rows[i][0]
-            if key[1] in wanted:
-                # A key names its mode: the run of rows equal to it is this mode's least.
-                wanted.discard(key[1])
-                run_end = bisect_right(rows, key, lo=i, key=_row_key)
+        while wanted:  # every wanted mode has a row past `end`
+            row = rows[i]
+            if row[1] in wanted:
+                # A key names its mode: the run of rows equal to this one's is the mode's least.
+                wanted.discard(row[1])
+                run_end = bisect_right(rows, row[0], lo=i, key=_row_key)
                 chosen += rows[i:run_end]
                 i = run_end
             else:
@@ -467,6 +479,10 @@ def _row_key(row: _Row) -> _Key:
     return row[0]
 
 
+def _row_mode(row: _Row) -> FulfilmentMode:
+    return row[1]
+
+
 def _booked(row: _Row, slot: Millis) -> _Row:
     """The row with an appointment slot: a variant under its own id, the same key."""
     return row[0], row[1], row[2], row[3], row[4], row[5], row[6], slot
@@ -655,7 +671,7 @@ class _Plan:
     items: tuple[tuple[str, int], ...]
     """The request's (sku, qty), in its order."""
     candidates: tuple[Sequence[_Row], ...]
-    """Per item, the rows of its options bound to the store (none yet if only ordered)."""
+    """Per item, the rows of its options bound to the store."""
     slot: Millis | None
 
     def build(self, best: Callable[[list[_Found]], _Found]) -> Together:
@@ -673,20 +689,11 @@ def _plan_order(plan: _Plan) -> tuple[Millis, float, str]:
     return plan.ready_at, plan.distance_km, plan.store_id
 
 
-@dataclass(frozen=True, slots=True)
-class _Ways:
-    """What one source offers one request, worked out once (`_Context.ways`) and shared by its skus."""
-
-    found: tuple[_Row, ...]
-    """The options, in the order found; booked with their slot when an appointment is asked."""
-    modes: frozenset[int]
-    """The modes' orders among `found`."""
-    bound: tuple[tuple[str, Millis, tuple[_Row, ...]], ...]
-    """Per store reached: the earliest `available_at` and the options to it, unbooked."""
-    left: tuple[tuple[Reason, str | Callable[[], str]], ...]
-    """What was left out on the way and why, in the order found (detail made only if shown)."""
-    tally: tuple[tuple[Reason, int], ...]
-    """`left` counted by reason."""
+_Ways = tuple[list[_Row], list[_Row], list[_Left], dict[Reason, int]]
+"""What one source offers one request, worked out once (`_Context.ways`) and shared by its skus:
+its options in the order found (booked with their slot when an appointment is asked), its
+options to stores (unbooked: a together plan books its own slot), what it left out on the way
+and why in the order found, and that counted by reason. A tuple: ~70 sources a promise."""
 
 
 class _Context:
@@ -818,30 +825,24 @@ class _Context:
         return ways
 
     def _ways_of(self, rows: list[_Row], left: list[_Left]) -> _Ways:
-        found: list[_Row] = []
-        to_store: dict[str, list[_Row]] = {}
-        for row in rows:
-            store = row[3]
-            if store == HOME:
-                found.append(row)
-                continue
-            to_store.setdefault(store, []).append(row)
-            if not self.request.appointment:
-                found.append(row)
-                continue
-            # As `with_slot` after `from_source`: booked, or left out after the source's other exclusions.
-            slot = self._first_slot(store, row[0][0])
-            if isinstance(slot, str):
-                left.append((Reason.NO_APPOINTMENT, slot))
-            else:
-                found.append(_booked(row, slot))
-        return _Ways(
-            tuple(found),
-            frozenset(row[0][1] for row in found),
-            tuple((store, min(row[0][0] for row in each), tuple(each)) for store, each in to_store.items()),
-            tuple(left),
-            tuple(Counter(reason for reason, _ in left).items()),
-        )
+        to_store = [row for row in rows if row[3] != HOME]
+        if self.request.appointment and to_store:
+            found = []
+            for row in rows:
+                if row[3] == HOME:
+                    found.append(row)
+                    continue
+                # As `with_slot` after `from_source`: booked, or left out after the source's other exclusions.
+                slot = self._first_slot(row[3], row[0][0])
+                if isinstance(slot, str):
+                    left.append((Reason.NO_APPOINTMENT, slot))
+                else:
+                    found.append(_booked(row, slot))
+            rows = found
+        tally: dict[Reason, int] = {}
+        for reason, _ in left:
+            tally[reason] = tally.get(reason, 0) + 1
+        return rows, to_store, left, tally
 
     def _offers(self, site: Site, sku: str, stock: Stock | None) -> tuple[list[_Row], list[_Left]]:
         """A source's options and what it left out on the way, in the order found (the rules, by kind)."""
@@ -1008,18 +1009,24 @@ class _Context:
             candidates.append(options)
         # The best leg's available_at is the least of its candidates' (the rank's first term).
         ready = max(min(row[0][0] for row in rows) for rows in candidates)
-        return self.plan(store_id, ready, tuple(candidates))
+        kept, slot = self.plan_slot(store_id, ready)
+        return (
+            _Plan(store_id, self.stores[store_id], ready, self.request.items, tuple(candidates), slot) if kept else None
+        )
 
-    def plan(self, store_id: str, ready: Millis, candidates: tuple[Sequence[_Row], ...]) -> _Plan | None:
-        """The plan at one store with every item there at `ready`; None (excluded) if no slot is free then."""
-        slot: Millis | None = None
-        if self.request.appointment:
-            found = self._first_slot(store_id, ready)
-            if isinstance(found, str):
-                self.exclude(store_id, BASKET, Reason.NO_APPOINTMENT, f"basket ready {_iso(ready)}; {found}")
-                return None
-            slot = found
-        return _Plan(store_id, self.stores[store_id], ready, self.request.items, candidates, slot)
+    def plan_slot(self, store_id: str, ready: Millis) -> tuple[bool, Millis | None]:
+        """Whether a plan at the store with every item there at `ready` stands, and its slot.
+
+        Without an appointment it stands, without a slot; with one, it takes the first free
+        slot from `ready`, and without one it is left out (and the basket's exclusion counted).
+        """
+        if not self.request.appointment:
+            return True, None
+        found = self._first_slot(store_id, ready)
+        if isinstance(found, str):
+            self.exclude(store_id, BASKET, Reason.NO_APPOINTMENT, f"basket ready {_iso(ready)}; {found}")
+            return False, None
+        return True, found
 
 
 def _beyond_carrier(site_id: str, km: float, max_km: float) -> str:

@@ -174,14 +174,16 @@ def _in_bulk(ctx: _Context, reach: Set[str], limit: int) -> Promise:
             to_store += stored
             if not left:
                 continue
-            if all(counts.get(reason, 0) >= EXAMPLES_PER_REASON for reason in tally):
+            for reason in tally:
+                if counts.get(reason, 0) < EXAMPLES_PER_REASON:
+                    for why, detail in left:
+                        ctx.exclude(site_id, sku, why, detail)
+                    break
+            else:
                 # The summary's examples of these reasons are full: counted only, as `exclude` would.
                 for reason, more in tally.items():
                     counts[reason] += more
                 ctx.found += len(left)
-            else:
-                for reason, detail in left:
-                    ctx.exclude(site_id, sku, reason, detail)
         ctx.count_rest(counted)
         ranked.append((sku, qty, rows))
         to_stores.append(to_store)
@@ -206,7 +208,7 @@ def _in_bulk(ctx: _Context, reach: Set[str], limit: int) -> Promise:
     # the first three (unique per plan), and a `_Plan` made only for the shown ones.
     plans = []
     for store in sorted(set(earliest[0]).intersection(*earliest[1:])):
-        ready = max(first[store] for first in earliest)
+        ready = max([first[store] for first in earliest]) if len(earliest) > 1 else earliest[0][store]
         kept, slot = ctx.plan_slot(store, ready)
         if kept:
             plans.append((ready, ctx.stores[store], store, slot))

@@ -894,16 +894,23 @@ def tied_scenarios(draw: st.DrawFn) -> tuple[Network, HashedSlots, PromiseReques
         if draw(st.integers(0, 4))  # most sites hold most skus
     ]
     view = HashedSlots(draw(st.integers(0, 10**9)), tuple(rows), draw(st.integers()))
-    items = draw(st.lists(st.tuples(st.sampled_from(SKUS), st.integers(1, 2)), min_size=1, max_size=3))
-    request = PromiseRequest.of(
+    return network, view, march_basket(draw, 3, (45.72, 4.85), "2026-03-06T00:00", 50.0)
+
+
+def march_basket(
+    draw: st.DrawFn, most: int, where: tuple[float, float], until: str, radius_km: float
+) -> PromiseRequest:
+    """Up to `most` items of SKUS (1 or 2 units each) asked at `where` from 2 March 2026 (no change of
+    UTC offset that week) until `until`, with or without an appointment."""
+    items = draw(st.lists(st.tuples(st.sampled_from(SKUS), st.integers(1, 2)), min_size=1, max_size=most))
+    return PromiseRequest.of(
         items,
-        lat=45.72,
-        lon=4.85,
-        now=draw(st.integers(at("2026-03-02T00:00"), at("2026-03-06T00:00"))),
-        radius_km=50.0,
+        lat=where[0],
+        lon=where[1],
+        now=draw(st.integers(at("2026-03-02T00:00"), at(until))),
+        radius_km=radius_km,
         appointment=draw(st.booleans()),
     )
-    return network, view, request
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -1055,16 +1062,8 @@ def shared_sources(draw: st.DrawFn) -> tuple[Network, HashedSlots, PromiseReques
                 continue  # the column has the position, the rows not yet
             rows.append(replace(row, atp=0) if lag else row)
     view = ColumnsAhead(draw(st.integers(0, 10**9)), tuple(rows), draw(st.integers()), tuple(ahead))
-    items = draw(st.lists(st.tuples(st.sampled_from(SKUS), st.integers(1, 2)), min_size=1, max_size=5))
-    request = PromiseRequest.of(
-        items,
-        lat=45.7,
-        lon=4.8,
-        now=draw(st.integers(at("2026-03-02T00:00"), at("2026-03-09T00:00"))),
-        radius_km=draw(st.sampled_from([10.0, 30.0, 80.0])),
-        appointment=draw(st.booleans()),
-    )
-    return network, view, request
+    radius = draw(st.sampled_from([10.0, 30.0, 80.0]))
+    return network, view, march_basket(draw, 5, (45.7, 4.8), "2026-03-09T00:00", radius)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,11 +8,20 @@ measured with the process's CPU clock and the calling thread's (the read model's
 follower thread apart), and prints CPU ms a request of each. Run it from main's
 checkout and from ours, back to back: the same store, the same requests, the code apart.
 Not a test: nothing asserts a timing.
+
+`--before <checkout>` compares two promises in one process instead: that checkout's
+`ledger/promise.py` (loaded beside ours; every other module is ours, so it measures a
+change of that file alone) and ours answer the same requests in alternating rounds,
+`--rounds` of each (the order flips every round), with the same `now`; the calling
+thread's CPU a request is printed per round and the answers of the first round are
+compared (they must be equal). On a shared machine this is the comparison to trust:
+the load moves between runs, much less between two rounds a few seconds apart.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import random
 import sys
 import time
@@ -23,16 +32,19 @@ from typing import Any
 
 from bench.serve_network import customer_point, sku_name
 from omni_ledger.config import ServeSettings, Settings, SnapshotSettings
-from omni_ledger.service import LedgerService
+from omni_ledger.service import LedgerService, reads
 from omni_ledger.serving import open_service
 
 CACHE = Path(__file__).resolve().parents[1] / "var" / "bench-serve"
 SCENARIOS = ("availability", "promise", "promise_appt", "promise_basket3")
 
 
-def request_maker(service: LedgerService, scenario: str, *, skus: int, rng: random.Random) -> Callable[[], Any]:
+def request_maker(
+    service: LedgerService, scenario: str, *, skus: int, rng: random.Random, now: int | None = None
+) -> Callable[[], Any]:
     """A function answering one random request of the scenario per call, as the HTTP bench asks them:
-    a customer point (`customer_point`), random skus of the store's `skus`, a 50 km radius, limit 10."""
+    a customer point (`customer_point`), random skus of the store's `skus`, a 50 km radius, limit 10
+    (at `now`, or the service's clock)."""
 
     def one() -> Any:
         lat, lon = customer_point(rng)
@@ -41,7 +53,7 @@ def request_maker(service: LedgerService, scenario: str, *, skus: int, rng: rand
         count = 3 if scenario == "promise_basket3" else 1
         items = [(sku_name(i), 1) for i in rng.sample(range(skus), count)]
         appointment = scenario == "promise_appt"
-        return service.promise(items, lat=lat, lon=lon, radius_km=50.0, appointment=appointment, limit=10)
+        return service.promise(items, lat=lat, lon=lon, radius_km=50.0, appointment=appointment, limit=10, now=now)
 
     return one
 
@@ -55,12 +67,17 @@ def main() -> None:
         "--warmup", type=int, default=None, help="requests answered unmeasured first (default: --requests)"
     )
     parser.add_argument("--store", type=Path, default=None, help="the bench store's directory (default: the cache's)")
+    parser.add_argument("--before", type=Path, default=None, help="a checkout whose ledger/promise.py to compare with")
+    parser.add_argument("--rounds", type=int, default=3, help="with --before: rounds of each")
     args = parser.parse_args()
     home = args.store or CACHE / f"{args.sites}x{args.skus}-seed1-slots14d-v1"
     settings = Settings(
         snapshots=SnapshotSettings(dir=home / "store"),
         serve=ServeSettings(network=home / "network.toml", max_snapshot_age=timedelta(days=3650)),
     )
+    if args.before is not None:
+        compare(settings, args)
+        return
     figures = []
     with open_service(settings) as service:
         for scenario in SCENARIOS:
@@ -74,6 +91,46 @@ def main() -> None:
             figures.append(f"{scenario} {process / args.requests * 1000:.2f} ({thread / args.requests * 1000:.2f})")
     # The process's CPU counts the read model's follower thread too; the calling thread's is the requests' own.
     print(f"{Path.cwd()}: CPU ms a request, process (thread): " + ", ".join(figures), file=sys.stdout)
+
+
+def compare(settings: Settings, args: argparse.Namespace) -> None:
+    """Ours and `--before`'s promise in alternating rounds, one process, the same requests and `now`."""
+    spec = importlib.util.spec_from_file_location("ledger._promise_before", args.before / "ledger" / "promise.py")
+    assert spec is not None
+    assert spec.loader is not None
+    before = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = before  # dataclasses look their module up while it runs
+    spec.loader.exec_module(before)
+    # reads.py calls the `promise` it imported: swapping that name swaps what every request runs.
+    names = vars(reads)
+    ours = names["promise"]
+    with open_service(settings) as service:
+        now = service.clock()
+        for scenario in SCENARIOS[1:]:  # availability does not call the promise
+            for code in (before.promise, ours):  # warm both: the memos fill
+                names["promise"] = code
+                one = request_maker(service, scenario, skus=args.skus, rng=random.Random(0), now=now)
+                for _ in range(args.requests if args.warmup is None else args.warmup):
+                    one()
+            figures: dict[str, list[float]] = {"before": [], "ours": []}
+            answers: dict[str, list[Any]] = {}
+            for n in range(args.rounds):
+                order = (("before", before.promise), ("ours", ours))
+                for name, code in order if n % 2 == 0 else order[::-1]:
+                    names["promise"] = code
+                    one = request_maker(service, scenario, skus=args.skus, rng=random.Random(n + 1), now=now)
+                    started = time.thread_time()
+                    got = [one() for _ in range(args.requests)]
+                    figures[name].append((time.thread_time() - started) / args.requests * 1000)
+                    if n == 0:
+                        answers[name] = got
+            names["promise"] = ours
+            same = answers["before"] == answers["ours"]
+            print(
+                f"{scenario}: thread CPU ms a request, before {' '.join(f'{x:.2f}' for x in figures['before'])}"
+                f" | ours {' '.join(f'{x:.2f}' for x in figures['ours'])} | answers equal: {same}",
+                file=sys.stdout,
+            )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ transfer rides a real departure of its lane (cut-off not passed) and arrives
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
@@ -81,26 +82,25 @@ def promise(
     into = _into(network)
     reach = _reachable(network, stores)
     ctx = _Context(network, view, request, radius, stores, explain, into)
+    if limit is not None and not explain:
+        return _in_bulk(ctx, reach, limit)
+    # Explained or whole: every source's options built one by one (`from_source`), every option
+    # kept. This is the reference the bulk path is held to (tests/unit/ledger/test_promise.py).
     counts = ctx.counts
     found: list[_Found] = []
-    bound: dict[tuple[str, str], list[_Found]] = {}
+    bound: dict[tuple[str, str], list[_Row]] = {}
     for sku, qty in request.items:
         # The sources are the sites with a position of the sku; a site that never held
         # it is no source, and listing every site of a national network would bury the
         # answer under a thousand exclusions. One pass over the sku's two columns: only a
         # site that has the units and a way to the customer becomes objects.
         sites, atps = view.sku_atp(sku)
-        # Explained, every site is a step (each is listed). Bounded, only the sources and the
+        # Explained, every site is a step (each is listed). Otherwise only the sources and the
         # first few left out of each reason are; the rest are counted in bulk (`_walk`).
         walk, counted = (zip(sites, atps, strict=True), None) if explain else _walk(into, sites, atps, qty, reach)
         for site_id, atp in walk:
             if site_id not in reach or atp < qty:  # `reach` holds network sites only
-                if site_id not in into.kinds:
-                    reason = Reason.NOT_IN_NETWORK
-                elif atp < qty:
-                    reason = Reason.INSUFFICIENT_ATP
-                else:
-                    reason = _NO_PATH[into.kinds[site_id]]
+                reason = ctx.reason_left_out(site_id, atp, qty)
                 if explain or counts.get(reason, 0) < EXAMPLES_PER_REASON:
                     ctx.exclude(site_id, sku, reason, partial(ctx.left_out, reason, site_id, sku, qty))
                 else:
@@ -109,26 +109,22 @@ def promise(
                     counts[reason] += 1
                     ctx.found += 1
             else:
-                for option in ctx.from_source(site_id, sku, atp, qty):
+                for row in ctx.from_source(site_id, sku, atp, qty):
+                    option = _Found.of(row, sku, qty)
                     if option.deliver_to != HOME:
-                        bound.setdefault((sku, option.deliver_to), []).append(option)
+                        bound.setdefault((sku, option.deliver_to), []).append(row)
                     if request.appointment and option.deliver_to != HOME:
                         booked = ctx.with_slot(option)
                         if booked is not None:
                             found.append(booked)
                     else:
                         found.append(option)
-        for reason, more in (counted or {}).items():
-            # Each reason's first few in this sku's walk were steps above: the count is at the summary's
-            # examples already, so the rest would have been counted only, as they are here.
-            counts[reason] += more
-            ctx.found += more
+        ctx.count_rest(counted or {})
     plans = [plan for store in sorted(stores) if (plan := ctx.together(store, bound)) is not None]
-    # (ready, distance, store) is unique per plan: the order needs no leg built.
-    plans.sort(key=lambda plan: (plan.ready_at, plan.distance_km, plan.store_id))
+    plans.sort(key=_plan_order)
     if limit is None:
         # Whole (limit None, as confirm asks): every option built, then sorted by its full rank. This is
-        # the reference the bounded answer below is held to (tests/unit/ledger/test_promise.py).
+        # the reference the bounded answer is held to (tests/unit/ledger/test_promise.py).
         options = tuple(sorted((each.option() for each in found), key=_rank))
         together = tuple(plan.build(_best_leg_built) for plan in plans)
     else:
@@ -144,6 +140,128 @@ def promise(
         together_total=len(plans),
         exclusions=ctx.summary(),
     )
+
+
+def _in_bulk(ctx: _Context, reach: Set[str], limit: int) -> Promise:
+    """A bounded promise without its list of exclusions: the API's default, and most of its CPU.
+
+    The same answer as building every option (the explained path above, cut), built
+    differently. What a source offers for this request (its options' ranks, the stores
+    they reach, what it left out and why) does not depend on the sku but for a supplier's
+    accepted skus and a seller's offer, so it is worked out once per source and request
+    (`_Context.ways`) as plain rows, shared by the basket's skus; per sku a source is a
+    look-up and a few list extensions, not a walk building objects. Then only the rows
+    that can make the cut become `_Found` (`_contenders`), and only the shown plans' legs.
+    """
+    request, counts = ctx.request, ctx.counts
+    ranked: list[tuple[str, int, list[_Row]]] = []
+    to_stores: list[list[_Row]] = []
+    for sku, qty in request.items:
+        sites, atps = ctx.view.sku_atp(sku)
+        steps, counted = _walk(ctx.into, sites, atps, qty, reach)
+        rows: list[_Row] = []
+        to_store: list[_Row] = []
+        for site_id, atp in steps:
+            if site_id not in reach or atp < qty:
+                reason = ctx.reason_left_out(site_id, atp, qty)
+                ctx.exclude(site_id, sku, reason, partial(ctx.left_out, reason, site_id, sku, qty))
+                continue
+            ways = ctx.ways(site_id, sku, qty)
+            if ways is None:
+                continue
+            found, stored, left, tally = ways
+            rows += found
+            to_store += stored
+            if not left:
+                continue
+            for reason in tally:
+                if counts.get(reason, 0) < EXAMPLES_PER_REASON:
+                    for why, detail in left:
+                        ctx.exclude(site_id, sku, why, detail)
+                    break
+            else:
+                # The summary's examples of these reasons are full: counted only, as `exclude` would.
+                for reason, more in tally.items():
+                    counts[reason] += more
+                ctx.found += len(left)
+        ctx.count_rest(counted)
+        ranked.append((sku, qty, rows))
+        to_stores.append(to_store)
+    # Per item, its options to each store (the together plans' legs) and the earliest, in one pass.
+    bound: list[dict[str, list[_Row]]] = []
+    earliest: list[dict[str, Millis]] = []
+    for rows in to_stores:
+        by_store: dict[str, list[_Row]] = {}
+        first: dict[str, Millis] = {}
+        for row in rows:
+            store, at = row[3], row[0][0]
+            if store in by_store:
+                by_store[store].append(row)
+                if at < first[store]:
+                    first[store] = at
+            else:
+                by_store[store] = [row]
+                first[store] = at
+        bound.append(by_store)
+        earliest.append(first)
+    # (ready, distance, store, slot) per plan, as `together` then `plan` would make them; ordered by
+    # the first three (unique per plan), and a `_Plan` made only for the shown ones.
+    plans = []
+    for store in sorted(set(earliest[0]).intersection(*earliest[1:])):
+        ready = max([first[store] for first in earliest]) if len(earliest) > 1 else earliest[0][store]
+        kept, slot = ctx.plan_slot(store, ready)
+        if kept:
+            plans.append((ready, ctx.stores[store], store, slot))
+    plans.sort()
+    shown = [
+        _Plan(store, distance, ready, request.items, tuple(by_store[store] for by_store in bound), slot)
+        for ready, distance, store, slot in plans[:limit]
+    ]
+    return Promise(
+        snapshot_id=ctx.view.snapshot_id,
+        now=request.now,
+        options=_best(_contenders(ranked, limit), limit),
+        together=tuple(plan.build(_best_leg) for plan in shown),
+        excluded=(),
+        options_total=sum(len(rows) for _, _, rows in ranked),
+        together_total=len(plans),
+        exclusions=ctx.summary(),
+    )
+
+
+def _contenders(ranked: list[tuple[str, int, list[_Row]]], limit: int) -> list[_Found]:
+    """The rows that can make `_best`'s cut, built as `_Found`; `_best` of these is `_best` of all.
+
+    `_best` keeps each (sku, mode)'s best option (the first in rank order: one with its
+    least key) and then the best by rank: every option it keeps is one of a (sku, mode)'s
+    options at its least key, or among the first `limit` by rank, so has a key no greater
+    than the `limit`-th least. Per sku (`ranked`: sku, qty, its rows) those are the rows
+    up to that key and each mode's run at its least key; the rest are never built.
+    """
+    if sum(len(rows) for _, _, rows in ranked) <= limit:
+        return [_Found.of(row, sku, qty) for sku, qty, rows in ranked for row in rows]
+    for _, _, rows in ranked:
+        rows.sort(key=_row_key)
+    cut = sorted(row[0] for _, _, rows in ranked for row in rows[:limit])[limit - 1]
+    kept: list[_Found] = []
+    for sku, qty, rows in ranked:
+        end = bisect_right(rows, cut, key=_row_key)
+        chosen = rows[:end]
+        wanted = set(map(_row_mode, rows))
+        wanted.difference_update(map(_row_mode, chosen))
+        i = end
+        while wanted:  # every wanted mode has a row past `end`
+            row = rows[i]
+            if row[1] in wanted:
+                # A key names its mode: the run of rows equal to this one's is the mode's least.
+                wanted.discard(row[1])
+                run_end = bisect_right(rows, row[0], lo=i, key=_row_key)
+                chosen += rows[i:run_end]
+                i = run_end
+            else:
+                i += 1
+        kept += (_Found.of(row, sku, qty) for row in chosen)
+    return kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +369,8 @@ class _Into:
     """Every site of the network and its kind."""
     lanes_into: Mapping[str, tuple[tuple[int, Lane], ...]]
     """Per store, the lanes into it, each with its place among its origin's `lanes_from`."""
+    picky: frozenset[str]
+    """Suppliers with a route that accepts some skus only: what they offer depends on the sku."""
 
 
 _INTO: dict[int, tuple[Network, _Into]] = {}
@@ -282,6 +402,7 @@ def _into(network: Network) -> _Into:
         anywhere,
         {site.id: site.kind for site in network.sites},
         {store: tuple(found) for store, found in lanes_into.items()},
+        frozenset(route.supplier for route in network.dropship if route.skus is not None),
     )
     if len(_INTO) >= 8:  # a process serves one network; tests build many
         _INTO.clear()
@@ -331,8 +452,46 @@ def _option_id(
     return "opt-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+_Left = tuple[Reason, str | Callable[[], str]]
+"""What a source left out on the way and why (the detail made only if it is shown)."""
+_Key = tuple[Millis, int, float, bool, float]
+"""`_rank` but the id: (available_at, mode's order, distance rounded to metres, no price, price)."""
+_Row = tuple[_Key, FulfilmentMode, Site, str, Run | None, Millis | None, float | None, Millis | None]
+"""An option found, whatever the sku and qty: its key, mode, source, `deliver_to`, run, `arrives_at`,
+price and appointment. A tuple, not an object: a promise finds ~150 and shows ten."""
+
+
+def _row(
+    mode: FulfilmentMode,
+    source: Site,
+    deliver_to: str,
+    available_at: Millis,
+    distance_km: float,
+    *,
+    price: float | None = None,
+    run: Run | None = None,
+    arrives_at: Millis | None = None,
+) -> _Row:
+    # The key on the values the option will carry (distance rounded to metres).
+    key = (available_at, _MODE_ORDER[mode], round(distance_km, 3), price is None, price if price is not None else 0.0)
+    return key, mode, source, deliver_to, run, arrives_at, price, None
+
+
+def _row_key(row: _Row) -> _Key:
+    return row[0]
+
+
+def _row_mode(row: _Row) -> FulfilmentMode:
+    return row[1]
+
+
+def _booked(row: _Row, slot: Millis) -> _Row:
+    """The row with an appointment slot: a variant under its own id, the same key."""
+    return row[0], row[1], row[2], row[3], row[4], row[5], row[6], slot
+
+
 class _Found:
-    """An option found, not yet built: its rank without the id, and what building it needs.
+    """An option found for one sku, not yet built: its rank without the id, and what building it needs.
 
     A one-sku promise on a national network finds ~150 options and shows ten; building
     each as an `Option` with its SHA-256 id was a quarter of a basket's CPU. The id only
@@ -354,32 +513,26 @@ class _Found:
         "source",
     )
 
-    def __init__(
-        self,
-        mode: FulfilmentMode,
-        sku: str,
-        qty: int,
-        source: Site,
-        deliver_to: str,
-        available_at: Millis,
-        distance_km: float,
-        *,
-        price: float | None = None,
-        run: Run | None = None,
-        arrives_at: Millis | None = None,
-        appointment_at: Millis | None = None,
-    ) -> None:
-        self.mode, self.sku, self.qty, self.source, self.deliver_to = mode, sku, qty, source, deliver_to
-        self.price, self.run, self.arrives_at, self.appointment_at = price, run, arrives_at, appointment_at
-        # `_rank` but the id, on the values the option will carry (distance rounded to metres).
-        self.key: tuple[Millis, int, float, bool, float] = (
-            available_at,
-            _MODE_ORDER[mode],
-            round(distance_km, 3),
-            price is None,
-            price if price is not None else 0.0,
-        )
-        self._id: str | None = None
+    key: _Key
+    mode: FulfilmentMode
+    source: Site
+    deliver_to: str
+    run: Run | None
+    arrives_at: Millis | None
+    price: float | None
+    appointment_at: Millis | None
+    sku: str
+    qty: int
+    _id: str | None
+
+    @classmethod
+    def of(cls, row: _Row, sku: str, qty: int) -> _Found:
+        """The row's option for `qty` of `sku`."""
+        found = cls.__new__(cls)
+        found.key, found.mode, found.source, found.deliver_to, found.run, found.arrives_at = row[:6]
+        found.price, found.appointment_at = row[6], row[7]
+        found.sku, found.qty, found._id = sku, qty, None
+        return found
 
     def option_id(self) -> str:
         """The id the built option carries (computed once)."""
@@ -396,17 +549,20 @@ class _Found:
 
     def booked(self, slot: Millis) -> _Found:
         """The same option with an appointment slot (a variant under its own id; the same rank key)."""
-        other = _Found.__new__(_Found)
-        other.mode, other.sku, other.qty, other.source, other.deliver_to = (
+        return _Found.of(_booked(self.row(), slot), self.sku, self.qty)
+
+    def row(self) -> _Row:
+        """The row this option was found as (with its appointment, if booked)."""
+        return (
+            self.key,
             self.mode,
-            self.sku,
-            self.qty,
             self.source,
             self.deliver_to,
+            self.run,
+            self.arrives_at,
+            self.price,
+            self.appointment_at,
         )
-        other.price, other.run, other.arrives_at, other.appointment_at = self.price, self.run, self.arrives_at, slot
-        other.key, other._id = self.key, None
-        return other
 
     def option(self) -> Option:
         """The option as the answer shows it."""
@@ -514,15 +670,32 @@ class _Plan:
     store_id: str
     distance_km: float
     ready_at: Millis
-    candidates: tuple[list[_Found], ...]
-    """Per sku of the request, the options bound to the store."""
+    items: tuple[tuple[str, int], ...]
+    """The request's (sku, qty), in its order."""
+    candidates: tuple[Sequence[_Row], ...]
+    """Per item, the rows of its options bound to the store."""
     slot: Millis | None
 
     def build(self, best: Callable[[list[_Found]], _Found]) -> Together:
-        legs = [best(options) for options in self.candidates]
+        legs = [
+            best([_Found.of(row, sku, qty) for row in rows])
+            for (sku, qty), rows in zip(self.items, self.candidates, strict=True)
+        ]
         if self.slot is not None:
             legs = [leg.booked(self.slot) for leg in legs]
         return Together(self.store_id, self.distance_km, self.ready_at, tuple(leg.option() for leg in legs), self.slot)
+
+
+def _plan_order(plan: _Plan) -> tuple[Millis, float, str]:
+    # Unique per plan: the plans are ordered with no leg built.
+    return plan.ready_at, plan.distance_km, plan.store_id
+
+
+_Ways = tuple[list[_Row], list[_Row], list[_Left], dict[Reason, int]]
+"""What one source offers one request, worked out once (`_Context.ways`) and shared by its skus:
+its options in the order found (booked with their slot when an appointment is asked), its
+options to stores (unbooked: a together plan books its own slot), what it left out on the way
+and why in the order found, and that counted by reason. A tuple: ~70 sources a promise."""
 
 
 class _Context:
@@ -538,7 +711,7 @@ class _Context:
         explain: bool,
         into: _Into,
     ) -> None:
-        self.network, self.view, self.request = network, view, request
+        self.network, self.view, self.request, self.into = network, view, request, into
         self.now, self.radius, self.stores = request.now, radius, stores
         self.explain = explain
         self.excluded: list[Exclusion] = []
@@ -549,6 +722,8 @@ class _Context:
         self.found = 0
         """Exclusions so far."""
         self._slots: dict[tuple[str, Millis], Millis | str] = {}
+        self._ways: dict[tuple[str, str], _Ways] = {}
+        """(source, sku or "" when the sku does not matter) -> `ways`."""
         # Per origin, its lanes into a store in the radius, in `lanes_from` order (the order
         # exclusions are found in): a DC has ~90 lanes and a basket asked each of them.
         lanes: dict[str, list[tuple[int, Lane]]] = {}
@@ -592,7 +767,24 @@ class _Context:
         """Why a source with the units has no way to the customer."""
         return self._no_path(site)[1]
 
-    def from_source(self, site_id: str, sku: str, atp: int, qty: int) -> list[_Found]:
+    def reason_left_out(self, site_id: str, atp: int, qty: int) -> Reason:
+        """Why a site is no source before its ways are looked at: unknown, short, or no way (by its kind)."""
+        kinds = self.into.kinds
+        if site_id not in kinds:
+            return Reason.NOT_IN_NETWORK
+        if atp < qty:
+            return Reason.INSUFFICIENT_ATP
+        return _NO_PATH[kinds[site_id]]
+
+    def count_rest(self, counted: Mapping[Reason, int]) -> None:
+        """Count the sites `_walk` left out without a step."""
+        for reason, more in counted.items():
+            # Each reason's first few in this sku's walk were steps: the count is at the summary's
+            # examples already, so the rest would have been counted only, as they are here.
+            self.counts[reason] += more
+            self.found += more
+
+    def from_source(self, site_id: str, sku: str, atp: int, qty: int) -> list[_Row]:
         """The options one source with `atp` units (its ATP column's) offers; exclusions recorded on the way.
 
         Only a seller's position is read whole (its offer): the others need nothing but
@@ -605,20 +797,71 @@ class _Context:
             # Short, or the view's column and its row disagree: offer nothing.
             self.exclude(site.id, sku, Reason.INSUFFICIENT_ATP, self.short(site_id, sku, qty))
             return []
-        before = self.found
-        if site.kind is SourceKind.STORE:
-            found = self._from_store(site, sku, qty)
-        elif site.kind is SourceKind.DC:
-            found = self._from_dc(site, sku, qty)
-        elif site.kind is SourceKind.SUPPLIER:
-            found = self._from_supplier(site, sku, qty)
-        else:
-            assert stock is not None  # a seller's, read above
-            found = self._from_seller(site, stock, qty)
-        if not found and self.found == before:
-            reason, detail = self._no_path(site)
+        found, left = self._offers(site, sku, stock)
+        for reason, detail in left:
             self.exclude(site.id, sku, reason, detail)
         return found
+
+    def ways(self, site_id: str, sku: str, qty: int) -> _Ways | None:
+        """`from_source` of a source with the units, as rows shared by the request's skus; None if short.
+
+        Kept per source, or per (source, sku) for a supplier with routes for some skus
+        only and a seller (its offer); with an appointment, the slots are booked here too
+        (the first free slot depends on the store and the instant, not the sku).
+        """
+        site = self.network.site(site_id)
+        kind = site.kind
+        stock = None
+        if kind is SourceKind.SELLER:
+            stock = self.view.stock_at(site_id, sku)
+            if stock is None or stock.atp < qty:
+                # The view's column and its row disagree: offer nothing, as `from_source`.
+                self.exclude(site_id, sku, Reason.INSUFFICIENT_ATP, partial(self.short, site_id, sku, qty))
+                return None
+            key = (site_id, sku)
+        else:
+            key = (site_id, sku if kind is SourceKind.SUPPLIER and site_id in self.into.picky else "")
+        ways = self._ways.get(key)
+        if ways is None:
+            ways = self._ways[key] = self._ways_of(*self._offers(site, sku, stock))
+        return ways
+
+    def _ways_of(self, rows: list[_Row], left: list[_Left]) -> _Ways:
+        to_store = [row for row in rows if row[3] != HOME]
+        if self.request.appointment and to_store:
+            found = []
+            for row in rows:
+                if row[3] == HOME:
+                    found.append(row)
+                    continue
+                # As `with_slot` after `from_source`: booked, or left out after the source's other exclusions.
+                slot = self._first_slot(row[3], row[0][0])
+                if isinstance(slot, str):
+                    left.append((Reason.NO_APPOINTMENT, slot))
+                else:
+                    found.append(_booked(row, slot))
+            rows = found
+        tally: dict[Reason, int] = {}
+        for reason, _ in left:
+            tally[reason] = tally.get(reason, 0) + 1
+        return rows, to_store, left, tally
+
+    def _offers(self, site: Site, sku: str, stock: Stock | None) -> tuple[list[_Row], list[_Left]]:
+        """A source's options and what it left out on the way, in the order found (the rules, by kind)."""
+        found: list[_Row] = []
+        left: list[_Left] = []
+        if site.kind is SourceKind.STORE:
+            self._from_store(site, found, left)
+        elif site.kind is SourceKind.DC:
+            self._from_dc(site, found, left)
+        elif site.kind is SourceKind.SUPPLIER:
+            self._from_supplier(site, sku, found, left)
+        else:
+            assert stock is not None  # a seller's, read by the caller
+            self._from_seller(site, stock, found, left)
+        if not found and not left:
+            left.append((_NO_PATH[site.kind], partial(self.no_path, site)))
+        return found, left
 
     def _short(self, site_id: str, sku: str, stock: Stock | None, qty: int) -> str:
         snapshot = self.view.snapshot_id
@@ -647,94 +890,77 @@ class _Context:
         targets = ", ".join(route.store for route in routes)
         return Reason.NO_ROUTE, f"{site.id} ships only to {targets}, none within {self.radius:g} km"
 
-    def _from_store(self, site: Site, sku: str, qty: int) -> list[_Found]:
-        found: list[_Found] = []
+    # The rules, by kind of source: each appends the source's options to `found` and what it left
+    # out to `left`, in the order found; a detail is a function, made only if it is shown.
+
+    def _from_store(self, site: Site, found: list[_Row], left: list[_Left]) -> None:
         if site.id in self.stores:
             ready = self.now + site.prep_minutes * MINUTE_MS
-            at = self._opening(site.id, ready, site.id, sku)
+            at = self._opening(site.id, ready, left)
             if at is not None:
-                mode = FulfilmentMode.RESERVE_IN_STORE
-                found.append(_Found(mode, sku, qty, site, site.id, at, self.stores[site.id]))
-        found.extend(self._transfers(site, sku, qty))
-        return found
+                found.append(_row(FulfilmentMode.RESERVE_IN_STORE, site, site.id, at, self.stores[site.id]))
+        self._transfers(site, found, left)
 
-    def _from_dc(self, site: Site, sku: str, qty: int) -> list[_Found]:
-        found = self._transfers(site, sku, qty)
+    def _from_dc(self, site: Site, found: list[_Row], left: list[_Left]) -> None:
+        self._transfers(site, found, left)
         carrier = self.network.carrier(site.id)
         if carrier is not None:
             km = self.network.distance_km(site.id, self.request.lat, self.request.lon)
             if carrier.max_km is not None and km > carrier.max_km:
-                detail = (
-                    f"the customer is {km:.1f} km from {site.id}; its carrier delivers within {carrier.max_km:g} km"
-                )
-                self.exclude(site.id, sku, Reason.OUT_OF_CARRIER_RANGE, detail)
+                left.append((Reason.OUT_OF_CARRIER_RANGE, partial(_beyond_carrier, site.id, km, carrier.max_km)))
             else:
                 at = add_days(self.network, site.id, self.now, carrier.lead_days)
-                mode = FulfilmentMode.HOME_DELIVERY
-                found.append(_Found(mode, sku, qty, site, HOME, at, km, arrives_at=at))
-        return found
+                found.append(_row(FulfilmentMode.HOME_DELIVERY, site, HOME, at, km, arrives_at=at))
 
-    def _transfers(self, site: Site, sku: str, qty: int) -> list[_Found]:
-        found: list[_Found] = []
-        for lane in self.lanes_in.get(site.id, ()):
-            option = self._transfer(site, lane, sku, qty)
-            if option is not None:
-                found.append(option)
-        return found
-
-    def _transfer(self, site: Site, lane: Lane, sku: str, qty: int) -> _Found | None:
-        # The clerk can start picking now: the first departure whose cut-off is not passed.
-        found = transfer(self.network, lane, self.now)
-        if found is None:
-            days = self.network.horizon_days
-            detail = f"lane {lane.id} has no departure with its pick cut-off after {_iso(self.now)} within {days} days"
-            self.exclude(site.id, sku, Reason.NO_DEPARTURE, detail)
-            return None
-        run, at = found
-        if at is None:
-            self._closed(lane.destination, run.arrives_at, site.id, sku)
-            return None
+    def _transfers(self, site: Site, found: list[_Row], left: list[_Left]) -> None:
         mode = FulfilmentMode.TRANSFER_TO_STORE
-        return _Found(mode, sku, qty, site, lane.destination, at, self.stores[lane.destination], run=run)
+        for lane in self.lanes_in.get(site.id, ()):
+            # The clerk can start picking now: the first departure whose cut-off is not passed.
+            next_one = transfer(self.network, lane, self.now)
+            if next_one is None:
+                left.append((Reason.NO_DEPARTURE, partial(self._no_departure, lane)))
+                continue
+            run, at = next_one
+            if at is None:
+                left.append((Reason.CLOSED, partial(self._closed, lane.destination, run.arrives_at)))
+                continue
+            found.append(_row(mode, site, lane.destination, at, self.stores[lane.destination], run=run))
 
-    def _from_supplier(self, site: Site, sku: str, qty: int) -> list[_Found]:
-        found: list[_Found] = []
+    def _from_supplier(self, site: Site, sku: str, found: list[_Row], left: list[_Left]) -> None:
         for route in self.network.routes_from(site.id):
             if route.store not in self.stores:
                 continue
             if not route.accepts(sku):
-                detail = f"{route.store} does not accept {sku} by dropship from {site.id}"
-                self.exclude(site.id, sku, Reason.NOT_ACCEPTED, detail)
+                left.append((Reason.NOT_ACCEPTED, f"{route.store} does not accept {sku} by dropship from {site.id}"))
                 continue
             arrives = add_days(self.network, route.store, self.now, route.lead_days)
-            at = self._opening(route.store, arrives, site.id, sku)
+            at = self._opening(route.store, arrives, left)
             if at is not None:
                 mode = FulfilmentMode.DROPSHIP_TO_STORE
-                found.append(
-                    _Found(mode, sku, qty, site, route.store, at, self.stores[route.store], arrives_at=arrives)
-                )
-        return found
+                found.append(_row(mode, site, route.store, at, self.stores[route.store], arrives_at=arrives))
 
-    def _from_seller(self, site: Site, stock: Stock, qty: int) -> list[_Found]:
+    def _from_seller(self, site: Site, stock: Stock, found: list[_Row], left: list[_Left]) -> None:
         offer = stock.offer
         if offer is None:
-            self.exclude(site.id, stock.sku, Reason.NO_OFFER, f"{site.id} has no current offer for {stock.sku}")
-            return []
+            left.append((Reason.NO_OFFER, f"{site.id} has no current offer for {stock.sku}"))
+            return
         days = offer.lead_time_days if offer.lead_time_days is not None else self.network.seller_lead_days
         at = add_days(self.network, site.id, self.now, days)
         km = self.network.distance_km(site.id, self.request.lat, self.request.lon)
-        mode = FulfilmentMode.HOME_DELIVERY
-        return [_Found(mode, stock.sku, qty, site, HOME, at, km, price=offer.price, arrives_at=at)]
+        found.append(_row(FulfilmentMode.HOME_DELIVERY, site, HOME, at, km, price=offer.price, arrives_at=at))
 
-    def _opening(self, store_id: str, at: Millis, source_id: str, sku: str) -> Millis | None:
+    def _opening(self, store_id: str, at: Millis, left: list[_Left]) -> Millis | None:
         opening = next_opening(self.network, store_id, at)
         if opening is None:
-            self._closed(store_id, at, source_id, sku)
+            left.append((Reason.CLOSED, partial(self._closed, store_id, at)))
         return opening
 
-    def _closed(self, store_id: str, at: Millis, source_id: str, sku: str) -> None:
-        detail = f"{store_id} does not open within {self.network.horizon_days} days after {_iso(at)}"
-        self.exclude(source_id, sku, Reason.CLOSED, detail)
+    def _closed(self, store_id: str, at: Millis) -> str:
+        return f"{store_id} does not open within {self.network.horizon_days} days after {_iso(at)}"
+
+    def _no_departure(self, lane: Lane) -> str:
+        days = self.network.horizon_days
+        return f"lane {lane.id} has no departure with its pick cut-off after {_iso(self.now)} within {days} days"
 
     def with_slot(self, option: _Found) -> _Found | None:
         """The option with the first free appointment slot at its store, or None (excluded)."""
@@ -774,7 +1000,7 @@ class _Context:
             f"{full} full, {unopened} not opened (no capacity position in snapshot {self.view.snapshot_id})"
         )
 
-    def together(self, store_id: str, bound: Mapping[tuple[str, str], list[_Found]]) -> _Plan | None:
+    def together(self, store_id: str, bound: Mapping[tuple[str, str], list[_Row]]) -> _Plan | None:
         """The basket at one store, each item by its best option to it; None if an item cannot get there."""
         candidates = []
         for sku, _ in self.request.items:
@@ -784,15 +1010,29 @@ class _Context:
             # One leg per sku (skus are merged), so no source is counted twice.
             candidates.append(options)
         # The best leg's available_at is the least of its candidates' (the rank's first term).
-        ready = max(min(option.key[0] for option in options) for options in candidates)
-        slot: Millis | None = None
-        if self.request.appointment:
-            found = self._first_slot(store_id, ready)
-            if isinstance(found, str):
-                self.exclude(store_id, BASKET, Reason.NO_APPOINTMENT, f"basket ready {_iso(ready)}; {found}")
-                return None
-            slot = found
-        return _Plan(store_id, self.stores[store_id], ready, tuple(candidates), slot)
+        ready = max(min(row[0][0] for row in rows) for rows in candidates)
+        kept, slot = self.plan_slot(store_id, ready)
+        return (
+            _Plan(store_id, self.stores[store_id], ready, self.request.items, tuple(candidates), slot) if kept else None
+        )
+
+    def plan_slot(self, store_id: str, ready: Millis) -> tuple[bool, Millis | None]:
+        """Whether a plan at the store with every item there at `ready` stands, and its slot.
+
+        Without an appointment it stands, without a slot; with one, it takes the first free
+        slot from `ready`, and without one it is left out (and the basket's exclusion counted).
+        """
+        if not self.request.appointment:
+            return True, None
+        found = self._first_slot(store_id, ready)
+        if isinstance(found, str):
+            self.exclude(store_id, BASKET, Reason.NO_APPOINTMENT, f"basket ready {_iso(ready)}; {found}")
+            return False, None
+        return True, found
+
+
+def _beyond_carrier(site_id: str, km: float, max_km: float) -> str:
+    return f"the customer is {km:.1f} km from {site_id}; its carrier delivers within {max_km:g} km"
 
 
 def _iso(at: Millis) -> str:

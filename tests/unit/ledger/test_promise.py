@@ -894,16 +894,23 @@ def tied_scenarios(draw: st.DrawFn) -> tuple[Network, HashedSlots, PromiseReques
         if draw(st.integers(0, 4))  # most sites hold most skus
     ]
     view = HashedSlots(draw(st.integers(0, 10**9)), tuple(rows), draw(st.integers()))
-    items = draw(st.lists(st.tuples(st.sampled_from(SKUS), st.integers(1, 2)), min_size=1, max_size=3))
-    request = PromiseRequest.of(
+    return network, view, march_basket(draw, 3, (45.72, 4.85), "2026-03-06T00:00", 50.0)
+
+
+def march_basket(
+    draw: st.DrawFn, most: int, where: tuple[float, float], until: str, radius_km: float
+) -> PromiseRequest:
+    """Up to `most` items of SKUS (1 or 2 units each) asked at `where` from 2 March 2026 (no change of
+    UTC offset that week) until `until`, with or without an appointment."""
+    items = draw(st.lists(st.tuples(st.sampled_from(SKUS), st.integers(1, 2)), min_size=1, max_size=most))
+    return PromiseRequest.of(
         items,
-        lat=45.72,
-        lon=4.85,
-        now=draw(st.integers(at("2026-03-02T00:00"), at("2026-03-06T00:00"))),
-        radius_km=50.0,
+        lat=where[0],
+        lon=where[1],
+        now=draw(st.integers(at("2026-03-02T00:00"), at(until))),
+        radius_km=radius_km,
         appointment=draw(st.booleans()),
     )
-    return network, view, request
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -983,3 +990,91 @@ def test_counting_the_left_out_sites_in_bulk_equals_walking_every_site(scenario,
     walked = promise(network, view, request, limit=limit, explain=True)
     assert counted == replace(walked, excluded=())
     assert counted == bounded(promise(network, view, request), limit)
+
+
+@dataclass(frozen=True)
+class ColumnsAhead(HashedSlots):
+    """A view whose ATP column runs ahead of some rows: a seller's column says more than its row (or
+    has no row at all), as a view read between two refreshes would. The promise offers nothing then."""
+
+    ahead: tuple[Stock, ...] = ()
+
+    @cached_property
+    def columns(self) -> StaticView:
+        return StaticView(self.snapshot_id, self.ahead)
+
+    def sku_atp(self, sku: str) -> tuple[Sequence[str], Sequence[int]]:
+        return self.columns.sku_atp(sku)
+
+
+@st.composite
+def shared_sources(draw: st.DrawFn) -> tuple[Network, HashedSlots, PromiseRequest]:
+    """Baskets whose skus share their sources: stores, DCs with lanes into several stores, suppliers
+    whose routes accept every sku or a few, sellers offering some skus, each site holding each sku
+    with a different ATP, so that a source has the units for one item of the basket and not another."""
+    week = (((9 * 60, 19 * 60),),) * 6 + ((),)
+    sites = [
+        Site(
+            f"S{n}", f"S{n}", SourceKind.STORE, 45.6 + 0.05 * n, 4.8, draw(st.sampled_from([PARIS, LONDON])),
+            draw(st.sampled_from([week, None])), draw(st.integers(0, 90)), "Z",
+            draw(st.sampled_from([None, Appointments(30, 2), Appointments(60, 1)])),
+        )
+        for n in range(draw(st.integers(1, 6)))
+    ]  # fmt: skip
+    stores = [site.id for site in sites]
+    sites += [Site(f"D{n}", f"D{n}", SourceKind.DC, 45.5, 4.9, PARIS) for n in range(draw(st.integers(0, 5)))]
+    sites += [Site(f"P{n}", f"P{n}", SourceKind.SUPPLIER, 45.4, 4.6, PARIS) for n in range(draw(st.integers(0, 3)))]
+    sites += [Site(f"M{n}", f"M{n}", SourceKind.SELLER, 45.3, 4.5, PARIS) for n in range(draw(st.integers(0, 3)))]
+    lanes = []
+    for origin in (site for site in sites if site.kind in (SourceKind.STORE, SourceKind.DC)):
+        for store in draw(st.lists(st.sampled_from(stores), max_size=4, unique=True)):
+            if store != origin.id:
+                departures = draw(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 24 * 60 - 1)), max_size=4))
+                departures += [(day, 21 * 60) for day in range(7)] if draw(st.integers(0, 3)) else []
+                cutoff, transit = draw(st.integers(0, 120)), draw(st.sampled_from([60, 600, 1500]))
+                runs = tuple(sorted(set(departures)))
+                lanes.append(Lane(f"L{origin.id}-{store}", origin.id, store, runs, transit, cutoff))
+    routes = [
+        SupplierRoute(site.id, store, draw(st.integers(0, 3)), draw(st.none() | st.frozensets(st.sampled_from(SKUS))))
+        for site in sites
+        if site.kind is SourceKind.SUPPLIER
+        for store in draw(st.lists(st.sampled_from(stores), max_size=3, unique=True))
+    ]
+    carriers = [
+        CarrierRoute(site.id, draw(st.integers(0, 3)), draw(st.none() | st.floats(5, 60)))
+        for site in sites
+        if site.kind is SourceKind.DC and draw(st.booleans())
+    ]
+    network = Network(tuple(sites), tuple(lanes), tuple(routes), tuple(carriers), horizon_days=draw(st.integers(2, 8)))
+    rows, ahead = [], []
+    for site in [*network.sites, Site("U0", "U0", SourceKind.STORE, 0, 0, PARIS)]:
+        for sku in SKUS:
+            if not draw(st.integers(0, 5)):
+                continue  # no position
+            offer = None
+            if site.kind is SourceKind.SELLER and draw(st.booleans()):
+                price, lead = draw(st.none() | st.sampled_from([4.5, 9.99])), draw(st.none() | st.integers(0, 4))
+                offer = OfferTerms(5, price, lead, 0)
+            row = Stock(site.id, sku, draw(st.integers(0, 4)), (), offer)
+            ahead.append(row)
+            lag = site.kind is SourceKind.SELLER and draw(st.integers(0, 3)) == 0
+            if lag and draw(st.booleans()):
+                continue  # the column has the position, the rows not yet
+            rows.append(replace(row, atp=0) if lag else row)
+    view = ColumnsAhead(draw(st.integers(0, 10**9)), tuple(rows), draw(st.integers()), tuple(ahead))
+    radius = draw(st.sampled_from([10.0, 30.0, 80.0]))
+    return network, view, march_basket(draw, 5, (45.7, 4.8), "2026-03-09T00:00", radius)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(shared_sources(), tied_scenarios(), crowded_scenarios()), st.integers(1, 15) | st.just(MAX_LIMIT))
+def test_a_source_worked_out_once_for_the_basket_answers_as_each_item_building_its_own(scenario, limit):
+    # Bounded and unexplained, a promise works out what each source offers once per request, as rows
+    # shared by the basket's skus (a supplier's per sku when its routes choose skus, a seller's per
+    # sku), books the slots there, and builds only the rows that can make the cut. Explained, or
+    # whole, each item's sources are walked and every option built. Same options in the same order,
+    # same plans, same totals, same summary of exclusions (counts and examples).
+    network, view, request = scenario
+    bulk = promise(network, view, request, limit=limit, explain=False)
+    assert bulk == bounded(promise(network, view, request), limit)
+    assert bulk == replace(promise(network, view, request, limit=limit, explain=True), excluded=())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import socket
 import threading
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram
 
 from ledger.dead_letter import DeadLetter
-from ledger.effects import split
+from ledger.effects import EffectKind, split
 from ledger.errors import ConfigError
 from ledger.events import EventType, InventoryEvent
 from ledger.fold import fold
@@ -24,6 +25,7 @@ from ledger.outputs import DecisionStatus, FoldTally, ReservationDecision
 from ledger.policy import LedgerPolicy
 from omni_ledger import metrics
 from omni_ledger.metrics import FlowMetrics, instrument_app, serve_metrics
+from omni_ledger.metrics.flow import LAG_BUCKETS, _outcomes
 from tests.stories import MIN, T0, deliveries, stories
 
 pytestmark = pytest.mark.component
@@ -112,6 +114,60 @@ def test_one_call_per_shard_call_counts_what_one_call_per_position_counts(data, 
     assert _samples(calls) == _samples(one)
     effects = [s.value for f in calls.collect() if f.name == "omni_ledger_worker_effects" for s in f.samples]
     assert sum(effects) == sum(len(f[1]) for f in folds)  # type: ignore[arg-type]
+
+
+def _one_by_one(folds: list[tuple[object, ...]], now_ms: int) -> dict[str, object]:
+    """The reference: what a fold call counts, effect by effect, as a reader of the metrics' docs would."""
+    events: dict[tuple[object, str], int] = {}
+    late: dict[object, int] = {}
+    lag = [0] * (len(LAG_BUCKETS) + 1)
+    lag_sum, positions, negative, effects = 0.0, 0, 0, 0
+    for before, values, after, out in folds:
+        positions += before is None
+        negative += (after.on_hand < 0) - (before is not None and before.on_hand < 0)  # type: ignore[attr-defined]
+        effects += len(values)  # type: ignore[arg-type]
+        max_at = None if before is None else before.max_at  # type: ignore[attr-defined]
+        for outcome, (_, effect) in zip(_outcomes(before, values, out), values, strict=True):  # type: ignore[arg-type]
+            event = effect.event
+            is_late = outcome == "applied" and max_at is not None and event.occurred_at < max_at
+            if outcome == "applied" and not is_late:
+                max_at = event.occurred_at
+            if effect.kind is EffectKind.INBOUND:
+                continue
+            events[event.type, outcome] = events.get((event.type, outcome), 0) + 1
+            if is_late:
+                late[event.type] = late.get(event.type, 0) + 1
+            if outcome == "applied":
+                seconds = max(0, now_ms - event.occurred_at) / 1000
+                lag[bisect.bisect_left(LAG_BUCKETS, seconds)] += 1
+                lag_sum += seconds
+    return {"events": events, "late": late, "lag": lag, "lag_sum": lag_sum, "counts": (positions, negative, effects)}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), batch=st.integers(1, 6), behind_ms=st.sampled_from([0, 70, 3_000, 400_000, 10**8]))
+def test_a_fold_call_counts_what_counting_each_effect_in_turn_counts(data, batch, behind_ms):
+    # `folded_call` takes a call's positions in one pass with the histogram inlined; the
+    # reference counts effect by effect. Lags from 0 to days, across the buckets' bounds.
+    events = data.draw(stories())
+    arrivals = data.draw(deliveries(events))
+    now = max(e.occurred_at for e in events) + behind_ms
+    folds: list[tuple[object, ...]] = []
+
+    class Recorder:
+        def folded(self, *fold: object) -> None:
+            folds.append(fold)
+
+    fold_through(Recorder(), arrivals, batch, now)  # type: ignore[arg-type]
+    observer = FlowMetrics(CollectorRegistry(), clock=lambda: now / 1000)
+    observer.folded_call(folds)  # type: ignore[arg-type]
+    cells = observer._mine()
+    want = _one_by_one(folds, now)
+    assert cells.events == want["events"]
+    assert cells.late == want["late"]
+    assert cells.lag.counts == want["lag"]
+    assert cells.lag.total == want["lag_sum"]  # the same sum, added in the same order
+    assert (cells.positions, cells.negative, cells.effects) == want["counts"]
 
 
 def _event(event_id: str, type_: EventType, at: int, qty: int = 1) -> InventoryEvent:

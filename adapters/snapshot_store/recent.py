@@ -115,7 +115,10 @@ def read_recent(cur: duckdb.DuckDBPyConnection, base: str, recent: str) -> Recen
             f"SELECT b.rowid AS row_id FROM {LAKE}.{base} b SEMI JOIN {_NEWEST} n ON {keys}"
         )
         found = RecentRead(
-            as_of, rows, scalar(cur, f"SELECT count(*) FROM {_NEWEST}"), scalar(cur, f"SELECT count(*) FROM {_REPLACED}")
+            as_of,
+            rows,
+            scalar(cur, f"SELECT count(*) FROM {_NEWEST}"),
+            scalar(cur, f"SELECT count(*) FROM {_REPLACED}"),
         )
         cur.execute("COMMIT")
     except BaseException:
@@ -151,4 +154,3 @@ def commit_fold(cur: duckdb.DuckDBPyConnection, base: str, recent: str, read: Re
 def drop_staged(cur: duckdb.DuckDBPyConnection) -> None:
     """Drop phase 1's temp tables (they hold a copy of up to the whole recent table)."""
     cur.execute(f"DROP TABLE IF EXISTS {_NEWEST}; DROP TABLE IF EXISTS {_REPLACED}")
-

@@ -67,7 +67,7 @@ from adapters.snapshot_store.layout import (
 )
 from adapters.snapshot_store.maintenance import MaintenanceReport, maintain
 from adapters.snapshot_store.recent import FoldReport, commit_fold, drop_staged, read_recent
-from adapters.snapshot_store.staging import stage, stage_columns
+from adapters.snapshot_store.staging import merge, stage, stage_columns
 from adapters.snapshot_store.stored_versions import StoredVersions, Verdicts
 from adapters.snapshot_store.tables import (
     INBOUND,
@@ -464,12 +464,11 @@ class SnapshotWriter(Closing):
                 "the store takes one writer (or open it with writers=N, one index each)"
             )
             raise SnapshotError(msg)
-        if verdicts is not None:
-            if self._versions is not None:
-                try:
-                    self._versions.committed(verdicts)
-                except ValueError:
-                    self._versions = None  # read again at the next publish
+        if verdicts is not None and self._versions is not None:
+            try:
+                self._versions.committed(verdicts)
+            except ValueError:
+                self._versions = None  # read again at the next publish
         self._last_info = {
             "snapshot_id": committed,
             "created_at": millis_to_datetime(now),

@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from adapters.snapshot_store import SnapshotReader, SnapshotWriter, StoreLayout
 from adapters.snapshot_store.connection import attach, connect
 from adapters.snapshot_store.layout import LAKE
-from adapters.snapshot_store.recent import commit_fold, read_recent
 from adapters.snapshot_store.read_model import ReadModel
+from adapters.snapshot_store.recent import commit_fold, read_recent
 from adapters.snapshot_store.replica import PositionReplica
 from adapters.snapshot_store.tables import TABLES
 from ledger.errors import SnapshotError
@@ -171,14 +171,18 @@ def test_publishes_landing_between_a_folds_read_and_its_commit_stay_in_the_recen
         writer.publish([change("S1", "A", 1, on_hand=1), change("S1", "B", 1, on_hand=1)], [], events_applied=1, now=T0)
         writer.publish([change("S1", "A", 2, on_hand=2)], [], events_applied=2, now=T0 + 1)
         writer.compact_recent()
-        writer.publish([change("S1", "B", 2, on_hand=2), change("S2", "A", 1, on_hand=1)], [], events_applied=3, now=T0 + 2)
+        writer.publish(
+            [change("S1", "B", 2, on_hand=2), change("S2", "A", 1, on_hand=1)], [], events_applied=3, now=T0 + 2
+        )
         con = connect(store)
         try:
             attach(con, store, StoreLayout(), read_only=False)
             read = read_recent(con, "positions_base", "positions_recent")
             assert read is not None
             # Publishes after the fold's read: a newer version of a folded key, a new key.
-            writer.publish([change("S1", "B", 3, on_hand=3), change("S3", "A", 1, on_hand=1)], [], events_applied=4, now=T0 + 3)
+            writer.publish(
+                [change("S1", "B", 3, on_hand=3), change("S3", "A", 1, on_hand=1)], [], events_applied=4, now=T0 + 3
+            )
             folded = commit_fold(con, "positions_base", "positions_recent", read)
         finally:
             con.close()
@@ -190,7 +194,9 @@ def test_publishes_landing_between_a_folds_read_and_its_commit_stay_in_the_recen
         assert positions(reader, folded) == positions(reader, folded - 1) == expected
         assert count(reader, folded) == count(reader, folded - 1) == 4
         assert positions(reader)[("S2", "A")] == (2, 2)
-        _, recent = reader.sql(f"SELECT site_id, sku, version FROM positions_recent AT (VERSION => {folded}) ORDER BY ALL")
+        _, recent = reader.sql(
+            f"SELECT site_id, sku, version FROM positions_recent AT (VERSION => {folded}) ORDER BY ALL"
+        )
         assert recent == [("S1", "B", 3), ("S3", "A", 1)]  # published after the read: not folded
 
 

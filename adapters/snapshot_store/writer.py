@@ -91,9 +91,10 @@ RECENT_LIMIT = 1_000_000
 """Rows in a writer's recent table past which a publish starts folding it into the base (`compact_recent`).
 
 Every read of `positions` joins the recent rows against the base and ranks them per key,
-so the bound is what a read pays on top; the compaction costs about one whole-table MERGE,
-so the bound also sets how many publishes share one (ten of 100,000 changes; see
-docs/snapshots.md for the figures).
+so the bound is what a read pays on top; a fold costs about one whole-table join (its
+read, beside the publishes) and a rewrite of the base's delete files (its commit, which
+the next publish waits for), so the bound also sets how many publishes share one (ten of
+100,000 changes; see docs/snapshots.md for the figures).
 """
 
 

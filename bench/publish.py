@@ -157,7 +157,7 @@ _PACED_CHILD = textwrap.dedent(
     writer.publish(list(batches[0].values()), [], events_applied=first, now=1_764_000_000_000 + first)
     cpu0, start = time.process_time(), time.perf_counter()
     due = [start + interval * (k + 1) for k in range(publishes)]
-    landed, waits, walls, merged, k = [], [], [], [], 0
+    landed, waits, walls, merged, held, folds, k = [], [], [], [], [], [], 0
     while k < publishes:
         pause = due[k] - time.perf_counter()
         if pause > 0:
@@ -173,6 +173,11 @@ _PACED_CHILD = textwrap.dedent(
         done = time.perf_counter()
         walls.append(done - t)
         landed.append(done)
+        # This tree's writer: how long the publish waited for a fold, and the folds that ended.
+        held.append(getattr(writer, "compaction_seconds", 0.0))
+        for fold in (writer.take_folds() if hasattr(writer, "take_folds") else []):
+            folds.append({"at": done - start, "rows": fold.rows, "keys": fold.keys, "read": fold.read_seconds,
+                          "commit": fold.commit_seconds})
         merged.append(len(ready))
         waits += [done - due[j] for j in ready]
         k = ready[-1] + 1
@@ -180,6 +185,7 @@ _PACED_CHILD = textwrap.dedent(
     cpu = time.process_time() - cpu0
     gaps = [b - a for a, b in zip([start] + landed, landed)]
     print(json.dumps({"paced": {"waits": waits, "walls": walls, "gaps": gaps, "merged": merged, "cpu": cpu,
+                                "held": held, "folds": folds,
                                 "seconds": time.perf_counter() - start, "load": os.getloadavg()[0]}}), flush=True)
     writer.close()
     """

@@ -30,7 +30,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -365,6 +365,7 @@ class SnapshotWriter(Closing):
         contradiction, because no two writers own the same rows.
         """
         self._raise_fold_failure()
+        self.compaction_seconds = 0.0
         if not changes and not decisions and not work:
             return None
         # 1. Coalesce.
@@ -420,11 +421,7 @@ class SnapshotWriter(Closing):
             bool(loads),
             bool(orders),
         )
-        waiting = time.perf_counter()
-        with self._commit_lock:
-            # Only a fold's commit (phase 2) holds the lock between publishes: the time
-            # waited here is what the fold cost this publish.
-            self.compaction_seconds = time.perf_counter() - waiting
+        with self._committing():
             for attempt in range(COMMIT_ATTEMPTS):
                 try:
                     with commit_turn(self._dir, self._layout):
@@ -519,6 +516,14 @@ class SnapshotWriter(Closing):
         with self._commit_lock:
             folds, self._folds = self._folds, []
         return folds
+
+    @contextlib.contextmanager
+    def _committing(self) -> Iterator[None]:
+        """The commit lock, for a publish; the time waited for it is what a fold's commit cost the publish."""
+        waiting = time.perf_counter()
+        with self._commit_lock:
+            self.compaction_seconds += time.perf_counter() - waiting
+            yield
 
     def _start_fold(self) -> None:
         if self._fold_thread is not None:
@@ -681,7 +686,7 @@ class SnapshotWriter(Closing):
         """The kept versions of this writer's positions, read from the lake when there are none or they are stale."""
         # In the commit lock: a fold committing meanwhile would move `_seen` and the recent rows.
         try:
-            with self._commit_lock:
+            with self._committing():
                 if self._versions is not None and self._changed_by_others():
                     self._versions = None
                 if self._versions is None:

@@ -76,7 +76,7 @@ from adapters.snapshot_store.compaction import CompactionPolicy
 from adapters.snapshot_store.maintenance import MaintenanceReport
 from adapters.snapshot_store.pending import PendingJobs
 from adapters.snapshot_store.recent import FoldReport
-from adapters.snapshot_store.writer import SnapshotWriter
+from adapters.snapshot_store.writer import RECENT_LIMIT, SnapshotWriter
 from ledger.errors import SnapshotError
 from ledger.events import Millis
 from ledger.execution import Work
@@ -225,9 +225,12 @@ class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
         max_waiting_rows: int = DEFAULT_MAX_WAITING_ROWS,
         compaction: CompactionPolicy | None = None,
         pending_dir: Path | None = None,
+        recent_limit: int | None = RECENT_LIMIT,
     ) -> None:
         self._index = index
-        self._writer = SnapshotWriter.open(directory, catalog=catalog, writers=writers, writer=index)
+        self._writer = SnapshotWriter.open(
+            directory, catalog=catalog, writers=writers, writer=index, recent_limit=recent_limit
+        )
         # Its queries run on the writer thread alone, which yields the CPU to the fold (`_yield_to_the_fold`).
         self._writer.use_one_thread()
         # No resume state means the flow starts from nothing: a store with rows here can
@@ -499,7 +502,8 @@ class SnapshotSink(FixedPartitionedSink[SnapshotBatch, SinkState]):
     hold (later intervals merge into it) before `write_batch` blocks; `compaction`: makes
     each writer's policy for maintenance between timer runs; `pending_dir`: where the
     jobs not yet published at an epoch's close are saved, Bytewax keeping only their
-    numbers (None: in Bytewax's state; see `adapters.snapshot_store.pending`).
+    numbers (None: in Bytewax's state; see `adapters.snapshot_store.pending`);
+    `recent_limit`: the writers' `SnapshotWriter.open(recent_limit=...)`.
     """
 
     def __init__(
@@ -515,6 +519,7 @@ class SnapshotSink(FixedPartitionedSink[SnapshotBatch, SinkState]):
         max_waiting_rows: int = DEFAULT_MAX_WAITING_ROWS,
         compaction: Callable[[], CompactionPolicy] = CompactionPolicy,
         pending_dir: Path | None = None,
+        recent_limit: int | None = RECENT_LIMIT,
     ) -> None:
         if writers < 1:
             msg = f"a snapshot sink needs at least one writer, got writers={writers}"
@@ -529,6 +534,7 @@ class SnapshotSink(FixedPartitionedSink[SnapshotBatch, SinkState]):
         self._max_waiting_rows = max_waiting_rows
         self._compaction = compaction
         self._pending_dir = pending_dir
+        self._recent_limit = recent_limit
 
     def list_parts(self) -> list[str]:
         # One writer keeps the historical part name, so its recovery state still matches.
@@ -557,4 +563,5 @@ class SnapshotSink(FixedPartitionedSink[SnapshotBatch, SinkState]):
             max_waiting_rows=self._max_waiting_rows,
             compaction=self._compaction(),
             pending_dir=None if self._pending_dir is None else self._pending_dir / for_part,
+            recent_limit=self._recent_limit,
         )

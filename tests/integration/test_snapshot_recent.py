@@ -323,23 +323,30 @@ def test_a_writer_killed_inside_a_compaction_leaves_a_committed_state(tmp_path: 
     store, marker = tmp_path / "snapshots", tmp_path / "compacting"
     root = Path(__file__).resolve().parents[2]
     for round_ in range(3):
-        marker.unlink(missing_ok=True)
-        child = subprocess.Popen([sys.executable, "-c", _CHILD, str(store), str(marker)], cwd=root)
-        try:
-            deadline = time.monotonic() + 120
-            while not marker.exists() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert marker.exists(), "the writer never reached a compaction"
-            time.sleep(0.02 * round_)  # at different points of the compaction
-            os.kill(child.pid, signal.SIGKILL)
-        finally:
-            child.wait()
-        with SnapshotReader.open(store) as reader:
-            newest = reader.newest()
-            assert newest is not None
-            published = newest.events_applied
-            assert positions(reader) == model_after(published)
-            assert count(reader, newest.snapshot_id) == len(model_after(published))
+        # At different points of the compaction.
+        kill_after_marker(_CHILD, store, marker, root, 0.02 * round_)
+
+
+def kill_after_marker(child_code: str, store: Path, marker: Path, root: Path, delay: float) -> int:
+    """Run a writer child until it writes `marker`, SIGKILL it `delay` s later; check the store; return its events."""
+    marker.unlink(missing_ok=True)
+    child = subprocess.Popen([sys.executable, "-c", child_code, str(store), str(marker)], cwd=root)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert marker.exists(), "the writer never reached a fold"
+        time.sleep(delay)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    with SnapshotReader.open(store) as reader:
+        newest = reader.newest()
+        assert newest is not None
+        published = newest.events_applied
+        assert positions(reader) == model_after(published)
+        assert count(reader, newest.snapshot_id) == len(model_after(published))
+    return published
 
 
 _BACKGROUND_CHILD = """
@@ -362,24 +369,9 @@ def test_a_writer_killed_inside_a_background_fold_leaves_a_committed_state(tmp_p
     store, marker = tmp_path / "snapshots", tmp_path / "folding"
     root = Path(__file__).resolve().parents[2]
     # After the fold started: in its read, in its commit, or in a publish beside it.
+    published = 0
     for delay in (0.0, 0.01, 0.03, 0.06, 0.1):
-        marker.unlink(missing_ok=True)
-        child = subprocess.Popen([sys.executable, "-c", _BACKGROUND_CHILD, str(store), str(marker)], cwd=root)
-        try:
-            deadline = time.monotonic() + 120
-            while not marker.exists() and time.monotonic() < deadline:
-                time.sleep(0.005)
-            assert marker.exists(), "the writer never started a fold"
-            time.sleep(delay)
-            os.kill(child.pid, signal.SIGKILL)
-        finally:
-            child.wait()
-        with SnapshotReader.open(store) as reader:
-            newest = reader.newest()
-            assert newest is not None
-            published = newest.events_applied
-            assert positions(reader) == model_after(published)
-            assert count(reader, newest.snapshot_id) == len(model_after(published))
+        published = kill_after_marker(_BACKGROUND_CHILD, store, marker, root, delay)
     # The next writer opens the store, publishes and folds.
     with SnapshotWriter.open(store, recent_limit=None) as writer:
         writer.publish(batch_for(published + 1), [], events_applied=published + 1, now=T0)

@@ -175,6 +175,7 @@ def test_publishes_landing_between_a_folds_read_and_its_commit_stay_in_the_recen
             [change("S1", "B", 2, on_hand=2), change("S2", "A", 1, on_hand=1)], [], events_applied=3, now=T0 + 2
         )
         con = connect(store)
+        replica, model = PositionReplica.open(store), ReadModel.open(store)
         try:
             attach(con, store, StoreLayout(), read_only=False)
             read = read_recent(con, "positions_base", "positions_recent")
@@ -184,10 +185,18 @@ def test_publishes_landing_between_a_folds_read_and_its_commit_stay_in_the_recen
                 [change("S1", "B", 3, on_hand=3), change("S3", "A", 1, on_hand=1)], [], events_applied=4, now=T0 + 3
             )
             folded = commit_fold(con, "positions_base", "positions_recent", read)
+            # The followers see the publish's two keys, and the fold as no change.
+            assert replica.refresh() == model.refresh() == 2
+            # The next publish sees a snapshot it did not make, reads the versions again, and goes on.
+            last = writer.publish([change("S2", "A", 2, on_hand=2)], [], events_applied=5, now=T0 + 4)
+            assert replica.refresh() == model.refresh() == 1
+            assert replica.position("S2", "A")["on_hand"] == 2  # type: ignore[index]
+            assert replica.position("S1", "B")["on_hand"] == 3  # type: ignore[index]
+            assert replica.count() == 4
         finally:
             con.close()
-        # The next publish sees a snapshot it did not make, reads the versions again, and goes on.
-        last = writer.publish([change("S2", "A", 2, on_hand=2)], [], events_applied=5, now=T0 + 4)
+            replica.close()
+            model.close()
     assert last is not None
     with SnapshotReader.open(store) as reader:
         expected = {("S1", "A"): (2, 2), ("S1", "B"): (3, 3), ("S2", "A"): (1, 1), ("S3", "A"): (1, 1)}

@@ -23,6 +23,14 @@
 With `--before`, the store is built by the `--before` tree (layout 1), and a tree of
 layout 2 migrates its copy at its first open, as it would a store in service.
 
+`--paced S` measures instead what a reader waits for: a batch of `--changes` is due
+every S seconds (one unmeasured publish first: it reads the versions a writer keeps),
+the writer opened as the sink opens it (`RECENT_LIMIT`: the folds into the base happen
+as in service, inline or beside the publishes, whichever the tree does); batches that
+fall due while the writer is busy are merged into its next publish, as the sink merges
+them. Per batch: the wait from due to visible (committed), and the longest gap between
+two publishes landing; per round the process's CPU seconds.
+
 Prints a table and writes the JSON under bench/results/ (git-ignored). Not a test.
 """
 
@@ -119,6 +127,71 @@ _CHILD = textwrap.dedent(
 )
 
 
+# One paced round of one tree: a batch due every `interval` seconds, late ones merged.
+_PACED_CHILD = textwrap.dedent(
+    """
+    import json, os, random, sys, time
+    from pathlib import Path
+    from adapters.snapshot_store import SnapshotWriter
+    from ledger.outputs import PositionChange
+
+    store, seed, first, publishes, changes, sites, skus = Path(sys.argv[1]), *map(int, sys.argv[2:8])
+    interval = float(sys.argv[8])
+    rng = random.Random(seed)
+    writer = SnapshotWriter.open(store)
+    writer.use_one_thread()
+
+    def batch(version, now):
+        out = {}
+        for i in rng.sample(range(sites * skus), changes):
+            on_hand = rng.randrange(50)
+            out[i] = PositionChange(
+                site_id=f"S{i // skus:05d}", sku=f"SKU-{i % skus:05d}", on_hand=on_hand, reserved=0, staged=0,
+                inbound_qty=0, safety_stock=0, atp=on_hand, negative=False, version=version, updated_at=now,
+                max_occurred_at=now, inbound=(), offer=None,
+            )
+        return out
+
+    # Made before the clock starts: the fold's batches are ready-made objects.
+    batches = [batch(first + k, 1_764_000_000_000 + first + k) for k in range(publishes + 1)]
+    writer.publish(list(batches[0].values()), [], events_applied=first, now=1_764_000_000_000 + first)
+    cpu0, start = time.process_time(), time.perf_counter()
+    due = [start + interval * (k + 1) for k in range(publishes)]
+    landed, waits, walls, merged, held, folds, k = [], [], [], [], [], [], 0
+    while k < publishes:
+        pause = due[k] - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        now = time.perf_counter()
+        ready = [j for j in range(k, publishes) if due[j] <= now]
+        changes_now = {}
+        for j in ready:
+            changes_now.update(batches[j + 1])
+        t = time.perf_counter()
+        writer.publish(list(changes_now.values()), [], events_applied=first + ready[-1] + 1,
+                       now=1_764_000_000_000 + first + ready[-1] + 1)
+        done = time.perf_counter()
+        walls.append(done - t)
+        landed.append(done)
+        # This tree's writer: how long the publish waited for a fold, and the folds that ended.
+        held.append(getattr(writer, "compaction_seconds", 0.0))
+        for fold in (writer.take_folds() if hasattr(writer, "take_folds") else []):
+            folds.append({"at": done - start, "rows": fold.rows, "keys": fold.keys, "read": fold.read_seconds,
+                          "commit": fold.commit_seconds})
+        merged.append(len(ready))
+        waits += [done - due[j] for j in ready]
+        k = ready[-1] + 1
+    writer.wait_for_fold() if hasattr(writer, "wait_for_fold") else None
+    cpu = time.process_time() - cpu0
+    gaps = [b - a for a, b in zip([start] + landed, landed)]
+    print(json.dumps({"paced": {"waits": waits, "walls": walls, "gaps": gaps, "merged": merged, "cpu": cpu,
+                                "held": held, "folds": folds,
+                                "seconds": time.perf_counter() - start, "load": os.getloadavg()[0]}}), flush=True)
+    writer.close()
+    """
+)
+
+
 _BUILD = """
 import json, sys
 from pathlib import Path
@@ -128,17 +201,28 @@ print(json.dumps(_build(Path(sys.argv[1]), int(sys.argv[2]), "", 1)))
 
 
 def _round(
-    tree: Path, store: Path, seed: int, first: int, publishes: int, changes: int, sites: int
+    tree: Path, store: Path, seed: int, first: int, publishes: int, changes: int, sites: int, paced: float | None
 ) -> list[dict[str, Any]]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     args = [str(a) for a in (store, seed, first, publishes, changes, sites, SKUS)]
+    child = _CHILD if paced is None else _PACED_CHILD
+    if paced is not None:
+        args.append(str(paced))
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, *args], cwd=tree, env=env, check=True, capture_output=True, text=True
+        [sys.executable, "-c", child, *args], cwd=tree, env=env, check=True, capture_output=True, text=True
     )
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
-def run(positions: int, changes: int, rounds: int, publishes: int, before: Path | None, work: Path) -> dict[str, Any]:
+def run(
+    positions: int,
+    changes: int,
+    rounds: int,
+    publishes: int,
+    before: Path | None,
+    work: Path,
+    paced: float | None = None,
+) -> dict[str, Any]:
     template = work / "template"
     if not template.exists() and before is not None:
         # Built by the older tree, so that it can open it: a tree of layout 2 migrates it
@@ -160,12 +244,19 @@ def run(positions: int, changes: int, rounds: int, publishes: int, before: Path 
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
     reads: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
     compactions: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    paced_runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
     for r in range(rounds):
         order = list(trees) if r % 2 else list(reversed(trees))
         for name in order:
-            rows = _round(trees[name], work / name, 1000 + r, 2 + r * publishes, publishes, changes, build["sites"])
+            rows = _round(
+                trees[name], work / name, 1000 + r, 2 + r * (publishes + 1), publishes, changes, build["sites"], paced
+            )
             for row in rows:
                 row["round"] = r
+            if paced is not None:
+                paced_runs[name] += [row["paced"] for row in rows if "paced" in row]
+                print(f"round {r} {name}: {_paced_line(paced_runs[name][-1:])}", file=sys.stderr)
+                continue
             published = [row for row in rows if "k" in row]
             reads[name] += [row["reads"] for row in rows if "reads" in row]
             compactions[name] += [row["compaction"] for row in rows if "compaction" in row]
@@ -182,10 +273,36 @@ def run(positions: int, changes: int, rounds: int, publishes: int, before: Path 
         "publishes": results,
         "reads": reads,
         "compactions": compactions,
+        "paced": paced,
+        "paced_runs": paced_runs,
     }
 
 
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _paced_line(runs: list[dict[str, Any]]) -> str:
+    waits = [w for run in runs for w in run["waits"]]
+    walls = [w for run in runs for w in run["walls"]]
+    gaps = [g for run in runs for g in run["gaps"]]
+    cpu = [run["cpu"] for run in runs]
+    return (
+        f"due->visible p50 {_pct(waits, 0.5):.2f} p99 {_pct(waits, 0.99):.2f} max {max(waits):.2f}; "
+        f"publish wall p50 {_pct(walls, 0.5):.2f} p99 {_pct(walls, 0.99):.2f}; longest gap {max(gaps):.2f}; "
+        f"{len(walls)} publishes for {len(waits)} batches; CPU {statistics.median(cpu):.1f} s per round "
+        f"({min(cpu):.1f}-{max(cpu):.1f}); load {min(r['load'] for r in runs):.1f}-{max(r['load'] for r in runs):.1f}"
+    )
+
+
 def report(result: dict[str, Any]) -> str:
+    if result.get("paced") is not None:
+        head = (
+            f"{result['changes']:,} changed positions due every {result['paced']} s into "
+            f"{result['build']['positions']:,}; {result['rounds']} rounds alternating (seconds)"
+        )
+        return "\n".join([head] + [f"{name:8} {_paced_line(runs)}" for name, runs in result["paced_runs"].items()])
     lines = [
         f"{result['changes']:,} changed positions into {result['build']['positions']:,}; "
         f"{result['rounds']} rounds alternating; CPU and wall seconds per publish (median, min-max)",
@@ -231,10 +348,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--publishes", type=int, default=3, help="publishes per round and tree (the first apart)")
     parser.add_argument("--before", type=Path, help="a checkout of the code to compare with")
     parser.add_argument("--work", type=Path, help="keep the stores here (default: a temporary directory)")
+    parser.add_argument("--paced", type=float, help="a batch due every this many seconds: the wait until visible")
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-publish-"))
     try:
-        result = run(args.positions, args.changes, args.rounds, args.publishes, args.before, work)
+        result = run(args.positions, args.changes, args.rounds, args.publishes, args.before, work, args.paced)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import queue
 import re
@@ -66,7 +67,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
@@ -74,13 +75,23 @@ from adapters.snapshot_store.coalesce import Coalesced
 from adapters.snapshot_store.compaction import CompactionPolicy
 from adapters.snapshot_store.maintenance import MaintenanceReport
 from adapters.snapshot_store.pending import PendingJobs
-from adapters.snapshot_store.writer import SnapshotWriter
+from adapters.snapshot_store.recent import FoldReport
+from adapters.snapshot_store.writer import RECENT_LIMIT, SnapshotWriter
 from ledger.errors import SnapshotError
 from ledger.events import Millis
 from ledger.execution import Work
 from ledger.outputs import PositionChange, ReservationDecision, SnapshotBatch
 
-__all__ = ["DEFAULT_MAX_WAITING_ROWS", "PublishCallback", "PublishObserver", "SnapshotSink", "writer_of_key"]
+__all__ = [
+    "DEFAULT_MAX_WAITING_ROWS",
+    "FoldObserver",
+    "PublishCallback",
+    "PublishObserver",
+    "SnapshotSink",
+    "writer_of_key",
+]
+
+_LOG = logging.getLogger("omni_ledger.snapshots")
 
 DEFAULT_MAX_WAITING_ROWS = 500_000
 """Rows the waiting job may hold before `write_batch` blocks: about 200 MB of position
@@ -116,6 +127,14 @@ class PublishObserver(Protocol):
 
     def maintained(self, report: MaintenanceReport, reason: str) -> None:
         """A maintenance run: on the timer ("interval") or because publishes slowed ("publishes")."""
+
+
+@runtime_checkable
+class FoldObserver(Protocol):
+    """An observer that also wants each fold of a writer's recent positions into its base (optional)."""
+
+    def compacted(self, report: FoldReport) -> None:
+        """One fold: its rows and keys, its read (beside the publishes) and its commit (publishes waited)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -182,6 +201,14 @@ class _Maintained:
     reason: str
 
 
+@dataclass(slots=True)
+class _Folded:
+    """A finished fold of the recent positions, for the log and the observer on the worker thread."""
+
+    report: FoldReport
+    writer: int
+
+
 class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
     def __init__(
         self,
@@ -198,8 +225,12 @@ class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
         max_waiting_rows: int = DEFAULT_MAX_WAITING_ROWS,
         compaction: CompactionPolicy | None = None,
         pending_dir: Path | None = None,
+        recent_limit: int | None = RECENT_LIMIT,
     ) -> None:
-        self._writer = SnapshotWriter.open(directory, catalog=catalog, writers=writers, writer=index)
+        self._index = index
+        self._writer = SnapshotWriter.open(
+            directory, catalog=catalog, writers=writers, writer=index, recent_limit=recent_limit
+        )
         # Its queries run on the writer thread alone, which yields the CPU to the fold (`_yield_to_the_fold`).
         self._writer.use_one_thread()
         # No resume state means the flow starts from nothing: a store with rows here can
@@ -233,7 +264,7 @@ class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
         self._in_flight: _Job | None = None
         self._waiting: _Job | None = None
         self._stopping = False
-        self._done: queue.SimpleQueue[_Done | _Maintained] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[_Done | _Maintained | _Folded] = queue.SimpleQueue()
         self._failure: BaseException | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"snapshot-writer-{index}", daemon=True)
@@ -329,6 +360,10 @@ class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
                 self._stopping = True
                 self._handover.notify_all()
             self._thread.join()
+            # A fold still running beside the last publish: its end is reported too.
+            self._writer.wait_for_fold()
+            for fold in self._writer.take_folds():
+                self._done.put(_Folded(fold, self._index))
             self._settle()
         finally:
             self._writer.close()
@@ -343,6 +378,25 @@ class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
             if isinstance(done, _Maintained):
                 if self._observer is not None:
                     self._observer.maintained(done.report, done.reason)
+                continue
+            if isinstance(done, _Folded):
+                fold = done.report
+                # Named for an SRE: the read ran beside the publishes, the commit held them.
+                _LOG.info(
+                    "snapshot store recent positions folded into the base",
+                    extra={
+                        "step": "snapshots",
+                        "writer": done.writer,
+                        "snapshot_id": fold.snapshot_id,
+                        "rows": fold.rows,
+                        "keys": fold.keys,
+                        "read_seconds": round(fold.read_seconds, 3),
+                        "commit_seconds": round(fold.commit_seconds, 3),
+                        "background": fold.background,
+                    },
+                )
+                if isinstance(self._observer, FoldObserver):
+                    self._observer.compacted(fold)
                 continue
             if done.snapshot_id is not None and self._on_publish is not None:
                 self._on_publish(done.snapshot_id, done.applied, done.rows, done.seconds)
@@ -401,8 +455,10 @@ class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
         writer.heartbeat(now)
         rows = len(job.outputs)
         self._done.put(_Done(snapshot_id, job.applied, rows, seconds, now, changes))
-        # The file maintenance policy judges the publishes alone: a compaction of the recent
-        # table (step 10 of the publish) is not a publish slowed down by files piling up.
+        for fold in writer.take_folds():
+            self._done.put(_Folded(fold, self._index))
+        # The file maintenance policy judges the publishes alone: waiting for a fold of the
+        # recent table (step 10 of the publish) is not a publish slowed down by files piling up.
         self._compaction.published(seconds - writer.compaction_seconds)
         on_timer = time.monotonic() - self._last_maintenance >= self._maintenance_every
         if on_timer or self._compaction.due():
@@ -446,7 +502,8 @@ class SnapshotSink(FixedPartitionedSink[SnapshotBatch, SinkState]):
     hold (later intervals merge into it) before `write_batch` blocks; `compaction`: makes
     each writer's policy for maintenance between timer runs; `pending_dir`: where the
     jobs not yet published at an epoch's close are saved, Bytewax keeping only their
-    numbers (None: in Bytewax's state; see `adapters.snapshot_store.pending`).
+    numbers (None: in Bytewax's state; see `adapters.snapshot_store.pending`);
+    `recent_limit`: the writers' `SnapshotWriter.open(recent_limit=...)`.
     """
 
     def __init__(
@@ -462,6 +519,7 @@ class SnapshotSink(FixedPartitionedSink[SnapshotBatch, SinkState]):
         max_waiting_rows: int = DEFAULT_MAX_WAITING_ROWS,
         compaction: Callable[[], CompactionPolicy] = CompactionPolicy,
         pending_dir: Path | None = None,
+        recent_limit: int | None = RECENT_LIMIT,
     ) -> None:
         if writers < 1:
             msg = f"a snapshot sink needs at least one writer, got writers={writers}"
@@ -476,6 +534,7 @@ class SnapshotSink(FixedPartitionedSink[SnapshotBatch, SinkState]):
         self._max_waiting_rows = max_waiting_rows
         self._compaction = compaction
         self._pending_dir = pending_dir
+        self._recent_limit = recent_limit
 
     def list_parts(self) -> list[str]:
         # One writer keeps the historical part name, so its recovery state still matches.
@@ -504,4 +563,5 @@ class SnapshotSink(FixedPartitionedSink[SnapshotBatch, SinkState]):
             max_waiting_rows=self._max_waiting_rows,
             compaction=self._compaction(),
             pending_dir=None if self._pending_dir is None else self._pending_dir / for_part,
+            recent_limit=self._recent_limit,
         )

@@ -540,9 +540,10 @@ under "older rows", or NULL. Nothing is dropped or retyped.
 
 **`positions` is a view** (store layout 2, `"layout": 2` in `DIR/store.json`). A publish
 only appends the changed positions to a writer's recent table (`positions_recent`, with
-several writers `positions_w{i}_recent`); now and then the writer folds it into its base
-table (`positions_base`, `positions_w{i}_base`) with one MERGE and empties it, in one
-transaction. `positions` gives per (site, sku) the newest recent row (highest `version`,
+several writers `positions_w{i}_recent`); now and then the writer folds the rows published
+up to some snapshot into its base table (`positions_base`, `positions_w{i}_base`) and
+deletes them from the recent table, in one transaction, while later publishes go on
+appending. `positions` gives per (site, sku) the newest recent row (highest `version`,
 then the later snapshot), else the base row: the same rows, `AT (VERSION => n)` included,
 as when each publish updated one table in place. Query `positions`, not the tables
 behind it. A store of layout 1 (one positions table per writer) is migrated when a writer
@@ -554,9 +555,9 @@ Readers of layout 1 cannot read a migrated store: upgrade them with the writer.
 are the insertions of the recent tables:
 `ducklake_table_insertions('lake', 'main', 'positions_recent', first, last)` lists each
 new version of a position with the columns above plus `new_key` (the key's first row) and
-`snapshot_id`; take the newest per key. A compaction shows there as deletions only (and as
-updates of the base table, with the same versions): skip the deletions of the recent
-table, and do not follow the base table. `ducklake_table_changes` of the recent table
+`snapshot_id`; take the newest per key. A fold shows there as deletions only (and as
+deletions and insertions of the base table, with the same versions): skip the deletions
+of the recent table, and do not follow the base table. `ducklake_table_changes` of the recent table
 gives no pre-images: a position's value before a change is `positions AT (VERSION =>
 snapshot_id - 1)`. This is what `omni-ledger`'s own followers (`ReadModel`,
 `PositionReplica`) read.

@@ -28,8 +28,9 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -65,6 +66,7 @@ from adapters.snapshot_store.layout import (
     heartbeat_file,
 )
 from adapters.snapshot_store.maintenance import MaintenanceReport, maintain
+from adapters.snapshot_store.recent import FoldReport, commit_fold, drop_staged, read_recent
 from adapters.snapshot_store.staging import merge, stage, stage_columns
 from adapters.snapshot_store.stored_versions import StoredVersions, Verdicts
 from adapters.snapshot_store.tables import (
@@ -86,12 +88,13 @@ __all__ = ["RECENT_LIMIT", "SnapshotWriter"]
 _TERMINAL_SQL = ", ".join(f"'{s}'" for s in TERMINAL)
 
 RECENT_LIMIT = 1_000_000
-"""Rows in a writer's recent table past which a publish folds it into the base (`compact_recent`).
+"""Rows in a writer's recent table past which a publish starts folding it into the base (`compact_recent`).
 
 Every read of `positions` joins the recent rows against the base and ranks them per key,
-so the bound is what a read pays on top; the compaction costs about one whole-table MERGE,
-so the bound also sets how many publishes share one (ten of 100,000 changes; see
-docs/snapshots.md for the figures).
+so the bound is what a read pays on top; a fold costs about one whole-table join (its
+read, beside the publishes) and a rewrite of the base's delete files (its commit, which
+the next publish waits for), so the bound also sets how many publishes share one (ten of
+100,000 changes; see docs/snapshots.md for the figures).
 """
 
 
@@ -131,6 +134,8 @@ class SnapshotWriter(Closing):
         layout: StoreLayout | None = None,
         writer: int = 0,
         recent_limit: int | None = None,
+        *,
+        fold_in_background: bool = True,
     ) -> None:
         """Use `SnapshotWriter.open`."""
         self._dir = directory
@@ -146,8 +151,18 @@ class SnapshotWriter(Closing):
         # Rows in the recent table (every accepted version since the last compaction),
         # kept up to date with this writer's own commits: it is the only one writing it.
         self._recent_rows = scalar(con, f"SELECT count(*) FROM {LAKE}.{self._recent}")
+        self._fold_in_background = fold_in_background
+        # Taken by a publish from its BEGIN to the bookkeeping after its COMMIT, and by a
+        # fold's commit (phase 2, `adapters.snapshot_store.recent`): on SQLite no two lake
+        # write transactions may overlap, and one writer predicts its snapshot id at BEGIN
+        # (step 3), which another commit in between would make wrong.
+        self._commit_lock = threading.Lock()
+        self._fold_thread: threading.Thread | None = None
+        self._fold_failure: BaseException | None = None
+        self._fold_con: duckdb.DuckDBPyConnection | None = None
+        self._folds: list[FoldReport] = []
         self.compaction_seconds = 0.0
-        """Wall seconds the last `publish` spent compacting after its commit (step 10), 0 when it did not."""
+        """Wall seconds the last `publish` spent on folds: waiting for a background fold's commit, or folding inline."""
         # Read at the first publish with positions (on the sink's writer thread, not at
         # open), dropped whenever a commit fails: see `_stored_versions`.
         self._versions: StoredVersions | None = None
@@ -166,6 +181,7 @@ class SnapshotWriter(Closing):
         writers: int = 1,
         writer: int = 0,
         recent_limit: int | None = RECENT_LIMIT,
+        fold_in_background: bool = True,
     ) -> SnapshotWriter:
         """Open the store at `directory` as writer `writer` of `writers`, creating whatever is missing (idempotent).
 
@@ -175,6 +191,8 @@ class SnapshotWriter(Closing):
         writer's positions one table) is migrated to layout 2 in one snapshot.
         `recent_limit`: a publish that leaves at least this many rows in the recent table
         then folds it into the base (`compact_recent`); None: only when called.
+        `fold_in_background`: that fold runs on a thread of its own while the publishes
+        go on (they wait only for its short commit); False: on the publishing thread.
         """
         directory = Path(directory).resolve()
         layout = StoreLayout(catalog, writers)
@@ -225,7 +243,7 @@ class SnapshotWriter(Closing):
             cls._create_tables(con, directory, layout)
             # Last: a reader that finds the manifest finds the tables.
             layout.save(directory)
-            return cls(directory, con, lock, layout, writer, recent_limit)
+            return cls(directory, con, lock, layout, writer, recent_limit, fold_in_background=fold_in_background)
         except BaseException:
             if con is not None:
                 con.close()
@@ -275,11 +293,19 @@ class SnapshotWriter(Closing):
             raise SnapshotError(msg) from exc
 
     def close(self) -> None:
-        """Close the connection and release the writer lock."""
+        """Wait for a fold under way, close the connections and release the writer lock.
+
+        Raises the failure of a background fold that no publish has reported yet.
+        """
         try:
+            if self._fold_thread is not None:
+                self._fold_thread.join()
+            if self._fold_con is not None:
+                self._fold_con.close()
             self._con.close()
         finally:
             self._lock.close()
+        self._raise_fold_failure()
 
     # -- publishing
 
@@ -328,14 +354,18 @@ class SnapshotWriter(Closing):
            caller advance its input position, and only now do the kept versions take
            the accepted ones. Any failure drops the kept versions: the next publish
            reads them from the lake again.
-        10. With `recent_limit` rows or more in the recent table, fold it into the base
-           (`compact_recent`, a snapshot of its own that changes no position).
+        10. With `recent_limit` rows or more in the recent table, start folding it into
+           the base (`adapters.snapshot_store.recent`: a read beside the publishes, then
+           a snapshot of its own that changes no position; a later publish waits for that
+           commit only). A publish first raises a background fold's failure.
 
         A commit that lost a race with another writer (a conflict, a locked SQLite
         catalog) is rolled back and steps 3-9 run again with the staged rows, up to
         `COMMIT_ATTEMPTS` times; a conflict is only a lost race here, never a
         contradiction, because no two writers own the same rows.
         """
+        self._raise_fold_failure()
+        self.compaction_seconds = 0.0
         if not changes and not decisions and not work:
             return None
         # 1. Coalesce.
@@ -391,36 +421,39 @@ class SnapshotWriter(Closing):
             bool(loads),
             bool(orders),
         )
-        for attempt in range(COMMIT_ATTEMPTS):
-            try:
-                with commit_turn(self._dir, self._layout):
-                    snapshot_id, committed = self._commit(staged, events_applied, now, max_occurred)
-                break
-            except SnapshotError:
-                rollback(con)
-                self._versions = None
-                raise
-            except duckdb.Error as exc:
-                rollback(con)
-                # A transient error is a lost race that committed nothing (the protocol
-                # relies on it already: a retry inserts the snapshot_info row again), so
-                # the kept versions still hold; anything else drops them.
-                if attempt + 1 < COMMIT_ATTEMPTS and is_transient(exc):
-                    pause(attempt)
-                    continue
-                msg = (
-                    f"cannot publish {len(positions)} positions, {len(reservations)} reservation "
-                    f"decisions, {len(tasks)} store tasks, {len(loads)} transport loads and "
-                    f"{len(orders)} dropship orders to the snapshot store {self._dir}"
-                    f"{f' (writer {self._index}, attempt {attempt + 1})' if self._layout.sharded else ''}: {exc}"
-                )
-                self._versions = None
-                raise SnapshotError(msg) from exc
-            except BaseException:
-                rollback(con)
-                self._versions = None
-                raise
-        self._seen = committed
+        with self._committing():
+            for attempt in range(COMMIT_ATTEMPTS):
+                try:
+                    with commit_turn(self._dir, self._layout):
+                        snapshot_id, committed = self._commit(staged, events_applied, now, max_occurred)
+                    break
+                except SnapshotError:
+                    rollback(con)
+                    self._versions = None
+                    raise
+                except duckdb.Error as exc:
+                    rollback(con)
+                    # A transient error is a lost race that committed nothing (the protocol
+                    # relies on it already: a retry inserts the snapshot_info row again), so
+                    # the kept versions still hold; anything else drops them.
+                    if attempt + 1 < COMMIT_ATTEMPTS and is_transient(exc):
+                        pause(attempt)
+                        continue
+                    msg = (
+                        f"cannot publish {len(positions)} positions, {len(reservations)} reservation "
+                        f"decisions, {len(tasks)} store tasks, {len(loads)} transport loads and "
+                        f"{len(orders)} dropship orders to the snapshot store {self._dir}"
+                        f"{f' (writer {self._index}, attempt {attempt + 1})' if self._layout.sharded else ''}: {exc}"
+                    )
+                    self._versions = None
+                    raise SnapshotError(msg) from exc
+                except BaseException:
+                    rollback(con)
+                    self._versions = None
+                    raise
+            self._seen = committed
+            if verdicts is not None:
+                self._recent_rows += int(verdicts.accepted.sum())
         if snapshot_id is not None and committed != snapshot_id:
             self._versions = None
             msg = (
@@ -429,13 +462,11 @@ class SnapshotWriter(Closing):
                 "the store takes one writer (or open it with writers=N, one index each)"
             )
             raise SnapshotError(msg)
-        if verdicts is not None:
-            self._recent_rows += int(verdicts.accepted.sum())
-            if self._versions is not None:
-                try:
-                    self._versions.committed(verdicts)
-                except ValueError:
-                    self._versions = None  # read again at the next publish
+        if verdicts is not None and self._versions is not None:
+            try:
+                self._versions.committed(verdicts)
+            except ValueError:
+                self._versions = None  # read again at the next publish
         self._last_info = {
             "snapshot_id": committed,
             "created_at": millis_to_datetime(now),
@@ -444,12 +475,15 @@ class SnapshotWriter(Closing):
             "max_occurred_at_ms": max_occurred,
         }
         # 10. Past the bound, fold the recent rows into the base: a snapshot of its own,
-        # after this publish's, which readers see as no change at all.
-        self.compaction_seconds = 0.0
+        # after this publish's, which readers see as no change at all. In the background
+        # the publishes go on, waiting only for the fold's short commit.
         if self._recent_limit is not None and self._recent_rows >= self._recent_limit:
-            started = time.perf_counter()
-            self.compact_recent()
-            self.compaction_seconds = time.perf_counter() - started
+            if self._fold_in_background:
+                self._start_fold()
+            elif self._fold_thread is None:
+                started = time.perf_counter()
+                self.compact_recent()
+                self.compaction_seconds += time.perf_counter() - started
         return committed
 
     @property
@@ -458,81 +492,112 @@ class SnapshotWriter(Closing):
         return self._recent_rows
 
     def compact_recent(self) -> int:
-        """Fold the recent positions into the base in one snapshot and empty the recent table; return the keys moved.
+        """Fold the recent positions into the base now, on this thread; return the keys written to the base.
 
-        A publish only appends to the recent table, so what the old MERGE per publish
-        cost (reading the whole table to find the rows, rewriting every touched file's
-        delete file) is paid here once for many publishes. Readers see the same
-        `positions` before and after (the same rows, the same versions), and the change
-        feed our readers follow (the recent table's insertions) shows nothing.
-
-        Order (one transaction: killed anywhere, the store keeps the state before or after):
-
-        1. Copy the recent rows out of the lake, newest per key (before BEGIN: temp
-           tables are another database, and DuckDB writes one per transaction; nobody
-           else writes this writer's tables, so the copy stays right until 5).
-        2. BEGIN, in the commit turn.
-        3. INSERT the keys first published since the last compaction (`new_key`): the
-           base lacks them, so this reads nothing of it.
-        4. MERGE the others into the base; its version guard (>=) is a second check,
-           recent only ever took versions at least the stored one.
-        5. DELETE every row of the recent table, then COMMIT.
+        Waits for a background fold under way first (and raises its failure). Readers see
+        the same `positions` before and after, and the change feed our readers follow
+        (the recent table's insertions) shows nothing; see `adapters.snapshot_store.recent`
+        for the two phases and why.
         """
-        if self._recent_rows == 0:
-            return 0
-        con = self._con
-        columns = ", ".join(TABLES["positions"].names)
-        try:
-            # 1.
-            con.execute(
-                "CREATE OR REPLACE TEMP TABLE compact_copy AS "
-                f"SELECT {columns}, new_key, snapshot_id AS published FROM {LAKE}.{self._recent}"
-            )
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE compact_newest AS SELECT {columns}, "
-                "bool_or(coalesce(new_key, false)) OVER (PARTITION BY site_id, sku) AS new_key FROM compact_copy "
-                "QUALIFY row_number() OVER (PARTITION BY site_id, sku ORDER BY version DESC, published DESC) = 1"
-            )
-            con.execute("DROP TABLE compact_copy")
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE stage_compact AS SELECT {columns} FROM compact_newest WHERE NOT new_key"
-            )
-            moved = scalar(con, "SELECT count(*) FROM compact_newest")
-        except duckdb.Error as exc:
-            msg = f"cannot read the recent positions of the snapshot store {self._dir} to compact them: {exc}"
-            raise SnapshotError(msg) from exc
+        self.wait_for_fold()
+        report = self._fold(background=False)
+        return 0 if report is None else report.keys
 
-        def fold() -> int:
-            # 2.
-            con.execute("BEGIN")
-            # 3.
-            con.execute(
-                f"INSERT INTO {LAKE}.{self._base} ({columns}) SELECT {columns} FROM compact_newest WHERE new_key"
-            )
-            # 4.
-            merge(con, "positions", self._base, "stage_compact", "s.version >= t.version")
-            # 5.
-            con.execute(f"DELETE FROM {LAKE}.{self._recent}")
-            con.execute("COMMIT")
-            return scalar(con, f"SELECT * FROM ducklake_last_committed_snapshot('{LAKE}')")
+    def wait_for_fold(self) -> None:
+        """Wait for a background fold under way to end; raise its failure, if any."""
+        thread = self._fold_thread
+        if thread is not None:
+            thread.join()
+            self._fold_thread = None
+        self._raise_fold_failure()
 
+    def take_folds(self) -> list[FoldReport]:
+        """The folds finished since the last call (for logs and metrics), oldest first."""
+        with self._commit_lock:
+            folds, self._folds = self._folds, []
+        return folds
+
+    @contextlib.contextmanager
+    def _committing(self) -> Iterator[None]:
+        """The commit lock, for a publish; the time waited for it is what a fold's commit cost the publish."""
+        waiting = time.perf_counter()
+        with self._commit_lock:
+            self.compaction_seconds += time.perf_counter() - waiting
+            yield
+
+    def _start_fold(self) -> None:
+        if self._fold_thread is not None:
+            if self._fold_thread.is_alive():
+                return  # one at a time: the next publish past the bound starts the next
+            self._fold_thread.join()
+        # Started from the writer's thread, it inherits its lower CPU priority (sink.WRITER_NICENESS).
+        self._fold_thread = threading.Thread(
+            target=self._fold_beside_publishes, name=f"snapshot-fold-{self._index}", daemon=True
+        )
+        self._fold_thread.start()
+
+    def _fold_beside_publishes(self) -> None:
         try:
-            committed = taking_turns(con, self._dir, self._layout, fold)
-        except duckdb.Error as exc:
-            self._versions = None
-            msg = f"cannot fold the recent positions into the base of the snapshot store {self._dir}: {exc}"
-            raise SnapshotError(msg) from exc
-        except BaseException:
-            rollback(con)
-            self._versions = None
-            raise
+            self._fold(background=True)
+        except BaseException as exc:  # reported by the next publish, wait_for_fold or close
+            self._fold_failure = exc
+
+    def _raise_fold_failure(self) -> None:
+        failure, self._fold_failure = self._fold_failure, None
+        if failure is None:
+            return
+        if isinstance(failure, SnapshotError):
+            raise failure
+        msg = f"folding the recent positions into the base failed at {self._dir}: {failure}"
+        raise SnapshotError(msg) from failure
+
+    def _fold(self, *, background: bool) -> FoldReport | None:
+        """Phase 1 on the fold's own connection, then phase 2 in the commit lock (and turn); None: nothing to fold."""
+        if self._fold_con is None:
+            # A second connection to the same database: its own transactions and temp
+            # tables, the same attached lake.
+            self._fold_con = self._con.cursor()
+        cur = self._fold_con
+        started = time.perf_counter()
+        try:
+            try:
+                read = read_recent(cur, self._base, self._recent)
+            except duckdb.Error as exc:
+                msg = f"cannot read the recent positions of the snapshot store {self._dir} to fold them: {exc}"
+                raise SnapshotError(msg) from exc
+            if read is None:
+                return None
+            read_done = time.perf_counter()
+            with self._commit_lock:
+                try:
+                    committed = taking_turns(
+                        cur, self._dir, self._layout, lambda: commit_fold(cur, self._base, self._recent, read)
+                    )
+                except duckdb.Error as exc:
+                    msg = f"cannot fold the recent positions into the base of the snapshot store {self._dir}: {exc}"
+                    raise SnapshotError(msg) from exc
+                except BaseException:
+                    rollback(cur)
+                    raise
+                self._recent_rows -= read.rows
+                # The same versions in other tables: the kept ones stay right. `_seen`
+                # moves only if nobody else committed since this writer's last commit.
+                if committed == self._seen + 1:
+                    self._seen = committed
+                report = FoldReport(
+                    committed,
+                    read.as_of,
+                    read.rows,
+                    read.keys,
+                    read_done - started,
+                    time.perf_counter() - read_done,
+                    background,
+                )
+                self._folds.append(report)
+            return report
         finally:
             with contextlib.suppress(duckdb.Error):
-                con.execute("DROP TABLE IF EXISTS compact_newest; DROP TABLE IF EXISTS stage_compact")
-        self._recent_rows = 0
-        # The same versions in other tables: the kept ones stay right.
-        self._seen = committed
-        return moved
+                drop_staged(cur)
 
     def _commit(
         self, staged: _Staged, events_applied: int, now: Millis, max_occurred: Millis | None
@@ -619,14 +684,16 @@ class SnapshotWriter(Closing):
 
     def _stored_versions(self) -> StoredVersions:
         """The kept versions of this writer's positions, read from the lake when there are none or they are stale."""
+        # In the commit lock: a fold committing meanwhile would move `_seen` and the recent rows.
         try:
-            if self._versions is not None and self._changed_by_others():
-                self._versions = None
-            if self._versions is None:
-                seen = scalar(self._con, f"SELECT * FROM {LAKE}.current_snapshot()")
-                self._versions = StoredVersions.load(self._con, self._names["positions"])
-                self._recent_rows = scalar(self._con, f"SELECT count(*) FROM {LAKE}.{self._recent}")
-                self._seen = seen
+            with self._committing():
+                if self._versions is not None and self._changed_by_others():
+                    self._versions = None
+                if self._versions is None:
+                    seen = scalar(self._con, f"SELECT * FROM {LAKE}.current_snapshot()")
+                    self._versions = StoredVersions.load(self._con, self._names["positions"])
+                    self._recent_rows = scalar(self._con, f"SELECT count(*) FROM {LAKE}.{self._recent}")
+                    self._seen = seen
         except duckdb.Error as exc:
             msg = f"cannot read the stored position versions of the snapshot store {self._dir}: {exc}"
             raise SnapshotError(msg) from exc
@@ -698,6 +765,8 @@ class SnapshotWriter(Closing):
 
         Creates snapshots of its own (no snapshot_info row), so publish ids after it jump.
         """
+        # Not beside a fold: phase 2 deletes base rows by the `rowid`s phase 1 read.
+        self.wait_for_fold()
         report = maintain(self._con, self._dir, self._layout, self._index, keep_snapshots_for=keep_snapshots_for)
         if self._versions is not None:
             # Maintenance moves rows between files and changes no version: still right.

@@ -1,9 +1,11 @@
-"""Layout 2: a publish appends positions to a recent table, a compaction folds it into the base.
+"""Layout 2: a publish appends positions to a recent table, a fold (compaction) moves them into the base.
 
-Readers see no difference: `positions` (and `AT (VERSION => n)`) equals what the old MERGE
-per publish gave, the followers see every publish and no compaction as a change, a store
-of layout 1 is migrated when a writer opens it, and a writer killed inside a compaction
-leaves one of the committed states.
+Readers see no difference: `positions` (and `AT (VERSION => n)`, at every snapshot, the
+folds' included) equals what the old MERGE per publish gave, whether the fold runs inline
+or beside the publishes; the followers see every publish and no fold as a change; a
+store of layout 1 is migrated when a writer opens it; and a writer killed inside a fold,
+inline or in the background, leaves one of the committed states and a store the next
+writer continues.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from adapters.snapshot_store import SnapshotReader, SnapshotWriter, StoreLayout
 from adapters.snapshot_store.connection import attach, connect
 from adapters.snapshot_store.layout import LAKE
 from adapters.snapshot_store.read_model import ReadModel
+from adapters.snapshot_store.recent import commit_fold, read_recent
 from adapters.snapshot_store.replica import PositionReplica
 from adapters.snapshot_store.tables import TABLES
+from ledger.errors import SnapshotError
 from tests.integration.test_snapshot_store import T0, change
 
 pytestmark = pytest.mark.integration
@@ -61,7 +65,7 @@ batches = st.lists(
             min_size=1,
             max_size=6,
         ),
-        st.booleans(),  # compact after this publish
+        st.booleans(),  # compact inline after this publish
     ),
     min_size=1,
     max_size=7,
@@ -69,14 +73,19 @@ batches = st.lists(
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(steps=batches, writers=st.sampled_from([1, 2]))
+@given(steps=batches, writers=st.sampled_from([1, 2]), limit=st.sampled_from([None, 2, 5]))
 def test_the_view_equals_the_old_merge_on_any_publishes_and_compactions(
-    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[dict[Key, tuple[int, int]], bool]], writers: int
+    tmp_path_factory: pytest.TempPathFactory,
+    steps: list[tuple[dict[Key, tuple[int, int]], bool]],
+    writers: int,
+    limit: int | None,
 ) -> None:
+    # `limit`: folds start in the background past that many recent rows and run while the
+    # next publishes land (wherever the threads interleave, every snapshot must hold).
     store = tmp_path_factory.mktemp("recent") / "snapshots"
     model: Model = {}
     states: dict[int, Model] = {}
-    opened = [SnapshotWriter.open(store, writers=writers, writer=w, recent_limit=None) for w in range(writers)]
+    opened = [SnapshotWriter.open(store, writers=writers, writer=w, recent_limit=limit) for w in range(writers)]
     try:
         for n, (batch, compact) in enumerate(steps):
             # Each writer publishes its own keys (the flow routes a key to one writer).
@@ -96,12 +105,18 @@ def test_the_view_equals_the_old_merge_on_any_publishes_and_compactions(
                 if compact:
                     writer.compact_recent()
                     assert writer.recent_rows == 0
+        for writer in opened:
+            writer.wait_for_fold()
         with SnapshotReader.open(store) as reader:
             assert positions(reader) == model
             newest = reader.newest()
             assert newest is not None
             assert count(reader, newest.snapshot_id) == len(model)
-            for snapshot_id, state in states.items():
+            # Every snapshot, the folds' too: a fold's equals the publish before it.
+            _, ((last,),) = reader.sql("SELECT max(snapshot_id) FROM ducklake_snapshots('lake')")
+            state: Model = {}
+            for snapshot_id in range(min(states), last + 1):
+                state = states.get(snapshot_id, state)
                 assert positions(reader, snapshot_id) == state
                 assert count(reader, snapshot_id) == len(state)
     finally:
@@ -140,9 +155,78 @@ def test_a_publish_past_the_limit_compacts_the_recent_table(tmp_path: Path) -> N
         writer.publish([change("S1", "A", 1), change("S1", "B", 1)], [], events_applied=2, now=T0)
         assert writer.recent_rows == 2
         writer.publish([change("S1", "A", 2, on_hand=4)], [], events_applied=3, now=T0 + 1)
+        writer.wait_for_fold()  # it runs beside the publishes
         assert writer.recent_rows == 0
+        (fold,) = writer.take_folds()
+        assert (fold.rows, fold.keys, fold.background) == (3, 2, True)
     with SnapshotReader.open(store) as reader:
         assert positions(reader) == {("S1", "A"): (2, 4), ("S1", "B"): (1, 10)}
+
+
+def test_publishes_landing_between_a_folds_read_and_its_commit_stay_in_the_recent_table(tmp_path: Path) -> None:
+    # The two phases of a fold driven by hand from a connection of their own, with
+    # publishes in between: what a background fold does, at a chosen interleaving.
+    store = tmp_path / "snapshots"
+    with SnapshotWriter.open(store, recent_limit=None) as writer:
+        writer.publish([change("S1", "A", 1, on_hand=1), change("S1", "B", 1, on_hand=1)], [], events_applied=1, now=T0)
+        writer.publish([change("S1", "A", 2, on_hand=2)], [], events_applied=2, now=T0 + 1)
+        writer.compact_recent()
+        writer.publish(
+            [change("S1", "B", 2, on_hand=2), change("S2", "A", 1, on_hand=1)], [], events_applied=3, now=T0 + 2
+        )
+        con = connect(store)
+        replica, model = PositionReplica.open(store), ReadModel.open(store)
+        try:
+            attach(con, store, StoreLayout(), read_only=False)
+            read = read_recent(con, "positions_base", "positions_recent")
+            assert read is not None
+            # Publishes after the fold's read: a newer version of a folded key, a new key.
+            writer.publish(
+                [change("S1", "B", 3, on_hand=3), change("S3", "A", 1, on_hand=1)], [], events_applied=4, now=T0 + 3
+            )
+            folded = commit_fold(con, "positions_base", "positions_recent", read)
+            # The followers see the publish's two keys, and the fold as no change.
+            assert replica.refresh() == model.refresh() == 2
+            # The next publish sees a snapshot it did not make, reads the versions again, and goes on.
+            last = writer.publish([change("S2", "A", 2, on_hand=2)], [], events_applied=5, now=T0 + 4)
+            assert replica.refresh() == model.refresh() == 1
+            assert replica.position("S2", "A")["on_hand"] == 2  # type: ignore[index]
+            assert replica.position("S1", "B")["on_hand"] == 3  # type: ignore[index]
+            assert replica.count() == 4
+        finally:
+            con.close()
+            replica.close()
+            model.close()
+    assert last is not None
+    with SnapshotReader.open(store) as reader:
+        expected = {("S1", "A"): (2, 2), ("S1", "B"): (3, 3), ("S2", "A"): (1, 1), ("S3", "A"): (1, 1)}
+        assert positions(reader, folded) == positions(reader, folded - 1) == expected
+        assert count(reader, folded) == count(reader, folded - 1) == 4
+        assert positions(reader)[("S2", "A")] == (2, 2)
+        _, recent = reader.sql(
+            f"SELECT site_id, sku, version FROM positions_recent AT (VERSION => {folded}) ORDER BY ALL"
+        )
+        assert recent == [("S1", "B", 3), ("S3", "A", 1)]  # published after the read: not folded
+
+
+def test_a_fold_whose_tables_changed_since_its_read_changes_nothing(tmp_path: Path) -> None:
+    store = tmp_path / "snapshots"
+    with SnapshotWriter.open(store, recent_limit=None) as writer:
+        writer.publish([change("S1", "A", 1), change("S1", "B", 1)], [], events_applied=1, now=T0)
+        writer.compact_recent()
+        writer.publish([change("S1", "A", 2, on_hand=4)], [], events_applied=2, now=T0 + 1)
+    con = connect(store)
+    try:
+        attach(con, store, StoreLayout(), read_only=False)
+        read = read_recent(con, "positions_base", "positions_recent")
+        assert read is not None
+        con.execute(f"DELETE FROM {LAKE}.positions_base WHERE sku = 'A'")  # a repair by hand meanwhile
+        with pytest.raises(SnapshotError, match="another process changed them meanwhile"):
+            commit_fold(con, "positions_base", "positions_recent", read)
+        (recent,) = con.execute(f"SELECT count(*) FROM {LAKE}.positions_recent").fetchone() or (None,)
+    finally:
+        con.close()
+    assert recent == 1
 
 
 def test_followers_see_every_publish_and_no_compaction_as_a_change(tmp_path: Path) -> None:
@@ -248,23 +332,61 @@ def test_a_writer_killed_inside_a_compaction_leaves_a_committed_state(tmp_path: 
     store, marker = tmp_path / "snapshots", tmp_path / "compacting"
     root = Path(__file__).resolve().parents[2]
     for round_ in range(3):
-        marker.unlink(missing_ok=True)
-        child = subprocess.Popen([sys.executable, "-c", _CHILD, str(store), str(marker)], cwd=root)
-        try:
-            deadline = time.monotonic() + 120
-            while not marker.exists() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert marker.exists(), "the writer never reached a compaction"
-            time.sleep(0.02 * round_)  # at different points of the compaction
-            os.kill(child.pid, signal.SIGKILL)
-        finally:
-            child.wait()
-        with SnapshotReader.open(store) as reader:
-            newest = reader.newest()
-            assert newest is not None
-            published = newest.events_applied
-            assert positions(reader) == model_after(published)
-            assert count(reader, newest.snapshot_id) == len(model_after(published))
+        # At different points of the compaction.
+        kill_after_marker(_CHILD, store, marker, root, 0.02 * round_)
+
+
+def kill_after_marker(child_code: str, store: Path, marker: Path, root: Path, delay: float) -> int:
+    """Run a writer child until it writes `marker`, SIGKILL it `delay` s later; check the store; return its events."""
+    marker.unlink(missing_ok=True)
+    child = subprocess.Popen([sys.executable, "-c", child_code, str(store), str(marker)], cwd=root)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert marker.exists(), "the writer never reached a fold"
+        time.sleep(delay)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    with SnapshotReader.open(store) as reader:
+        newest = reader.newest()
+        assert newest is not None
+        published = newest.events_applied
+        assert positions(reader) == model_after(published)
+        assert count(reader, newest.snapshot_id) == len(model_after(published))
+    return published
+
+
+_BACKGROUND_CHILD = """
+import sys
+from pathlib import Path
+from adapters.snapshot_store import SnapshotWriter
+from tests.integration.test_snapshot_recent import batch_for
+store, marker = Path(sys.argv[1]), Path(sys.argv[2])
+with SnapshotWriter.open(store, recent_limit=900) as writer:
+    n = (writer.last_snapshot_info() or {}).get("events_applied", 0)
+    while True:
+        n += 1
+        writer.publish(batch_for(n), [], events_applied=n, now=1_700_000_000_000 + n)
+        if writer.recent_rows >= 900:
+            marker.write_text(str(n))  # a fold runs beside the next publishes
+"""
+
+
+def test_a_writer_killed_inside_a_background_fold_leaves_a_committed_state(tmp_path: Path) -> None:
+    store, marker = tmp_path / "snapshots", tmp_path / "folding"
+    root = Path(__file__).resolve().parents[2]
+    # After the fold started: in its read, in its commit, or in a publish beside it.
+    published = 0
+    for delay in (0.0, 0.01, 0.03, 0.06, 0.1):
+        published = kill_after_marker(_BACKGROUND_CHILD, store, marker, root, delay)
+    # The next writer opens the store, publishes and folds.
+    with SnapshotWriter.open(store, recent_limit=None) as writer:
+        writer.publish(batch_for(published + 1), [], events_applied=published + 1, now=T0)
+        writer.compact_recent()
+    with SnapshotReader.open(store) as reader:
+        assert positions(reader) == model_after(published + 1)
 
 
 def test_followers_opened_before_a_migration_load_the_migrated_store_and_follow_it(tmp_path: Path) -> None:

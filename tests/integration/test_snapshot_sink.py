@@ -6,6 +6,7 @@ publish, to make a publish as slow as a test needs (a busy catalog under load).
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from collections.abc import Callable
@@ -17,6 +18,7 @@ import pytest
 
 from adapters.snapshot_store import SnapshotReader, SnapshotWriter
 from adapters.snapshot_store.pending import PendingJobs
+from adapters.snapshot_store.recent import FoldReport
 from adapters.snapshot_store.sink import SnapshotSink
 from ledger.errors import RecoveryError
 from ledger.execution import TaskStatus, Work
@@ -29,7 +31,15 @@ from ledger.outputs import (
     ReservationDecision,
     SnapshotBatch,
 )
-from tests.integration.test_snapshot_store import T0, _GatedPublish, change, decision, on_hand_by_key, task
+from tests.integration.test_snapshot_store import (
+    T0,
+    _GatedPublish,
+    _until_published,
+    change,
+    decision,
+    on_hand_by_key,
+    task,
+)
 
 _TASK_STATUSES = list(TaskStatus)
 _DECISIONS = [DecisionStatus.ACCEPTED, DecisionStatus.RELEASED, DecisionStatus.FULFILLED, DecisionStatus.EXPIRED]
@@ -232,3 +242,46 @@ def test_the_writer_thread_yields_the_cpu_to_the_fold_and_duckdb_runs_on_it_alon
         assert part._writer._con.execute("SELECT current_setting('threads')").fetchone() == (1,)
     finally:
         part.close()
+
+
+class _FoldsSeen:
+    """An observer that also wants the folds (`sink.FoldObserver`)."""
+
+    def __init__(self) -> None:
+        self.folds: list[FoldReport] = []
+
+    def published(self, *args: object) -> None:
+        pass
+
+    def maintained(self, *args: object) -> None:
+        pass
+
+    def compacted(self, report: FoldReport) -> None:
+        self.folds.append(report)
+
+
+@pytest.mark.integration
+def test_the_sink_logs_and_reports_each_fold_of_the_recent_positions(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = tmp_path / "snapshots"
+    seen = _FoldsSeen()
+    part = SnapshotSink(store, observer=seen, recent_limit=300).build_part("snapshots", "snapshots", None)
+    caplog.set_level(logging.INFO, logger="omni_ledger.snapshots")
+    try:
+        for version in (1, 2):
+            rows = [change("S1", f"K{i:03d}", version, on_hand=version) for i in range(300)]
+            part.write_batch([SnapshotBatch(tuple(rows), tally=FoldTally(applied=300, duplicates=0, too_late=0))])
+            _until_published(part)
+    finally:
+        part.close()  # waits for a fold still running, and reports it
+    # One fold per publish past the limit, unless the first was still running at the second.
+    assert [(fold.rows, fold.keys, fold.background) for fold in seen.folds] in (
+        [(300, 300, True)] * 2,
+        [(300, 300, True)],
+    )
+    logged = [r for r in caplog.records if r.getMessage() == "snapshot store recent positions folded into the base"]
+    assert [(r.rows, r.keys) for r in logged] == [(fold.rows, fold.keys) for fold in seen.folds]  # type: ignore[attr-defined]
+    assert all(r.commit_seconds >= 0 and r.read_seconds > 0 for r in logged)  # type: ignore[attr-defined]
+    with SnapshotReader.open(store) as reader:
+        assert set(on_hand_by_key(reader).values()) == {2}

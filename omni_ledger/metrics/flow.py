@@ -35,6 +35,7 @@ from omni_ledger.metrics.server import REGISTRY
 
 if TYPE_CHECKING:
     from adapters.snapshot_store import MaintenanceReport
+    from adapters.snapshot_store.recent import FoldReport
 
 __all__ = [
     "E2E_BUCKETS",
@@ -179,6 +180,17 @@ class FlowMetrics(Collector):
             ["reason"],
             buckets=PUBLISH_BUCKETS,
             registry=registry,
+        )
+        self.fold_seconds = Histogram(
+            "omni_ledger_snapshot_fold_duration_seconds",
+            "One fold of a writer's recent positions into its base. phase: read (beside the publishes) or "
+            "commit (between two publishes: the publish after it waited at most this long).",
+            ["phase"],
+            buckets=PUBLISH_BUCKETS,
+            registry=registry,
+        )
+        self.folded_rows = Counter(
+            "omni_ledger_snapshot_folded_rows", "Recent position rows folded into the base.", registry=registry
         )
         self.checkpoint_seconds = Histogram(
             "omni_ledger_checkpoint_duration_seconds",
@@ -372,6 +384,12 @@ class FlowMetrics(Collector):
             "snapshot published",
             extra={"step": "snapshots", "snapshot_id": snapshot_id, "rows": rows, "seconds": round(seconds, 4)},
         )
+
+    def compacted(self, report: FoldReport) -> None:
+        """One fold of a writer's recent positions into its base (the snapshot sink logs it too)."""
+        self.fold_seconds.labels("read").observe(report.read_seconds)
+        self.fold_seconds.labels("commit").observe(report.commit_seconds)
+        self.folded_rows.inc(report.rows)
 
     def maintained(self, report: MaintenanceReport, reason: str) -> None:
         """One maintenance run of the snapshot store, and why it ran."""

@@ -16,6 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram
 
+from adapters.snapshot_store.recent import FoldReport
+from adapters.snapshot_store.sink import FoldObserver
 from ledger.dead_letter import DeadLetter
 from ledger.effects import EffectKind, split
 from ledger.errors import ConfigError
@@ -265,6 +267,19 @@ def test_checkpoints_are_timed_and_their_rows_counted_per_shard_checkpoint():
     assert value(registry, "omni_ledger_checkpoint_duration_seconds_sum") == pytest.approx(0.016)
     assert value(registry, "omni_ledger_checkpoint_duration_seconds_bucket", le="0.005") == 1
     assert value(registry, "omni_ledger_checkpoint_rows_sum") == 1_200
+
+
+def test_a_fold_of_the_recent_positions_is_timed_by_phase_and_its_rows_counted():
+    registry = CollectorRegistry()
+    observer = FlowMetrics(registry)
+    assert isinstance(observer, FoldObserver)  # the snapshot sink tells it of each fold
+    observer.compacted(FoldReport(41, 40, 1_000_000, 950_000, 4.2, 0.8, background=True))
+    observer.compacted(FoldReport(52, 51, 10, 10, 0.01, 0.002, background=True))
+    assert value(registry, "omni_ledger_snapshot_fold_duration_seconds_count", phase="read") == 2
+    assert value(registry, "omni_ledger_snapshot_fold_duration_seconds_sum", phase="read") == pytest.approx(4.21)
+    assert value(registry, "omni_ledger_snapshot_fold_duration_seconds_bucket", phase="commit", le="1.0") == 2
+    assert value(registry, "omni_ledger_snapshot_fold_duration_seconds_bucket", phase="commit", le="0.5") == 1
+    assert value(registry, "omni_ledger_snapshot_folded_rows_total") == 1_000_010
 
 
 def test_snapshot_timestamps_appear_with_the_first_publish_and_heartbeats_move_only_one():

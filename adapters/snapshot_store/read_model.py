@@ -216,22 +216,9 @@ class _Changes:
 
     @classmethod
     def of_columns(cls, columns: Mapping[str, npt.NDArray[Any]]) -> _Changes:
-        """From DuckDB's `fetchnumpy()` of rows sorted by (sku, site_id, snapshot): sku and site_id object columns.
-
-        A key changed in several of the snapshots read has a row for each, oldest first:
-        the last of each key's run is kept (one comparison of neighbours over the
-        columns; a window over the feed in DuckDB cost as much as the rest of the reading).
-        """
-        skus, sites = columns["sku"], columns["site_id"]
-        if len(skus) == 0:
-            return cls([], [0], columns)
-        last = np.ones(len(skus), dtype=bool)
-        last[:-1] = (skus[1:] != skus[:-1]) | (sites[1:] != sites[:-1])
-        if not last.all():
-            columns = {name: column[last] for name, column in columns.items()}
-            skus = columns["sku"]
-        starts = [0, *(np.flatnonzero(skus[1:] != skus[:-1]) + 1).tolist()]
-        return cls(skus[starts].tolist(), [*starts, len(skus)], columns)
+        """From DuckDB's `fetchnumpy()` of rows sorted by (sku, site_id, snapshot): sku and site_id object columns."""
+        columns, starts = _newest_per_key(columns, "sku", "site_id")
+        return cls(columns["sku"][starts].tolist(), [*starts.tolist(), len(columns["sku"])], columns)
 
     @classmethod
     def of_codes(cls, columns: Mapping[str, npt.NDArray[Any]], sku_names: Sequence[str]) -> _Changes:
@@ -241,17 +228,9 @@ class _Changes:
         table: integer comparisons, and no string made per row (reading 100,000 site ids
         and skus as Python strings, then sorting and comparing them, was a third of a refresh).
         """
-        skus, sites = columns["sku"], columns["site"]
-        if len(skus) == 0:
-            return cls([], [0], columns, np.empty(0, dtype=np.int32))
-        last = np.ones(len(skus), dtype=bool)
-        last[:-1] = (skus[1:] != skus[:-1]) | (sites[1:] != sites[:-1])
-        if not last.all():
-            columns = {name: column[last] for name, column in columns.items()}
-            skus, sites = columns["sku"], columns["site"]
-        starts = np.concatenate(([0], np.flatnonzero(skus[1:] != skus[:-1]) + 1))
-        names = [sku_names[k] for k in skus[starts].tolist()]
-        return cls(names, [*starts.tolist(), len(skus)], columns, sites.astype(np.int32, copy=False))
+        columns, starts = _newest_per_key(columns, "sku", "site")
+        names = [sku_names[k] for k in columns["sku"][starts].tolist()]
+        return cls(names, [*starts.tolist(), len(columns["sku"])], columns, columns["site"].astype(np.int32))
 
     @classmethod
     def of_rows(cls, rows: Iterable[tuple[str, PositionRow]]) -> _Changes:
@@ -275,6 +254,26 @@ class _Changes:
 
     def records(self, dtype: np.dtype[np.void]) -> Records:
         return _to_records(self.columns, dtype) if self.size else np.empty(0, dtype=dtype)
+
+
+def _newest_per_key(
+    columns: Mapping[str, npt.NDArray[Any]], sku: str, site: str
+) -> tuple[Mapping[str, npt.NDArray[Any]], npt.NDArray[np.intp]]:
+    """The last row of each (sku, site) run of columns sorted by (sku, site, snapshot), and where each sku starts.
+
+    A key changed in several of the snapshots read has a row for each, oldest first: the
+    last is kept by one comparison of neighbours over the columns (a window over the feed
+    in DuckDB cost as much as the rest of the reading).
+    """
+    skus, sites = columns[sku], columns[site]
+    if len(skus) == 0:
+        return columns, np.empty(0, dtype=np.intp)
+    last = np.ones(len(skus), dtype=bool)
+    last[:-1] = (skus[1:] != skus[:-1]) | (sites[1:] != sites[:-1])
+    if not last.all():
+        columns = {name: column[last] for name, column in columns.items()}
+        skus = columns[sku]
+    return columns, np.concatenate(([0], np.flatnonzero(skus[1:] != skus[:-1]) + 1))
 
 
 def _to_records(columns: Mapping[str, npt.NDArray[Any]], dtype: np.dtype[np.void]) -> Records:

@@ -8,6 +8,8 @@
    on a free loopback port, and wait for /health. `--modes duckdb,memory` runs the whole
    bench once per mode, side by side: `duckdb` queries DuckLake per request (as before
    the read model), `memory` answers from the read model (adapters/snapshot_store/read_model.py).
+   `--before DIR` runs that checkout's server too, and `--rounds N` all of it N times, the
+   checkouts' order alternating each round.
    With `--publish-per-s N` (default 100,000) the run uses a copy of the store and
    another process (bench/serve_store.py) publishes N changed positions every second
    through `SnapshotWriter.publish`, logging each commit's snapshot id and time.

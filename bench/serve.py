@@ -8,6 +8,8 @@
    on a free loopback port, and wait for /health. `--modes duckdb,memory` runs the whole
    bench once per mode, side by side: `duckdb` queries DuckLake per request (as before
    the read model), `memory` answers from the read model (adapters/snapshot_store/read_model.py).
+   `--before DIR` runs that checkout's server too, and `--rounds N` all of it N times, the
+   checkouts' order alternating each round.
    With `--publish-per-s N` (default 100,000) the run uses a copy of the store and
    another process (bench/serve_store.py) publishes N changed positions every second
    through `SnapshotWriter.publish`, logging each commit's snapshot id and time.
@@ -227,6 +229,9 @@ def main() -> None:
     parser.add_argument(
         "--publish-per-s", type=int, default=100_000, help="changed positions published a second (0: none)"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="rounds of every mode (and --before), their order alternating"
+    )
     args = parser.parse_args()
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = sorted(set(scenarios) - set(SCENARIOS))
@@ -240,10 +245,13 @@ def main() -> None:
     if not modes or set(modes) - {"memory", "duckdb"}:
         parser.error(f"--modes takes memory and/or duckdb, got {args.modes!r}")
     runs = {}
-    for mode in modes:
-        if args.before is not None:
-            runs[f"before:{mode}"] = run_mode(args, build, mode, scenarios, repo=args.before.resolve())
-        runs[mode] = run_mode(args, build, mode, scenarios)
+    checkouts: list[tuple[str, Path]] = ([("before:", args.before.resolve())] if args.before else []) + [("", REPO)]
+    for r in range(args.rounds):
+        # Each round the other checkout first: the machine's load moves under a run.
+        suffix = "" if r == 0 else f":r{r}"
+        for mode in modes:
+            for prefix, repo in checkouts if r % 2 == 0 else checkouts[::-1]:
+                runs[f"{prefix}{mode}{suffix}"] = run_mode(args, build, mode, scenarios, repo=repo)
     main_run = runs[modes[-1]]
     machine = {
         "cores": os.cpu_count(),

@@ -16,10 +16,12 @@ an availability read need once, and then follows the snapshots' change feed the 
 Columnar and bulk, both ways in and out of DuckDB: a whole load reads the positions as
 numpy columns (`fetchnumpy`), sites and skus numbered by DuckDB, sorted by (sku, site),
 and cuts them into one block per sku; a refresh reads the changed positions the same
-way, sorted by (sku, site), and for each changed sku locates its changed sites with one
+way, each with its sku's and its site's number in the view (`ReadModel._numbering`),
+sorted by those, and for each changed sku locates its changed sites with one
 `searchsorted` over the sku's site numbers and writes them into a copy of its block.
-No Python object is made per position on either path (a tuple per row through
-`fetchall` and a bisect per change made a refresh of 20,000 changes cost 6-10 s).
+No Python object is made per position on either path, nor per changed position on a
+refresh (a tuple per row through `fetchall` and a bisect per change made a refresh of
+20,000 changes cost 6-10 s; the changes' site ids and skus as strings, a third of one).
 
 A refresh builds a new `ReadView` from the old one, copying only the skus that changed
 (copy on write: the old view is never altered, so a request still reading it sees one
@@ -189,39 +191,48 @@ _NO_SITES = _SiteTable(())
 
 @dataclass(frozen=True, slots=True)
 class _Changes:
-    """Changed product positions as columns, sorted by (sku, site id), one row per key."""
+    """Changed product positions as columns, sorted by (sku, site), one row per key."""
 
     skus: list[str]
     """The changed skus, in order; sku g's rows are `bounds[g]:bounds[g + 1]`."""
     bounds: list[int]
-    sites: list[str]
-    """The site id of each row."""
-    row_skus: list[str]
-    """The sku of each row."""
     columns: Mapping[str, npt.NDArray[Any]]
-    """Each of `_FIELDS` as a numpy column."""
+    """Each of `_FIELDS` as a numpy column, and `site_id`/`sku` as object columns when read by name."""
+    codes: Codes | None = None
+    """Each row's site number in the table of the view the changes apply to, when read by number
+    (`of_codes`): then no site id is made as a Python string."""
+
+    @property
+    def size(self) -> int:
+        return self.bounds[-1]
+
+    @property
+    def sites(self) -> list[str]:
+        """The site id of each row (read by name only)."""
+        sites: list[str] = self.columns["site_id"].tolist()
+        return sites
+
+    def keys(self) -> set[tuple[str, str]]:
+        """Every changed (site, sku) (read by name only)."""
+        return set(zip(self.columns["site_id"].tolist(), self.columns["sku"].tolist(), strict=True))
 
     @classmethod
     def of_columns(cls, columns: Mapping[str, npt.NDArray[Any]]) -> _Changes:
-        """From DuckDB's `fetchnumpy()` of rows sorted by (sku, site_id, snapshot): sku and site_id object columns.
+        """From DuckDB's `fetchnumpy()` of rows sorted by (sku, site_id, snapshot): sku and site_id object columns."""
+        columns, starts = _newest_per_key(columns, "sku", "site_id")
+        return cls(columns["sku"][starts].tolist(), [*starts.tolist(), len(columns["sku"])], columns)
 
-        A key changed in several of the snapshots read has a row for each, oldest first:
-        the last of each key's run is kept (one comparison of neighbours over the
-        columns; a window over the feed in DuckDB cost as much as the rest of the reading).
+    @classmethod
+    def of_codes(cls, columns: Mapping[str, npt.NDArray[Any]], sku_names: Sequence[str]) -> _Changes:
+        """From `fetchnumpy()` of rows sorted by (sku code, site code, snapshot), as `of_columns`.
+
+        `sku` holds each row's number in `sku_names`, `site` its site's number in the view's
+        table: integer comparisons, and no string made per row (reading 100,000 site ids
+        and skus as Python strings, then sorting and comparing them, was a third of a refresh).
         """
-        skus, sites = columns["sku"], columns["site_id"]
-        n = len(skus)
-        if n == 0:
-            return cls([], [0], [], [], columns)
-        last = np.ones(n, dtype=bool)
-        last[:-1] = (skus[1:] != skus[:-1]) | (sites[1:] != sites[:-1])
-        if not last.all():
-            columns = {name: column[last] for name, column in columns.items()}
-            skus = columns["sku"]
-            n = len(skus)
-        cuts = (np.flatnonzero(skus[1:] != skus[:-1]) + 1).tolist()
-        starts = [0, *cuts]
-        return cls(skus[starts].tolist(), [*starts, n], columns["site_id"].tolist(), skus.tolist(), columns)
+        columns, starts = _newest_per_key(columns, "sku", "site")
+        names = [sku_names[k] for k in columns["sku"][starts].tolist()]
+        return cls(names, [*starts.tolist(), len(columns["sku"])], columns, columns["site"].astype(np.int32))
 
     @classmethod
     def of_rows(cls, rows: Iterable[tuple[str, PositionRow]]) -> _Changes:
@@ -239,12 +250,32 @@ class _Changes:
 
     def fits(self, dtype: np.dtype[np.void]) -> bool:
         """Whether every count fits the record type."""
-        if dtype == WIDE or not self.sites:
+        if dtype == WIDE or not self.size:
             return True
         return all(_INT32.min <= self.columns[c].min() and self.columns[c].max() <= _INT32.max for c in _COUNTS)
 
     def records(self, dtype: np.dtype[np.void]) -> Records:
-        return _to_records(self.columns, dtype) if self.sites else np.empty(0, dtype=dtype)
+        return _to_records(self.columns, dtype) if self.size else np.empty(0, dtype=dtype)
+
+
+def _newest_per_key(
+    columns: Mapping[str, npt.NDArray[Any]], sku: str, site: str
+) -> tuple[Mapping[str, npt.NDArray[Any]], npt.NDArray[np.intp]]:
+    """The last row of each (sku, site) run of columns sorted by (sku, site, snapshot), and where each sku starts.
+
+    A key changed in several of the snapshots read has a row for each, oldest first: the
+    last is kept by one comparison of neighbours over the columns (a window over the feed
+    in DuckDB cost as much as the rest of the reading).
+    """
+    skus, sites = columns[sku], columns[site]
+    if len(skus) == 0:
+        return columns, np.empty(0, dtype=np.intp)
+    last = np.ones(len(skus), dtype=bool)
+    last[:-1] = (skus[1:] != skus[:-1]) | (sites[1:] != sites[:-1])
+    if not last.all():
+        columns = {name: column[last] for name, column in columns.items()}
+        skus = columns[sku]
+    return columns, np.concatenate(([0], np.flatnonzero(skus[1:] != skus[:-1]) + 1))
 
 
 def _to_records(columns: Mapping[str, npt.NDArray[Any]], dtype: np.dtype[np.void]) -> Records:
@@ -253,48 +284,6 @@ def _to_records(columns: Mapping[str, npt.NDArray[Any]], dtype: np.dtype[np.void
     for name in _FIELDS:
         records[name] = columns[name]
     return records
-
-
-@dataclass(frozen=True, slots=True)
-class _Located:
-    """Where each changed row goes in its sku's current columns."""
-
-    codes: Codes
-    """Each row's site number."""
-    olds: list[SkuColumns | None]
-    """Each changed sku's current columns (None: a sku new to the model)."""
-    at: npt.NDArray[np.intp]
-    """Each row's index in its sku's columns (meaningless where the site is new to the sku)."""
-    missing: list[int]
-    """How many of each changed sku's rows are at sites new to it."""
-
-
-def _locate(changes: _Changes, codes: Codes, olds: list[SkuColumns | None], table: _SiteTable) -> _Located:
-    """Every changed row located in its sku's site numbers by one `searchsorted` over all changed skus.
-
-    The changed skus' site numbers are laid end to end, each keyed (sku's rank, site
-    number): sorted, since each sku's numbers are; a row's key is found the same way.
-    """
-    groups = len(changes.skus)
-    sizes = np.diff(np.asarray(changes.bounds))
-    held = [_NO_CODES if old is None else old.held.codes for old in olds]
-    lengths = np.fromiter(map(len, held), dtype=np.int64, count=groups)
-    span = np.int64(len(table.names) + 1)
-    rank = np.arange(groups, dtype=np.int64)
-    row_rank = np.repeat(rank, sizes)
-    old_keys = np.repeat(rank, lengths) * span + np.concatenate(held) if groups else np.empty(0, np.int64)
-    new_keys = row_rank * span + codes
-    pos = np.searchsorted(old_keys, new_keys)
-    if len(old_keys):
-        hit = old_keys[np.minimum(pos, len(old_keys) - 1)] == new_keys
-    else:
-        hit = np.zeros(len(new_keys), dtype=bool)
-    starts = np.concatenate((np.zeros(1, np.int64), np.cumsum(lengths)[:-1])) if groups else lengths
-    missing = np.bincount(row_rank[~hit], minlength=groups).tolist()
-    return _Located(codes, olds, pos - np.repeat(starts, sizes), missing)
-
-
-_NO_CODES: Codes = np.empty(0, dtype=np.int32)
 
 
 _EMPTY: tuple[Sequence[str], Sequence[int]] = ((), ())
@@ -423,40 +412,62 @@ class ReadView:
         slot_rows: Iterable[tuple[str, str, int]],
         inbound: Mapping[tuple[str, str], tuple[InboundRow, ...]],
         offers: Mapping[tuple[str, str], OfferTerms],
+        had: tuple[Iterable[tuple[str, str]], Iterable[tuple[str, str]]] | None = None,
     ) -> ReadView:
         """The view with these changes applied: only the changed skus' columns are copied.
 
         `slot_rows`: changed `appt:` positions as (site, sku, atp), oldest first: the last of a key wins.
+        `had`: the changed keys that had inbound lines, and those that had an offer, in this
+        view (a refresh reads them from the store at this view's snapshot); None: found here
+        from the changed keys (a set of every changed key: ~0.05 s of a refresh's GIL at
+        100,000 changes).
         """
         added = 0
-        slots = dict(self.slots)
         slot_rows = list(slot_rows)
-        for site, sku, atp in slot_rows:
-            slot = appointment_slot(sku)
-            if slot is not None:
-                added += (site, slot) not in slots
-                slots[(sys.intern(site), slot)] = int(atp)
+        # Mappings are shared with the old view when nothing in them changed (neither view alters
+        # them): a copy of the 137,656 slots of the bench's store was ~5 ms a refresh.
+        slots = self.slots
+        if slot_rows:
+            opened = dict(slots)
+            for site, sku, atp in slot_rows:
+                slot = appointment_slot(sku)
+                if slot is not None:
+                    added += (site, slot) not in opened
+                    opened[(sys.intern(site), slot)] = int(atp)
+            slots = opened
         table, skus, dtype = self.site_table, dict(self.skus), self.dtype
-        numbers = list(map(table.code.get, changes.sites))
-        if None in numbers:
-            # A site new to the model: a new table, every sku's site numbers moved along.
-            table, remap = table.extended(site for site, n in zip(changes.sites, numbers, strict=True) if n is None)
-            skus = {sku: SkuColumns(table.site_set(remap[c.held.codes]), c.records) for sku, c in skus.items()}
-            numbers = list(map(table.code.get, changes.sites))
+        if changes.codes is not None:
+            # Numbered in this view's table by the reader: every site is known to it.
+            codes = changes.codes
+        else:
+            sites = changes.sites
+            numbers = list(map(table.code.get, sites))
+            if None in numbers:
+                # A site new to the model: a new table, every sku's site numbers moved along.
+                table, remap = table.extended(site for site, n in zip(sites, numbers, strict=True) if n is None)
+                skus = {sku: SkuColumns(table.site_set(remap[c.held.codes]), c.records) for sku, c in skus.items()}
+                numbers = list(map(table.code.get, sites))
+            codes = np.array(numbers, dtype=np.int32)
         if not changes.fits(dtype):
             # A count beyond int32: every sku's records widened (once; the store's columns are BIGINT).
             dtype = WIDE
             skus = {sku: SkuColumns(c.held, c.figures.astype(WIDE).view(raw(WIDE))) for sku, c in skus.items()}
         records = changes.records(dtype).view(raw(dtype))
-        located = _locate(changes, np.array(numbers, dtype=np.int32), [skus.get(sku) for sku in changes.skus], table)
         bounds = changes.bounds
         for g, sku in enumerate(changes.skus):
             first, end = bounds[g], bounds[g + 1]
-            old, at = located.olds[g], located.at[first:end]
+            new_codes = codes[first:end]  # ascending, as the sku's own
+            old = skus.get(sku)
             if old is None:
-                skus[sku] = SkuColumns(table.site_set(located.codes[first:end]), records[first:end].copy())
+                skus[sku] = SkuColumns(table.site_set(new_codes), records[first:end].copy())
                 added += end - first
-            elif not located.missing[g]:
+                continue
+            # Located in the sku's own site numbers: one `searchsorted` a changed sku. (In bulk, over
+            # every changed sku's numbers laid end to end, it built an array the size of the model
+            # whenever most skus changed: 0.03-0.09 s at 2,000,000 positions, against ~0.01 s.)
+            old_codes = old.held.codes
+            at = old_codes.searchsorted(new_codes)
+            if at[-1] < len(old_codes) and (old_codes[at] == new_codes).all():
                 # The common case: every changed site already held the sku. A copy of its
                 # records (memcpy), the changed rows written over theirs.
                 copy = old.records.copy()
@@ -464,7 +475,6 @@ class ReadView:
                 skus[sku] = SkuColumns(old.held, copy)
             else:
                 # A site new to the sku (rare: the fold keeps positions): both merged in site order.
-                old_codes, new_codes = old.held.codes, located.codes[first:end]
                 merged = np.union1d(old_codes, new_codes).astype(np.int32)
                 copy = np.empty(len(merged), dtype=raw(dtype))
                 copy[np.searchsorted(merged, old_codes)] = old.records
@@ -472,18 +482,23 @@ class ReadView:
                 added += len(merged) - len(old_codes)
                 skus[sku] = SkuColumns(table.site_set(merged), copy)
         # The changed keys' lines and offers: the new ones put, the old ones of a key that has
-        # none any more dropped (set operations in C, not a Python step per changed key).
-        keys = set(zip(changes.sites, changes.row_skus, strict=True))
-        keys.update((site, sku) for site, sku, _ in slot_rows)
+        # none any more dropped.
+        if had is None:
+            keys = changes.keys()
+            keys.update((site, sku) for site, sku, _ in slot_rows)
+            had = (self.inbound.keys() & keys, self.offers.keys() & keys)
         lines, terms = dict(self.inbound), dict(self.offers)
-        for key in (self.inbound.keys() & keys) - inbound.keys():
-            del lines[key]
-        for key in (self.offers.keys() & keys) - offers.keys():
-            del terms[key]
+        for key in set(had[0]) - inbound.keys():
+            lines.pop(key, None)
+        for key in set(had[1]) - offers.keys():
+            terms.pop(key, None)
         lines.update(inbound)
         terms.update(offers)
         return ReadView(snapshot_id, skus, slots, lines, terms, self.positions + added, table, dtype)
 
+
+_SEPARATOR = chr(31)
+"""Between the names handed to DuckDB in one string (`ReadModel._numbering`)."""
 
 _RECHECK_S = 1.0
 """The follower reads the catalog at least this often, whatever its files' stat says."""
@@ -497,6 +512,9 @@ class ReadModel:
         self._directory = Path(directory)
         self._threads = threads
         self._reader: SnapshotReader | None = None
+        self._cursor: duckdb.DuckDBPyConnection | None = None
+        self._numbered: tuple[_SiteTable, list[str]] | None = None
+        """The site table and the skus that `read_model_site_codes` and `read_model_sku_codes` number."""
         self._view: ReadView | None = None
         self._refreshing = threading.Lock()
         self._stop = threading.Event()
@@ -542,13 +560,53 @@ class ReadModel:
                 if not store_exists(self._directory):
                     return 0
                 self._reader = SnapshotReader.open(self._directory)
-            with contextlib.closing(self._reader.cursor()) as cursor:
-                try:
-                    cursor.execute(f"SET threads = {int(self._threads)}")
-                    return self._refresh(self._reader, cursor)
-                except duckdb.Error as exc:
+            try:
+                if self._cursor is None:
+                    # One cursor for every refresh: it keeps the numbering's tables (`_numbering`),
+                    # and a new cursor's `USE lake` was a fixed cost per refresh.
+                    self._cursor = self._reader.cursor()
+                    self._numbered = None
+                    self._cursor.execute(f"SET threads = {int(self._threads)}")
+                return self._refresh(self._reader, self._cursor)
+            except BaseException as exc:
+                # A refresh that failed part way leaves its cursor's tables in doubt: the next one starts anew.
+                self._close_cursor()
+                if isinstance(exc, duckdb.Error):
                     msg = f"cannot refresh the read model from {self._directory}: {exc}"
                     raise SnapshotError(msg) from exc
+                raise
+
+    def _close_cursor(self) -> None:
+        cursor, self._cursor, self._numbered = self._cursor, None, None
+        if cursor is not None:
+            with contextlib.suppress(duckdb.Error):
+                cursor.close()
+
+    def _numbering(self, cursor: duckdb.DuckDBPyConnection, view: ReadView) -> list[str]:
+        """The view's skus in order, numbered as in `read_model_sku_codes`; its sites are in `read_model_site_codes`.
+
+        Made again only when the view has a site or a sku the last numbering lacked (a new
+        site makes a new site table; skus are only ever added between two whole loads, each
+        of which makes a new site table too).
+        """
+        numbered = self._numbered
+        if numbered is not None and numbered[0] is view.site_table and len(numbered[1]) == len(view.skus):
+            return numbered[1]
+        skus = sorted(view.skus)
+        for name, names in (("sku", skus), ("site", view.site_table.names)):
+            # One string split in DuckDB: a list of 2,000 names as a query parameter cost 0.3 s
+            # to convert (20,000: 2 s), a numpy column through a replacement scan 0.1 s.
+            text = _SEPARATOR.join(names)
+            usable = bool(names) and text.count(_SEPARATOR) == len(names) - 1
+            # A name holding the separator (never seen): an empty numbering, every refresh by name.
+            cursor.execute(
+                f"CREATE OR REPLACE TEMP TABLE read_model_{name}_codes AS "
+                "SELECT unnest(names) AS name, unnest(range(len(names)))::INTEGER AS code "
+                "FROM (SELECT string_split($text, chr(31)) AS names) WHERE $usable",
+                {"text": text, "usable": usable},
+            )
+        self._numbered = (view.site_table, skus)
+        return skus
 
     def _refresh(self, reader: SnapshotReader, cursor: duckdb.DuckDBPyConnection) -> int:
         started = time.perf_counter()
@@ -563,10 +621,10 @@ class ReadModel:
         oldest, _ = snapshot_range(cursor)
         since = None if view is None else view.snapshot_id
         migrated = reader.refresh_layout()
-        if migrated or view is None or since is None or oldest is None or oldest > since + 1 or newest < since:
+        if migrated or view is None or since is None or oldest is None or oldest > since or newest < since:
             # First load; a writer migrated the store to another layout (the change feed's
-            # tables changed); the snapshots the change feed needs were expired; or the
-            # store was made anew.
+            # tables changed); the view's snapshot or those the change feed needs were
+            # expired (step 3 reads the view's); or the store was made anew.
             before = _resident_bytes()
             if view is None:
                 self.resident_before = before
@@ -581,26 +639,45 @@ class ReadModel:
             self._swap(replace(view, snapshot_id=newest), started)
             return 0
         # 1. The inserted rows over the new snapshots (into a table first: see
-        #    PositionReplica._apply_changes on QUALIFY over a DuckLake scan).
+        #    PositionReplica._apply_changes on QUALIFY over a DuckLake scan), each with its sku's
+        #    and its site's number in this view (NULL for one new to it).
         feed = insertions_sql(reader.position_feed_tables(), ranges, _FEED_COLUMNS)
-        cursor.execute(f"CREATE OR REPLACE TEMP TABLE read_model_feed AS {feed}")
+        sku_names = self._numbering(cursor, view)
+        cursor.execute(
+            f"CREATE OR REPLACE TEMP TABLE read_model_feed AS SELECT f.*, k.code AS sku_code, s.code AS site_code "
+            f"FROM ({feed}) f LEFT JOIN read_model_sku_codes k ON k.name = f.sku "
+            "LEFT JOIN read_model_site_codes s ON s.name = f.site_id"
+        )
         # 2. The product positions as numpy columns, sorted by (sku, site, snapshot): the newest
-        #    row per key kept by comparing neighbours (`_Changes.of_columns`; a QUALIFY window
+        #    row per key kept by comparing neighbours (`_Changes.of_codes`; a QUALIFY window
         #    over the feed into another table cost ~0.1 s of CPU per 100,000 changes), grouped
         #    by sku and located in bulk (a tuple per row through fetchall, then a bisect per
-        #    row, was a refresh's whole cost); the few appointment slots as rows, oldest first
-        #    (the newest wins in `_applied`).
-        changes = _Changes.of_columns(
-            cursor.execute(
-                f"SELECT sku, site_id, {_FIGURES_SQL} FROM read_model_feed WHERE NOT ({_APPT}) "
-                "ORDER BY sku, site_id, snapshot_id"
-            ).fetchnumpy()
-        )
+        #    row, was a refresh's whole cost). By number, unless a sku or a site is new to the
+        #    view (rare: then by name, and the numbering is made again at the next refresh).
+        #    The few appointment slots as rows, oldest first (the newest wins in `_applied`).
+        products = f"FROM read_model_feed WHERE NOT ({_APPT})"
+        unknown = cursor.execute(f"SELECT count(*) {products} AND (sku_code IS NULL OR site_code IS NULL)").fetchone()
+        if unknown is not None and unknown[0] == 0:
+            changes = _Changes.of_codes(
+                cursor.execute(
+                    f"SELECT sku_code AS sku, site_code AS site, {_FIGURES_SQL} {products} "
+                    "ORDER BY sku_code, site_code, snapshot_id"
+                ).fetchnumpy(),
+                sku_names,
+            )
+        else:
+            changes = _Changes.of_columns(
+                cursor.execute(
+                    f"SELECT sku, site_id, {_FIGURES_SQL} {products} ORDER BY sku, site_id, snapshot_id"
+                ).fetchnumpy()
+            )
         slot_rows = cursor.execute(
             f"SELECT site_id, sku, atp FROM read_model_feed WHERE {_APPT} ORDER BY snapshot_id"
         ).fetchall()
-        # 3. The inbound lines and offers of those keys as of the new snapshot.
-        at = f"AT (VERSION => {int(newest)})"
+        # 3. The inbound lines and offers of those keys as of the new snapshot, and which of them
+        #    had lines or an offer at the view's snapshot (read there rather than found in the
+        #    view: a set of every changed key in Python cost ~0.05 s a refresh, holding the GIL).
+        at, was = f"AT (VERSION => {int(newest)})", f"AT (VERSION => {int(since)})"
         inbound = _inbound(
             cursor,
             "SELECT i.site_id, i.sku, i.ref, i.qty, epoch_ms(i.eta), coalesce(i.promised, false) "
@@ -613,14 +690,26 @@ class ReadModel:
             f"FROM (SELECT * FROM offers {at}) o "
             "SEMI JOIN read_model_feed c ON o.seller_id = c.site_id AND o.sku = c.sku",
         )
-        new = view._applied(newest, changes, slot_rows, inbound, offers)
+        had = (
+            _keys(
+                cursor,
+                f"SELECT DISTINCT i.site_id, i.sku FROM (SELECT site_id, sku FROM inbound {was}) i "
+                "SEMI JOIN read_model_feed c ON i.site_id = c.site_id AND i.sku = c.sku",
+            ),
+            _keys(
+                cursor,
+                f"SELECT DISTINCT o.seller_id, o.sku FROM (SELECT seller_id, sku FROM offers {was}) o "
+                "SEMI JOIN read_model_feed c ON o.seller_id = c.site_id AND o.sku = c.sku",
+            ),
+        )
+        new = view._applied(newest, changes, slot_rows, inbound, offers, had)
         # 4. The flow never deletes a position: if the counts differ, something did, and
         #    the view is loaded whole rather than answering with a key the store dropped.
         row = cursor.execute(reader.position_count_sql(newest)).fetchone()
         if row is None or int(row[0]) != new.positions:
             new = _load(cursor, newest)
         self._swap(new, started)
-        return len(changes.sites) + len({(site, sku) for site, sku, _ in slot_rows})
+        return changes.size + len({(site, sku) for site, sku, _ in slot_rows})
 
     def _swap(self, view: ReadView, started: float) -> None:
         # One assignment: a request holding the old view keeps it whole.
@@ -684,6 +773,11 @@ class ReadModel:
         if self._follower is not None:
             # A refresh in progress ends first: closing DuckDB under it could abort the process.
             self._follower.join(timeout=60)
+        if self._refreshing.acquire(timeout=60):
+            try:
+                self._close_cursor()
+            finally:
+                self._refreshing.release()
         if self._reader is not None:
             self._reader.close()
 
@@ -731,6 +825,10 @@ def _offers(cursor: duckdb.DuckDBPyConnection, query: str) -> dict[tuple[str, st
         )
         for seller, sku, qty, price, lead, updated in cursor.execute(query).fetchall()
     }
+
+
+def _keys(cursor: duckdb.DuckDBPyConnection, query: str) -> set[tuple[str, str]]:
+    return {(str(site), str(sku)) for site, sku in cursor.execute(query).fetchall()}
 
 
 def _load(cursor: duckdb.DuckDBPyConnection, snapshot_id: int) -> ReadView:

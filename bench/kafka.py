@@ -481,6 +481,15 @@ def main() -> None:
                     "ms",
                 ]
             )
+        changes = found.get("changes") or {}
+        if changes.get("samples") is not None:
+            rows.append(
+                [
+                    f"{name}: changes timed / not their own (shared) / none",
+                    f"{changes['samples']:,} / {changes.get('shared', 0):,} / {changes.get('missing', 0):,}",
+                    "events",
+                ]
+            )
         stalls = found.get("stalls") or {}
         for what in ("checkpoints", "publishes", "maintenance"):
             stall = stalls.get(what)

@@ -4,8 +4,11 @@ Events are produced at a steady rate, each with `occurred_at` := its produce tim
 
 - produce -> `atp.changes`: the first change of the event's key whose `max_occurred_at`
   reached the event's produce time (broker CreateTime of the change: the flow's produce);
-  an event whose first such change also covers the key's next event is not timed but
-  counted as `shared` (it changed nothing of its own, or was folded with the next);
+  an event whose first such change carries a later event's time is not timed but counted
+  as `shared` (it changed nothing of its own, or was folded with a later one). Before
+  2026-12-03 only a change covering the key's own next event counted so; a count that
+  changed nothing was then timed to whatever changed the position next (a transfer into
+  it, seconds later): that figure is kept as `p99_ms_to_next_change`;
 - produce -> published snapshot: probe events on keys of their own (site BENCH-PROBE),
   seen by another process polling the store (bench/snapwatch.py);
 - reservation request -> decision: the simulator's RESERVATION_REQUESTED events against
@@ -169,6 +172,7 @@ def measure_latency(
     # key -> [(occurred_at, sent at)]: occurred_at is the event's planned send time; a change
     # whose max_occurred_at reached it includes the event.
     sent: dict[bytes, list[tuple[int, int]]] = defaultdict(list)
+    kinds: dict[tuple[bytes, int], str] = {}  # (key, occurred_at) -> event type, to name the worst
     requests: dict[str, int] = {}
     probes: dict[str, int] = {}
     count = 0
@@ -187,6 +191,7 @@ def measure_latency(
                 codec.encode(e),
                 e.occurred_at,
                 e.ref if e.type is EventType.RESERVATION_REQUESTED else None,
+                e.type.value,
             )
             for e in planned
         ]
@@ -217,7 +222,8 @@ def measure_latency(
                 _send(producer, topic, f"{PROBE_SITE}|{probe.sku}".encode(), codec.encode(probe))
                 probes[probe.sku] = now
                 next_probe += probe_every
-            for key, value, occurred_at, ref in encoded[count:due]:
+            for key, value, occurred_at, ref, kind in encoded[count:due]:
+                kinds[key, occurred_at] = kind
                 _send(producer, topic, key, value)
                 sent[key].append((occurred_at, now))
                 if ref is not None:
@@ -242,9 +248,11 @@ def measure_latency(
     for key, value, stamp in _read_topic(bootstrap, prefix + "atp.changes"):
         changes[key].append((_millis(writer.decode(value)["max_occurred_at"]), stamp))
     change_ms: list[float] = []
+    next_change_ms: list[float] = []  # every event timed to its position's next change, own or not
     # Per second of produce time, the worst latency: where the p99 comes from (steady or stalls).
     worst: dict[str, dict[int, float]] = {"changes": {}, "decisions": {}}
     missing = shared = 0
+    slowest: list[tuple[float, bytes, int, int, int, list[tuple[int, int]]]] = []
     for key, times in sent.items():
         seen = sorted(changes.get(key, []))
         marks = [m for m, _ in seen]
@@ -253,15 +261,20 @@ def measure_latency(
             earliest[i] = seen[i][1] if i == len(seen) - 1 else min(seen[i][1], earliest[i + 1])
         for n, (occurred_at, at) in enumerate(times):
             i = bisect_left(marks, occurred_at)
-            if i < len(seen) and n + 1 < len(times) and marks[i] >= times[n + 1][0]:
-                # The first change covering this event covers the key's next event too: the
-                # event changed nothing of its own (a refused request, a duplicate) or was
-                # folded in one call with the next. Timed to that change, a refused request
-                # followed by a sale 20 s later read as 20 s of latency.
+            if i < len(seen) and marks[i] > occurred_at:
+                # The first change covering this event carries a later event's time: the event
+                # changed nothing of its own (a count equal to the stock, a refused request, a
+                # duplicate) or was folded in one call with a later one. Timed to that change, a
+                # count that changed nothing read as the seconds until some other event (its
+                # key's, or a transfer's into the position) changed the position next.
                 shared += 1
+                if n + 1 >= len(times) or marks[i] < times[n + 1][0]:
+                    next_change_ms.append(float(earliest[i] - at))  # the rule before 2026-12-03
             elif i < len(seen):
                 change_ms.append(float(earliest[i] - at))
+                next_change_ms.append(change_ms[-1])
                 _note_worst(worst["changes"], at, change_ms[-1])
+                slowest.append((change_ms[-1], key, occurred_at, at, i, seen))
             else:
                 missing += 1
 
@@ -284,10 +297,19 @@ def measure_latency(
         "seconds": seconds,
         "produced": count,
         "produced_per_s": count / produced_s,
-        "changes": _distribution(change_ms, missing=missing, shared=shared),
+        "changes": _distribution(
+            change_ms,
+            missing=missing,
+            shared=shared,
+            p99_ms_to_next_change=percentile(sorted(next_change_ms), 0.99),
+        ),
         "decisions": _distribution(decision_ms, requests=len(requests)),
         "snapshots": _distribution(snapshot_ms, probes=len(probes)),
         "stalls": stalls,
+        "slowest_changes": [
+            _slow_change(ms, key, occurred_at, at, i, seen, kinds, times=sent[key])
+            for ms, key, occurred_at, at, i, seen in sorted(slowest, key=lambda s: -s[0])[:12]
+        ],
         "worst_by_second": {
             name: [[second, round(ms)] for second, ms in sorted(by_second.items())] for name, by_second in worst.items()
         },
@@ -328,6 +350,28 @@ def _stalls(port: int, seconds: float) -> dict[str, Any]:
             bound = min((le for le, n in buckets.items() if n >= count), default=None) if count else None
             found[label] = {"count": int(count), "seconds": round(total, 3), "largest_at_most_s": bound}
     return found
+
+
+def _slow_change(
+    ms: float,
+    key: bytes,
+    occurred_at: int,
+    at: int,
+    i: int,
+    seen: list[tuple[int, int]],
+    kinds: dict[tuple[bytes, int], str],
+    times: list[tuple[int, int]],
+) -> dict[str, Any]:
+    """One slow event and the changes of its key around it: whether the flow was late or the key said nothing."""
+    return {
+        "latency_ms": round(ms),
+        "key": key.decode(errors="replace"),
+        "type": kinds.get((key, occurred_at)),
+        "sent_ms": at,
+        # Each (max_occurred_at - sent, broker time - sent) of the key's changes near the one that timed it.
+        "changes_around": [[m - at, t - at] for m, t in seen[max(0, i - 2) : i + 3]],
+        "sent_of_key": [[o - at, s - at, kinds.get((key, o))] for o, s in times][:12],
+    }
 
 
 def _note_worst(by_second: dict[int, float], sent_ms: int, latency_ms: float) -> None:

@@ -31,6 +31,7 @@ from adapters.snapshot_store.replica import PositionReplica
 from adapters.snapshot_store.tables import TABLES
 from ledger.errors import SnapshotError
 from tests.integration.test_snapshot_store import T0, change
+from tests.integration.test_snapshot_writers import new_database, postgres  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -82,10 +83,33 @@ def test_the_view_equals_the_old_merge_on_any_publishes_and_compactions(
 ) -> None:
     # `limit`: folds start in the background past that many recent rows and run while the
     # next publishes land (wherever the threads interleave, every snapshot must hold).
-    store = tmp_path_factory.mktemp("recent") / "snapshots"
+    publish_and_check(tmp_path_factory.mktemp("recent") / "snapshots", "", steps, writers, limit)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=batches, limit=st.sampled_from([2, 5]))
+def test_on_a_postgresql_catalog_background_folds_beside_two_writers_keep_every_snapshot(
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres: Path,  # noqa: F811 (the fixture imported above)
+    steps: list[tuple[dict[Key, tuple[int, int]], bool]],
+    limit: int,
+) -> None:
+    # The fold's two phases were designed against SQLite's single-writer catalog; a cluster
+    # runs on PostgreSQL, where two writers' publishes and their folds commit concurrently.
+    store = tmp_path_factory.mktemp("recent-pg") / "snapshots"
+    publish_and_check(store, new_database(postgres), steps, 2, limit)
+
+
+def publish_and_check(
+    store: Path, catalog: str, steps: list[tuple[dict[Key, tuple[int, int]], bool]], writers: int, limit: int | None
+) -> None:
+    """Publish `steps` through `writers` writers; the store's every snapshot must equal the old MERGE's."""
     model: Model = {}
     states: dict[int, Model] = {}
-    opened = [SnapshotWriter.open(store, writers=writers, writer=w, recent_limit=limit) for w in range(writers)]
+    opened = [
+        SnapshotWriter.open(store, catalog=catalog, writers=writers, writer=w, recent_limit=limit)
+        for w in range(writers)
+    ]
     try:
         for n, (batch, compact) in enumerate(steps):
             # Each writer publishes its own keys (the flow routes a key to one writer).

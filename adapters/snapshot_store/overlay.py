@@ -236,9 +236,12 @@ class Overlay(Mapping[str, SkuColumns]):
         base = Base(records, self.snapshot_id)
         return Overlay(base, self.layout, Patch.empty(self.dtype), self.dtype, self.snapshot_id)
 
-    def oversized(self) -> bool:
-        """Whether the patch has outgrown what a refresh should merge (the base could not catch up)."""
-        return len(self.patch) > max(_PATCH_MIN, len(self.base.records) // 8)
+    def oversized(self, limit: int | None = None) -> bool:
+        """Whether the patch has outgrown what a refresh should merge (the base could not catch up).
+
+        `limit`: entries; by default `_PATCH_MIN` or an eighth of the positions, the larger.
+        """
+        return len(self.patch) > (max(_PATCH_MIN, len(self.base.records) // 8) if limit is None else limit)
 
     def nbytes(self) -> int:
         """Bytes of the base's records, the patch, the site sets (each once) and the layout's arrays."""

@@ -474,10 +474,15 @@ _RECHECK_S = 1.0
 class ReadModel:
     """The newest `ReadView` of a snapshot store, kept current by `refresh()` or `follow()`."""
 
-    def __init__(self, directory: Path, *, threads: int = 1) -> None:
-        """Follow the store at `directory`; it may not exist yet (the API may start before the flow)."""
+    def __init__(self, directory: Path, *, threads: int = 1, patch_limit: int | None = None) -> None:
+        """Follow the store at `directory`; it may not exist yet (the API may start before the flow).
+
+        `patch_limit`: the changes a view's patch may hold before its base is copied
+        (`Overlay.oversized`; None: its default).
+        """
         self._directory = Path(directory)
         self._threads = threads
+        self._patch_limit = patch_limit
         self._reader: SnapshotReader | None = None
         self._cursor: duckdb.DuckDBPyConnection | None = None
         self._numbered: tuple[SiteTable, list[str], Layout | None] | None = None
@@ -500,9 +505,9 @@ class ReadModel:
         """Refreshes the follower ran (a poll that found the catalog unchanged runs none)."""
 
     @classmethod
-    def open(cls, directory: Path, *, threads: int = 1) -> ReadModel:
+    def open(cls, directory: Path, *, threads: int = 1, patch_limit: int | None = None) -> ReadModel:
         """A model loaded with the store's newest snapshot, if the store has one yet."""
-        model = cls(directory, threads=threads)
+        model = cls(directory, threads=threads, patch_limit=patch_limit)
         try:
             model.refresh()
         except SnapshotError:
@@ -683,7 +688,7 @@ class ReadModel:
             # base reaches this one and the new view's patch is this refresh's changes alone.
             # A scatter of the last refresh's changes (a few ms at 100,000).
             catch_up(view.skus)
-            if view.skus.oversized():
+            if view.skus.oversized(self._patch_limit):
                 # Views held for long kept the base behind: a base of its own for this one.
                 view = replace(view, skus=view.skus.rebased())
         new = _patched(view, newest, changes, slot_rows, inbound, offers, had)

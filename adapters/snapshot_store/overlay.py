@@ -34,15 +34,16 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from adapters.snapshot_store.columns import Codes, Records, SiteSet, SkuColumns, raw
 
-__all__ = ["Base", "Layout", "Overlay", "Patch", "catch_up", "packed"]
+__all__ = ["Base", "Layered", "Layout", "Overlay", "Patch", "catch_up", "packed"]
 
 Addresses = npt.NDArray[np.int64]
 
@@ -277,3 +278,82 @@ def catch_up(overlay: Overlay) -> int:
         base.records[patch.addresses] = patch.records
         base.snapshot_id = oldest.snapshot_id
         return len(patch)
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+_ABSENT: Any = object()
+
+_LAYER_MIN = 50_000
+"""A layer's changes grow to this many keys, or an eighth of its base's, before they are folded into a new base."""
+
+
+class Layered(Mapping[K, V]):
+    """A mapping shared by views (never changed) and one view's changes over it: keys put and keys dropped.
+
+    The inbound lines (370,743 keys in the 20M bench store) and offers (79,727) of a view:
+    copying both dicts each refresh to change the few keys a publish touched was 0.16 s
+    of a 0.45 s refresh at 20M (cProfile). Now a refresh copies the changes since the
+    base (bounded), and folds them into a new base now and then.
+    """
+
+    __slots__ = ("_base", "_dropped", "_put")
+
+    def __init__(self, base: Mapping[K, V], put: dict[K, V] | None = None, dropped: frozenset[K] = frozenset()) -> None:
+        self._base = base
+        self._put: dict[K, V] = {} if put is None else put
+        self._dropped = dropped
+        """Keys of the base this view no longer has (never also in `_put`)."""
+
+    @classmethod
+    def of(cls, mapping: Mapping[K, V]) -> Layered[K, V]:
+        return mapping if isinstance(mapping, Layered) else cls(mapping)
+
+    def get(self, key: K, default: Any = None) -> Any:
+        found = self._put.get(key, _ABSENT)
+        if found is not _ABSENT:
+            return found
+        if key in self._dropped:
+            return default
+        return self._base.get(key, default)
+
+    def __getitem__(self, key: K) -> V:
+        found = self.get(key, _ABSENT)
+        if found is _ABSENT:
+            raise KeyError(key)
+        return found  # type: ignore[no-any-return]
+
+    def __contains__(self, key: object) -> bool:
+        return self.get(key, _ABSENT) is not _ABSENT  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[K]:
+        put, dropped = self._put, self._dropped
+        yield from (key for key in self._base if key not in put and key not in dropped)
+        yield from put
+
+    def __len__(self) -> int:
+        put, base = self._put, self._base
+        return len(base) - len(self._dropped) + sum(1 for key in put if key not in base)
+
+    __hash__ = object.__hash__
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def updated(self, dropped: Iterable[K], put: Mapping[K, V], *, limit: int | None = None) -> Layered[K, V]:
+        """These keys dropped, then these put; folded into a new base once the changes outgrow `limit`
+        (by default `_LAYER_MIN` or an eighth of the base, the larger)."""
+        base = self._base
+        new_put = dict(self._put)
+        new_dropped = set(self._dropped)
+        for key in dropped:
+            new_put.pop(key, None)
+            if key in base:
+                new_dropped.add(key)
+        new_put.update(put)
+        new_dropped.difference_update(put)
+        if len(new_put) + len(new_dropped) > (max(_LAYER_MIN, len(base) // 8) if limit is None else limit):
+            folded = {key: value for key, value in base.items() if key not in new_dropped}
+            folded.update(new_put)
+            return Layered(folded)
+        return Layered(base, new_put, frozenset(new_dropped))

@@ -69,7 +69,7 @@ from adapters.snapshot_store.columns import (
     raw,
 )
 from adapters.snapshot_store.layout import store_exists
-from adapters.snapshot_store.overlay import Base, Layout, Overlay, Patch, catch_up, packed
+from adapters.snapshot_store.overlay import Base, Layered, Layout, Overlay, Patch, catch_up, packed
 from adapters.snapshot_store.reader import SnapshotReader
 from adapters.snapshot_store.replica import data_ranges, insertions_sql, lower_priority, snapshot_range
 from ledger.answer import Stock
@@ -390,8 +390,8 @@ def _side_tables(
     had: tuple[Iterable[tuple[str, str]], Iterable[tuple[str, str]]] | None,
 ) -> tuple[
     Mapping[tuple[str, Millis], int],
-    dict[tuple[str, str], tuple[InboundRow, ...]],
-    dict[tuple[str, str], OfferTerms],
+    Mapping[tuple[str, str], tuple[InboundRow, ...]],
+    Mapping[tuple[str, str], OfferTerms],
     int,
 ]:
     """The view's slots, inbound lines and offers with the changes, and how many slots were opened.
@@ -417,14 +417,25 @@ def _side_tables(
         keys = changes.keys()
         keys.update((site, sku) for site, sku, _ in slot_rows)
         had = (view.inbound.keys() & keys, view.offers.keys() & keys)
-    lines, terms = dict(view.inbound), dict(view.offers)
-    for key in set(had[0]) - inbound.keys():
-        lines.pop(key, None)
-    for key in set(had[1]) - offers.keys():
-        terms.pop(key, None)
-    lines.update(inbound)
-    terms.update(offers)
+    # Layered over the old view's (`Layered`): a copy of both dicts was 0.16 s a refresh at 20M.
+    lines = Layered.of(view.inbound).updated(set(had[0]) - inbound.keys(), inbound)
+    terms = Layered.of(view.offers).updated(set(had[1]) - offers.keys(), offers)
     return slots, lines, terms, added
+
+
+def _beyond_int32(cursor: duckdb.DuckDBPyConnection, snapshot_id: int) -> bool:
+    """Whether a product position of the snapshot has a count beyond int32."""
+    beyond = " OR ".join(f"{c} NOT BETWEEN {_INT32.min} AND {_INT32.max}" for c in _COUNTS)
+    row = cursor.execute(
+        f"SELECT count(*) FROM positions AT (VERSION => {int(snapshot_id)}) WHERE NOT ({_APPT}) AND ({beyond})"
+    ).fetchone()
+    return row is None or int(row[0]) > 0
+
+
+def _narrowed(view: ReadView) -> ReadView:
+    """The view's records as `NARROW` (every count fits), in a new base."""
+    skus = {sku: SkuColumns(c.held, c.figures.astype(NARROW).view(raw(NARROW))) for sku, c in view.skus.items()}
+    return _packed(replace(view, skus=skus, dtype=NARROW))
 
 
 def _packed(view: ReadView) -> ReadView:
@@ -701,6 +712,10 @@ class ReadModel:
         row = cursor.execute(reader.position_count_sql(newest)).fetchone()
         if row is None or int(row[0]) != new.positions:
             new = _load(cursor, newest)
+        elif new.dtype == WIDE and changes.fits(NARROW) and not _beyond_int32(cursor, newest):
+            # 5. The count that widened the records is gone: narrowed again, as a whole load
+            #    would read them (a scan of the store, paid only while the records are wide).
+            new = _narrowed(new)
         self._swap(new, started)
         return changes.size + len({(site, sku) for site, sku, _ in slot_rows})
 

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.snapshot_store.columns import NARROW, SiteTable, SkuColumns, raw
-from adapters.snapshot_store.overlay import Overlay, catch_up, packed
+from adapters.snapshot_store.overlay import Layered, Overlay, catch_up, packed
 
 pytestmark = pytest.mark.component
 
@@ -43,7 +43,7 @@ def models(draw: st.DrawFn) -> State:
 def read(overlay: Overlay) -> State:
     """Everything the overlay answers, sku by sku as a request reads it."""
     return {
-        (sku, site): tuple(row)  # type: ignore[misc]
+        (sku, site): tuple(row)
         for sku in overlay
         for site, row in zip(overlay[sku].sites, overlay[sku].figures.tolist(), strict=True)
     }
@@ -121,3 +121,23 @@ def test_once_older_views_are_let_go_the_patch_is_the_last_refresh_s_changes_alo
         newest = apply(newest, snapshot_id, changes)
         assert len(newest.patch) == len(changes)
         assert read(newest) == state
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(st.integers(0, 20), st.integers()),
+    st.lists(st.tuples(st.sets(st.integers(0, 25)), st.dictionaries(st.integers(0, 25), st.integers()))),
+    st.integers(0, 8),
+)
+def test_a_layered_mapping_is_its_dict_after_every_update_and_the_ones_before_stay(
+    first: dict[int, int], updates: list[tuple[set[int], dict[int, int]]], limit: int
+) -> None:
+    """Inbound lines and offers layered over a shared base (folded anew past `limit`) are the dict they stand for."""
+    layers = [(Layered.of(first), dict(first))]
+    for dropped, put in updates:
+        expected = {k: v for k, v in layers[-1][1].items() if k not in dropped} | put
+        layers.append((layers[-1][0].updated(dropped, put, limit=limit), expected))
+        for layer, wanted in layers:
+            assert dict(layer.items()) == wanted
+            assert len(layer) == len(wanted)
+            assert all(layer.get(k) == wanted.get(k) and (k in layer) == (k in wanted) for k in range(-1, 27))

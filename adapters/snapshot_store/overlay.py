@@ -219,6 +219,14 @@ class Overlay(Mapping[str, SkuColumns]):
     def __eq__(self, other: object) -> bool:
         return self is other
 
+    def uncached(self) -> Overlay:
+        """The same overlay without the skus this one has read: every read copies from the base again.
+
+        What a test reads through, so that a base written under a view cannot hide behind the
+        copies the view made before.
+        """
+        return Overlay(self.base, self.layout, self.patch, self.dtype, self.snapshot_id)
+
     # -- building
 
     def changed(self, snapshot_id: int, addresses: Addresses, records: Records) -> Overlay:

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.snapshot_store import SnapshotReader, SnapshotWriter
+from adapters.snapshot_store.overlay import Overlay
 from adapters.snapshot_store.read_model import ReadModel, ReadView
 from ledger.answer import MAX_LIMIT, Stock
 from ledger.network import appointment_sku
@@ -252,11 +253,15 @@ _SKUS = ("A", "B", "C", "D", appointment_sku(T0 + 86_400_000), appointment_sku(T
 
 
 def view_state(view: ReadView) -> dict[str, object]:
-    """Everything a view answers from, as plain values (site sets and records included)."""
+    """Everything a view answers from, as plain values (site sets and records included).
+
+    An overlay is read afresh (`uncached`): the skus a view read before are copies, and would
+    hide a base written under it."""
+    skus = view.skus.uncached() if isinstance(view.skus, Overlay) else view.skus
     return {
         "snapshot_id": view.snapshot_id,
         "positions": view.positions,
-        "skus": {sku: (c.sites, c.figures.tolist()) for sku, c in sorted(view.skus.items())},
+        "skus": {sku: (c.sites, c.figures.tolist()) for sku, c in sorted(skus.items())},
         "slots": dict(sorted(view.slots.items())),
         "inbound": dict(sorted(view.inbound.items())),
         "offers": dict(sorted(view.offers.items())),

@@ -41,7 +41,8 @@ def models(draw: st.DrawFn) -> State:
 
 
 def read(overlay: Overlay) -> State:
-    """Everything the overlay answers, sku by sku as a request reads it."""
+    """Everything the overlay answers, sku by sku as a request reads it (from the base, not skus read before)."""
+    overlay = overlay.uncached()
     return {
         (sku, site): tuple(row)
         for sku in overlay

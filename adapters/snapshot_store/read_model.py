@@ -8,29 +8,35 @@ an availability read need once, and then follows the snapshots' change feed the 
     skus      sku -> `SkuColumns`: the sites holding the sku, ascending (a `SiteSet`
               shared by every sku held by the same sites), and one numpy record per
               site (ATP and the other figures), so a promise walks one sku's sites in
-              one contiguous block and makes no object per site
+              one contiguous block and makes no object per site; an `Overlay` (the
+              base every view shares and this view's patch, adapters/snapshot_store/
+              overlay.py) that makes a sku's block when a request reads it
     slots     (store, slot start) -> free appointment capacity (the `appt:` positions)
     inbound   (site, sku) -> its inbound lines
     offers    (seller, sku) -> its offer terms
 
 Columnar and bulk, both ways in and out of DuckDB: a whole load reads the positions as
 numpy columns (`fetchnumpy`), sites and skus numbered by DuckDB, sorted by (sku, site),
-and cuts them into one block per sku; a refresh reads the changed positions the same
-way, each with its sku's and its site's number in the view (`ReadModel._numbering`),
-sorted by those, and for each changed sku locates its changed sites with one
-`searchsorted` over the sku's site numbers and writes them into a copy of its block.
+and keeps them as one block, the overlay's base; a refresh reads the changed positions
+the same way, each with its sku's and its site's number in the view
+(`ReadModel._numbering`), sorted by those, locates them in the base one site set at a
+time (`Layout.locate`) and merges them into the new view's patch.
 No Python object is made per position on either path, nor per changed position on a
 refresh (a tuple per row through `fetchall` and a bisect per change made a refresh of
 20,000 changes cost 6-10 s; the changes' site ids and skus as strings, a third of one).
 
-A refresh builds a new `ReadView` from the old one, copying only the skus that changed
-(copy on write: the old view is never altered, so a request still reading it sees one
-snapshot), then swaps the reference in one assignment. A request reads `model.view`
+A refresh builds a new `ReadView` from the old one, copying nothing of the model: the
+changes go into its patch, and the base is written in place only where no live view
+reads it (`overlay.catch_up`), so a request still reading the old view sees one snapshot.
+A position new to the layout, or a count past int32, rebuilds the skus (copy on write
+per changed sku, `ReadView._applied`) and packs them into a new base. The new view is
+swapped in by one assignment. A request reads `model.view`
 once and answers from it alone: its `snapshot_id` names every figure it used.
 
 Inbound lines and offers are re-read for the (site, sku) keys whose position changed:
 the fold republishes a position with every event applied to it (its `version` moves),
-and an inbound line or an offer changes only by such an event.
+and an inbound line or an offer changes only by such an event. They are kept `Layered`
+(a dict shared by views and this view's keys put and dropped), not copied each refresh.
 """
 
 from __future__ import annotations

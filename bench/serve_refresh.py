@@ -9,11 +9,12 @@ With `--before` the store is built by that checkout (cached in its var/bench-ser
 checkout of a newer store layout migrates its copy when its writer opens it.
 
 1. opens `ReadModel` on it (the first load): wall and CPU seconds, and how much the
-   process's resident memory grew (per position);
+   process's resident memory grew (per position), and its peak (VmHWM) so far;
 2. `--publishes` times: publishes `--changes` changed positions through
    `SnapshotWriter.publish` (random sites and skus, as `make bench-serve`'s publisher
    does), then times `ReadModel.refresh()` alone, wall and process CPU, and checks the
-   view names the new snapshot.
+   view names the new snapshot; the resident memory after each, and the peak at the end
+   (the transient of every refresh, and of the writer publishing in the same process).
 
 Prints one line a checkout and round and writes the JSON under bench/results/. The
 checkouts run one after the other, their order alternating between `--rounds`, on the
@@ -55,6 +56,11 @@ def rss():
     with open("/proc/self/statm", "rb") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
+def peak():
+    # VmHWM: the most the process ever held resident (kB), the transient peak of a refresh included.
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
 # The writer first: a checkout of a newer store layout migrates the store as it opens.
 writer = SnapshotWriter.open(store)
 before = rss()
@@ -68,6 +74,7 @@ out = {
     "resident_growth_bytes": rss() - before,
 }
 out["resident_bytes_per_position"] = round(out["resident_growth_bytes"] / view.positions, 1)
+out["peak_after_load_bytes"] = peak()
 rng = random.Random(seed)
 sites = [site.id for site in load_network(network).sites]
 applied = 0
@@ -87,11 +94,13 @@ for step in range(publishes):
     wall, cpu = time.perf_counter(), time.process_time()
     changed = model.refresh()
     took = {"changes": changed, "wall_s": round(time.perf_counter() - wall, 3),
-            "cpu_s": round(time.process_time() - cpu, 3)}
+            "cpu_s": round(time.process_time() - cpu, 3), "resident_bytes": rss()}
     assert model.view.snapshot_id == sid, (model.view.snapshot_id, sid)
     refreshes.append(took)
 out["refreshes"] = refreshes
 out["resident_bytes_per_position_end"] = round((rss() - before) / model.view.positions, 1)
+out["peak_resident_bytes"] = peak()
+out["resident_before_load_bytes"] = before
 writer.close()
 model.close()
 print(json.dumps(out))

@@ -8,29 +8,35 @@ an availability read need once, and then follows the snapshots' change feed the 
     skus      sku -> `SkuColumns`: the sites holding the sku, ascending (a `SiteSet`
               shared by every sku held by the same sites), and one numpy record per
               site (ATP and the other figures), so a promise walks one sku's sites in
-              one contiguous block and makes no object per site
+              one contiguous block and makes no object per site; an `Overlay` (the
+              base every view shares and this view's patch, adapters/snapshot_store/
+              overlay.py) that makes a sku's block when a request reads it
     slots     (store, slot start) -> free appointment capacity (the `appt:` positions)
     inbound   (site, sku) -> its inbound lines
     offers    (seller, sku) -> its offer terms
 
 Columnar and bulk, both ways in and out of DuckDB: a whole load reads the positions as
 numpy columns (`fetchnumpy`), sites and skus numbered by DuckDB, sorted by (sku, site),
-and cuts them into one block per sku; a refresh reads the changed positions the same
-way, each with its sku's and its site's number in the view (`ReadModel._numbering`),
-sorted by those, and for each changed sku locates its changed sites with one
-`searchsorted` over the sku's site numbers and writes them into a copy of its block.
+and keeps them as one block, the overlay's base; a refresh reads the changed positions
+the same way, each with its sku's and its site's number in the view
+(`ReadModel._numbering`), sorted by those, locates them in the base one site set at a
+time (`Layout.locate`) and merges them into the new view's patch.
 No Python object is made per position on either path, nor per changed position on a
 refresh (a tuple per row through `fetchall` and a bisect per change made a refresh of
 20,000 changes cost 6-10 s; the changes' site ids and skus as strings, a third of one).
 
-A refresh builds a new `ReadView` from the old one, copying only the skus that changed
-(copy on write: the old view is never altered, so a request still reading it sees one
-snapshot), then swaps the reference in one assignment. A request reads `model.view`
+A refresh builds a new `ReadView` from the old one, copying nothing of the model: the
+changes go into its patch, and the base is written in place only where no live view
+reads it (`overlay.catch_up`), so a request still reading the old view sees one snapshot.
+A position new to the layout, or a count past int32, rebuilds the skus (copy on write
+per changed sku, `ReadView._applied`) and packs them into a new base. The new view is
+swapped in by one assignment. A request reads `model.view`
 once and answers from it alone: its `snapshot_id` names every figure it used.
 
 Inbound lines and offers are re-read for the (site, sku) keys whose position changed:
 the fold republishes a position with every event applied to it (its `version` moves),
-and an inbound line or an offer changes only by such an event.
+and an inbound line or an offer changes only by such an event. They are kept `Layered`
+(a dict shared by views and this view's keys put and dropped), not copied each refresh.
 """
 
 from __future__ import annotations
@@ -42,8 +48,6 @@ import os
 import sys
 import threading
 import time
-import weakref
-from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -54,7 +58,24 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 
+from adapters.snapshot_store.columns import (
+    _COUNTS,
+    _FIELDS,
+    _INT32,
+    NARROW,
+    NO_SITES,
+    WIDE,
+    Codes,
+    InboundRow,
+    PositionRow,
+    Records,
+    SiteSet,
+    SiteTable,
+    SkuColumns,
+    raw,
+)
 from adapters.snapshot_store.layout import store_exists
+from adapters.snapshot_store.overlay import Base, Layered, Layout, Overlay, Patch, catch_up, packed
 from adapters.snapshot_store.reader import SnapshotReader
 from adapters.snapshot_store.replica import data_ranges, insertions_sql, lower_priority, snapshot_range
 from ledger.answer import Stock
@@ -63,34 +84,7 @@ from ledger.events import Millis
 from ledger.network import appointment_slot
 from ledger.outputs import InboundLine, OfferTerms
 
-__all__ = ["InboundRow", "ReadModel", "ReadView", "SiteSet", "SkuColumns"]
-
-# (site_id, atp, on_hand, reserved, staged, inbound, negative, updated_at ms)
-PositionRow = tuple[str, int, int, int, int, int, bool, int]
-InboundRow = tuple[str, int, Millis, bool]
-"""(ref, qty, eta, promised) of one inbound line."""
-
-Codes = npt.NDArray[np.int32]
-Records = npt.NDArray[np.void]
-
-_COUNTS = ("atp", "on_hand", "reserved", "staged", "inbound")
-_FIELDS = (*_COUNTS, "negative", "updated_at")
-
-
-def _records(count: str) -> np.dtype[np.void]:
-    return np.dtype([*((name, count) for name in _COUNTS), ("negative", "?"), ("updated_at", "<i8")])
-
-
-NARROW = _records("<i4")
-"""A position's figures in 29 bytes: the counts as int32, whenever every count of the snapshot fits."""
-WIDE = _records("<i8")
-"""The same as int64, for a snapshot holding a count beyond int32 (the store's columns are BIGINT)."""
-_INT32 = np.iinfo(np.int32)
-
-
-def raw(dtype: np.dtype[np.void]) -> np.dtype[np.void]:
-    """The record type as plain bytes of its size: what `SkuColumns` stores."""
-    return np.dtype(f"V{dtype.itemsize}")
+__all__ = ["NARROW", "WIDE", "InboundRow", "ReadModel", "ReadView", "SiteSet", "SkuColumns", "raw"]
 
 
 _APPT = "sku >= 'appt:' AND sku < 'appt;'"  # a range, not starts_with: Parquet min/max statistics can prune it
@@ -98,95 +92,6 @@ _FEED_COLUMNS = ("site_id", "sku", "atp", "on_hand", "reserved", "staged", "inbo
 _FIGURES_SQL = (
     "atp, on_hand, reserved, staged, inbound, coalesce(negative, false) AS negative, epoch_ms(updated_at) AS updated_at"
 )
-
-
-@dataclass(frozen=True, slots=True, weakref_slot=True, eq=False)
-class SiteSet:
-    """The sites holding a sku, ascending: their ids and their numbers in the view's site table.
-
-    Shared by every sku held by the same sites (a national range is held everywhere):
-    the ids are stored once, and what is computed per site set is computed once.
-    """
-
-    names: tuple[str, ...]
-    codes: Codes
-    """The sites' numbers (`_SiteTable`), ascending as the ids are."""
-
-
-@dataclass(frozen=True, slots=True)
-class SkuColumns:
-    """One sku's positions, site by site in ascending order; never changed once built."""
-
-    held: SiteSet
-    records: Records
-    """One record per site as raw bytes (`raw(NARROW)` or `raw(WIDE)`): copied and written by a
-    refresh at memcpy speed (a copy field by field cost twice as much); read through `figures`."""
-
-    @property
-    def sites(self) -> tuple[str, ...]:
-        return self.held.names
-
-    @property
-    def figures(self) -> Records:
-        """The records with their fields: atp, on_hand, reserved, staged, inbound, negative, updated_at."""
-        return self.records.view(NARROW if self.records.dtype.itemsize == NARROW.itemsize else WIDE)
-
-    def atp(self) -> list[int]:
-        """The ATP column as Python ints (one C call: a promise iterates it)."""
-        values: list[int] = self.figures["atp"].tolist()
-        return values
-
-    def index(self, site_id: str) -> int | None:
-        """Where the site is in the columns, None when it holds no position of the sku."""
-        sites = self.held.names
-        i = bisect_left(sites, site_id)
-        return i if i < len(sites) and sites[i] == site_id else None
-
-    def row(self, i: int) -> PositionRow:
-        atp, on_hand, reserved, staged, inbound, negative, updated_at = self.figures[i].item()
-        return (self.held.names[i], atp, on_hand, reserved, staged, inbound, bool(negative), updated_at)
-
-    def nbytes(self, *, with_sites: bool = True) -> int:
-        """Bytes held by the records (and the site set's numbers and id references, unless shared)."""
-        return int(self.records.nbytes) + with_sites * (len(self.held.names) * 8 + int(self.held.codes.nbytes))
-
-
-class _SiteTable:
-    """Every site of a view numbered in ascending id order, and the site sets made of them.
-
-    Numbers in id order let a sku's sites be located by number (`searchsorted`) and
-    still come out in id order. Never changed once a view holds it, but for its intern
-    table of site sets (weak: a set no view holds any more is dropped). A site new to
-    the model makes a new table (`extended`), every number after it moving up.
-    """
-
-    def __init__(self, names: Sequence[str]) -> None:
-        self.names = tuple(map(sys.intern, names))
-        self.code = {name: i for i, name in enumerate(self.names)}
-        self._sets: weakref.WeakValueDictionary[bytes, SiteSet] = weakref.WeakValueDictionary()
-        self._lock = threading.Lock()
-
-    def site_set(self, codes: Codes) -> SiteSet:
-        """The shared site set of these numbers (ascending)."""
-        key = codes.tobytes()
-        with self._lock:
-            found = self._sets.get(key)
-            if found is None:
-                own = np.array(codes, dtype=np.int32)  # its own memory, not a view into a load's block
-                own.flags.writeable = False
-                names = self.names
-                found = SiteSet(tuple([names[c] for c in own.tolist()]), own)
-                self._sets[key] = found
-            return found
-
-    def extended(self, new: Iterable[str]) -> tuple[_SiteTable, npt.NDArray[np.int32]]:
-        """A table with these sites too, and each old number's new one."""
-        table = _SiteTable(sorted(set(self.names).union(new)))
-        remap = np.array([table.code[name] for name in self.names], dtype=np.int32)
-        return table, remap
-
-
-_NO_SITES = _SiteTable(())
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +106,8 @@ class _Changes:
     codes: Codes | None = None
     """Each row's site number in the table of the view the changes apply to, when read by number
     (`of_codes`): then no site id is made as a Python string."""
+    sku_codes: npt.NDArray[np.int64] | None = None
+    """Each row's sku number in the numbering read by (`of_codes`): the overlay's layout's, for a view of one."""
 
     @property
     def size(self) -> int:
@@ -232,7 +139,13 @@ class _Changes:
         """
         columns, starts = _newest_per_key(columns, "sku", "site")
         names = [sku_names[k] for k in columns["sku"][starts].tolist()]
-        return cls(names, [*starts.tolist(), len(columns["sku"])], columns, columns["site"].astype(np.int32))
+        return cls(
+            names,
+            [*starts.tolist(), len(columns["sku"])],
+            columns,
+            columns["site"].astype(np.int32),
+            columns["sku"].astype(np.int64),
+        )
 
     @classmethod
     def of_rows(cls, rows: Iterable[tuple[str, PositionRow]]) -> _Changes:
@@ -300,7 +213,7 @@ class ReadView:
     offers: Mapping[tuple[str, str], OfferTerms] = field(default_factory=dict)
     positions: int = 0
     """Positions of the snapshot, appointment slots included (checked against the store's count)."""
-    site_table: _SiteTable = _NO_SITES
+    site_table: SiteTable = NO_SITES
     dtype: np.dtype[np.void] = NARROW
     """The record type of every sku's columns."""
 
@@ -372,6 +285,8 @@ class ReadView:
 
     def nbytes(self) -> int:
         """Approximate bytes of the position columns and the per-sku objects (the lines and offers apart)."""
+        if isinstance(self.skus, Overlay):
+            return self.skus.nbytes()  # not sku by sku: each would be read (copied) first
         per_sku = 112 + 56  # a numpy array's header and the dataclass, roughly (sys.getsizeof)
         seen: set[int] = set()
         total = 0
@@ -422,19 +337,7 @@ class ReadView:
         from the changed keys (a set of every changed key: ~0.05 s of a refresh's GIL at
         100,000 changes).
         """
-        added = 0
-        slot_rows = list(slot_rows)
-        # Mappings are shared with the old view when nothing in them changed (neither view alters
-        # them): a copy of the 137,656 slots of the bench's store was ~5 ms a refresh.
-        slots = self.slots
-        if slot_rows:
-            opened = dict(slots)
-            for site, sku, atp in slot_rows:
-                slot = appointment_slot(sku)
-                if slot is not None:
-                    added += (site, slot) not in opened
-                    opened[(sys.intern(site), slot)] = int(atp)
-            slots = opened
+        slots, lines, terms, added = _side_tables(self, changes, slot_rows, inbound, offers, had)
         table, skus, dtype = self.site_table, dict(self.skus), self.dtype
         if changes.codes is not None:
             # Numbered in this view's table by the reader: every site is known to it.
@@ -481,20 +384,101 @@ class ReadView:
                 copy[np.searchsorted(merged, new_codes)] = records[first:end]
                 added += len(merged) - len(old_codes)
                 skus[sku] = SkuColumns(table.site_set(merged), copy)
-        # The changed keys' lines and offers: the new ones put, the old ones of a key that has
-        # none any more dropped.
-        if had is None:
-            keys = changes.keys()
-            keys.update((site, sku) for site, sku, _ in slot_rows)
-            had = (self.inbound.keys() & keys, self.offers.keys() & keys)
-        lines, terms = dict(self.inbound), dict(self.offers)
-        for key in set(had[0]) - inbound.keys():
-            lines.pop(key, None)
-        for key in set(had[1]) - offers.keys():
-            terms.pop(key, None)
-        lines.update(inbound)
-        terms.update(offers)
         return ReadView(snapshot_id, skus, slots, lines, terms, self.positions + added, table, dtype)
+
+
+def _side_tables(
+    view: ReadView,
+    changes: _Changes,
+    slot_rows: Iterable[tuple[str, str, int]],
+    inbound: Mapping[tuple[str, str], tuple[InboundRow, ...]],
+    offers: Mapping[tuple[str, str], OfferTerms],
+    had: tuple[Iterable[tuple[str, str]], Iterable[tuple[str, str]]] | None,
+) -> tuple[
+    Mapping[tuple[str, Millis], int],
+    Mapping[tuple[str, str], tuple[InboundRow, ...]],
+    Mapping[tuple[str, str], OfferTerms],
+    int,
+]:
+    """The view's slots, inbound lines and offers with the changes, and how many slots were opened.
+
+    See `ReadView._applied` for `slot_rows` and `had`.
+    """
+    added = 0
+    slot_rows = list(slot_rows)
+    # Mappings are shared with the old view when nothing in them changed (neither view alters
+    # them): a copy of the 137,656 slots of the bench's store was ~5 ms a refresh.
+    slots = view.slots
+    if slot_rows:
+        opened = dict(slots)
+        for site, sku, atp in slot_rows:
+            slot = appointment_slot(sku)
+            if slot is not None:
+                added += (site, slot) not in opened
+                opened[(sys.intern(site), slot)] = int(atp)
+        slots = opened
+    # The changed keys' lines and offers: the new ones put, the old ones of a key that has
+    # none any more dropped.
+    if had is None:
+        keys = changes.keys()
+        keys.update((site, sku) for site, sku, _ in slot_rows)
+        had = (view.inbound.keys() & keys, view.offers.keys() & keys)
+    # Layered over the old view's (`Layered`): a copy of both dicts was 0.16 s a refresh at 20M.
+    lines = Layered.of(view.inbound).updated(set(had[0]) - inbound.keys(), inbound)
+    terms = Layered.of(view.offers).updated(set(had[1]) - offers.keys(), offers)
+    return slots, lines, terms, added
+
+
+def _beyond_int32(cursor: duckdb.DuckDBPyConnection, snapshot_id: int) -> bool:
+    """Whether a product position of the snapshot has a count beyond int32."""
+    beyond = " OR ".join(f"{c} NOT BETWEEN {_INT32.min} AND {_INT32.max}" for c in _COUNTS)
+    row = cursor.execute(
+        f"SELECT count(*) FROM positions AT (VERSION => {int(snapshot_id)}) WHERE NOT ({_APPT}) AND ({beyond})"
+    ).fetchone()
+    return row is None or int(row[0]) > 0
+
+
+def _narrowed(view: ReadView) -> ReadView:
+    """The view's records as `NARROW` (every count fits), in a new base."""
+    skus = {sku: SkuColumns(c.held, c.figures.astype(NARROW).view(raw(NARROW))) for sku, c in view.skus.items()}
+    return _packed(replace(view, skus=skus, dtype=NARROW))
+
+
+def _packed(view: ReadView) -> ReadView:
+    """The view with its skus in one new base (`overlay.packed`), so that later refreshes patch it."""
+    return replace(view, skus=packed(view.snapshot_id, view.skus, view.dtype))
+
+
+def _patched(
+    view: ReadView,
+    snapshot_id: int,
+    changes: _Changes,
+    slot_rows: Iterable[tuple[str, str, int]],
+    inbound: Mapping[tuple[str, str], tuple[InboundRow, ...]],
+    offers: Mapping[tuple[str, str], OfferTerms],
+    had: tuple[Iterable[tuple[str, str]], Iterable[tuple[str, str]]] | None,
+) -> ReadView | None:
+    """The view with the changes over its overlay's patch; None when they need a new layout.
+
+    The common case: every changed position already in the view, read by number, counts
+    within the record type. Its cost is the changes' (located one site set at a time,
+    merged into the patch), not the model's.
+    """
+    skus = view.skus
+    if (
+        not isinstance(skus, Overlay)
+        or had is None
+        or changes.codes is None
+        or changes.sku_codes is None
+        or not changes.fits(view.dtype)
+    ):
+        return None
+    addresses = skus.layout.locate(changes.sku_codes, changes.codes)
+    if addresses is None:
+        return None  # a site new to a sku
+    slots, lines, terms, added = _side_tables(view, changes, slot_rows, inbound, offers, had)
+    overlay = skus.changed(snapshot_id, addresses, changes.records(view.dtype).view(raw(view.dtype)))
+    return ReadView(snapshot_id, overlay, slots, lines, terms, view.positions + added, view.site_table, view.dtype)
 
 
 _SEPARATOR = chr(31)
@@ -507,14 +491,20 @@ _RECHECK_S = 1.0
 class ReadModel:
     """The newest `ReadView` of a snapshot store, kept current by `refresh()` or `follow()`."""
 
-    def __init__(self, directory: Path, *, threads: int = 1) -> None:
-        """Follow the store at `directory`; it may not exist yet (the API may start before the flow)."""
+    def __init__(self, directory: Path, *, threads: int = 1, patch_limit: int | None = None) -> None:
+        """Follow the store at `directory`; it may not exist yet (the API may start before the flow).
+
+        `patch_limit`: the changes a view's patch may hold before its base is copied
+        (`Overlay.oversized`; None: its default).
+        """
         self._directory = Path(directory)
         self._threads = threads
+        self._patch_limit = patch_limit
         self._reader: SnapshotReader | None = None
         self._cursor: duckdb.DuckDBPyConnection | None = None
-        self._numbered: tuple[_SiteTable, list[str]] | None = None
-        """The site table and the skus that `read_model_site_codes` and `read_model_sku_codes` number."""
+        self._numbered: tuple[SiteTable, list[str], Layout | None] | None = None
+        """The site table and the skus that `read_model_site_codes` and `read_model_sku_codes` number
+        (and the overlay's layout whose order the skus are in)."""
         self._view: ReadView | None = None
         self._refreshing = threading.Lock()
         self._stop = threading.Event()
@@ -532,9 +522,9 @@ class ReadModel:
         """Refreshes the follower ran (a poll that found the catalog unchanged runs none)."""
 
     @classmethod
-    def open(cls, directory: Path, *, threads: int = 1) -> ReadModel:
+    def open(cls, directory: Path, *, threads: int = 1, patch_limit: int | None = None) -> ReadModel:
         """A model loaded with the store's newest snapshot, if the store has one yet."""
-        model = cls(directory, threads=threads)
+        model = cls(directory, threads=threads, patch_limit=patch_limit)
         try:
             model.refresh()
         except SnapshotError:
@@ -590,9 +580,16 @@ class ReadModel:
         of which makes a new site table too).
         """
         numbered = self._numbered
-        if numbered is not None and numbered[0] is view.site_table and len(numbered[1]) == len(view.skus):
+        layout = view.skus.layout if isinstance(view.skus, Overlay) else None
+        if (
+            numbered is not None
+            and numbered[0] is view.site_table
+            and numbered[2] is layout
+            and len(numbered[1]) == len(view.skus)
+        ):
             return numbered[1]
-        skus = sorted(view.skus)
+        # An overlay's skus in its layout's order: a change's sku number is then its layout's.
+        skus = list(view.skus) if isinstance(view.skus, Overlay) else sorted(view.skus)
         for name, names in (("sku", skus), ("site", view.site_table.names)):
             # One string split in DuckDB: a list of 2,000 names as a query parameter cost 0.3 s
             # to convert (20,000: 2 s), a numpy column through a replacement scan 0.1 s.
@@ -605,7 +602,7 @@ class ReadModel:
                 "FROM (SELECT string_split($text, chr(31)) AS names) WHERE $usable",
                 {"text": text, "usable": usable},
             )
-        self._numbered = (view.site_table, skus)
+        self._numbered = (view.site_table, skus, layout)
         return skus
 
     def _refresh(self, reader: SnapshotReader, cursor: duckdb.DuckDBPyConnection) -> int:
@@ -702,12 +699,29 @@ class ReadModel:
                 "SEMI JOIN read_model_feed c ON o.seller_id = c.site_id AND o.sku = c.sku",
             ),
         )
-        new = view._applied(newest, changes, slot_rows, inbound, offers, had)
+        if isinstance(view.skus, Overlay):
+            # The base catches up, in place, with the oldest view still alive (`catch_up`): by
+            # now the view before this one has usually been let go by its last request, so the
+            # base reaches this one and the new view's patch is this refresh's changes alone.
+            # A scatter of the last refresh's changes (a few ms at 100,000).
+            catch_up(view.skus)
+            if view.skus.oversized(self._patch_limit):
+                # Views held for long kept the base behind: a base of its own for this one.
+                view = replace(view, skus=view.skus.rebased())
+        new = _patched(view, newest, changes, slot_rows, inbound, offers, had)
+        if new is None:
+            # A position new to the layout (or to the model), or a count past int32: the whole
+            # view rebuilt sku by sku and packed in a new base (rare: the fold keeps positions).
+            new = _packed(view._applied(newest, changes, slot_rows, inbound, offers, had))
         # 4. The flow never deletes a position: if the counts differ, something did, and
         #    the view is loaded whole rather than answering with a key the store dropped.
         row = cursor.execute(reader.position_count_sql(newest)).fetchone()
         if row is None or int(row[0]) != new.positions:
             new = _load(cursor, newest)
+        elif new.dtype == WIDE and changes.fits(NARROW) and not _beyond_int32(cursor, newest):
+            # 5. The count that widened the records is gone: narrowed again, as a whole load
+            #    would read them (a scan of the store, paid only while the records are wide).
+            new = _narrowed(new)
         self._swap(new, started)
         return changes.size + len({(site, sku) for site, sku, _ in slot_rows})
 
@@ -860,7 +874,7 @@ def _load(cursor: duckdb.DuckDBPyConnection, snapshot_id: int) -> ReadView:
             f"(row_number() OVER (ORDER BY {column}) - 1)::INTEGER AS code "
             f"FROM (SELECT DISTINCT {column} FROM {products})"
         )
-    table = _SiteTable(
+    table = SiteTable(
         [name for (name,) in cursor.execute("SELECT name FROM read_model_sites ORDER BY code").fetchall()]
     )
     sku_names = [name for (name,) in cursor.execute("SELECT name FROM read_model_skus ORDER BY code").fetchall()]
@@ -885,11 +899,9 @@ def _load(cursor: duckdb.DuckDBPyConnection, snapshot_id: int) -> ReadView:
     del columns
     bounds = np.searchsorted(sku_codes, np.arange(len(sku_names) + 1)).tolist()
     del sku_codes
-    skus: dict[str, SkuColumns] = {}
-    for k, sku in enumerate(sku_names):
-        first, end = bounds[k], bounds[k + 1]
-        # A copy per sku: a refresh replaces skus one by one, and a block shared by all
-        # would stay whole in memory as long as one sku still used it.
-        skus[sku] = SkuColumns(table.site_set(site_codes[first:end]), records[first:end].copy())
+    held = [table.site_set(site_codes[bounds[k] : bounds[k + 1]]) for k in range(len(sku_names))]
     count += len(records)
-    return ReadView(snapshot_id, skus, slots, inbound, offers, count, table, dtype)
+    # One block for every position (no copy per sku): an overlay's base, written in place by
+    # later refreshes where no live view reads it (adapters/snapshot_store/overlay.py).
+    overlay = Overlay(Base(records, snapshot_id), Layout.of(sku_names, held), Patch.empty(dtype), dtype, snapshot_id)
+    return ReadView(snapshot_id, overlay, slots, inbound, offers, count, table, dtype)

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.snapshot_store import SnapshotReader, SnapshotWriter
+from adapters.snapshot_store.overlay import Overlay
 from adapters.snapshot_store.read_model import ReadModel, ReadView
 from ledger.answer import MAX_LIMIT, Stock
 from ledger.network import appointment_sku
@@ -252,11 +253,15 @@ _SKUS = ("A", "B", "C", "D", appointment_sku(T0 + 86_400_000), appointment_sku(T
 
 
 def view_state(view: ReadView) -> dict[str, object]:
-    """Everything a view answers from, as plain values (site sets and records included)."""
+    """Everything a view answers from, as plain values (site sets and records included).
+
+    An overlay is read afresh (`uncached`): the skus a view read before are copies, and would
+    hide a base written under it."""
+    skus = view.skus.uncached() if isinstance(view.skus, Overlay) else view.skus
     return {
         "snapshot_id": view.snapshot_id,
         "positions": view.positions,
-        "skus": {sku: (c.sites, c.figures.tolist()) for sku, c in sorted(view.skus.items())},
+        "skus": {sku: (c.sites, c.figures.tolist()) for sku, c in sorted(skus.items())},
         "slots": dict(sorted(view.slots.items())),
         "inbound": dict(sorted(view.inbound.items())),
         "offers": dict(sorted(view.offers.items())),
@@ -318,3 +323,55 @@ def assert_whole(path: Path, model: ReadModel) -> None:
         assert whole.view is not None
         assert view_state(refreshed) == view_state(whole.view)
         assert refreshed.dtype == whole.view.dtype
+
+
+# -- the overlay: a base written in place, a patch per view ----------------------------------
+
+
+@st.composite
+def existing_changes(draw: st.DrawFn, keys: Sequence[tuple[str, str]], version: int) -> list[PositionChange]:
+    """Changes of positions the model holds (the refresh patches them), now and then one new to it."""
+    found = []
+    for site, sku in draw(st.lists(st.sampled_from(keys), min_size=1, max_size=len(keys), unique=True)):
+        lines = tuple(
+            InboundLine(f"PO-{k}", draw(st.integers(1, 5)), T0 + 3_600_000 * (k + 1))
+            for k in range(draw(st.integers(0, 1)))
+        )
+        found.append(change(site, sku, version, on_hand=draw(st.integers(-2, 30)), inbound=lines))
+    if draw(st.integers(0, 5)) == 0:  # a site new to a sku: a new layout and base
+        found.append(change(draw(st.sampled_from(_SITES)), "N", version, on_hand=draw(st.integers(0, 9))))
+    return found
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_after_many_refreshes_catch_ups_and_rebases_the_model_equals_a_whole_load_and_held_views_stay(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    """Refreshes that patch the view, with views held by 'requests' and let go at random (the base catches up
+    only past what no held view reads) and a patch limit small enough to rebase now and then: after each,
+    the view is a whole load of its snapshot, and every view still held is what it was."""
+    path = tmp_path_factory.mktemp("overlay") / "snapshots"
+    keys = [(site, sku) for site in _SITES for sku in ("A", "B", "C", "D")]
+    with SnapshotWriter.open(path) as writer:
+        writer.publish([change(site, sku, 1, on_hand=3) for site, sku in keys], [], events_applied=1, now=T0)
+        with ReadModel.open(path, patch_limit=data.draw(st.sampled_from([2, 6, None]))) as model:
+            held: list[tuple[ReadView, dict[str, object]]] = []
+            patched = 0
+            for step in range(2, 2 + data.draw(st.integers(4, 12))):
+                before = model.view
+                assert before is not None
+                if data.draw(st.booleans()):
+                    held.append((before, view_state(before)))
+                if held and data.draw(st.booleans()):
+                    del held[data.draw(st.integers(0, len(held) - 1))]
+                writer.publish(data.draw(existing_changes(keys, step)), [], events_applied=step, now=T0 + step)
+                model.refresh()
+                after = model.view
+                assert after is not None
+                patched += after.skus.base is before.skus.base  # type: ignore[attr-defined]
+                del before, after
+                for view, kept in held:
+                    assert view_state(view) == kept
+                assert_whole(path, model)
+            assert patched, "no refresh patched the view: only the rebuilding path was tested"

@@ -39,8 +39,8 @@ from ledger.answer import (
 from ledger.events import Millis
 from ledger.fulfilment import HOME, FulfilmentMode, SourceKind
 from ledger.nearby import candidates
-from ledger.network import MINUTE_MS, Lane, Network, Run, Site
-from ledger.schedule import add_days, next_opening, slot_range, transfer
+from ledger.network import MINUTE_MS, Lane, Network, Run, Site, SupplierRoute
+from ledger.schedule import add_days, next_opening, slot_range, transfer_window
 
 __all__ = ["promise"]
 
@@ -50,6 +50,7 @@ _MODE_ORDER = {
     FulfilmentMode.DROPSHIP_TO_STORE: 2,
     FulfilmentMode.HOME_DELIVERY: 3,
 }
+_TRANSFER_ORDER = _MODE_ORDER[FulfilmentMode.TRANSFER_TO_STORE]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -80,8 +81,9 @@ def promise(
         and (km := network.distance_km(site_id, request.lat, request.lon)) <= radius
     }
     into = _into(network)
-    reach = _reachable(network, stores)
-    ctx = _Context(network, view, request, radius, stores, explain, into)
+    near = _near(network, into, stores)
+    reach = near.reach
+    ctx = _Context(network, view, request, radius, stores, explain, into, near)
     if limit is not None and not explain:
         return _in_bulk(ctx, reach, limit)
     # Explained or whole: every source's options built one by one (`from_source`), every option
@@ -411,19 +413,92 @@ def _into(network: Network) -> _Into:
     return into
 
 
-def _reachable(network: Network, stores: Mapping[str, float]) -> set[str]:
-    """The sites that may have a way to the customer: every other site with units has none.
+class _Near:
+    """What a promise needs of the stores in its radius, whoever asks: kept per set of stores, across requests.
 
-    A store in the radius (reserve there), a site with a lane or a dropship route into one,
-    a DC with a carrier, a seller. The rest is excluded by kind without a look at lanes.
+    The sites that may have a way to the customer (`reach`), each origin's lanes into a
+    store of the set (`lanes_in`) and each supplier's routes to one (`routes_in`) depend on
+    the network and the set of stores in the radius only, not on the point, the time or
+    the snapshot; customers near one town ask for the same few sets. Built per request they
+    were a tenth of a promise (the lanes of ~40 stores regrouped by origin, a dict per
+    request). Each origin's transfers are kept here too, with the instants they hold for
+    (`transfers_at`): a lane's answer changes only at its next cut-off.
     """
-    into = _into(network)
-    found = set(into.anywhere)
-    found.update(stores)
-    for store in stores:
-        found.update(into.lanes.get(store, ()))
-        found.update(into.routes.get(store, ()))
-    return found
+
+    __slots__ = ("lanes_in", "reach", "routes_in", "transfers")
+
+    def __init__(self, network: Network, into: _Into, stores: tuple[str, ...]) -> None:
+        found = set(into.anywhere)
+        found.update(stores)
+        lanes: dict[str, list[tuple[int, Lane]]] = {}
+        for store in stores:
+            found.update(into.lanes.get(store, ()))
+            found.update(into.routes.get(store, ()))
+            for place, lane in into.lanes_into.get(store, ()):
+                lanes.setdefault(lane.origin, []).append((place, lane))
+        self.reach: frozenset[str] = frozenset(found)
+        """A store in the radius (reserve there), a site with a lane or a dropship route into one, a DC
+        with a carrier, a seller: the sites that may have a way; every other site with units has none."""
+        # In `lanes_from` order: the order a source's exclusions are found in.
+        self.lanes_in: dict[str, tuple[Lane, ...]] = {
+            origin: tuple(lane for _, lane in sorted(places, key=_place)) for origin, places in lanes.items()
+        }
+        """Per origin, its lanes into a store in the radius (a DC has ~90 lanes; a basket asked each)."""
+        inside = set(stores)
+        suppliers = {supplier for store in stores for supplier in into.routes.get(store, ())}
+        self.routes_in: dict[str, tuple[SupplierRoute, ...]] = {
+            supplier: tuple(route for route in network.routes_from(supplier) if route.store in inside)
+            for supplier in suppliers
+        }
+        """Per supplier, its routes to a store in the radius, in `routes_from` order (the order found)."""
+        self.transfers: dict[str, tuple[Millis, Millis, tuple[_Transfer, ...]]] = {}
+        """Origin -> (lo, hi, its lanes' transfers): the same for every `now` in (lo, hi]."""
+
+    def transfers_at(self, network: Network, origin: str, now: Millis) -> tuple[_Transfer, ...]:
+        """Per lane of `origin` into the radius, in order: (lane, its next run from `now`, the opening after)."""
+        kept = self.transfers.get(origin)
+        if kept is not None and kept[0] < now <= kept[1]:
+            return kept[2]
+        lo, hi = now - 1, now + _FOREVER
+        found: list[_Transfer] = []
+        for lane in self.lanes_in.get(origin, ()):
+            got = transfer_window(network, lane, now)
+            if got is None:
+                # No departure within the horizon: one may enter it as `now` moves, so keep nothing.
+                found.append((lane, None, None))
+                hi = lo
+                continue
+            run, at, since, until = got
+            lo, hi = max(lo, since), min(hi, until)
+            found.append((lane, run, at))
+        outcome = tuple(found)
+        if lo < now <= hi:
+            # One tuple assigned: a thread reading the entry sees the old one or the new one, whole.
+            self.transfers[origin] = (lo, hi, outcome)
+        return outcome
+
+
+_Transfer = tuple[Lane, Run | None, Millis | None]
+"""A lane's transfer from now: the lane, its next run (None: no departure within the horizon) and the
+destination's first opening after the run arrives (None: closed through the horizon)."""
+_FOREVER = 1 << 62
+_NEAR: dict[tuple[int, tuple[str, ...]], tuple[Network, _Near]] = {}
+_NEAR_KEPT = 1_024
+"""Sets of stores kept (a few kilobytes each): a server's customers ask for a few hundred."""
+
+
+def _near(network: Network, into: _Into, stores: Mapping[str, float]) -> _Near:
+    """The `_Near` of the stores in the radius (their ids in network order: one set, one key)."""
+    key = (id(network), tuple(stores))
+    cached = _NEAR.get(key)
+    if cached is not None and cached[0] is network:
+        return cached[1]
+    near = _Near(network, into, key[1])
+    if len(_NEAR) >= _NEAR_KEPT:
+        _NEAR.clear()
+    # The network is kept with it so its id cannot be reused by another while cached.
+    _NEAR[key] = (network, near)
+    return near
 
 
 def _rank(option: Option) -> tuple[Millis, int, float, bool, float, str]:
@@ -710,8 +785,9 @@ class _Context:
         stores: dict[str, float],
         explain: bool,
         into: _Into,
+        near: _Near,
     ) -> None:
-        self.network, self.view, self.request, self.into = network, view, request, into
+        self.network, self.view, self.request, self.into, self.near = network, view, request, into, near
         self.now, self.radius, self.stores = request.now, radius, stores
         self.explain = explain
         self.excluded: list[Exclusion] = []
@@ -724,15 +800,7 @@ class _Context:
         self._slots: dict[tuple[str, Millis], Millis | str] = {}
         self._ways: dict[tuple[str, str], _Ways] = {}
         """(source, sku or "" when the sku does not matter) -> `ways`."""
-        # Per origin, its lanes into a store in the radius, in `lanes_from` order (the order
-        # exclusions are found in): a DC has ~90 lanes and a basket asked each of them.
-        lanes: dict[str, list[tuple[int, Lane]]] = {}
-        for store in stores:
-            for place, lane in into.lanes_into.get(store, ()):
-                lanes.setdefault(lane.origin, []).append((place, lane))
-        self.lanes_in: dict[str, list[Lane]] = {
-            origin: [lane for _, lane in sorted(found, key=_place)] for origin, found in lanes.items()
-        }
+        self.lanes_in = near.lanes_in
 
     def exclude(self, site_id: str, sku: str, reason: Reason, detail: str | Callable[[], str]) -> None:
         """Count an exclusion; its detail (text, or a function making it) is built only if it is shown."""
@@ -913,23 +981,23 @@ class _Context:
                 found.append(_row(FulfilmentMode.HOME_DELIVERY, site, HOME, at, km, arrives_at=at))
 
     def _transfers(self, site: Site, found: list[_Row], left: list[_Left]) -> None:
+        if site.id not in self.lanes_in:
+            return
         mode = FulfilmentMode.TRANSFER_TO_STORE
-        for lane in self.lanes_in.get(site.id, ()):
-            # The clerk can start picking now: the first departure whose cut-off is not passed.
-            next_one = transfer(self.network, lane, self.now)
-            if next_one is None:
+        stores = self.stores
+        # The clerk can start picking now: per lane, the first departure whose cut-off is not passed.
+        for lane, run, at in self.near.transfers_at(self.network, site.id, self.now):
+            if run is None:
                 left.append((Reason.NO_DEPARTURE, partial(self._no_departure, lane)))
-                continue
-            run, at = next_one
-            if at is None:
+            elif at is None:
                 left.append((Reason.CLOSED, partial(self._closed, lane.destination, run.arrives_at)))
-                continue
-            found.append(_row(mode, site, lane.destination, at, self.stores[lane.destination], run=run))
+            else:
+                # `_row`'s tuple written out (a promise makes ~100 of them); the distance is rounded already.
+                key = (at, _TRANSFER_ORDER, stores[lane.destination], True, 0.0)
+                found.append((key, mode, site, lane.destination, run, None, None, None))
 
     def _from_supplier(self, site: Site, sku: str, found: list[_Row], left: list[_Left]) -> None:
-        for route in self.network.routes_from(site.id):
-            if route.store not in self.stores:
-                continue
+        for route in self.near.routes_in.get(site.id, ()):
             if not route.accepts(sku):
                 left.append((Reason.NOT_ACCEPTED, f"{route.store} does not accept {sku} by dropship from {site.id}"))
                 continue

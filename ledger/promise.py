@@ -38,7 +38,7 @@ from ledger.answer import (
 )
 from ledger.events import Millis
 from ledger.fulfilment import HOME, FulfilmentMode, SourceKind
-from ledger.nearby import candidates
+from ledger.nearby import candidates, distances_km
 from ledger.network import MINUTE_MS, Lane, Network, Run, Site, SupplierRoute
 from ledger.schedule import add_days, next_opening, slot_range, transfer_window
 
@@ -50,6 +50,7 @@ _MODE_ORDER = {
     FulfilmentMode.DROPSHIP_TO_STORE: 2,
     FulfilmentMode.HOME_DELIVERY: 3,
 }
+_STORE = SourceKind.STORE
 _TRANSFER_ORDER = _MODE_ORDER[FulfilmentMode.TRANSFER_TO_STORE]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -73,14 +74,15 @@ def promise(
     if limit is not None:
         check_limit(limit)
     radius = request.radius_km if request.radius_km is not None else network.radius_km
-    # Measured only for the sites around the customer (ledger.nearby), in network order as before.
+    into = _into(network)
+    # Measured only for the stores around the customer (ledger.nearby), in network order as before.
+    kinds = into.kinds
+    around = [site_id for site_id in candidates(network, request.lat, request.lon, radius) if kinds[site_id] is _STORE]
     stores = {
         site_id: round(km, 3)
-        for site_id in candidates(network, request.lat, request.lon, radius)
-        if network.site(site_id).kind is SourceKind.STORE
-        and (km := network.distance_km(site_id, request.lat, request.lon)) <= radius
+        for site_id, km in zip(around, distances_km(network, around, request.lat, request.lon), strict=True)
+        if km <= radius
     }
-    into = _into(network)
     near = _near(network, into, stores)
     reach = near.reach
     ctx = _Context(network, view, request, radius, stores, explain, into, near)

@@ -291,8 +291,13 @@ class _Held:
             return kept[1], kept[2]
         inside = np.fromiter((site in reach for site in self.sites), dtype=np.bool_, count=len(self.sites))
         places = np.flatnonzero(inside)
-        if len(self.near) >= _NEAR_KEPT:
-            self.near.clear()
+        if _AROUND[0] >= _AROUND_KEPT:
+            # Bounded over every site set: a read model with many site sets would otherwise keep a
+            # mask per (site set, set of stores) for each.
+            for _, held in list(_HELD.values()):
+                held.near.clear()
+            _AROUND[0] = 0
+        _AROUND[0] += 1
         # The reach is kept with its places so its id cannot be reused by another while cached.
         self.near[id(reach)] = (reach, places, inside)
         return places, inside
@@ -303,6 +308,10 @@ _HELD_SITES = [0]
 """Sites indexed in `_HELD` over all its entries: bounded, as a view answering without the read
 model hands a new list per request (each indexed once, then dropped when the bound is reached)."""
 _HELD_SITES_KEPT = 200_000
+_AROUND = [0]
+"""Entries in the `near` of every `_Held` kept."""
+_AROUND_KEPT = 4_096
+"""A few kilobytes each for a national sku's thousand sites: ~10 MB."""
 
 
 def _held(into: _Into, sites: Sequence[str]) -> _Held:

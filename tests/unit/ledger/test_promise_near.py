@@ -26,6 +26,7 @@ def _forget() -> None:
     promise_module._NEAR.clear()
     promise_module._HELD.clear()
     promise_module._HELD_SITES[0] = 0
+    promise_module._AROUND[0] = 0
     promise_module._INTO.clear()
     for memo in (schedule._RUNS, schedule._TRANSFERS, schedule._OPENINGS, schedule._STEADY, schedule._SLOTS):
         memo.clear()

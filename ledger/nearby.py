@@ -16,11 +16,12 @@ A circle that reaches a pole, or crosses the antimeridian, gets every site.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ledger.network import Network
 
-__all__ = ["candidates"]
+__all__ = ["candidates", "distances_km"]
 
 _EARTH_RADIUS_KM = 6371.0088
 """ledger.network's radius: the box is computed on the sphere the distances are measured on."""
@@ -80,3 +81,32 @@ def candidates(network: Network, lat: float, lon: float, radius_km: float) -> tu
             found.extend(grid.cells.get((row, column), ()))
     found.sort()
     return tuple(site for _, site in found)
+
+
+_FIXED: dict[int, tuple[Network, dict[str, tuple[float, float, float]]]] = {}
+
+
+def distances_km(network: Network, site_ids: Iterable[str], lat: float, lon: float) -> list[float]:
+    """`[network.distance_km(site, lat, lon) for site in site_ids]`, to the last bit, for less.
+
+    The same formula (`ledger.network.haversine_km`) in the same order of operations, with
+    what depends on the site alone (its latitude in radians and that latitude's cosine) kept
+    per network and the point's computed once: a promise measures ~90 sites, and two calls
+    and four trigonometric functions a site were a tenth of it.
+    """
+    cached = _FIXED.get(id(network))
+    if cached is None or cached[0] is not network:
+        fixed = {s.id: (s.lon, math.radians(s.lat), math.cos(math.radians(s.lat))) for s in network.sites}
+        if len(_FIXED) >= 8:  # a process serves one network; tests build many
+            _FIXED.clear()
+        cached = _FIXED[id(network)] = (network, fixed)
+    fixed = cached[1]
+    p2 = math.radians(lat)
+    cos_p2 = math.cos(p2)
+    sin, asin, sqrt, radians = math.sin, math.asin, math.sqrt, math.radians
+    found = []
+    for site_id in site_ids:
+        lon1, p1, cos_p1 = fixed[site_id]
+        a = sin((p2 - p1) / 2) ** 2 + cos_p1 * cos_p2 * sin(radians(lon - lon1) / 2) ** 2
+        found.append(2 * _EARTH_RADIUS_KM * asin(min(1.0, sqrt(a))))
+    return found

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_right
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from itertools import islice
+
+import numpy as np
+from numpy.typing import NDArray
 
 from ledger.answer import (
     BASKET,
@@ -38,9 +39,9 @@ from ledger.answer import (
 )
 from ledger.events import Millis
 from ledger.fulfilment import HOME, FulfilmentMode, SourceKind
-from ledger.nearby import candidates
-from ledger.network import MINUTE_MS, Lane, Network, Run, Site
-from ledger.schedule import add_days, next_opening, slot_range, transfer
+from ledger.nearby import candidates, distances_km
+from ledger.network import MINUTE_MS, Lane, Network, Run, Site, SupplierRoute
+from ledger.schedule import add_days, next_opening, slot_range, transfer_window
 
 __all__ = ["promise"]
 
@@ -50,6 +51,8 @@ _MODE_ORDER = {
     FulfilmentMode.DROPSHIP_TO_STORE: 2,
     FulfilmentMode.HOME_DELIVERY: 3,
 }
+_STORE = SourceKind.STORE
+_TRANSFER_ORDER = _MODE_ORDER[FulfilmentMode.TRANSFER_TO_STORE]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -72,16 +75,18 @@ def promise(
     if limit is not None:
         check_limit(limit)
     radius = request.radius_km if request.radius_km is not None else network.radius_km
-    # Measured only for the sites around the customer (ledger.nearby), in network order as before.
+    into = _into(network)
+    # Measured only for the stores around the customer (ledger.nearby), in network order as before.
+    kinds = into.kinds
+    around = [site_id for site_id in candidates(network, request.lat, request.lon, radius) if kinds[site_id] is _STORE]
     stores = {
         site_id: round(km, 3)
-        for site_id in candidates(network, request.lat, request.lon, radius)
-        if network.site(site_id).kind is SourceKind.STORE
-        and (km := network.distance_km(site_id, request.lat, request.lon)) <= radius
+        for site_id, km in zip(around, distances_km(network, around, request.lat, request.lon), strict=True)
+        if km <= radius
     }
-    into = _into(network)
-    reach = _reachable(network, stores)
-    ctx = _Context(network, view, request, radius, stores, explain, into)
+    near = _near(network, into, stores)
+    reach = near.reach
+    ctx = _Context(network, view, request, radius, stores, explain, into, near)
     if limit is not None and not explain:
         return _in_bulk(ctx, reach, limit)
     # Explained or whole: every source's options built one by one (`from_source`), every option
@@ -266,17 +271,36 @@ def _contenders(ranked: list[tuple[str, int, list[_Row]]], limit: int) -> list[_
 
 @dataclass(frozen=True, slots=True)
 class _Held:
-    """The sites holding a sku (one tuple shared by every sku held by the same sites), indexed once."""
+    """The sites holding a sku (one tuple shared by every sku held by the same sites), indexed once, as arrays."""
 
     sites: Sequence[str]
     """Kept: the cache's key is its identity."""
-    at: Mapping[str, int]
-    """Site -> its place in `sites`."""
-    unknown: tuple[int, ...]
+    unknown: NDArray[np.intp]
     """The places of the sites the network does not know, ascending."""
-    known: Sequence[bool]
-    by_path: Mapping[Reason, tuple[int, ...]]
+    known: NDArray[np.bool_]
+    by_path: Mapping[Reason, NDArray[np.intp]]
     """Known sites by the reason they are left out for when they have units but no way, ascending."""
+    near: dict[int, tuple[Set[str], NDArray[np.intp], NDArray[np.bool_]]]
+    """id(reach) -> (reach, the places of its sites, ascending, and whether each site is in it): a
+    `_Near`'s reach is one object for every request that finds it kept, so its places are too."""
+
+    def around(self, reach: Set[str]) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+        """The places of the sites in `reach` (ascending), and a mask of them over `sites`."""
+        kept = self.near.get(id(reach))
+        if kept is not None and kept[0] is reach:
+            return kept[1], kept[2]
+        inside = np.fromiter((site in reach for site in self.sites), dtype=np.bool_, count=len(self.sites))
+        places = np.flatnonzero(inside)
+        if _AROUND[0] >= _AROUND_KEPT:
+            # Bounded over every site set: a read model with many site sets would otherwise keep a
+            # mask per (site set, set of stores) for each.
+            for _, held in list(_HELD.values()):
+                held.near.clear()
+            _AROUND[0] = 0
+        _AROUND[0] += 1
+        # The reach is kept with its places so its id cannot be reused by another while cached.
+        self.near[id(reach)] = (reach, places, inside)
+        return places, inside
 
 
 _HELD: dict[int, tuple[_Into, _Held]] = {}
@@ -284,6 +308,10 @@ _HELD_SITES = [0]
 """Sites indexed in `_HELD` over all its entries: bounded, as a view answering without the read
 model hands a new list per request (each indexed once, then dropped when the bound is reached)."""
 _HELD_SITES_KEPT = 200_000
+_AROUND = [0]
+"""Entries in the `near` of every `_Held` kept."""
+_AROUND_KEPT = 4_096
+"""A few kilobytes each for a national sku's thousand sites: ~10 MB."""
 
 
 def _held(into: _Into, sites: Sequence[str]) -> _Held:
@@ -297,10 +325,10 @@ def _held(into: _Into, sites: Sequence[str]) -> _Held:
             by_path.setdefault(_NO_PATH[kinds[site]], []).append(i)
     held = _Held(
         sites,
-        {site: i for i, site in enumerate(sites)},
-        tuple(i for i, site in enumerate(sites) if site not in kinds),
-        [site in kinds for site in sites],
-        {reason: tuple(places) for reason, places in by_path.items()},
+        np.array([i for i, site in enumerate(sites) if site not in kinds], dtype=np.intp),
+        np.array([site in kinds for site in sites], dtype=np.bool_),
+        {reason: np.array(places, dtype=np.intp) for reason, places in by_path.items()},
+        {},
     )
     if _HELD_SITES[0] + len(sites) > _HELD_SITES_KEPT:
         # A read model shares a few site tuples; many means many views went by, or new lists.
@@ -319,32 +347,27 @@ def _walk(
     A step is a site with the units and a way (a source), or one of the first
     `EXAMPLES_PER_REASON` sites left out for each reason, in site order: the walk over
     every site would make exactly these exclusions examples, and only count the others
-    (by then their reason has its examples). Those others are counted by reason here,
-    with a Python step per source and per example rather than per site: nine sites in
-    ten of a national sku are left out.
+    (by then their reason has its examples). Those others are counted by reason here, as
+    masks over the sku's ATP column (numpy): nine sites in ten of a national sku are left
+    out, and a Python step per site, then per reason, was a tenth of a promise.
     """
     held = _held(into, sites)
-    at, known = held.at, held.known
-    sources = sorted(i for site in reach if (i := at.get(site)) is not None and atps[i] >= qty)
-    steps = set(sources)
+    has = np.asarray(atps, dtype=np.int64) >= qty
+    places, inside = held.around(reach)
+    steps = set(places[has[places]].tolist())  # the sources: in reach (network sites) with the units
     counted: dict[Reason, int] = {}
 
-    def left_out(reason: Reason, places: Iterable[int], total: int) -> None:
-        first = list(islice(places, EXAMPLES_PER_REASON))
+    def left_out(reason: Reason, found: NDArray[np.intp]) -> None:
+        first = found[:EXAMPLES_PER_REASON].tolist()
         steps.update(first)
-        if total > len(first):
-            counted[reason] = total - len(first)
+        if len(found) > len(first):
+            counted[reason] = len(found) - len(first)
 
-    unknown = held.unknown
-    left_out(Reason.NOT_IN_NETWORK, iter(unknown), len(unknown))
-    short = sum(map(qty.__gt__, atps)) - sum(1 for i in unknown if atps[i] < qty)
-    left_out(Reason.INSUFFICIENT_ATP, (i for i, atp in enumerate(atps) if atp < qty and known[i]), short)
-    placed = Counter(_NO_PATH[into.kinds[sites[i]]] for i in sources)
-    for reason, places in held.by_path.items():
-        with_units = sum(map(qty.__le__, map(atps.__getitem__, places))) - placed[reason]
-        if with_units:
-            ways = (i for i in places if atps[i] >= qty and sites[i] not in reach)
-            left_out(reason, ways, with_units)
+    left_out(Reason.NOT_IN_NETWORK, held.unknown)
+    left_out(Reason.INSUFFICIENT_ATP, np.flatnonzero(~has & held.known))
+    for reason, known in held.by_path.items():
+        # With the units, no way: not in reach.
+        left_out(reason, known[has[known] & ~inside[known]])
     return [(sites[i], atps[i]) for i in sorted(steps)], counted
 
 
@@ -411,19 +434,92 @@ def _into(network: Network) -> _Into:
     return into
 
 
-def _reachable(network: Network, stores: Mapping[str, float]) -> set[str]:
-    """The sites that may have a way to the customer: every other site with units has none.
+class _Near:
+    """What a promise needs of the stores in its radius, whoever asks: kept per set of stores, across requests.
 
-    A store in the radius (reserve there), a site with a lane or a dropship route into one,
-    a DC with a carrier, a seller. The rest is excluded by kind without a look at lanes.
+    The sites that may have a way to the customer (`reach`), each origin's lanes into a
+    store of the set (`lanes_in`) and each supplier's routes to one (`routes_in`) depend on
+    the network and the set of stores in the radius only, not on the point, the time or
+    the snapshot; customers near one town ask for the same few sets. Built per request they
+    were a tenth of a promise (the lanes of ~40 stores regrouped by origin, a dict per
+    request). Each origin's transfers are kept here too, with the instants they hold for
+    (`transfers_at`): a lane's answer changes only at its next cut-off.
     """
-    into = _into(network)
-    found = set(into.anywhere)
-    found.update(stores)
-    for store in stores:
-        found.update(into.lanes.get(store, ()))
-        found.update(into.routes.get(store, ()))
-    return found
+
+    __slots__ = ("lanes_in", "reach", "routes_in", "transfers")
+
+    def __init__(self, network: Network, into: _Into, stores: tuple[str, ...]) -> None:
+        found = set(into.anywhere)
+        found.update(stores)
+        lanes: dict[str, list[tuple[int, Lane]]] = {}
+        for store in stores:
+            found.update(into.lanes.get(store, ()))
+            found.update(into.routes.get(store, ()))
+            for place, lane in into.lanes_into.get(store, ()):
+                lanes.setdefault(lane.origin, []).append((place, lane))
+        self.reach: frozenset[str] = frozenset(found)
+        """A store in the radius (reserve there), a site with a lane or a dropship route into one, a DC
+        with a carrier, a seller: the sites that may have a way; every other site with units has none."""
+        # In `lanes_from` order: the order a source's exclusions are found in.
+        self.lanes_in: dict[str, tuple[Lane, ...]] = {
+            origin: tuple(lane for _, lane in sorted(places, key=_place)) for origin, places in lanes.items()
+        }
+        """Per origin, its lanes into a store in the radius (a DC has ~90 lanes; a basket asked each)."""
+        inside = set(stores)
+        suppliers = {supplier for store in stores for supplier in into.routes.get(store, ())}
+        self.routes_in: dict[str, tuple[SupplierRoute, ...]] = {
+            supplier: tuple(route for route in network.routes_from(supplier) if route.store in inside)
+            for supplier in suppliers
+        }
+        """Per supplier, its routes to a store in the radius, in `routes_from` order (the order found)."""
+        self.transfers: dict[str, tuple[Millis, Millis, tuple[_Transfer, ...]]] = {}
+        """Origin -> (lo, hi, its lanes' transfers): the same for every `now` in (lo, hi]."""
+
+    def transfers_at(self, network: Network, origin: str, now: Millis) -> tuple[_Transfer, ...]:
+        """Per lane of `origin` into the radius, in order: (lane, its next run from `now`, the opening after)."""
+        kept = self.transfers.get(origin)
+        if kept is not None and kept[0] < now <= kept[1]:
+            return kept[2]
+        lo, hi = now - 1, now + _FOREVER
+        found: list[_Transfer] = []
+        for lane in self.lanes_in.get(origin, ()):
+            got = transfer_window(network, lane, now)
+            if got is None:
+                # No departure within the horizon: one may enter it as `now` moves, so keep nothing.
+                found.append((lane, None, None))
+                hi = lo
+                continue
+            run, at, since, until = got
+            lo, hi = max(lo, since), min(hi, until)
+            found.append((lane, run, at))
+        outcome = tuple(found)
+        if lo < now <= hi:
+            # One tuple assigned: a thread reading the entry sees the old one or the new one, whole.
+            self.transfers[origin] = (lo, hi, outcome)
+        return outcome
+
+
+_Transfer = tuple[Lane, Run | None, Millis | None]
+"""A lane's transfer from now: the lane, its next run (None: no departure within the horizon) and the
+destination's first opening after the run arrives (None: closed through the horizon)."""
+_FOREVER = 1 << 62
+_NEAR: dict[tuple[int, tuple[str, ...]], tuple[Network, _Near]] = {}
+_NEAR_KEPT = 1_024
+"""Sets of stores kept (a few kilobytes each): a server's customers ask for a few hundred."""
+
+
+def _near(network: Network, into: _Into, stores: Mapping[str, float]) -> _Near:
+    """The `_Near` of the stores in the radius (their ids in network order: one set, one key)."""
+    key = (id(network), tuple(stores))
+    cached = _NEAR.get(key)
+    if cached is not None and cached[0] is network:
+        return cached[1]
+    near = _Near(network, into, key[1])
+    if len(_NEAR) >= _NEAR_KEPT:
+        _NEAR.clear()
+    # The network is kept with it so its id cannot be reused by another while cached.
+    _NEAR[key] = (network, near)
+    return near
 
 
 def _rank(option: Option) -> tuple[Millis, int, float, bool, float, str]:
@@ -710,8 +806,9 @@ class _Context:
         stores: dict[str, float],
         explain: bool,
         into: _Into,
+        near: _Near,
     ) -> None:
-        self.network, self.view, self.request, self.into = network, view, request, into
+        self.network, self.view, self.request, self.into, self.near = network, view, request, into, near
         self.now, self.radius, self.stores = request.now, radius, stores
         self.explain = explain
         self.excluded: list[Exclusion] = []
@@ -724,15 +821,7 @@ class _Context:
         self._slots: dict[tuple[str, Millis], Millis | str] = {}
         self._ways: dict[tuple[str, str], _Ways] = {}
         """(source, sku or "" when the sku does not matter) -> `ways`."""
-        # Per origin, its lanes into a store in the radius, in `lanes_from` order (the order
-        # exclusions are found in): a DC has ~90 lanes and a basket asked each of them.
-        lanes: dict[str, list[tuple[int, Lane]]] = {}
-        for store in stores:
-            for place, lane in into.lanes_into.get(store, ()):
-                lanes.setdefault(lane.origin, []).append((place, lane))
-        self.lanes_in: dict[str, list[Lane]] = {
-            origin: [lane for _, lane in sorted(found, key=_place)] for origin, found in lanes.items()
-        }
+        self.lanes_in = near.lanes_in
 
     def exclude(self, site_id: str, sku: str, reason: Reason, detail: str | Callable[[], str]) -> None:
         """Count an exclusion; its detail (text, or a function making it) is built only if it is shown."""
@@ -913,23 +1002,23 @@ class _Context:
                 found.append(_row(FulfilmentMode.HOME_DELIVERY, site, HOME, at, km, arrives_at=at))
 
     def _transfers(self, site: Site, found: list[_Row], left: list[_Left]) -> None:
+        if site.id not in self.lanes_in:
+            return
         mode = FulfilmentMode.TRANSFER_TO_STORE
-        for lane in self.lanes_in.get(site.id, ()):
-            # The clerk can start picking now: the first departure whose cut-off is not passed.
-            next_one = transfer(self.network, lane, self.now)
-            if next_one is None:
+        stores = self.stores
+        # The clerk can start picking now: per lane, the first departure whose cut-off is not passed.
+        for lane, run, at in self.near.transfers_at(self.network, site.id, self.now):
+            if run is None:
                 left.append((Reason.NO_DEPARTURE, partial(self._no_departure, lane)))
-                continue
-            run, at = next_one
-            if at is None:
+            elif at is None:
                 left.append((Reason.CLOSED, partial(self._closed, lane.destination, run.arrives_at)))
-                continue
-            found.append(_row(mode, site, lane.destination, at, self.stores[lane.destination], run=run))
+            else:
+                # `_row`'s tuple written out (a promise makes ~100 of them); the distance is rounded already.
+                key = (at, _TRANSFER_ORDER, stores[lane.destination], True, 0.0)
+                found.append((key, mode, site, lane.destination, run, None, None, None))
 
     def _from_supplier(self, site: Site, sku: str, found: list[_Row], left: list[_Left]) -> None:
-        for route in self.network.routes_from(site.id):
-            if route.store not in self.stores:
-                continue
+        for route in self.near.routes_in.get(site.id, ()):
             if not route.accepts(sku):
                 left.append((Reason.NOT_ACCEPTED, f"{route.store} does not accept {sku} by dropship from {site.id}"))
                 continue

@@ -18,7 +18,7 @@ from ledger.events import Millis
 # The network's own wall-clock helpers: the memo must compute exactly what Network.next_opening does.
 from ledger.network import DAY_MS, MINUTE_MS, Interval, Lane, Network, Run, _local, _open, _wall
 
-__all__ = ["add_days", "next_opening", "next_run", "slot_range", "slots", "transfer"]
+__all__ = ["add_days", "next_opening", "next_run", "slot_range", "slots", "transfer", "transfer_window"]
 
 _RUNS: dict[tuple[int, str, Millis], tuple[Network, tuple[Run, ...], tuple[Millis, ...], bool]] = {}
 """(network, lane, UTC day) -> the lane's runs from that day, their cut-offs, and whether they cover the horizon."""
@@ -90,10 +90,20 @@ def transfer(network: Network, lane: Lane, now: Millis) -> tuple[Run, Millis | N
     basket: ~250 lanes), and the answer only changes at the lane's next cut-off, so it is
     kept per lane with the instants it holds for.
     """
+    found = transfer_window(network, lane, now)
+    return None if found is None else (found[0], found[1])
+
+
+def transfer_window(network: Network, lane: Lane, now: Millis) -> tuple[Run, Millis | None, Millis, Millis] | None:
+    """`transfer`, with the instants (lo, hi] it holds for (`now` among them): the answer for any of them.
+
+    A promise keeps a source's transfers for as long as every one of its lanes' answers
+    holds (`ledger.promise`), rather than asking each lane again per request.
+    """
     key = (id(network), lane.id)
     cached = _TRANSFERS.get(key)
     if cached is not None and cached[1] < now <= cached[2] and cached[0] is network:
-        return cached[3], cached[4]
+        return cached[3], cached[4], cached[1], cached[2]
     run, lo, hi = _next_run(network, lane, now)
     if run is None:
         return None
@@ -101,7 +111,7 @@ def transfer(network: Network, lane: Lane, now: Millis) -> tuple[Run, Millis | N
     if len(_TRANSFERS) >= _MEMO_ENTRIES:
         _TRANSFERS.clear()
     _TRANSFERS[key] = (network, lo, hi, run, opening)
-    return run, opening
+    return run, opening, lo, hi
 
 
 def slots(network: Network, store_id: str, at: Millis, days: int) -> tuple[Millis, ...]:

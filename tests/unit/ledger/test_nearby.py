@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.fulfilment import SourceKind
-from ledger.nearby import candidates
+from ledger.nearby import candidates, distances_km
 from ledger.network import Network, Site
 
 pytestmark = pytest.mark.unit
@@ -46,3 +46,11 @@ def test_a_site_next_to_the_customer_is_found_and_one_far_away_is_not_measured()
         )
     )
     assert candidates(network, 45.75, 4.85, 50.0) == ("LYON",)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sites(), st.floats(-90, 90, allow_nan=False), st.floats(-180, 180, allow_nan=False), st.randoms())
+def test_distances_measured_in_bulk_are_the_networks_own_to_the_last_bit(network, lat, lon, rng):
+    ids = [site.id for site in network.sites]
+    rng.shuffle(ids)
+    assert distances_km(network, ids, lat, lon) == [network.distance_km(site, lat, lon) for site in ids]

@@ -68,7 +68,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -231,15 +230,11 @@ class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
         recent_limit: int | None = RECENT_LIMIT,
     ) -> None:
         self._index = index
-        # Opened on the writer thread (`_run`), not here: Bytewax builds this partition on the
-        # worker's thread when the first batch reaches it, a second or so after the flow
-        # starts, and opening the store there (0.6 s of CPU: the catalog, the tables, the last
-        # snapshot's figures) held every fold, decision and change of that second behind it.
-        self._open = partial(
-            SnapshotWriter.open, directory, catalog=catalog, writers=writers, writer=index, recent_limit=recent_limit
+        self._writer = SnapshotWriter.open(
+            directory, catalog=catalog, writers=writers, writer=index, recent_limit=recent_limit
         )
-        self._writer: SnapshotWriter | None = None
-        self._directory = directory
+        # Its queries run on the writer thread alone, which yields the CPU to the fold (`_yield_to_the_fold`).
+        self._writer.use_one_thread()
         # No resume state means the flow starts from nothing: a store with rows here can
         # only come from a crash before the first epoch, whose events are read again.
         saved: tuple[Any, ...] = ()
@@ -367,15 +362,13 @@ class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
                 self._stopping = True
                 self._handover.notify_all()
             self._thread.join()
-            if self._writer is not None:
-                # A fold still running beside the last publish: its end is reported too.
-                self._writer.wait_for_fold()
-                for fold in self._writer.take_folds():
-                    self._done.put(_Folded(fold, self._index))
+            # A fold still running beside the last publish: its end is reported too.
+            self._writer.wait_for_fold()
+            for fold in self._writer.take_folds():
+                self._done.put(_Folded(fold, self._index))
             self._settle()
         finally:
-            if self._writer is not None:
-                self._writer.close()
+            self._writer.close()
 
     def _settle(self) -> None:
         """Deliver the callbacks of finished jobs; raise the writer thread's failure, if any."""
@@ -411,9 +404,6 @@ class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
                 self._on_publish(done.snapshot_id, done.applied, done.rows, done.seconds)
             if self._observer is not None:
                 self._observer.published(done.snapshot_id, done.changes, done.rows, done.seconds, done.at)
-        if self._failure is not None and self._writer is None:
-            msg = f"the snapshot store in {self._directory} cannot be opened: {self._failure}"
-            raise SnapshotError(msg) from self._failure
         if self._failure is not None:
             # 4. Raised again on every later call: the flow must stop, not skip the lost jobs.
             msg = (
@@ -426,13 +416,6 @@ class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
 
     def _run(self) -> None:
         _yield_to_the_fold()
-        try:
-            self._writer = self._open()
-            # Its queries run on this thread alone, which yields the CPU to the fold.
-            self._writer.use_one_thread()
-        except BaseException as exc:
-            self._failure = exc
-            return
         while True:
             with self._handover:
                 while self._waiting is None and not self._stopping:
@@ -458,7 +441,6 @@ class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
     def _publish(self, job: _Job) -> None:
         # 2. Publish, heartbeat, maybe maintenance, in this order on this thread.
         writer = self._writer
-        assert writer is not None  # opened by `_run` before it takes a job
         if not job:
             # A heartbeat (or only duplicates): nothing new, and the newest snapshot is still current.
             now = time.time_ns() // 1_000_000

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +20,7 @@ from adapters.snapshot_store import SnapshotReader, SnapshotWriter
 from adapters.snapshot_store.pending import PendingJobs
 from adapters.snapshot_store.recent import FoldReport
 from adapters.snapshot_store.sink import SnapshotSink
-from ledger.errors import RecoveryError, SnapshotError
+from ledger.errors import RecoveryError
 from ledger.execution import TaskStatus, Work
 from ledger.outputs import (
     DecisionStatus,
@@ -240,33 +239,9 @@ def test_the_writer_thread_yields_the_cpu_to_the_fold_and_duckdb_runs_on_it_alon
         assert writer.native_id is not None
         fold = _niceness(threading.get_native_id())
         assert _niceness(writer.native_id) == min(19, fold + 10)
-        # The writer thread opens the store as it starts (and then waits for a job).
-        deadline = time.monotonic() + 60
-        while part._writer is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert part._writer is not None
         assert part._writer._con.execute("SELECT current_setting('threads')").fetchone() == (1,)
     finally:
         part.close()
-
-
-def _write_for(part: Any, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        part.write_batch([SnapshotBatch((change("S1", "A", 1),))])
-        time.sleep(0.05)
-
-
-def test_the_store_is_opened_on_the_writer_thread_and_a_failure_to_open_it_stops_the_flow(tmp_path: Path) -> None:
-    # Opening a store costs ~0.6 s of CPU; Bytewax builds the part on the worker's thread when
-    # the first batch arrives, so opening it there stalled every fold of that moment.
-    store = tmp_path / "store"
-    with SnapshotWriter.open(store):  # holds writer 0: a second writer 0 cannot open the store
-        part = SnapshotSink(store).build_part("snapshots", "snapshots", None)  # does not raise here
-        with pytest.raises(SnapshotError, match=f"snapshot store in {store} cannot be opened"):
-            _write_for(part, seconds=60)
-        with pytest.raises(SnapshotError, match="cannot be opened"):
-            part.close()
 
 
 class _FoldsSeen:

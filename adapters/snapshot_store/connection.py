@@ -287,13 +287,18 @@ def pause(attempt: int) -> None:
 
 @contextlib.contextmanager
 def commit_turn(directory: Path, layout: StoreLayout) -> Iterator[None]:
-    """With several writers on a SQLite catalog, one transaction at a time (DIR/.commit.lock).
+    """With several writers, one lake transaction at a time, BEGIN to COMMIT (DIR/.commit.lock).
 
     SQLite refuses a second writer ("database is locked", no busy timeout in DuckDB's
     sqlite scanner), even when only the COMMITs are taken in turn (measured: 10 of 80
-    commits failed), so the turn spans BEGIN to COMMIT. PostgreSQL needs no turn.
+    commits failed). PostgreSQL takes both, but DuckLake (1.5.5, `d8a1881e`) stamps a
+    second delete on a data file with the snapshot after the one its transaction started
+    from (`DuckLakeDelete::FlushDeleteWithSnapshots`), not the one it commits as: when
+    another writer commits in between, `AT (VERSION => that commit)` already misses the
+    deleted rows (a fold's base rows, a publish's replaced inbound lines). Taking turns
+    leaves no commit in between. docs/snapshots.md, "Several writers take commit turns".
     """
-    if not layout.sharded or layout.postgres:
+    if not layout.sharded:
         yield
         return
     with (directory / COMMIT_LOCK_FILE).open("ab") as lock:

@@ -130,7 +130,7 @@ def read_recent(cur: duckdb.DuckDBPyConnection, base: str, recent: str) -> Recen
 def commit_fold(cur: duckdb.DuckDBPyConnection, base: str, recent: str, read: RecentRead) -> int:
     """Phase 2: replace the base rows, insert the newest, drop the folded recent rows; return the snapshot id.
 
-    The caller holds the writer's commit lock and, with several writers on SQLite, the
+    The caller holds the writer's commit lock and, with several writers, the
     commit turn. Raises duckdb.Error (rolled back by the caller), or SnapshotError when
     the tables changed since phase 1.
     """

@@ -18,8 +18,10 @@ at a version reads its tables at that version). Writers only ever insert into th
 shared table, `snapshot_log`. With per-writer tables, two writers on PostgreSQL committed
 40 of 40 each (DuckLake retries the race for the next snapshot id itself); on SQLite they
 still failed "database is locked" unless each whole transaction (BEGIN to COMMIT) takes
-its turn on DIR/.commit.lock, so with SQLite the writers stage and coalesce in parallel
-and write one at a time (one host). A PostgreSQL catalog is the one for a cluster.
+its turn on DIR/.commit.lock. On PostgreSQL they take turns too: a commit landing inside
+another writer's transaction made DuckLake date that transaction's deletes one snapshot
+early (`connection.commit_turn`). So the writers stage and coalesce in parallel and write
+one at a time, on hosts that share DIR. A PostgreSQL catalog is the one for a cluster.
 """
 
 from __future__ import annotations
@@ -153,9 +155,10 @@ class SnapshotWriter(Closing):
         self._recent_rows = scalar(con, f"SELECT count(*) FROM {LAKE}.{self._recent}")
         self._fold_in_background = fold_in_background
         # Taken by a publish from its BEGIN to the bookkeeping after its COMMIT, and by a
-        # fold's commit (phase 2, `adapters.snapshot_store.recent`): on SQLite no two lake
-        # write transactions may overlap, and one writer predicts its snapshot id at BEGIN
-        # (step 3), which another commit in between would make wrong.
+        # fold's commit (phase 2, `adapters.snapshot_store.recent`): no two lake write
+        # transactions may overlap (SQLite refuses them; DuckLake dates deletes from the
+        # snapshot a transaction began at), and one writer predicts its snapshot id at
+        # BEGIN (step 3), which another commit in between would make wrong.
         self._commit_lock = threading.Lock()
         self._fold_thread: threading.Thread | None = None
         self._fold_failure: BaseException | None = None
@@ -336,7 +339,7 @@ class SnapshotWriter(Closing):
            its own commits), which also says which keys are new. Stage the accepted
            rows in temp tables (numpy columns or one JSON parameter per table: cost
            grows with the change, not with the store).
-        3. BEGIN (with several writers on SQLite, after taking the commit turn); one
+        3. BEGIN (with several writers, after taking the commit turn); one
            writer alone reads the current snapshot id: this commit will create id + 1.
         4. (Was the accepted-versions join against the lake; now step 2.)
         5. Replace the inbound lines of the accepted keys (before 6).

@@ -25,9 +25,14 @@ the shard's previous checkpoint c-1 is final (no resume can go back before it), 
 itself may still be rolled back by a crash before Bytewax commits e. Hence:
 
 1. `save` makes checkpoint c durable (temp name, fsync, rename, directory fsync) before the
-   pointer to it is returned to Bytewax: whenever Bytewax holds c, its file exists.
-2. In the same call, files made useless by the now final c-1 are deleted: bases older than
-   the newest base <= c-1, and every delta <= that base.
+   pointer to it is returned to Bytewax: whenever Bytewax holds c, its file exists. The
+   shards a worker closes an epoch with are saved at once (`save_together`, called by
+   `flows.logic.EpochClose`): their fsyncs overlap, so the close waits for about one.
+2. In the same call, files made useless by the checkpoint Bytewax holds (`handed_over` at
+   an earlier close, so final: usually c-1) are deleted: bases older than the newest base
+   <= it, and every delta <= that base. A checkpoint written but never handed over (a
+   shard saved with its worker's others but not asked for its pointer) is not final and
+   frees nothing.
 3. When the deltas since the last base hold more rows than `compact_ratio` x the base (or
    there are more than `max_deltas` of them), c is also written as a new base, so restore
    time and disk use stay proportional to the shard's size. The delta c is written in the
@@ -55,7 +60,8 @@ import logging
 import pickle
 import re
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
@@ -63,7 +69,7 @@ from pathlib import Path
 from adapters.durable_files import TEMP_PREFIX, fsync_dir, pickle_durably, write_durably
 from ledger.errors import RecoveryError
 from ledger.position_state import position_from_state
-from ledger.shard import ChangedRows, Shard, ShardImage
+from ledger.shard import DEFAULT_SHARDS, ChangedRows, Shard, ShardImage
 
 __all__ = [
     "COMPACTOR",
@@ -74,6 +80,7 @@ __all__ = [
     "ShardPointer",
     "check_pointer",
     "read_layout",
+    "save_together",
     "write_layout",
 ]
 
@@ -200,6 +207,8 @@ class ShardCheckpoints:
         self.directory = root / f"{shard:03d}"
         self.last = 0
         """The newest checkpoint written (or resumed from)."""
+        self.held = 0
+        """The newest checkpoint whose pointer Bytewax was given (or resumed from): final at the next close."""
         self._compact_ratio = compact_ratio
         self._max_deltas = max_deltas
         # A small shard's deltas are cheap to replay: compact it by file count, not by rows.
@@ -225,7 +234,7 @@ class ShardCheckpoints:
         for path in self.directory.iterdir():
             path.unlink()
         fsync_dir(self.directory)
-        self.last = 0
+        self.last = self.held = 0
 
     def resume(self, checkpoint: int) -> Iterator[ShardImage]:
         """Step 4: the shard's images as of `checkpoint` (`Shard.restore` them), after deleting every newer file.
@@ -272,7 +281,7 @@ class ShardCheckpoints:
                 self._unlink("delta", d)
         self._bases = [base] if base else []
         self._deltas = list(wanted)
-        self.last = checkpoint
+        self.last = self.held = checkpoint
         self._base_rows = self._delta_rows = 0
         if base:
             image = self._read("base", base)
@@ -283,10 +292,11 @@ class ShardCheckpoints:
             self._delta_rows += len(image)
             yield image
 
-    def save(self, changed: ChangedRows, shard: Shard) -> ShardPointer:
+    def save(self, changed: ChangedRows, shard: Shard, *, handed: bool = True) -> ShardPointer:
         """Steps 1-3: make checkpoint last+1 durable (a delta of `changed`), and start a base of `shard` when due.
 
         `changed` is what `shard.take_changed()` just returned: both are read as they are now.
+        `handed`: the pointer goes to Bytewax now (False: when `handed_over` says so).
         """
         c = self.last + 1
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -312,8 +322,9 @@ class ShardCheckpoints:
                 # wait its turn would stall every shard's close for nothing.
                 self._start_base(c, shard)
         self.last = c
-        # 2. c-1 is final now: what only served checkpoints before the newest final base can go.
-        final_bases = [b for b in self._bases if b <= c - 1]
+        # 2. What Bytewax holds is final now (an earlier close's, committed before this one
+        # began: invariant I): what only served checkpoints before the newest final base can go.
+        final_bases = [b for b in self._bases if b <= self.held]
         if final_bases:
             newest = final_bases[-1]
             for b in [b for b in self._bases if b < newest]:
@@ -322,7 +333,14 @@ class ShardCheckpoints:
                 self._unlink("delta", d)
             self._bases = [b for b in self._bases if b >= newest]
             self._deltas = [d for d in self._deltas if d > newest]
+        if handed:
+            self.held = c
         return self.pointer()
+
+    def handed_over(self, pointer: ShardPointer) -> ShardPointer:
+        """Record that Bytewax was given `pointer` (this shard's newest checkpoint); returns it."""
+        self.held = pointer[2]
+        return pointer
 
     def settle(self) -> None:
         """Wait for this shard's base in flight and count it (tests, tools; a flow never needs to)."""
@@ -384,7 +402,7 @@ class ShardCheckpoints:
         for path in self.directory.iterdir():
             path.unlink()
         self._write("base", checkpoint, image)
-        self.last = checkpoint
+        self.last = self.held = checkpoint
         self._bases, self._deltas = [checkpoint], []
         self._base_rows, self._delta_rows = len(image), 0
 
@@ -432,6 +450,40 @@ class ShardCheckpoints:
     def _unlink(self, kind: str, c: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             (self.directory / f"{kind}-{c:012d}").unlink()
+
+
+_SAVERS = ThreadPoolExecutor(max_workers=DEFAULT_SHARDS, thread_name_prefix="shard-checkpoint")
+"""Threads for `save_together`: a save's fsyncs release the GIL, so several overlap."""
+
+
+def save_together(saves: Sequence[tuple[ShardCheckpoints, ChangedRows, Shard]]) -> list[tuple[ShardPointer, float]]:
+    """`ShardCheckpoints.save` of several shards at once: (pointer, seconds) each, all durable when it returns.
+
+    None is handed over yet: the caller says which with `ShardCheckpoints.handed_over`.
+
+    A durable write is ~12 ms of fsyncs on this machine's disk whatever its size; 16 in a
+    row took 121-155 ms, 16 at once 6-20 ms (one journal commit serves them). Raises the
+    first failure after every save has ended, so no write outlives the call.
+    """
+    if len(saves) <= 1:
+        return [_timed_save(*save) for save in saves]
+    futures = [_SAVERS.submit(_timed_save, *save) for save in saves]
+    done: list[tuple[ShardPointer, float]] = []
+    failure: BaseException | None = None
+    for future in futures:
+        try:
+            done.append(future.result())
+        except BaseException as exc:  # raised below, once every save has ended
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+    return done
+
+
+def _timed_save(store: ShardCheckpoints, changed: ChangedRows, shard: Shard) -> tuple[ShardPointer, float]:
+    began = time.perf_counter()
+    pointer = store.save(changed, shard, handed=False)
+    return pointer, time.perf_counter() - began
 
 
 def _ranges(numbers: list[int]) -> str:

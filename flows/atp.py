@@ -28,7 +28,16 @@ from bytewax.outputs import FixedPartitionedSink, Sink
 from adapters.clock import Clock
 from adapters.codec import Decoder
 from adapters.partitions import batched, each
-from flows.logic import Admitted, Folded, FoldObserver, ShardBatch, ShardLogic, SnapshotBatchLogic, admit_batch
+from flows.logic import (
+    Admitted,
+    EpochClose,
+    Folded,
+    FoldObserver,
+    ShardBatch,
+    ShardLogic,
+    SnapshotBatchLogic,
+    admit_batch,
+)
 from ledger.dead_letter import DeadLetter
 from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask
 from ledger.outputs import PositionChange
@@ -111,6 +120,7 @@ def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
         shards=w.shards,
         observer=w.fold_observer,
         writers=w.snapshot_writers,
+        close=EpochClose(),
     )
     folded = op.stateful_batch("fold", keyed, fold_logic)
     # ("shard-<i>", Folded): one per fold call of a shard (per snapshot writer)

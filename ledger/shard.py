@@ -54,8 +54,9 @@ __all__ = ["DEFAULT_SHARDS", "ChangedRows", "PositionKey", "Shard", "ShardImage"
 DEFAULT_SHARDS = 16
 """Shards of a new store: several times the most workers a cluster is expected to run, so
 Bytewax's hash routing of shard keys spreads them evenly (16 shards on 2-4 workers). Not
-more: each shard touched in an epoch makes one durable checkpoint write at its close,
-about 10 ms of fsyncs on this machine's disk, so the epoch close costs up to S x 10 ms."""
+more: each shard touched in an epoch makes one durable checkpoint write at its close
+(about 10 ms of fsyncs on this machine's disk; a worker's are written at once, but each
+still costs its pickling and its files)."""
 
 PositionKey = str
 """`site|sku`: how a position is named on the outputs (the `atp.changes` key)."""

@@ -194,8 +194,8 @@ class FlowMetrics(Collector):
         )
         self.checkpoint_seconds = Histogram(
             "omni_ledger_checkpoint_duration_seconds",
-            "Time of one shard's checkpoint at an epoch close (its changed rows made durable); the fold waits "
-            "for it. A worker's epoch close is the sum over its shards.",
+            "Time of one shard's checkpoint at an epoch close (its changed rows made durable). A worker's "
+            "shards are written at once, so its close waits about as long as the longest of them.",
             buckets=PUBLISH_BUCKETS,
             registry=registry,
         )

@@ -491,7 +491,7 @@ def main() -> None:
                 ]
             )
         stalls = found.get("stalls") or {}
-        for what in ("checkpoints", "publishes", "maintenance"):
+        for what in ("epoch closes", "checkpoints", "publishes", "maintenance"):
             stall = stalls.get(what)
             if stall:
                 rows.append(

@@ -317,6 +317,7 @@ def measure_latency(
 
 
 _STALLS = {
+    "epoch closes": "omni_ledger_epoch_close_duration_seconds",
     "checkpoints": "omni_ledger_checkpoint_duration_seconds",
     "publishes": "omni_ledger_snapshot_publish_duration_seconds",
     "maintenance": "omni_ledger_snapshot_maintenance_duration_seconds",
@@ -326,9 +327,10 @@ _STALLS = {
 def _stalls(port: int, seconds: float) -> dict[str, Any]:
     """What the flow waited on while tailing, from its /metrics: count, total and largest bucket bound of each.
 
-    Shard checkpoints stall the fold at every epoch close; publishes and maintenance stall
-    only the published snapshots (the writer's own thread). A flow too old to have a
-    metric leaves it out.
+    Epoch closes stall the fold (a worker's shard checkpoints, written together: the shards'
+    own seconds overlap, so "checkpoints" sums to more than the wait); publishes and
+    maintenance stall only the published snapshots (the writer's own thread). A flow too
+    old to have a metric leaves it out.
     """
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:

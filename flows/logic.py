@@ -15,6 +15,7 @@ as one group of effects per shard (`admit_batch`); a fold call of a shard leaves
 from __future__ import annotations
 
 import threading
+import time
 import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -167,7 +168,10 @@ class FoldObserver(Protocol):
         """Every position a shard call folded, in the order folded: one call per shard call, not per position."""
 
     def checkpointed(self, rows: int, seconds: float) -> None:
-        """A shard's checkpoint at an epoch close: `rows` changed rows made durable in `seconds` (the fold waited)."""
+        """A shard's checkpoint at an epoch close: `rows` changed rows made durable in `seconds`."""
+
+    def epoch_closed(self, checkpoints: int, seconds: float) -> None:
+        """A worker's epoch close: `checkpoints` shards made durable together in `seconds` (its folds waited)."""
 
 
 class _WorkerShards:
@@ -205,6 +209,7 @@ class EpochClose:
 
     def save(self, asking: ShardLogic) -> None:
         """Checkpoint every shard of `asking`'s worker that changed since its last checkpoint, at once."""
+        began = time.perf_counter()
         worker = self.worker()
         logics = worker.logics if asking in worker.logics else [*worker.logics, asking]
         saves: list[tuple[ShardLogic, ShardCheckpoints, ChangedRows]] = []
@@ -215,6 +220,8 @@ class EpochClose:
         written = save_together([(store, changed, logic.shard) for logic, store, changed in saves])
         for (logic, _, changed), (pointer, seconds) in zip(saves, written, strict=True):
             logic.saved(pointer, worker.calls, len(changed), seconds)
+        if saves:
+            asking.epoch_closed(len(saves), time.perf_counter() - began)
 
 
 class ShardLogic(StatefulBatchLogic[ShardBatch, Folded, ShardPointer]):
@@ -366,6 +373,11 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, Folded, ShardPointer]):
             self._saved = (store.pointer(), calls)
             return None
         return store, changed
+
+    def epoch_closed(self, checkpoints: int, seconds: float) -> None:
+        """For `EpochClose`: tell the observer what the close of this shard's worker cost."""
+        if self._observer is not None:
+            self._observer.epoch_closed(checkpoints, seconds)
 
     def saved(self, pointer: ShardPointer, calls: int, rows: int, seconds: float) -> None:
         """For `EpochClose`: checkpoint `pointer` is durable; hand it over when Bytewax asks at this close."""

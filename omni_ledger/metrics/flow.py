@@ -199,6 +199,12 @@ class FlowMetrics(Collector):
             buckets=PUBLISH_BUCKETS,
             registry=registry,
         )
+        self.epoch_close_seconds = Histogram(
+            "omni_ledger_epoch_close_duration_seconds",
+            "Time one worker's folds waited at an epoch close: every changed shard's checkpoint, written together.",
+            buckets=PUBLISH_BUCKETS,
+            registry=registry,
+        )
         self.checkpoint_rows = Histogram(
             "omni_ledger_checkpoint_rows",
             "Changed rows one shard's checkpoint wrote at an epoch close.",
@@ -239,6 +245,10 @@ class FlowMetrics(Collector):
         """A shard's checkpoint at an epoch close (on the worker thread: a few per epoch, not per event)."""
         self.checkpoint_seconds.observe(seconds)
         self.checkpoint_rows.observe(rows)
+
+    def epoch_closed(self, checkpoints: int, seconds: float) -> None:
+        """A worker's epoch close: its shards' checkpoints written together, the folds waiting."""
+        self.epoch_close_seconds.observe(seconds)
 
     def folded(
         self,

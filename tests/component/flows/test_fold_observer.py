@@ -26,12 +26,16 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[list[Fold]] = []
         self.checkpoints: list[tuple[int, float]] = []
+        self.closes: list[tuple[int, float]] = []
 
     def resumed(self, positions: int, negative: int) -> None:
         raise AssertionError("no shard resumes here")
 
     def folded_call(self, folds: Sequence[Fold]) -> None:
         self.calls.append(list(folds))
+
+    def epoch_closed(self, checkpoints: int, seconds: float) -> None:
+        self.closes.append((checkpoints, seconds))
 
     def checkpointed(self, rows: int, seconds: float) -> None:
         self.checkpoints.append((rows, seconds))
@@ -79,4 +83,5 @@ def test_each_checkpoint_at_an_epoch_close_tells_the_observer_its_changed_rows(t
     second = logic.snapshot()  # nothing changed since: the same pointer, no checkpoint written
     assert second == first
     assert [rows for rows, _ in observer.checkpoints] == [3]  # three positions, one checkpoint
+    assert [checkpoints for checkpoints, _ in observer.closes] == [1]  # one close, of one shard
     assert all(seconds >= 0 for _, seconds in observer.checkpoints)

@@ -269,6 +269,14 @@ def test_checkpoints_are_timed_and_their_rows_counted_per_shard_checkpoint():
     assert value(registry, "omni_ledger_checkpoint_rows_sum") == 1_200
 
 
+def test_an_epoch_close_is_timed_once_for_all_the_shards_it_wrote_together():
+    registry = CollectorRegistry()
+    observer = FlowMetrics(registry)
+    observer.epoch_closed(16, 0.021)
+    assert value(registry, "omni_ledger_epoch_close_duration_seconds_count") == 1
+    assert value(registry, "omni_ledger_epoch_close_duration_seconds_sum") == pytest.approx(0.021)
+
+
 def test_a_fold_of_the_recent_positions_is_timed_by_phase_and_its_rows_counted():
     registry = CollectorRegistry()
     observer = FlowMetrics(registry)

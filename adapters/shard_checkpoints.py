@@ -113,17 +113,36 @@ class Compactor:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-compaction")
         self._lock = threading.Lock()
         self._current: Future[None] | None = None
+        self._claimed = False
 
     def idle(self) -> bool:
-        """No base in flight: a shard that wants one may take its image now."""
+        """No base in flight or claimed: a shard that wants one may claim the thread."""
         with self._lock:
-            return self._current is None or self._current.done()
+            return not self._claimed and (self._current is None or self._current.done())
+
+    def claim(self) -> bool:
+        """Reserve the thread for one base when idle (True); then `start` it or `release` the claim.
+
+        Shards saved at once (`save_together`) ask together: only the one that claims takes
+        its image (~0.3 s and ~180 MB at 1.25M rows), not every shard whose base is due.
+        """
+        with self._lock:
+            if self._claimed or (self._current is not None and not self._current.done()):
+                return False
+            self._claimed = True
+            return True
+
+    def release(self) -> None:
+        """Drop a claim that will not be started."""
+        with self._lock:
+            self._claimed = False
 
     def start(self, write: Callable[[], None]) -> Future[None] | None:
-        """Run `write` in the thread unless a base is being written already (then None)."""
+        """Run `write` in the thread: the claimed base, or any when idle (busy: None)."""
         with self._lock:
-            if self._current is not None and not self._current.done():
+            if not self._claimed and self._current is not None and not self._current.done():
                 return None
+            self._claimed = False
             self._current = self._pool.submit(write)
             return self._current
 
@@ -317,10 +336,14 @@ class ShardCheckpoints:
             self._deltas.append(c)
             self._delta_rows += rows
             self._rows_since_pending += rows
-            if compact and compactor is not None and compactor.idle():
+            if compact and compactor is not None and compactor.claim():
                 # Only then the image: taking it (~0.3 s at 1.25M rows) for a base that must
                 # wait its turn would stall every shard's close for nothing.
-                self._start_base(c, shard)
+                try:
+                    self._start_base(c, shard)
+                except BaseException:
+                    compactor.release()
+                    raise
         self.last = c
         # 2. What Bytewax holds is final now (an earlier close's, committed before this one
         # began: invariant I): what only served checkpoints before the newest final base can go.

@@ -13,6 +13,7 @@ import pickle
 import sqlite3
 import tempfile
 import threading
+import time
 from array import array
 from datetime import timedelta
 from pathlib import Path
@@ -26,7 +27,14 @@ from hypothesis import strategies as st
 from adapters.clock import ReplayClock
 from adapters.codec import RawInput
 from adapters.durable_files import TEMP_PREFIX
-from adapters.shard_checkpoints import SHARDS_DIR, Compactor, ShardCheckpoints, check_pointer, write_layout
+from adapters.shard_checkpoints import (
+    SHARDS_DIR,
+    Compactor,
+    ShardCheckpoints,
+    check_pointer,
+    save_together,
+    write_layout,
+)
 from flows.atp import Wiring, build_flow
 from flows.logic import EpochClose, ShardLogic
 from ledger.contract import event_to_json_bytes
@@ -542,3 +550,37 @@ def test_checkpoints_never_handed_to_bytewax_free_nothing_the_one_it_holds_needs
         resumed = Shard()
         resumed.restore(ShardCheckpoints(root, 0, 1, **SMALL).resume(k))
         assert dict(resumed.positions()) == (states[k - 1] if k else {})
+
+
+class _CountedShard(Shard):
+    """A shard that counts the whole images taken of it (each one a base's copy of its columns)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images = 0
+
+    def image(self):
+        self.images += 1
+        time.sleep(0.05)  # as a large shard's copy takes time: other shards ask the compactor meanwhile
+        return super().image()
+
+
+def test_shards_saved_together_with_their_bases_due_take_one_image_for_the_one_compactor(tmp_path):
+    compactor = GatedCompactor()  # the first base stays in flight until the gate opens
+    saves = []
+    for index in range(6):
+        shard, store = _CountedShard(), ShardCheckpoints(tmp_path, index, 6, **SMALL, compactor=compactor)
+        store.start_empty()
+        fold_epoch(
+            shard, [(1_000 + n, e) for n in range(3) for e in split(_received(f"e{index}-{n}", f"ST-{n}", 1_000))], WIDE
+        )
+        saves.append((store, shard.take_changed(), shard))
+    pointers = [pointer for pointer, _ in save_together(saves)]
+    assert pointers == [(index, 6, 1) for index in range(6)]
+    assert sum(shard.images for _, _, shard in saves) == 1  # the others wait for a later close
+    compactor.gate.set()
+    for store, _, shard in saves:
+        store.settle()
+        resumed = Shard()
+        resumed.restore(ShardCheckpoints(tmp_path, store.shard, 6, **SMALL).resume(1))
+        assert dict(resumed.positions()) == dict(shard.positions())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.snapshot_store import SnapshotReader, SnapshotWriter
+from adapters.snapshot_store.layout import LAKE
 from adapters.snapshot_store.overlay import Overlay
 from adapters.snapshot_store.read_model import ReadModel, ReadView
 from ledger.answer import MAX_LIMIT, Stock
@@ -312,6 +314,63 @@ def test_a_model_refreshed_after_random_publishes_and_compactions_equals_a_whole
                     # Copy on write: the view a request may still hold is what it was.
                     assert view_state(before) == kept
                     assert_whole(path, model)
+            model.refresh()
+            assert_whole(path, model)
+
+
+# One step of the side-feed property: a publish, a compaction of the recent positions, the
+# writer's maintenance (files merged and rewritten, snapshots of moved rows only), or an edit
+# of the lines or offers alone, with no position changed (another writer of those tables).
+_EDITS = (
+    "UPDATE {lake}.offers SET qty = qty + 1 WHERE seller_id = 'M1'",
+    "DELETE FROM {lake}.offers WHERE sku = 'B'",
+    "UPDATE {lake}.inbound SET promised = NOT coalesce(promised, false) WHERE ref = 'PO-0'",
+    "DELETE FROM {lake}.inbound WHERE site_id = 'S1'",
+    "INSERT INTO {lake}.inbound (site_id, sku, ref, qty, eta, promised) "
+    "SELECT 'S2', 'C', 'PO-9', 4, to_timestamp(3600), false",
+)
+_side_steps = st.lists(
+    st.sampled_from(("publish", "publish", "publish", "compact", "maintain", "edit", "refresh")),
+    min_size=2,
+    max_size=9,
+)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_lines_and_offers_follow_their_own_changes_through_maintenance_and_edits_without_a_position(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    """A refresh re-reads the lines and offers whose rows changed (their tables' change feeds), not
+    those of the changed positions: after any publishes, compactions, maintenances (rows moved, no
+    change) and edits of lines or offers alone, each refresh leaves the view a whole load makes."""
+    path = tmp_path_factory.mktemp("side") / "snapshots"
+    with SnapshotWriter.open(path, recent_limit=None) as writer:
+        first = [
+            change(site, sku, 1, on_hand=i, inbound=(InboundLine("PO-0", 2, T0 + 3_600_000),) if i % 2 else ())
+            for i, (site, sku) in enumerate(zip(_SITES, _SKUS * 2, strict=False))
+        ]
+        first.append(change("M1", "B", 1, on_hand=4, offer=OfferTerms(3, 9.5, None, T0)))
+        writer.publish(first, [], events_applied=len(first), now=T0)
+        with ReadModel.open(path) as model:
+            version = 1
+            for step in data.draw(_side_steps):
+                if step == "publish":
+                    version += 1
+                    writer.publish(data.draw(position_changes(version)), [], events_applied=version, now=T0 + version)
+                elif step == "compact":
+                    writer.compact_recent()
+                elif step == "maintain":
+                    writer.maintain(keep_snapshots_for=timedelta(days=7))
+                elif step == "edit":
+                    # Committed as a snapshot of its own, with no snapshot_info row: the next
+                    # publish's refresh reads it in its range.
+                    writer._con.execute(data.draw(st.sampled_from(_EDITS)).format(lake=LAKE))
+                else:
+                    model.refresh()
+                    assert_whole(path, model)
+            version += 1
+            writer.publish([change("S0", "A", version, on_hand=1)], [], events_applied=version, now=T0 + version)
             model.refresh()
             assert_whole(path, model)
 

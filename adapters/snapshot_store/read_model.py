@@ -620,8 +620,8 @@ class ReadModel:
         migrated = reader.refresh_layout()
         if migrated or view is None or since is None or oldest is None or oldest > since or newest < since:
             # First load; a writer migrated the store to another layout (the change feed's
-            # tables changed); the view's snapshot or those the change feed needs were
-            # expired (step 3 reads the view's); or the store was made anew.
+            # tables changed); the snapshots after the view's, which the change feeds read,
+            # were expired; or the store was made anew.
             before = _resident_bytes()
             if view is None:
                 self.resident_before = before
@@ -635,30 +635,25 @@ class ReadModel:
         if not ranges:  # only maintenance since: the same rows in other files
             self._swap(replace(view, snapshot_id=newest), started)
             return 0
-        # 1. The inserted rows over the new snapshots (into a table first: see
-        #    PositionReplica._apply_changes on QUALIFY over a DuckLake scan), each with its sku's
-        #    and its site's number in this view (NULL for one new to it).
+        # 1. The product positions inserted over the new snapshots, each with its sku's and
+        #    its site's number in this view (-1 for one new to it), as numpy columns sorted by
+        #    (sku, site, snapshot), in one statement: the newest row per key kept by comparing
+        #    neighbours (`_Changes.of_codes`; a QUALIFY window over the feed into another table
+        #    cost ~0.1 s of CPU per 100,000 changes, and over a DuckLake scan DuckDB 1.5.5 kept
+        #    duplicates: see PositionReplica._apply_changes), grouped by sku and located in bulk
+        #    (a tuple per row through fetchall, then a bisect per row, was a refresh's whole
+        #    cost). By number, unless a sku or a site is new to the view (rare: then read again
+        #    by name, and the numbering is made again at the next refresh). Until serve10 the
+        #    feed was copied into a temporary table first, then read (and counted) from there.
         feed = insertions_sql(reader.position_feed_tables(), ranges, _FEED_COLUMNS)
+        products = f"FROM ({feed}) WHERE NOT ({_APPT})"
         sku_names = self._numbering(cursor, view)
-        cursor.execute(
-            f"CREATE OR REPLACE TEMP TABLE read_model_feed AS SELECT f.*, k.code AS sku_code, s.code AS site_code "
-            f"FROM ({feed}) f LEFT JOIN read_model_sku_codes k ON k.name = f.sku "
-            "LEFT JOIN read_model_site_codes s ON s.name = f.site_id"
-        )
-        # 2. The product positions as numpy columns, sorted by (sku, site, snapshot): the newest
-        #    row per key kept by comparing neighbours (`_Changes.of_codes`; a QUALIFY window
-        #    over the feed into another table cost ~0.1 s of CPU per 100,000 changes), grouped
-        #    by sku and located in bulk (a tuple per row through fetchall, then a bisect per
-        #    row, was a refresh's whole cost). By number, unless a sku or a site is new to the
-        #    view (rare: then by name, and the numbering is made again at the next refresh).
-        #    The few appointment slots as rows, oldest first (the newest wins in `_applied`).
-        products = f"FROM read_model_feed WHERE NOT ({_APPT})"
-        # A sku or a site new to the view has no number: -1, seen in the columns read (was a
-        # count of them first, one more statement).
         by_number = cursor.execute(
-            f"SELECT coalesce(sku_code, -1) AS sku, coalesce(site_code, -1) AS site, {_FIGURES_SQL} {products} "
-            "ORDER BY sku_code, site_code, snapshot_id"
+            f"SELECT coalesce(k.code, -1) AS sku_code, coalesce(s.code, -1) AS site_code, {_FIGURES_SQL} "
+            f"FROM (SELECT * {products}) f LEFT JOIN read_model_sku_codes k ON k.name = f.sku "
+            "LEFT JOIN read_model_site_codes s ON s.name = f.site_id ORDER BY 1, 2, f.snapshot_id"
         ).fetchnumpy()
+        by_number["sku"], by_number["site"] = by_number.pop("sku_code"), by_number.pop("site_code")
         if not len(by_number["sku"]) or min(by_number["sku"].min(), by_number["site"].min()) >= 0:
             changes = _Changes.of_codes(by_number, sku_names)
         else:
@@ -668,12 +663,12 @@ class ReadModel:
                 ).fetchnumpy()
             )
         del by_number
-        slot_rows = cursor.execute(
-            f"SELECT site_id, sku, atp FROM read_model_feed WHERE {_APPT} ORDER BY snapshot_id"
-        ).fetchall()
-        # 3. The inbound lines and offers whose rows changed over the new snapshots, as of the
-        #    new snapshot, and the positions' count (step 4), in one statement (`_side_feed`).
-        inbound, offers, had, count = _side_feed(cursor, reader, ranges, newest)
+        # 2. The inbound lines and offers whose rows changed over the new snapshots, as of the
+        #    new snapshot; the few appointment slots of the feed, oldest first (the newest wins
+        #    in `_applied`); and the positions' count (step 3): one statement (`_side_feed`).
+        inbound, offers, had, slot_rows, count = _side_feed(
+            cursor, reader, ranges, newest, f"SELECT site_id, sku, atp, snapshot_id FROM ({feed}) WHERE {_APPT}"
+        )
         if isinstance(view.skus, Overlay):
             # The base catches up, in place, with the oldest view still alive (`catch_up`): by
             # now the view before this one has usually been let go by its last request, so the
@@ -688,12 +683,12 @@ class ReadModel:
             # A position new to the layout (or to the model), or a count past int32: the whole
             # view rebuilt sku by sku and packed in a new base (rare: the fold keeps positions).
             new = _packed(view._applied(newest, changes, slot_rows, inbound, offers, had))
-        # 4. The flow never deletes a position: if the counts differ, something did, and
+        # 3. The flow never deletes a position: if the counts differ, something did, and
         #    the view is loaded whole rather than answering with a key the store dropped.
         if count != new.positions:
             new = _load(cursor, newest)
         elif new.dtype == WIDE and changes.fits(NARROW) and not _beyond_int32(cursor, newest):
-            # 5. The count that widened the records is gone: narrowed again, as a whole load
+            # 4. The count that widened the records is gone: narrowed again, as a whole load
             #    would read them (a scan of the store, paid only while the records are wide).
             new = _narrowed(new)
         self._swap(new, started)
@@ -819,13 +814,24 @@ _Keys = set[tuple[str, str]]
 
 
 def _side_feed(
-    cursor: duckdb.DuckDBPyConnection, reader: SnapshotReader, ranges: Sequence[tuple[int, int]], snapshot_id: int
-) -> tuple[dict[tuple[str, str], tuple[InboundRow, ...]], dict[tuple[str, str], OfferTerms], tuple[_Keys, _Keys], int]:
-    """What changed in the inbound lines and offers over `ranges`, and the positions' count, in one statement.
+    cursor: duckdb.DuckDBPyConnection,
+    reader: SnapshotReader,
+    ranges: Sequence[tuple[int, int]],
+    snapshot_id: int,
+    slots_sql: str,
+) -> tuple[
+    dict[tuple[str, str], tuple[InboundRow, ...]],
+    dict[tuple[str, str], OfferTerms],
+    tuple[_Keys, _Keys],
+    list[tuple[str, str, int]],
+    int,
+]:
+    """What changed in the inbound lines and offers over `ranges`, the slots, and the positions' count: one statement.
 
     Returns the lines and the offer, as of `snapshot_id`, of every key whose lines or offer
     changed; those keys (lines, offers: a key among them with none any more is dropped
-    from the view); and the number of positions at `snapshot_id` (`position_count_sql`).
+    from the view); the rows of `slots_sql` (site, sku, atp, snapshot), as (site, sku, atp)
+    oldest first; and the number of positions at `snapshot_id` (`position_count_sql`).
 
     Found from the two tables' own change feeds: a key's lines (or offer) differ between
     the view's snapshot and this one only if a row of it was inserted or deleted in
@@ -858,12 +864,14 @@ def _side_feed(
         f"FROM (SELECT * FROM offers {at}) o SEMI JOIN lo ON o.seller_id = lo.site_id AND o.sku = lo.sku "
         "UNION ALL SELECT 3, site_id, sku, NULL, NULL, NULL, NULL, NULL, NULL FROM lo "
         f"UNION ALL SELECT 4, NULL, NULL, NULL, ({reader.position_count_sql(snapshot_id)}), NULL, NULL, NULL, NULL "
-        # Lines in the order a whole load reads them (eta, then ref).
+        f"UNION ALL SELECT 5, site_id, sku, NULL, atp, snapshot_id, NULL, NULL, NULL FROM ({slots_sql}) "
+        # Lines in the order a whole load reads them (eta, then ref); slots oldest first.
         "ORDER BY part, at_ms, ref"
     ).fetchall()
     lines: dict[tuple[str, str], list[InboundRow]] = {}
     offers: dict[tuple[str, str], OfferTerms] = {}
     had: tuple[_Keys, _Keys] = (set(), set())
+    slots: list[tuple[str, str, int]] = []
     count = -1
     for part, site, sku, ref, qty, at_ms, promised, price, lead in rows:
         if part == 0:
@@ -874,9 +882,11 @@ def _side_feed(
             )
         elif part in (1, 3):
             had[part // 2].add((str(site), str(sku)))
-        else:
+        elif part == 4:
             count = int(qty)
-    return {key: tuple(found) for key, found in lines.items()}, offers, had, count
+        else:
+            slots.append((str(site), str(sku), int(qty)))
+    return {key: tuple(found) for key, found in lines.items()}, offers, had, slots, count
 
 
 def _load(cursor: duckdb.DuckDBPyConnection, snapshot_id: int) -> ReadView:

@@ -33,10 +33,11 @@ per changed sku, `ReadView._applied`) and packs them into a new base. The new vi
 swapped in by one assignment. A request reads `model.view`
 once and answers from it alone: its `snapshot_id` names every figure it used.
 
-Inbound lines and offers are re-read for the (site, sku) keys whose position changed:
-the fold republishes a position with every event applied to it (its `version` moves),
-and an inbound line or an offer changes only by such an event. They are kept `Layered`
-(a dict shared by views and this view's keys put and dropped), not copied each refresh.
+Inbound lines and offers are re-read for the (site, sku) keys whose lines or offer
+changed, found in those tables' own change feeds over the new snapshots (`_side_feed`;
+until serve10, for every key whose position changed, by semi-joins of the whole tables).
+They are kept `Layered` (a dict shared by views and this view's keys put and dropped),
+not copied each refresh.
 """
 
 from __future__ import annotations
@@ -332,10 +333,10 @@ class ReadView:
         """The view with these changes applied: only the changed skus' columns are copied.
 
         `slot_rows`: changed `appt:` positions as (site, sku, atp), oldest first: the last of a key wins.
-        `had`: the changed keys that had inbound lines, and those that had an offer, in this
-        view (a refresh reads them from the store at this view's snapshot); None: found here
-        from the changed keys (a set of every changed key: ~0.05 s of a refresh's GIL at
-        100,000 changes).
+        `had`: keys that may have had inbound lines, and offers, in this view and may have none
+        now (a refresh: the keys whose rows changed in those tables, `_side_feed`); a key of
+        them absent from `inbound` (`offers`) is dropped. None: found here from the changed
+        keys (a set of every changed key: ~0.05 s of a refresh's GIL at 100,000 changes).
         """
         slots, lines, terms, added = _side_tables(self, changes, slot_rows, inbound, offers, had)
         table, skus, dtype = self.site_table, dict(self.skus), self.dtype

@@ -375,6 +375,40 @@ def test_lines_and_offers_follow_their_own_changes_through_maintenance_and_edits
             assert_whole(path, model)
 
 
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_with_two_writers_lines_and_offers_follow_each_writers_change_feed(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    """Two writers, each with its own lines and offers tables: a refresh reads both tables' feeds (a
+    site's keys are one writer's), and leaves the view a whole load makes."""
+    path = tmp_path_factory.mktemp("two") / "snapshots"
+    writers = [SnapshotWriter.open(path, writers=2, writer=w, recent_limit=None) for w in range(2)]
+    try:
+        first = [change(site, sku, 1, on_hand=i) for i, (site, sku) in enumerate(zip(_SITES, _SKUS * 2, strict=False))]
+        for w, writer in enumerate(writers):
+            mine = [c for c in first if _SITES.index(c.site_id) % 2 == w]
+            writer.publish(mine, [], events_applied=len(mine), now=T0)
+        with ReadModel.open(path) as model:
+            for version in range(2, 2 + data.draw(st.integers(1, 5))):
+                w = data.draw(st.integers(0, 1))
+                changes = [
+                    c
+                    for c in data.draw(position_changes(version))
+                    if c.site_id in _SITES and _SITES.index(c.site_id) % 2 == w
+                ]
+                if changes:
+                    writers[w].publish(changes, [], events_applied=version, now=T0 + version)
+                if data.draw(st.booleans()):
+                    model.refresh()
+                    assert_whole(path, model)
+            model.refresh()
+            assert_whole(path, model)
+    finally:
+        for writer in writers:
+            writer.close()
+
+
 def assert_whole(path: Path, model: ReadModel) -> None:
     refreshed = model.view
     assert refreshed is not None

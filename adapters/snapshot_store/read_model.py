@@ -53,7 +53,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 import numpy as np
@@ -78,6 +78,7 @@ from adapters.snapshot_store.columns import (
 from adapters.snapshot_store.layout import LAKE, store_exists
 from adapters.snapshot_store.overlay import Base, Layered, Layout, Overlay, Patch, catch_up, packed
 from adapters.snapshot_store.reader import SnapshotReader
+from adapters.snapshot_store.remote_cursor import RemoteCursor
 from adapters.snapshot_store.replica import data_ranges, insertions_sql, lower_priority, snapshot_range
 from ledger.answer import Stock
 from ledger.errors import SnapshotError
@@ -492,17 +493,24 @@ _RECHECK_S = 1.0
 class ReadModel:
     """The newest `ReadView` of a snapshot store, kept current by `refresh()` or `follow()`."""
 
-    def __init__(self, directory: Path, *, threads: int = 1, patch_limit: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, *, threads: int = 1, patch_limit: int | None = None, process: bool = False
+    ) -> None:
         """Follow the store at `directory`; it may not exist yet (the API may start before the flow).
 
         `patch_limit`: the changes a view's patch may hold before its base is copied
-        (`Overlay.oversized`; None: its default).
+        (`Overlay.oversized`; None: its default). `process`: a refresh's statements run in a
+        process of its own (`RemoteCursor`: DuckDB's client takes the GIL after every task of
+        a query, and in a server the request threads hold it); a whole load stays here.
         """
         self._directory = Path(directory)
         self._threads = threads
         self._patch_limit = patch_limit
+        self._process = process
         self._reader: SnapshotReader | None = None
         self._cursor: duckdb.DuckDBPyConnection | None = None
+        self._feed: duckdb.DuckDBPyConnection | None = None
+        """The cursor a refresh's statements run on: `_cursor`, or a `RemoteCursor` (duck-typed)."""
         self._numbered: tuple[SiteTable, list[str], Layout | None] | None = None
         """The site table and the skus that `read_model_site_codes` and `read_model_sku_codes` number
         (and the overlay's layout whose order the skus are in)."""
@@ -523,9 +531,11 @@ class ReadModel:
         """Refreshes the follower ran (a poll that found the catalog unchanged runs none)."""
 
     @classmethod
-    def open(cls, directory: Path, *, threads: int = 1, patch_limit: int | None = None) -> ReadModel:
+    def open(
+        cls, directory: Path, *, threads: int = 1, patch_limit: int | None = None, process: bool = False
+    ) -> ReadModel:
         """A model loaded with the store's newest snapshot, if the store has one yet."""
-        model = cls(directory, threads=threads, patch_limit=patch_limit)
+        model = cls(directory, threads=threads, patch_limit=patch_limit, process=process)
         try:
             model.refresh()
         except SnapshotError:
@@ -558,7 +568,13 @@ class ReadModel:
                     self._cursor = self._reader.cursor()
                     self._numbered = None
                     self._cursor.execute(f"SET threads = {int(self._threads)}")
-                return self._refresh(self._reader, self._cursor)
+                    self._feed = self._cursor
+                    if self._process:
+                        # Duck-typed: the calls a refresh makes (execute, fetch*), in a child process.
+                        self._feed = cast(duckdb.DuckDBPyConnection, RemoteCursor(self._directory))
+                        self._feed.execute(f"SET threads = {int(self._threads)}")
+                assert self._feed is not None
+                return self._refresh(self._reader, self._cursor, self._feed)
             except BaseException as exc:
                 # A refresh that failed part way leaves its cursor's tables in doubt: the next one starts anew.
                 self._close_cursor()
@@ -568,10 +584,11 @@ class ReadModel:
                 raise
 
     def _close_cursor(self) -> None:
-        cursor, self._cursor, self._numbered = self._cursor, None, None
-        if cursor is not None:
-            with contextlib.suppress(duckdb.Error):
-                cursor.close()
+        cursor, feed, self._cursor, self._feed, self._numbered = self._cursor, self._feed, None, None, None
+        for each in (feed, cursor) if feed is not cursor else (cursor,):
+            if each is not None:
+                with contextlib.suppress(duckdb.Error):
+                    each.close()
 
     def _numbering(self, cursor: duckdb.DuckDBPyConnection, view: ReadView) -> list[str]:
         """The view's skus in order, numbered as in `read_model_sku_codes`; its sites are in `read_model_site_codes`.
@@ -606,7 +623,10 @@ class ReadModel:
         self._numbered = (view.site_table, skus, layout)
         return skus
 
-    def _refresh(self, reader: SnapshotReader, cursor: duckdb.DuckDBPyConnection) -> int:
+    def _refresh(
+        self, reader: SnapshotReader, cursor: duckdb.DuckDBPyConnection, feed: duckdb.DuckDBPyConnection
+    ) -> int:
+        """`cursor` for a whole load; `feed` for a refresh's statements (the same cursor, or one in a child process)."""
         started = time.perf_counter()
         # The newest snapshot the flow published (its snapshot_info row), not DuckLake's
         # newest: the store's first snapshots hold no tables yet, and maintenance adds
@@ -616,7 +636,7 @@ class ReadModel:
         view = self._view
         if newest is None or (view is not None and newest == view.snapshot_id):
             return 0
-        oldest, _ = snapshot_range(cursor)
+        oldest, _ = snapshot_range(feed)
         since = None if view is None else view.snapshot_id
         migrated = reader.refresh_layout()
         if migrated or view is None or since is None or oldest is None or oldest > since or newest < since:
@@ -632,7 +652,7 @@ class ReadModel:
             _release_free_memory()
             self.resident_growth = max(0, _resident_bytes() - before)
             return loaded.positions
-        ranges = data_ranges(cursor, since, newest)
+        ranges = data_ranges(feed, since, newest)
         if not ranges:  # only maintenance since: the same rows in other files
             self._swap(replace(view, snapshot_id=newest), started)
             return 0
@@ -646,10 +666,10 @@ class ReadModel:
         #    cost). By number, unless a sku or a site is new to the view (rare: then read again
         #    by name, and the numbering is made again at the next refresh). Until serve10 the
         #    feed was copied into a temporary table first, then read (and counted) from there.
-        feed = insertions_sql(reader.position_feed_tables(), ranges, _FEED_COLUMNS)
-        products = f"FROM ({feed}) WHERE NOT ({_APPT})"
-        sku_names = self._numbering(cursor, view)
-        by_number = cursor.execute(
+        inserted = insertions_sql(reader.position_feed_tables(), ranges, _FEED_COLUMNS)
+        products = f"FROM ({inserted}) WHERE NOT ({_APPT})"
+        sku_names = self._numbering(feed, view)
+        by_number = feed.execute(
             f"SELECT coalesce(k.code, -1) AS sku_code, coalesce(s.code, -1) AS site_code, {_FIGURES_SQL} "
             f"FROM (SELECT * {products}) f LEFT JOIN read_model_sku_codes k ON k.name = f.sku "
             "LEFT JOIN read_model_site_codes s ON s.name = f.site_id ORDER BY 1, 2, f.snapshot_id"
@@ -659,7 +679,7 @@ class ReadModel:
             changes = _Changes.of_codes(by_number, sku_names)
         else:
             changes = _Changes.of_columns(
-                cursor.execute(
+                feed.execute(
                     f"SELECT sku, site_id, {_FIGURES_SQL} {products} ORDER BY sku, site_id, snapshot_id"
                 ).fetchnumpy()
             )
@@ -668,7 +688,7 @@ class ReadModel:
         #    new snapshot; the few appointment slots of the feed, oldest first (the newest wins
         #    in `_applied`); and the positions' count (step 3): one statement (`_side_feed`).
         inbound, offers, had, slot_rows, count = _side_feed(
-            cursor, reader, ranges, newest, f"SELECT site_id, sku, atp, snapshot_id FROM ({feed}) WHERE {_APPT}"
+            feed, reader, ranges, newest, f"SELECT site_id, sku, atp, snapshot_id FROM ({inserted}) WHERE {_APPT}"
         )
         if isinstance(view.skus, Overlay):
             # The base catches up, in place, with the oldest view still alive (`catch_up`): by
@@ -688,7 +708,7 @@ class ReadModel:
         #    the view is loaded whole rather than answering with a key the store dropped.
         if count != new.positions:
             new = _load(cursor, newest)
-        elif new.dtype == WIDE and changes.fits(NARROW) and not _beyond_int32(cursor, newest):
+        elif new.dtype == WIDE and changes.fits(NARROW) and not _beyond_int32(feed, newest):
             # 4. The count that widened the records is gone: narrowed again, as a whole load
             #    would read them (a scan of the store, paid only while the records are wide).
             new = _narrowed(new)

@@ -17,6 +17,7 @@ from adapters.snapshot_store.layout import LAKE
 from adapters.snapshot_store.overlay import Overlay
 from adapters.snapshot_store.read_model import ReadModel, ReadView
 from ledger.answer import MAX_LIMIT, Stock
+from ledger.errors import SnapshotError
 from ledger.network import appointment_sku
 from ledger.outputs import InboundLine, OfferTerms, PositionChange
 from ledger.promise import promise
@@ -301,7 +302,7 @@ def test_a_model_refreshed_after_random_publishes_and_compactions_equals_a_whole
     with SnapshotWriter.open(path, recent_limit=None) as writer:
         first = [change(site, sku, 1, on_hand=i) for i, (site, sku) in enumerate(zip(_SITES, _SKUS * 2, strict=False))]
         writer.publish(first, [], events_applied=len(first), now=T0)
-        with ReadModel.open(path) as model:
+        with ReadModel.open(path, process=data.draw(st.booleans())) as model:
             for step in range(2, 2 + data.draw(st.integers(1, 6))):
                 before = model.view
                 assert before is not None
@@ -352,7 +353,7 @@ def test_lines_and_offers_follow_their_own_changes_through_maintenance_and_edits
         ]
         first.append(change("M1", "B", 1, on_hand=4, offer=OfferTerms(3, 9.5, None, T0)))
         writer.publish(first, [], events_applied=len(first), now=T0)
-        with ReadModel.open(path) as model:
+        with ReadModel.open(path, process=data.draw(st.booleans())) as model:
             version = 1
             for step in data.draw(_side_steps):
                 if step == "publish":
@@ -407,6 +408,26 @@ def test_with_two_writers_lines_and_offers_follow_each_writers_change_feed(
     finally:
         for writer in writers:
             writer.close()
+
+
+def test_a_cursor_process_that_ended_fails_one_refresh_and_the_next_starts_another(tmp_path: Path) -> None:
+    """The refresh's statements in a child process (`process=True`): if it dies, that refresh fails
+    (the view stays the last one), and the next opens a new child and catches up."""
+    path = tmp_path / "snapshots"
+    with SnapshotWriter.open(path) as writer:
+        writer.publish([change("S0", "A", 1), change("S1", "A", 1)], [], events_applied=2, now=T0)
+        with ReadModel.open(path, process=True) as model:
+            before = model.view
+            assert before is not None
+            child = model._feed._process  # type: ignore[attr-defined]
+            child.kill()
+            child.join()
+            writer.publish([change("S0", "A", 2, on_hand=3)], [], events_applied=3, now=T0 + 2)
+            with pytest.raises(SnapshotError, match="cursor process"):
+                model.refresh()
+            assert model.view is before
+            model.refresh()
+            assert_whole(path, model)
 
 
 def assert_whole(path: Path, model: ReadModel) -> None:

@@ -33,10 +33,11 @@ per changed sku, `ReadView._applied`) and packs them into a new base. The new vi
 swapped in by one assignment. A request reads `model.view`
 once and answers from it alone: its `snapshot_id` names every figure it used.
 
-Inbound lines and offers are re-read for the (site, sku) keys whose position changed:
-the fold republishes a position with every event applied to it (its `version` moves),
-and an inbound line or an offer changes only by such an event. They are kept `Layered`
-(a dict shared by views and this view's keys put and dropped), not copied each refresh.
+Inbound lines and offers are re-read for the (site, sku) keys whose lines or offer
+changed, found in those tables' own change feeds over the new snapshots (`_side_feed`;
+until serve10, for every key whose position changed, by semi-joins of the whole tables).
+They are kept `Layered` (a dict shared by views and this view's keys put and dropped),
+not copied each refresh.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 import numpy as np
@@ -74,9 +75,10 @@ from adapters.snapshot_store.columns import (
     SkuColumns,
     raw,
 )
-from adapters.snapshot_store.layout import store_exists
+from adapters.snapshot_store.layout import LAKE, store_exists
 from adapters.snapshot_store.overlay import Base, Layered, Layout, Overlay, Patch, catch_up, packed
 from adapters.snapshot_store.reader import SnapshotReader
+from adapters.snapshot_store.remote_cursor import RemoteCursor
 from adapters.snapshot_store.replica import data_ranges, insertions_sql, lower_priority, snapshot_range
 from ledger.answer import Stock
 from ledger.errors import SnapshotError
@@ -332,10 +334,10 @@ class ReadView:
         """The view with these changes applied: only the changed skus' columns are copied.
 
         `slot_rows`: changed `appt:` positions as (site, sku, atp), oldest first: the last of a key wins.
-        `had`: the changed keys that had inbound lines, and those that had an offer, in this
-        view (a refresh reads them from the store at this view's snapshot); None: found here
-        from the changed keys (a set of every changed key: ~0.05 s of a refresh's GIL at
-        100,000 changes).
+        `had`: keys that may have had inbound lines, and offers, in this view and may have none
+        now (a refresh: the keys whose rows changed in those tables, `_side_feed`); a key of
+        them absent from `inbound` (`offers`) is dropped. None: found here from the changed
+        keys (a set of every changed key: ~0.05 s of a refresh's GIL at 100,000 changes).
         """
         slots, lines, terms, added = _side_tables(self, changes, slot_rows, inbound, offers, had)
         table, skus, dtype = self.site_table, dict(self.skus), self.dtype
@@ -491,17 +493,24 @@ _RECHECK_S = 1.0
 class ReadModel:
     """The newest `ReadView` of a snapshot store, kept current by `refresh()` or `follow()`."""
 
-    def __init__(self, directory: Path, *, threads: int = 1, patch_limit: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, *, threads: int = 1, patch_limit: int | None = None, process: bool = False
+    ) -> None:
         """Follow the store at `directory`; it may not exist yet (the API may start before the flow).
 
         `patch_limit`: the changes a view's patch may hold before its base is copied
-        (`Overlay.oversized`; None: its default).
+        (`Overlay.oversized`; None: its default). `process`: a refresh's statements run in a
+        process of its own (`RemoteCursor`: DuckDB's client takes the GIL after every task of
+        a query, and in a server the request threads hold it); a whole load stays here.
         """
         self._directory = Path(directory)
         self._threads = threads
         self._patch_limit = patch_limit
+        self._process = process
         self._reader: SnapshotReader | None = None
         self._cursor: duckdb.DuckDBPyConnection | None = None
+        self._feed: duckdb.DuckDBPyConnection | None = None
+        """The cursor a refresh's statements run on: `_cursor`, or a `RemoteCursor` (duck-typed)."""
         self._numbered: tuple[SiteTable, list[str], Layout | None] | None = None
         """The site table and the skus that `read_model_site_codes` and `read_model_sku_codes` number
         (and the overlay's layout whose order the skus are in)."""
@@ -522,9 +531,11 @@ class ReadModel:
         """Refreshes the follower ran (a poll that found the catalog unchanged runs none)."""
 
     @classmethod
-    def open(cls, directory: Path, *, threads: int = 1, patch_limit: int | None = None) -> ReadModel:
+    def open(
+        cls, directory: Path, *, threads: int = 1, patch_limit: int | None = None, process: bool = False
+    ) -> ReadModel:
         """A model loaded with the store's newest snapshot, if the store has one yet."""
-        model = cls(directory, threads=threads, patch_limit=patch_limit)
+        model = cls(directory, threads=threads, patch_limit=patch_limit, process=process)
         try:
             model.refresh()
         except SnapshotError:
@@ -557,7 +568,13 @@ class ReadModel:
                     self._cursor = self._reader.cursor()
                     self._numbered = None
                     self._cursor.execute(f"SET threads = {int(self._threads)}")
-                return self._refresh(self._reader, self._cursor)
+                    self._feed = self._cursor
+                    if self._process:
+                        # Duck-typed: the calls a refresh makes (execute, fetch*), in a child process.
+                        self._feed = cast(duckdb.DuckDBPyConnection, RemoteCursor(self._directory))
+                        self._feed.execute(f"SET threads = {int(self._threads)}")
+                assert self._feed is not None
+                return self._refresh(self._reader, self._cursor, self._feed)
             except BaseException as exc:
                 # A refresh that failed part way leaves its cursor's tables in doubt: the next one starts anew.
                 self._close_cursor()
@@ -567,10 +584,11 @@ class ReadModel:
                 raise
 
     def _close_cursor(self) -> None:
-        cursor, self._cursor, self._numbered = self._cursor, None, None
-        if cursor is not None:
-            with contextlib.suppress(duckdb.Error):
-                cursor.close()
+        cursor, feed, self._cursor, self._feed, self._numbered = self._cursor, self._feed, None, None, None
+        for each in (feed, cursor) if feed is not cursor else (cursor,):
+            if each is not None:
+                with contextlib.suppress(duckdb.Error):
+                    each.close()
 
     def _numbering(self, cursor: duckdb.DuckDBPyConnection, view: ReadView) -> list[str]:
         """The view's skus in order, numbered as in `read_model_sku_codes`; its sites are in `read_model_site_codes`.
@@ -605,7 +623,10 @@ class ReadModel:
         self._numbered = (view.site_table, skus, layout)
         return skus
 
-    def _refresh(self, reader: SnapshotReader, cursor: duckdb.DuckDBPyConnection) -> int:
+    def _refresh(
+        self, reader: SnapshotReader, cursor: duckdb.DuckDBPyConnection, feed: duckdb.DuckDBPyConnection
+    ) -> int:
+        """`cursor` for a whole load; `feed` for a refresh's statements (the same cursor, or one in a child process)."""
         started = time.perf_counter()
         # The newest snapshot the flow published (its snapshot_info row), not DuckLake's
         # newest: the store's first snapshots hold no tables yet, and maintenance adds
@@ -615,13 +636,13 @@ class ReadModel:
         view = self._view
         if newest is None or (view is not None and newest == view.snapshot_id):
             return 0
-        oldest, _ = snapshot_range(cursor)
+        oldest, _ = snapshot_range(feed)
         since = None if view is None else view.snapshot_id
         migrated = reader.refresh_layout()
         if migrated or view is None or since is None or oldest is None or oldest > since or newest < since:
             # First load; a writer migrated the store to another layout (the change feed's
-            # tables changed); the view's snapshot or those the change feed needs were
-            # expired (step 3 reads the view's); or the store was made anew.
+            # tables changed); the snapshots after the view's, which the change feeds read,
+            # were expired; or the store was made anew.
             before = _resident_bytes()
             if view is None:
                 self.resident_before = before
@@ -631,73 +652,43 @@ class ReadModel:
             _release_free_memory()
             self.resident_growth = max(0, _resident_bytes() - before)
             return loaded.positions
-        ranges = data_ranges(cursor, since, newest)
+        ranges = data_ranges(feed, since, newest)
         if not ranges:  # only maintenance since: the same rows in other files
             self._swap(replace(view, snapshot_id=newest), started)
             return 0
-        # 1. The inserted rows over the new snapshots (into a table first: see
-        #    PositionReplica._apply_changes on QUALIFY over a DuckLake scan), each with its sku's
-        #    and its site's number in this view (NULL for one new to it).
-        feed = insertions_sql(reader.position_feed_tables(), ranges, _FEED_COLUMNS)
-        sku_names = self._numbering(cursor, view)
-        cursor.execute(
-            f"CREATE OR REPLACE TEMP TABLE read_model_feed AS SELECT f.*, k.code AS sku_code, s.code AS site_code "
-            f"FROM ({feed}) f LEFT JOIN read_model_sku_codes k ON k.name = f.sku "
-            "LEFT JOIN read_model_site_codes s ON s.name = f.site_id"
-        )
-        # 2. The product positions as numpy columns, sorted by (sku, site, snapshot): the newest
-        #    row per key kept by comparing neighbours (`_Changes.of_codes`; a QUALIFY window
-        #    over the feed into another table cost ~0.1 s of CPU per 100,000 changes), grouped
-        #    by sku and located in bulk (a tuple per row through fetchall, then a bisect per
-        #    row, was a refresh's whole cost). By number, unless a sku or a site is new to the
-        #    view (rare: then by name, and the numbering is made again at the next refresh).
-        #    The few appointment slots as rows, oldest first (the newest wins in `_applied`).
-        products = f"FROM read_model_feed WHERE NOT ({_APPT})"
-        unknown = cursor.execute(f"SELECT count(*) {products} AND (sku_code IS NULL OR site_code IS NULL)").fetchone()
-        if unknown is not None and unknown[0] == 0:
-            changes = _Changes.of_codes(
-                cursor.execute(
-                    f"SELECT sku_code AS sku, site_code AS site, {_FIGURES_SQL} {products} "
-                    "ORDER BY sku_code, site_code, snapshot_id"
-                ).fetchnumpy(),
-                sku_names,
-            )
+        # 1. The product positions inserted over the new snapshots, each with its sku's and
+        #    its site's number in this view (-1 for one new to it), as numpy columns sorted by
+        #    (sku, site, snapshot), in one statement: the newest row per key kept by comparing
+        #    neighbours (`_Changes.of_codes`; a QUALIFY window over the feed into another table
+        #    cost ~0.1 s of CPU per 100,000 changes, and over a DuckLake scan DuckDB 1.5.5 kept
+        #    duplicates: see PositionReplica._apply_changes), grouped by sku and located in bulk
+        #    (a tuple per row through fetchall, then a bisect per row, was a refresh's whole
+        #    cost). By number, unless a sku or a site is new to the view (rare: then read again
+        #    by name, and the numbering is made again at the next refresh). Until serve10 the
+        #    feed was copied into a temporary table first, then read (and counted) from there.
+        inserted = insertions_sql(reader.position_feed_tables(), ranges, _FEED_COLUMNS)
+        products = f"FROM ({inserted}) WHERE NOT ({_APPT})"
+        sku_names = self._numbering(feed, view)
+        by_number = feed.execute(
+            f"SELECT coalesce(k.code, -1) AS sku_code, coalesce(s.code, -1) AS site_code, {_FIGURES_SQL} "
+            f"FROM (SELECT * {products}) f LEFT JOIN read_model_sku_codes k ON k.name = f.sku "
+            "LEFT JOIN read_model_site_codes s ON s.name = f.site_id ORDER BY 1, 2, f.snapshot_id"
+        ).fetchnumpy()
+        by_number["sku"], by_number["site"] = by_number.pop("sku_code"), by_number.pop("site_code")
+        if not len(by_number["sku"]) or min(by_number["sku"].min(), by_number["site"].min()) >= 0:
+            changes = _Changes.of_codes(by_number, sku_names)
         else:
             changes = _Changes.of_columns(
-                cursor.execute(
+                feed.execute(
                     f"SELECT sku, site_id, {_FIGURES_SQL} {products} ORDER BY sku, site_id, snapshot_id"
                 ).fetchnumpy()
             )
-        slot_rows = cursor.execute(
-            f"SELECT site_id, sku, atp FROM read_model_feed WHERE {_APPT} ORDER BY snapshot_id"
-        ).fetchall()
-        # 3. The inbound lines and offers of those keys as of the new snapshot, and which of them
-        #    had lines or an offer at the view's snapshot (read there rather than found in the
-        #    view: a set of every changed key in Python cost ~0.05 s a refresh, holding the GIL).
-        at, was = f"AT (VERSION => {int(newest)})", f"AT (VERSION => {int(since)})"
-        inbound = _inbound(
-            cursor,
-            "SELECT i.site_id, i.sku, i.ref, i.qty, epoch_ms(i.eta), coalesce(i.promised, false) "
-            f"FROM (SELECT * FROM inbound {at}) i "
-            "SEMI JOIN read_model_feed c ON i.site_id = c.site_id AND i.sku = c.sku ORDER BY i.eta, i.ref",
-        )
-        offers = _offers(
-            cursor,
-            "SELECT o.seller_id, o.sku, o.qty, o.price, o.lead_time_days, epoch_ms(o.updated_at) "
-            f"FROM (SELECT * FROM offers {at}) o "
-            "SEMI JOIN read_model_feed c ON o.seller_id = c.site_id AND o.sku = c.sku",
-        )
-        had = (
-            _keys(
-                cursor,
-                f"SELECT DISTINCT i.site_id, i.sku FROM (SELECT site_id, sku FROM inbound {was}) i "
-                "SEMI JOIN read_model_feed c ON i.site_id = c.site_id AND i.sku = c.sku",
-            ),
-            _keys(
-                cursor,
-                f"SELECT DISTINCT o.seller_id, o.sku FROM (SELECT seller_id, sku FROM offers {was}) o "
-                "SEMI JOIN read_model_feed c ON o.seller_id = c.site_id AND o.sku = c.sku",
-            ),
+        del by_number
+        # 2. The inbound lines and offers whose rows changed over the new snapshots, as of the
+        #    new snapshot; the few appointment slots of the feed, oldest first (the newest wins
+        #    in `_applied`); and the positions' count (step 3): one statement (`_side_feed`).
+        inbound, offers, had, slot_rows, count = _side_feed(
+            feed, reader, ranges, newest, f"SELECT site_id, sku, atp, snapshot_id FROM ({inserted}) WHERE {_APPT}"
         )
         if isinstance(view.skus, Overlay):
             # The base catches up, in place, with the oldest view still alive (`catch_up`): by
@@ -713,13 +704,12 @@ class ReadModel:
             # A position new to the layout (or to the model), or a count past int32: the whole
             # view rebuilt sku by sku and packed in a new base (rare: the fold keeps positions).
             new = _packed(view._applied(newest, changes, slot_rows, inbound, offers, had))
-        # 4. The flow never deletes a position: if the counts differ, something did, and
+        # 3. The flow never deletes a position: if the counts differ, something did, and
         #    the view is loaded whole rather than answering with a key the store dropped.
-        row = cursor.execute(reader.position_count_sql(newest)).fetchone()
-        if row is None or int(row[0]) != new.positions:
+        if count != new.positions:
             new = _load(cursor, newest)
-        elif new.dtype == WIDE and changes.fits(NARROW) and not _beyond_int32(cursor, newest):
-            # 5. The count that widened the records is gone: narrowed again, as a whole load
+        elif new.dtype == WIDE and changes.fits(NARROW) and not _beyond_int32(feed, newest):
+            # 4. The count that widened the records is gone: narrowed again, as a whole load
             #    would read them (a scan of the store, paid only while the records are wide).
             new = _narrowed(new)
         self._swap(new, started)
@@ -841,8 +831,83 @@ def _offers(cursor: duckdb.DuckDBPyConnection, query: str) -> dict[tuple[str, st
     }
 
 
-def _keys(cursor: duckdb.DuckDBPyConnection, query: str) -> set[tuple[str, str]]:
-    return {(str(site), str(sku)) for site, sku in cursor.execute(query).fetchall()}
+_Keys = set[tuple[str, str]]
+
+
+def _side_feed(
+    cursor: duckdb.DuckDBPyConnection,
+    reader: SnapshotReader,
+    ranges: Sequence[tuple[int, int]],
+    snapshot_id: int,
+    slots_sql: str,
+) -> tuple[
+    dict[tuple[str, str], tuple[InboundRow, ...]],
+    dict[tuple[str, str], OfferTerms],
+    tuple[_Keys, _Keys],
+    list[tuple[str, str, int]],
+    int,
+]:
+    """What changed in the inbound lines and offers over `ranges`, the slots, and the positions' count: one statement.
+
+    Returns the lines and the offer, as of `snapshot_id`, of every key whose lines or offer
+    changed; those keys (lines, offers: a key among them with none any more is dropped
+    from the view); the rows of `slots_sql` (site, sku, atp, snapshot), as (site, sku, atp)
+    oldest first; and the number of positions at `snapshot_id` (`position_count_sql`).
+
+    Found from the two tables' own change feeds: a key's lines (or offer) differ between
+    the view's snapshot and this one only if a row of it was inserted or deleted in
+    between (DuckLake lists an update as both; the snapshots `data_ranges` leaves out
+    only moved rows), so these keys, a few thousand a publish, are all that can need
+    reading, and they hold every key that had lines or an offer and has none now. Until
+    serve10 the whole tables were semi-joined with the 100,000 changed positions, at the
+    new snapshot and at the view's (four statements, ~0.2 s of a ~0.37 s refresh at 20M),
+    which also assumed that a line or an offer changes only with its position.
+    """
+
+    def touched(table: str, site: str) -> str:
+        feeds = " UNION ALL ".join(
+            f"SELECT {site} AS site_id, sku FROM ducklake_table_{kind}('{LAKE}', 'main', '{physical}', {first}, {last})"
+            for physical in reader.physical_tables(table)
+            for kind in ("insertions", "deletions")
+            for first, last in ranges
+        )
+        return f"SELECT DISTINCT site_id, sku FROM ({feeds})"
+
+    at = f"AT (VERSION => {int(snapshot_id)})"
+    rows = cursor.execute(
+        f"WITH li AS MATERIALIZED ({touched('inbound', 'site_id')}), "
+        f"lo AS MATERIALIZED ({touched('offers', 'seller_id')}) "
+        "SELECT 0 AS part, i.site_id, i.sku, i.ref, i.qty, epoch_ms(i.eta) AS at_ms, "
+        "coalesce(i.promised, false) AS promised, NULL::DOUBLE AS price, NULL::BIGINT AS lead "
+        f"FROM (SELECT * FROM inbound {at}) i SEMI JOIN li ON i.site_id = li.site_id AND i.sku = li.sku "
+        "UNION ALL SELECT 1, site_id, sku, NULL, NULL, NULL, NULL, NULL, NULL FROM li "
+        "UNION ALL SELECT 2, o.seller_id, o.sku, NULL, o.qty, epoch_ms(o.updated_at), NULL, o.price, o.lead_time_days "
+        f"FROM (SELECT * FROM offers {at}) o SEMI JOIN lo ON o.seller_id = lo.site_id AND o.sku = lo.sku "
+        "UNION ALL SELECT 3, site_id, sku, NULL, NULL, NULL, NULL, NULL, NULL FROM lo "
+        f"UNION ALL SELECT 4, NULL, NULL, NULL, ({reader.position_count_sql(snapshot_id)}), NULL, NULL, NULL, NULL "
+        f"UNION ALL SELECT 5, site_id, sku, NULL, atp, snapshot_id, NULL, NULL, NULL FROM ({slots_sql}) "
+        # Lines in the order a whole load reads them (eta, then ref); slots oldest first.
+        "ORDER BY part, at_ms, ref"
+    ).fetchall()
+    lines: dict[tuple[str, str], list[InboundRow]] = {}
+    offers: dict[tuple[str, str], OfferTerms] = {}
+    had: tuple[_Keys, _Keys] = (set(), set())
+    slots: list[tuple[str, str, int]] = []
+    count = -1
+    for part, site, sku, ref, qty, at_ms, promised, price, lead in rows:
+        if part == 0:
+            lines.setdefault((str(site), str(sku)), []).append((str(ref), int(qty), int(at_ms), bool(promised)))
+        elif part == 2:
+            offers[(str(site), str(sku))] = OfferTerms(
+                int(qty), None if price is None else float(price), None if lead is None else int(lead), int(at_ms)
+            )
+        elif part in (1, 3):
+            had[part // 2].add((str(site), str(sku)))
+        elif part == 4:
+            count = int(qty)
+        else:
+            slots.append((str(site), str(sku), int(qty)))
+    return {key: tuple(found) for key, found in lines.items()}, offers, had, slots, count
 
 
 def _load(cursor: duckdb.DuckDBPyConnection, snapshot_id: int) -> ReadView:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.snapshot_store import SnapshotReader, SnapshotWriter
+from adapters.snapshot_store.layout import LAKE
 from adapters.snapshot_store.overlay import Overlay
 from adapters.snapshot_store.read_model import ReadModel, ReadView
 from ledger.answer import MAX_LIMIT, Stock
+from ledger.errors import SnapshotError
 from ledger.network import appointment_sku
 from ledger.outputs import InboundLine, OfferTerms, PositionChange
 from ledger.promise import promise
@@ -299,7 +302,7 @@ def test_a_model_refreshed_after_random_publishes_and_compactions_equals_a_whole
     with SnapshotWriter.open(path, recent_limit=None) as writer:
         first = [change(site, sku, 1, on_hand=i) for i, (site, sku) in enumerate(zip(_SITES, _SKUS * 2, strict=False))]
         writer.publish(first, [], events_applied=len(first), now=T0)
-        with ReadModel.open(path) as model:
+        with ReadModel.open(path, process=data.draw(st.booleans())) as model:
             for step in range(2, 2 + data.draw(st.integers(1, 6))):
                 before = model.view
                 assert before is not None
@@ -312,6 +315,117 @@ def test_a_model_refreshed_after_random_publishes_and_compactions_equals_a_whole
                     # Copy on write: the view a request may still hold is what it was.
                     assert view_state(before) == kept
                     assert_whole(path, model)
+            model.refresh()
+            assert_whole(path, model)
+
+
+# One step of the side-feed property: a publish, a compaction of the recent positions, the
+# writer's maintenance (files merged and rewritten, snapshots of moved rows only), or an edit
+# of the lines or offers alone, with no position changed (another writer of those tables).
+_EDITS = (
+    "UPDATE {lake}.offers SET qty = qty + 1 WHERE seller_id = 'M1'",
+    "DELETE FROM {lake}.offers WHERE sku = 'B'",
+    "UPDATE {lake}.inbound SET promised = NOT coalesce(promised, false) WHERE ref = 'PO-0'",
+    "DELETE FROM {lake}.inbound WHERE site_id = 'S1'",
+    "INSERT INTO {lake}.inbound (site_id, sku, ref, qty, eta, promised) "
+    "SELECT 'S2', 'C', 'PO-9', 4, to_timestamp(3600), false",
+)
+_side_steps = st.lists(
+    st.sampled_from(("publish", "publish", "publish", "compact", "maintain", "edit", "refresh")),
+    min_size=2,
+    max_size=9,
+)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_lines_and_offers_follow_their_own_changes_through_maintenance_and_edits_without_a_position(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    """A refresh re-reads the lines and offers whose rows changed (their tables' change feeds), not
+    those of the changed positions: after any publishes, compactions, maintenances (rows moved, no
+    change) and edits of lines or offers alone, each refresh leaves the view a whole load makes."""
+    path = tmp_path_factory.mktemp("side") / "snapshots"
+    with SnapshotWriter.open(path, recent_limit=None) as writer:
+        first = [
+            change(site, sku, 1, on_hand=i, inbound=(InboundLine("PO-0", 2, T0 + 3_600_000),) if i % 2 else ())
+            for i, (site, sku) in enumerate(zip(_SITES, _SKUS * 2, strict=False))
+        ]
+        first.append(change("M1", "B", 1, on_hand=4, offer=OfferTerms(3, 9.5, None, T0)))
+        writer.publish(first, [], events_applied=len(first), now=T0)
+        with ReadModel.open(path, process=data.draw(st.booleans())) as model:
+            version = 1
+            for step in data.draw(_side_steps):
+                if step == "publish":
+                    version += 1
+                    writer.publish(data.draw(position_changes(version)), [], events_applied=version, now=T0 + version)
+                elif step == "compact":
+                    writer.compact_recent()
+                elif step == "maintain":
+                    writer.maintain(keep_snapshots_for=timedelta(days=7))
+                elif step == "edit":
+                    # Committed as a snapshot of its own, with no snapshot_info row: the next
+                    # publish's refresh reads it in its range.
+                    writer._con.execute(data.draw(st.sampled_from(_EDITS)).format(lake=LAKE))
+                else:
+                    model.refresh()
+                    assert_whole(path, model)
+            version += 1
+            writer.publish([change("S0", "A", version, on_hand=1)], [], events_applied=version, now=T0 + version)
+            model.refresh()
+            assert_whole(path, model)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_with_two_writers_lines_and_offers_follow_each_writers_change_feed(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    """Two writers, each with its own lines and offers tables: a refresh reads both tables' feeds (a
+    site's keys are one writer's), and leaves the view a whole load makes."""
+    path = tmp_path_factory.mktemp("two") / "snapshots"
+    writers = [SnapshotWriter.open(path, writers=2, writer=w, recent_limit=None) for w in range(2)]
+    try:
+        first = [change(site, sku, 1, on_hand=i) for i, (site, sku) in enumerate(zip(_SITES, _SKUS * 2, strict=False))]
+        for w, writer in enumerate(writers):
+            mine = [c for c in first if _SITES.index(c.site_id) % 2 == w]
+            writer.publish(mine, [], events_applied=len(mine), now=T0)
+        with ReadModel.open(path) as model:
+            for version in range(2, 2 + data.draw(st.integers(1, 5))):
+                w = data.draw(st.integers(0, 1))
+                changes = [
+                    c
+                    for c in data.draw(position_changes(version))
+                    if c.site_id in _SITES and _SITES.index(c.site_id) % 2 == w
+                ]
+                if changes:
+                    writers[w].publish(changes, [], events_applied=version, now=T0 + version)
+                if data.draw(st.booleans()):
+                    model.refresh()
+                    assert_whole(path, model)
+            model.refresh()
+            assert_whole(path, model)
+    finally:
+        for writer in writers:
+            writer.close()
+
+
+def test_a_cursor_process_that_ended_fails_one_refresh_and_the_next_starts_another(tmp_path: Path) -> None:
+    """The refresh's statements in a child process (`process=True`): if it dies, that refresh fails
+    (the view stays the last one), and the next opens a new child and catches up."""
+    path = tmp_path / "snapshots"
+    with SnapshotWriter.open(path) as writer:
+        writer.publish([change("S0", "A", 1), change("S1", "A", 1)], [], events_applied=2, now=T0)
+        with ReadModel.open(path, process=True) as model:
+            before = model.view
+            assert before is not None
+            child = model._feed._process  # type: ignore[attr-defined]
+            child.kill()
+            child.join()
+            writer.publish([change("S0", "A", 2, on_hand=3)], [], events_applied=3, now=T0 + 2)
+            with pytest.raises(SnapshotError, match="cursor process"):
+                model.refresh()
+            assert model.view is before
             model.refresh()
             assert_whole(path, model)
 

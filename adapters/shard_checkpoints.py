@@ -27,7 +27,7 @@ itself may still be rolled back by a crash before Bytewax commits e. Hence:
 1. `save` makes checkpoint c durable (temp name, fsync, rename, directory fsync) before the
    pointer to it is returned to Bytewax: whenever Bytewax holds c, its file exists. The
    shards a worker closes an epoch with are saved at once (`save_together`, called by
-   `flows.logic.EpochClose`): their fsyncs overlap, so the close waits for about one.
+   `flows.logic.EpochClose`), so their fsyncs can overlap.
 2. In the same call, files made useless by the checkpoint Bytewax holds (`handed_over` at
    an earlier close, so final: usually c-1) are deleted: bases older than the newest base
    <= it, and every delta <= that base. A checkpoint written but never handed over (a
@@ -485,7 +485,8 @@ def save_together(saves: Sequence[tuple[ShardCheckpoints, ChangedRows, Shard]]) 
     None is handed over yet: the caller says which with `ShardCheckpoints.handed_over`.
 
     A durable write is ~12 ms of fsyncs on this machine's disk whatever its size; 16 in a
-    row took 121-155 ms, 16 at once 6-20 ms (one journal commit serves them). Raises the
+    row took 121-155 ms, 16 at once 6-20 ms (one journal commit serves them) when nothing
+    else wants the GIL (in a flow, not yet: docs/scaling.md, "Ninth pass"). Raises the
     first failure after every save has ended, so no write outlives the call.
     """
     if len(saves) <= 1:

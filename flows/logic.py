@@ -188,7 +188,9 @@ class EpochClose:
     Bytewax (0.21.1, `src/operators.rs` 931-975) calls `snapshot()` on every shard a worker
     touched in an epoch one after another, in one loop, with nothing folded in between, and
     each pointer it is given must name a durable checkpoint. Written one by one, 16 shards'
-    checkpoints (~12 ms of fsyncs each) held the worker ~190 ms at every close. Here the
+    checkpoints (~12 ms of fsyncs each) held the worker ~150 ms at every close; at once, in
+    `bench.epoch_close`, ~50 ms, though a flow's closes were not shorter yet (docs/scaling.md,
+    "Ninth pass": the saving threads take the GIL back between syscalls). Here the
     first `snapshot()` of a close saves every changed shard of its worker at once
     (`adapters.shard_checkpoints.save_together`) and the rest hand over what was written for
     them. One per flow; the shards are kept per worker thread, so a worker never touches

@@ -38,6 +38,7 @@ import http.client
 import json
 import os
 import platform
+import resource
 import signal
 import socket
 import subprocess
@@ -159,6 +160,15 @@ def tree_rss_mb(pid: int) -> float:
     return total / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process so far (Linux /proc; 0 where unknown)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop(server: subprocess.Popen[bytes]) -> None:
     if server.poll() is None:
         server.send_signal(signal.SIGINT)  # uvicorn shuts down cleanly on SIGINT
@@ -171,6 +181,7 @@ def stop(server: subprocess.Popen[bytes]) -> None:
 
 def run_scenario(args: argparse.Namespace, scenario: str, port: int, server_pid: int) -> dict[str, object]:
     say(f"{scenario}: {args.warmup:g} s warm-up, then {args.seconds:g} s with {args.clients} clients...")
+    began, children = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         [
             sys.executable, "-m", "bench.serve_load", "--port", str(port), "--scenario", scenario,
@@ -187,7 +198,23 @@ def run_scenario(args: argparse.Namespace, scenario: str, port: int, server_pid:
         sys.exit(f"the load generator failed on {scenario}:\n{out.stderr}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert isinstance(result, dict)
+    # The load generator shares the machine's cores with the server and the publisher: how many it took.
+    ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = ended.ru_utime + ended.ru_stime - children.ru_utime - children.ru_stime
+    result["load_generator_cores"] = round(used / (time.perf_counter() - began), 2)
     return result
+
+
+def _refresh_line(refreshes: object) -> str:
+    """The server's own record of its refreshes (GET /health): their wall against their CPU."""
+    if not isinstance(refreshes, dict) or not refreshes.get("count"):
+        return "no refresh of changes recorded; "
+    parts = [f"{refreshes['count']} refreshes"]
+    for name in ("wall_s", "cpu_s", "visible_s"):
+        figures = refreshes.get(name)
+        if isinstance(figures, dict):
+            parts.append(f"{name[:-2]} p50/p99 {figures['p50']}/{figures['p99']} s")
+    return ", ".join(parts) + "; "
 
 
 def _errors(result: dict[str, object]) -> str:
@@ -308,10 +335,16 @@ def run_mode(
     say(f"[{mode}] starting the server on 127.0.0.1:{port} (log: {log.relative_to(REPO)})...")
     started = time.perf_counter()
     server = start_server(store, port, log, mode, args.workers, repo)
+    publisher_cpu: tuple[float, float] | None = None
     try:
         health = wait_healthy(server, port, log, timeout=900)
         ready_s = time.perf_counter() - started
+        if publisher is not None:
+            publisher_cpu = (time.perf_counter(), cpu_seconds(publisher.pid))
         results = [run_scenario(args, scenario, port, server.pid) for scenario in scenarios]
+        if publisher is not None and publisher_cpu is not None:
+            # The cores the publisher used while the scenarios ran (its load before, the store's copy, left out).
+            publisher_cpu = (time.perf_counter() - publisher_cpu[0], cpu_seconds(publisher.pid) - publisher_cpu[1])
         health = wait_healthy(server, port, log, timeout=60)
         rss = peak_rss_mb(server.pid)
         tree_rss = tree_rss_mb(server.pid)
@@ -343,6 +376,8 @@ def run_mode(
             "mean_seconds": round(sum(p[2] for p in published) / len(published), 3) if published else None,
         },
         "publish_to_visible_p99_ms": _visible_p99(results, published),
+        "publisher_cores": None if publisher_cpu is None else round(publisher_cpu[1] / publisher_cpu[0], 2),
+        "refreshes": model.get("refreshes") if isinstance(model, dict) else None,
         "read_model_bytes_per_position": per_position,
         "read_model_array_bytes_per_position": arrays_per_position,
         "server": {
@@ -425,7 +460,11 @@ def report(result: dict[str, Any], build: StoreBuild, path: Path) -> str:
             + f"publishing during every scenario: {run['publishing']} ({publishes['count']} publishes of "
             f"{publishes['changes_per_publish']:,}, {publishes['mean_seconds']} s each); "
             f"publish to visible p99: {run['publish_to_visible_p99_ms']} ms; "
-            f"read model bytes per position: {run['read_model_bytes_per_position']} resident "
+            f"publisher {run.get('publisher_cores')} cores, load generator "
+            + "/".join(str(r.get("load_generator_cores")) for r in run["scenarios"])
+            + " cores; "
+            + _refresh_line(run.get("refreshes"))
+            + f"read model bytes per position: {run['read_model_bytes_per_position']} resident "
             f"({run.get('read_model_array_bytes_per_position')} in its arrays)"
         )
         lines.extend(

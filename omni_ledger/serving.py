@@ -134,7 +134,7 @@ def worker_app() -> FastAPI:
     service = resources.enter_context(open_service(settings, read_model=os.environ.get(_WORKER_READ_MODEL) != "0"))
     app = create_app(service)
     app.router.on_shutdown.append(resources.close)
-    watch_serving_store(service.store)
+    watch_serving_store(service.store, service.read_model)
     return app
 
 
@@ -171,7 +171,7 @@ def serve(settings: Settings, *, read_model: bool = True, workers: int = 1) -> N
         return
     with open_service(settings, read_model=read_model) as service:
         app = create_app(service)
-        watch_serving_store(service.store)
+        watch_serving_store(service.store, service.read_model)
         config = uvicorn.Config(
             app,
             host=settings.serve.host,

@@ -49,8 +49,10 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
@@ -86,7 +88,7 @@ from ledger.events import Millis
 from ledger.network import appointment_slot
 from ledger.outputs import InboundLine, OfferTerms
 
-__all__ = ["NARROW", "WIDE", "InboundRow", "ReadModel", "ReadView", "SiteSet", "SkuColumns", "raw"]
+__all__ = ["NARROW", "WIDE", "InboundRow", "ReadModel", "ReadView", "Refreshed", "SiteSet", "SkuColumns", "raw"]
 
 
 _APPT = "sku >= 'appt:' AND sku < 'appt;'"  # a range, not starts_with: Parquet min/max statistics can prune it
@@ -490,6 +492,32 @@ _RECHECK_S = 1.0
 """The follower reads the catalog at least this often, whatever its files' stat says."""
 
 
+@dataclass(frozen=True, slots=True)
+class Refreshed:
+    """One refresh that swapped in a new view: what it cost and how far behind the flow it was."""
+
+    snapshot_id: int
+    published_at: Millis | None
+    """The snapshot's `created_at` as the flow stamped it (when its publish began)."""
+    swapped_at: Millis
+    """Wall clock when the view was swapped in: from here requests name `snapshot_id`."""
+    wall_s: float
+    cpu_s: float
+    """CPU of the refreshing thread (DuckDB runs a refresh's statements on it: threads = 1).
+    Far below `wall_s`, the refresh waited: for a core, or for the GIL behind request threads."""
+    whole: bool
+    """A whole load (the first, or after a migration or an expiry), not a refresh of changes."""
+
+    @property
+    def visible_after_s(self) -> float | None:
+        """Publish (its stamp) to visible, in seconds; None when the snapshot has no stamp."""
+        return None if self.published_at is None else max(0.0, (self.swapped_at - self.published_at) / 1000)
+
+
+_KEPT_REFRESHES = 512
+"""Refreshes `ReadModel.refreshes` keeps for /health (a few minutes of publishes at one a second)."""
+
+
 class ReadModel:
     """The newest `ReadView` of a snapshot store, kept current by `refresh()` or `follow()`."""
 
@@ -529,6 +557,12 @@ class ReadModel:
         """Bytes the resident memory grew by over the last whole load, right after it."""
         self.follower_refreshes = 0
         """Refreshes the follower ran (a poll that found the catalog unchanged runs none)."""
+        self.refreshes: deque[Refreshed] = deque(maxlen=_KEPT_REFRESHES)
+        """The last refreshes that swapped a view in, oldest first."""
+        self.on_refresh: Callable[[Refreshed], None] | None = None
+        """Called on the refreshing thread after each swap (the API's metrics); must not raise."""
+        self._cpu_started = 0.0
+        self._published_at: Millis | None = None
 
     @classmethod
     def open(
@@ -627,12 +661,13 @@ class ReadModel:
         self, reader: SnapshotReader, cursor: duckdb.DuckDBPyConnection, feed: duckdb.DuckDBPyConnection
     ) -> int:
         """`cursor` for a whole load; `feed` for a refresh's statements (the same cursor, or one in a child process)."""
-        started = time.perf_counter()
+        started, self._cpu_started = time.perf_counter(), time.thread_time()
         # The newest snapshot the flow published (its snapshot_info row), not DuckLake's
         # newest: the store's first snapshots hold no tables yet, and maintenance adds
         # snapshots that change nothing.
         latest = reader.latest()
         newest = None if latest is None else int(latest["snapshot_id"])  # type: ignore[call-overload]
+        self._published_at = None if latest is None else _millis(latest.get("created_at"))
         view = self._view
         if newest is None or (view is not None and newest == view.snapshot_id):
             return 0
@@ -647,7 +682,7 @@ class ReadModel:
             if view is None:
                 self.resident_before = before
             loaded = _load(cursor, newest)
-            self._swap(loaded, started)
+            self._swap(loaded, started, whole=True)
             del view
             _release_free_memory()
             self.resident_growth = max(0, _resident_bytes() - before)
@@ -706,19 +741,28 @@ class ReadModel:
             new = _packed(view._applied(newest, changes, slot_rows, inbound, offers, had))
         # 3. The flow never deletes a position: if the counts differ, something did, and
         #    the view is loaded whole rather than answering with a key the store dropped.
+        whole = False
         if count != new.positions:
-            new = _load(cursor, newest)
+            new, whole = _load(cursor, newest), True
         elif new.dtype == WIDE and changes.fits(NARROW) and not _beyond_int32(feed, newest):
             # 4. The count that widened the records is gone: narrowed again, as a whole load
             #    would read them (a scan of the store, paid only while the records are wide).
             new = _narrowed(new)
-        self._swap(new, started)
+        self._swap(new, started, whole=whole)
         return changes.size + len({(site, sku) for site, sku, _ in slot_rows})
 
-    def _swap(self, view: ReadView, started: float) -> None:
+    def _swap(self, view: ReadView, started: float, *, whole: bool = False) -> None:
         # One assignment: a request holding the old view keeps it whole.
         self._view = view
+        # CPU read first: its span then lies within the wall time's (it also began after it).
+        cpu = time.thread_time() - self._cpu_started
         self.last_refresh_s = time.perf_counter() - started
+        done = Refreshed(
+            view.snapshot_id, self._published_at, Millis(time.time_ns() // 1_000_000), self.last_refresh_s, cpu, whole
+        )
+        self.refreshes.append(done)
+        if self.on_refresh is not None:
+            self.on_refresh(done)
 
     def follow(self, every: float = 0.05, *, nice: int = 0) -> None:
         """Refresh in a background thread, `every` seconds after the last refresh ended, until `close()`.
@@ -792,6 +836,13 @@ class ReadModel:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _millis(stamp: object) -> Millis | None:
+    """A snapshot_info `created_at` (TIMESTAMPTZ: an aware datetime; naive would be UTC) as epoch millis."""
+    if not isinstance(stamp, datetime):
+        return None
+    return Millis(round((stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)).timestamp() * 1000))
 
 
 def _resident_bytes() -> int:

@@ -29,7 +29,10 @@ The flow (`omni-ledger run`), labels in brackets:
 
 The API (`omni-ledger serve`): `omni_ledger_http_request_duration_seconds` [method,
 route (the template), status], `omni_ledger_api_snapshot_published_timestamp_seconds`
-and `omni_ledger_api_snapshot_heartbeat_timestamp_seconds` (of the snapshot it serves).
+and `omni_ledger_api_snapshot_heartbeat_timestamp_seconds` (of the snapshot it serves);
+with its read model, `omni_ledger_read_model_refresh_duration_seconds` [load] and
+`omni_ledger_read_model_visible_delay_seconds` (histograms),
+`omni_ledger_read_model_refresh_cpu_seconds_total`, `omni_ledger_read_model_behind_seconds`.
 Both: `omni_ledger_snapshot_max_age_seconds` (`serve.max_snapshot_age`: past it /health
 answers 503 and the stale-snapshot alert fires), `omni_ledger_build_info` [version,
 command], and the client's `process_*` and `python_*` metrics.

@@ -31,6 +31,29 @@ _ROUNDING_KM = 0.001
 """A site is in the radius when its distance rounded to metres is: candidates are sought that much wider."""
 
 
+def _refreshes(model: ReadModel) -> dict[str, object]:
+    """The model's last refreshes of changes (whole loads left out): how many, and p50 / p99 / max of their
+    wall and CPU seconds and of publish -> visible (the metrics' histograms, readable without Prometheus)."""
+    kept = [r for r in list(model.refreshes) if not r.whole]
+    summary: dict[str, object] = {"count": len(kept)}
+    for name, values in (
+        ("wall_s", [r.wall_s for r in kept]),
+        ("cpu_s", [r.cpu_s for r in kept]),
+        ("visible_s", [v for r in kept if (v := r.visible_after_s) is not None]),
+    ):
+        ordered = sorted(values)
+        summary[name] = (
+            {
+                q: round(ordered[min(len(ordered) - 1, int(f * len(ordered)))], 3)
+                for q, f in (("p50", 0.5), ("p99", 0.99))
+            }
+            | {"max": round(ordered[-1], 3)}
+            if ordered
+            else None
+        )
+    return summary
+
+
 def _wall_ms() -> Millis:
     return time.time_ns() // 1_000_000
 
@@ -104,6 +127,7 @@ class Reads:
                 "last_refresh_s": round(self.read_model.last_refresh_s, 3),
                 "resident_growth_bytes": self.read_model.resident_growth,
                 "resident_before_load_bytes": self.read_model.resident_before,
+                "refreshes": _refreshes(self.read_model),
             }
         return body
 

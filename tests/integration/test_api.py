@@ -65,6 +65,14 @@ def test_health_reports_the_snapshot_and_its_age(stack: Stack) -> None:
     assert body["status"] == "ok"
     assert body["snapshot_id"] >= 1
     assert 0 <= body["snapshot_age_s"] < 30
+    model = body["read_model"]
+    assert model["snapshot_id"] <= body["snapshot_id"]
+    refreshes = model["refreshes"]  # refreshes of changes since start (the first, whole load left out)
+    if refreshes["count"]:
+        for name in ("wall_s", "cpu_s"):
+            assert 0 <= refreshes[name]["p50"] <= refreshes[name]["p99"] <= refreshes[name]["max"]
+    else:
+        assert refreshes["wall_s"] is None
 
 
 def test_availability_lists_every_site_nearest_first_with_its_atp(stack: Stack) -> None:

@@ -77,6 +77,10 @@ UNDERLYING = {
         "rejections are not twice their hourly share",
     ),
     "OmniLedgerApiErrorRatio": (["job:omni_ledger_http_errors:ratio_rate5m"], "the API answers without 5xx"),
+    "OmniLedgerReadModelBehind": (
+        ["omni_ledger_read_model_behind_seconds"],
+        "the read model follows a few small publishes a second within one or two of them",
+    ),
 }
 
 

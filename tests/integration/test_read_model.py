@@ -15,12 +15,14 @@ from hypothesis import strategies as st
 from adapters.snapshot_store import SnapshotReader, SnapshotWriter
 from adapters.snapshot_store.layout import LAKE
 from adapters.snapshot_store.overlay import Overlay
-from adapters.snapshot_store.read_model import ReadModel, ReadView
+from adapters.snapshot_store.read_model import ReadModel, ReadView, Refreshed
+from adapters.snapshot_store.serving import ServingStore
 from ledger.answer import MAX_LIMIT, Stock
 from ledger.errors import SnapshotError
 from ledger.network import appointment_sku
 from ledger.outputs import InboundLine, OfferTerms, PositionChange
 from ledger.promise import promise
+from omni_ledger import metrics
 from tests.integration.test_snapshot_store import T0, change
 from tests.unit.ledger.test_promise import HashedSlots, scenarios
 
@@ -428,6 +430,75 @@ def test_a_cursor_process_that_ended_fails_one_refresh_and_the_next_starts_anoth
             assert model.view is before
             model.refresh()
             assert_whole(path, model)
+
+
+def test_each_refresh_that_swaps_a_view_is_recorded_with_its_publish_stamp_and_told_to_its_observer(
+    tmp_path: Path,
+) -> None:
+    """What the API's metrics and /health report: one record per swap, whole loads told apart, a
+    refresh that finds nothing new records nothing, and publish -> visible from the flow's stamp."""
+    path = tmp_path / "snapshots"
+    told: list[Refreshed] = []
+    with SnapshotWriter.open(path) as writer:
+        first = writer.publish([change("S1", "A", 1, on_hand=5)], [], events_applied=1, now=T0)
+        with ReadModel.open(path) as model:
+            model.on_refresh = told.append
+            second = writer.publish([change("S1", "A", 2, on_hand=6)], [], events_applied=2, now=T0 + 1_000)
+            before = time.time_ns() // 1_000_000
+            model.refresh()
+            model.refresh()  # nothing new: no swap, no record
+            after = time.time_ns() // 1_000_000
+    assert [(r.snapshot_id, r.whole) for r in model.refreshes] == [(first, True), (second, False)]
+    assert told == [model.refreshes[1]]  # the observer was set after the first load
+    done = model.refreshes[1]
+    assert done.published_at == T0 + 1_000
+    assert before <= done.swapped_at <= after
+    assert done.visible_after_s == pytest.approx((done.swapped_at - (T0 + 1_000)) / 1000)
+    assert 0 < done.cpu_s <= done.wall_s  # the refreshing thread's own CPU, within its wall time
+
+
+def test_the_apis_metrics_say_how_far_the_read_model_is_behind_the_snapshot_it_sees_and_time_its_refreshes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model that has not caught up with the store watch's newest snapshot is behind by their stamps' gap
+    (an SRE's alert on a stuck follower); once refreshed, 0; each refresh lands in the histograms."""
+    serving = metrics.serving._SERVING
+    monkeypatch.setattr(serving, "store", None)
+    monkeypatch.setattr(serving, "model", None)
+    registry = metrics.REGISTRY
+    path = tmp_path / "snapshots"
+    with SnapshotWriter.open(path) as writer:
+        writer.publish([change("S1", "A", 1, on_hand=5)], [], events_applied=1, now=T0)
+        with ReadModel.open(path) as model:
+            store = ServingStore(path)
+            try:
+                metrics.watch_serving_store(store, model)
+                assert registry.get_sample_value("omni_ledger_read_model_behind_seconds") == 0
+                refreshes = (
+                    registry.get_sample_value(
+                        "omni_ledger_read_model_refresh_duration_seconds_count", {"load": "changes"}
+                    )
+                    or 0.0
+                )
+                visible = registry.get_sample_value("omni_ledger_read_model_visible_delay_seconds_count") or 0.0
+                cpu = registry.get_sample_value("omni_ledger_read_model_refresh_cpu_seconds_total") or 0.0
+                writer.publish([change("S1", "A", 2, on_hand=6)], [], events_applied=2, now=T0 + 7_000)
+                store.refresh()  # the watch sees it; the model has not refreshed yet
+                assert registry.get_sample_value("omni_ledger_read_model_behind_seconds") == 7.0
+                model.refresh()
+                assert registry.get_sample_value("omni_ledger_read_model_behind_seconds") == 0
+                assert (
+                    registry.get_sample_value(
+                        "omni_ledger_read_model_refresh_duration_seconds_count", {"load": "changes"}
+                    )
+                    == refreshes + 1
+                )
+                assert registry.get_sample_value("omni_ledger_read_model_visible_delay_seconds_count") == visible + 1
+                assert registry.get_sample_value("omni_ledger_read_model_refresh_cpu_seconds_total") == pytest.approx(
+                    cpu + model.refreshes[-1].cpu_s
+                )
+            finally:
+                store.close()
 
 
 def assert_whole(path: Path, model: ReadModel) -> None:

@@ -38,11 +38,12 @@ def _exposed_names() -> set[str]:
     flow.consumer_lag("inventory.events", 0, 0)
     names = {s.name for f in registry.collect() for s in f.samples}
     names |= {s.name for f in metrics.REGISTRY.collect() for s in f.samples}
-    histogram = "omni_ledger_http_request_duration_seconds"
-    names |= {f"{histogram}_bucket", f"{histogram}_count", f"{histogram}_sum"}  # no request yet in this process
+    for histogram in ("omni_ledger_http_request_duration_seconds", "omni_ledger_read_model_refresh_duration_seconds"):
+        names |= {f"{histogram}_bucket", f"{histogram}_count", f"{histogram}_sum"}  # labelled: none observed yet
     names |= {
         "omni_ledger_api_snapshot_published_timestamp_seconds",
         "omni_ledger_api_snapshot_heartbeat_timestamp_seconds",
+        "omni_ledger_read_model_behind_seconds",  # only with a read model watched
     }
     return names
 

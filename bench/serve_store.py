@@ -26,7 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -99,6 +99,11 @@ def open_or_build(*, sites: int, skus: int, seed: int, slot_days: int, rebuild: 
     marker = home / "build.json"
     if marker.is_file() and not rebuild:
         build = StoreBuild(**json.loads(marker.read_text()))
+        # Its files where this cache is now (build.json names them absolutely, as written: a cache
+        # copied or moved to another checkout would otherwise publish into the first one's store).
+        build = replace(
+            build, directory=str(home / Path(build.directory).name), network=str(home / Path(build.network).name)
+        )
         left = (build.slots_until_ms - time.time_ns() // 1_000_000) / DAY_MS
         if left >= _SLOT_DAYS_LEFT:
             _say(f"reusing the store cached in {home.relative_to(REPO)} (built {build.built_at})")

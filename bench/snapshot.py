@@ -304,12 +304,13 @@ def run(
     home.mkdir(parents=True, exist_ok=True)
     store, control = home / "store", home / "control"
     control.mkdir()
-    pg_home = home / "postgres"
-    conninfo = _postgres(pg_home) if catalog == "postgres" else ""
     unknown = set(readers) - set(READERS)
     if unknown or not readers:
+        # Checked before the PostgreSQL server starts: exiting here would leave it running.
         msg = f"readers must be some of {', '.join(READERS)}, not {', '.join(sorted(unknown)) or 'none'}"
         raise SystemExit(msg)
+    pg_home = home / "postgres"
+    conninfo = _postgres(pg_home) if catalog == "postgres" else ""
     processes: list[subprocess.Popen[str]] = []
     try:
         say(f"snapshot: building {positions:,} positions ({catalog} catalog, {writers} writer(s))...")

@@ -81,7 +81,14 @@ from adapters.snapshot_store.layout import LAKE, store_exists
 from adapters.snapshot_store.overlay import Base, Layered, Layout, Overlay, Patch, catch_up, packed
 from adapters.snapshot_store.reader import SnapshotReader
 from adapters.snapshot_store.remote_cursor import RemoteCursor
-from adapters.snapshot_store.replica import data_ranges, insertions_sql, lower_priority, snapshot_range
+from adapters.snapshot_store.replica import (
+    SnapshotChanges,
+    data_ranges,
+    insertions_sql,
+    lower_priority,
+    snapshot_changes,
+    snapshot_range,
+)
 from ledger.answer import Stock
 from ledger.errors import SnapshotError
 from ledger.events import Millis
@@ -563,6 +570,9 @@ class ReadModel:
         """Called on the refreshing thread after each swap (the API's metrics); must not raise."""
         self._cpu_started = 0.0
         self._published_at: Millis | None = None
+        self._counted: tuple[int, int, frozenset[str]] | None = None
+        """(snapshot id, the rows of `reader.counted_tables()` then, their DuckLake table ids): reused
+        by the next refresh when no snapshot since changed those tables (`_untouched`)."""
 
     @classmethod
     def open(
@@ -682,12 +692,21 @@ class ReadModel:
             if view is None:
                 self.resident_before = before
             loaded = _load(cursor, newest)
+            self._counted = None
             self._swap(loaded, started, whole=True)
             del view
             _release_free_memory()
             self.resident_growth = max(0, _resident_bytes() - before)
             return loaded.positions
-        ranges = data_ranges(feed, since, newest)
+        made = snapshot_changes(feed, since, newest)
+        ranges = data_ranges(feed, since, newest, made)
+        counted = self._counted
+        counted_rows = None
+        if counted is not None and counted[0] == since and _untouched(made, since, newest, counted[2], reader):
+            counted_rows = counted[1]
+            self._counted = (newest, counted_rows, counted[2])
+        else:
+            self._counted = None
         if not ranges:  # only maintenance since: the same rows in other files
             self._swap(replace(view, snapshot_id=newest), started)
             return 0
@@ -722,9 +741,18 @@ class ReadModel:
         # 2. The inbound lines and offers whose rows changed over the new snapshots, as of the
         #    new snapshot; the few appointment slots of the feed, oldest first (the newest wins
         #    in `_applied`); and the positions' count (step 3): one statement (`_side_feed`).
-        inbound, offers, had, slot_rows, count = _side_feed(
-            feed, reader, ranges, newest, f"SELECT site_id, sku, atp, snapshot_id FROM ({inserted}) WHERE {_APPT}"
+        base_sql, rest_sql = reader.position_count_parts(newest)
+        inbound, offers, had, slot_rows, (base_rows, rest_rows) = _side_feed(
+            feed,
+            reader,
+            ranges,
+            newest,
+            f"SELECT site_id, sku, atp, snapshot_id FROM ({inserted}) WHERE {_APPT}",
+            (base_sql if counted_rows is None else f"SELECT {int(counted_rows)}", rest_sql),
         )
+        count = base_rows + rest_rows
+        if counted_rows is None:
+            self._counted = (newest, base_rows, _table_ids(feed, reader.counted_tables()))
         if isinstance(view.skus, Overlay):
             # The base catches up, in place, with the oldest view still alive (`catch_up`): by
             # now the view before this one has usually been let go by its last request, so the
@@ -744,6 +772,7 @@ class ReadModel:
         whole = False
         if count != new.positions:
             new, whole = _load(cursor, newest), True
+            self._counted = None  # kept or not, the count is not to be trusted further
         elif new.dtype == WIDE and changes.fits(NARROW) and not _beyond_int32(feed, newest):
             # 4. The count that widened the records is gone: narrowed again, as a whole load
             #    would read them (a scan of the store, paid only while the records are wide).
@@ -891,19 +920,21 @@ def _side_feed(
     ranges: Sequence[tuple[int, int]],
     snapshot_id: int,
     slots_sql: str,
+    count_sql: tuple[str, str],
 ) -> tuple[
     dict[tuple[str, str], tuple[InboundRow, ...]],
     dict[tuple[str, str], OfferTerms],
     tuple[_Keys, _Keys],
     list[tuple[str, str, int]],
-    int,
+    tuple[int, int],
 ]:
     """What changed in the inbound lines and offers over `ranges`, the slots, and the positions' count: one statement.
 
     Returns the lines and the offer, as of `snapshot_id`, of every key whose lines or offer
     changed; those keys (lines, offers: a key among them with none any more is dropped
     from the view); the rows of `slots_sql` (site, sku, atp, snapshot), as (site, sku, atp)
-    oldest first; and the number of positions at `snapshot_id` (`position_count_sql`).
+    oldest first; and the two counts of `count_sql` (`SnapshotReader.position_count_parts`:
+    their sum is the number of positions at `snapshot_id`).
 
     Found from the two tables' own change feeds: a key's lines (or offer) differ between
     the view's snapshot and this one only if a row of it was inserted or deleted in
@@ -935,7 +966,8 @@ def _side_feed(
         "UNION ALL SELECT 2, o.seller_id, o.sku, NULL, o.qty, epoch_ms(o.updated_at), NULL, o.price, o.lead_time_days "
         f"FROM (SELECT * FROM offers {at}) o SEMI JOIN lo ON o.seller_id = lo.site_id AND o.sku = lo.sku "
         "UNION ALL SELECT 3, site_id, sku, NULL, NULL, NULL, NULL, NULL, NULL FROM lo "
-        f"UNION ALL SELECT 4, NULL, NULL, NULL, ({reader.position_count_sql(snapshot_id)}), NULL, NULL, NULL, NULL "
+        f"UNION ALL SELECT 4, NULL, NULL, NULL, ({count_sql[0]}), NULL, NULL, NULL, NULL "
+        f"UNION ALL SELECT 6, NULL, NULL, NULL, ({count_sql[1]}), NULL, NULL, NULL, NULL "
         f"UNION ALL SELECT 5, site_id, sku, NULL, atp, snapshot_id, NULL, NULL, NULL FROM ({slots_sql}) "
         # Lines in the order a whole load reads them (eta, then ref); slots oldest first.
         "ORDER BY part, at_ms, ref"
@@ -944,7 +976,7 @@ def _side_feed(
     offers: dict[tuple[str, str], OfferTerms] = {}
     had: tuple[_Keys, _Keys] = (set(), set())
     slots: list[tuple[str, str, int]] = []
-    count = -1
+    counts = [-1, -1]
     for part, site, sku, ref, qty, at_ms, promised, price, lead in rows:
         if part == 0:
             lines.setdefault((str(site), str(sku)), []).append((str(ref), int(qty), int(at_ms), bool(promised)))
@@ -954,11 +986,37 @@ def _side_feed(
             )
         elif part in (1, 3):
             had[part // 2].add((str(site), str(sku)))
-        elif part == 4:
-            count = int(qty)
+        elif part in (4, 6):
+            counts[part == 6] = int(qty)
         else:
             slots.append((str(site), str(sku), int(qty)))
-    return {key: tuple(found) for key, found in lines.items()}, offers, had, slots, count
+    return {key: tuple(found) for key, found in lines.items()}, offers, had, slots, (counts[0], counts[1])
+
+
+def _table_ids(cursor: duckdb.DuckDBPyConnection, tables: Sequence[str]) -> frozenset[str]:
+    """DuckLake's ids of `tables` now, as `ducklake_snapshots` lists them in a snapshot's changes."""
+    names = ", ".join(f"'{name}'" for name in tables)
+    rows = cursor.execute(f"SELECT table_id FROM ducklake_table_info('{LAKE}') WHERE table_name IN ({names})")
+    return frozenset(str(row[0]) for row in rows.fetchall())
+
+
+def _untouched(made: SnapshotChanges, since: int, until: int, ids: frozenset[str], reader: SnapshotReader) -> bool:
+    """Whether no snapshot in (since, until] changed the tables `ids` (or a table of their names).
+
+    A table's rows change only in a snapshot whose changes list it (`tables_inserted_into`,
+    `tables_deleted_from`, a maintenance rewrite: by id; created, dropped, altered: by name).
+    A snapshot DuckLake no longer lists cannot be vouched for: False.
+    """
+    names = set(reader.counted_tables())
+    for snapshot_id in range(since + 1, until + 1):
+        listed = made.get(snapshot_id)
+        if listed is None:
+            return False
+        for values in listed.values():
+            for value in values:
+                if value in ids or value.rsplit(".", 1)[-1].strip('"') in names:
+                    return False
+    return True
 
 
 def _load(cursor: duckdb.DuckDBPyConnection, snapshot_id: int) -> ReadView:

@@ -332,15 +332,32 @@ class SnapshotReader(Closing):
         (`new_key`); the same as `count(*) FROM positions`, which would join every base
         row against the recent ones.
         """
+        base, recent = self.position_count_parts(snapshot_id)
+        return f"SELECT ({base}) + ({recent})"
+
+    def position_count_parts(self, snapshot_id: int) -> tuple[str, str]:
+        """`position_count_sql` in two queries: the count in `counted_tables()`, and the rest.
+
+        Layout 2: the bases' rows, then the recent rows that were a key's first. The first
+        scans 20M rows once the bases carry delete files (DuckLake then cannot count from
+        its metadata): a follower reuses it while no snapshot changed those tables.
+        Layout 1: the whole count, then 0.
+        """
         at = f"AT (VERSION => {int(snapshot_id)})"
         if self._layout.version < 2:
-            return f"SELECT count(*) FROM {LAKE}.positions {at}"
-        parts = [
-            f"(SELECT count(*) FROM {LAKE}.{self._layout.positions_base(w)} {at}) + "
-            f"(SELECT count(*) FROM {LAKE}.{self._layout.positions_recent(w)} {at} WHERE new_key)"
-            for w in range(self._layout.writers)
-        ]
-        return "SELECT " + " + ".join(parts)
+            return f"SELECT count(*) FROM {LAKE}.positions {at}", "SELECT 0"
+        writers = range(self._layout.writers)
+        base = " + ".join(f"(SELECT count(*) FROM {LAKE}.{self._layout.positions_base(w)} {at})" for w in writers)
+        recent = " + ".join(
+            f"(SELECT count(*) FROM {LAKE}.{self._layout.positions_recent(w)} {at} WHERE new_key)" for w in writers
+        )
+        return f"SELECT {base}", f"SELECT {recent}"
+
+    def counted_tables(self) -> list[str]:
+        """The tables the first query of `position_count_parts` counts: the bases (layout 2), else the positions."""
+        if self._layout.version < 2:
+            return self.physical_tables("positions")
+        return [self._layout.positions_base(w) for w in range(self._layout.writers)]
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new cursor of this reader's DuckDB (the lake its default schema); close it when done.

@@ -32,7 +32,15 @@ from adapters.snapshot_store.reader import SnapshotReader
 from adapters.snapshot_store.tables import POSITION_COLUMNS
 from ledger.errors import SnapshotError
 
-__all__ = ["PositionReplica", "data_ranges", "insertions_sql", "lower_priority", "snapshot_range"]
+__all__ = [
+    "PositionReplica",
+    "SnapshotChanges",
+    "data_ranges",
+    "insertions_sql",
+    "lower_priority",
+    "snapshot_changes",
+    "snapshot_range",
+]
 
 _TABLE = "memory.main.position_replica"
 _COLLISION = "position replica: two keys share a hash"
@@ -326,20 +334,32 @@ def _count(cursor: duckdb.DuckDBPyConnection, query: str) -> int:
 _MAINTENANCE_CHANGES = frozenset({"flushed_inlined", "rewrite_delete", "merge_adjacent", "compacted_table"})
 
 
-def data_ranges(cursor: duckdb.DuckDBPyConnection, since: int, until: int) -> list[tuple[int, int]]:
-    """The runs of snapshots in (since, until] that may have changed data, as (first, last) pairs.
+SnapshotChanges = dict[int, dict[str, list[str]]]
+"""DuckLake's record of what each snapshot changed (`ducklake_snapshots`' `changes`), by snapshot id."""
 
-    Only snapshots listed with maintenance changes alone are left out: one the list
-    lacks (expired, say) is read like any other.
-    """
-    moved = {
-        int(snapshot_id)
+
+def snapshot_changes(cursor: duckdb.DuckDBPyConnection, since: int, until: int) -> SnapshotChanges:
+    """What each snapshot in (since, until] changed, as DuckLake lists it (one it no longer lists is absent)."""
+    return {
+        int(snapshot_id): dict(changes or {})
         for snapshot_id, changes in cursor.execute(
             f"SELECT snapshot_id, changes FROM ducklake_snapshots('{LAKE}') WHERE snapshot_id > ? AND snapshot_id <= ?",
             [since, until],
         ).fetchall()
-        if changes and set(changes) <= _MAINTENANCE_CHANGES
     }
+
+
+def data_ranges(
+    cursor: duckdb.DuckDBPyConnection, since: int, until: int, changes: SnapshotChanges | None = None
+) -> list[tuple[int, int]]:
+    """The runs of snapshots in (since, until] that may have changed data, as (first, last) pairs.
+
+    Only snapshots listed with maintenance changes alone are left out: one the list
+    lacks (expired, say) is read like any other. `changes`: `snapshot_changes` of the
+    same range, if the caller has read it already.
+    """
+    listed = snapshot_changes(cursor, since, until) if changes is None else changes
+    moved = {snapshot_id for snapshot_id, made in listed.items() if made and set(made) <= _MAINTENANCE_CHANGES}
     ranges: list[tuple[int, int]] = []
     for snapshot_id in range(since + 1, until + 1):
         if snapshot_id in moved:

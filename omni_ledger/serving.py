@@ -35,6 +35,11 @@ __all__ = ["INBOX", "inbox_path", "open_inbox", "open_service", "serve", "worker
 
 INBOX = "inbox.jsonl"
 
+REFRESH_SWITCH_INTERVAL_S = 0.0005
+"""The interpreter's switch interval while the read model refreshes: its DuckDB statements take
+the GIL back after every task, each time behind the request thread; at the default 5 ms a
+refresh's wall was ~1.6 s p50 against ~1.0 s at 0.5 ms in `make bench-serve` (docs/serving.md)."""
+
 
 def inbox_path(settings: Settings) -> Path:
     """The events file an embedded flow follows and the service appends to."""
@@ -92,7 +97,7 @@ def open_service(
     decisions: DecisionFeed
     try:
         if model is not None:
-            model.follow()
+            model.follow(switch_interval=REFRESH_SWITCH_INTERVAL_S)
         inbox = open_inbox(settings)
         if settings.serve.bus == "kafka":
             kafka = settings.kafka

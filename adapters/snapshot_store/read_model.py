@@ -793,22 +793,30 @@ class ReadModel:
         if self.on_refresh is not None:
             self.on_refresh(done)
 
-    def follow(self, every: float = 0.05, *, nice: int = 0) -> None:
+    def follow(self, every: float = 0.05, *, nice: int = 0, switch_interval: float | None = None) -> None:
         """Refresh in a background thread, `every` seconds after the last refresh ended, until `close()`.
 
         Not niced by default, unlike `PositionReplica.follow`: under load (4 clients, 2
         cores shared with other work) a niced refresh never caught up with publishes of
         20,000 positions a second, and every answer named a snapshot minutes old.
 
+        `switch_interval`: the interpreter's (`sys.setswitchinterval`, process-wide) while a
+        refresh runs, the previous one restored after it. DuckDB's client takes the GIL
+        back after every task of a query; behind a request thread that keeps it, each
+        take waits up to the interval (5 ms by default), which made a 0.3 s refresh take
+        seconds in a busy server (docs/serving.md, "Publish to visible, ninth pass").
+
         While refreshes fail `view` raises the error: a model that no longer follows the
         store must not answer as if it did; the thread keeps trying.
         """
         if self._follower is not None:
             return
-        self._follower = threading.Thread(target=self._follow, args=(every, nice), name="read-model", daemon=True)
+        self._follower = threading.Thread(
+            target=self._follow, args=(every, nice, switch_interval), name="read-model", daemon=True
+        )
         self._follower.start()
 
-    def _follow(self, every: float, nice: int) -> None:
+    def _follow(self, every: float, nice: int, switch_interval: float | None) -> None:
         # Below the requests' priority (Linux: per thread): a refresh yields the CPU to them.
         lower_priority(nice)
         seen: object = None
@@ -825,9 +833,15 @@ class ReadModel:
             if marker is not None and marker == seen and now - checked < _RECHECK_S:
                 self._stop.wait(every)
                 continue
+            interval = sys.getswitchinterval()
             try:
                 self.follower_refreshes += 1
-                self.refresh()
+                if switch_interval is not None:
+                    sys.setswitchinterval(switch_interval)
+                try:
+                    self.refresh()
+                finally:
+                    sys.setswitchinterval(interval)
                 self._failure = None
                 seen, checked = marker, now
             except SnapshotError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -492,6 +493,26 @@ def test_each_refresh_that_swaps_a_view_is_recorded_with_its_publish_stamp_and_t
     assert before <= done.swapped_at <= after
     assert done.visible_after_s == pytest.approx((done.swapped_at - (T0 + 1_000)) / 1000)
     assert 0 < done.cpu_s <= done.wall_s  # the refreshing thread's own CPU, within its wall time
+
+
+def test_a_follower_refreshes_with_its_switch_interval_and_puts_the_processs_back_after(tmp_path: Path) -> None:
+    """The shorter switch interval holds only while a refresh runs (it is process-wide)."""
+    path = tmp_path / "snapshots"
+    during: list[float] = []
+    usual = sys.getswitchinterval()
+    with SnapshotWriter.open(path) as writer:
+        writer.publish([change("S1", "A", 1, on_hand=5)], [], events_applied=1, now=T0)
+        with ReadModel.open(path) as model:
+            model.on_refresh = lambda _: during.append(sys.getswitchinterval())
+            model.follow(every=0.01, switch_interval=usual / 10)
+            sid = writer.publish([change("S1", "A", 2, on_hand=6)], [], events_applied=2, now=T0 + 1)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and (model.view is None or model.view.snapshot_id != sid):
+                time.sleep(0.005)
+            assert model.view is not None
+            assert model.view.snapshot_id == sid
+    assert during == [pytest.approx(usual / 10)]
+    assert sys.getswitchinterval() == usual
 
 
 def test_the_apis_metrics_say_how_far_the_read_model_is_behind_the_snapshot_it_sees_and_time_its_refreshes(

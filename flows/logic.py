@@ -219,7 +219,14 @@ class EpochClose:
             taken = logic.take_checkpoint(worker.calls)
             if taken is not None:
                 saves.append((logic, *taken))
-        written = save_together([(store, changed, logic.shard) for logic, store, changed in saves])
+        lasts = [store.last for _, store, _ in saves]
+        try:
+            written = save_together([(store, changed, logic.shard) for logic, store, changed in saves])
+        except BaseException as exc:
+            for (logic, store, _), last in zip(saves, lasts, strict=True):
+                if store.last == last:  # not written: its taken changes are in no checkpoint
+                    logic.failed(exc)
+            raise
         for (logic, _, changed), (pointer, seconds) in zip(saves, written, strict=True):
             logic.saved(pointer, worker.calls, len(changed), seconds)
         if saves:
@@ -253,6 +260,7 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, Folded, ShardPointer]):
         self._worker = self._close.worker()
         self._worker.logics.append(self)
         self._saved: tuple[ShardPointer, int] | None = None
+        self._failure: BaseException | None = None
         self._policy = policy
         self._clock = clock
         self._observer = observer
@@ -370,11 +378,24 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, Folded, ShardPointer]):
         store = self._store
         if store is None or self._index is None:
             return None
+        if self._failure is not None:
+            # The rows taken for the failed checkpoint are in none: an "unchanged" pointer
+            # now would name a checkpoint without them.
+            msg = (
+                f"the checkpoint of shard {self._index} failed at an earlier epoch close ({self._failure}); the "
+                "changes it held are in no checkpoint, so this shard can hand Bytewax no pointer: restart the "
+                "flow, which resumes from the last committed epoch"
+            )
+            raise RecoveryError(msg) from self._failure
         changed = self._shard.take_changed()
         if not changed and store.last != 0:
             self._saved = (store.pointer(), calls)
             return None
         return store, changed
+
+    def failed(self, error: BaseException) -> None:
+        """For `EpochClose`: this shard's checkpoint was not written; every later one must fail too."""
+        self._failure = error
 
     def epoch_closed(self, checkpoints: int, seconds: float) -> None:
         """For `EpochClose`: tell the observer what the close of this shard's worker cost."""

@@ -584,30 +584,35 @@ def save_together(saves: Sequence[tuple[ShardCheckpoints, ChangedRows, Shard]]) 
 
     In three steps, so the threads hold the GIL only between system calls:
 
-    1. `prepare` every shard on the calling thread (the CPU part: changed rows to bytes,
+    1. `prepare` each shard on the calling thread (the CPU part: changed rows to bytes,
        pickled). In a flow, the saving threads did this work themselves, and each took the
        GIL back ~10 times a file, behind the others' pickling and the snapshot writer: 87% of
        their samples were waits for the GIL (docs/scaling.md, "Tenth pass").
-    2. `PreparedCheckpoint.write` of every shard in the threads at once: temp file, write,
-       fsync, rename, directory fsync each; the fsyncs overlap (one journal commit serves
-       several). Waits for every write to end, so no write outlives the call.
+    2. `PreparedCheckpoint.write` of each shard in a thread as soon as it is prepared (temp
+       file, write, fsync, rename, directory fsync), so the disk works while the next shards
+       are prepared and the fsyncs overlap (one journal commit serves several). Waits for
+       every write to end, so no write outlives the call.
     3. `commit` each written shard on the calling thread (its base is started there).
 
     Raises the first failure after step 3: a shard whose write failed is not committed (its
-    store stays at its previous checkpoint), and nothing is handed over.
+    store stays at its previous checkpoint), and nothing is handed over. A `prepare` that
+    raises does so once the writes already started have ended.
     """
-    # 1. Prepared here, each shard's CPU seconds noted for its own figure.
+    # 1 and 2. Prepared here, each shard's CPU seconds noted for its own figure; each written
+    # in a thread meanwhile (one alone: here, after its prepare, with no thread to wake).
+    alone = len(saves) <= 1
     prepared: list[tuple[PreparedCheckpoint, float]] = []
-    for store, changed, shard in saves:
-        began = time.perf_counter()
-        prepared.append((store.prepare(changed, shard), time.perf_counter() - began))
-    # 2. Written at once (one alone: here, no thread to wake).
-    if len(prepared) <= 1:
-        outcomes = [_timed_write(checkpoint) for checkpoint, _ in prepared]
-    else:
-        futures = [_SAVERS.submit(_timed_write, checkpoint) for checkpoint, _ in prepared]
+    futures: list[Future[tuple[BaseException | None, float]]] = []
+    try:
+        for store, changed, shard in saves:
+            began = time.perf_counter()
+            checkpoint = store.prepare(changed, shard)
+            prepared.append((checkpoint, time.perf_counter() - began))
+            if not alone:
+                futures.append(_SAVERS.submit(_timed_write, checkpoint))
+    finally:
         wait(futures)  # one wake-up for all of them, not one per future
-        outcomes = [future.result() for future in futures]
+    outcomes = [future.result() for future in futures] if not alone else [_timed_write(c) for c, _ in prepared]
     # 3. Committed here, where the shards are folded.
     done: list[tuple[ShardPointer, float]] = []
     failure: BaseException | None = None

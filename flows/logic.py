@@ -189,14 +189,19 @@ class EpochClose:
     touched in an epoch one after another, in one loop, with nothing folded in between, and
     each pointer it is given must name a durable checkpoint. Written one by one, 16 shards'
     checkpoints (~12 ms of fsyncs each) held the worker ~150 ms at every close; at once, in
-    `bench.epoch_close`, ~50 ms, though a flow's closes were not shorter yet (docs/scaling.md,
-    "Ninth pass": the saving threads take the GIL back between syscalls). Here the
-    first `snapshot()` of a close saves every changed shard of its worker at once
-    (`adapters.shard_checkpoints.save_together`) and the rest hand over what was written for
-    them. One per flow; the shards are kept per worker thread, so a worker never touches
+    `bench.epoch_close`, ~50 ms. Here the first `snapshot()` of a close saves every changed
+    shard of its worker at once (`adapters.shard_checkpoints.save_together`) and the rest
+    hand over what was written for them. In a tailing flow a close still takes ~100-300 ms:
+    there it is the CPU of turning ~5,000 changed rows into delta images (47-124 ms, in
+    `ledger.shard`) plus waiting for a core on a busy machine, not the fsyncs, which end
+    2-11 ms after the last image (docs/scaling.md, "Tenth pass").
+
+    One per flow; the shards are kept per worker thread, so a worker never touches
     another's shards. A shard saved with the others but not asked for its pointer (Bytewax
     asks every shard it woke, and only a woken shard changes) is saved again at its next
     close, and its unasked checkpoint frees no older file (`ShardCheckpoints.handed_over`).
+    A shard whose checkpoint failed hands over no pointer again: the rows taken for it are
+    in no checkpoint, so every later close of its worker raises.
     """
 
     def __init__(self) -> None:

@@ -600,7 +600,7 @@ def save_together(saves: Sequence[tuple[ShardCheckpoints, ChangedRows, Shard]]) 
 
     A durable write is ~3-12 ms of fsyncs on this machine's disk whatever its size; 16 in
     a row took 121-155 ms, 16 at once 6-20 ms. In a tailing flow the writes now end 2-11 ms
-    after the last `prepare`, and a close is the prepares' CPU (47-124 ms for ~5,000 rows)
+    after the last `prepare`, and a close is the prepares' CPU (39-124 ms for ~5,000 rows)
     plus waits for a core (docs/scaling.md, "Tenth pass").
     """
     # 1 and 2. Prepared here, each shard's CPU seconds noted for its own figure; each written

@@ -192,7 +192,7 @@ class EpochClose:
     `bench.epoch_close`, ~50 ms. Here the first `snapshot()` of a close saves every changed
     shard of its worker at once (`adapters.shard_checkpoints.save_together`) and the rest
     hand over what was written for them. In a tailing flow a close still takes ~100-300 ms:
-    there it is the CPU of turning ~5,000 changed rows into delta images (47-124 ms, in
+    there it is the CPU of turning ~5,000 changed rows into delta images (39-124 ms, in
     `ledger.shard`) plus waiting for a core on a busy machine, not the fsyncs, which end
     2-11 ms after the last image (docs/scaling.md, "Tenth pass").
 

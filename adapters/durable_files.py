@@ -32,9 +32,24 @@ def _replacing(directory: Path, name: str) -> Iterator[BinaryIO]:
 
 
 def write_durably(directory: Path, name: str, blob: bytes) -> None:
-    """Write `name` so that after a crash it is either absent or whole: temp file, fsync, rename, dir fsync."""
-    with _replacing(directory, name) as out:
-        out.write(blob)
+    """Write `name` so that after a crash it is either absent or whole: temp file, fsync, rename, dir fsync.
+
+    Plain system calls (open, write, fsync, close, rename; then the directory's open, fsync,
+    close), with no buffered file object around them: each call releases the GIL and must
+    take it back, and a file object's open and flush add several such round trips, which
+    in a busy process cost a wait each (docs/scaling.md, "Tenth pass").
+    """
+    tmp = directory / f"{TEMP_PREFIX}{name}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(blob)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, directory / name)
+    fsync_dir(directory)
 
 
 def pickle_durably(directory: Path, name: str, value: object) -> None:

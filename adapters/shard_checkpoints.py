@@ -57,12 +57,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import pickle
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import fields
 from pathlib import Path
 
@@ -76,6 +77,7 @@ __all__ = [
     "LAYOUT",
     "SHARDS_DIR",
     "Compactor",
+    "PreparedCheckpoint",
     "ShardCheckpoints",
     "ShardPointer",
     "check_pointer",
@@ -114,11 +116,6 @@ class Compactor:
         self._lock = threading.Lock()
         self._current: Future[None] | None = None
         self._claimed = False
-
-    def idle(self) -> bool:
-        """No base in flight or claimed: a shard that wants one may claim the thread."""
-        with self._lock:
-            return not self._claimed and (self._current is None or self._current.done())
 
     def claim(self) -> bool:
         """Reserve the thread for one base when idle (True); then `start` it or `release` the claim.
@@ -241,6 +238,7 @@ class ShardCheckpoints:
         self._pending: tuple[int, int, Future[None]] | None = None
         """The base being written: (checkpoint, rows, its future)."""
         self._rows_since_pending = 0
+        self._directory_made = False
 
     def pointer(self) -> ShardPointer:
         """What Bytewax keeps for the newest checkpoint."""
@@ -250,6 +248,7 @@ class ShardCheckpoints:
         """Step 5: a shard with no pointer yet; anything in its directory was never committed."""
         self._settle_writes()
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._directory_made = True
         for path in self.directory.iterdir():
             path.unlink()
         fsync_dir(self.directory)
@@ -316,27 +315,64 @@ class ShardCheckpoints:
 
         `changed` is what `shard.take_changed()` just returned: both are read as they are now.
         `handed`: the pointer goes to Bytewax now (False: when `handed_over` says so).
+        `prepare`, `PreparedCheckpoint.write` and `commit` in a row (`save_together` runs the
+        writes of several shards at once).
+        """
+        prepared = self.prepare(changed, shard)
+        prepared.write()
+        return self.commit(prepared, shard, handed=handed)
+
+    def prepare(self, changed: ChangedRows, shard: Shard) -> PreparedCheckpoint:
+        """Checkpoint last+1 as bytes, and what it frees (step 2): the CPU part of `save`; nothing is written.
+
+        Read `changed` and `shard` here, before the shard changes; then `write` it (any thread),
+        then `commit` it. Until `commit` the store is as it was: a failed write leaves it so.
         """
         c = self.last + 1
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self._directory_made:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._directory_made = True
         self._adopt_written_base()
         rows = len(changed)
         compact = self._pending is None and (
             self._delta_rows + rows > self._compact_ratio * max(self._base_rows, self._min_compact_rows)
             or len(self._deltas) >= self._max_deltas
         )
-        # 1. Durable before Bytewax can hold a pointer to it.
+        # 2. What Bytewax holds is final (an earlier close's, committed before this one began:
+        # invariant I): what only served checkpoints before the newest final base can go,
+        # once checkpoint c is durable. c itself is newer than what Bytewax holds, so it
+        # never changes this.
+        final_bases = [b for b in self._bases if b <= self.held]
+        newest = final_bases[-1] if final_bases else 0
+        freed = [f"base-{b:012d}" for b in self._bases if b < newest]
+        freed += [f"delta-{d:012d}" for d in self._deltas if d <= newest]
+        if compact and self._compactor is None:
+            # A base written inline (tools, the benches' comparison): streamed, not built in memory.
+            image = shard.image()
+            return PreparedCheckpoint(
+                self.directory, "base", c, rows, len(image), False, None, self._payload(c, image), newest, freed
+            )
+        blob = pickle.dumps(self._payload(c, changed.image()), protocol=pickle.HIGHEST_PROTOCOL)
+        return PreparedCheckpoint(self.directory, "delta", c, rows, 0, compact, blob, None, newest, freed)
+
+    def commit(self, prepared: PreparedCheckpoint, shard: Shard, *, handed: bool = True) -> ShardPointer:
+        """After `prepared.write()` returned: count checkpoint c as the newest; start a base of `shard` when due.
+
+        On the thread that folds the shard, before it changes: the base's image is taken here.
+        """
+        c = prepared.c
+        if c != self.last + 1:
+            msg = f"checkpoint {c} of shard {self.shard} was prepared after checkpoint {self.last}: commit each in turn"
+            raise RecoveryError(msg)
         compactor = self._compactor
-        if compact and compactor is None:
-            self._write("base", c, shard.image())
+        if prepared.kind == "base":
             self._bases.append(c)
-            self._base_rows, self._delta_rows = len(shard), 0
+            self._base_rows, self._delta_rows = prepared.shard_rows, 0
         else:
-            self._write("delta", c, changed.image())
             self._deltas.append(c)
-            self._delta_rows += rows
-            self._rows_since_pending += rows
-            if compact and compactor is not None and compactor.claim():
+            self._delta_rows += prepared.rows
+            self._rows_since_pending += prepared.rows
+            if prepared.compact and compactor is not None and compactor.claim():
                 # Only then the image: taking it (~0.3 s at 1.25M rows) for a base that must
                 # wait its turn would stall every shard's close for nothing.
                 try:
@@ -345,15 +381,8 @@ class ShardCheckpoints:
                     compactor.release()
                     raise
         self.last = c
-        # 2. What Bytewax holds is final now (an earlier close's, committed before this one
-        # began: invariant I): what only served checkpoints before the newest final base can go.
-        final_bases = [b for b in self._bases if b <= self.held]
-        if final_bases:
-            newest = final_bases[-1]
-            for b in [b for b in self._bases if b < newest]:
-                self._unlink("base", b)
-            for d in [d for d in self._deltas if d <= newest]:
-                self._unlink("delta", d)
+        newest = prepared.newest_final_base
+        if newest:
             self._bases = [b for b in self._bases if b >= newest]
             self._deltas = [d for d in self._deltas if d > newest]
         if handed:
@@ -475,8 +504,77 @@ class ShardCheckpoints:
             (self.directory / f"{kind}-{c:012d}").unlink()
 
 
+class PreparedCheckpoint:
+    """One shard's checkpoint as `ShardCheckpoints.prepare` left it: bytes to make durable, files it frees.
+
+    `write` touches only the file system and this object, never the store or the shard, so
+    the writes of several shards run in threads at once (`save_together`).
+    """
+
+    __slots__ = (
+        "blob",
+        "c",
+        "compact",
+        "directory",
+        "freed",
+        "kind",
+        "newest_final_base",
+        "payload",
+        "rows",
+        "shard_rows",
+    )
+
+    def __init__(
+        self,
+        directory: Path,
+        kind: str,
+        c: int,
+        rows: int,
+        shard_rows: int,
+        compact: bool,
+        blob: bytes | None,
+        payload: tuple[object, ...] | None,
+        newest_final_base: int,
+        freed: list[str],
+    ) -> None:
+        self.directory = directory
+        self.kind = kind
+        """"delta", or "base" (written inline: a store without a compactor)."""
+        self.c = c
+        self.rows = rows
+        """The changed rows it holds."""
+        self.shard_rows = shard_rows
+        """The shard's rows (an inline base)."""
+        self.compact = compact
+        """A base is due: `commit` asks the compactor for one."""
+        self.blob = blob
+        """The file's bytes, pickled by `prepare` (a delta)."""
+        self.payload = payload
+        """What to pickle into the file as it is written (an inline base: too large to build in memory first)."""
+        self.newest_final_base = newest_final_base
+        self.freed = freed
+        """Files of this shard that checkpoint c makes useless (step 2), deleted once it is durable."""
+
+    def write(self) -> None:
+        """Step 1 (the file durable: data, rename, directory entry), then step 2 (the freed files deleted).
+
+        A delta is only system calls (`write_durably`): each releases the GIL, and the
+        Python between them is a few lines, so the threads of `save_together` wait for the
+        disk, not for each other's pickling. Raises what the file system raised: the store
+        is then as before `prepare`, plus a temp file that a resume deletes.
+        """
+        name = f"{self.kind}-{self.c:012d}"
+        if self.blob is not None:
+            write_durably(self.directory, name, self.blob)
+        else:
+            pickle_durably(self.directory, name, self.payload)
+        for freed in self.freed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.directory / freed)
+
+
 _SAVERS = ThreadPoolExecutor(max_workers=DEFAULT_SHARDS, thread_name_prefix="shard-checkpoint")
-"""Threads for `save_together`: a save's fsyncs release the GIL, so several overlap."""
+"""Threads for `save_together`: a write's fsyncs release the GIL, so several overlap."""
 
 
 def save_together(saves: Sequence[tuple[ShardCheckpoints, ChangedRows, Shard]]) -> list[tuple[ShardPointer, float]]:
@@ -484,30 +582,65 @@ def save_together(saves: Sequence[tuple[ShardCheckpoints, ChangedRows, Shard]]) 
 
     None is handed over yet: the caller says which with `ShardCheckpoints.handed_over`.
 
-    A durable write is ~12 ms of fsyncs on this machine's disk whatever its size; 16 in a
-    row took 121-155 ms, 16 at once 6-20 ms (one journal commit serves them) when nothing
-    else wants the GIL (in a flow, not yet: docs/scaling.md, "Ninth pass"). Raises the
-    first failure after every save has ended, so no write outlives the call.
+    In three steps, so the threads hold the GIL only between system calls:
+
+    1. `prepare` each shard on the calling thread (the CPU part: changed rows to bytes,
+       pickled). When the saving threads did this work themselves, each took the GIL back
+       ~10 times a file behind the others' pickling: 87% of their samples in a tailing flow
+       were waits for the GIL (docs/scaling.md, "Tenth pass").
+    2. `PreparedCheckpoint.write` of each shard in a thread as soon as it is prepared (temp
+       file, write, fsync, rename, directory fsync), so the disk works while the next shards
+       are prepared and the fsyncs overlap (one journal commit serves several). Waits for
+       every write to end, so no write outlives the call.
+    3. `commit` each written shard on the calling thread (its base is started there).
+
+    Raises the first failure after step 3: a shard whose write failed is not committed (its
+    store stays at its previous checkpoint), and nothing is handed over. A `prepare` that
+    raises does so once the writes already started have ended.
+
+    A durable write is ~3-12 ms of fsyncs on this machine's disk whatever its size; 16 in
+    a row took 121-155 ms, 16 at once 6-20 ms. In a tailing flow the writes now end 2-11 ms
+    after the last `prepare`, and a close is the prepares' CPU (39-124 ms for ~5,000 rows)
+    plus waits for a core (docs/scaling.md, "Tenth pass").
     """
-    if len(saves) <= 1:
-        return [_timed_save(*save) for save in saves]
-    futures = [_SAVERS.submit(_timed_save, *save) for save in saves]
+    # 1 and 2. Prepared here, each shard's CPU seconds noted for its own figure; each written
+    # in a thread meanwhile (one alone: here, after its prepare, with no thread to wake).
+    alone = len(saves) <= 1
+    prepared: list[tuple[PreparedCheckpoint, float]] = []
+    futures: list[Future[tuple[BaseException | None, float]]] = []
+    try:
+        for store, changed, shard in saves:
+            began = time.perf_counter()
+            checkpoint = store.prepare(changed, shard)
+            prepared.append((checkpoint, time.perf_counter() - began))
+            if not alone:
+                futures.append(_SAVERS.submit(_timed_write, checkpoint))
+    finally:
+        wait(futures)  # one wake-up for all of them, not one per future
+    outcomes = [future.result() for future in futures] if not alone else [_timed_write(c) for c, _ in prepared]
+    # 3. Committed here, where the shards are folded.
     done: list[tuple[ShardPointer, float]] = []
     failure: BaseException | None = None
-    for future in futures:
-        try:
-            done.append(future.result())
-        except BaseException as exc:  # raised below, once every save has ended
-            failure = failure or exc
+    for (store, _, shard), (checkpoint, cpu), (error, written) in zip(saves, prepared, outcomes, strict=True):
+        if error is not None:
+            failure = failure or error
+            continue
+        began = time.perf_counter()
+        pointer = store.commit(checkpoint, shard, handed=False)
+        done.append((pointer, cpu + written + time.perf_counter() - began))
     if failure is not None:
         raise failure
     return done
 
 
-def _timed_save(store: ShardCheckpoints, changed: ChangedRows, shard: Shard) -> tuple[ShardPointer, float]:
+def _timed_write(checkpoint: PreparedCheckpoint) -> tuple[BaseException | None, float]:
+    """`checkpoint.write()`: (its failure, if any; its wall seconds). A failure is returned, raised by the caller."""
     began = time.perf_counter()
-    pointer = store.save(changed, shard, handed=False)
-    return pointer, time.perf_counter() - began
+    try:
+        checkpoint.write()
+    except Exception as exc:  # handed to save_together, which raises it once the others have ended
+        return exc, time.perf_counter() - began
+    return None, time.perf_counter() - began
 
 
 def _ranges(numbers: list[int]) -> str:

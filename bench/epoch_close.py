@@ -6,9 +6,12 @@ a worker's changed shards at once (their fsyncs overlap); a shard built without 
 alone, as every shard did before. This runs `--shards` real `ShardLogic`s on a temporary
 directory under var/, folds `--rows` new positions into each, and times the loop of their
 `snapshot()` calls (what Bytewax runs), `--closes` closes a mode, both modes alternating
-over `--rounds` rounds. Not a test: nothing asserts a timing.
+over `--rounds` rounds. `--busy N` keeps N threads running Python meanwhile, as a flow's
+process has (the snapshot writer, Kafka's callbacks): a thread that waits on a system call
+must then take the GIL back from them, which an idle bench never shows (docs/scaling.md,
+"Tenth pass"). Not a test: nothing asserts a timing.
 
-    python -m bench.epoch_close --rows 200 --rounds 3 [--json]
+    python -m bench.epoch_close --rows 200 --rounds 3 [--busy 1] [--json]
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ import json
 import shutil
 import statistics
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from adapters.clock import ReplayClock
@@ -46,7 +52,30 @@ def _batch(shard: int, rows: int, close: int) -> ShardBatch:
     return shard, tuple(groups)
 
 
-def measure(shards: int, rows: int, closes: int, together: bool) -> list[float]:
+def _spin(stop: threading.Event) -> None:
+    """Python bytecode without a pause: it holds the GIL until the interpreter makes it let go."""
+    total = 0
+    while not stop.is_set():
+        for n in range(10_000):
+            total += n
+
+
+@contextmanager
+def busy(threads: int) -> Iterator[None]:
+    """`threads` threads spinning Python for as long as the block runs."""
+    stop = threading.Event()
+    spinning = [threading.Thread(target=_spin, args=(stop,), name="busy", daemon=True) for _ in range(threads)]
+    for thread in spinning:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in spinning:
+            thread.join()
+
+
+def measure(shards: int, rows: int, closes: int, together: bool, busy_threads: int = 0) -> list[float]:
     """Wall seconds of each epoch close after the first (the first also creates the directories)."""
     root = Path(tempfile.mkdtemp(prefix="epoch-close-", dir=REPO / "var"))
     try:
@@ -55,13 +84,14 @@ def measure(shards: int, rows: int, closes: int, together: bool) -> list[float]:
         policy = LedgerPolicy()
         logics = [ShardLogic(None, policy, ReplayClock(), root, shards, close=shared) for _ in range(shards)]
         walls = []
-        for close in range(closes + 1):
-            for index, logic in enumerate(logics):
-                logic.on_batch([_batch(index, rows, close)])
-            began = time.perf_counter()
-            for logic in logics:
-                logic.snapshot()
-            walls.append(time.perf_counter() - began)
+        with busy(busy_threads):
+            for close in range(closes + 1):
+                for index, logic in enumerate(logics):
+                    logic.on_batch([_batch(index, rows, close)])
+                began = time.perf_counter()
+                for logic in logics:
+                    logic.snapshot()
+                walls.append(time.perf_counter() - began)
         return walls[1:]
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -73,14 +103,20 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200, help="changed rows a shard at each close")
     parser.add_argument("--closes", type=int, default=8, help="closes a mode and round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--busy", type=int, default=0, help="threads running Python meanwhile, as in a flow")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     (REPO / "var").mkdir(exist_ok=True)
     rounds: list[dict[str, list[float]]] = []
     for round_ in range(args.rounds):
-        say(f"round {round_ + 1}: {args.shards} shards, {args.rows:,} changed rows each, {args.closes} closes a mode")
+        say(
+            f"round {round_ + 1}: {args.shards} shards, {args.rows:,} changed rows each, {args.closes} closes a mode, "
+            f"{args.busy} busy threads"
+        )
         order = MODES if round_ % 2 == 0 else MODES[::-1]
-        rounds.append({mode: measure(args.shards, args.rows, args.closes, mode == "together") for mode in order})
+        rounds.append(
+            {mode: measure(args.shards, args.rows, args.closes, mode == "together", args.busy) for mode in order}
+        )
     medians = {mode: statistics.median(w for r in rounds for w in r[mode]) for mode in MODES}
     result = {"args": vars(args), "rounds": rounds, "median_s": medians, "machine": machine()}
     path = write_result("epoch_close", result)

@@ -189,14 +189,19 @@ class EpochClose:
     touched in an epoch one after another, in one loop, with nothing folded in between, and
     each pointer it is given must name a durable checkpoint. Written one by one, 16 shards'
     checkpoints (~12 ms of fsyncs each) held the worker ~150 ms at every close; at once, in
-    `bench.epoch_close`, ~50 ms, though a flow's closes were not shorter yet (docs/scaling.md,
-    "Ninth pass": the saving threads take the GIL back between syscalls). Here the
-    first `snapshot()` of a close saves every changed shard of its worker at once
-    (`adapters.shard_checkpoints.save_together`) and the rest hand over what was written for
-    them. One per flow; the shards are kept per worker thread, so a worker never touches
+    `bench.epoch_close`, ~50 ms. Here the first `snapshot()` of a close saves every changed
+    shard of its worker at once (`adapters.shard_checkpoints.save_together`) and the rest
+    hand over what was written for them. In a tailing flow a close still takes ~100-300 ms:
+    there it is the CPU of turning ~5,000 changed rows into delta images (39-124 ms, in
+    `ledger.shard`) plus waiting for a core on a busy machine, not the fsyncs, which end
+    2-11 ms after the last image (docs/scaling.md, "Tenth pass").
+
+    One per flow; the shards are kept per worker thread, so a worker never touches
     another's shards. A shard saved with the others but not asked for its pointer (Bytewax
     asks every shard it woke, and only a woken shard changes) is saved again at its next
     close, and its unasked checkpoint frees no older file (`ShardCheckpoints.handed_over`).
+    A shard whose checkpoint failed hands over no pointer again: the rows taken for it are
+    in no checkpoint, so every later close of its worker raises.
     """
 
     def __init__(self) -> None:
@@ -219,7 +224,14 @@ class EpochClose:
             taken = logic.take_checkpoint(worker.calls)
             if taken is not None:
                 saves.append((logic, *taken))
-        written = save_together([(store, changed, logic.shard) for logic, store, changed in saves])
+        lasts = [store.last for _, store, _ in saves]
+        try:
+            written = save_together([(store, changed, logic.shard) for logic, store, changed in saves])
+        except BaseException as exc:
+            for (logic, store, _), last in zip(saves, lasts, strict=True):
+                if store.last == last:  # not written: its taken changes are in no checkpoint
+                    logic.failed(exc)
+            raise
         for (logic, _, changed), (pointer, seconds) in zip(saves, written, strict=True):
             logic.saved(pointer, worker.calls, len(changed), seconds)
         if saves:
@@ -253,6 +265,7 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, Folded, ShardPointer]):
         self._worker = self._close.worker()
         self._worker.logics.append(self)
         self._saved: tuple[ShardPointer, int] | None = None
+        self._failure: BaseException | None = None
         self._policy = policy
         self._clock = clock
         self._observer = observer
@@ -370,11 +383,24 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, Folded, ShardPointer]):
         store = self._store
         if store is None or self._index is None:
             return None
+        if self._failure is not None:
+            # The rows taken for the failed checkpoint are in none: an "unchanged" pointer
+            # now would name a checkpoint without them.
+            msg = (
+                f"the checkpoint of shard {self._index} failed at an earlier epoch close ({self._failure}); the "
+                "changes it held are in no checkpoint, so this shard can hand Bytewax no pointer: restart the "
+                "flow, which resumes from the last committed epoch"
+            )
+            raise RecoveryError(msg) from self._failure
         changed = self._shard.take_changed()
         if not changed and store.last != 0:
             self._saved = (store.pointer(), calls)
             return None
         return store, changed
+
+    def failed(self, error: BaseException) -> None:
+        """For `EpochClose`: this shard's checkpoint was not written; every later one must fail too."""
+        self._failure = error
 
     def epoch_closed(self, checkpoints: int, seconds: float) -> None:
         """For `EpochClose`: tell the observer what the close of this shard's worker cost."""

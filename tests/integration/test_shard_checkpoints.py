@@ -7,8 +7,10 @@ deltas and their collection all happen within a short story.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
+import os
 import pickle
 import sqlite3
 import tempfile
@@ -584,3 +586,87 @@ def test_shards_saved_together_with_their_bases_due_take_one_image_for_the_one_c
         resumed = Shard()
         resumed.restore(ShardCheckpoints(tmp_path, store.shard, 6, **SMALL).resume(1))
         assert dict(resumed.positions()) == dict(shard.positions())
+
+
+# -- durability of what a close hands over (adapters.shard_checkpoints.save_together's three steps)
+
+
+def _path_of(target) -> str:
+    """The path a file descriptor (open file or directory) or a path argument names."""
+    return os.readlink(f"/proc/self/fd/{target}") if isinstance(target, int) else str(target)
+
+
+def test_a_pointer_handed_over_names_a_file_fsynced_renamed_and_its_directory_fsynced_before(tmp_path, monkeypatch):
+    write_layout(tmp_path, 4)
+    close = EpochClose()
+    logics = [ShardLogic(None, WIDE, ReplayClock(), tmp_path, 4, close=close) for _ in range(3)]
+    for index, logic in enumerate(logics):
+        logic.on_batch([_shard_batch(index, f"ST-{index}", 1_000)])
+    # Every fsync and rename, in the order they returned (the writes run in threads).
+    calls: list[tuple[str, str]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def recorded_fsync(fd):
+        fsync(fd)
+        calls.append(("fsync", _path_of(fd)))
+
+    def recorded_replace(src, dst, **kwargs):
+        replace(src, dst, **kwargs)
+        calls.append(("rename", _path_of(src)))
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(os, "replace", recorded_replace)
+    for index, logic in enumerate(logics):
+        assert logic.snapshot() == (index, 4, 1)
+        calls.append(("handed", str(index)))
+    for index in range(3):
+        directory = tmp_path / f"{index:03d}"
+        temp = str(directory / f"{TEMP_PREFIX}delta-000000000001")
+        steps = [("fsync", temp), ("rename", temp), ("fsync", str(directory)), ("handed", str(index))]
+        assert all(step in calls for step in steps), (steps, calls)
+        assert [calls.index(step) for step in steps] == sorted(calls.index(step) for step in steps), calls
+
+
+@pytest.mark.parametrize("failing", ["write", "fsync", "rename"])
+def test_a_close_whose_checkpoint_of_one_shard_fails_raises_and_that_shard_hands_over_no_pointer_then_or_later(
+    tmp_path, monkeypatch, failing
+):
+    write_layout(tmp_path, 4)
+    close = EpochClose()
+    logics = [ShardLogic(None, WIDE, ReplayClock(), tmp_path, 4, close=close) for _ in range(3)]
+    for index, logic in enumerate(logics):
+        logic.on_batch([_shard_batch(index, f"ST-{index}", 1_000)])
+    assert [logic.snapshot() for logic in logics] == [(index, 4, 1) for index in range(3)]
+    held = [dict(logic.shard.positions()) for logic in logics]  # what Bytewax's pointers name
+    for index, logic in enumerate(logics):
+        logic.on_batch([_shard_batch(index, f"ST-{index}", 2_000)])
+    # Shard 1's checkpoint 2 fails at one step of its write, as a full or failing disk would.
+    broken = str(tmp_path / "001")
+    name = {"write": "write", "fsync": "fsync", "rename": "replace"}[failing]
+    real = getattr(os, name)
+
+    def failing_call(target, *args, **kwargs):
+        if _path_of(target).startswith(broken):
+            raise OSError(errno.EIO, f"injected: {failing} failed")
+        return real(target, *args, **kwargs)
+
+    monkeypatch.setattr(os, name, failing_call)
+    with pytest.raises(OSError, match=f"injected: {failing}"):
+        logics[0].snapshot()
+    monkeypatch.setattr(os, name, real)
+    # Its changed rows were taken for the failed checkpoint: a pointer "unchanged since 1"
+    # would name a checkpoint without them. It refuses, and so does every later close of
+    # its worker, whichever shard is asked first.
+    with pytest.raises(RecoveryError, match="failed at an earlier epoch close"):
+        logics[1].snapshot()
+    logics[0].on_batch([_shard_batch(0, "ST-0", 3_000)])
+    with pytest.raises(RecoveryError, match="failed at an earlier epoch close"):
+        logics[0].snapshot()
+    # A restart resumes every shard from the pointer Bytewax holds: what the failed close
+    # left (checkpoints 2 of shards 0 and 2, shard 1's temp file) is discarded.
+    for index in range(3):
+        store = ShardCheckpoints(tmp_path, index, 4)
+        resumed = Shard()
+        resumed.restore(store.resume(1))
+        assert dict(resumed.positions()) == held[index]
+        assert store.files() == ["delta-000000000001"]

@@ -675,7 +675,7 @@ class ReadModel:
         # The newest snapshot the flow published (its snapshot_info row), not DuckLake's
         # newest: the store's first snapshots hold no tables yet, and maintenance adds
         # snapshots that change nothing.
-        latest = reader.latest()
+        latest = reader.latest(cursor)
         newest = None if latest is None else int(latest["snapshot_id"])  # type: ignore[call-overload]
         self._published_at = None if latest is None else _millis(latest.get("created_at"))
         view = self._view

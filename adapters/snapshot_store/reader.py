@@ -159,11 +159,13 @@ class SnapshotReader(Closing):
             [],
         )
 
-    def latest(self) -> dict[str, object] | None:
+    def latest(self, cursor: duckdb.DuckDBPyConnection | None = None) -> dict[str, object] | None:
         """The newest snapshot_info row, or None before the first publish.
 
         With several writers: the newest publish's id and time, every writer's latest
-        events_applied summed, the newest max_occurred_at.
+        events_applied summed, the newest max_occurred_at. `cursor`: one of this reader's
+        (`cursor()`) to run it on, rather than a new one (a cursor and its `USE` cost as
+        much as the query in a busy process: a follower keeps one).
         """
         if self._layout.sharded:
             # The same row as the view's newest, without its window over every row:
@@ -175,9 +177,10 @@ class SnapshotReader(Closing):
                 "arg_max(events_applied, snapshot_id) AS events_applied, max(max_occurred_at) AS max_occurred_at "
                 f"FROM {SNAPSHOT_LOG} GROUP BY writer) HAVING count(*) > 0",
                 [],
+                cursor,
             )
         else:
-            rows = self._query("SELECT * FROM snapshot_info ORDER BY snapshot_id DESC LIMIT 1", [])
+            rows = self._query("SELECT * FROM snapshot_info ORDER BY snapshot_id DESC LIMIT 1", [], cursor)
         return rows[0] if rows else None
 
     def sql(self, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -406,10 +409,14 @@ class SnapshotReader(Closing):
                 row["plan"] = json.loads(plan) if isinstance(plan, str) else plan
         return rows
 
-    def _query(self, query: str, params: list[object]) -> list[dict[str, object]]:
+    def _query(
+        self, query: str, params: list[object], cursor: duckdb.DuckDBPyConnection | None = None
+    ) -> list[dict[str, object]]:
         try:
-            with self._cursor() as cursor:
+            if cursor is not None:
                 return dicts(cursor.execute(query, params))
+            with self._cursor() as own:
+                return dicts(own.execute(query, params))
         except duckdb.Error as exc:
             msg = f"cannot read the snapshot store {self._dir}: {exc}"
             raise SnapshotError(msg) from exc

@@ -86,7 +86,7 @@ def open_service(
     follows the store (False: query DuckLake per request, as before; kept for comparison).
     """
     network = network or load_network(settings.serve.network)
-    model = ReadModel.open(settings.snapshot_dir) if read_model else None
+    model = ReadModel.open(settings.snapshot_dir, process=settings.serve.refresh_process) if read_model else None
     try:
         store = ServingStore(settings.snapshot_dir) if model is None else _StoreWithModel(settings.snapshot_dir, model)
     except BaseException:

@@ -94,8 +94,13 @@ async function pollSnapshot() {
     const id = health.snapshot_id;
     $("snapshot").textContent =
       id === null ? "snapshot: none yet" : `snapshot ${id} · ${health.snapshot_age_s.toFixed(1)} s old${health.status === "ok" ? "" : " · STALE"}`;
-    if (id !== null && id !== state.snapshot) {
-      state.snapshot = id;
+    // Availability and promises answer from the read model, which follows the store a
+    // refresh behind; tasks and the board from the store. Either moving redraws the view:
+    // keyed on the store's id alone, a search made while the read model was one snapshot
+    // behind showed the older answer until the next publish.
+    const seen = id === null ? null : `${id}/${health.read_model?.snapshot_id ?? ""}`;
+    if (seen !== null && seen !== state.snapshot) {
+      state.snapshot = seen;
       render(false);
     }
   } catch (error) {

@@ -50,7 +50,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -857,6 +857,16 @@ class ReadModel:
         """The SQLite catalog's files as stat sees them (None: cannot tell, e.g. PostgreSQL or no store yet)."""
         reader = self._reader
         return None if reader is None else reader.catalog_stat()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No refresh runs within the block (one in flight ends first): the view stays still.
+
+        For a test (or an operator's diagnosis) of what readers see while the model is behind
+        the store; the follower catches up after the block.
+        """
+        with self._refreshing:
+            yield
 
     def close(self) -> None:
         """Stop following and detach."""

@@ -858,6 +858,16 @@ class ReadModel:
         reader = self._reader
         return None if reader is None else reader.catalog_stat()
 
+    @property
+    def cursor_process_resident(self) -> int | None:
+        """The resident bytes of the refreshes' child process (`process=True`), None without one.
+
+        Counted apart from this process's: an SRE adding up the API's memory needs both."""
+        feed = self._feed
+        if not isinstance(feed, RemoteCursor) or feed.pid is None:
+            return None
+        return _resident_bytes(feed.pid)
+
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
         """No refresh runs within the block (one in flight ends first): the view stays still.
@@ -898,10 +908,10 @@ def _millis(stamp: object) -> Millis | None:
     return Millis(round((stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)).timestamp() * 1000))
 
 
-def _resident_bytes() -> int:
-    """The process's resident memory now (Linux /proc), 0 where unknown."""
+def _resident_bytes(pid: int | None = None) -> int:
+    """The resident memory of this process (or of `pid`) now (Linux /proc), 0 where unknown."""
     try:
-        with open("/proc/self/statm", "rb") as statm:
+        with open(f"/proc/{'self' if pid is None else int(pid)}/statm", "rb") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0

@@ -45,6 +45,11 @@ class RemoteCursor:
             self.close()
             raise
 
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (None once it could not start)."""
+        return self._process.pid
+
     def execute(self, query: str, parameters: object = None) -> RemoteCursor:
         self._call("execute", query, parameters)
         return self

@@ -105,7 +105,7 @@ class ServingSnapshot(Collector):
         self.model: ReadModel | None = None
 
     def collect(self) -> Iterable[Metric]:
-        published, heartbeat, behind = self._families()
+        published, heartbeat, behind, cursor = self._families()
         current = self.store.current if self.store is not None else None
         if current is not None:
             published.add_metric([], current.created_at / 1000)
@@ -116,13 +116,16 @@ class ServingSnapshot(Collector):
             if last is not None and last.published_at is not None:
                 # The store watch and the model poll apart: a view newer than the watch is not behind.
                 behind.add_metric([], max(0, current.created_at - last.published_at) / 1000)
-        return [published, heartbeat, behind]
+        resident = self.model.cursor_process_resident if self.model is not None else None
+        if resident is not None:
+            cursor.add_metric([], resident)
+        return [published, heartbeat, behind, cursor]
 
     def describe(self) -> Iterable[Metric]:
         return list(self._families())
 
     @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
         return (
             GaugeMetricFamily(
                 "omni_ledger_api_snapshot_published_timestamp_seconds",
@@ -137,6 +140,12 @@ class ServingSnapshot(Collector):
                 "omni_ledger_read_model_behind_seconds",
                 "How much older the read model's view is than the newest snapshot the API sees (the two "
                 "publishes' created_at apart; 0 when it answers from it). Absent without a read model.",
+            ),
+            GaugeMetricFamily(
+                "omni_ledger_read_model_cursor_process_resident_bytes",
+                "Resident memory of the child process that runs the read model's refresh statements "
+                "(serve.refresh_process), not counted in this process's process_resident_memory_bytes. "
+                "Absent without one.",
             ),
         )
 

@@ -127,6 +127,7 @@ class Reads:
                 "last_refresh_s": round(self.read_model.last_refresh_s, 3),
                 "resident_growth_bytes": self.read_model.resident_growth,
                 "resident_before_load_bytes": self.read_model.resident_before,
+                "cursor_process_resident_bytes": self.read_model.cursor_process_resident,
                 "refreshes": _refreshes(self.read_model),
             }
         return body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -468,6 +469,41 @@ def test_a_cursor_process_that_ended_fails_one_refresh_and_the_next_starts_anoth
             assert model.view is before
             model.refresh()
             assert_whole(path, model)
+
+
+def test_the_cursor_processs_memory_is_reported_apart_from_the_servers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `process=True` the child's DuckDB holds memory the server's own RSS does not show: the
+    model reports the child's resident bytes (its /proc entry, not ours) and the API's metrics export
+    them; without a child, nothing is reported."""
+    serving = metrics.serving._SERVING
+    monkeypatch.setattr(serving, "store", None)
+    monkeypatch.setattr(serving, "model", None)
+    name = "omni_ledger_read_model_cursor_process_resident_bytes"
+    path = tmp_path / "snapshots"
+    with SnapshotWriter.open(path) as writer:
+        writer.publish([change("S0", "A", 1), change("S1", "A", 1)], [], events_applied=2, now=T0)
+        with ReadModel.open(path) as alone:
+            assert alone.cursor_process_resident is None
+        with ReadModel.open(path, process=True) as model:
+            child = model._feed._process  # type: ignore[attr-defined]
+            with open(f"/proc/{child.pid}/statm", "rb") as statm:
+                pages = int(statm.read().split()[1])
+            resident = model.cursor_process_resident
+            assert resident is not None
+            # The child's pages, give or take what it touched since: a DuckDB instance, tens of MB.
+            assert abs(resident - pages * os.sysconf("SC_PAGE_SIZE")) < 16 * 2**20
+            assert resident > 20 * 2**20
+            store = ServingStore(path)
+            try:
+                metrics.watch_serving_store(store, model)
+                assert (metrics.REGISTRY.get_sample_value(name) or 0) > 20 * 2**20
+                child.kill()
+                child.join()
+                assert model.cursor_process_resident == 0  # gone: nothing resident to count
+            finally:
+                store.close()
 
 
 def test_each_refresh_that_swaps_a_view_is_recorded_with_its_publish_stamp_and_told_to_its_observer(

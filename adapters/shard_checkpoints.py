@@ -55,7 +55,6 @@ itself may still be rolled back by a crash before Bytewax commits e. Hence:
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
@@ -102,24 +101,6 @@ _TMP = TEMP_PREFIX
 
 ShardPointer = tuple[int, int, int]
 """What Bytewax saves for a shard: (shard index, shard count S, checkpoint number c)."""
-
-
-def _dumps_unshared(payload: tuple[object, ...]) -> bytes:
-    """`pickle.dumps(payload)` without the pickler's memo: what `pickle.loads` reads back is equal.
-
-    A delta's objects are `position_state` trees of small tuples, strings and ints, one per
-    changed row kept as an object (in a flow, nearly every changed row). The memo, which
-    only serves objects met twice or cycles, cost ~45% of pickling them: ~2 us of a
-    changed row's CPU at an epoch close (docs/scaling.md, "Eleventh pass"). A state has no
-    cycle, and an object met twice (a site's name in each row's state) is written twice
-    (~2% more bytes) and read back as an equal copy, which nothing tells from the shared one:
-    the states hold immutable values only.
-    """
-    out = io.BytesIO()
-    pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
-    pickler.fast = True  # no memo: no PUT/GET per tuple and string
-    pickler.dump(payload)
-    return out.getvalue()
 
 
 class Compactor:
@@ -371,7 +352,7 @@ class ShardCheckpoints:
             return PreparedCheckpoint(
                 self.directory, "base", c, rows, len(image), False, None, self._payload(c, image), newest, freed
             )
-        blob = _dumps_unshared(self._payload(c, changed.image()))
+        blob = pickle.dumps(self._payload(c, changed.image()), protocol=pickle.HIGHEST_PROTOCOL)
         return PreparedCheckpoint(self.directory, "delta", c, rows, 0, compact, blob, None, newest, freed)
 
     def commit(self, prepared: PreparedCheckpoint, shard: Shard, *, handed: bool = True) -> ShardPointer:

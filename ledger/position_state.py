@@ -13,24 +13,19 @@ from __future__ import annotations
 
 import struct
 from array import array
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from itertools import chain
 from typing import Any
 
 from ledger.memory import DeltaChunk, DeltaLog, EventIds, IdChunk
 from ledger.outputs import InboundLine
-from ledger.position import Count, Hold, Position, empty
+from ledger.position import Count, Hold, Position
 
 __all__ = ["PositionState", "position_from_state", "position_state"]
 
 PositionState = tuple[Any, ...]
 
 _VERSION = 2
-_NONE: Mapping[Any, Any] = empty("", "").staged
-"""The empty mapping every position without staged parcels, tombstones or plans shares
-(`ledger.position`): a state read back gives it again, not a dict of its own per row. A
-delta is pickled without a memo (`adapters.shard_checkpoints`), so its rows' empty dicts,
-one shared object when written, come back as one each."""
 _SEP = "\x1f"
 
 
@@ -152,9 +147,9 @@ def position_from_state(state: PositionState | Position) -> Position:
             _pairs(open_deltas),
         ),
         {ref: Hold(qty, expires_at, requested_at) for ref, qty, expires_at, requested_at in holds},
-        staged or _NONE,
+        staged,
         {ref: InboundLine(ref, qty, eta, promised) for ref, qty, eta, promised in inbound},
-        ended or _NONE,
+        ended,
         EventIds(
             tuple(IdChunk(newest, frozenset(_ids(ids))) for newest, ids in id_chunks),
             dict(zip(_ids(open_ids[0]), array("q", open_ids[1]), strict=True)),
@@ -165,7 +160,7 @@ def position_from_state(state: PositionState | Position) -> Position:
         offer_id,
         position_version,
         updated_at,
-        plans or _NONE,
+        plans,
         held_total,
         staged_total,
         expiry_floor_at,

@@ -630,8 +630,9 @@ class Shard:
         One pass over the rows, each taken as what it is. In a flow nearly every changed row
         is an object (a row folded since the last checkpoint stays one until an interval
         passes without a fold), mostly with holds, inbound lines or an offer: its
-        `position_state` is its cost, and the columns' slices copied for every row and then
-        overwritten for the objects' were a sixth of it (docs/scaling.md, "Eleventh pass").
+        `position_state` is its cost. The columns' slices copied for every row, then overwritten
+        for the objects' in a second pass, were work for nothing in that case (docs/scaling.md,
+        "Eleventh pass": 10-15% of the image in a loop over the same rows).
         """
         sites: dict[str, int] = {}
         skus: dict[str, int] = {}

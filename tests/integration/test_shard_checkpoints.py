@@ -296,30 +296,6 @@ def _write_checkpoint_file(root: Path, name: str, payload) -> None:
     (root / "000" / name).write_bytes(pickle.dumps(payload))
 
 
-def test_a_delta_pickled_without_a_memo_reads_back_its_rows_equal_and_their_empty_mappings_shared(tmp_path):
-    # Every row here keeps a hold, so the delta holds a `position_state` per row, each naming the
-    # one empty mapping of staged parcels, tombstones and plans: written without a memo, it is
-    # read back once per row, and the restore hands the rows the shared one again.
-    policy = WIDE
-    live, store = Shard(), ShardCheckpoints(tmp_path, 0, 1, compactor=None)
-    store.start_empty()
-    for n in range(50):
-        site, sku = f"ST-{n % 3}", f"SKU-{n}"
-        for event in (
-            InventoryEvent(f"r{n}", EventType.RECEIVED, 1_000 + n, site, sku, 5),
-            InventoryEvent(
-                f"q{n}", EventType.RESERVATION_REQUESTED, 1_000 + n, site, sku, 1, ref=f"R{n}", expires_at=9**9
-            ),
-        ):
-            live.fold(position_key(site, sku), [(1_000 + n, e) for e in split(event)], policy)
-    pointer = store.save(live.take_changed(), live)
-    back = restored(tmp_path, pointer)
-    assert dict(back.positions()) == dict(live.positions())
-    rows = list(back.positions().values())
-    assert all(p.holds for p in rows)
-    assert len({id(m) for p in rows for m in (p.staged, p.ended, p.plans)}) == 1
-
-
 def test_a_checkpoint_of_the_first_format_is_read_and_packed_into_columns(tmp_path):
     # Format 1 (the shards before columns): a `position_state` tuple per position.
     policy = WIDE

@@ -66,7 +66,11 @@ _READ = 1_000
 _START: int = 1_790_000_000_000
 
 
-def _simulated(shards: int, events: int, closes: int, seed: int = 7) -> list[list[list[ShardBatch]]]:
+Reads = list[tuple[int, list[ShardBatch]]]
+"""A close's reads of the simulated stream: (the read's clock, its shard batches)."""
+
+
+def _simulated(shards: int, events: int, closes: int, seed: int = 7) -> list[Reads]:
     """For each close, its reads of `events` simulated events, each read split into shard batches.
 
     Made before anything is timed, the same for every mode and round (the simulator is
@@ -74,16 +78,16 @@ def _simulated(shards: int, events: int, closes: int, seed: int = 7) -> list[lis
     """
     sim = RetailerSimulator(SimConfig(seed=seed, expected_rate=2_000))
     now = _START
-    out: list[list[list[ShardBatch]]] = []
+    out: list[Reads] = []
     for _ in range(closes):
-        reads: list[list[ShardBatch]] = []
+        reads: Reads = []
         for _ in range(0, events, _READ):
             now += _READ // 2  # 2,000 events a simulated second
             stamped = [(now, event) for event in sim.next_events(now, _READ)]
             by_shard: dict[int, list[tuple[PositionKey, tuple[Stamped, ...]]]] = {}
             for key, group in by_position(stamped).items():
                 by_shard.setdefault(shard_of(key, shards), []).append((key, tuple(group)))
-            reads.append([(index, tuple(groups)) for index, groups in sorted(by_shard.items())])
+            reads.append((now, [(index, tuple(groups)) for index, groups in sorted(by_shard.items())]))
         out.append(reads)
     return out
 
@@ -117,7 +121,7 @@ def measure(
     closes: int,
     together: bool,
     busy_threads: int = 0,
-    simulated: list[list[list[ShardBatch]]] | None = None,
+    simulated: list[Reads] | None = None,
     costs: list[tuple[float, int, int]] | None = None,
 ) -> list[float]:
     """Wall seconds of each epoch close after the first (the first also creates the directories).
@@ -142,11 +146,10 @@ def measure(
                         logic.on_batch([_batch(index, rows, close)])
                     changed.update(str(i) for i in range(shards * rows))
                 else:
-                    for read in simulated[close]:
+                    for now, read in simulated[close]:
                         for batch in read:
                             logics[batch[0]].on_batch([batch])
                             changed.update(key for key, _ in batch[1])
-                        now = read[0][1][0][1][0][0] if read else _START
                         for logic in logics:
                             # What the flow's timers do; a position whose holds ended is a changed row too.
                             changed.update(key for key, _ in logic.shard.expire_due(now, policy))

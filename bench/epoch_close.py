@@ -11,7 +11,15 @@ process has (the snapshot writer, Kafka's callbacks): a thread that waits on a s
 must then take the GIL back from them, which an idle bench never shows (docs/scaling.md,
 "Tenth pass"). Not a test: nothing asserts a timing.
 
+`--events N` folds, before each close, the next N events of the retailer simulator (2,000
+events a simulated second, in reads of 1,000, routed to the shards by `shard_of`, due
+holds expired as the flow's timers would) instead of `--rows` receipts at new positions:
+the changed rows are then the flow's, positions with holds, staged parcels, inbound lines
+and a window's memory that grow over the closes (docs/scaling.md, "Eleventh pass"), not
+plain receipts. `--closes` then counts closes in sequence over one growing state.
+
     python -m bench.epoch_close --rows 200 --rounds 3 [--busy 1] [--json]
+    python -m bench.epoch_close --events 20000 --closes 4 --rounds 3
 """
 
 from __future__ import annotations
@@ -31,11 +39,12 @@ from adapters.clock import ReplayClock
 from adapters.shard_checkpoints import write_layout
 from bench.common import REPO, machine, say, write_result
 from flows.logic import EpochClose, ShardBatch, ShardLogic, Stamped
-from ledger.effects import split
+from ledger.effects import by_position, split
 from ledger.events import EventType, InventoryEvent
 from ledger.policy import LedgerPolicy
-from ledger.shard import PositionKey
+from ledger.shard import PositionKey, shard_of
 from omni_ledger.table import render_table
+from simulator import RetailerSimulator, SimConfig
 
 __all__ = ["main", "measure"]
 
@@ -50,6 +59,37 @@ def _batch(shard: int, rows: int, close: int) -> ShardBatch:
         event = InventoryEvent(f"e{shard}-{close}-{row}", EventType.RECEIVED, at, f"ST-{shard}-{close}", f"K{row}", 1)
         groups.extend((effect.key, ((at, effect),)) for effect in split(event))
     return shard, tuple(groups)
+
+
+_READ = 1_000
+"""Events a read of the simulated stream: a flow's source reads in batches of about this many."""
+_START: int = 1_790_000_000_000
+
+
+Reads = list[tuple[int, list[ShardBatch]]]
+"""A close's reads of the simulated stream: (the read's clock, its shard batches)."""
+
+
+def _simulated(shards: int, events: int, closes: int, seed: int = 7) -> list[Reads]:
+    """For each close, its reads of `events` simulated events, each read split into shard batches.
+
+    Made before anything is timed, the same for every mode and round (the simulator is
+    deterministic), as `admit_batch` groups a read: effects by position, positions by shard.
+    """
+    sim = RetailerSimulator(SimConfig(seed=seed, expected_rate=2_000))
+    now = _START
+    out: list[Reads] = []
+    for _ in range(closes):
+        reads: Reads = []
+        for _ in range(0, events, _READ):
+            now += _READ // 2  # 2,000 events a simulated second
+            stamped = [(now, event) for event in sim.next_events(now, _READ)]
+            by_shard: dict[int, list[tuple[PositionKey, tuple[Stamped, ...]]]] = {}
+            for key, group in by_position(stamped).items():
+                by_shard.setdefault(shard_of(key, shards), []).append((key, tuple(group)))
+            reads.append((now, [(index, tuple(groups)) for index, groups in sorted(by_shard.items())]))
+        out.append(reads)
+    return out
 
 
 def _spin(stop: threading.Event) -> None:
@@ -75,8 +115,21 @@ def busy(threads: int) -> Iterator[None]:
             thread.join()
 
 
-def measure(shards: int, rows: int, closes: int, together: bool, busy_threads: int = 0) -> list[float]:
-    """Wall seconds of each epoch close after the first (the first also creates the directories)."""
+def measure(
+    shards: int,
+    rows: int,
+    closes: int,
+    together: bool,
+    busy_threads: int = 0,
+    simulated: list[Reads] | None = None,
+    costs: list[tuple[float, int, int]] | None = None,
+) -> list[float]:
+    """Wall seconds of each epoch close after the first (the first also creates the directories).
+
+    With `simulated` (from `_simulated`, one list of reads per close, `closes + 1` of them)
+    each close folds its reads instead of `rows` receipts a shard. `costs` gets, for the
+    same closes, (the closing thread's CPU seconds, changed rows, bytes of the files written).
+    """
     root = Path(tempfile.mkdtemp(prefix="epoch-close-", dir=REPO / "var"))
     try:
         write_layout(root, shards)
@@ -84,14 +137,31 @@ def measure(shards: int, rows: int, closes: int, together: bool, busy_threads: i
         policy = LedgerPolicy()
         logics = [ShardLogic(None, policy, ReplayClock(), root, shards, close=shared) for _ in range(shards)]
         walls = []
+        seen: set[Path] = set()
         with busy(busy_threads):
             for close in range(closes + 1):
-                for index, logic in enumerate(logics):
-                    logic.on_batch([_batch(index, rows, close)])
-                began = time.perf_counter()
+                changed: set[str] = set()
+                if simulated is None:
+                    for index, logic in enumerate(logics):
+                        logic.on_batch([_batch(index, rows, close)])
+                    changed.update(str(i) for i in range(shards * rows))
+                else:
+                    for now, read in simulated[close]:
+                        for batch in read:
+                            logics[batch[0]].on_batch([batch])
+                            changed.update(key for key, _ in batch[1])
+                        for logic in logics:
+                            # What the flow's timers do; a position whose holds ended is a changed row too.
+                            changed.update(key for key, _ in logic.shard.expire_due(now, policy))
+                began, cpu = time.perf_counter(), time.thread_time()
                 for logic in logics:
                     logic.snapshot()
                 walls.append(time.perf_counter() - began)
+                cpu = time.thread_time() - cpu
+                written = {path for path in root.rglob("*-*") if path.is_file()} - seen
+                seen |= written
+                if costs is not None and close > 0:
+                    costs.append((cpu, len(changed), sum(path.stat().st_size for path in written)))
         return walls[1:]
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -104,21 +174,42 @@ def main() -> None:
     parser.add_argument("--closes", type=int, default=8, help="closes a mode and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--busy", type=int, default=0, help="threads running Python meanwhile, as in a flow")
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=0,
+        help="simulated events folded before each close (the flow's rows: holds, tails...) instead of --rows",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     (REPO / "var").mkdir(exist_ok=True)
+    simulated = _simulated(args.shards, args.events, args.closes + 1) if args.events else None
     rounds: list[dict[str, list[float]]] = []
+    costs: dict[str, list[tuple[float, int, int]]] = {mode: [] for mode in MODES}
     for round_ in range(args.rounds):
-        say(
-            f"round {round_ + 1}: {args.shards} shards, {args.rows:,} changed rows each, {args.closes} closes a mode, "
-            f"{args.busy} busy threads"
-        )
+        what = f"{args.events:,} simulated events a close" if args.events else f"{args.rows:,} changed rows each"
+        say(f"round {round_ + 1}: {args.shards} shards, {what}, {args.closes} closes a mode, {args.busy} busy threads")
         order = MODES if round_ % 2 == 0 else MODES[::-1]
         rounds.append(
-            {mode: measure(args.shards, args.rows, args.closes, mode == "together", args.busy) for mode in order}
+            {
+                mode: measure(
+                    args.shards, args.rows, args.closes, mode == "together", args.busy, simulated, costs[mode]
+                )
+                for mode in order
+            }
         )
     medians = {mode: statistics.median(w for r in rounds for w in r[mode]) for mode in MODES}
-    result = {"args": vars(args), "rounds": rounds, "median_s": medians, "machine": machine()}
+    cpu = {mode: statistics.median(c for c, _, _ in costs[mode]) for mode in MODES}
+    per_row = {mode: statistics.median(c / max(1, n) for c, n, _ in costs[mode]) for mode in MODES}
+    result = {
+        "args": vars(args),
+        "rounds": rounds,
+        "median_s": medians,
+        "costs": costs,
+        "cpu_median_s": cpu,
+        "cpu_per_row_median_s": per_row,
+        "machine": machine(),
+    }
     path = write_result("epoch_close", result)
     if args.json:
         print(json.dumps(result, indent=1))
@@ -129,10 +220,19 @@ def main() -> None:
             f"{medians[mode] * 1e3:.1f}",
             f"{max(w for r in rounds for w in r[mode]) * 1e3:.1f}",
             ", ".join(f"{statistics.median(r[mode]) * 1e3:.1f}" for r in rounds),
+            f"{cpu[mode] * 1e3:.1f}",
+            f"{per_row[mode] * 1e6:.2f}",
         ]
         for mode in MODES
     ]
-    print(render_table(["checkpoints", "close wall ms (median)", "max", "rounds' medians"], rows))
+    headers = ["checkpoints", "close wall ms (median)", "max", "rounds' medians", "closing thread CPU ms", "us a row"]
+    print(render_table(headers, rows))
+    changed = [n for mode in MODES for _, n, _ in costs[mode]]
+    written = [b for mode in MODES for _, _, b in costs[mode]]
+    print(
+        f"changed rows a close: {min(changed):,}-{max(changed):,}; bytes written a close: "
+        f"{min(written) / 1e6:.2f}-{max(written) / 1e6:.2f} MB"
+    )
     print(f"one by one / together: {medians['one by one'] / medians['together']:.2f}x; results in {path}")
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import struct
 import zlib
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -72,6 +73,9 @@ _LOW = 0xFFFFFFFF
 _W = len(NUMBERS)
 """Numbers a row holds."""
 _ZERO_ROW = array("q", bytes(8 * _W))
+_ZERO_BYTES = bytes(8 * _W)
+_ROW = struct.Struct(f"={_W}q")
+"""A row's numbers as bytes: the same as `array("q", numbers).tobytes()`, in one call."""
 _GOLDEN = 0x9E3779B97F4A7C15
 _MASK64 = 0xFFFFFFFFFFFFFFFF
 
@@ -621,44 +625,55 @@ class Shard:
                 heapq.heapify(self._heap)
 
     def _rows_image(self, rows: Sequence[int]) -> ShardImage:
-        """The rows `rows` as a delta image, with names of their own (numbered in order of first use)."""
+        """The rows `rows` as a delta image, with names of their own (numbered in order of first use).
+
+        One pass over the rows, each taken as what it is. In a flow nearly every changed row
+        is an object (a row folded since the last checkpoint stays one until an interval
+        passes without a fold), mostly with holds, inbound lines or an offer: its
+        `position_state` is its cost. The columns' slices copied for every row, then overwritten
+        for the objects' in a second pass, were work for nothing in that case (docs/scaling.md,
+        "Eleventh pass": 10-15% of the image in a loop over the same rows).
+        """
         sites: dict[str, int] = {}
         skus: dict[str, int] = {}
-        keys = array("q")
-        own_keys, own_sites, own_skus = self._keys, self._sites, self._skus
-        for row in rows:
-            key = own_keys[row]
-            keys.append(
+        own_sites, own_skus = self._sites, self._skus
+        keys = array(
+            "q",
+            [
                 sites.setdefault(own_sites[key >> 32], len(sites)) << 32
                 | skus.setdefault(own_skus[key & _LOW], len(skus))
-            )
-        # Each row's numbers as one slice of the row-major array: no Python step per number.
-        numbers = array("q")
-        with memoryview(self._numbers) as own:
-            numbers.frombytes(b"".join([own[_W * row : _W * row + _W] for row in rows]))
-        heap, at_of = self._tails, self._tail_at
-        sizes = array("i", map(self._tail_len.__getitem__, rows))
-        tails: list[bytes | bytearray] = [
-            heap[at : at + size] for at, size in zip(map(at_of.__getitem__, rows), sizes, strict=True)
-        ]
+                for key in map(self._keys.__getitem__, rows)
+            ],
+        )
+        numbers: list[bytes | memoryview] = []
+        tails: list[bytes | memoryview] = []
+        sizes = array("i")
         objects = []
-        own_objects = self._objects
-        for r in [r for r, row in enumerate(rows) if row in own_objects]:
-            position = own_objects[rows[r]]
-            tail = tail_of(position)
-            if tail is None:
-                objects.append((r, position_state(position)))
-                numbers[_W * r : _W * r + _W] = _ZERO_ROW  # an object row's columns mean nothing
-                tail = b""
-            else:
-                numbers[_W * r : _W * r + _W] = array("q", numbers_of(position))
-            tails[r] = tail
-            sizes[r] = len(tail)
+        object_of, heap, at_of, size_of = self._objects.get, self._tails, self._tail_at, self._tail_len
+        with memoryview(self._numbers) as own, memoryview(heap) as packed:
+            for r, row in enumerate(rows):
+                position = object_of(row)
+                if position is None:
+                    numbers.append(own[_W * row : _W * row + _W])
+                    at, size = at_of[row], size_of[row]
+                    tails.append(packed[at : at + size])
+                    sizes.append(size)
+                    continue
+                tail = tail_of(position)
+                if tail is None:
+                    objects.append((r, position_state(position)))
+                    numbers.append(_ZERO_BYTES)  # an object row's columns mean nothing
+                    sizes.append(0)
+                else:
+                    numbers.append(_ROW.pack(*numbers_of(position)))
+                    tails.append(tail)
+                    sizes.append(len(tail))
+            numbers_blob, tails_blob = b"".join(numbers), b"".join(tails)
         starts = array("q", accumulate(sizes, initial=0))
         starts.pop()
         return ShardImage(
-            False, tuple(sites), tuple(skus), keys.tobytes(), numbers.tobytes(), starts.tobytes(), sizes.tobytes(),
-            b"".join(tails), b"", tuple(objects),
+            False, tuple(sites), tuple(skus), keys.tobytes(), numbers_blob, starts.tobytes(), sizes.tobytes(),
+            tails_blob, b"", tuple(objects),
         )  # fmt: skip
 
 

@@ -10,15 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger import memory
+from ledger import shard as shard_module
 from ledger.effects import split
 from ledger.events import EventType, InventoryEvent
 from ledger.fold import fold
 from ledger.policy import LedgerPolicy
 from ledger.position import Position
 from ledger.position_columns import NUMBERS, numbers_of, position_of, tail_of
-from ledger.shard import Shard, ShardImage
+from ledger.shard import Shard, ShardImage, position_key
 from tests.stories import deliveries, stories
-from tests.unit.ledger.test_fold_properties import NARROW, SETTINGS, WIDE, run_fold
+from tests.unit.ledger.test_fold_properties import NARROW, SETTINGS, WIDE, replay_clock, run_fold
 from tests.unit.ledger.test_shard import fold_through_shards
 
 pytestmark = pytest.mark.unit
@@ -96,6 +97,35 @@ def test_a_shard_image_restored_into_a_new_shard_equals_the_live_shard(data, pol
     everything = Shard()
     everything.restore([half.image(), _changed_image(live)])
     assert dict(everything.positions()) == dict(live.positions())
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    policy=st.sampled_from([WIDE, NARROW]),
+    closes=st.sets(st.integers(0, 60)),
+    hot=st.sampled_from([0, 1, 3, 4096]),
+)
+def test_the_deltas_of_every_close_restore_the_live_shard_whatever_rows_they_hold_as_objects_or_packed(
+    data, policy, closes, hot
+):
+    # A delta's rows are imaged one by one as what they are: objects (plain or not, folded since
+    # the last close) and rows packed back into columns by the close itself (`hot` small: more
+    # than `_HOT` rows folded in an interval are all packed before the delta is imaged).
+    order = data.draw(deliveries(data.draw(stories())))
+    items = [(now, effect) for now, event in zip(replay_clock(order), order, strict=True) for effect in split(event)]
+    live, images = Shard(), []
+    with patch.object(shard_module, "_HOT", hot):
+        for n, (now, effect) in enumerate(items):
+            live.fold(position_key(effect.site_id, effect.sku), [(now, effect)], policy)
+            if n in closes:
+                images.append(live.take_changed().image())
+        live.expire_all(replay_clock(order)[-1] if order else 0, policy)
+        images.append(live.take_changed().image())
+    restored = Shard()
+    restored.restore(images)
+    assert dict(restored.positions()) == dict(live.positions())
+    assert restored.census() == live.census()
 
 
 def _receipt(site: str, sku: str):

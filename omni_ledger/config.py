@@ -307,7 +307,8 @@ class ServeSettings:
     refresh_process: bool = setting(
         True,
         "The read model's refreshes run their DuckDB statements in a child process with a GIL of its own: "
-        "a publish is visible sooner under load, for ~150 MB more (docs/serving.md).",
+        "a publish is visible sooner under load, for ~150 MB more (docs/serving.md). "
+        "If the child cannot start, the refreshes run in the serving process (a warning in the log).",
     )
 
     def __post_init__(self) -> None:

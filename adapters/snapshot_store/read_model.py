@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import logging
 import os
 import sys
 import threading
@@ -97,6 +98,8 @@ from ledger.outputs import InboundLine, OfferTerms
 
 __all__ = ["NARROW", "WIDE", "InboundRow", "ReadModel", "ReadView", "Refreshed", "SiteSet", "SkuColumns", "raw"]
 
+
+_LOG = logging.getLogger("omni_ledger.read_model")
 
 _APPT = "sku >= 'appt:' AND sku < 'appt;'"  # a range, not starts_with: Parquet min/max statistics can prune it
 _FEED_COLUMNS = ("site_id", "sku", "atp", "on_hand", "reserved", "staged", "inbound", "negative", "updated_at")
@@ -614,9 +617,7 @@ class ReadModel:
                     self._cursor.execute(f"SET threads = {int(self._threads)}")
                     self._feed = self._cursor
                     if self._process:
-                        # Duck-typed: the calls a refresh makes (execute, fetch*), in a child process.
-                        self._feed = cast(duckdb.DuckDBPyConnection, RemoteCursor(self._directory))
-                        self._feed.execute(f"SET threads = {int(self._threads)}")
+                        self._feed = self._start_cursor_process()
                 assert self._feed is not None
                 return self._refresh(self._reader, self._cursor, self._feed)
             except BaseException as exc:
@@ -626,6 +627,31 @@ class ReadModel:
                     msg = f"cannot refresh the read model from {self._directory}: {exc}"
                     raise SnapshotError(msg) from exc
                 raise
+
+    def _start_cursor_process(self) -> duckdb.DuckDBPyConnection:
+        """A `RemoteCursor` for the refreshes' statements; this process's cursor if none can start.
+
+        A child that cannot start (no processes or memory left, a sandbox without the
+        semaphores multiprocessing needs) costs publish -> visible, not answers: the
+        refreshes run here instead, said once in the log, until the model is opened again.
+        A child that started and later died is another matter: that refresh fails and the
+        next starts a new child (`refresh`).
+        """
+        assert self._cursor is not None
+        try:
+            # Duck-typed: the calls a refresh makes (execute, fetch*), in a child process.
+            feed = cast(duckdb.DuckDBPyConnection, RemoteCursor(self._directory))
+            feed.execute(f"SET threads = {int(self._threads)}")
+        except (OSError, duckdb.Error) as exc:
+            self._process = False
+            _LOG.warning(
+                "the read model's cursor process could not start (%s): refreshing in the serving process "
+                "instead; publishes may take longer to show under load. Set serve.refresh_process = false "
+                "to choose this without the warning.",
+                exc,
+            )
+            return self._cursor
+        return feed
 
     def _close_cursor(self) -> None:
         cursor, feed, self._cursor, self._feed, self._numbered = self._cursor, self._feed, None, None, None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.snapshot_store import SnapshotReader, SnapshotWriter
+from adapters.snapshot_store import SnapshotReader, SnapshotWriter, read_model
 from adapters.snapshot_store.layout import LAKE
 from adapters.snapshot_store.overlay import Overlay
 from adapters.snapshot_store.read_model import ReadModel, ReadView, Refreshed
@@ -469,6 +470,31 @@ def test_a_cursor_process_that_ended_fails_one_refresh_and_the_next_starts_anoth
             assert model.view is before
             model.refresh()
             assert_whole(path, model)
+
+
+def test_a_cursor_process_that_cannot_start_leaves_the_refreshes_in_process_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fault injection: the child cannot be started (what `fork` says without processes or memory
+    left). The model still loads and follows the store, in this process, and says so once."""
+
+    def cannot_start(directory: Path) -> None:
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(read_model, "RemoteCursor", cannot_start)
+    path = tmp_path / "snapshots"
+    with SnapshotWriter.open(path) as writer:
+        writer.publish([change("S0", "A", 1), change("S1", "A", 1)], [], events_applied=2, now=T0)
+        with caplog.at_level("WARNING", logger="omni_ledger.read_model"), ReadModel.open(path, process=True) as model:
+            assert model.cursor_process_resident is None
+            for n in range(2, 4):
+                writer.publish([change("S0", "A", n, on_hand=n)], [], events_applied=n + 1, now=T0 + n)
+                assert model.refresh() == 1
+            assert_whole(path, model)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "omni_ledger.read_model"]
+    assert len(warnings) == 1, warnings
+    assert "could not start" in warnings[0]
+    assert "serve.refresh_process = false" in warnings[0]
 
 
 def test_the_cursor_processs_memory_is_reported_apart_from_the_servers(

@@ -478,10 +478,11 @@ def test_a_cursor_process_that_cannot_start_leaves_the_refreshes_in_process_and_
     """Fault injection: the child cannot be started (what `fork` says without processes or memory
     left). The model still loads and follows the store, in this process, and says so once."""
 
-    def cannot_start(directory: Path) -> None:
-        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+    class CannotStart:
+        def __init__(self, directory: Path) -> None:
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
 
-    monkeypatch.setattr(read_model, "RemoteCursor", cannot_start)
+    monkeypatch.setattr(read_model, "RemoteCursor", CannotStart)
     path = tmp_path / "snapshots"
     with SnapshotWriter.open(path) as writer:
         writer.publish([change("S0", "A", 1), change("S1", "A", 1)], [], events_applied=2, now=T0)

@@ -81,6 +81,7 @@ from adapters.snapshot_store.columns import (
 from adapters.snapshot_store.layout import LAKE, store_exists
 from adapters.snapshot_store.overlay import Base, Layered, Layout, Overlay, Patch, catch_up, packed
 from adapters.snapshot_store.reader import SnapshotReader
+from adapters.snapshot_store.recent import base_growth
 from adapters.snapshot_store.remote_cursor import RemoteCursor
 from adapters.snapshot_store.replica import (
     SnapshotChanges,
@@ -574,8 +575,8 @@ class ReadModel:
         self._cpu_started = 0.0
         self._published_at: Millis | None = None
         self._counted: tuple[int, int, frozenset[str]] | None = None
-        """(snapshot id, the rows of `reader.counted_tables()` then, their DuckLake table ids): reused
-        by the next refresh when no snapshot since changed those tables (`_untouched`)."""
+        """(snapshot id, the rows of `reader.counted_tables()` then, their DuckLake table ids): carried
+        to the next refresh when no snapshot since changed those tables but a writer's fold (`_bases_growth`)."""
 
     @classmethod
     def open(
@@ -727,9 +728,11 @@ class ReadModel:
         made = snapshot_changes(feed, since, newest)
         ranges = data_ranges(feed, since, newest, made)
         counted = self._counted
-        counted_rows = None
-        if counted is not None and counted[0] == since and _untouched(made, since, newest, counted[2], reader):
-            counted_rows = counted[1]
+        counted_rows = growth = None
+        if counted is not None and counted[0] == since:
+            growth = _bases_growth(made, since, newest, counted[2], reader)
+        if counted is not None and growth is not None:
+            counted_rows = counted[1] + growth
             self._counted = (newest, counted_rows, counted[2])
         else:
             self._counted = None
@@ -1060,23 +1063,33 @@ def _table_ids(cursor: duckdb.DuckDBPyConnection, tables: Sequence[str]) -> froz
     return frozenset(str(row[0]) for row in rows.fetchall())
 
 
-def _untouched(made: SnapshotChanges, since: int, until: int, ids: frozenset[str], reader: SnapshotReader) -> bool:
-    """Whether no snapshot in (since, until] changed the tables `ids` (or a table of their names).
+def _bases_growth(
+    made: SnapshotChanges, since: int, until: int, ids: frozenset[str], reader: SnapshotReader
+) -> int | None:
+    """The rows the snapshots in (since, until] added to the tables `ids` (the bases), or None if not known.
 
     A table's rows change only in a snapshot whose changes list it (`tables_inserted_into`,
     `tables_deleted_from`, a maintenance rewrite: by id; created, dropped, altered: by name).
-    A snapshot DuckLake no longer lists cannot be vouched for: False.
+    Of those, a writer's fold says by how many rows it changed its base (`recent.base_growth`);
+    any other (an operator's repair, maintenance, a writer of before the label), or a snapshot
+    DuckLake no longer lists, cannot be vouched for: None, and the bases are counted again.
     """
-    names = set(reader.counted_tables())
+    names = frozenset(reader.counted_tables())
+    growth = 0
     for snapshot_id in range(since + 1, until + 1):
         listed = made.get(snapshot_id)
         if listed is None:
-            return False
-        for values in listed.values():
-            for value in values:
-                if value in ids or value.rsplit(".", 1)[-1].strip('"') in names:
-                    return False
-    return True
+            return None
+        if any(
+            value in ids or value.rsplit(".", 1)[-1].strip('"') in names
+            for values in listed.changes.values()
+            for value in values
+        ):
+            folded = base_growth(listed.message, listed.extra_info, names)
+            if folded is None:
+                return None
+            growth += folded
+    return growth
 
 
 def _load(cursor: duckdb.DuckDBPyConnection, snapshot_id: int) -> ReadView:

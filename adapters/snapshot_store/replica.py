@@ -21,6 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from ledger.errors import SnapshotError
 __all__ = [
     "PositionReplica",
     "SnapshotChanges",
+    "SnapshotMade",
     "data_ranges",
     "insertions_sql",
     "lower_priority",
@@ -334,16 +336,26 @@ def _count(cursor: duckdb.DuckDBPyConnection, query: str) -> int:
 _MAINTENANCE_CHANGES = frozenset({"flushed_inlined", "rewrite_delete", "merge_adjacent", "compacted_table"})
 
 
-SnapshotChanges = dict[int, dict[str, list[str]]]
-"""DuckLake's record of what each snapshot changed (`ducklake_snapshots`' `changes`), by snapshot id."""
+@dataclass(frozen=True, slots=True)
+class SnapshotMade:
+    """DuckLake's record of one snapshot: what it changed (`ducklake_snapshots`' `changes`) and its commit message."""
+
+    changes: dict[str, list[str]]
+    message: str | None = None
+    extra_info: str | None = None
+
+
+SnapshotChanges = dict[int, SnapshotMade]
+"""`SnapshotMade` by snapshot id."""
 
 
 def snapshot_changes(cursor: duckdb.DuckDBPyConnection, since: int, until: int) -> SnapshotChanges:
     """What each snapshot in (since, until] changed, as DuckLake lists it (one it no longer lists is absent)."""
     return {
-        int(snapshot_id): dict(changes or {})
-        for snapshot_id, changes in cursor.execute(
-            f"SELECT snapshot_id, changes FROM ducklake_snapshots('{LAKE}') WHERE snapshot_id > ? AND snapshot_id <= ?",
+        int(snapshot_id): SnapshotMade(dict(changes or {}), message, extra_info)
+        for snapshot_id, changes, message, extra_info in cursor.execute(
+            "SELECT snapshot_id, changes, commit_message, commit_extra_info "
+            f"FROM ducklake_snapshots('{LAKE}') WHERE snapshot_id > ? AND snapshot_id <= ?",
             [since, until],
         ).fetchall()
     }
@@ -359,7 +371,11 @@ def data_ranges(
     same range, if the caller has read it already.
     """
     listed = snapshot_changes(cursor, since, until) if changes is None else changes
-    moved = {snapshot_id for snapshot_id, made in listed.items() if made and set(made) <= _MAINTENANCE_CHANGES}
+    moved = {
+        snapshot_id
+        for snapshot_id, made in listed.items()
+        if made.changes and set(made.changes) <= _MAINTENANCE_CHANGES
+    }
     ranges: list[tuple[int, int]] = []
     for snapshot_id in range(since + 1, until + 1):
         if snapshot_id in moved:

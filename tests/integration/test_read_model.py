@@ -56,6 +56,16 @@ def store_rows(reader: SnapshotReader, snapshot_id: int) -> list[dict[str, objec
     return sorted(products, key=lambda r: (str(r["site_id"]), str(r["sku"])))
 
 
+def bases_count(path: Path, snapshot_id: int) -> int:
+    """The rows of the store's bases at `snapshot_id`, counted (what a follower may carry instead)."""
+    reader = SnapshotReader.open(path)
+    try:
+        _, rows = reader.sql(reader.position_count_parts(snapshot_id)[0])
+    finally:
+        reader.close()
+    return int(rows[0][0])
+
+
 def atp_of(view: ReadView, sku: str) -> tuple[tuple[str, ...], list[int]]:
     sites, atp = view.sku_atp(sku)
     return tuple(sites), list(atp)
@@ -197,7 +207,8 @@ def test_a_position_deleted_from_the_store_leaves_the_model(
 @pytest.mark.parametrize("table", ["positions_base", "positions_recent"])
 def test_a_position_deleted_while_the_bases_count_is_kept_still_leaves_the_model(tmp_path: Path, table: str) -> None:
     """The bases' count (a scan of 20M rows once they carry delete files) is reused while no snapshot
-    changed them; a delete from a base or from the recent rows, or a fold into the base, counts again."""
+    changed them, and carried across a writer's fold by the rows its commit says it added; a delete
+    from a base or from the recent rows counts again."""
     path = tmp_path / "snapshots"
     with SnapshotWriter.open(path, recent_limit=None) as writer:
         writer.publish([change("S1", sku, 1, on_hand=5) for sku in "ABCD"], [], events_applied=4, now=T0)
@@ -209,9 +220,12 @@ def test_a_position_deleted_while_the_bases_count_is_kept_still_leaves_the_model
                 model.refresh()
                 assert model._counted is not None
                 assert model._counted[0] == sid  # counted (step 2), then kept (step 3)
-            writer.compact_recent()  # a fold: the base changed, counted again
+            writer.compact_recent()  # a fold: E enters the base, which its commit says (+1 row)
             sid = writer.publish([change("S1", "B", 4, on_hand=1)], [], events_applied=6, now=T0 + 4)
             model.refresh()
+            assert model._counted is not None
+            assert model._counted[:2] == (sid, bases_count(path, sid))
+            assert model._counted[1] == 5
             assert_whole(path, model)
             # F only in the recent rows (every key before it was folded into the base).
             sid = writer.publish(

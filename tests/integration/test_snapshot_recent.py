@@ -27,7 +27,7 @@ from adapters.snapshot_store import SnapshotReader, SnapshotWriter, StoreLayout
 from adapters.snapshot_store.connection import attach, commit_turn, connect, scalar
 from adapters.snapshot_store.layout import LAKE
 from adapters.snapshot_store.read_model import ReadModel
-from adapters.snapshot_store.recent import commit_fold, read_recent
+from adapters.snapshot_store.recent import FOLD_MESSAGE, base_growth, commit_fold, read_recent
 from adapters.snapshot_store.replica import PositionReplica
 from adapters.snapshot_store.tables import TABLES
 from ledger.errors import SnapshotError
@@ -201,9 +201,31 @@ def publish_and_check(
                 state = states.get(snapshot_id, state)
                 assert positions(reader, snapshot_id) == state
                 assert count(reader, snapshot_id) == len(state)
+            assert_folds_labelled(reader, min(states), last)
     finally:
         for writer in opened:
             writer.close()
+
+
+def assert_folds_labelled(reader: SnapshotReader, first: int, last: int) -> None:
+    """Every snapshot in [first, last] that changed a base's rows is a fold whose commit says by how many."""
+    bases = reader.counted_tables()
+
+    def rows(base: str, snapshot_id: int) -> int:
+        return int(reader.sql(f"SELECT count(*) FROM {base} AT (VERSION => {snapshot_id})")[1][0][0])
+
+    _, commits = reader.sql(
+        "SELECT snapshot_id, commit_message, commit_extra_info FROM ducklake_snapshots('lake') "
+        f"WHERE snapshot_id > {int(first)} AND snapshot_id <= {int(last)}"
+    )
+    for snapshot_id, message, extra_info in commits:
+        grew = {base: rows(base, snapshot_id) - rows(base, snapshot_id - 1) for base in bases}
+        if message == FOLD_MESSAGE:
+            label = json.loads(extra_info)
+            assert base_growth(message, extra_info, frozenset(bases)) == grew[label["base"]] == label["growth"]
+            assert all(grew[base] == 0 for base in bases if base != label["base"])
+        else:
+            assert set(grew.values()) == {0}, (snapshot_id, grew)
 
 
 def hash_share(key: Key, writers: int) -> int:

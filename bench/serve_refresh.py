@@ -16,7 +16,10 @@ checkout of a newer store layout migrates its copy when its writer opens it.
    view names the new snapshot; the resident memory after each, and the peak at the end
    (the transient of every refresh, and of the writer publishing in the same process).
 
-Prints one line a checkout and round and writes the JSON under bench/results/. The
+Prints one line a checkout and round, then a table (`--json`: each run's JSON), and writes the
+JSON under bench/results/. A publish that starts a fold waits for it to commit before the
+refresh is timed (the fold runs in this process: its CPU is not the refresh's), and the next
+refresh, the first to read the fold's snapshot, is told apart ("after a fold"). The
 checkouts run one after the other, their order alternating between `--rounds`, on the
 same machine: compare them within one run. With more than 10 publishes of 100,000
 changes, a checkout of layout 2 compacts its recent table once (`RECENT_LIMIT`), and the
@@ -30,12 +33,14 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 from bench.common import write_result
 from bench.serve_store import open_or_build
+from omni_ledger.table import render_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,6 +84,7 @@ rng = random.Random(seed)
 sites = [site.id for site in load_network(network).sites]
 applied = 0
 refreshes = []
+fold_seen = False
 for step in range(publishes):
     now = time.time_ns() // 1_000_000
     keys = {(rng.choice(sites), f"SKU-{rng.randrange(skus):06d}") for _ in range(changes)}
@@ -91,10 +97,14 @@ for step in range(publishes):
         ))
     applied += len(batch)
     sid = writer.publish(batch, [], events_applied=applied, now=now)
+    # A fold a publish started runs in the background of this process: waited for, so that
+    # its CPU is not a refresh's. Its snapshot is not a publish's: the next refresh reads it.
+    writer.wait_for_fold()
+    folded, fold_seen = fold_seen, bool(writer.take_folds())
     wall, cpu = time.perf_counter(), time.process_time()
     changed = model.refresh()
     took = {"changes": changed, "wall_s": round(time.perf_counter() - wall, 3),
-            "cpu_s": round(time.process_time() - cpu, 3), "resident_bytes": rss()}
+            "cpu_s": round(time.process_time() - cpu, 3), "resident_bytes": rss(), "after_fold": folded}
     assert model.view.snapshot_id == sid, (model.view.snapshot_id, sid)
     refreshes.append(took)
 out["refreshes"] = refreshes
@@ -110,6 +120,7 @@ print(json.dumps(out))
 _BUILD = """
 import json, sys
 from bench.serve_store import open_or_build
+from omni_ledger.table import render_table
 build = open_or_build(sites=int(sys.argv[1]), skus=int(sys.argv[2]), seed=int(sys.argv[3]), slot_days=int(sys.argv[4]))
 print(json.dumps([str(build.directory), str(build.network)]))
 """
@@ -150,6 +161,7 @@ def main() -> None:
     parser.add_argument("--publishes", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1, help="rounds, the checkouts' order alternating")
     parser.add_argument("--before", type=Path, default=None, help="another checkout, run first (e.g. main's)")
+    parser.add_argument("--json", action="store_true", help="print each run's JSON rather than a table")
     args = parser.parse_args()
     if args.before:
         # Built (and cached) by the older checkout, so that it can open it; a checkout of
@@ -169,9 +181,45 @@ def main() -> None:
             result = run(checkout, Path(directory), network, args)
             result["round"] = r
             runs.append(result)
-            print(json.dumps(result), flush=True)
+            print(json.dumps(result) if args.json else summary_line(result), flush=True)
+    if not args.json:
+        print(render_table([*_COLUMNS], [summary_row(run) for run in runs]))
     path = write_result("serve-refresh", {"params": {k: str(v) for k, v in vars(args).items()}, "runs": runs})
     print(f"results in {path.relative_to(REPO)}")
+
+
+_COLUMNS = (
+    "checkout",
+    "round",
+    "load s",
+    "B/position",
+    "refresh wall p50 s",
+    "CPU p50 s",
+    "after a fold: wall s",
+    "CPU s",
+)
+
+
+def summary_row(run: dict[str, object]) -> list[object]:
+    """One run's figures: the load, the refreshes' medians, and the refreshes that read a fold's snapshot."""
+    refreshes = run["refreshes"]
+    assert isinstance(refreshes, list)
+    plain = [r for r in refreshes if not r.get("after_fold")]
+    folds = [r for r in refreshes if r.get("after_fold")]
+    return [
+        Path(str(run["code"])).name,
+        run["round"],
+        run["load_wall_s"],
+        run["resident_bytes_per_position"],
+        statistics.median(r["wall_s"] for r in plain) if plain else None,
+        statistics.median(r["cpu_s"] for r in plain) if plain else None,
+        ", ".join(str(r["wall_s"]) for r in folds) or None,
+        ", ".join(str(r["cpu_s"]) for r in folds) or None,
+    ]
+
+
+def summary_line(run: dict[str, object]) -> str:
+    return "  ".join(f"{name}: {value}" for name, value in zip(_COLUMNS, summary_row(run), strict=True))
 
 
 if __name__ == "__main__":

@@ -1070,9 +1070,10 @@ def _bases_growth(
 
     A table's rows change only in a snapshot whose changes list it (`tables_inserted_into`,
     `tables_deleted_from`, a maintenance rewrite: by id; created, dropped, altered: by name).
-    Of those, a writer's fold says by how many rows it changed its base (`recent.base_growth`);
-    any other (an operator's repair, maintenance, a writer of before the label), or a snapshot
-    DuckLake no longer lists, cannot be vouched for: None, and the bases are counted again.
+    Of those, DuckLake's maintenance moves rows without changing them (as `data_ranges`, which
+    skips them, relies on too), and a writer's fold says by how many rows it changed its base
+    (`recent.base_growth`); any other (an operator's repair, a writer of before the label), or
+    a snapshot DuckLake no longer lists, cannot be vouched for: None, and the bases are counted again.
     """
     names = frozenset(reader.counted_tables())
     growth = 0
@@ -1080,6 +1081,8 @@ def _bases_growth(
         listed = made.get(snapshot_id)
         if listed is None:
             return None
+        if listed.moved_rows_only:
+            continue  # maintenance (files merged or rewritten): the same rows in other files
         if any(
             value in ids or value.rsplit(".", 1)[-1].strip('"') in names
             for values in listed.changes.values()

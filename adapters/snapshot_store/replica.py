@@ -344,6 +344,11 @@ class SnapshotMade:
     message: str | None = None
     extra_info: str | None = None
 
+    @property
+    def moved_rows_only(self) -> bool:
+        """Whether DuckLake's maintenance made it (rows moved to other files, none changed or counted differently)."""
+        return bool(self.changes) and set(self.changes) <= _MAINTENANCE_CHANGES
+
 
 SnapshotChanges = dict[int, SnapshotMade]
 """`SnapshotMade` by snapshot id."""
@@ -371,11 +376,7 @@ def data_ranges(
     same range, if the caller has read it already.
     """
     listed = snapshot_changes(cursor, since, until) if changes is None else changes
-    moved = {
-        snapshot_id
-        for snapshot_id, made in listed.items()
-        if made.changes and set(made.changes) <= _MAINTENANCE_CHANGES
-    }
+    moved = {snapshot_id for snapshot_id, made in listed.items() if made.moved_rows_only}
     ranges: list[tuple[int, int]] = []
     for snapshot_id in range(since + 1, until + 1):
         if snapshot_id in moved:

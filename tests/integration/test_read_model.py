@@ -19,6 +19,7 @@ from adapters.snapshot_store import SnapshotReader, SnapshotWriter, read_model
 from adapters.snapshot_store.layout import LAKE
 from adapters.snapshot_store.overlay import Overlay
 from adapters.snapshot_store.read_model import ReadModel, ReadView, Refreshed
+from adapters.snapshot_store.replica import snapshot_changes
 from adapters.snapshot_store.serving import ServingStore
 from ledger.answer import MAX_LIMIT, Stock
 from ledger.errors import SnapshotError
@@ -205,11 +206,22 @@ def test_a_position_deleted_from_the_store_leaves_the_model(
 
 
 @pytest.mark.parametrize("table", ["positions_base", "positions_recent"])
-def test_a_position_deleted_while_the_bases_count_is_kept_still_leaves_the_model(tmp_path: Path, table: str) -> None:
+def test_a_position_deleted_while_the_bases_count_is_kept_still_leaves_the_model(
+    tmp_path: Path, table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The bases' count (a scan of 20M rows once they carry delete files) is reused while no snapshot
-    changed them, and carried across a writer's fold by the rows its commit says it added; a delete
-    from a base or from the recent rows counts again."""
+    changed them, and carried across a writer's fold by the rows its commit says it added and across
+    maintenance; a delete from a base or from the recent rows counts again."""
     path = tmp_path / "snapshots"
+    # What each refresh asked for the bases: their count (a query) or the number it carried.
+    asked: list[str] = []
+    side_feed = read_model._side_feed
+
+    def spied(*args, **kwargs):  # type: ignore[no-untyped-def]
+        asked.append(args[5][0])
+        return side_feed(*args, **kwargs)
+
+    monkeypatch.setattr(read_model, "_side_feed", spied)
     with SnapshotWriter.open(path, recent_limit=None) as writer:
         writer.publish([change("S1", sku, 1, on_hand=5) for sku in "ABCD"], [], events_applied=4, now=T0)
         writer.compact_recent()  # A-D in the base
@@ -226,10 +238,27 @@ def test_a_position_deleted_while_the_bases_count_is_kept_still_leaves_the_model
             assert model._counted is not None
             assert model._counted[:2] == (sid, bases_count(path, sid))
             assert model._counted[1] == 5
+            assert asked[-1] == "SELECT 5"  # carried, not counted
+            assert_whole(path, model)
+            # Maintenance (the base's files merged, its deletes rewritten): the same rows, carried too.
+            writer.maintain(keep_snapshots_for=timedelta(days=7))
+            before, sid = sid, writer.publish([change("S1", "B", 5, on_hand=2)], [], events_applied=7, now=T0 + 5)
+            assert sid is not None
+            with SnapshotReader.open(path) as reader:
+                cursor = reader.cursor()
+                made = snapshot_changes(cursor, before, sid)
+                cursor.close()
+            bases = model._counted[2]
+            listed = [(m.moved_rows_only, {v for vs in m.changes.values() for v in vs}) for m in made.values()]
+            assert any(moved and bases & tables for moved, tables in listed)  # a base's files were moved
+            model.refresh()
+            assert model._counted is not None
+            assert model._counted[:2] == (sid, 5)
+            assert asked[-1] == "SELECT 5"
             assert_whole(path, model)
             # F only in the recent rows (every key before it was folded into the base).
             sid = writer.publish(
-                [change("S1", "C", 2, on_hand=1), change("S1", "F", 1, on_hand=5)], [], events_applied=8, now=T0 + 5
+                [change("S1", "C", 2, on_hand=1), change("S1", "F", 1, on_hand=5)], [], events_applied=8, now=T0 + 6
             )
             model.refresh()
             assert model._counted is not None
@@ -237,7 +266,7 @@ def test_a_position_deleted_while_the_bases_count_is_kept_still_leaves_the_model
             # An operator's repair in one table only, then a publish that does not touch that key.
             gone = "F" if table == "positions_recent" else "A"
             writer._con.execute(f"DELETE FROM lake.{table} WHERE sku = '{gone}'")
-            writer.publish([change("S1", "C", 3, on_hand=2)], [], events_applied=9, now=T0 + 6)
+            writer.publish([change("S1", "C", 3, on_hand=2)], [], events_applied=9, now=T0 + 7)
             model.refresh()
             view = model.view
             assert view is not None

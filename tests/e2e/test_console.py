@@ -229,5 +229,9 @@ def test_the_explorer_redraws_when_the_read_model_catches_up_with_a_snapshot_it_
             time.sleep(0.05)
         # The page saw the store's new snapshot and drew again, from the held view: still the old figure.
         expect(page.locator("#snapshot")).to_contain_text(f"snapshot {current.snapshot_id} ", timeout=WAIT_MS)
+        # And says where availability comes from meanwhile.
+        behind = f"availability from snapshot {held.snapshot_id} (catching up)"
+        expect(page.locator("#snapshot")).to_contain_text(behind)
         expect(acme).to_have_text(str(before))
     expect(acme).to_have_text(str(before + 2), timeout=WAIT_MS)
+    expect(page.locator("#snapshot")).not_to_contain_text("catching up", timeout=WAIT_MS)

@@ -92,8 +92,11 @@ async function pollSnapshot() {
   try {
     const health = await fetch("/health").then((r) => r.json());
     const id = health.snapshot_id;
+    // Availability and promises answer from the read model: say so while it is still on an older snapshot.
+    const model = health.read_model?.snapshot_id;
+    const behind = id !== null && model !== undefined && model !== null && model !== id ? ` · availability from snapshot ${model} (catching up)` : "";
     $("snapshot").textContent =
-      id === null ? "snapshot: none yet" : `snapshot ${id} · ${health.snapshot_age_s.toFixed(1)} s old${health.status === "ok" ? "" : " · STALE"}`;
+      id === null ? "snapshot: none yet" : `snapshot ${id} · ${health.snapshot_age_s.toFixed(1)} s old${health.status === "ok" ? "" : " · STALE"}${behind}`;
     // Availability and promises answer from the read model, which follows the store a
     // refresh behind; tasks and the board from the store. Either moving redraws the view:
     // keyed on the store's id alone, a search made while the read model was one snapshot

@@ -72,10 +72,10 @@ are packed at once, so objects stay bounded."""
 _LOW = 0xFFFFFFFF
 _W = len(NUMBERS)
 """Numbers a row holds."""
-_ZERO_ROW = array("q", bytes(8 * _W))
-_ZERO_BYTES = bytes(8 * _W)
 _ROW = struct.Struct(f"={_W}q")
 """A row's numbers as bytes: the same as `array("q", numbers).tobytes()`, in one call."""
+_ZERO_BYTES = bytes(_ROW.size)
+_ZERO_ROW = array("q", _ZERO_BYTES)
 _GOLDEN = 0x9E3779B97F4A7C15
 _MASK64 = 0xFFFFFFFFFFFFFFFF
 

@@ -33,7 +33,7 @@ from ledger.effects import Effect, EffectKind
 from ledger.events import Millis
 from ledger.execution import Work, on_accepted, on_arrived, on_dispatched, on_ended, on_fulfilled, on_picked
 from ledger.fulfilment import Fulfilment
-from ledger.memory import NEVER, DeltaLogDraft, EventIdsDraft
+from ledger.memory import NEVER, DeltaLogDraft, EventIds, EventIdsDraft
 from ledger.outputs import (
     DecisionStatus,
     FoldTally,
@@ -532,8 +532,9 @@ def _fold_plain(
     if floor < 0:
         floor = position.expiry_floor
     due = floor if position.holds else NEVER
-    seen = EventIdsDraft(position.seen)
-    open_ids = seen.open  # read and written here directly: a method call an event less
+    # `EventIdsDraft`'s work written out over locals: its object and calls were a tenth of this path.
+    sealed_ids, open_ids = position.seen.sealed, position.seen.open
+    open_ids = open_ids.copy() if type(open_ids) is dict else dict(open_ids)  # the batch's own; the position's stays
     chunk = memory.CHUNK  # read at each call, as `EventIdsDraft.add` does (tests shrink it)
     deltas = DeltaLogDraft(position.deltas)
     count = position.count
@@ -560,14 +561,13 @@ def _fold_plain(
         ):
             return None  # another kind, a too-late event or a hold due: the general path
         event_id = event.event_id
-        if event_id in open_ids or (seen.sealed and event_id in seen):
+        if event_id in open_ids or (sealed_ids and memory.sealed_holds(sealed_ids, event_id)):
             duplicates += 1
             continue
         applied += 1
-        open_ids[event_id] = at  # `seen.add`, written out
+        open_ids[event_id] = at
         if len(open_ids) >= chunk:
-            seen.seal()
-            open_ids = seen.open
+            sealed_ids, open_ids = memory.sealed_with(sealed_ids, open_ids), {}
         if at < forget_at:
             forget_at = at
         if at > max_at:
@@ -636,7 +636,7 @@ def _fold_plain(
         position.staged,
         position.inbound,
         position.ended,
-        seen.freeze(),
+        EventIds(sealed_ids, open_ids),
         max_at,
         forget_at,
         offer,

@@ -19,7 +19,17 @@ from ledger._frozen import fast_init
 from ledger._pickle import positional_reduce
 from ledger.events import Millis
 
-__all__ = ["CHUNK", "DeltaChunk", "DeltaLog", "DeltaLogDraft", "EventIds", "EventIdsDraft", "IdChunk"]
+__all__ = [
+    "CHUNK",
+    "DeltaChunk",
+    "DeltaLog",
+    "DeltaLogDraft",
+    "EventIds",
+    "EventIdsDraft",
+    "IdChunk",
+    "sealed_holds",
+    "sealed_with",
+]
 
 CHUNK = 64
 """Entries in an open chunk before it is sealed: the most a batch copies; a position with
@@ -65,6 +75,20 @@ class EventIds:
         return event_id in self.open or any(event_id in c.ids for c in self.sealed)
 
 
+def sealed_holds(sealed: tuple[IdChunk, ...], event_id: str) -> bool:
+    """Whether a sealed chunk of `sealed` holds `event_id` (a loop, not `any` over a generator: every event of a
+    position with sealed chunks asks)."""
+    for chunk in sealed:  # noqa: SIM110 (a loop, as said: no generator frame)
+        if event_id in chunk.ids:
+            return True
+    return False
+
+
+def sealed_with(sealed: tuple[IdChunk, ...], ids: Mapping[str, Millis]) -> tuple[IdChunk, ...]:
+    """`sealed` with the open ids `ids` sealed after them as one more chunk."""
+    return (*sealed, IdChunk(max(ids.values()), frozenset(ids)))
+
+
 class EventIdsDraft:
     """A working copy of `EventIds` for one batch.
 
@@ -82,17 +106,12 @@ class EventIdsDraft:
     def __contains__(self, event_id: str) -> bool:
         if event_id in self.open:
             return True
-        return bool(self.sealed) and any(event_id in c.ids for c in self.sealed)
+        return bool(self.sealed) and sealed_holds(self.sealed, event_id)
 
     def add(self, event_id: str, at: Millis) -> None:
         self.open[event_id] = at
         if len(self.open) >= CHUNK:
-            self.seal()
-
-    def seal(self) -> None:
-        """Seal the open chunk (full, or at any size) and start an empty one."""
-        self.sealed = (*self.sealed, IdChunk(max(self.open.values()), frozenset(self.open)))
-        self.open = {}
+            self.sealed, self.open = sealed_with(self.sealed, self.open), {}
 
     def forget_before(self, horizon: Millis) -> None:
         self.sealed = tuple(c for c in self.sealed if c.newest >= horizon)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from ledger._frozen import fast_init
@@ -163,16 +164,18 @@ class Position:
 
     def view(self) -> PositionChange:
         """The public view of this position (what snapshots and `atp.changes` carry)."""
+        # Sorted by (eta, ref) with a key in C, summed over a list: a third of a plain fold's
+        # view when the position has inbound lines, as a third of positions do.
         inbound = tuple(sorted(self.inbound.values(), key=_due)) if self.inbound else ()
-        reserved = self.reserved
-        staged = self.staged_qty
+        reserved = self.held_total if self.held_total >= 0 else self.reserved
+        staged = self.staged_total if self.staged_total >= 0 else self.staged_qty
         return new_change(
             self.site_id,
             self.sku,
             self.on_hand,
             reserved,
             staged,
-            sum(line.qty for line in inbound),
+            sum([line.qty for line in inbound]) if inbound else 0,
             self.safety_stock,
             max(0, self.on_hand - reserved - staged - self.safety_stock),
             self.on_hand < 0,
@@ -191,8 +194,8 @@ new_change: Callable[..., PositionChange] = built(PositionChange)
 """`PositionChange(...)` with every field given in order (see `built`): most folds emit one."""
 
 
-def _due(line: InboundLine) -> tuple[Millis, str]:
-    return line.eta, line.ref
+_due: Callable[[InboundLine], tuple[Millis, str]] = attrgetter("eta", "ref")
+"""An inbound line's place in a view: (eta, ref)."""
 
 
 def empty(site_id: str, sku: str, safety_stock: int = 0) -> Position:

@@ -109,9 +109,8 @@ positions = st.builds(
     settled=st.integers(-5, 5),
     deltas=st.builds(DeltaLog, st.just(()), st.lists(st.tuples(times, st.integers(-3, 3)), max_size=3).map(tuple)),
     holds=st.dictionaries(st.text("r", min_size=1, max_size=3), st.builds(Hold, st.integers(1, 3), times, times)),
-    inbound=st.dictionaries(
-        st.text("i", min_size=1, max_size=2),
-        st.builds(InboundLine, st.just("i"), st.integers(1, 3), times, st.booleans()),
+    inbound=st.dictionaries(st.text("ij", min_size=1, max_size=2), st.tuples(st.integers(1, 3), st.integers(0, 3))).map(
+        lambda lines: {ref: InboundLine(ref, qty, eta, False) for ref, (qty, eta) in lines.items()}
     ),
     seen=st.builds(EventIds, st.just(()), st.dictionaries(st.text("e", min_size=1, max_size=3), times)),
     max_at=times,
@@ -145,3 +144,27 @@ def test_built_refuses_a_class_whose_slots_are_not_its_init_fields():
         with pytest.raises(TypeError, match="init fields"):
             built(cls)
     assert built(FoldTally)(1, 2, 3) == FoldTally(1, 2, 3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(position=positions)
+def test_a_view_lists_inbound_lines_by_eta_then_ref_and_sums_them(position):
+    lines = tuple(sorted(position.inbound.values(), key=lambda line: (line.eta, line.ref)))
+    reserved = sum(h.qty for h in position.holds.values()) if position.held_total < 0 else position.held_total
+    want = PositionChange(
+        position.site_id,
+        position.sku,
+        position.on_hand,
+        reserved,
+        position.staged_qty,
+        sum(line.qty for line in lines),
+        position.safety_stock,
+        max(0, position.on_hand - reserved - position.staged_qty - position.safety_stock),
+        position.on_hand < 0,
+        position.version,
+        position.updated_at,
+        position.max_at,
+        lines,
+        position.offer,
+    )
+    assert position.view() == want

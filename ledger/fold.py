@@ -619,7 +619,7 @@ def _fold_plain(
     last_now = batch[-1][0] if batch else None
     visible_changed = (
         on_hand != position.on_hand
-        or offer != position.offer
+        or (offer is not position.offer and offer != position.offer)
         or safety_stock != position.safety_stock
         or reserved != position.reserved
         or (position.version == 0 and max_at != position.max_at)

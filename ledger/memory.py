@@ -92,8 +92,8 @@ def sealed_with(sealed: tuple[IdChunk, ...], ids: Mapping[str, Millis]) -> tuple
 class EventIdsDraft:
     """A working copy of `EventIds` for one batch.
 
-    `open` is the batch's own dict (a copy of the position's, which stays untouched);
-    `_fold_plain` reads and writes it directly, and calls `seal` when it is full.
+    `open` is the batch's own dict (a copy of the position's, which stays untouched). The
+    fold's plain path does the same work over local variables (`sealed_holds`, `sealed_with`).
     """
 
     __slots__ = ("open", "sealed")

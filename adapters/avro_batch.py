@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from ledger.contract import MAX_MILLIS, MAX_QTY, MIN_MILLIS, plain_rule
 from ledger.events import EventType, InventoryEvent, Millis
+from ledger.position import built
 
 __all__ = ["MIN_BATCH", "plain_events"]
 
@@ -46,6 +47,10 @@ _STEPS = np.arange(_LONG_BYTES, dtype=np.int64)
 _SHIFTS = (7 * _STEPS).astype(np.uint64)
 _DOUBLE_BYTES = np.arange(8, dtype=np.int64)
 _PAD = bytes(16)  # gathers past the last value read zeros, never outside the buffer
+
+_new_event = built(InventoryEvent)
+"""`InventoryEvent(...)` with all 15 fields, built from a mutable twin (`ledger.position.built`): one an event
+read, 0.7-0.9 us against 2.2-2.7 through the frozen class's descriptors."""
 
 
 class _Kinds:
@@ -209,7 +214,7 @@ def plain_events(
     out: list[InventoryEvent | None] = [None] * count
     rare = has_ref | has_to | has_eta | has_expiry | has_price | has_lead
     kinds_of = rules.kinds
-    intern = sys.intern
+    intern, new_event = sys.intern, _new_event
     # The whole read as text, one character a byte: a name is then a slice of it (what
     # decoding its bytes as ASCII gives: every byte of a plain name is printable ASCII),
     # a third of the cost of slicing and decoding bytes per name.
@@ -222,7 +227,7 @@ def plain_events(
     for row, i0, i1, k, at, s0, s1, u0, u1, units, sourced, o0, o1 in zip(
         rows.tolist(), *(column[rows].tolist() for column in every), strict=True
     ):
-        out[row] = InventoryEvent(
+        out[row] = new_event(
             text[i0:i1],
             kinds_of[k],
             at,
@@ -275,7 +280,7 @@ def plain_events(
         to_site = text[t0:t1] if moved else None
         if to_site == site:
             continue  # `validate` refuses a move to where it is; read it one by one for its dead letter
-        out[row] = InventoryEvent(
+        out[row] = new_event(
             text[i0:i1],
             kinds_of[k],
             at,

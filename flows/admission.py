@@ -69,6 +69,7 @@ def admit_read(
             reader.read_events([item.payload for item in read], [item.origin for item in read], wall, max_skew_ms)  # type: ignore[misc]
         )
     out: list[tuple[Millis, InventoryEvent] | DeadLetter] = []
+    live = clock.live
     for item in read:
         payload = item.payload
         if isinstance(payload, InventoryEvent):
@@ -93,13 +94,13 @@ def admit_read(
                 out.append(checked)
                 continue
             event = checked
-        if clock.live:
+        if live:
             out.append((stamp, event))
         else:
             if event.occurred_at > newest:
                 newest = event.occurred_at
             out.append((newest, event))
-    if not clock.live and newest > stamp:
+    if not live and newest > stamp:
         clock.observe(newest)
     return out
 

@@ -14,6 +14,7 @@ from enum import IntEnum
 
 from ledger._frozen import fast_init
 from ledger.events import EventType, InventoryEvent, Millis
+from ledger.position import built
 
 __all__ = ["Effect", "EffectKind", "by_position", "split"]
 
@@ -60,6 +61,9 @@ class Effect:
         return f"{self.site_id}|{self.sku}"
 
 
+_new_effect = built(Effect)
+"""`Effect(...)` with all five fields, built as in `ledger.position.built`: one an event (0.7 against 0.9 us)."""
+
 _T = EventType
 _K = EffectKind
 _SIMPLE = {
@@ -101,7 +105,7 @@ def by_position(stamped: Iterable[tuple[Millis, InventoryEvent]]) -> dict[str, l
     call and the tuple per event were a fifth of admission's cost after decoding.
     """
     groups: dict[str, list[tuple[Millis, Effect]]] = {}
-    get, simple_of = groups.get, _SIMPLE.get
+    get, simple_of, new_effect = groups.get, _SIMPLE.get, _new_effect
     for now, event in stamped:
         simple = simple_of(event.type)
         if simple is None:
@@ -116,7 +120,7 @@ def by_position(stamped: Iterable[tuple[Millis, InventoryEvent]]) -> dict[str, l
         kind, sign = simple
         site_id, sku = event.site_id, event.sku
         key = f"{site_id}|{sku}"
-        item = (now, Effect(kind, site_id, sku, sign * event.qty, event))
+        item = (now, new_effect(kind, site_id, sku, sign * event.qty, event))
         group = get(key)
         if group is None:
             groups[key] = [item]

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from operator import attrgetter, itemgetter
 
 import numpy as np
 from numpy.typing import NDArray
@@ -573,12 +574,9 @@ def _row(
     return key, mode, source, deliver_to, run, arrives_at, price, None
 
 
-def _row_key(row: _Row) -> _Key:
-    return row[0]
-
-
-def _row_mode(row: _Row) -> FulfilmentMode:
-    return row[1]
+_row_key: Callable[[_Row], _Key] = itemgetter(0)
+"""A row's key (`itemgetter`: no Python call per row when ~400 rows of a basket are sorted)."""
+_row_mode: Callable[[_Row], FulfilmentMode] = itemgetter(1)
 
 
 def _booked(row: _Row, slot: Millis) -> _Row:
@@ -686,8 +684,7 @@ def _place(lane: tuple[int, Lane]) -> int:
     return lane[0]
 
 
-def _key(found: _Found) -> tuple[Millis, int, float, bool, float]:
-    return found.key
+_key: Callable[[_Found], _Key] = attrgetter("key")
 
 
 def _groups(ordered: list[_Found]) -> list[tuple[int, int]]:

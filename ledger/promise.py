@@ -919,22 +919,16 @@ class _Context:
         to_store = [row for row in rows if row[3] != HOME]
         if self.request.appointment and to_store:
             found = []
-            kept = self._slots
             for row in rows:
-                store = row[3]
-                if store == HOME:
+                if row[3] == HOME:
                     found.append(row)
                     continue
                 # As `with_slot` after `from_source`: booked, or left out after the source's other exclusions.
-                # `_first_slot` written out (a promise with an appointment books ~190 rows).
-                key = (store, row[0][0])
-                slot = kept.get(key)
-                if slot is None:
-                    slot = kept[key] = self._search_slot(store, key[1])
+                slot = self._first_slot(row[3], row[0][0])
                 if isinstance(slot, str):
                     left.append((Reason.NO_APPOINTMENT, slot))
                 else:
-                    found.append((*row[:7], slot))  # `_booked`
+                    found.append(_booked(row, slot))
             rows = found
         tally: dict[Reason, int] = {}
         for reason, _ in left:

@@ -28,10 +28,7 @@ Calendar = tuple[str, tuple[tuple[Interval, ...], ...] | None, int, int | None, 
 """What a store's slot starts depend on (`Network.slots`): its zone, its opening hours, its
 slot length and the bounds of its appointment day; None for a store that takes none."""
 _CALENDARS: dict[tuple[int, str], tuple[Network, Calendar]] = {}
-_INTERNED: dict[Calendar, Calendar] = {}
-"""One object per distinct calendar, so the slot windows are keyed by its identity: hashing a
-calendar (its week of hours) for every slot search was a twentieth of an appointment promise."""
-_SLOTS: dict[tuple[int, int, Millis], tuple[Network, Calendar, tuple[Millis, ...]]] = {}
+_SLOTS: dict[tuple[int, Calendar, Millis], tuple[Network, tuple[Millis, ...]]] = {}
 _SLOT_BLOCK_MS = 4 * DAY_MS
 """The days of `at` one calendar's kept slots serve (`slot_range`)."""
 _MEMO_ENTRIES = 50_000
@@ -140,16 +137,14 @@ def slot_range(network: Network, store_id: str, at: Millis, days: int) -> tuple[
     # bench's 733 appointment stores, 10), and a cold window walks ~18 local days through
     # zoneinfo (a fresh server's first appointment promises spent a quarter of their time there).
     block = at - at % _SLOT_BLOCK_MS
-    calendar = _calendar(network, store_id)
-    key = (id(network), id(calendar), block)
+    key = (id(network), _calendar(network, store_id), block)
     cached = _SLOTS.get(key)
-    # The calendar is kept with the window: its id names it only while it is alive.
-    if cached is None or cached[0] is not network or cached[1] is not calendar:
+    if cached is None or cached[0] is not network:
         found = network.slots(store_id, block, block + _SLOT_BLOCK_MS + (network.horizon_days + 1) * DAY_MS)
         if len(_SLOTS) >= _MEMO_ENTRIES:
             _SLOTS.clear()
-        cached = _SLOTS[key] = (network, calendar, found)
-    found = cached[2]
+        cached = _SLOTS[key] = (network, found)
+    found = cached[1]
     return found, bisect_left(found, at), bisect_left(found, at + days * DAY_MS)
 
 
@@ -163,8 +158,6 @@ def _calendar(network: Network, store_id: str) -> Calendar:
         calendar = None if book is None else (site.tz, site.hours, book.slot_minutes, book.opens, book.closes)
         if len(_CALENDARS) >= _MEMO_ENTRIES:
             _CALENDARS.clear()
-            _INTERNED.clear()
-        calendar = _INTERNED.setdefault(calendar, calendar)
         cached = _CALENDARS[key] = (network, calendar)
     return cached[1]
 

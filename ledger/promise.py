@@ -19,7 +19,6 @@ from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from operator import attrgetter, itemgetter
 
 import numpy as np
 from numpy.typing import NDArray
@@ -574,9 +573,12 @@ def _row(
     return key, mode, source, deliver_to, run, arrives_at, price, None
 
 
-_row_key: Callable[[_Row], _Key] = itemgetter(0)
-"""A row's key (`itemgetter`: no Python call per row when ~400 rows of a basket are sorted)."""
-_row_mode: Callable[[_Row], FulfilmentMode] = itemgetter(1)
+def _row_key(row: _Row) -> _Key:
+    return row[0]
+
+
+def _row_mode(row: _Row) -> FulfilmentMode:
+    return row[1]
 
 
 def _booked(row: _Row, slot: Millis) -> _Row:
@@ -684,7 +686,8 @@ def _place(lane: tuple[int, Lane]) -> int:
     return lane[0]
 
 
-_key: Callable[[_Found], _Key] = attrgetter("key")
+def _key(found: _Found) -> tuple[Millis, int, float, bool, float]:
+    return found.key
 
 
 def _groups(ordered: list[_Found]) -> list[tuple[int, int]]:
@@ -744,22 +747,16 @@ def _best(found: list[_Found], limit: int) -> tuple[Option, ...]:
     return tuple(f.option() for f in chosen)
 
 
-def _best_leg(rows: Sequence[_Row], sku: str, qty: int) -> _Found:
-    """The candidate `_rank` puts first; only the rows tied on the rest of the rank built, their ids computed.
-
-    A shown plan's leg is chosen among every option of the item to its store (a basket's
-    ten plans, ~20 rows each): building each as a `_Found` first was a twentieth of a basket.
-    """
-    best = min(map(_row_key, rows))
-    tied = [row for row in rows if row[0] == best]
-    if len(tied) == 1:
-        return _Found.of(tied[0], sku, qty)
-    return min((_Found.of(row, sku, qty) for row in tied), key=_Found.option_id)
+def _best_leg(candidates: list[_Found]) -> _Found:
+    """The candidate `_rank` puts first; ids computed only for those tied on the rest of the rank."""
+    best = min(f.key for f in candidates)
+    tied = [f for f in candidates if f.key == best]
+    return tied[0] if len(tied) == 1 else min(tied, key=_Found.option_id)
 
 
-def _best_leg_built(rows: Sequence[_Row], sku: str, qty: int) -> _Found:
-    """`_best_leg` the plain way: every candidate built, by its full rank (the reference)."""
-    return min((_Found.of(row, sku, qty) for row in rows), key=_Found.rank)
+def _best_leg_built(candidates: list[_Found]) -> _Found:
+    """`_best_leg` the plain way: every candidate's full rank (the reference)."""
+    return min(candidates, key=_Found.rank)
 
 
 @dataclass(frozen=True, slots=True)
@@ -775,8 +772,11 @@ class _Plan:
     """Per item, the rows of its options bound to the store."""
     slot: Millis | None
 
-    def build(self, best: Callable[[Sequence[_Row], str, int], _Found]) -> Together:
-        legs = [best(rows, sku, qty) for (sku, qty), rows in zip(self.items, self.candidates, strict=True)]
+    def build(self, best: Callable[[list[_Found]], _Found]) -> Together:
+        legs = [
+            best([_Found.of(row, sku, qty) for row in rows])
+            for (sku, qty), rows in zip(self.items, self.candidates, strict=True)
+        ]
         if self.slot is not None:
             legs = [leg.booked(self.slot) for leg in legs]
         return Together(self.store_id, self.distance_km, self.ready_at, tuple(leg.option() for leg in legs), self.slot)

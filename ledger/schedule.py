@@ -10,9 +10,8 @@ and `Network.next_opening` (a property test compares them).
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from datetime import timedelta
-from itertools import pairwise
 
 from ledger.events import Millis
 
@@ -163,13 +162,7 @@ def _calendar(network: Network, store_id: str) -> Calendar:
 
 
 _QUARTER_DAY_MS = DAY_MS // 4
-_Intervals = tuple[tuple[Millis, ...], tuple[Millis, ...]] | None
-"""The intervals a walk from one start day meets, in walk order, as their closings and openings;
-None where the closings are not in order (the walk then goes interval by interval)."""
-_OPENINGS: dict[
-    tuple[int, str, Millis],
-    tuple[Network, Millis, tuple[tuple[tuple[Millis, Millis], ...], ...], _Intervals, _Intervals],
-] = {}
+_OPENINGS: dict[tuple[int, str, Millis], tuple[Network, Millis, tuple[tuple[tuple[Millis, Millis], ...], ...]]] = {}
 
 
 def next_opening(network: Network, site_id: str, at: Millis) -> Millis | None:
@@ -200,32 +193,14 @@ def next_opening(network: Network, site_id: str, at: Millis) -> Millis | None:
         )
         if len(_OPENINGS) >= _MEMO_ENTRIES:
             _OPENINGS.clear()
-        span = network.horizon_days + 1
-        midnight = _wall(first + timedelta(days=1), 0, site.zone)
-        cached = _OPENINGS[key] = (network, midnight, days, _in_order(days[:span]), _in_order(days[1 : 1 + span]))
-    _, midnight, days, from_first, from_second = cached
+        cached = _OPENINGS[key] = (network, _wall(first + timedelta(days=1), 0, site.zone), days)
+    _, midnight, days = cached
     start = 0 if at < midnight else 1
-    flat = from_first if start == 0 else from_second
-    if flat is not None:
-        # The walk's answer is the first interval that closes after `at`: with the closings in
-        # walk order ascending, one bisection (a Python loop over ~15 days was a tenth of a promise).
-        closings, openings = flat
-        i = bisect_right(closings, at)
-        return max(at, openings[i]) if i < len(closings) else None
     for intervals in days[start : start + network.horizon_days + 1]:
         for opens, closes in intervals:
             if at < closes:
                 return max(at, opens)
     return None
-
-
-def _in_order(days: tuple[tuple[tuple[Millis, Millis], ...], ...]) -> _Intervals:
-    """The days' intervals flattened in walk order as (closings, openings), or None if a closing comes
-    before the one ahead of it (then a bisection would not find the walk's first)."""
-    closings = tuple(closes for intervals in days for _, closes in intervals)
-    if any(later < earlier for earlier, later in pairwise(closings)):
-        return None
-    return closings, tuple(opens for intervals in days for opens, _ in intervals)
 
 
 _STEADY: dict[tuple[int, str, Millis, int], tuple[Network, bool]] = {}

@@ -33,6 +33,11 @@ def main() -> None:
         "--warmup", type=int, default=None, help="requests answered unmeasured first (default: --requests)"
     )
     parser.add_argument("--store", type=Path, default=None, help="the bench store's directory (default: the cache's)")
+    parser.add_argument(
+        "--sample",
+        action="store_true",
+        help="answer the requests without cProfile (for a sampling profiler outside: py-spy record -- python -m ...)",
+    )
     args = parser.parse_args()
     home = args.store or CACHE / f"{args.sites}x{args.skus}-seed1-slots14d-v1"
     settings = Settings(
@@ -44,6 +49,11 @@ def main() -> None:
             one = request_maker(service, scenario, skus=args.skus, rng=random.Random(1))
             for _ in range(args.requests if args.warmup is None else args.warmup):
                 one()
+            if args.sample:
+                # cProfile's cost per call would weigh on the many small calls a sampler then sees.
+                for _ in range(args.requests):
+                    one()
+                continue
             profile = cProfile.Profile()
             profile.enable()
             for _ in range(args.requests):

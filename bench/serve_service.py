@@ -10,9 +10,10 @@ checkout and from ours, back to back: the same store, the same requests, the cod
 Not a test: nothing asserts a timing.
 
 `--before <checkout>` compares two promises in one process instead: that checkout's
-`ledger/promise.py` (loaded beside ours; every other module is ours, so it measures a
-change of that file alone) and ours answer the same requests in alternating rounds,
-`--rounds` of each (the order flips every round), with the same `now`; the calling
+`ledger/promise.py` and `ledger/schedule.py` (loaded beside ours, its promise on its
+schedule; every other module is ours, so it measures a change of those two files alone)
+and ours answer the same requests in alternating rounds, `--rounds` of each (the order
+flips every round), with the same `now` (`--moving-clock`: the service's, per request); the calling
 thread's CPU a request is printed per round and the answers of the first round are
 compared (they must be equal). On a shared machine this is the comparison to trust:
 the load moves between runs, much less between two rounds a few seconds apart.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import random
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -67,7 +69,14 @@ def main() -> None:
         "--warmup", type=int, default=None, help="requests answered unmeasured first (default: --requests)"
     )
     parser.add_argument("--store", type=Path, default=None, help="the bench store's directory (default: the cache's)")
-    parser.add_argument("--before", type=Path, default=None, help="a checkout whose ledger/promise.py to compare with")
+    parser.add_argument(
+        "--before", type=Path, default=None, help="a checkout whose ledger/promise.py and schedule.py to compare with"
+    )
+    parser.add_argument(
+        "--moving-clock",
+        action="store_true",
+        help="with --before: each request at the service's clock, not one fixed `now` (answers then not compared)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="with --before: rounds of each")
     args = parser.parse_args()
     home = args.store or CACHE / f"{args.sites}x{args.skus}-seed1-slots14d-v1"
@@ -93,19 +102,32 @@ def main() -> None:
     print(f"{Path.cwd()}: CPU ms a request, process (thread): " + ", ".join(figures), file=sys.stdout)
 
 
-def compare(settings: Settings, args: argparse.Namespace) -> None:
-    """Ours and `--before`'s promise in alternating rounds, one process, the same requests and `now`."""
-    spec = importlib.util.spec_from_file_location("ledger._promise_before", args.before / "ledger" / "promise.py")
+def _load(name: str, path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
-    before = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = before  # dataclasses look their module up while it runs
-    spec.loader.exec_module(before)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def compare(settings: Settings, args: argparse.Namespace) -> None:
+    """Ours and `--before`'s promise in alternating rounds, one process, the same requests and `now`."""
+    # That checkout's schedule too (its memos apart from ours), imported by its promise in place of ours.
+    schedule = _load("ledger._schedule_before", args.before / "ledger" / "schedule.py")
+    ours_schedule = sys.modules["ledger.schedule"]
+    sys.modules["ledger.schedule"] = schedule
+    try:
+        before = _load("ledger._promise_before", args.before / "ledger" / "promise.py")
+    finally:
+        sys.modules["ledger.schedule"] = ours_schedule
     # reads.py calls the `promise` it imported: swapping that name swaps what every request runs.
     names = vars(reads)
     ours = names["promise"]
     with open_service(settings) as service:
-        now = service.clock()
+        # A fixed `now` keeps every memo kept by instant warm; the server's clock moves (`--moving-clock`).
+        now = None if args.moving_clock else service.clock()
         for scenario in SCENARIOS[1:]:  # availability does not call the promise
             for code in (before.promise, ours):  # warm both: the memos fill
                 names["promise"] = code
@@ -125,10 +147,16 @@ def compare(settings: Settings, args: argparse.Namespace) -> None:
                     if n == 0:
                         answers[name] = got
             names["promise"] = ours
-            same = answers["before"] == answers["ours"]
+            same = "not compared (clock moving)" if now is None else answers["before"] == answers["ours"]
+            # Each round beside its pair: the load of a shared machine moves less within a pair than across rounds.
+            ratios = [b / o for b, o in zip(figures["before"], figures["ours"], strict=True)]
+            medians = statistics.median(figures["before"]), statistics.median(figures["ours"])
             print(
                 f"{scenario}: thread CPU ms a request, before {' '.join(f'{x:.2f}' for x in figures['before'])}"
-                f" | ours {' '.join(f'{x:.2f}' for x in figures['ours'])} | answers equal: {same}",
+                f" | ours {' '.join(f'{x:.2f}' for x in figures['ours'])} | answers equal: {same}\n"
+                f"  medians before {medians[0]:.2f} ours {medians[1]:.2f};"
+                f" before/ours per pair: median {statistics.median(ratios):.2f},"
+                f" ours cheaper in {sum(r > 1 for r in ratios)}/{len(ratios)}",
                 file=sys.stdout,
             )
 

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ledger._frozen import built
 from ledger.contract import MAX_MILLIS, MAX_QTY, MIN_MILLIS, plain_rule
 from ledger.events import EventType, InventoryEvent, Millis
-from ledger.position import built
 
 __all__ = ["MIN_BATCH", "plain_events"]
 
@@ -49,7 +49,7 @@ _DOUBLE_BYTES = np.arange(8, dtype=np.int64)
 _PAD = bytes(16)  # gathers past the last value read zeros, never outside the buffer
 
 _new_event = built(InventoryEvent)
-"""`InventoryEvent(...)` with all 15 fields, built from a mutable twin (`ledger.position.built`): one an event
+"""`InventoryEvent(...)` with all 15 fields, built from a mutable twin (`ledger._frozen.built`): one an event
 read, 0.7-0.9 us against 2.2-2.7 through the frozen class's descriptors."""
 
 

@@ -1,4 +1,8 @@
-"""A faster `__init__` for the frozen slotted dataclasses built once per event or per position fold.
+"""Cheaper construction of the frozen slotted dataclasses built once per event or per position fold.
+
+`fast_init` gives such a class a faster `__init__`; `built` makes a constructor cheaper still
+for the few the fold's plain path makes per event (a `Position`, its `PositionChange`, an
+`InventoryEvent` read in bulk, an `Effect`).
 
 A frozen dataclass's generated `__init__` sets each field with `object.__setattr__(self,
 name, value)`, which looks the name up on the type every time: for the 15 fields of an
@@ -12,11 +16,13 @@ equality, hashing, `replace` and pickling are the dataclass's.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["fast_init"]
+__all__ = ["built", "fast_init"]
 
 _C = TypeVar("_C", bound=type)
+_T = TypeVar("_T")
 
 
 class _Factory:
@@ -75,3 +81,32 @@ def fast_init(cls: _C) -> _C:
     init.__module__ = cls.__module__
     cls.__init__ = init  # type: ignore[misc]
     return cls
+
+
+def built(cls: type[_T]) -> Callable[..., _T]:
+    """A constructor of the frozen slotted dataclass `cls` from all its fields, in order, 3x cheaper than `cls(...)`.
+
+    `cls(...)` writes each field through its slot's descriptor (`fast_init`): a
+    C call each, 2.4-2.8 us for a `Position`'s 22 fields, the largest single cost of a plain
+    fold. Here the fields are written by an instance of a mutable twin with the same slots
+    (plain attribute stores), whose class is then set to `cls`: 0.7-0.9 us. What comes out is
+    a `cls` in every way (type, layout, equality, hashing, pickling, frozen from then on);
+    `tests/unit/ledger/test_memory_sharing.py` holds it to `cls(...)`. For `cls`es whose
+    `__init__` takes every slot in order and runs nothing else (no defaults are applied here).
+    """
+    declared = dataclasses.fields(cls)  # type: ignore[arg-type]
+    names = tuple(f.name for f in declared)
+    if names != getattr(cls, "__slots__", None) or not all(f.init for f in declared) or hasattr(cls, "__post_init__"):
+        msg = f"built() needs a dataclass whose slots are its init fields in order, got {cls.__name__}"
+        raise TypeError(msg)
+    source = (
+        "class Twin:\n"
+        f"    __slots__ = {names!r}\n"
+        f"    def __init__(self, {', '.join(names)}):\n"
+        + "".join(f"        self.{name} = {name}\n" for name in names)
+        + "        self.__class__ = cls\n"
+    )
+    scope: dict[str, Any] = {"cls": cls}
+    exec(source, scope)  # the source is built above from the class's own field names
+    twin: Callable[..., _T] = scope["Twin"]
+    return twin

@@ -14,50 +14,18 @@ accepted any more: a late count can only land after them and absorbs them all.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any
 
-from ledger._frozen import fast_init
+from ledger._frozen import built, fast_init
 from ledger._pickle import positional_reduce
 from ledger.events import Millis
 from ledger.fulfilment import Fulfilment
 from ledger.memory import NEVER, DeltaLog, EventIds
 from ledger.outputs import InboundLine, OfferTerms, PositionChange
 
-__all__ = ["NO_TIME", "Count", "Hold", "Position", "built", "empty", "new_change", "new_position"]
-
-_C = TypeVar("_C")
-
-
-def built(cls: type[_C]) -> Callable[..., _C]:
-    """A constructor of the frozen slotted dataclass `cls` from all its fields, in order, 3x cheaper than `cls(...)`.
-
-    `cls(...)` writes each field through its slot's descriptor (`ledger._frozen.fast_init`): a
-    C call each, 2.4-2.8 us for a `Position`'s 22 fields, the largest single cost of a plain
-    fold. Here the fields are written by an instance of a mutable twin with the same slots
-    (plain attribute stores), whose class is then set to `cls`: 0.7-0.9 us. What comes out is
-    a `cls` in every way (type, layout, equality, hashing, pickling, frozen from then on);
-    `tests/unit/ledger/test_memory_sharing.py` holds it to `cls(...)`. For `cls`es whose
-    `__init__` takes every slot in order and runs nothing else (no defaults are applied here).
-    """
-    declared = fields(cls)  # type: ignore[arg-type]
-    names = tuple(f.name for f in declared)
-    if names != getattr(cls, "__slots__", None) or not all(f.init for f in declared) or hasattr(cls, "__post_init__"):
-        msg = f"built() needs a dataclass whose slots are its init fields in order, got {cls.__name__}"
-        raise TypeError(msg)
-    source = (
-        "class Twin:\n"
-        f"    __slots__ = {names!r}\n"
-        f"    def __init__(self, {', '.join(names)}):\n"
-        + "".join(f"        self.{name} = {name}\n" for name in names)
-        + "        self.__class__ = cls\n"
-    )
-    scope: dict[str, Any] = {"cls": cls}
-    exec(source, scope)  # the source is built above from the class's own field names
-    twin: Callable[..., _C] = scope["Twin"]
-    return twin
-
+__all__ = ["NO_TIME", "Count", "Hold", "Position", "empty", "new_change", "new_position"]
 
 _NOTHING: dict[Any, Any] = {}
 """The one empty mapping every position without holds, plans, ... shares: the fold copies

@@ -17,9 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import memory
+from ledger._frozen import built
 from ledger.memory import DeltaChunk, DeltaLog, DeltaLogDraft, EventIds, EventIdsDraft, IdChunk
 from ledger.outputs import FoldTally, InboundLine, OfferTerms, PositionChange
-from ledger.position import Count, Hold, Position, built, new_change, new_position
+from ledger.position import Count, Hold, Position, new_change, new_position
 
 pytestmark = pytest.mark.unit
 

@@ -135,8 +135,8 @@ class Position:
         # Sorted by (eta, ref) with a key in C, summed over a list: a third of a plain fold's
         # view when the position has inbound lines, as a third of positions do.
         inbound = tuple(sorted(self.inbound.values(), key=_due)) if self.inbound else ()
-        reserved = self.held_total if self.held_total >= 0 else self.reserved
-        staged = self.staged_total if self.staged_total >= 0 else self.staged_qty
+        reserved = self.reserved
+        staged = self.staged_qty
         return new_change(
             self.site_id,
             self.sku,

@@ -576,7 +576,8 @@ class ReadModel:
         self._published_at: Millis | None = None
         self._counted: tuple[int, int, frozenset[str]] | None = None
         """(snapshot id, the rows of `reader.counted_tables()` then, their DuckLake table ids): carried
-        to the next refresh when no snapshot since changed those tables but a writer's fold (`_bases_growth`)."""
+        to the next refresh across snapshots that left those tables alone, moved their rows (maintenance)
+        or folded into them with a label saying by how many rows (`_bases_growth`)."""
 
     @classmethod
     def open(

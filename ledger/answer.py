@@ -90,9 +90,9 @@ class SnapshotView(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class StaticView:
-    """A `SnapshotView` over values in memory."""
+    """A `SnapshotView` over values in memory (weakly referable, as `ReadView`: `ledger.promise` keeps its slots)."""
 
     snapshot_id: int
     stocks: tuple[Stock, ...] = ()

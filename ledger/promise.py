@@ -14,6 +14,7 @@ transfer rides a real departure of its lane (cut-off not passed) and arrives
 from __future__ import annotations
 
 import hashlib
+import weakref
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
@@ -818,7 +819,8 @@ class _Context:
         self._examples: dict[Reason, list[Exclusion]] = {}
         self.found = 0
         """Exclusions so far."""
-        self._slots: dict[tuple[str, Millis], Millis | str] = {}
+        self._slots = _kept_slots(network, view)
+        """(store, instant) -> the first free slot there at or after it, or why none: kept per view."""
         self._ways: dict[tuple[str, str], _Ways] = {}
         """(source, sku or "" when the sku does not matter) -> `ways`."""
         self.lanes_in = near.lanes_in
@@ -1118,6 +1120,42 @@ class _Context:
             self.exclude(store_id, BASKET, Reason.NO_APPOINTMENT, f"basket ready {_iso(ready)}; {found}")
             return False, None
         return True, found
+
+
+_Slots = dict[tuple[str, Millis], Millis | str]
+_KEPT_SLOTS: list[tuple[weakref.ReferenceType[SnapshotView], Network, _Slots]] = []
+"""The last view's first free slots (one entry): the server answers from its newest view, and the
+transfers' arrivals (the instants asked) are the same for every request until a lane's cut-off."""
+_KEPT_SLOTS_MAX = 100_000
+"""Searches kept for one view before starting again: a view lives for one refresh (~a second)."""
+
+
+def _kept_slots(network: Network, view: SnapshotView) -> _Slots:
+    """The first free slots found so far in `view` on `network`, shared by the requests it answers.
+
+    A slot search depends on the network, the store, the instant and the view's slot
+    capacities only, so its answer holds for as long as the view does. The view is held
+    weakly (a `ReadView` kept alive would keep its overlay, and a base catches up only once
+    no older overlay is alive) and by reference, not by `id(view)`: ids of dead views are
+    reused, and a view answering without the read model is a new object per request. A view
+    that cannot be referred to weakly gets a memo of its own, for this request.
+    """
+    if _KEPT_SLOTS:
+        ref, kept_network, slots = _KEPT_SLOTS[0]
+        if ref() is view and kept_network is network and len(slots) < _KEPT_SLOTS_MAX:
+            return slots
+    try:
+        ref = weakref.ref(view)
+    except TypeError:
+        return {}
+    slots = {}
+    # One tuple assigned: a thread reading the entry sees the old one or the new one, whole.
+    entry = (ref, network, slots)
+    if _KEPT_SLOTS:
+        _KEPT_SLOTS[0] = entry
+    else:
+        _KEPT_SLOTS.append(entry)
+    return slots
 
 
 def _beyond_carrier(site_id: str, km: float, max_km: float) -> str:

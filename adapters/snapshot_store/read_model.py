@@ -217,9 +217,13 @@ def _to_records(columns: Mapping[str, npt.NDArray[Any]], dtype: np.dtype[np.void
 _EMPTY: tuple[Sequence[str], Sequence[int]] = ((), ())
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class ReadView:
-    """Everything a promise and an availability read need from one snapshot; a `SnapshotView`."""
+    """Everything a promise and an availability read need from one snapshot; a `SnapshotView`.
+
+    Weakly referable: a promise keeps what it worked out of one view (the first free slots,
+    `ledger.promise`) for as long as the view lives, without keeping it (and its overlay) alive.
+    """
 
     snapshot_id: int
     skus: Mapping[str, SkuColumns] = field(default_factory=dict)

@@ -86,7 +86,13 @@ _GROUPS = (
     ("outputs: encode + produce", "_SinkPartition.write_batch (adapters/kafka_io.py)"),
     ("snapshot sink, worker side", "_Partition."),
     ("Kafka source", "_SourcePartition.next_batch (adapters/kafka_io.py)"),
-    ("start-up: imports", "<module>"),
+    ("atp notices", "_notices (flows/atp.py)"),
+    # An import's frames, wherever it happens: `<module>` alone also roots the main thread's
+    # every sample (the `omni-ledger` script), which put a tenth of the run's samples here.
+    ("start-up: imports", "_find_and_load"),
+    # What is left of the worker's samples under the runner: Bytewax's own code holding the
+    # GIL (the `run` frame is the leaf) and its operator shims between the steps above.
+    ("Bytewax runtime, operator shims", "run (omni_ledger/runner.py)"),
 )
 
 

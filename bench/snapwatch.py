@@ -10,7 +10,7 @@ API's read model does: `SnapshotReader.catalog_stat`), and once a second anyway:
 can only appear with a commit, so the figure keeps its 50 ms resolution. Querying the
 `positions` view every 50 ms whatever happened took 0.78 of the machine's 2 cores beside a
 flow tailing 20,000 events/s (the flow itself had 0.80): the watcher was most of what the
-produce -> published snapshot latency measured (docs/scaling.md, "Latency at 20,000 events/s").
+produce -> published snapshot latency measured (docs/scaling.md, "Thirteenth pass").
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ It queries only when the catalog's files changed since its last query (a commit,
 API's read model does: `SnapshotReader.catalog_stat`), and once a second anyway: a probe
 can only appear with a commit, so the figure keeps its 50 ms resolution. Querying the
 `positions` view every 50 ms whatever happened took 0.78 of the machine's 2 cores beside a
-flow tailing 20,000 events/s (the flow itself had 0.80): the watcher was most of what the
-produce -> published snapshot latency measured (docs/scaling.md, "Thirteenth pass").
+flow tailing 20,000 events/s (the flow itself had 0.80): CPU taken from the flow, the
+broker and the producer it measures (docs/scaling.md, "Thirteenth pass").
 """
 
 from __future__ import annotations

@@ -61,6 +61,7 @@ from bench.common import (
     topic_watermarks,
     write_result,
 )
+from bench.cores import describe as describe_cores
 from ledger.dead_letter import DeadLetter
 from ledger.events import InventoryEvent
 from omni_ledger.table import render_table
@@ -490,6 +491,8 @@ def main() -> None:
                     "events",
                 ]
             )
+        if (found.get("cores") or {}).get("cores"):
+            rows.append([f"{name}: cores while producing", describe_cores(found["cores"]), ""])
         stalls = found.get("stalls") or {}
         for what in ("epoch closes", "checkpoints", "publishes", "maintenance"):
             stall = stalls.get(what)

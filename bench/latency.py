@@ -14,6 +14,11 @@ Events are produced at a steady rate, each with `occurred_at` := its produce tim
 - reservation request -> decision: the simulator's RESERVATION_REQUESTED events against
   the first `reservation.decisions` message of their reservation id.
 
+`cores` says where the machine's cores went while the events were produced (`bench.cores`):
+the flow, the broker (the process listening on the bootstrap port), the watcher, this
+process (the load generator), everything else, and idle. With no idle core left the
+latencies are a queue for a core, whatever the flow does with its own.
+
 Not a test: nothing asserts a timing.
 """
 
@@ -37,6 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from adapters.avro_wire import WireCodec
 from adapters.kafka_records import SingleObjectWriter
 from bench.common import REPO, flow_env, free_port, percentile, say, stop_process, tail, topic_watermarks
+from bench.cores import CoreWatch, listening_pid
 from bench.kafka import create_topics, simulated, spawn_flow
 from ledger.events import EventType, InventoryEvent
 
@@ -177,6 +183,7 @@ def measure_latency(
     probes: dict[str, int] = {}
     count = 0
     stalls: dict[str, Any] = {}
+    core_use: dict[str, object] = {}
     try:
         total = int(rate * seconds)
         say(f"  generating and encoding {total:,} simulated events, {rate:,} a second of their clock...")
@@ -209,6 +216,11 @@ def measure_latency(
             )
         step = max(1, rate // 200)  # at most 5 ms of events a pass, so probes keep their pace
         next_probe = 0.0
+        # Where the cores went while the events were produced: at a rate the machine cannot
+        # hold, every figure below is a queue for a core, and this says who took them.
+        broker = listening_pid(int(bootstrap.split(",")[0].rsplit(":", 1)[1]))
+        cores = CoreWatch({"flow": flow.pid, "broker": broker, "watcher": watcher.pid}, include_self="load generator")
+        cores.start()
         started = time.monotonic()
         while count < total:
             elapsed = time.monotonic() - started
@@ -231,6 +243,7 @@ def measure_latency(
             count = due
             producer.poll(0)
         produced_s = time.monotonic() - started
+        core_use = cores.stop()
         producer.flush(30)
         say(f"  produced {count:,} events at {count / produced_s:,.0f}/s; letting the flow catch up...")
         last_probe = max(probes, key=probes.__getitem__) if probes else None
@@ -306,6 +319,7 @@ def measure_latency(
         "decisions": _distribution(decision_ms, requests=len(requests)),
         "snapshots": _distribution(snapshot_ms, probes=len(probes)),
         "stalls": stalls,
+        "cores": core_use,
         "slowest_changes": [
             _slow_change(ms, key, occurred_at, at, i, seen, kinds, times=sent[key])
             for ms, key, occurred_at, at, i, seen in sorted(slowest, key=lambda s: -s[0])[:12]

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO, RESULTS, Broker, Row, machine, machine_line, say, utc_stamp
+from bench.cores import describe as describe_cores
 from omni_ledger.table import render_table
 
 __all__ = ["main"]
@@ -282,6 +283,20 @@ def latency_rows(found: dict[str, Any], rate: int, sizes: Sizes, *, target: bool
                 target=f"<= {limit:,}" if target else "",
                 met=_at_most(p99, limit) if target else None,
                 note=note,
+            )
+        )
+    cores = found.get("cores") or {}
+    if cores.get("cores"):
+        idle = cores["cores"].get("idle", 0.0)
+        saturated = idle < 0.1 * (cores.get("machine_cores") or 1)
+        rows.append(
+            Row(
+                "latency",
+                "cores while producing" + pace,
+                f"{idle:.2f} idle",
+                "cores",
+                note=describe_cores(cores)
+                + ("; no core to spare: the latencies above are a queue for a core" if saturated else ""),
             )
         )
     return rows

@@ -110,6 +110,63 @@ def measure(events: int, read: int, shards: int, seed: int, bootstrap: str | Non
     return result
 
 
+def compare_renders(events: int, read: int, shards: int, seed: int, baseline: Path, rounds: int) -> dict[str, Any]:
+    """Rendering only: this checkout's renderers and `baseline`'s (its adapters/kafka_records.py), in one process.
+
+    The two modules are loaded side by side and take turns over the same fold outputs, A B
+    then B A, for `rounds`; the figure of each is its fastest round (the least disturbed by
+    whatever else the machine runs), in thread CPU microseconds a message.
+    """
+    import importlib.util
+
+    from adapters import kafka_records
+
+    spec = importlib.util.spec_from_file_location("baseline_kafka_records", baseline / "adapters" / "kafka_records.py")
+    if spec is None or spec.loader is None:
+        msg = f"no adapters/kafka_records.py in {baseline}"
+        raise FileNotFoundError(msg)
+    base = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(base)
+    changes, decisions = _fold_outputs(events, read, shards, seed)
+    flat = [[change for tup in batch for change in tup] for batch in changes]
+    n_changes, n_decisions = sum(map(len, flat)), max(1, sum(map(len, decisions)))
+
+    def as_sink(module: Any) -> Any:
+        many = getattr(module.render_change, "many", None)
+        if many is not None:
+            return many
+        one = module.render_change
+        return lambda batch: [one(change) for change in batch]
+
+    def timed(render: Any, batches: list[list[Any]], count: int, each: bool) -> float:
+        started = time.thread_time()
+        for batch in batches:
+            if each:
+                for item in batch:
+                    render(item)
+            else:
+                render(batch)
+        return (time.thread_time() - started) / count * 1e6
+
+    sides = {"baseline": base, "this": kafka_records}
+    best: dict[str, Any] = {}
+    every: dict[str, list[float]] = {}
+    for round_ in range(rounds + 1):  # round 0 fills the memos, as a running flow has them
+        for name in sides if round_ % 2 else list(sides)[::-1]:
+            module = sides[name]
+            got = {
+                f"{name}_changes_us": timed(as_sink(module), flat, n_changes, each=False),
+                f"{name}_decisions_us": timed(module.render_decision, decisions, n_decisions, each=True),
+            }
+            if round_:
+                best.update({k: min(v, best.get(k, v)) for k, v in got.items()})
+                for k, v in got.items():
+                    every.setdefault(k, []).append(round(v, 3))
+    best["changes_ratio"] = best["this_changes_us"] / best["baseline_changes_us"]
+    best["decisions_ratio"] = best["this_decisions_us"] / best["baseline_decisions_us"]
+    return {"changes": n_changes, "decisions": n_decisions, **best, "rounds": every}
+
+
 def _write(
     bootstrap: str, changes: list[list[Any]], decisions: list[list[Any]], n_changes: int, n_decisions: int
 ) -> dict[str, float]:
@@ -167,6 +224,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--baseline", type=Path, help="another checkout (with its .venv) to run alternately")
     parser.add_argument("--no-kafka", action="store_true", help="rendering only, no producing")
+    parser.add_argument(
+        "--render-baseline",
+        type=Path,
+        help="rendering only: this checkout's renderers against DIR's adapters/kafka_records.py, in one process",
+    )
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true")
@@ -180,6 +242,16 @@ def main() -> None:
 
     from bench.common import Broker, machine, say, write_result
     from omni_ledger.table import render_table
+
+    if args.render_baseline is not None:
+        from flows.collector import tune_collector
+
+        tune_collector()  # as the process that runs the flow does
+        baseline = args.render_baseline.resolve()
+        got = compare_renders(args.events, args.read, args.shards, args.seed, baseline, args.rounds)
+        path = write_result("sink_render", {"args": {k: str(v) for k, v in vars(args).items()}, "renders": got})
+        print(json.dumps(got, indent=1) if args.json else f"{json.dumps(got, indent=1)}\nresults in {path}")
+        return
 
     checkouts = {"this": (sys.executable, REPO)}
     if args.baseline is not None:

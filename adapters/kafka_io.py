@@ -525,6 +525,8 @@ class _SinkPartition(StatefulSinkPartition[Any, None]):
 class KafkaOutSink(FixedPartitionedSink[Any, None]):
     """Produce `render(item)` for each `(key, item)` to `topic`.
 
+    A `render` that offers `many` (`RendersMany`) renders each batch in one call instead.
+
     `parts` producers share the work by a stable hash of the key (a key always goes
     through the same one, so its messages stay in order); a cluster gives one per worker,
     so no single worker produces everything.

@@ -84,3 +84,27 @@ def test_every_status_encodes_as_the_schema_names_it() -> None:
     for status in DecisionStatus:
         decision = ReservationDecision("r-1", "S", "K", 1, status, "why", None, 5, 0)
         assert writer.decode(render_decision(decision).value)["status"] == status.value
+
+
+@settings(max_examples=200)
+@given(changes=st.lists(CHANGES, max_size=8), repeats=st.lists(st.integers(0, 7), max_size=8))
+def test_a_batch_of_changes_renders_to_each_change_s_fastavro_bytes_in_order(
+    changes: list[PositionChange], repeats: list[int]
+) -> None:
+    # The same change objects again, as a position's next change keeps its inbound lines and offer.
+    batch = changes + [changes[i] for i in repeats if i < len(changes)]
+    writer = SingleObjectWriter("position_change.avsc")
+    rendered = render_change.many(batch)
+    assert rendered == [(change.key.encode(), writer.encode(change_record(change))) for change in batch]
+
+
+def test_an_inbound_line_or_offer_equal_to_a_remembered_one_but_another_object_encodes_its_own_values() -> None:
+    writer = SingleObjectWriter("position_change.avsc")
+    first = PositionChange(
+        "S", "K", 5, 0, 0, 3, 0, 5, False, 1, 10, 10, (InboundLine("PO-1", 3, 99),), OfferTerms(2, 9.5, 3, 7)
+    )
+    second = PositionChange(
+        "S", "K", 5, 0, 0, 4, 0, 5, False, 2, 11, 11, (InboundLine("PO-1", 4, 99),), OfferTerms(3, None, None, 8)
+    )
+    for change in (first, second, first):
+        assert render_change(change).value == writer.encode(change_record(change))

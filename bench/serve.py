@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import write_result
+from bench.cores import cpu_seconds
 from bench.serve_load import SCENARIOS
 from bench.serve_store import StoreBuild, copy_for_run, open_or_build, slot_window
 from omni_ledger.table import render_table
@@ -158,15 +159,6 @@ def tree_rss_mb(pid: int) -> float:
         if status.parent.name == str(pid) or fields.get("PPid", "").strip() == str(pid):
             total += int(fields.get("VmRSS", "0 kB").split()[0])
     return total / 1024
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a live process so far (Linux /proc; 0 where unknown)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop(server: subprocess.Popen[bytes]) -> None:
@@ -340,11 +332,14 @@ def run_mode(
         health = wait_healthy(server, port, log, timeout=900)
         ready_s = time.perf_counter() - started
         if publisher is not None:
-            publisher_cpu = (time.perf_counter(), cpu_seconds(publisher.pid))
+            publisher_cpu = (time.perf_counter(), cpu_seconds(publisher.pid) or 0.0)
         results = [run_scenario(args, scenario, port, server.pid) for scenario in scenarios]
         if publisher is not None and publisher_cpu is not None:
             # The cores the publisher used while the scenarios ran (its load before, the store's copy, left out).
-            publisher_cpu = (time.perf_counter() - publisher_cpu[0], cpu_seconds(publisher.pid) - publisher_cpu[1])
+            publisher_cpu = (
+                time.perf_counter() - publisher_cpu[0],
+                (cpu_seconds(publisher.pid) or 0.0) - publisher_cpu[1],
+            )
         health = wait_healthy(server, port, log, timeout=60)
         rss = peak_rss_mb(server.pid)
         tree_rss = tree_rss_mb(server.pid)

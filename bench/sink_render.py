@@ -217,6 +217,8 @@ def _run_inner(python: str, root: Path, args: argparse.Namespace, bootstrap: str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    # The stream's options as bench.flow_stages declares them, written out: with --baseline this file runs in
+    # another checkout (PYTHONPATH there), whose bench.flow_stages need not have any shared helper.
     parser.add_argument("--events", type=int, default=120_000)
     parser.add_argument("--read", type=int, default=4_000, help="values a read (the Kafka source reads up to 4,000)")
     parser.add_argument("--shards", type=int, default=16)

@@ -42,7 +42,7 @@ from ledger.events import Millis
 from ledger.fulfilment import HOME, FulfilmentMode, SourceKind
 from ledger.nearby import candidates, distances_km
 from ledger.network import MINUTE_MS, Lane, Network, Run, Site, SupplierRoute
-from ledger.schedule import add_days, next_opening, slot_range, transfer_window
+from ledger.schedule import add_days, days_window, next_opening, opening_window, slot_range, transfer_window
 
 __all__ = ["promise"]
 
@@ -54,6 +54,8 @@ _MODE_ORDER = {
 }
 _STORE = SourceKind.STORE
 _TRANSFER_ORDER = _MODE_ORDER[FulfilmentMode.TRANSFER_TO_STORE]
+_RESERVE_ORDER = _MODE_ORDER[FulfilmentMode.RESERVE_IN_STORE]
+_DROPSHIP_ORDER = _MODE_ORDER[FulfilmentMode.DROPSHIP_TO_STORE]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -395,6 +397,10 @@ class _Into:
     """Per store, the lanes into it, each with its place among its origin's `lanes_from`."""
     picky: frozenset[str]
     """Suppliers with a route that accepts some skus only: what they offer depends on the sku."""
+    kept: dict[tuple[object, ...], dict[str, _Kept]]
+    """What a source offers over a window of `now` (`_Context.ways`), by what it depends on of the set of stores:
+    (source, its lanes into the set, whether it is in it, its routes into it) -> (sku or "") -> `_Kept`. Shared
+    by every set of stores giving a source the same ways (customers a few kilometres apart ask different sets)."""
 
 
 _INTO: dict[int, tuple[Network, _Into]] = {}
@@ -427,6 +433,7 @@ def _into(network: Network) -> _Into:
         {site.id: site.kind for site in network.sites},
         {store: tuple(found) for store, found in lanes_into.items()},
         frozenset(route.supplier for route in network.dropship if route.skus is not None),
+        {},
     )
     if len(_INTO) >= 8:  # a process serves one network; tests build many
         _INTO.clear()
@@ -447,7 +454,7 @@ class _Near:
     (`transfers_at`): a lane's answer changes only at its next cut-off.
     """
 
-    __slots__ = ("lanes_in", "reach", "routes_in", "transfers")
+    __slots__ = ("kept", "lanes_in", "reach", "routes_in", "transfers")
 
     def __init__(self, network: Network, into: _Into, stores: tuple[str, ...]) -> None:
         found = set(into.anywhere)
@@ -475,12 +482,20 @@ class _Near:
         """Per supplier, its routes to a store in the radius, in `routes_from` order (the order found)."""
         self.transfers: dict[str, tuple[Millis, Millis, tuple[_Transfer, ...]]] = {}
         """Origin -> (lo, hi, its lanes' transfers): the same for every `now` in (lo, hi]."""
+        self.kept: dict[str, dict[str, _Kept]] = {}
+        """Source -> its entry of `_Into.kept` for this set of stores (found on its first promise here)."""
 
     def transfers_at(self, network: Network, origin: str, now: Millis) -> tuple[_Transfer, ...]:
         """Per lane of `origin` into the radius, in order: (lane, its next run from `now`, the opening after)."""
+        return self.transfers_window(network, origin, now)[2]
+
+    def transfers_window(
+        self, network: Network, origin: str, now: Millis
+    ) -> tuple[Millis, Millis, tuple[_Transfer, ...]]:
+        """`transfers_at`, with the instants (lo, hi] it holds for (`now` among them)."""
         kept = self.transfers.get(origin)
         if kept is not None and kept[0] < now <= kept[1]:
-            return kept[2]
+            return kept
         lo, hi = now - 1, now + _FOREVER
         found: list[_Transfer] = []
         for lane in self.lanes_in.get(origin, ()):
@@ -496,8 +511,9 @@ class _Near:
         outcome = tuple(found)
         if lo < now <= hi:
             # One tuple assigned: a thread reading the entry sees the old one or the new one, whole.
-            self.transfers[origin] = (lo, hi, outcome)
-        return outcome
+            kept = self.transfers[origin] = (lo, hi, outcome)
+            return kept
+        return now - 1, now, outcome
 
 
 _Transfer = tuple[Lane, Run | None, Millis | None]
@@ -898,7 +914,8 @@ class _Context:
 
         Kept per source, or per (source, sku) for a supplier with routes for some skus
         only and a seller (its offer); with an appointment, the slots are booked here too
-        (the first free slot depends on the store and the instant, not the sku).
+        (the first free slot depends on the store and the instant, not the sku). But for
+        a seller's, what a source offers is kept across requests too (`_Near.kept`, `_kept`).
         """
         site = self.network.site(site_id)
         kind = site.kind
@@ -914,8 +931,134 @@ class _Context:
             key = (site_id, sku if kind is SourceKind.SUPPLIER and site_id in self.into.picky else "")
         ways = self._ways.get(key)
         if ways is None:
-            ways = self._ways[key] = self._ways_of(*self._offers(site, sku, stock))
+            if stock is not None:
+                ways = self._ways[key] = self._ways_of(*self._offers(site, sku, stock))
+                return ways
+            box = self.near.kept.get(site_id)
+            if box is None:
+                box = self.near.kept[site_id] = self._box(site_id)
+            kept = box.get(key[1])
+            if kept is None or not kept[0] <= self.now < kept[1]:
+                kept = box[key[1]] = self._kept(site, sku)
+            ways = self._ways[key] = self._ways_of(*self._rows(site, kept))
         return ways
+
+    def _box(self, site_id: str) -> dict[str, _Kept]:
+        """The source's entry of `_Into.kept`: what it offers depends on these of the set of stores only."""
+        near, kept = self.near, self.into.kept
+        lanes = tuple(lane.id for lane in near.lanes_in.get(site_id, ()))
+        # Routes by identity: the network's, alive as long as `_Into` (which holds this memo) is.
+        routes = tuple(map(id, near.routes_in.get(site_id, ())))
+        signature = (site_id, lanes, site_id in self.stores, routes)
+        box = kept.get(signature)
+        if box is None:
+            if len(kept) >= _KEPT_WAYS:
+                # Bounded: a source's entry is a few rows per window; the sets of stores are a few hundred.
+                kept.clear()
+            box = kept[signature] = {}
+        return box
+
+    def _rows(self, site: Site, kept: _Kept) -> tuple[list[_Row], list[_Left]]:
+        """`_offers` of a store, DC or supplier from what it offers in the window: the rows at this `now` and point."""
+        _, _, parts, pending, carrier = kept
+        now, stores = self.now, self.stores
+        found: list[_Row] = [
+            (
+                (now + offset if at is None else at, order, stores[to], True, 0.0),
+                mode,
+                source,
+                to,
+                run,
+                None if arrives is None else now + arrives,
+                None,
+                None,
+            )
+            for at, offset, order, mode, source, to, run, arrives in parts
+        ]
+        left: list[_Left] = [(r, d if isinstance(d, str) else partial(d, self)) for r, d in pending] if pending else []
+        if carrier is not None:
+            # As `_from_dc`: the carrier's range is the customer's, the rest of the row is the window's.
+            max_km, lead = carrier
+            km = self.network.distance_km(site.id, self.request.lat, self.request.lon)
+            if max_km is not None and km > max_km:
+                left.append((Reason.OUT_OF_CARRIER_RANGE, partial(_beyond_carrier, site.id, km, max_km)))
+            else:
+                at = now + lead
+                found.append(_row(FulfilmentMode.HOME_DELIVERY, site, HOME, at, km, arrives_at=at))
+        return found, left
+
+    def _kept(self, site: Site, sku: str) -> _Kept:
+        """What a store, DC or supplier offers (`_offers`'s rules) for every `now` of a window around this one.
+
+        Each instant is kept as fixed or as `now` plus an offset, in the window where that
+        form holds (`opening_window`, `days_window`, the lanes' `transfers_window`): a store
+        open at `now + prep` is ready at `now + prep` until it closes; a transfer arrives at
+        the same opening until its lane's cut-off. The details of what is left out are made
+        with the request's `now` (`partial(detail, ctx)`), as `_offers` makes them.
+        """
+        network, now = self.network, self.now
+        lo, hi = -_FOREVER, _FOREVER
+        parts: list[_Part] = []
+        pending: list[_Pending] = []
+        carrier: tuple[float | None, Millis] | None = None
+        if site.kind is SourceKind.STORE:
+            if site.id in self.stores:
+                prep = site.prep_minutes * MINUTE_MS
+                value, follows, since, until = opening_window(network, site.id, now + prep)
+                lo, hi = max(lo, since - prep), min(hi, until - prep)
+                mode = FulfilmentMode.RESERVE_IN_STORE
+                if follows:
+                    parts.append((None, prep, _RESERVE_ORDER, mode, site, site.id, None, None))
+                elif value is None:
+                    pending.append((Reason.CLOSED, partial(_closed_later, site.id, prep)))
+                else:
+                    parts.append((value, 0, _RESERVE_ORDER, mode, site, site.id, None, None))
+            lo, hi = self._kept_transfers(site, parts, pending, lo, hi)
+        elif site.kind is SourceKind.DC:
+            lo, hi = self._kept_transfers(site, parts, pending, lo, hi)
+            route = network.carrier(site.id)
+            if route is not None:
+                lead, since, until = days_window(network, site.id, now, route.lead_days)
+                lo, hi = max(lo, since), min(hi, until)
+                carrier = (route.max_km, lead)
+        else:
+            mode = FulfilmentMode.DROPSHIP_TO_STORE
+            for supplied in self.near.routes_in.get(site.id, ()):
+                store = supplied.store
+                if not supplied.accepts(sku):
+                    pending.append((Reason.NOT_ACCEPTED, f"{store} does not accept {sku} by dropship from {site.id}"))
+                    continue
+                lead, since, until = days_window(network, store, now, supplied.lead_days)
+                lo, hi = max(lo, since), min(hi, until)
+                value, follows, since, until = opening_window(network, store, now + lead)
+                lo, hi = max(lo, since - lead), min(hi, until - lead)
+                if follows:
+                    parts.append((None, lead, _DROPSHIP_ORDER, mode, site, store, None, lead))
+                elif value is None:
+                    pending.append((Reason.CLOSED, partial(_closed_later, store, lead)))
+                else:
+                    parts.append((value, 0, _DROPSHIP_ORDER, mode, site, store, None, lead))
+        if not parts and not pending and carrier is None:
+            pending.append((_NO_PATH[site.kind], partial(_no_path_later, site)))
+        return lo, hi, tuple(parts), tuple(pending), carrier
+
+    def _kept_transfers(
+        self, site: Site, parts: list[_Part], pending: list[_Pending], lo: Millis, hi: Millis
+    ) -> tuple[Millis, Millis]:
+        """`_transfers` for `_kept`: its parts and what it left out appended, the window narrowed to the lanes'."""
+        if site.id not in self.lanes_in:
+            return lo, hi
+        since, until, outcome = self.near.transfers_window(self.network, site.id, self.now)
+        mode = FulfilmentMode.TRANSFER_TO_STORE
+        for lane, run, at in outcome:
+            if run is None:
+                pending.append((Reason.NO_DEPARTURE, partial(_no_departure_later, lane)))
+            elif at is None:
+                pending.append((Reason.CLOSED, partial(_closed_at_later, lane.destination, run.arrives_at)))
+            else:
+                parts.append((at, 0, _TRANSFER_ORDER, mode, site, lane.destination, run, None))
+        # (since, until] of `now`, as [since + 1, until + 1).
+        return max(lo, since + 1), min(hi, until + 1)
 
     def _ways_of(self, rows: list[_Row], left: list[_Left]) -> _Ways:
         to_store = [row for row in rows if row[3] != HOME]
@@ -1156,6 +1299,34 @@ def _kept_slots(network: Network, view: SnapshotView) -> _Slots:
     else:
         _KEPT_SLOTS.append(entry)
     return slots
+
+
+_Part = tuple[Millis | None, Millis, int, FulfilmentMode, Site, str, Run | None, Millis | None]
+"""A row of what a source offers over a window of `now`: available_at (None: `now` plus the offset), the
+offset, the mode's order, mode, source, deliver_to, run, and arrives_at as an offset from `now` (None: none)."""
+_Pending = tuple[Reason, str | Callable[["_Context"], str]]
+"""What a source left out over a window, and why (the detail made with the request, if shown)."""
+_Kept = tuple[Millis, Millis, tuple[_Part, ...], tuple[_Pending, ...], tuple[float | None, Millis] | None]
+"""What a store, DC or supplier offers the customers of one set of stores for every `now` in [lo, hi):
+(lo, hi, its rows, what it left out, and a DC's carrier (its range, its lead as an offset from `now`))."""
+_KEPT_WAYS = 50_000
+"""Entries of `_Into.kept` kept (each a source's ways to a few stores; a supplier picky about skus, per sku)."""
+
+
+def _closed_later(store_id: str, offset: Millis, ctx: _Context) -> str:
+    return ctx._closed(store_id, ctx.now + offset)
+
+
+def _closed_at_later(store_id: str, at: Millis, ctx: _Context) -> str:
+    return ctx._closed(store_id, at)
+
+
+def _no_departure_later(lane: Lane, ctx: _Context) -> str:
+    return ctx._no_departure(lane)
+
+
+def _no_path_later(site: Site, ctx: _Context) -> str:
+    return ctx.no_path(site)
 
 
 def _beyond_carrier(site_id: str, km: float, max_km: float) -> str:

@@ -397,10 +397,10 @@ class _Into:
     """Per store, the lanes into it, each with its place among its origin's `lanes_from`."""
     picky: frozenset[str]
     """Suppliers with a route that accepts some skus only: what they offer depends on the sku."""
-    kept: dict[tuple[object, ...], dict[str, _Kept]]
-    """What a source offers over a window of `now` (`_Context.ways`), by what it depends on of the set of stores:
-    (source, its lanes into the set, whether it is in it, its routes into it) -> (sku or "") -> `_Kept`. Shared
-    by every set of stores giving a source the same ways (customers a few kilometres apart ask different sets)."""
+    kept: dict[_Signature, _Kept]
+    """What a store, DC or supplier offers over a window of `now` (`_Context.ways`), by what that depends on of
+    the set of stores (`_Signature`): shared by every set giving the source the same ways (customers a few
+    kilometres apart ask different sets), whatever the sku."""
 
 
 _INTO: dict[int, tuple[Network, _Into]] = {}
@@ -482,8 +482,8 @@ class _Near:
         """Per supplier, its routes to a store in the radius, in `routes_from` order (the order found)."""
         self.transfers: dict[str, tuple[Millis, Millis, tuple[_Transfer, ...]]] = {}
         """Origin -> (lo, hi, its lanes' transfers): the same for every `now` in (lo, hi]."""
-        self.kept: dict[str, dict[str, _Kept]] = {}
-        """Source -> its entry of `_Into.kept` for this set of stores (found on its first promise here)."""
+        self.kept: dict[str, _Signature] = {}
+        """Source -> its key in `_Into.kept` for this set of stores (made on its first promise here)."""
 
     def transfers_at(self, network: Network, origin: str, now: Millis) -> tuple[_Transfer, ...]:
         """Per lane of `origin` into the radius, in order: (lane, its next run from `now`, the opening after)."""
@@ -929,38 +929,37 @@ class _Context:
             key = (site_id, sku)
         else:
             key = (site_id, sku if kind is SourceKind.SUPPLIER and site_id in self.into.picky else "")
+        # Kept across requests whatever the sku: a supplier's routes that take some skus only are checked per request.
         ways = self._ways.get(key)
         if ways is None:
             if stock is not None:
                 ways = self._ways[key] = self._ways_of(*self._offers(site, sku, stock))
                 return ways
-            box = self.near.kept.get(site_id)
-            if box is None:
-                box = self.near.kept[site_id] = self._box(site_id)
-            kept = box.get(key[1])
+            signature = self.near.kept.get(site_id)
+            if signature is None:
+                signature = self.near.kept[site_id] = self._signature(site_id)
+            kept = self.into.kept.get(signature)
             if kept is None or not kept[0] <= self.now < kept[1]:
-                kept = box[key[1]] = self._kept(site, sku)
-            ways = self._ways[key] = self._ways_of(*self._rows(site, kept))
+                if len(self.into.kept) >= _KEPT_WAYS:
+                    # Bounded: an entry is a source's few rows; a network's sources by their sets of stores, a few
+                    # thousand.
+                    self.into.kept.clear()
+                # One tuple assigned: a thread reading the entry sees the old one or the new one, whole.
+                kept = self.into.kept[signature] = self._kept(site)
+            ways = self._ways[key] = self._ways_of(*self._rows(site, sku, kept))
         return ways
 
-    def _box(self, site_id: str) -> dict[str, _Kept]:
-        """The source's entry of `_Into.kept`: what it offers depends on these of the set of stores only."""
-        near, kept = self.near, self.into.kept
+    def _signature(self, site_id: str) -> _Signature:
+        """What a source's ways (`_kept`) depend on of the set of stores: its lanes, routes into it, reserve there."""
+        near = self.near
         lanes = tuple(lane.id for lane in near.lanes_in.get(site_id, ()))
-        # Routes by identity: the network's, alive as long as `_Into` (which holds this memo) is.
+        # Routes by identity: the network's, alive as long as `_Into` (which holds the memo) is.
         routes = tuple(map(id, near.routes_in.get(site_id, ())))
-        signature = (site_id, lanes, site_id in self.stores, routes)
-        box = kept.get(signature)
-        if box is None:
-            if len(kept) >= _KEPT_WAYS:
-                # Bounded: a source's entry is a few rows per window; the sets of stores are a few hundred.
-                kept.clear()
-            box = kept[signature] = {}
-        return box
+        return site_id, lanes, site_id in self.stores, routes
 
-    def _rows(self, site: Site, kept: _Kept) -> tuple[list[_Row], list[_Left]]:
+    def _rows(self, site: Site, sku: str, kept: _Kept) -> tuple[list[_Row], list[_Left]]:
         """`_offers` of a store, DC or supplier from what it offers in the window: the rows at this `now` and point."""
-        _, _, parts, pending, carrier = kept
+        _, _, parts, pending, carrier, routes = kept
         now, stores = self.now, self.stores
         found: list[_Row] = [
             (
@@ -976,6 +975,16 @@ class _Context:
             for at, offset, order, mode, source, to, run, arrives in parts
         ]
         left: list[_Left] = [(r, d if isinstance(d, str) else partial(d, self)) for r, d in pending] if pending else []
+        for route, part, why in routes:
+            # As `_from_supplier`, route by route: whether the route takes the sku is the request's.
+            if not route.accepts(sku):
+                left.append((Reason.NOT_ACCEPTED, f"{route.store} does not accept {sku} by dropship from {site.id}"))
+            elif part is not None:
+                at, offset, order, mode, source, to, run, arrives = part
+                key = (now + offset if at is None else at, order, stores[to], True, 0.0)
+                found.append((key, mode, source, to, run, None if arrives is None else now + arrives, None, None))
+            elif why is not None:
+                left.append((why[0], why[1] if isinstance(why[1], str) else partial(why[1], self)))
         if carrier is not None:
             # As `_from_dc`: the carrier's range is the customer's, the rest of the row is the window's.
             max_km, lead = carrier
@@ -985,9 +994,11 @@ class _Context:
             else:
                 at = now + lead
                 found.append(_row(FulfilmentMode.HOME_DELIVERY, site, HOME, at, km, arrives_at=at))
+        if not found and not left:
+            left.append((_NO_PATH[site.kind], partial(self.no_path, site)))
         return found, left
 
-    def _kept(self, site: Site, sku: str) -> _Kept:
+    def _kept(self, site: Site) -> _Kept:
         """What a store, DC or supplier offers (`_offers`'s rules) for every `now` of a window around this one.
 
         Each instant is kept as fixed or as `now` plus an offset, in the window where that
@@ -1001,6 +1012,7 @@ class _Context:
         parts: list[_Part] = []
         pending: list[_Pending] = []
         carrier: tuple[float | None, Millis] | None = None
+        routes: list[_Route] = []
         if site.kind is SourceKind.STORE:
             if site.id in self.stores:
                 prep = site.prep_minutes * MINUTE_MS
@@ -1024,23 +1036,19 @@ class _Context:
         else:
             mode = FulfilmentMode.DROPSHIP_TO_STORE
             for supplied in self.near.routes_in.get(site.id, ()):
+                # Every route worked out, whether or not it takes the sku: the sku is the request's (`_rows`).
                 store = supplied.store
-                if not supplied.accepts(sku):
-                    pending.append((Reason.NOT_ACCEPTED, f"{store} does not accept {sku} by dropship from {site.id}"))
-                    continue
                 lead, since, until = days_window(network, store, now, supplied.lead_days)
                 lo, hi = max(lo, since), min(hi, until)
                 value, follows, since, until = opening_window(network, store, now + lead)
                 lo, hi = max(lo, since - lead), min(hi, until - lead)
                 if follows:
-                    parts.append((None, lead, _DROPSHIP_ORDER, mode, site, store, None, lead))
+                    routes.append((supplied, (None, lead, _DROPSHIP_ORDER, mode, site, store, None, lead), None))
                 elif value is None:
-                    pending.append((Reason.CLOSED, partial(_closed_later, store, lead)))
+                    routes.append((supplied, None, (Reason.CLOSED, partial(_closed_later, store, lead))))
                 else:
-                    parts.append((value, 0, _DROPSHIP_ORDER, mode, site, store, None, lead))
-        if not parts and not pending and carrier is None:
-            pending.append((_NO_PATH[site.kind], partial(_no_path_later, site)))
-        return lo, hi, tuple(parts), tuple(pending), carrier
+                    routes.append((supplied, (value, 0, _DROPSHIP_ORDER, mode, site, store, None, lead), None))
+        return lo, hi, tuple(parts), tuple(pending), carrier, tuple(routes)
 
     def _kept_transfers(
         self, site: Site, parts: list[_Part], pending: list[_Pending], lo: Millis, hi: Millis
@@ -1306,11 +1314,18 @@ _Part = tuple[Millis | None, Millis, int, FulfilmentMode, Site, str, Run | None,
 offset, the mode's order, mode, source, deliver_to, run, and arrives_at as an offset from `now` (None: none)."""
 _Pending = tuple[Reason, str | Callable[["_Context"], str]]
 """What a source left out over a window, and why (the detail made with the request, if shown)."""
-_Kept = tuple[Millis, Millis, tuple[_Part, ...], tuple[_Pending, ...], tuple[float | None, Millis] | None]
+_Route = tuple[SupplierRoute, _Part | None, _Pending | None]
+"""A supplier's route into the set of stores, and its row or what it left out if it takes the sku."""
+_Kept = tuple[
+    Millis, Millis, tuple[_Part, ...], tuple[_Pending, ...], tuple[float | None, Millis] | None, tuple[_Route, ...]
+]
 """What a store, DC or supplier offers the customers of one set of stores for every `now` in [lo, hi):
-(lo, hi, its rows, what it left out, and a DC's carrier (its range, its lead as an offset from `now`))."""
+(lo, hi, its rows, what it left out, a DC's carrier (its range, its lead as an offset from `now`), a
+supplier's routes in order)."""
+_Signature = tuple[str, tuple[str, ...], bool, tuple[int, ...]]
+"""A source, its lanes into a set of stores (ids), whether it is one of them, its routes into them (identities)."""
 _KEPT_WAYS = 50_000
-"""Entries of `_Into.kept` kept (each a source's ways to a few stores; a supplier picky about skus, per sku)."""
+"""Entries of `_Into.kept` kept."""
 
 
 def _closed_later(store_id: str, offset: Millis, ctx: _Context) -> str:
@@ -1323,10 +1338,6 @@ def _closed_at_later(store_id: str, at: Millis, ctx: _Context) -> str:
 
 def _no_departure_later(lane: Lane, ctx: _Context) -> str:
     return ctx._no_departure(lane)
-
-
-def _no_path_later(site: Site, ctx: _Context) -> str:
-    return ctx.no_path(site)
 
 
 def _beyond_carrier(site_id: str, km: float, max_km: float) -> str:

@@ -397,7 +397,7 @@ class _Into:
     """Per store, the lanes into it, each with its place among its origin's `lanes_from`."""
     picky: frozenset[str]
     """Suppliers with a route that accepts some skus only: what they offer depends on the sku."""
-    kept: dict[_Signature, _Kept]
+    kept: dict[_Signature, list[_Kept | None]]
     """What a store, DC or supplier offers over a window of `now` (`_Context.ways`), by what that depends on of
     the set of stores (`_Signature`): shared by every set giving the source the same ways (customers a few
     kilometres apart ask different sets), whatever the sku."""
@@ -482,8 +482,9 @@ class _Near:
         """Per supplier, its routes to a store in the radius, in `routes_from` order (the order found)."""
         self.transfers: dict[str, tuple[Millis, Millis, tuple[_Transfer, ...]]] = {}
         """Origin -> (lo, hi, its lanes' transfers): the same for every `now` in (lo, hi]."""
-        self.kept: dict[str, _Signature] = {}
-        """Source -> its key in `_Into.kept` for this set of stores (made on its first promise here)."""
+        self.kept: dict[str, list[_Kept | None]] = {}
+        """Source -> its entry of `_Into.kept` for this set of stores (found on its first promise here): a list of
+        one, so a lookup per request does not hash the signature."""
 
     def transfers_at(self, network: Network, origin: str, now: Millis) -> tuple[_Transfer, ...]:
         """Per lane of `origin` into the radius, in order: (lane, its next run from `now`, the opening after)."""
@@ -935,27 +936,30 @@ class _Context:
             if stock is not None:
                 ways = self._ways[key] = self._ways_of(*self._offers(site, sku, stock))
                 return ways
-            signature = self.near.kept.get(site_id)
-            if signature is None:
-                signature = self.near.kept[site_id] = self._signature(site_id)
-            kept = self.into.kept.get(signature)
+            box = self.near.kept.get(site_id)
+            if box is None:
+                box = self.near.kept[site_id] = self._box(site_id)
+            kept = box[0]
             if kept is None or not kept[0] <= self.now < kept[1]:
-                if len(self.into.kept) >= _KEPT_WAYS:
-                    # Bounded: an entry is a source's few rows; a network's sources by their sets of stores, a few
-                    # thousand.
-                    self.into.kept.clear()
                 # One tuple assigned: a thread reading the entry sees the old one or the new one, whole.
-                kept = self.into.kept[signature] = self._kept(site)
+                kept = box[0] = self._kept(site)
             ways = self._ways[key] = self._ways_of(*self._rows(site, sku, kept))
         return ways
 
-    def _signature(self, site_id: str) -> _Signature:
-        """What a source's ways (`_kept`) depend on of the set of stores: its lanes, routes into it, reserve there."""
-        near = self.near
+    def _box(self, site_id: str) -> list[_Kept | None]:
+        """The source's entry of `_Into.kept`, by what its ways (`_kept`) depend on of the set of stores."""
+        near, kept = self.near, self.into.kept
         lanes = tuple(lane.id for lane in near.lanes_in.get(site_id, ()))
         # Routes by identity: the network's, alive as long as `_Into` (which holds the memo) is.
         routes = tuple(map(id, near.routes_in.get(site_id, ())))
-        return site_id, lanes, site_id in self.stores, routes
+        signature = (site_id, lanes, site_id in self.stores, routes)
+        box = kept.get(signature)
+        if box is None:
+            if len(kept) >= _KEPT_WAYS:
+                # Bounded: an entry is a source's few rows; the sets of stores kept hold theirs (`_NEAR_KEPT`).
+                kept.clear()
+            box = kept[signature] = [None]
+        return box
 
     def _rows(self, site: Site, sku: str, kept: _Kept) -> tuple[list[_Row], list[_Left]]:
         """`_offers` of a store, DC or supplier from what it offers in the window: the rows at this `now` and point."""

@@ -916,7 +916,7 @@ class _Context:
         Kept per source, or per (source, sku) for a supplier with routes for some skus
         only and a seller (its offer); with an appointment, the slots are booked here too
         (the first free slot depends on the store and the instant, not the sku). But for
-        a seller's, what a source offers is kept across requests too (`_Near.kept`, `_kept`).
+        a seller's, what a source offers is kept across requests too (`_kept`, `_Into.kept`).
         """
         site = self.network.site(site_id)
         kind = site.kind
@@ -950,7 +950,7 @@ class _Context:
         """The source's entry of `_Into.kept`, by what its ways (`_kept`) depend on of the set of stores."""
         near, kept = self.near, self.into.kept
         lanes = tuple(lane.id for lane in near.lanes_in.get(site_id, ()))
-        # Routes by identity: the network's, alive as long as `_Into` (which holds the memo) is.
+        # Routes by identity: an `_Into` (which holds the memo) serves one network, alive while it answers.
         routes = tuple(map(id, near.routes_in.get(site_id, ())))
         signature = (site_id, lanes, site_id in self.stores, routes)
         box = kept.get(signature)

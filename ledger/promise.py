@@ -42,7 +42,7 @@ from ledger.events import Millis
 from ledger.fulfilment import HOME, FulfilmentMode, SourceKind
 from ledger.nearby import candidates, distances_km
 from ledger.network import MINUTE_MS, Lane, Network, Run, Site, SupplierRoute
-from ledger.schedule import add_days, next_opening, slot_range, transfer_window
+from ledger.schedule import add_days, days_window, next_opening, opening_window, slot_range, transfer_window
 
 __all__ = ["promise"]
 
@@ -54,6 +54,8 @@ _MODE_ORDER = {
 }
 _STORE = SourceKind.STORE
 _TRANSFER_ORDER = _MODE_ORDER[FulfilmentMode.TRANSFER_TO_STORE]
+_RESERVE_ORDER = _MODE_ORDER[FulfilmentMode.RESERVE_IN_STORE]
+_DROPSHIP_ORDER = _MODE_ORDER[FulfilmentMode.DROPSHIP_TO_STORE]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -395,6 +397,10 @@ class _Into:
     """Per store, the lanes into it, each with its place among its origin's `lanes_from`."""
     picky: frozenset[str]
     """Suppliers with a route that accepts some skus only: what they offer depends on the sku."""
+    kept: dict[_Signature, list[_Kept | None]]
+    """What a store, DC or supplier offers over a window of `now` (`_Context.ways`), by what that depends on of
+    the set of stores (`_Signature`): shared by every set giving the source the same ways (customers a few
+    kilometres apart ask different sets), whatever the sku."""
 
 
 _INTO: dict[int, tuple[Network, _Into]] = {}
@@ -427,6 +433,7 @@ def _into(network: Network) -> _Into:
         {site.id: site.kind for site in network.sites},
         {store: tuple(found) for store, found in lanes_into.items()},
         frozenset(route.supplier for route in network.dropship if route.skus is not None),
+        {},
     )
     if len(_INTO) >= 8:  # a process serves one network; tests build many
         _INTO.clear()
@@ -447,7 +454,7 @@ class _Near:
     (`transfers_at`): a lane's answer changes only at its next cut-off.
     """
 
-    __slots__ = ("lanes_in", "reach", "routes_in", "transfers")
+    __slots__ = ("kept", "lanes_in", "reach", "routes_in", "transfers")
 
     def __init__(self, network: Network, into: _Into, stores: tuple[str, ...]) -> None:
         found = set(into.anywhere)
@@ -475,12 +482,21 @@ class _Near:
         """Per supplier, its routes to a store in the radius, in `routes_from` order (the order found)."""
         self.transfers: dict[str, tuple[Millis, Millis, tuple[_Transfer, ...]]] = {}
         """Origin -> (lo, hi, its lanes' transfers): the same for every `now` in (lo, hi]."""
+        self.kept: dict[str, list[_Kept | None]] = {}
+        """Source -> its entry of `_Into.kept` for this set of stores (found on its first promise here): a list of
+        one, so a lookup per request does not hash the signature."""
 
     def transfers_at(self, network: Network, origin: str, now: Millis) -> tuple[_Transfer, ...]:
         """Per lane of `origin` into the radius, in order: (lane, its next run from `now`, the opening after)."""
+        return self.transfers_window(network, origin, now)[2]
+
+    def transfers_window(
+        self, network: Network, origin: str, now: Millis
+    ) -> tuple[Millis, Millis, tuple[_Transfer, ...]]:
+        """`transfers_at`, with the instants (lo, hi] it holds for (`now` among them)."""
         kept = self.transfers.get(origin)
         if kept is not None and kept[0] < now <= kept[1]:
-            return kept[2]
+            return kept
         lo, hi = now - 1, now + _FOREVER
         found: list[_Transfer] = []
         for lane in self.lanes_in.get(origin, ()):
@@ -496,8 +512,9 @@ class _Near:
         outcome = tuple(found)
         if lo < now <= hi:
             # One tuple assigned: a thread reading the entry sees the old one or the new one, whole.
-            self.transfers[origin] = (lo, hi, outcome)
-        return outcome
+            kept = self.transfers[origin] = (lo, hi, outcome)
+            return kept
+        return now - 1, now, outcome
 
 
 _Transfer = tuple[Lane, Run | None, Millis | None]
@@ -898,7 +915,8 @@ class _Context:
 
         Kept per source, or per (source, sku) for a supplier with routes for some skus
         only and a seller (its offer); with an appointment, the slots are booked here too
-        (the first free slot depends on the store and the instant, not the sku).
+        (the first free slot depends on the store and the instant, not the sku). But for
+        a seller's, what a source offers is kept across requests too (`_kept`, `_Into.kept`).
         """
         site = self.network.site(site_id)
         kind = site.kind
@@ -912,10 +930,147 @@ class _Context:
             key = (site_id, sku)
         else:
             key = (site_id, sku if kind is SourceKind.SUPPLIER and site_id in self.into.picky else "")
+        # Kept across requests whatever the sku: a supplier's routes that take some skus only are checked per request.
         ways = self._ways.get(key)
         if ways is None:
-            ways = self._ways[key] = self._ways_of(*self._offers(site, sku, stock))
+            if stock is not None:
+                ways = self._ways[key] = self._ways_of(*self._offers(site, sku, stock))
+                return ways
+            box = self.near.kept.get(site_id)
+            if box is None:
+                box = self.near.kept[site_id] = self._box(site_id)
+            kept = box[0]
+            if kept is None or not kept[0] <= self.now < kept[1]:
+                # One tuple assigned: a thread reading the entry sees the old one or the new one, whole.
+                kept = box[0] = self._kept(site)
+            ways = self._ways[key] = self._ways_of(*self._rows(site, sku, kept))
         return ways
+
+    def _box(self, site_id: str) -> list[_Kept | None]:
+        """The source's entry of `_Into.kept`, by what its ways (`_kept`) depend on of the set of stores."""
+        near, kept = self.near, self.into.kept
+        lanes = tuple(lane.id for lane in near.lanes_in.get(site_id, ()))
+        # Routes by identity: an `_Into` (which holds the memo) serves one network, alive while it answers.
+        routes = tuple(map(id, near.routes_in.get(site_id, ())))
+        signature = (site_id, lanes, site_id in self.stores, routes)
+        box = kept.get(signature)
+        if box is None:
+            if len(kept) >= _KEPT_WAYS:
+                # Bounded: an entry is a source's few rows; the sets of stores kept hold theirs (`_NEAR_KEPT`).
+                kept.clear()
+            box = kept[signature] = [None]
+        return box
+
+    def _rows(self, site: Site, sku: str, kept: _Kept) -> tuple[list[_Row], list[_Left]]:
+        """`_offers` of a store, DC or supplier from what it offers in the window: the rows at this `now` and point."""
+        _, _, parts, pending, carrier, routes = kept
+        now, stores = self.now, self.stores
+        found: list[_Row] = [
+            (
+                (now + offset if at is None else at, order, stores[to], True, 0.0),
+                mode,
+                source,
+                to,
+                run,
+                None if arrives is None else now + arrives,
+                None,
+                None,
+            )
+            for at, offset, order, mode, source, to, run, arrives in parts
+        ]
+        left: list[_Left] = [(r, d if isinstance(d, str) else partial(d, self)) for r, d in pending] if pending else []
+        for route, part, why in routes:
+            # As `_from_supplier`, route by route: whether the route takes the sku is the request's.
+            if not route.accepts(sku):
+                left.append((Reason.NOT_ACCEPTED, f"{route.store} does not accept {sku} by dropship from {site.id}"))
+            elif part is not None:
+                at, offset, order, mode, source, to, run, arrives = part
+                key = (now + offset if at is None else at, order, stores[to], True, 0.0)
+                found.append((key, mode, source, to, run, None if arrives is None else now + arrives, None, None))
+            elif why is not None:
+                left.append((why[0], why[1] if isinstance(why[1], str) else partial(why[1], self)))
+        if carrier is not None:
+            # As `_from_dc`: the carrier's range is the customer's, the rest of the row is the window's.
+            max_km, lead = carrier
+            km = self.network.distance_km(site.id, self.request.lat, self.request.lon)
+            if max_km is not None and km > max_km:
+                left.append((Reason.OUT_OF_CARRIER_RANGE, partial(_beyond_carrier, site.id, km, max_km)))
+            else:
+                at = now + lead
+                found.append(_row(FulfilmentMode.HOME_DELIVERY, site, HOME, at, km, arrives_at=at))
+        if not found and not left:
+            left.append((_NO_PATH[site.kind], partial(self.no_path, site)))
+        return found, left
+
+    def _kept(self, site: Site) -> _Kept:
+        """What a store, DC or supplier offers (`_offers`'s rules) for every `now` of a window around this one.
+
+        Each instant is kept as fixed or as `now` plus an offset, in the window where that
+        form holds (`opening_window`, `days_window`, the lanes' `transfers_window`): a store
+        open at `now + prep` is ready at `now + prep` until it closes; a transfer arrives at
+        the same opening until its lane's cut-off. The details of what is left out are made
+        with the request's `now` (`partial(detail, ctx)`), as `_offers` makes them.
+        """
+        network, now = self.network, self.now
+        lo, hi = -_FOREVER, _FOREVER
+        parts: list[_Part] = []
+        pending: list[_Pending] = []
+        carrier: tuple[float | None, Millis] | None = None
+        routes: list[_Route] = []
+        if site.kind is SourceKind.STORE:
+            if site.id in self.stores:
+                prep = site.prep_minutes * MINUTE_MS
+                value, follows, since, until = opening_window(network, site.id, now + prep)
+                lo, hi = max(lo, since - prep), min(hi, until - prep)
+                mode = FulfilmentMode.RESERVE_IN_STORE
+                if follows:
+                    parts.append((None, prep, _RESERVE_ORDER, mode, site, site.id, None, None))
+                elif value is None:
+                    pending.append((Reason.CLOSED, partial(_closed_later, site.id, prep)))
+                else:
+                    parts.append((value, 0, _RESERVE_ORDER, mode, site, site.id, None, None))
+            lo, hi = self._kept_transfers(site, parts, pending, lo, hi)
+        elif site.kind is SourceKind.DC:
+            lo, hi = self._kept_transfers(site, parts, pending, lo, hi)
+            route = network.carrier(site.id)
+            if route is not None:
+                lead, since, until = days_window(network, site.id, now, route.lead_days)
+                lo, hi = max(lo, since), min(hi, until)
+                carrier = (route.max_km, lead)
+        else:
+            mode = FulfilmentMode.DROPSHIP_TO_STORE
+            for supplied in self.near.routes_in.get(site.id, ()):
+                # Every route worked out, whether or not it takes the sku: the sku is the request's (`_rows`).
+                store = supplied.store
+                lead, since, until = days_window(network, store, now, supplied.lead_days)
+                lo, hi = max(lo, since), min(hi, until)
+                value, follows, since, until = opening_window(network, store, now + lead)
+                lo, hi = max(lo, since - lead), min(hi, until - lead)
+                if follows:
+                    routes.append((supplied, (None, lead, _DROPSHIP_ORDER, mode, site, store, None, lead), None))
+                elif value is None:
+                    routes.append((supplied, None, (Reason.CLOSED, partial(_closed_later, store, lead))))
+                else:
+                    routes.append((supplied, (value, 0, _DROPSHIP_ORDER, mode, site, store, None, lead), None))
+        return lo, hi, tuple(parts), tuple(pending), carrier, tuple(routes)
+
+    def _kept_transfers(
+        self, site: Site, parts: list[_Part], pending: list[_Pending], lo: Millis, hi: Millis
+    ) -> tuple[Millis, Millis]:
+        """`_transfers` for `_kept`: its parts and what it left out appended, the window narrowed to the lanes'."""
+        if site.id not in self.lanes_in:
+            return lo, hi
+        since, until, outcome = self.near.transfers_window(self.network, site.id, self.now)
+        mode = FulfilmentMode.TRANSFER_TO_STORE
+        for lane, run, at in outcome:
+            if run is None:
+                pending.append((Reason.NO_DEPARTURE, partial(_no_departure_later, lane)))
+            elif at is None:
+                pending.append((Reason.CLOSED, partial(_closed_at_later, lane.destination, run.arrives_at)))
+            else:
+                parts.append((at, 0, _TRANSFER_ORDER, mode, site, lane.destination, run, None))
+        # (since, until] of `now`, as [since + 1, until + 1).
+        return max(lo, since + 1), min(hi, until + 1)
 
     def _ways_of(self, rows: list[_Row], left: list[_Left]) -> _Ways:
         to_store = [row for row in rows if row[3] != HOME]
@@ -1156,6 +1311,37 @@ def _kept_slots(network: Network, view: SnapshotView) -> _Slots:
     else:
         _KEPT_SLOTS.append(entry)
     return slots
+
+
+_Part = tuple[Millis | None, Millis, int, FulfilmentMode, Site, str, Run | None, Millis | None]
+"""A row of what a source offers over a window of `now`: available_at (None: `now` plus the offset), the
+offset, the mode's order, mode, source, deliver_to, run, and arrives_at as an offset from `now` (None: none)."""
+_Pending = tuple[Reason, str | Callable[["_Context"], str]]
+"""What a source left out over a window, and why (the detail made with the request, if shown)."""
+_Route = tuple[SupplierRoute, _Part | None, _Pending | None]
+"""A supplier's route into the set of stores, and its row or what it left out if it takes the sku."""
+_Kept = tuple[
+    Millis, Millis, tuple[_Part, ...], tuple[_Pending, ...], tuple[float | None, Millis] | None, tuple[_Route, ...]
+]
+"""What a store, DC or supplier offers the customers of one set of stores for every `now` in [lo, hi):
+(lo, hi, its rows, what it left out, a DC's carrier (its range, its lead as an offset from `now`), a
+supplier's routes in order)."""
+_Signature = tuple[str, tuple[str, ...], bool, tuple[int, ...]]
+"""A source, its lanes into a set of stores (ids), whether it is one of them, its routes into them (identities)."""
+_KEPT_WAYS = 50_000
+"""Entries of `_Into.kept` kept."""
+
+
+def _closed_later(store_id: str, offset: Millis, ctx: _Context) -> str:
+    return ctx._closed(store_id, ctx.now + offset)
+
+
+def _closed_at_later(store_id: str, at: Millis, ctx: _Context) -> str:
+    return ctx._closed(store_id, at)
+
+
+def _no_departure_later(lane: Lane, ctx: _Context) -> str:
+    return ctx._no_departure(lane)
 
 
 def _beyond_carrier(site_id: str, km: float, max_km: float) -> str:

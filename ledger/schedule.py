@@ -18,7 +18,17 @@ from ledger.events import Millis
 # The network's own wall-clock helpers: the memo must compute exactly what Network.next_opening does.
 from ledger.network import DAY_MS, MINUTE_MS, Interval, Lane, Network, Run, _local, _open, _wall
 
-__all__ = ["add_days", "next_opening", "next_run", "slot_range", "slots", "transfer", "transfer_window"]
+__all__ = [
+    "add_days",
+    "days_window",
+    "next_opening",
+    "next_run",
+    "opening_window",
+    "slot_range",
+    "slots",
+    "transfer",
+    "transfer_window",
+]
 
 _RUNS: dict[tuple[int, str, Millis], tuple[Network, tuple[Run, ...], tuple[Millis, ...], bool]] = {}
 """(network, lane, UTC day) -> the lane's runs from that day, their cut-offs, and whether they cover the horizon."""
@@ -175,6 +185,49 @@ def next_opening(network: Network, site_id: str, at: Millis) -> Millis | None:
     of the day's first instant, and where `at` is past the next local midnight, from the
     day after; then the same walk over plain integers.
     """
+    cached = _opening_days(network, site_id, at)
+    if cached is None:
+        return network.next_opening(site_id, at)
+    _, midnight, days = cached
+    start = 0 if at < midnight else 1
+    for intervals in days[start : start + network.horizon_days + 1]:
+        for opens, closes in intervals:
+            if at < closes:
+                return max(at, opens)
+    return None
+
+
+def opening_window(network: Network, site_id: str, at: Millis) -> tuple[Millis | None, bool, Millis, Millis]:
+    """`next_opening(network, site_id, at)` as a form that holds for every instant of [lo, hi) (`at` among them).
+
+    (value, follows, lo, hi): for every `t` in [lo, hi), `next_opening(network, site_id, t)`
+    is `t` when `follows` (the site is open at `t`), else `value` (the same opening, or None:
+    closed through the horizon). A promise keeps a source's options across requests while
+    `now` stays in such windows (`ledger.promise`). Near a change of offset the network
+    answers for `at` alone ([at, at + 1)).
+    """
+    cached = _opening_days(network, site_id, at)
+    if cached is None:
+        return network.next_opening(site_id, at), False, at, at + 1
+    _, midnight, days = cached
+    # The walk is the same for every instant of the same UTC day on the same side of the local midnight.
+    day = at - at % DAY_MS
+    start, lo, hi = (0, day, min(midnight, day + DAY_MS)) if at < midnight else (1, max(midnight, day), day + DAY_MS)
+    for intervals in days[start : start + network.horizon_days + 1]:
+        for opens, closes in intervals:
+            if at < closes:
+                # Every `t` >= lo passed the intervals before this one (lo is past their closings) and stops here.
+                if at < opens:
+                    return opens, False, lo, min(opens + 1, closes, hi)
+                return None, True, max(lo, opens), min(closes, hi)
+            lo = max(lo, closes)
+    return None, False, lo, hi
+
+
+def _opening_days(
+    network: Network, site_id: str, at: Millis
+) -> tuple[Network, Millis, tuple[tuple[tuple[Millis, Millis], ...], ...]] | None:
+    """The kept opening intervals of the site's local days walked from `at`'s UTC day; None near a change of offset."""
     day = at - at % DAY_MS
     key = (id(network), site_id, day)
     cached = _OPENINGS.get(key)
@@ -185,7 +238,7 @@ def next_opening(network: Network, site_id: str, at: Millis) -> Millis | None:
         # offset (DST, twice a year) is answered by the network itself, as before.
         offsets = {_local(day + k * _QUARTER_DAY_MS, site.zone).utcoffset() for k in range(-4, 9)}
         if len(offsets) != 1:
-            return network.next_opening(site_id, at)
+            return None
         first = _local(day, site.zone).date()
         days = tuple(
             tuple((_wall(date, lo, site.zone), _wall(date, hi, site.zone)) for lo, hi in _open(site, date))
@@ -194,13 +247,7 @@ def next_opening(network: Network, site_id: str, at: Millis) -> Millis | None:
         if len(_OPENINGS) >= _MEMO_ENTRIES:
             _OPENINGS.clear()
         cached = _OPENINGS[key] = (network, _wall(first + timedelta(days=1), 0, site.zone), days)
-    _, midnight, days = cached
-    start = 0 if at < midnight else 1
-    for intervals in days[start : start + network.horizon_days + 1]:
-        for opens, closes in intervals:
-            if at < closes:
-                return max(at, opens)
-    return None
+    return cached
 
 
 _STEADY: dict[tuple[int, str, Millis, int], tuple[Network, bool]] = {}
@@ -216,6 +263,22 @@ def add_days(network: Network, site_id: str, at: Millis, days: int) -> Millis:
     is looked up once per (site, UTC day, days); elsewhere (a change of offset in
     between) the network answers, as before.
     """
+    return at + days * DAY_MS if _steady(network, site_id, at, days) else network.add_days(site_id, at, days)
+
+
+def days_window(network: Network, site_id: str, at: Millis, days: int) -> tuple[Millis, Millis, Millis]:
+    """`add_days(network, site_id, at, days) - at`, an offset that holds for every instant of [lo, hi) (`at` in it).
+
+    Whole 24-hour days for the UTC day of `at` where the zone keeps its offset; near a
+    change, the network's answer for `at` alone ([at, at + 1)).
+    """
+    if _steady(network, site_id, at, days):
+        day = at - at % DAY_MS
+        return days * DAY_MS, day, day + DAY_MS
+    return network.add_days(site_id, at, days) - at, at, at + 1
+
+
+def _steady(network: Network, site_id: str, at: Millis, days: int) -> bool:
     day = at - at % DAY_MS
     key = (id(network), site_id, day, days)
     cached = _STEADY.get(key)
@@ -226,4 +289,4 @@ def add_days(network: Network, site_id: str, at: Millis, days: int) -> Millis:
         if len(_STEADY) >= _MEMO_ENTRIES:
             _STEADY.clear()
         cached = _STEADY[key] = (network, len(offsets) == 1)
-    return at + days * DAY_MS if cached[1] else network.add_days(site_id, at, days)
+    return cached[1]

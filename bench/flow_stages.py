@@ -26,9 +26,9 @@ from adapters.codec import RawInput
 from adapters.kafka_records import render_change, render_decision
 from bench.common import machine, say, write_result
 from bench.kafka import simulated
-from flows.collector import tune_collector
 from flows.logic import ShardLogic, admit_batch
 from ledger.policy import LedgerPolicy
+from omni_ledger.collector import tune_collector
 from omni_ledger.metrics import FlowMetrics
 from omni_ledger.table import render_table
 

@@ -236,7 +236,10 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.inner:
-        from flows.collector import tune_collector
+        try:
+            from omni_ledger.collector import tune_collector
+        except ImportError:  # a checkout from before the module moved out of flows/ (2026-12-04)
+            from flows.collector import tune_collector  # type: ignore[no-redef]
 
         tune_collector()  # as the process that runs the flow does
         print(json.dumps(measure(args.events, args.read, args.shards, args.seed, args.bootstrap)))
@@ -246,7 +249,7 @@ def main() -> None:
     from omni_ledger.table import render_table
 
     if args.render_baseline is not None:
-        from flows.collector import tune_collector
+        from omni_ledger.collector import tune_collector
 
         tune_collector()  # as the process that runs the flow does
         baseline = args.render_baseline.resolve()

@@ -98,7 +98,7 @@ def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
     """The dataflow, wired to `wiring`'s source and sinks.
 
     The process that runs it sets its garbage collector for the flow's allocations first
-    (`flows.collector.tune_collector`, called by `omni_ledger.runner`).
+    (`omni_ledger.collector.tune_collector`, called by `omni_ledger.runner`).
     """
     w = wiring
     flow = Dataflow(flow_id)

@@ -30,10 +30,10 @@ from adapters.partitions import FirstError, guarded
 from adapters.recovery import discard_uncommitted
 from adapters.shard_checkpoints import SHARDS_DIR, write_layout
 from flows.atp import Wiring, build_flow
-from flows.collector import tune_collector
 from ledger.errors import ConfigError, OmniLedgerError
 from ledger.shard import DEFAULT_SHARDS
 from omni_ledger.bootstrap import RunPlan
+from omni_ledger.collector import tune_collector
 from omni_ledger.config import Settings
 
 __all__ = ["run"]

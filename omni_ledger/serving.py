@@ -24,6 +24,7 @@ from adapters.network_file import load_network
 from adapters.snapshot_store.read_model import ReadModel
 from adapters.snapshot_store.serving import ServingStore, SnapshotMeta
 from ledger.network import Network
+from omni_ledger.collector import tune_collector
 from omni_ledger.config import Settings
 from omni_ledger.metrics import watch_serving_store
 from omni_ledger.service import LedgerService
@@ -140,6 +141,7 @@ def worker_app() -> FastAPI:
     app = create_app(service)
     app.router.on_shutdown.append(resources.close)
     watch_serving_store(service.store, service.read_model)
+    tune_collector()  # the network and the first read model loaded: out of the collector's reach
     return app
 
 
@@ -177,6 +179,7 @@ def serve(settings: Settings, *, read_model: bool = True, workers: int = 1) -> N
     with open_service(settings, read_model=read_model) as service:
         app = create_app(service)
         watch_serving_store(service.store, service.read_model)
+        tune_collector()  # the network and the first read model loaded: out of the collector's reach
         config = uvicorn.Config(
             app,
             host=settings.serve.host,

@@ -1,4 +1,4 @@
-"""The flow's garbage collector settings: why they are safe, and that the collector still runs."""
+"""The garbage collector settings of the flow and the server: why they are safe, and that the collector still runs."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from adapters.clock import ReplayClock
 from adapters.codec import RawInput
 from adapters.kafka_records import render_change, render_decision
 from bench.kafka import simulated
-from flows.collector import FLOW_THRESHOLDS, tune_collector
 from flows.logic import ShardLogic, admit_batch
 from ledger.policy import LedgerPolicy
+from omni_ledger.collector import THRESHOLDS, tune_collector
 from omni_ledger.metrics.flow import FlowMetrics
 
 pytestmark = pytest.mark.component
@@ -71,10 +71,10 @@ def test_admission_the_fold_and_encoding_leave_no_cyclic_garbage(collector):
     assert gc.collect() == 0
 
 
-def test_the_flow_thresholds_keep_the_collector_on(collector):
+def test_the_thresholds_keep_the_collector_on(collector):
     tune_collector()
     assert gc.isenabled()
-    assert gc.get_threshold() == FLOW_THRESHOLDS
+    assert gc.get_threshold() == THRESHOLDS
     assert gc.get_freeze_count() > 0  # start-up's objects are out of its reach
 
 

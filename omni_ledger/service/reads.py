@@ -235,10 +235,16 @@ class Reads:
     def positions(self, site_id: str) -> dict[str, Any]:
         self._known_site(site_id)
         meta = self.snapshot()
-        rows = self.store.positions(site_id, meta.snapshot_id)
+        # At the read model's snapshot when there is one: promises answer from it, and the store
+        # watch and the read model follow the store apart (one was seen 5 snapshots ahead). A
+        # client that picks a sku by these positions and then asks for a promise is answered
+        # from this snapshot or a newer one, never from before the stock it saw.
+        view = self._read_view()
+        snapshot_id = meta.snapshot_id if view is None else view.snapshot_id
+        rows = self.store.positions(site_id, snapshot_id)
         stock = [r for r in rows if appointment_slot(str(r["sku"])) is None]
         slots = [r for r in rows if appointment_slot(str(r["sku"])) is not None]
-        return {"snapshot_id": meta.snapshot_id, "site_id": site_id, "positions": stock, "appointment_slots": slots}
+        return {"snapshot_id": snapshot_id, "site_id": site_id, "positions": stock, "appointment_slots": slots}
 
     def tasks(self, site_id: str, status: str | None = None) -> dict[str, Any]:
         self._known_site(site_id)

@@ -246,6 +246,44 @@ def test_answers_are_pinned_to_the_snapshot_they_name_while_publishes_land(stack
         reader.close()
 
 
+def test_a_promise_asked_after_the_positions_a_client_saw_answers_from_their_snapshot_or_a_newer_one(
+    stack: Stack,
+) -> None:
+    # A clerk's page reads a site's positions, picks a sku by them, then asks for a promise: the
+    # promise must not answer from before the stock the page showed (docs/serving.md, "Noticed:
+    # two reads, two snapshots": the store watch and the read model follow the store apart).
+    sku, site = "PIN-B", "STORE-LYON-PART-DIEU"
+    stop = threading.Event()
+
+    def publish() -> None:
+        step = 0
+        while not stop.is_set():
+            step += 1
+            stack.service.emit([counted(f"pin-b:{step}", time.time_ns() // 1_000_000, site, sku, 1 + step % 3)])
+            time.sleep(0.05)
+
+    writer = threading.Thread(target=publish, daemon=True)
+    writer.start()
+    pairs: list[tuple[int, int]] = []
+    try:
+        # Bounded for a flow that stopped publishing; ends once 60 pairs over 4 snapshots were seen.
+        deadline = time.monotonic() + 180
+        while (len(pairs) < 60 or len({seen for seen, _ in pairs}) < 4) and time.monotonic() < deadline:
+            seen = get(stack, f"/v1/sites/{site}/positions")
+            if seen.status_code != 200 or not any(p["sku"] == sku for p in seen.json()["positions"]):
+                continue
+            request = {"items": [{"sku": sku, "qty": 1}], **LYON}
+            promised = post(stack, "/v1/promise", request, None)
+            assert promised.status_code == 200, promised.text
+            pairs.append((seen.json()["snapshot_id"], promised.json()["snapshot_id"]))
+    finally:
+        stop.set()
+        writer.join(timeout=10)
+    assert len({seen for seen, _ in pairs}) >= 4, "publishes landed between the reads"
+    behind = [(seen, answered) for seen, answered in pairs if answered < seen]
+    assert not behind, f"promises answered from before the positions the client saw: {behind}"
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):

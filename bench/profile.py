@@ -87,6 +87,7 @@ _GROUPS = (
     ("snapshot sink, worker side", "_Partition."),
     ("Kafka source", "_SourcePartition.next_batch (adapters/kafka_io.py)"),
     ("atp notices", "_notices (flows/atp.py)"),
+    ("atp notices", "_decisions (flows/atp.py)"),
     # An import's frames, wherever it happens: `<module>` alone also roots the main thread's
     # every sample (the `omni-ledger` script), which put a tenth of the run's samples here.
     ("start-up: imports", "_find_and_load"),

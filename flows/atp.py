@@ -40,7 +40,7 @@ from flows.logic import (
 )
 from ledger.dead_letter import DeadLetter
 from ledger.execution import DropshipOrder, ShuttleLoad, StoreTask
-from ledger.outputs import PositionChange
+from ledger.outputs import PositionChange, ReservationDecision
 from ledger.policy import LedgerPolicy
 from ledger.shard import DEFAULT_SHARDS
 
@@ -136,11 +136,12 @@ def build_flow(wiring: Wiring, flow_id: str = "omni_ledger_atp") -> Dataflow:
             op.output("changes_out", changes, each(w.changes))
         else:
             op.output("changes_out", op.flat_map("each_change", changes, _each_change), w.changes)
-    # Decisions, work and late events are rare next to position changes: one step
-    # picks them out of every fold result, the steps after it see only them.
+    # A decision leaves for every reservation request: its own step, keyed by reservation
+    # (one producer a reservation keeps its decisions in order). Work and late events are
+    # rarer: one step picks them out of every fold result, the steps after it see only them.
+    op.output("decisions_out", op.flat_map("decisions", folded, _decisions), w.decisions)
     notices = op.flat_map("notices", folded, _notices)
-    # ("decision" | "work" | "late", item)
-    op.output("decisions_out", op.filter_map("decisions", notices, _decision), w.decisions)
+    # ("work" | "late", item)
     if w.tasks is not None or w.loads is not None or w.orders is not None:
         work = op.filter_map("work", notices, _work)
         # StoreTask | ShuttleLoad | DropshipOrder
@@ -178,19 +179,18 @@ def _each_change(item: tuple[str, tuple[PositionChange, ...]]) -> list[tuple[str
 _Notice = tuple[str, object]
 
 
+def _decisions(item: tuple[str, Folded]) -> list[tuple[str, ReservationDecision]]:
+    return [(d.reservation_id, d) for d in item[1].decisions]
+
+
 def _notices(item: tuple[str, Folded]) -> list[_Notice]:
     folded = item[1]
-    if not (folded.decisions or folded.work or folded.dead_letters):
+    if not (folded.work or folded.dead_letters):
         return []
     return [
-        *(("decision", (d.reservation_id, d)) for d in folded.decisions),
         *(("work", w) for w in folded.work),
         *(("late", (letter.origin, letter)) for letter in folded.dead_letters),
     ]
-
-
-def _decision(notice: _Notice) -> object | None:
-    return notice[1] if notice[0] == "decision" else None
 
 
 def _work(notice: _Notice) -> object | None:

@@ -18,6 +18,10 @@ the changed rows are then the flow's, positions with holds, staged parcels, inbo
 and a window's memory that grow over the closes (docs/scaling.md, "Eleventh pass"), not
 plain receipts. `--closes` then counts closes in sequence over one growing state.
 
+After the closes of each mode and round, every shard is restored from its checkpoint chain
+(the resume a restarted flow runs: `ShardCheckpoints.resume` into a new `Shard`), timed,
+and its positions counted against the live shard's.
+
     python -m bench.epoch_close --rows 200 --rounds 3 [--busy 1] [--json]
     python -m bench.epoch_close --events 20000 --closes 4 --rounds 3
 """
@@ -36,13 +40,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from adapters.clock import ReplayClock
-from adapters.shard_checkpoints import write_layout
+from adapters.shard_checkpoints import ShardCheckpoints, write_layout
 from bench.common import REPO, machine, say, write_result
 from flows.logic import EpochClose, ShardBatch, ShardLogic, Stamped
 from ledger.effects import by_position, split
 from ledger.events import EventType, InventoryEvent
 from ledger.policy import LedgerPolicy
-from ledger.shard import PositionKey, shard_of
+from ledger.shard import PositionKey, Shard, shard_of
 from omni_ledger.table import render_table
 from simulator import RetailerSimulator, SimConfig
 
@@ -123,12 +127,14 @@ def measure(
     busy_threads: int = 0,
     simulated: list[Reads] | None = None,
     costs: list[tuple[float, int, int]] | None = None,
+    restores: list[tuple[float, float, int]] | None = None,
 ) -> list[float]:
     """Wall seconds of each epoch close after the first (the first also creates the directories).
 
     With `simulated` (from `_simulated`, one list of reads per close, `closes + 1` of them)
     each close folds its reads instead of `rows` receipts a shard. `costs` gets, for the
     same closes, (the closing thread's CPU seconds, changed rows, bytes of the files written).
+    `restores` gets (wall seconds, CPU seconds, bytes read) of restoring every shard from its chain.
     """
     root = Path(tempfile.mkdtemp(prefix="epoch-close-", dir=REPO / "var"))
     try:
@@ -162,9 +168,30 @@ def measure(
                 seen |= written
                 if costs is not None and close > 0:
                     costs.append((cpu, len(changed), sum(path.stat().st_size for path in written)))
+        if restores is not None:
+            restores.append(_restore(root, shards, [logic.shard for logic in logics]))
         return walls[1:]
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _restore(root: Path, shards: int, live: list[Shard]) -> tuple[float, float, int]:
+    """(wall, CPU seconds, bytes on disk) of restoring each shard from its newest checkpoint, as a resume does."""
+    stores = [ShardCheckpoints(root, index, shards, compactor=None) for index in range(shards)]
+    size = sum(path.stat().st_size for path in root.rglob("*-*") if path.is_file())
+    lasts = [max((int(name[-12:]) for name in store.files()), default=0) for store in stores]
+    began, cpu = time.perf_counter(), time.thread_time()
+    restored = []
+    for store, last in zip(stores, lasts, strict=True):
+        shard = Shard()
+        shard.restore(store.resume(last))
+        restored.append(shard)
+    wall, cpu = time.perf_counter() - began, time.thread_time() - cpu
+    for shard, kept in zip(restored, live, strict=True):
+        if len(shard) != len(kept):
+            msg = f"a shard restored {len(shard)} positions of the {len(kept)} it had"
+            raise AssertionError(msg)
+    return wall, cpu, size
 
 
 def main() -> None:
@@ -186,6 +213,7 @@ def main() -> None:
     simulated = _simulated(args.shards, args.events, args.closes + 1) if args.events else None
     rounds: list[dict[str, list[float]]] = []
     costs: dict[str, list[tuple[float, int, int]]] = {mode: [] for mode in MODES}
+    restores: list[tuple[float, float, int]] = []
     for round_ in range(args.rounds):
         what = f"{args.events:,} simulated events a close" if args.events else f"{args.rows:,} changed rows each"
         say(f"round {round_ + 1}: {args.shards} shards, {what}, {args.closes} closes a mode, {args.busy} busy threads")
@@ -193,7 +221,14 @@ def main() -> None:
         rounds.append(
             {
                 mode: measure(
-                    args.shards, args.rows, args.closes, mode == "together", args.busy, simulated, costs[mode]
+                    args.shards,
+                    args.rows,
+                    args.closes,
+                    mode == "together",
+                    args.busy,
+                    simulated,
+                    costs[mode],
+                    restores,
                 )
                 for mode in order
             }
@@ -208,6 +243,7 @@ def main() -> None:
         "costs": costs,
         "cpu_median_s": cpu,
         "cpu_per_row_median_s": per_row,
+        "restores": restores,
         "machine": machine(),
     }
     path = write_result("epoch_close", result)
@@ -232,6 +268,12 @@ def main() -> None:
     print(
         f"changed rows a close: {min(changed):,}-{max(changed):,}; bytes written a close: "
         f"{min(written) / 1e6:.2f}-{max(written) / 1e6:.2f} MB"
+    )
+    print(
+        "restore of every shard's chain: "
+        + ", ".join(
+            f"{wall * 1e3:.0f} ms ({cpu * 1e3:.0f} ms CPU, {size / 1e6:.1f} MB)" for wall, cpu, size in restores
+        )
     )
     print(f"one by one / together: {medians['one by one'] / medians['together']:.2f}x; results in {path}")
 

@@ -98,9 +98,11 @@ class ShardImage:
     numbers are the int64 `numbers[9r : 9r + 9]` (row-major, in the order of
     `ledger.position_columns.NUMBERS`), its tail `tails[tail_at[r] : tail_at[r] + tail_len[r]]`,
     unless it is one of `objects`: (row, `position_state`) of the positions that are not
-    plain, whose numbers mean nothing. `index` is the shard's open-addressing table (a base
-    only), so a restore copies it. A base's numbers and tails are the `bytearray`s it was
-    patched in (one copy, not two); nothing changes them after.
+    plain, whose numbers mean nothing (taken with a `ChunkRefs`, their sealed chunks are
+    references into its tables; a checkpoint resolves them before `restore`). `index` is
+    the shard's open-addressing table (a base only), so a restore copies it. A base's
+    numbers and tails are the `bytearray`s it was patched in (one copy, not two); nothing
+    changes them after.
     """
 
     whole: bool

@@ -22,6 +22,14 @@ After the closes of each mode and round, every shard is restored from its checkp
 (the resume a restarted flow runs: `ShardCheckpoints.resume` into a new `Shard`), timed,
 and its positions counted against the live shard's.
 
+`--prepare-passes P` (with `--events`) then measures the CPU part of a close on its own: it folds the
+closes with checkpoints as above, and for the last close's changed rows runs
+`ShardCheckpoints.prepare` of every shard P times over (prepare writes nothing and changes no
+store, so each pass does the same work): the min and median of the passes are steadier on a
+loaded machine than a close's CPU (docs/scaling.md, "Fifteenth pass").
+
+    python -m bench.epoch_close --events 100000 --closes 8 --prepare-passes 15
+
     python -m bench.epoch_close --rows 200 --rounds 3 [--busy 1] [--json]
     python -m bench.epoch_close --events 20000 --closes 4 --rounds 3
 """
@@ -194,6 +202,40 @@ def _restore(root: Path, shards: int, live: list[Shard]) -> tuple[float, float, 
     return wall, cpu, size
 
 
+def prepare_passes(shards: int, simulated: list[Reads], passes: int) -> dict[str, float]:
+    """CPU seconds of preparing the last close's checkpoints of every shard, `passes` times: min, median, bytes."""
+    root = Path(tempfile.mkdtemp(prefix="epoch-close-", dir=REPO / "var"))
+    try:
+        write_layout(root, shards)
+        shared, policy = EpochClose(), LedgerPolicy()
+        logics = [ShardLogic(None, policy, ReplayClock(), root, shards, close=shared) for _ in range(shards)]
+        for close, reads in enumerate(simulated):
+            for now, read in reads:
+                for batch in read:
+                    logics[batch[0]].on_batch([batch])
+                for logic in logics:
+                    logic.shard.expire_due(now, policy)
+            if close < len(simulated) - 1:
+                for logic in logics:
+                    logic.snapshot()
+        taken = [(logic.take_checkpoint(0), logic.shard) for logic in logics]
+        saves = [(checkpoint[0], checkpoint[1], shard) for checkpoint, shard in taken if checkpoint is not None]
+        seconds, size = [], 0
+        for _ in range(passes):
+            began = time.thread_time()
+            prepared = [store.prepare(changed, shard) for store, changed, shard in saves]
+            seconds.append(time.thread_time() - began)
+            size = sum(len(p.blob) for p in prepared if p.blob is not None)
+        return {
+            "rows": sum(len(changed) for _, changed, _ in saves),
+            "bytes": size,
+            "min_s": min(seconds),
+            "median_s": statistics.median(seconds),
+        }
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--shards", type=int, default=16)
@@ -207,10 +249,25 @@ def main() -> None:
         default=0,
         help="simulated events folded before each close (the flow's rows: holds, tails...) instead of --rows",
     )
+    parser.add_argument(
+        "--prepare-passes",
+        type=int,
+        default=0,
+        help="with --events: time the last close's prepares this many times over instead of the closes",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     (REPO / "var").mkdir(exist_ok=True)
     simulated = _simulated(args.shards, args.events, args.closes + 1) if args.events else None
+    if simulated is not None and args.prepare_passes:
+        prepare = prepare_passes(args.shards, simulated, args.prepare_passes)
+        path = write_result("epoch_close", {"args": vars(args), "prepare": prepare, "machine": machine()})
+        print(
+            f"prepare of the last close's {prepare['rows']:,} changed rows ({prepare['bytes'] / 1e6:.2f} MB of "
+            f"deltas), {args.prepare_passes} passes: min {prepare['min_s'] * 1e3:.1f} ms, median "
+            f"{prepare['median_s'] * 1e3:.1f} ms CPU; results in {path}"
+        )
+        return
     rounds: list[dict[str, list[float]]] = []
     costs: dict[str, list[tuple[float, int, int]]] = {mode: [] for mode in MODES}
     restores: list[tuple[float, float, int]] = []

@@ -8,12 +8,35 @@ Layout, under the run's recovery directory:
     recovery/shards/007/base-000000000010
                                     every position of shard 7 as of its checkpoint 10 (compaction)
 
-A checkpoint file is a pickled `(format, shard, S, c, payload)`. Format 3, written now:
-the payload is a `ledger.shard.ShardImage`'s fields, its arrays as bytes (the numbers
-row-major, as the shard keeps them), so a base is written and restored by copying bytes,
-not by building an object per position. Still read, and rewritten by the next base:
-format 2 (the same with the numbers column by column: interleaved on reading) and
-format 1 (the first shards, a `position_state` tuple per position).
+A checkpoint file is a pickled `(format, shard, S, c, payload)`. Format 4, written now:
+the payload is `(fields, id chunks, delta chunks)`: a `ledger.shard.ShardImage`'s fields,
+its arrays as bytes (the numbers row-major, as the shard keeps them), so a base is written
+and restored by copying bytes, not by building an object per position; and the tables of
+the sealed chunks (`ledger.position_state.ChunkRefs`) its object rows refer to.
+
+Sealed chunks are written once a chain (docs/scaling.md, "Fifteenth pass"). A position kept
+as an object remembers its lateness window in sealed chunks that never change once sealed
+(`ledger.memory`); a delta refers to the chunks the chain already holds (a reference: the
+checkpoint that first wrote the chunk, and its place there) and writes only the new ones in
+its tables. The store keeps `_known`, the chunks (by serial, `ledger.memory.chunk_serial`)
+that the files a resume of its newest checkpoint would load define, so a reference always
+resolves:
+
+- a delta's new chunks join it once the delta is durable (`commit`);
+- a base writes every chunk its rows refer to (it stands alone), under the reference the
+  chain knows it by, so deltas after it resolve against it. When its image is taken,
+  `_known` keeps only the chunks in it (the deltas before it go once it lands; a chunk
+  that lived in a row the base packs into columns is not in it), and the chunks new to
+  the chain the base names join once the base is written (step 3);
+- a resume (4) resolves each file's references from the base and the deltas it loaded
+  before that file, refuses one it cannot resolve (RecoveryError, like a gap) and makes
+  `_known` the chunks those files define, so a rolled-back delta's chunks are gone with
+  it; `start_empty` and `replace_with_base` start it empty.
+
+Still read, and rewritten by the next base: format 3 (the same fields with every sealed
+chunk inline, no tables), format 2 (the same with the numbers column by column:
+interleaved on reading) and format 1 (the first shards, a `position_state` tuple per
+position). A chain may mix them: the chunks of an older file are inline, known to none.
 
 Bytewax keeps, per shard, only a pointer `(shard, S, c)`: the snapshot of the stateful
 step is "checkpoint c of shard i", never the positions themselves, so its recovery
@@ -64,12 +87,22 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from adapters.durable_files import TEMP_PREFIX, fsync_dir, pickle_durably, write_durably
 from ledger.errors import RecoveryError
-from ledger.position_state import position_from_state
+from ledger.memory import DeltaChunk, IdChunk, chunk_serial
+from ledger.position_state import (
+    BASE_REFS,
+    ChunkRefs,
+    DeltaRow,
+    IdRow,
+    delta_chunk_of,
+    id_chunk_of,
+    position_from_state,
+    resolved,
+)
 from ledger.shard import DEFAULT_SHARDS, ChangedRows, Shard, ShardImage
 
 __all__ = [
@@ -93,8 +126,10 @@ _LAYOUT_FORMAT = 1
 _FIRST_FORMAT = 1
 """A checkpoint file of the first shards: pickled `position_state` rows. Still read."""
 _COLUMNS_FORMAT = 2
-_CHECKPOINT_FORMAT = 3
-"""A checkpoint file holding a `ShardImage`'s fields: columns as bytes."""
+_ROWS_FORMAT = 3
+"""A `ShardImage`'s fields, every sealed chunk inline. Still read."""
+_CHECKPOINT_FORMAT = 4
+"""A checkpoint file holding a `ShardImage`'s fields (columns as bytes) and the tables of the sealed chunks it names."""
 _LOG = logging.getLogger("omni_ledger.recovery")
 _NAME = re.compile(r"^(base|delta)-(\d{12})$")
 _TMP = TEMP_PREFIX
@@ -239,6 +274,10 @@ class ShardCheckpoints:
         """The base being written: (checkpoint, rows, its future)."""
         self._rows_since_pending = 0
         self._directory_made = False
+        self._known: dict[int, int] = {}
+        """Serial -> reference of the sealed chunks the chain's files define (the module's docstring)."""
+        self._base_chunks: dict[int, int] = {}
+        """The chunks new to the chain that the base in flight names: known once it is written."""
 
     def pointer(self) -> ShardPointer:
         """What Bytewax keeps for the newest checkpoint."""
@@ -253,6 +292,7 @@ class ShardCheckpoints:
             path.unlink()
         fsync_dir(self.directory)
         self.last = self.held = 0
+        self._known = {}
 
     def resume(self, checkpoint: int) -> Iterator[ShardImage]:
         """Step 4: the shard's images as of `checkpoint` (`Shard.restore` them), after deleting every newer file.
@@ -301,14 +341,20 @@ class ShardCheckpoints:
         self._deltas = list(wanted)
         self.last = self.held = checkpoint
         self._base_rows = self._delta_rows = 0
-        if base:
-            image = self._read("base", base)
-            self._base_rows = len(image)
+        self._known = {}
+        # The chunks the files read so far define, by reference: a file resolves against them and its own.
+        id_chunks: dict[int, IdChunk] = {}
+        delta_chunks: dict[int, DeltaChunk] = {}
+        for kind, c in [("base", base)] * bool(base) + [("delta", c) for c in wanted]:
+            image = self._read(kind, c, id_chunks, delta_chunks)
+            if kind == "base":
+                self._base_rows = len(image)
+            else:
+                self._delta_rows += len(image)
             yield image
-        for c in wanted:
-            image = self._read("delta", c)
-            self._delta_rows += len(image)
-            yield image
+        known = {chunk_serial(chunk): ref for ref, chunk in id_chunks.items()}
+        known.update((chunk_serial(chunk), ref) for ref, chunk in delta_chunks.items())
+        self._known = known
 
     def save(self, changed: ChangedRows, shard: Shard, *, handed: bool = True) -> ShardPointer:
         """Steps 1-3: make checkpoint last+1 durable (a delta of `changed`), and start a base of `shard` when due.
@@ -348,12 +394,15 @@ class ShardCheckpoints:
         freed += [f"delta-{d:012d}" for d in self._deltas if d <= newest]
         if compact and self._compactor is None:
             # A base written inline (tools, the benches' comparison): streamed, not built in memory.
-            image = shard.image()
+            refs = ChunkRefs(self._known, c, whole=True)
+            image = shard.image(refs)
             return PreparedCheckpoint(
-                self.directory, "base", c, rows, len(image), False, None, self._payload(c, image), newest, freed
-            )
-        blob = pickle.dumps(self._payload(c, changed.image()), protocol=pickle.HIGHEST_PROTOCOL)
-        return PreparedCheckpoint(self.directory, "delta", c, rows, 0, compact, blob, None, newest, freed)
+                self.directory, "base", c, rows, len(image), False, None, self._payload(c, image, refs), newest,
+                freed, refs.written,
+            )  # fmt: skip
+        refs = ChunkRefs(self._known, c)
+        blob = pickle.dumps(self._payload(c, changed.image(refs), refs), protocol=pickle.HIGHEST_PROTOCOL)
+        return PreparedCheckpoint(self.directory, "delta", c, rows, 0, compact, blob, None, newest, freed, refs.written)
 
     def commit(self, prepared: PreparedCheckpoint, shard: Shard, *, handed: bool = True) -> ShardPointer:
         """After `prepared.write()` returned: count checkpoint c as the newest; start a base of `shard` when due.
@@ -368,7 +417,11 @@ class ShardCheckpoints:
         if prepared.kind == "base":
             self._bases.append(c)
             self._base_rows, self._delta_rows = prepared.shard_rows, 0
+            # The chain's files needed from now on: this base and what follows it.
+            self._known = prepared.chunks
+            self._base_chunks = {}
         else:
+            self._known.update(prepared.chunks)
             self._deltas.append(c)
             self._delta_rows += prepared.rows
             self._rows_since_pending += prepared.rows
@@ -403,12 +456,19 @@ class ShardCheckpoints:
     def _start_base(self, c: int, shard: Shard) -> None:
         """Step 3 in the background: the image now (the shard changes after this call), written by the compactor."""
         assert self._compactor is not None
-        image = shard.image()
-        directory, name, payload = self.directory, f"base-{c:012d}", self._payload(c, image)
+        # Chunks new to the chain get references of their own (from BASE_REFS): delta c numbered its own from 0.
+        refs = ChunkRefs(self._known, c, whole=True, first=BASE_REFS)
+        image = shard.image(refs)
+        directory, name, payload = self.directory, f"base-{c:012d}", self._payload(c, image, refs)
         started = self._compactor.start(lambda: pickle_durably(directory, name, payload))
         if started is not None:
             self._pending = (c, len(image), started)
             self._rows_since_pending = 0
+            # From now on, refer only to chunks both this base and the chain before it define: the
+            # deltas after c resolve whether the base lands or not. The base's new chunks count once it has.
+            known = self._known
+            self._known = {serial: ref for serial, ref in refs.written.items() if known.get(serial) == ref}
+            self._base_chunks = {serial: ref for serial, ref in refs.written.items() if serial not in self._known}
 
     def _adopt_written_base(self) -> None:
         """A base the compactor finished becomes the chain's start (step 2 collects what it replaced)."""
@@ -430,14 +490,20 @@ class ShardCheckpoints:
             )
             with contextlib.suppress(FileNotFoundError):
                 (self.directory / f"{_TMP}base-{c:012d}").unlink()
+            self._base_chunks = {}
             return
         self._bases.append(c)
         self._base_rows, self._delta_rows = rows, self._rows_since_pending
+        known = self._known
+        for serial, ref in self._base_chunks.items():
+            known.setdefault(serial, ref)  # a delta since may have written it too: either resolves
+        self._base_chunks = {}
 
     def _settle_writes(self) -> None:
         if self._compactor is not None:
             self._compactor.wait()
         self._pending = None
+        self._base_chunks = {}
 
     def replace_with_base(self, checkpoint: int, image: ShardImage) -> None:
         """Make `image` (whole) the shard's only file, as its base at `checkpoint`; never while a flow runs on it.
@@ -457,6 +523,7 @@ class ShardCheckpoints:
         self.last = self.held = checkpoint
         self._bases, self._deltas = [checkpoint], []
         self._base_rows, self._delta_rows = len(image), 0
+        self._known = {}  # its chunks, if any, are inline
 
     def files(self) -> list[str]:
         """The checkpoint files on disk, oldest first (for tests and operators)."""
@@ -467,16 +534,25 @@ class ShardCheckpoints:
     def _write(self, kind: str, c: int, image: ShardImage) -> None:
         pickle_durably(self.directory, f"{kind}-{c:012d}", self._payload(c, image))
 
-    def _payload(self, c: int, image: ShardImage) -> tuple[object, ...]:
+    def _payload(self, c: int, image: ShardImage, refs: ChunkRefs | None = None) -> tuple[object, ...]:
         # The image's fields are bytes and a few small tuples: pickling them is a copy, not a walk.
         fields_ = tuple(getattr(image, field.name) for field in fields(ShardImage))
-        return (_CHECKPOINT_FORMAT, self.shard, self.shards, c, fields_)
+        tables: tuple[list[IdRow], list[DeltaRow]] = ([], []) if refs is None else (refs.ids, refs.deltas)
+        return (_CHECKPOINT_FORMAT, self.shard, self.shards, c, (fields_, *tables))
 
-    def _read(self, kind: str, c: int) -> ShardImage:
+    def _read(
+        self, kind: str, c: int, id_chunks: dict[int, IdChunk], delta_chunks: dict[int, DeltaChunk]
+    ) -> ShardImage:
+        """The image of file `kind`-`c`, its chunk references resolved; adds the chunks it defines to the tables."""
         path = self.directory / f"{kind}-{c:012d}"
+        id_rows: list[IdRow] = []
+        delta_rows: list[DeltaRow] = []
         try:
             fmt, shard, shards, checkpoint, payload = pickle.loads(path.read_bytes())
             if fmt == _CHECKPOINT_FORMAT:
+                fields_, id_rows, delta_rows = payload
+                image = ShardImage(*fields_)
+            elif fmt == _ROWS_FORMAT:
                 image = ShardImage(*payload)
             elif fmt == _COLUMNS_FORMAT:
                 image = ShardImage.of_column_fields(*payload)
@@ -497,7 +573,23 @@ class ShardCheckpoints:
                 "from one backup, or run with --reset"
             )
             raise RecoveryError(msg)
-        return image
+        for id_row in id_rows:
+            id_chunks[id_row[0]] = id_chunk_of(id_row)
+        for delta_row in delta_rows:
+            delta_chunks[delta_row[0]] = delta_chunk_of(delta_row)
+        if fmt != _CHECKPOINT_FORMAT or not image.objects:
+            return image
+        try:
+            objects = tuple([(r, resolved(state, id_chunks, delta_chunks)) for r, state in image.objects])
+        except KeyError as exc:
+            ref = exc.args[0]
+            msg = (
+                f"{path} refers to sealed chunk {ref & 0xFFFFFFFF} of checkpoint {ref >> 32}, which neither the base "
+                f"nor the deltas of shard {self.shard} loaded before it define (files lost or mixed with another "
+                "store's). Restore the recovery directory from one backup, or run with --reset and replay the input"
+            )
+            raise RecoveryError(msg) from exc
+        return replace(image, objects=objects)
 
     def _unlink(self, kind: str, c: int) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -514,6 +606,7 @@ class PreparedCheckpoint:
     __slots__ = (
         "blob",
         "c",
+        "chunks",
         "compact",
         "directory",
         "freed",
@@ -536,6 +629,7 @@ class PreparedCheckpoint:
         payload: tuple[object, ...] | None,
         newest_final_base: int,
         freed: list[str],
+        chunks: dict[int, int],
     ) -> None:
         self.directory = directory
         self.kind = kind
@@ -554,6 +648,8 @@ class PreparedCheckpoint:
         self.newest_final_base = newest_final_base
         self.freed = freed
         """Files of this shard that checkpoint c makes useless (step 2), deleted once it is durable."""
+        self.chunks = chunks
+        """Serial -> reference of the sealed chunks the file's tables define: known to the store at `commit`."""
 
     def write(self) -> None:
         """Step 1 (the file durable: data, rename, directory entry), then step 2 (the freed files deleted).

@@ -18,6 +18,18 @@ the changed rows are then the flow's, positions with holds, staged parcels, inbo
 and a window's memory that grow over the closes (docs/scaling.md, "Eleventh pass"), not
 plain receipts. `--closes` then counts closes in sequence over one growing state.
 
+After the closes of each mode and round, every shard is restored from its checkpoint chain
+(the resume a restarted flow runs: `ShardCheckpoints.resume` into a new `Shard`), timed,
+and its positions counted against the live shard's.
+
+`--prepare-passes P` (with `--events`) then measures the CPU part of a close on its own: it folds the
+closes with checkpoints as above, and for the last close's changed rows runs
+`ShardCheckpoints.prepare` of every shard P times over (prepare writes nothing and changes no
+store, so each pass does the same work): the min and median of the passes are steadier on a
+loaded machine than a close's CPU (docs/scaling.md, "Fifteenth pass").
+
+    python -m bench.epoch_close --events 100000 --closes 8 --prepare-passes 15
+
     python -m bench.epoch_close --rows 200 --rounds 3 [--busy 1] [--json]
     python -m bench.epoch_close --events 20000 --closes 4 --rounds 3
 """
@@ -36,13 +48,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from adapters.clock import ReplayClock
-from adapters.shard_checkpoints import write_layout
+from adapters.shard_checkpoints import ShardCheckpoints, write_layout
 from bench.common import REPO, machine, say, write_result
 from flows.logic import EpochClose, ShardBatch, ShardLogic, Stamped
 from ledger.effects import by_position, split
 from ledger.events import EventType, InventoryEvent
 from ledger.policy import LedgerPolicy
-from ledger.shard import PositionKey, shard_of
+from ledger.shard import PositionKey, Shard, shard_of
 from omni_ledger.table import render_table
 from simulator import RetailerSimulator, SimConfig
 
@@ -123,12 +135,14 @@ def measure(
     busy_threads: int = 0,
     simulated: list[Reads] | None = None,
     costs: list[tuple[float, int, int]] | None = None,
+    restores: list[tuple[float, float, int]] | None = None,
 ) -> list[float]:
     """Wall seconds of each epoch close after the first (the first also creates the directories).
 
     With `simulated` (from `_simulated`, one list of reads per close, `closes + 1` of them)
     each close folds its reads instead of `rows` receipts a shard. `costs` gets, for the
     same closes, (the closing thread's CPU seconds, changed rows, bytes of the files written).
+    `restores` gets (wall seconds, CPU seconds, bytes read) of restoring every shard from its chain.
     """
     root = Path(tempfile.mkdtemp(prefix="epoch-close-", dir=REPO / "var"))
     try:
@@ -162,7 +176,62 @@ def measure(
                 seen |= written
                 if costs is not None and close > 0:
                     costs.append((cpu, len(changed), sum(path.stat().st_size for path in written)))
+        if restores is not None:
+            restores.append(_restore(root, shards, [logic.shard for logic in logics]))
         return walls[1:]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _restore(root: Path, shards: int, live: list[Shard]) -> tuple[float, float, int]:
+    """(wall, CPU seconds, bytes on disk) of restoring each shard from its newest checkpoint, as a resume does."""
+    stores = [ShardCheckpoints(root, index, shards, compactor=None) for index in range(shards)]
+    size = sum(path.stat().st_size for path in root.rglob("*-*") if path.is_file())
+    lasts = [max((int(name[-12:]) for name in store.files()), default=0) for store in stores]
+    began, cpu = time.perf_counter(), time.thread_time()
+    restored = []
+    for store, last in zip(stores, lasts, strict=True):
+        shard = Shard()
+        shard.restore(store.resume(last))
+        restored.append(shard)
+    wall, cpu = time.perf_counter() - began, time.thread_time() - cpu
+    for shard, kept in zip(restored, live, strict=True):
+        if len(shard) != len(kept):
+            msg = f"a shard restored {len(shard)} positions of the {len(kept)} it had"
+            raise AssertionError(msg)
+    return wall, cpu, size
+
+
+def prepare_passes(shards: int, simulated: list[Reads], passes: int) -> dict[str, float]:
+    """CPU seconds of preparing the last close's checkpoints of every shard, `passes` times: min, median, bytes."""
+    root = Path(tempfile.mkdtemp(prefix="epoch-close-", dir=REPO / "var"))
+    try:
+        write_layout(root, shards)
+        shared, policy = EpochClose(), LedgerPolicy()
+        logics = [ShardLogic(None, policy, ReplayClock(), root, shards, close=shared) for _ in range(shards)]
+        for close, reads in enumerate(simulated):
+            for now, read in reads:
+                for batch in read:
+                    logics[batch[0]].on_batch([batch])
+                for logic in logics:
+                    logic.shard.expire_due(now, policy)
+            if close < len(simulated) - 1:
+                for logic in logics:
+                    logic.snapshot()
+        taken = [(logic.take_checkpoint(0), logic.shard) for logic in logics]
+        saves = [(checkpoint[0], checkpoint[1], shard) for checkpoint, shard in taken if checkpoint is not None]
+        seconds, size = [], 0
+        for _ in range(passes):
+            began = time.thread_time()
+            prepared = [store.prepare(changed, shard) for store, changed, shard in saves]
+            seconds.append(time.thread_time() - began)
+            size = sum(len(p.blob) for p in prepared if p.blob is not None)
+        return {
+            "rows": sum(len(changed) for _, changed, _ in saves),
+            "bytes": size,
+            "min_s": min(seconds),
+            "median_s": statistics.median(seconds),
+        }
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -180,12 +249,28 @@ def main() -> None:
         default=0,
         help="simulated events folded before each close (the flow's rows: holds, tails...) instead of --rows",
     )
+    parser.add_argument(
+        "--prepare-passes",
+        type=int,
+        default=0,
+        help="with --events: time the last close's prepares this many times over instead of the closes",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     (REPO / "var").mkdir(exist_ok=True)
     simulated = _simulated(args.shards, args.events, args.closes + 1) if args.events else None
+    if simulated is not None and args.prepare_passes:
+        prepare = prepare_passes(args.shards, simulated, args.prepare_passes)
+        path = write_result("epoch_close", {"args": vars(args), "prepare": prepare, "machine": machine()})
+        print(
+            f"prepare of the last close's {prepare['rows']:,} changed rows ({prepare['bytes'] / 1e6:.2f} MB of "
+            f"deltas), {args.prepare_passes} passes: min {prepare['min_s'] * 1e3:.1f} ms, median "
+            f"{prepare['median_s'] * 1e3:.1f} ms CPU; results in {path}"
+        )
+        return
     rounds: list[dict[str, list[float]]] = []
     costs: dict[str, list[tuple[float, int, int]]] = {mode: [] for mode in MODES}
+    restores: list[tuple[float, float, int]] = []
     for round_ in range(args.rounds):
         what = f"{args.events:,} simulated events a close" if args.events else f"{args.rows:,} changed rows each"
         say(f"round {round_ + 1}: {args.shards} shards, {what}, {args.closes} closes a mode, {args.busy} busy threads")
@@ -193,7 +278,14 @@ def main() -> None:
         rounds.append(
             {
                 mode: measure(
-                    args.shards, args.rows, args.closes, mode == "together", args.busy, simulated, costs[mode]
+                    args.shards,
+                    args.rows,
+                    args.closes,
+                    mode == "together",
+                    args.busy,
+                    simulated,
+                    costs[mode],
+                    restores,
                 )
                 for mode in order
             }
@@ -208,6 +300,7 @@ def main() -> None:
         "costs": costs,
         "cpu_median_s": cpu,
         "cpu_per_row_median_s": per_row,
+        "restores": restores,
         "machine": machine(),
     }
     path = write_result("epoch_close", result)
@@ -232,6 +325,12 @@ def main() -> None:
     print(
         f"changed rows a close: {min(changed):,}-{max(changed):,}; bytes written a close: "
         f"{min(written) / 1e6:.2f}-{max(written) / 1e6:.2f} MB"
+    )
+    print(
+        "restore of every shard's chain: "
+        + ", ".join(
+            f"{wall * 1e3:.0f} ms ({cpu * 1e3:.0f} ms CPU, {size / 1e6:.1f} MB)" for wall, cpu, size in restores
+        )
     )
     print(f"one by one / together: {medians['one by one'] / medians['together']:.2f}x; results in {path}")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import count
 
 from ledger._frozen import fast_init
 from ledger._pickle import positional_reduce
@@ -27,6 +28,7 @@ __all__ = [
     "EventIds",
     "EventIdsDraft",
     "IdChunk",
+    "chunk_serial",
     "sealed_holds",
     "sealed_with",
 ]
@@ -37,6 +39,9 @@ N entries in its window scans N / CHUNK sealed chunks per lookup."""
 
 NEVER: Millis = 2**62
 
+_SERIALS = count(1)
+"""Serial numbers of sealed chunks, unique in the process (see `chunk_serial`)."""
+
 
 @fast_init
 @dataclass(frozen=True, slots=True)
@@ -46,6 +51,7 @@ class IdChunk:
     newest: Millis
     ids: frozenset[str]
     _packed: object = field(default=None, init=False, compare=False, repr=False)
+    _serial: int = field(default=0, init=False, compare=False, repr=False)
 
     def __reduce__(self) -> tuple[type[IdChunk], tuple[Millis, frozenset[str]]]:
         return IdChunk, (self.newest, self.ids)
@@ -73,6 +79,22 @@ class EventIds:
 
     def __contains__(self, event_id: object) -> bool:
         return event_id in self.open or any(event_id in c.ids for c in self.sealed)
+
+
+def chunk_serial(chunk: IdChunk | DeltaChunk) -> int:
+    """The chunk's serial number, given at the first call: unique among the process's chunks, never reused.
+
+    A sealed chunk never changes, and the fold keeps the same chunk objects from one
+    position value to the next (`sealed_with` appends), so the serial names the chunk for
+    as long as a position remembers it: a shard's checkpoints write a chunk once per
+    chain and refer to it after (`adapters.shard_checkpoints`). Not pickled: a chunk
+    read back gets a new one.
+    """
+    serial = chunk._serial
+    if not serial:
+        serial = next(_SERIALS)
+        object.__setattr__(chunk, "_serial", serial)
+    return serial
 
 
 def sealed_holds(sealed: tuple[IdChunk, ...], event_id: str) -> bool:
@@ -135,6 +157,7 @@ class DeltaChunk:
     total: int
     items: tuple[tuple[Millis, int], ...]
     _packed: object = field(default=None, init=False, compare=False, repr=False)
+    _serial: int = field(default=0, init=False, compare=False, repr=False)
 
     def __reduce__(self) -> tuple[type[DeltaChunk], tuple[Millis, Millis, int, tuple[tuple[Millis, int], ...]]]:
         return DeltaChunk, (self.oldest, self.newest, self.total, self.items)

@@ -48,7 +48,7 @@ from ledger.memory import NEVER
 from ledger.policy import LedgerPolicy
 from ledger.position import Position
 from ledger.position_columns import NUMBERS, numbers_of, position_of, tail_of
-from ledger.position_state import PositionState, position_from_state, position_state
+from ledger.position_state import ChunkRefs, PositionState, position_from_state, position_state
 
 __all__ = ["DEFAULT_SHARDS", "ChangedRows", "PositionKey", "Shard", "ShardImage", "position_key", "shard_of"]
 
@@ -98,9 +98,11 @@ class ShardImage:
     numbers are the int64 `numbers[9r : 9r + 9]` (row-major, in the order of
     `ledger.position_columns.NUMBERS`), its tail `tails[tail_at[r] : tail_at[r] + tail_len[r]]`,
     unless it is one of `objects`: (row, `position_state`) of the positions that are not
-    plain, whose numbers mean nothing. `index` is the shard's open-addressing table (a base
-    only), so a restore copies it. A base's numbers and tails are the `bytearray`s it was
-    patched in (one copy, not two); nothing changes them after.
+    plain, whose numbers mean nothing (taken with a `ChunkRefs`, their sealed chunks are
+    references into its tables; a checkpoint resolves them before `restore`). `index` is
+    the shard's open-addressing table (a base only), so a restore copies it. A base's
+    numbers and tails are the `bytearray`s it was patched in (one copy, not two); nothing
+    changes them after.
     """
 
     whole: bool
@@ -391,8 +393,11 @@ class Shard:
         self._changed = array("q")
         return ChangedRows(self, rows, self._generation)
 
-    def image(self) -> ShardImage:
+    def image(self, refs: ChunkRefs | None = None) -> ShardImage:
         """Every row of the shard as bytes (a checkpoint's base); read it before the shard changes.
+
+        With `refs`, the sealed chunks of the rows kept as objects are written as references
+        into its tables (`ledger.position_state.ChunkRefs`).
 
         Positions kept as objects are written packed when they are plain, so a restore
         brings back as objects only those with rare parts. Each buffer is copied once, as
@@ -410,7 +415,7 @@ class Shard:
             for row, position in self._objects.items():
                 tail = tail_of(position)
                 if tail is None:
-                    objects.append((row, position_state(position)))
+                    objects.append((row, position_state(position, refs)))
                     continue
                 values[_W * row : _W * row + _W] = array("q", numbers_of(position))
                 starts[row] = len(tails)
@@ -624,7 +629,7 @@ class Shard:
                 self._heap = [(at, r) for r, at in armed.items()]
                 heapq.heapify(self._heap)
 
-    def _rows_image(self, rows: Sequence[int]) -> ShardImage:
+    def _rows_image(self, rows: Sequence[int], refs: ChunkRefs | None = None) -> ShardImage:
         """The rows `rows` as a delta image, with names of their own (numbered in order of first use).
 
         One pass over the rows, each taken as what it is. In a flow nearly every changed row
@@ -661,7 +666,7 @@ class Shard:
                     continue
                 tail = tail_of(position)
                 if tail is None:
-                    objects.append((r, position_state(position)))
+                    objects.append((r, position_state(position, refs)))
                     numbers.append(_ZERO_BYTES)  # an object row's columns mean nothing
                     sizes.append(0)
                 else:
@@ -701,10 +706,10 @@ class ChangedRows(Mapping[PositionKey, Position]):
             raise KeyError(key)
         return self._shard._position(row)
 
-    def image(self) -> ShardImage:
-        """These rows as bytes (a checkpoint's delta)."""
+    def image(self, refs: ChunkRefs | None = None) -> ShardImage:
+        """These rows as bytes (a checkpoint's delta); with `refs`, sealed chunks as references (`Shard.image`)."""
         self._check()
-        return self._shard._rows_image(self._rows)
+        return self._shard._rows_image(self._rows, refs)
 
     def _check(self) -> None:
         if self._shard._generation != self._generation:

@@ -344,8 +344,8 @@ def test_a_checkpoint_of_the_second_format_with_its_numbers_column_by_column_is_
 
 
 def test_a_checkpoint_of_an_unknown_format_is_refused(tmp_path):
-    _write_checkpoint_file(tmp_path, "base-000000000001", (4, 0, 1, 1, ()))
-    with pytest.raises(RecoveryError, match="expected format 1 to 3"):
+    _write_checkpoint_file(tmp_path, "base-000000000001", (5, 0, 1, 1, ()))
+    with pytest.raises(RecoveryError, match="expected format 1 to 4"):
         Shard().restore(ShardCheckpoints(tmp_path, 0, 1).resume(1))
 
 
@@ -561,10 +561,10 @@ class _CountedShard(Shard):
         super().__init__()
         self.images = 0
 
-    def image(self):
+    def image(self, refs=None):
         self.images += 1
         time.sleep(0.05)  # as a large shard's copy takes time: other shards ask the compactor meanwhile
-        return super().image()
+        return super().image(refs)
 
 
 def test_shards_saved_together_with_their_bases_due_take_one_image_for_the_one_compactor(tmp_path):

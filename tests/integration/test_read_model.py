@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -69,6 +70,9 @@ def bases_count(path: Path, snapshot_id: int) -> int:
 
 def atp_of(view: ReadView, sku: str) -> tuple[tuple[str, ...], list[int]]:
     sites, atp = view.sku_atp(sku)
+    # The column the bounded promise walks: the same sites, the same ATP.
+    column_sites, column = view.sku_atp_column(sku)
+    assert (tuple(column_sites), column.tolist()) == (tuple(sites), list(atp))
     return tuple(sites), list(atp)
 
 
@@ -290,6 +294,10 @@ class Slotted:
 
     def sku_atp(self, sku: str) -> tuple[Sequence[str], Sequence[int]]:
         return self.view.sku_atp(sku)
+
+    def sku_atp_column(self, sku: str) -> tuple[Sequence[str], Any]:
+        # The read model's numpy column, as the bounded promise reads it in the service.
+        return self.view.sku_atp_column(sku)
 
     def stock_at(self, site_id: str, sku: str) -> Stock | None:
         return self.view.stock_at(site_id, sku)

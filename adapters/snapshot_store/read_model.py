@@ -718,13 +718,13 @@ class ReadModel:
 
         Reading the newest snapshot_info row through DuckDB costs ~20 ms of CPU (its table's
         files), and a publish changes the catalog's files several times (the follower's stat
-        marker): the bench's server read it ~2.5 times a second for ~0.35 publishes. Every
+        marker): ~2.5 times a second for ~0.35 publishes in the bench (from a profile). Every
         publish is a DuckLake commit, so a new current snapshot, which DuckDB tells from the
         catalog alone (`ducklake_current_snapshot`, ~2 ms): while it is the one read before
         the refresh that left the view current, there is no new row to read. Read on the same
         cursor as the row, before it: the row is then as new as that snapshot, or newer. A
-        server following 100,000 changes a second with no request: 7.4-7.8 -> 4.7-4.9 % of a
-        core (docs/serving.md, the fifteenth pass).
+        server following 100,000 changes a second with no request: 1.14-1.66x less CPU
+        (docs/serving.md, the fifteenth pass).
         """
         lake = self._lake_snapshot(reader, cursor)
         if lake is not None and lake == self._lake_seen and self._view is not None:

@@ -164,8 +164,10 @@ def _in_bulk(ctx: _Context, reach: Set[str], limit: int) -> Promise:
     request, counts = ctx.request, ctx.counts
     ranked: list[tuple[str, int, list[_Row]]] = []
     to_stores: list[list[_Row]] = []
+    column = getattr(ctx.view, "sku_atp_column", None)
     for sku, qty in request.items:
-        sites, atps = ctx.view.sku_atp(sku)
+        # A view may offer the ATP as a numpy column (the read model's): the walk masks it whole.
+        sites, atps = ctx.view.sku_atp(sku) if column is None else column(sku)
         steps, counted = _walk(ctx.into, sites, atps, qty, reach)
         rows: list[_Row] = []
         to_store: list[_Row] = []
@@ -343,7 +345,7 @@ def _held(into: _Into, sites: Sequence[str]) -> _Held:
 
 
 def _walk(
-    into: _Into, sites: Sequence[str], atps: Sequence[int], qty: int, reach: Set[str]
+    into: _Into, sites: Sequence[str], atps: Sequence[int] | NDArray[np.integer], qty: int, reach: Set[str]
 ) -> tuple[list[tuple[str, int]], dict[Reason, int]]:
     """The walk over a sku's sites for a bounded promise: the steps that matter, and the rest counted.
 
@@ -371,7 +373,7 @@ def _walk(
     for reason, known in held.by_path.items():
         # With the units, no way: not in reach.
         left_out(reason, known[has[known] & ~inside[known]])
-    return [(sites[i], atps[i]) for i in sorted(steps)], counted
+    return [(sites[i], int(atps[i])) for i in sorted(steps)], counted
 
 
 _NO_PATH = {
@@ -765,16 +767,22 @@ def _best(found: list[_Found], limit: int) -> tuple[Option, ...]:
     return tuple(f.option() for f in chosen)
 
 
-def _best_leg(candidates: list[_Found]) -> _Found:
-    """The candidate `_rank` puts first; ids computed only for those tied on the rest of the rank."""
-    best = min(f.key for f in candidates)
-    tied = [f for f in candidates if f.key == best]
-    return tied[0] if len(tied) == 1 else min(tied, key=_Found.option_id)
+def _best_leg(rows: Sequence[_Row], sku: str, qty: int) -> _Found:
+    """The row `_rank` puts first, as `_Found`; only the rows tied on the rest of the rank are built (for their ids).
+
+    A plan's rows to its store are a few to a dozen per item; building each as `_Found` to
+    keep one was a tenth of a bounded promise.
+    """
+    best = min(map(_row_key, rows))
+    tied = [row for row in rows if row[0] == best]
+    if len(tied) == 1:
+        return _Found.of(tied[0], sku, qty)
+    return min((_Found.of(row, sku, qty) for row in tied), key=_Found.option_id)
 
 
-def _best_leg_built(candidates: list[_Found]) -> _Found:
-    """`_best_leg` the plain way: every candidate's full rank (the reference)."""
-    return min(candidates, key=_Found.rank)
+def _best_leg_built(rows: Sequence[_Row], sku: str, qty: int) -> _Found:
+    """`_best_leg` the plain way: every row built, and the least full rank (the reference)."""
+    return min((_Found.of(row, sku, qty) for row in rows), key=_Found.rank)
 
 
 @dataclass(frozen=True, slots=True)
@@ -790,11 +798,8 @@ class _Plan:
     """Per item, the rows of its options bound to the store."""
     slot: Millis | None
 
-    def build(self, best: Callable[[list[_Found]], _Found]) -> Together:
-        legs = [
-            best([_Found.of(row, sku, qty) for row in rows])
-            for (sku, qty), rows in zip(self.items, self.candidates, strict=True)
-        ]
+    def build(self, best: Callable[[Sequence[_Row], str, int], _Found]) -> Together:
+        legs = [best(rows, sku, qty) for (sku, qty), rows in zip(self.items, self.candidates, strict=True)]
         if self.slot is not None:
             legs = [leg.booked(self.slot) for leg in legs]
         return Together(self.store_id, self.distance_km, self.ready_at, tuple(leg.option() for leg in legs), self.slot)

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -69,6 +70,9 @@ def bases_count(path: Path, snapshot_id: int) -> int:
 
 def atp_of(view: ReadView, sku: str) -> tuple[tuple[str, ...], list[int]]:
     sites, atp = view.sku_atp(sku)
+    # The column the bounded promise walks: the same sites, the same ATP.
+    column_sites, column = view.sku_atp_column(sku)
+    assert (tuple(column_sites), column.tolist()) == (tuple(sites), list(atp))
     return tuple(sites), list(atp)
 
 
@@ -94,6 +98,29 @@ def test_a_following_model_sees_every_publish_and_reads_an_idle_catalog_about_on
             time.sleep(2.0)  # ~200 polls of an idle catalog
             idle = model.follower_refreshes - before
             assert 1 <= idle <= 4, idle  # the once-a-second reading, not a refresh a poll
+
+
+def test_a_refresh_reads_the_newest_snapshot_row_only_once_duck_lake_committed_again(
+    store: tuple[Path, SnapshotWriter, SnapshotReader],
+) -> None:
+    """No commit since the view was found current: no ~20 ms read of snapshot_info; each publish still seen."""
+    path, writer, _ = store
+    writer.publish([change("S1", "A", 1, on_hand=5)], [], events_applied=1, now=T0)
+    with ReadModel.open(path) as model:
+        reads = model.snapshot_info_reads
+        for _ in range(5):
+            assert model.refresh() == 0
+        assert model.snapshot_info_reads == reads
+        for n in range(2, 5):
+            sid = writer.publish([change("S1", "A", n, on_hand=n)], [], events_applied=n, now=T0 + n)
+            assert model.refresh() == 1
+            view = model.view
+            assert view is not None
+            assert view.snapshot_id == sid
+            assert atp_of(view, "A") == (("S1",), [n])
+            assert model.refresh() == 0
+        assert model.snapshot_info_reads == reads + 3
+        assert_whole(path, model)
 
 
 def test_a_model_opened_before_the_store_exists_loads_it_once_it_does(tmp_path: Path) -> None:
@@ -290,6 +317,10 @@ class Slotted:
 
     def sku_atp(self, sku: str) -> tuple[Sequence[str], Sequence[int]]:
         return self.view.sku_atp(sku)
+
+    def sku_atp_column(self, sku: str) -> tuple[Sequence[str], Any]:
+        # The read model's numpy column, as the bounded promise reads it in the service.
+        return self.view.sku_atp_column(sku)
 
     def stock_at(self, site_id: str, sku: str) -> Stock | None:
         return self.view.stock_at(site_id, sku)

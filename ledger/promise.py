@@ -91,7 +91,12 @@ def promise(
     reach = near.reach
     ctx = _Context(network, view, request, radius, stores, explain, into, near)
     if limit is not None and not explain:
-        return _in_bulk(ctx, reach, limit)
+        try:
+            return _in_bulk(ctx, reach, limit)
+        finally:
+            # The request's ways hold details bound to the context (made only if shown): a cycle
+            # the garbage collector would have to find. Dropped, the context goes when the answer is made.
+            ctx.drop_ways()
     # Explained or whole: every source's options built one by one (`from_source`), every option
     # kept. This is the reference the bulk path is held to (tests/unit/ledger/test_promise.py).
     counts = ctx.counts
@@ -914,6 +919,10 @@ class _Context:
         for reason, detail in left:
             self.exclude(site.id, sku, reason, detail)
         return found
+
+    def drop_ways(self) -> None:
+        """Forget this request's ways (`ways`): once the answer is made, nothing asks for them again."""
+        self._ways.clear()
 
     def ways(self, site_id: str, sku: str, qty: int) -> _Ways | None:
         """`from_source` of a source with the units, as rows shared by the request's skus; None if short.

@@ -8,6 +8,8 @@ import weakref
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from adapters.avro_wire import WireCodec
@@ -17,8 +19,11 @@ from adapters.kafka_records import render_change, render_decision
 from bench.kafka import simulated
 from flows.logic import ShardLogic, admit_batch
 from ledger.policy import LedgerPolicy
+from ledger.promise import promise
+from omni_ledger.api_hot import promise_json
 from omni_ledger.collector import THRESHOLDS, tune_collector
 from omni_ledger.metrics.flow import FlowMetrics
+from tests.unit.ledger.test_promise import scenarios
 
 pytestmark = pytest.mark.component
 
@@ -69,6 +74,24 @@ def test_admission_the_fold_and_encoding_leave_no_cyclic_garbage(collector):
         del admitted
     assert folded > 1_000  # the positions did change: the stories were folded
     assert gc.collect() == 0
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(), st.none() | st.integers(1, 100), st.booleans())
+def test_a_promise_and_its_json_leave_no_cyclic_garbage(scenario, limit, explain):  # type: ignore[no-untyped-def]
+    # The same premise for the server, which runs the collector as rarely: what a request makes
+    # is freed by reference counting alone (a context once kept its ways' bound details: a cycle).
+    network, view, request = scenario
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(2):  # the second answers from what the first kept across requests
+            answer = promise(network, view, request, limit=limit, explain=explain)
+            assert promise_json(answer)
+        del answer
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
 
 
 def test_the_thresholds_keep_the_collector_on(collector):

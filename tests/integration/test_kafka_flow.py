@@ -219,8 +219,10 @@ def test_garbage_another_schema_and_a_missing_field_go_to_the_dlq_and_the_rest_a
 
 def test_kill_minus_nine_at_random_moments_loses_and_doubles_nothing(kafka, tmp_path):
     cluster = Cluster(kafka, partitions=3)
-    # Sized so that several kills land before the end on a quiet machine too: with 300 ms epochs
-    # the flow folded 160,000 events in two runs of 1.5-3 s once it got faster (2026-12-04).
+    # Kills are timed by the flow's progress, not by the clock alone, so that they land before the
+    # end however fast the flow gets: with fixed sleeps a faster flow once folded the whole input
+    # after two kills (2026-12-04). A run is killed at most ~1 s into its work, five times, so
+    # this input outlasts them all even at twice today's ~50,000 events/s.
     events = recent_simulated_events(320_000)
     producer = EventProducer({"bootstrap.servers": kafka.bootstrap}, cluster.topic("inventory.events"))
     codec = WireCodec()
@@ -251,15 +253,30 @@ def test_kill_minus_nine_at_random_moments_loses_and_doubles_nothing(kafka, tmp_
     }
     rng = random.Random(2026)
     kills = 0
-    for _ in range(5):
+    moments: list[str] = []
+    for attempt in range(5):
+        applied = events_applied(out)
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(1.5, 3.0))  # start-up takes ~1.5 s: some kills land in it, on purpose
+        if attempt % 2 == 0:
+            # Anywhere from inside start-up (~0.6-1.5 s) to just past it: some kills land before
+            # the first event is folded, on purpose.
+            time.sleep(rng.uniform(0.2, 1.0))
+            moments.append("start-up")
+        else:
+            # Once this run has published a snapshot of its own (its first epochs are durable),
+            # then up to one and a half epochs more: the kill falls anywhere in an epoch, inside a
+            # checkpoint or a publish, or between the checkpoint and Bytewax's commit.
+            deadline = time.monotonic() + 120
+            while events_applied(out) <= applied and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 0.45))
+            moments.append("after progress")
         if proc.poll() is not None:
             break
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         kills += 1
-    assert kills >= 3, "the flow finished before it could be killed several times; make the input larger"
+    assert kills >= 3, f"the flow finished before it could be killed several times ({moments}); make the input larger"
     final = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert final.returncode == 0, final.stderr
 
@@ -292,7 +309,8 @@ def test_kill_minus_nine_at_random_moments_loses_and_doubles_nothing(kafka, tmp_
         )
     assert not problem, problem
     print(
-        f"\ncrash test: {kills} kills, {len(events):,} events, {len(model.history):,} positions equal to the "
+        f"\ncrash test: {kills} kills ({', '.join(moments[:kills])}), {len(events):,} events, "
+        f"{len(model.history):,} positions equal to the "
         f"reference model, {len(expected):,} reservations each decided once"
     )
 

@@ -473,3 +473,76 @@ def test_no_input_the_spec_allows_makes_the_server_fail(stack: Stack) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False, cwd=stack.directory)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert "passed" in done.stdout.lower()
+
+
+def _raw_exchange(port: int, requests: bytes) -> bytes:
+    """The requests on one keep-alive connection (the last one closing it), and every byte answered."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(requests)
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    return received
+
+
+def test_the_servers_one_write_protocol_answers_the_api_byte_for_byte_as_uvicorns(stack: Stack) -> None:
+    """`serve` runs uvicorn with `ONE_WRITE_PROTOCOL` (headers and body in one write): over a real socket, on
+    one keep-alive connection, answers, a not-found, a validation error and an auth error are uvicorn's bytes."""
+    import json
+
+    import uvicorn
+
+    from omni_ledger.serving import ONE_WRITE_PROTOCOL
+
+    assert ONE_WRITE_PROTOCOL is not None
+    body = json.dumps({"items": [{"sku": "PHONE-A"}], "lat": "north"}).encode()  # no qty, a text latitude: 422
+    confirm = json.dumps({"items": []}).encode()
+    requests = (
+        f"GET /v1/skus/PHONE-A/availability?lat={LYON['lat']}&lon={LYON['lon']} HTTP/1.1\r\nhost: t\r\n\r\n".encode()
+        + b"GET /v1/nowhere HTTP/1.1\r\nhost: t\r\n\r\n"
+        + b"POST /v1/promise HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+        + b"content-length: %d\r\n\r\n" % len(body)
+        + body
+        + b"POST /v1/confirm HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+        + b"content-length: %d\r\n\r\n" % len(confirm)
+        + confirm
+        + f"GET /v1/skus/PHONE-A/availability?lat={LYON['lat']}&lon={LYON['lon']} HTTP/1.1\r\nhost: t\r\n".encode()
+        + b"connection: close\r\n\r\n"
+    )
+    servers = []
+    try:
+        for http in ("httptools", ONE_WRITE_PROTOCOL):
+            port = free_port()
+            config = uvicorn.Config(
+                create_app(stack.service), host="127.0.0.1", port=port, http=http, log_level="warning",
+                date_header=False,  # two servers' bytes compared
+            )  # fmt: skip
+            server = uvicorn.Server(config)
+            thread = threading.Thread(target=server.run, daemon=True)
+            thread.start()
+            servers.append((port, server, thread))
+            deadline = time.monotonic() + 20
+            while not server.started:
+                assert time.monotonic() < deadline, "uvicorn did not start"
+                time.sleep(0.02)
+        (theirs, _, _), (ours, _, _) = servers
+        for _ in range(3):  # another test's confirm may land between the two exchanges: a new snapshot
+            expected = _raw_exchange(theirs, requests)
+            got = _raw_exchange(ours, requests)
+            if got == expected:
+                break
+        assert expected.count(b"HTTP/1.1 ") == 5
+        assert [expected[i : i + 12] for i in range(len(expected)) if expected.startswith(b"HTTP/1.1 ", i)] == [
+            b"HTTP/1.1 200",
+            b"HTTP/1.1 404",
+            b"HTTP/1.1 422",
+            b"HTTP/1.1 401",
+            b"HTTP/1.1 200",
+        ]
+        assert got == expected
+    finally:
+        for _, server, thread in servers:
+            server.should_exit = True
+            thread.join(timeout=10)

@@ -724,11 +724,9 @@ class ReadModel:
         the refresh that left the view current, there is no new row to read. Read on the same
         cursor as the row, before it: the row is then as new as that snapshot, or newer. A
         server following 100,000 changes a second with no request: 1.14-1.66x less CPU
-        (docs/serving.md, the fifteenth pass). Both reads run on `feed` (the cursor process,
-        if any): in the server they waited for the GIL behind the request thread after every
-        DuckDB task, ~60 ms of wall a gate read under the promise bench (the seventeenth pass).
+        (docs/serving.md, the fifteenth pass).
         """
-        lake = self._lake_snapshot(reader, feed)
+        lake = self._lake_snapshot(reader, cursor)
         if lake is not None and lake == self._lake_seen and self._view is not None:
             return 0
         changed = self._refresh_from(reader, cursor, feed)
@@ -748,9 +746,9 @@ class ReadModel:
         # newest: the store's first snapshots hold no tables yet, and maintenance adds
         # snapshots that change nothing.
         self.snapshot_info_reads += 1
-        latest = reader.newest_published(feed)
-        newest = None if latest is None else latest[0]
-        self._published_at = None if latest is None else _millis(latest[1])
+        latest = reader.latest(cursor)
+        newest = None if latest is None else int(latest["snapshot_id"])  # type: ignore[call-overload]
+        self._published_at = None if latest is None else _millis(latest.get("created_at"))
         view = self._view
         if newest is None or (view is not None and newest == view.snapshot_id):
             return 0

@@ -183,23 +183,6 @@ class SnapshotReader(Closing):
             rows = self._query("SELECT * FROM snapshot_info ORDER BY snapshot_id DESC LIMIT 1", [], cursor)
         return rows[0] if rows else None
 
-    def newest_published(self, cursor: Any) -> tuple[int, object] | None:
-        """(snapshot_id, created_at) of the newest publish (`latest`'s two columns), or None before the first.
-
-        On any cursor with `execute` and `fetchone`: the read model runs it in its cursor
-        process (`RemoteCursor`, which has no `description` for `latest`'s dicts), where
-        DuckDB's tasks do not wait for the GIL behind the server's request threads.
-        """
-        if self._layout.sharded:
-            # Every writer's newest publish: the newest of them is the newest of the log.
-            query = f"SELECT max(snapshot_id), max(created_at) FROM {SNAPSHOT_LOG} HAVING count(*) > 0"
-        else:
-            query = "SELECT snapshot_id, created_at FROM snapshot_info ORDER BY snapshot_id DESC LIMIT 1"
-        row = cursor.execute(query).fetchone()
-        if row is None or row[0] is None:
-            return None
-        return int(row[0]), row[1]
-
     def sql(self, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run any read-only query (the lake is the default schema); (columns, rows)."""
         try:

@@ -100,16 +100,13 @@ def test_a_following_model_sees_every_publish_and_reads_an_idle_catalog_about_on
             assert 1 <= idle <= 4, idle  # the once-a-second reading, not a refresh a poll
 
 
-@pytest.mark.parametrize("process", [False, True], ids=["in-process", "cursor-process"])
 def test_a_refresh_reads_the_newest_snapshot_row_only_once_duck_lake_committed_again(
-    store: tuple[Path, SnapshotWriter, SnapshotReader], process: bool
+    store: tuple[Path, SnapshotWriter, SnapshotReader],
 ) -> None:
-    """No commit since the view was found current: no ~20 ms read of snapshot_info; each publish still seen.
-
-    With the cursor process, both reads run there (`RemoteCursor`)."""
+    """No commit since the view was found current: no ~20 ms read of snapshot_info; each publish still seen."""
     path, writer, _ = store
     writer.publish([change("S1", "A", 1, on_hand=5)], [], events_applied=1, now=T0)
-    with ReadModel.open(path, process=process) as model:
+    with ReadModel.open(path) as model:
         reads = model.snapshot_info_reads
         for _ in range(5):
             assert model.refresh() == 0
@@ -524,11 +521,6 @@ def test_with_two_writers_lines_and_offers_follow_each_writers_change_feed(
                     assert_whole(path, model)
             model.refresh()
             assert_whole(path, model)
-        with SnapshotReader.open(path) as reader, reader._cursor() as cursor:
-            # The two columns the refresh reads (`newest_published`) are `latest`'s, over both writers' log.
-            latest = reader.latest()
-            assert latest is not None
-            assert reader.newest_published(cursor) == (latest["snapshot_id"], latest["created_at"])
     finally:
         for writer in writers:
             writer.close()

@@ -8,7 +8,6 @@ it produces to `inventory.events` and follows `reservation.decisions`.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import logging
@@ -17,7 +16,7 @@ import pickle
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 from adapters.decision_feed import DecisionFeed, JsonLinesDecisionFeed, KafkaDecisionFeed
 from adapters.inbox import EventInbox, JsonLinesInbox, KafkaInbox
@@ -41,82 +40,6 @@ REFRESH_SWITCH_INTERVAL_S = 0.0005
 """The interpreter's switch interval while the read model refreshes: its DuckDB statements take
 the GIL back after every task, each time behind the request thread; at the default 5 ms a
 refresh's wall was ~1.6 s p50 against ~1.0 s at 0.5 ms in `make bench-serve` (docs/serving.md)."""
-
-
-class _OneWrite:
-    """A response's transport that holds its headers until the body's first write, then writes both at once.
-
-    uvicorn writes a response's status line and headers, then its body, each straight to the
-    socket: two sends, and a client waiting on the response woken twice, for a response of a
-    few hundred bytes (py-spy put 14 % of the server's samples under a promise on the headers'
-    write, docs/serving.md, the fifteenth pass). Held only while the app's `http.response.start`
-    is being sent, and written with the next body message's bytes, or after it when it wrote
-    none (HEAD); a close (an app that stopped part way, an oversized body) sends what is held
-    first, so the bytes on the wire are the same, in fewer writes.
-    """
-
-    __slots__ = ("_held", "_transport", "holding")
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self._transport = transport
-        self._held: bytes | None = None
-        self.holding = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self.holding:
-            self._held = bytes(data) if self._held is None else self._held + bytes(data)
-            return
-        held, self._held = self._held, None
-        self._transport.write(data if held is None else held + bytes(data))
-
-    def flush(self) -> None:
-        """Write what is held (a HEAD response's body message writes nothing)."""
-        held, self._held = self._held, None
-        if held is not None:
-            self._transport.write(held)
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        # Everything else (is_closing, get_extra_info, ...) is the socket's transport's.
-        return getattr(self._transport, name)
-
-
-try:
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
-except ImportError:  # no httptools: uvicorn's own choice (h11), writing as it does
-    ONE_WRITE_PROTOCOL: type[asyncio.Protocol] | None = None
-else:
-    if TYPE_CHECKING:
-        from uvicorn._types import ASGI3Application, ASGISendEvent
-
-    class _OneWriteCycle(RequestResponseCycle):
-        transport: _OneWrite  # type: ignore[assignment]
-
-        async def send(self, message: ASGISendEvent) -> None:
-            if message["type"] != "http.response.start":
-                await super().send(message)
-                self.transport.flush()
-                return
-            self.transport.holding = True
-            try:
-                await super().send(message)
-            finally:
-                self.transport.holding = False
-
-    class OneWriteProtocol(HttpToolsProtocol):
-        """uvicorn's httptools protocol, each response going out in one write (`_OneWrite`)."""
-
-        def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
-            # The cycle is made in uvicorn's header callback and its task not started yet, so
-            # it can still take the one-write send and transport (the same attributes, no slots).
-            cycle.__class__ = _OneWriteCycle
-            cycle.transport = cast(asyncio.Transport, _OneWrite(cycle.transport))
-            super()._start_asgi_task(cycle, app)
-
-    ONE_WRITE_PROTOCOL = OneWriteProtocol
 
 
 def inbox_path(settings: Settings) -> Path:
@@ -247,7 +170,6 @@ def serve(settings: Settings, *, read_model: bool = True, workers: int = 1) -> N
             port=settings.serve.port,
             log_level=_uvicorn_level(),
             log_config=None,
-            http=ONE_WRITE_PROTOCOL or "auto",
             timeout_keep_alive=5,
             limit_concurrency=256,
             # A worker loads its read model before it answers: minutes at 20M positions.
@@ -264,7 +186,6 @@ def serve(settings: Settings, *, read_model: bool = True, workers: int = 1) -> N
             port=settings.serve.port,
             log_level=_uvicorn_level(),
             log_config=None,  # uvicorn's records go through our handler (omni_ledger.logs): JSON or text
-            http=ONE_WRITE_PROTOCOL or "auto",
             # Bounded: a slow client cannot hold the server's threads forever.
             timeout_keep_alive=5,
             limit_concurrency=256,

@@ -371,6 +371,8 @@ def run_mode(
             "mean_seconds": round(sum(p[2] for p in published) / len(published), 3) if published else None,
         },
         "publish_to_visible_p99_ms": _visible_p99(results, published),
+        # Each publish's own delay, to set beside the server's refreshes (`refreshes`).
+        "publish_to_visible_ms": _visible(results, published),
         "publisher_cores": None if publisher_cpu is None else round(publisher_cpu[1] / publisher_cpu[0], 2),
         "refreshes": model.get("refreshes") if isinstance(model, dict) else None,
         "read_model_bytes_per_position": per_position,
@@ -400,8 +402,16 @@ def _published_during(result: dict[str, Any], published: list[tuple[int, int, fl
 
 def _visible_p99(results: list[dict[str, Any]], published: list[tuple[int, int, float]]) -> float | None:
     """p99 over the publishes committed in measured windows of (first answer naming it or newer) - commit."""
+    delays = sorted(delay for _, _, delay in _visible(results, published))
+    if not delays:
+        return None
+    return float(delays[max(0, min(len(delays) - 1, round(0.99 * len(delays) + 0.5) - 1))])
+
+
+def _visible(results: list[dict[str, Any]], published: list[tuple[int, int, float]]) -> list[tuple[int, int, int]]:
+    """(snapshot id, commit wall ms, ms to the first answer naming it or newer) of each publish in a measured window."""
     seen: list[tuple[int, int]] = sorted((int(sid), at) for r in results for sid, at in r["first_seen_ms"].items())
-    delays = []
+    found = []
     for r in results:
         start = int(r["measured_from_ms"])
         end = start + round(float(r["seconds"]) * 1000)
@@ -409,11 +419,8 @@ def _visible_p99(results: list[dict[str, Any]], published: list[tuple[int, int, 
             if start <= at <= end:
                 later = [when for named, when in seen if named >= sid and when >= at]
                 if later:
-                    delays.append(min(later) - at)
-    if not delays:
-        return None
-    delays.sort()
-    return float(delays[max(0, min(len(delays) - 1, round(0.99 * len(delays) + 0.5) - 1))])
+                    found.append((sid, at, min(later) - at))
+    return found
 
 
 def report(result: dict[str, Any], build: StoreBuild, path: Path) -> str:

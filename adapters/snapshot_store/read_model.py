@@ -734,14 +734,8 @@ class ReadModel:
         return changed
 
     def _lake_snapshot(self, reader: SnapshotReader, cursor: duckdb.DuckDBPyConnection) -> tuple[object, int] | None:
-        """(the catalog file's inode where it has one, DuckLake's current snapshot id); None where there is none."""
-        row = cursor.execute(f"SELECT id FROM ducklake_current_snapshot('{LAKE}')").fetchone()
-        if row is None or row[0] is None:
-            return None
-        stat = reader.catalog_stat()
-        # A catalog made anew at the same place is another file: its ids start again.
-        file = stat[0][0] if isinstance(stat, tuple) and stat and isinstance(stat[0], tuple) else None
-        return file, int(row[0])
+        """`SnapshotReader.lake_snapshot` (the store watch gates its reads on it too)."""
+        return reader.lake_snapshot(cursor)
 
     def _refresh_from(
         self, reader: SnapshotReader, cursor: duckdb.DuckDBPyConnection, feed: duckdb.DuckDBPyConnection

@@ -197,9 +197,9 @@ class SnapshotReader(Closing):
 
     # -- pinned reads: the caller holds a snapshot id (from `newest`) and reads everything at it
 
-    def newest(self) -> SnapshotStamp | None:
+    def newest(self, cursor: duckdb.DuckDBPyConnection | None = None) -> SnapshotStamp | None:
         """`latest`, typed (times in epoch milliseconds); None before the first publish."""
-        row = self.latest()
+        row = self.latest(cursor)
         if row is None:
             return None
         snapshot_id, events_applied = row["snapshot_id"], row["events_applied"]
@@ -277,6 +277,22 @@ class SnapshotReader(Closing):
     def directory(self) -> Path:
         """The store's directory."""
         return self._dir
+
+    def lake_snapshot(self, cursor: duckdb.DuckDBPyConnection) -> tuple[object, int] | None:
+        """(the catalog file's inode where it has one, DuckLake's current snapshot id); None where there is none.
+
+        Every publish is a DuckLake commit, so a new current snapshot, which DuckDB reads from
+        the catalog alone (~2 ms, against ~20 ms for the newest snapshot_info row: its table's
+        files). Read on `cursor` (one of `cursor()`) before that row, the row is as new as this
+        snapshot or newer: while it is unchanged, there is no new row to read.
+        """
+        row = cursor.execute(f"SELECT id FROM ducklake_current_snapshot('{LAKE}')").fetchone()
+        if row is None or row[0] is None:
+            return None
+        stat = self.catalog_stat()
+        # A catalog made anew at the same place is another file: its ids start again.
+        file = stat[0][0] if isinstance(stat, tuple) and stat and isinstance(stat[0], tuple) else None
+        return file, int(row[0])
 
     def catalog_stat(self) -> object:
         """The SQLite catalog's files as stat sees them (inode, size, mtime of the file and its WAL).

@@ -410,6 +410,11 @@ def main() -> None:
         action="store_true",
         help="with --baseline, run the baseline's latency run before this tree's (alternate between invocations)",
     )
+    parser.add_argument(
+        "--latency-cold",
+        action="store_true",
+        help="feed the tailing flow once it answers a change, not after its first snapshot (its start is measured)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     baseline = args.baseline.resolve() if args.baseline else None
@@ -455,6 +460,7 @@ def main() -> None:
                         seconds=args.latency_seconds,
                         partitions=args.partitions,
                         checkout=checkout,
+                        cold=args.latency_cold,
                     )
             if not args.no_sinks:
                 say("sinks: Bytewax's KafkaSink against ours, the same messages through a bare dataflow...")

@@ -9,7 +9,7 @@ The publish (an append to the writer's recent positions: 100,000 positions cost 
 CPU at 2,000,000 and at 20,000,000, and a fold of the recent rows into the base every
 million of them, read beside the publishes and committed between two; docs/snapshots.md)
 runs on a background writer thread, so the Bytewax worker thread only joins the batches
-and hands them over. The writer's first
+and hands them over. The writer thread opens the store too, before its first publish. Its first
 publish with positions also reads the stored versions it then keeps (5.7-7.4 s of CPU at
 20,000,000 positions), there too, never on the worker thread. The handover coalesces:
 while the writer publishes one job, the intervals that come meanwhile merge into a single

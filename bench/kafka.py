@@ -405,6 +405,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="throughput runs of each flow, alternating")
     parser.add_argument("--no-latency", action="store_true", help="skip the latency run")
     parser.add_argument("--no-sinks", action="store_true", help="skip the sink comparison")
+    parser.add_argument(
+        "--baseline-first",
+        action="store_true",
+        help="with --baseline, run the baseline's latency run before this tree's (alternate between invocations)",
+    )
+    parser.add_argument(
+        "--latency-cold",
+        action="store_true",
+        help="feed the tailing flow once it answers a change, not after its first snapshot (its start is measured)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     baseline = args.baseline.resolve() if args.baseline else None
@@ -440,7 +450,8 @@ def main() -> None:
             if not args.no_latency:
                 from bench.latency import measure_latency  # it builds on this module
 
-                for name, checkout in flows:
+                # One latency run each: which goes first is the caller's to alternate between invocations.
+                for name, checkout in flows[::-1] if args.baseline_first else flows:
                     say(f"latency of {name}: {args.latency_rate:,} events/s for {args.latency_seconds:.0f} s...")
                     latency[name] = measure_latency(
                         bootstrap,
@@ -449,6 +460,7 @@ def main() -> None:
                         seconds=args.latency_seconds,
                         partitions=args.partitions,
                         checkout=checkout,
+                        cold=args.latency_cold,
                     )
             if not args.no_sinks:
                 say("sinks: Bytewax's KafkaSink against ours, the same messages through a bare dataflow...")

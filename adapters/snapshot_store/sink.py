@@ -9,7 +9,7 @@ The publish (an append to the writer's recent positions: 100,000 positions cost 
 CPU at 2,000,000 and at 20,000,000, and a fold of the recent rows into the base every
 million of them, read beside the publishes and committed between two; docs/snapshots.md)
 runs on a background writer thread, so the Bytewax worker thread only joins the batches
-and hands them over. The writer's first
+and hands them over. The writer thread opens the store too, before its first publish. Its first
 publish with positions also reads the stored versions it then keeps (5.7-7.4 s of CPU at
 20,000,000 positions), there too, never on the worker thread. The handover coalesces:
 while the writer publishes one job, the intervals that come meanwhile merge into a single
@@ -41,9 +41,10 @@ again). Waiting there for the publish would stall the whole worker (the fold, th
    files stay small however big a merged job grows). A partition resumed with pending
    jobs publishes them first, merged; publishing a job twice changes nothing (versions
    and ranks only move forward).
-4. A failure on the writer thread is kept and raised on the worker thread at the next
-   `write_batch`, `snapshot` or `close`; jobs after it are not published (the flow stops
-   and recovery replays them).
+4. A failure on the writer thread (opening the store, which it does before its first
+   publish, included) is kept and raised on the worker thread at the next `write_batch`,
+   `snapshot` or `close`; jobs after it are not published (the flow stops and recovery
+   replays them).
 
 The `on_publish` callback and the observer are called on the worker thread (the next
 `write_batch`, `snapshot` or `close` after the publish), so metrics keyed by worker thread
@@ -68,6 +69,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -230,11 +232,16 @@ class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
         recent_limit: int | None = RECENT_LIMIT,
     ) -> None:
         self._index = index
-        self._writer = SnapshotWriter.open(
-            directory, catalog=catalog, writers=writers, writer=index, recent_limit=recent_limit
+        # Opened by the writer thread before its first publish, not here: Bytewax builds this
+        # partition when the first batch reaches it, i.e. on the worker thread once the flow is
+        # folding, and opening the store (DuckDB, the DuckLake catalog, the tables) stopped the
+        # fold for ~0.5-1 s there (docs/scaling.md, "Seventeenth pass"). A failure to open is
+        # the writer thread's failure: raised at the next `write_batch`, `snapshot` or `close`.
+        self._open_store = partial(
+            SnapshotWriter.open, directory, catalog=catalog, writers=writers, writer=index, recent_limit=recent_limit
         )
-        # Its queries run on the writer thread alone, which yields the CPU to the fold (`_yield_to_the_fold`).
-        self._writer.use_one_thread()
+        self._writer: SnapshotWriter | None = None
+        self._opened = threading.Event()
         # No resume state means the flow starts from nothing: a store with rows here can
         # only come from a crash before the first epoch, whose events are read again.
         saved: tuple[Any, ...] = ()
@@ -362,13 +369,25 @@ class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
                 self._stopping = True
                 self._handover.notify_all()
             self._thread.join()
-            # A fold still running beside the last publish: its end is reported too.
-            self._writer.wait_for_fold()
-            for fold in self._writer.take_folds():
-                self._done.put(_Folded(fold, self._index))
+            if self._writer is not None:
+                # A fold still running beside the last publish: its end is reported too.
+                self._writer.wait_for_fold()
+                for fold in self._writer.take_folds():
+                    self._done.put(_Folded(fold, self._index))
             self._settle()
         finally:
-            self._writer.close()
+            if self._writer is not None:
+                self._writer.close()
+
+    def opened(self, timeout: float | None = None) -> SnapshotWriter:
+        """The partition's writer, once the writer thread has opened the store (raises its failure to)."""
+        if not self._opened.wait(timeout):
+            msg = f"the snapshot writer did not open the store within {timeout} s"
+            raise TimeoutError(msg)
+        if self._writer is None:
+            msg = f"the snapshot writer failed to open the store: {self._failure}"
+            raise SnapshotError(msg) from self._failure
+        return self._writer
 
     def _settle(self) -> None:
         """Deliver the callbacks of finished jobs; raise the writer thread's failure, if any."""
@@ -416,6 +435,14 @@ class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
 
     def _run(self) -> None:
         _yield_to_the_fold()
+        try:
+            self._writer = self._open_store()
+            # Its queries run on this thread alone, which yields the CPU to the fold (`_yield_to_the_fold`).
+            self._writer.use_one_thread()
+        except BaseException as exc:
+            self._failure = exc  # as a failed publish: every job stays pending, the worker raises
+        finally:
+            self._opened.set()
         while True:
             with self._handover:
                 while self._waiting is None and not self._stopping:
@@ -441,6 +468,7 @@ class _Partition(StatefulSinkPartition[SnapshotBatch, SinkState]):
     def _publish(self, job: _Job) -> None:
         # 2. Publish, heartbeat, maybe maintenance, in this order on this thread.
         writer = self._writer
+        assert writer is not None  # opened first by `_run`, which publishes nothing if that failed
         if not job:
             # A heartbeat (or only duplicates): nothing new, and the newest snapshot is still current.
             now = time.time_ns() // 1_000_000

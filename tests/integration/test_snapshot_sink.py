@@ -20,7 +20,7 @@ from adapters.snapshot_store import SnapshotReader, SnapshotWriter
 from adapters.snapshot_store.pending import PendingJobs
 from adapters.snapshot_store.recent import FoldReport
 from adapters.snapshot_store.sink import SnapshotSink
-from ledger.errors import RecoveryError
+from ledger.errors import RecoveryError, SnapshotError
 from ledger.execution import TaskStatus, Work
 from ledger.outputs import (
     DecisionStatus,
@@ -193,7 +193,7 @@ def test_pending_jobs_are_saved_in_files_bytewax_keeps_their_numbers_and_a_resum
     assert sorted(p.name for p in (pending / "snapshots").iterdir()) == [f"job-{n:012d}" for n in sorted(jobs)]
     # The process dies here: the held-back publish never lands, the waiting job never starts.
     monkeypatch.undo()
-    part._writer.close()  # release the store as a dead process would
+    part.opened().close()  # release the store as a dead process would
     resumed = SnapshotSink(store, pending_dir=pending).build_part("snapshots", "snapshots", saved)
     try:
         resumed.close()  # publishes the pending jobs first, then ends cleanly
@@ -225,6 +225,42 @@ def test_job_files_never_pile_up_a_resume_drops_what_it_does_not_name_and_refuse
         PendingJobs(tmp_path).resume(second)
 
 
+@pytest.mark.integration
+def test_the_writer_thread_opens_the_store_and_a_failure_to_open_stops_the_worker_with_the_jobs_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened_on: list[str] = []
+    real_open = SnapshotWriter.open.__func__  # type: ignore[attr-defined]
+
+    def recording_open(cls: type[SnapshotWriter], *args: Any, **kwargs: Any) -> SnapshotWriter:
+        opened_on.append(threading.current_thread().name)
+        return real_open(cls, *args, **kwargs)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(SnapshotWriter, "open", classmethod(recording_open))
+    intervals = _intervals(3, seed=11)
+    store = tmp_path / "store"
+    part = SnapshotSink(store).build_part("snapshots", "snapshots", None)
+    part.write_batch([intervals[0]])
+    part.close()
+    # Opened once, by the writer thread: the worker thread that builds the partition goes on folding.
+    assert opened_on == ["snapshot-writer-0"]
+    with SnapshotReader.open(store) as reader:
+        assert reader.latest()["events_applied"] == intervals[0].tally.applied  # type: ignore[index]
+
+    # Another writer holds the store: the partition's writer cannot open it.
+    with SnapshotWriter.open(store):
+        refused = SnapshotSink(store).build_part("snapshots", "snapshots", None)
+        with pytest.raises(SnapshotError, match="locked"):
+            refused.opened(30)
+        # The worker thread learns it at its next call, before an epoch could commit without the outputs.
+        with pytest.raises(SnapshotError, match="writer thread failed"):
+            refused.write_batch([intervals[1]])
+        with pytest.raises(SnapshotError, match="writer thread failed"):
+            refused.snapshot()
+        with pytest.raises(SnapshotError, match="writer thread failed"):
+            refused.close()
+
+
 def _niceness(tid: int) -> int:
     # /proc/<pid>/task/<tid>/stat: field 19 is the nice value (after the parenthesised name).
     stat = Path(f"/proc/self/task/{tid}/stat").read_text()
@@ -239,7 +275,7 @@ def test_the_writer_thread_yields_the_cpu_to_the_fold_and_duckdb_runs_on_it_alon
         assert writer.native_id is not None
         fold = _niceness(threading.get_native_id())
         assert _niceness(writer.native_id) == min(19, fold + 10)
-        assert part._writer._con.execute("SELECT current_setting('threads')").fetchone() == (1,)
+        assert part.opened(30)._con.execute("SELECT current_setting('threads')").fetchone() == (1,)
     finally:
         part.close()
 

@@ -865,7 +865,7 @@ def test_a_job_pending_when_the_process_died_is_published_by_the_resumed_partiti
     saved = part.snapshot()  # the epoch's state, taken while the publish is still held back
     # The process dies here: the held-back publish never lands.
     monkeypatch.undo()
-    part._writer.close()  # release the store as a dead process would
+    part.opened().close()  # release the store as a dead process would
     resumed = SnapshotSink(store).build_part("snapshots", "snapshots", saved)
     try:
         resumed.close()  # publishes the pending job first, then ends cleanly
